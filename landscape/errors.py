@@ -1,0 +1,50 @@
+"""The exception tree of landscape.
+
+Every error a user can cause is a ``LandscapeError``; its message names the bad value and what
+would be valid. The shells translate the tree once, at their boundary:
+
+    LandscapeError                    CLI: "error: <message>", exit 2 | API: 400
+    ├── UnknownNameError              unknown model, data set, option value   | API: 422
+    ├── SpecError                     bad grid/range/option combination       | API: 422
+    ├── DatasetNotFoundError          data files missing under the data root  | API: 422
+    ├── CheckpointError               unreadable, corrupt or mismatched file  | API: 422
+    ├── SurfaceFileError              unreadable HDF5 surface, or a partial
+    │                                 file whose spec differs from the request | API: 409
+    └── CancelledError                a job's stop flag was raised mid-run    | API: (job state)
+
+Internal invariants use ``assert``; anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+
+class LandscapeError(Exception):
+    """Base of every error a user can cause."""
+
+
+class UnknownNameError(LandscapeError, ValueError):
+    """A name (model, data set, option) that is not one of the known choices."""
+
+    def __init__(self, kind: str, name: object, choices: list[str] | tuple[str, ...]) -> None:
+        self.kind, self.name, self.choices = kind, name, list(choices)
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(self.choices)}")
+
+
+class SpecError(LandscapeError, ValueError):
+    """A request whose values are individually known but do not make sense together."""
+
+
+class DatasetNotFoundError(LandscapeError, FileNotFoundError):
+    """A data set's files are not where they should be (and downloading was not asked for)."""
+
+
+class CheckpointError(LandscapeError):
+    """A checkpoint that cannot be read, or does not fit the model/data it is used with."""
+
+
+class SurfaceFileError(LandscapeError):
+    """An HDF5 surface file that cannot be read, or does not match the request."""
+
+
+class CancelledError(LandscapeError):
+    """Work stopped because its caller asked it to; finished points are kept."""

@@ -1,0 +1,203 @@
+"""Frozen request types: what the library takes from its shells (CLI, API, notebooks).
+
+They hold plain values only, so ``to_dict`` gives the JSON stored in files and job rows and
+``from_dict`` rebuilds the same spec; equal specs give equal cache keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_args
+
+from landscape.errors import SpecError, UnknownNameError
+
+Normalization = Literal["filter", "layer", "weight", "none"]
+Ignore = Literal["biasbn", "none"]
+DirectionKind = Literal["random", "interpolate", "pca"]
+Split = Literal["train", "test"]
+LossName = Literal["cross_entropy", "mse"]
+OptimizerName = Literal["sgd", "adam"]
+ScheduleName = Literal["cosine", "step", "constant"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "tf32", "bf16"]
+
+
+def check_choice(kind: str, value: object, literal: Any) -> None:
+    """Raise UnknownNameError unless ``value`` is one of the Literal's members."""
+    choices = get_args(literal)
+    if value not in choices:
+        raise UnknownNameError(kind, value, [str(c) for c in choices])
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Grid coordinates: ``n_x`` points over ``x_range``; ``n_y is None`` means a 1D curve."""
+
+    x_range: tuple[float, float] = (-1.0, 1.0)
+    n_x: int = 21
+    y_range: tuple[float, float] | None = (-1.0, 1.0)
+    n_y: int | None = 21
+
+    def __post_init__(self) -> None:
+        _check_axis("x", self.x_range, self.n_x)
+        if (self.n_y is None) != (self.y_range is None):
+            raise SpecError("a 1D grid has neither n_y nor y_range; a 2D grid needs both")
+        if self.n_y is not None and self.y_range is not None:
+            _check_axis("y", self.y_range, self.n_y)
+
+    @property
+    def ndim(self) -> int:
+        return 1 if self.n_y is None else 2
+
+    @property
+    def n_points(self) -> int:
+        return self.n_x * (self.n_y or 1)
+
+
+def _check_axis(name: str, value_range: tuple[float, float], n: int) -> None:
+    if not isinstance(n, int) or n < 1:
+        raise SpecError(f"n_{name} must be a positive integer, got {n!r}")
+    low, high = value_range
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise SpecError(f"{name}_range must be finite, got {value_range!r}")
+    if n > 1 and not low < high:
+        raise SpecError(f"{name}_range must have min < max, got {value_range!r}")
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """How the plotting directions are made (Li et al. 2018 §4 for ``random`` + ``filter``).
+
+    ``interpolate`` uses ``target_checkpoint - checkpoint`` as the x direction (Goodfellow et
+    al. 2015); ``pca`` uses the top principal components of ``trajectory`` snapshots (Li et al.
+    §7). ``seed`` makes random directions reproducible on every device.
+    """
+
+    kind: DirectionKind = "random"
+    normalization: Normalization = "filter"
+    ignore: Ignore = "biasbn"
+    seed: int = 0
+    target_checkpoint: str | None = None
+    trajectory: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_choice("direction kind", self.kind, DirectionKind)
+        check_choice("normalization", self.normalization, Normalization)
+        check_choice("ignore", self.ignore, Ignore)
+        if self.kind == "interpolate" and not self.target_checkpoint:
+            raise SpecError("directions of kind 'interpolate' need target_checkpoint")
+        if self.kind == "pca" and len(self.trajectory) < 3:
+            raise SpecError("directions of kind 'pca' need at least 3 trajectory snapshots")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data a model is trained or evaluated on.
+
+    ``name`` is a registered data set (``digits``, ``cifar10``, …) or a path to a ``.pt`` /
+    ``.npz`` file holding ``x`` and ``y``. ``train_size`` keeps a deterministic subset.
+    """
+
+    name: str = "digits"
+    data_root: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How grid points are evaluated; none of these change the numbers beyond fp32 rounding
+    except ``precision`` (tf32/bf16, CUDA only, off by default)."""
+
+    device: DeviceName = "auto"
+    precision: Precision = "fp32"
+    points_per_call: int | None = None  # None: the engine picks per device
+    batch_size: int | None = None  # samples per forward pass; None: engine picks
+    workers: int | None = None  # CPU processes; None: one per core
+    compile: bool = True  # torch.compile the per-point forward when it pays
+
+    def __post_init__(self) -> None:
+        check_choice("device", self.device, DeviceName)
+        check_choice("precision", self.precision, Precision)
+
+
+@dataclass(frozen=True)
+class SurfaceSpec:
+    """Everything that determines a surface's numbers (and so its cache key)."""
+
+    checkpoint: str
+    data: DataSpec = field(default_factory=DataSpec)
+    grid: GridSpec = field(default_factory=GridSpec)
+    directions: DirectionSpec = field(default_factory=DirectionSpec)
+    splits: tuple[Split, ...] = ("train",)
+    loss: LossName = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        if not self.splits:
+            raise SpecError("splits must name at least one of: train, test")
+        for split in self.splits:
+            check_choice("split", split, Split)
+        check_choice("loss", self.loss, LossName)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """HDF5 dataset names, e.g. ``("train_loss", "train_acc")``."""
+        return tuple(f"{s}_{m}" for s in self.splits for m in ("loss", "acc"))
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A training recipe; the defaults follow He et al. 2016 §4.2 scaled to small data."""
+
+    model: str
+    data: DataSpec = field(default_factory=DataSpec)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: OptimizerName = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: ScheduleName = "cosine"
+    seed: int = 0
+    device: DeviceName = "auto"
+    snapshot_every: int = 0  # save a per-epoch snapshot every N epochs (0: none)
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer", self.optimizer, OptimizerName)
+        check_choice("schedule", self.schedule, ScheduleName)
+        check_choice("device", self.device, DeviceName)
+        if self.epochs < 1:
+            raise SpecError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise SpecError(f"lr must be > 0, got {self.lr}")
+
+
+SpecT = TypeVar("SpecT")
+
+
+def to_dict(spec: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a spec (tuples become lists)."""
+    return dataclasses.asdict(spec)
+
+
+def from_dict(cls: type[SpecT], data: dict[str, Any]) -> SpecT:
+    """Rebuild a (nested) spec from ``to_dict`` output; unknown keys are an error."""
+    assert dataclasses.is_dataclass(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise SpecError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    nested = {"data": DataSpec, "grid": GridSpec, "directions": DirectionSpec}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in nested and isinstance(value, dict):
+            value = from_dict(nested[key], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
