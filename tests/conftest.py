@@ -1,0 +1,44 @@
+"""Shared test set-up: reproducible RNG, GPU tests skipped without CUDA, artifacts folder."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is false)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _restore_rng_state() -> Iterator[None]:
+    """Each test starts from the same seeds and leaves global RNG state as it found it."""
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    yield
+    torch.set_rng_state(torch_state)
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """Where tests leave files worth looking at (screenshots, HTML); kept after the run."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
