@@ -1,0 +1,53 @@
+"""Demo surfaces queued by ``landscape serve --demo``: the paper's headline comparison.
+
+Li et al. 2018 (Fig. 5) contrast ResNets with and without skip connections; on the small
+``digits`` data set these train and evaluate in minutes on a laptop CPU. The 56-layer pair
+(where the difference is dramatic) is queued last because it takes the longest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.planning import plan_surface
+from api.schemas import SurfaceRequest
+
+log = logging.getLogger(__name__)
+
+DEMO_GRID: dict[str, Any] = {"nx": 21, "ny": 21, "xrange": [-1, 1], "yrange": [-1, 1]}
+DEMO_MODELS = ("resnet20", "resnet20-noshort", "resnet56", "resnet56-noshort")
+
+
+def demo_requests() -> list[SurfaceRequest]:
+    return [
+        SurfaceRequest(
+            model=model,
+            dataset="digits",
+            train={"epochs": 10},  # type: ignore[arg-type]
+            grid=DEMO_GRID,  # type: ignore[arg-type]
+            directions={"normalization": "filter", "ignore": "biasbn", "seed": 0},  # type: ignore[arg-type]
+            label=f"{model} on digits (demo)",
+        )
+        for model in DEMO_MODELS
+    ]
+
+
+def enqueue_demo(app: FastAPI) -> list[str]:
+    """Queue the demo surfaces not computed yet; returns their surface ids (cached ones too)."""
+    settings, queue = app.state.settings, app.state.queue
+    ids = []
+    for request in demo_requests():
+        with app.state.sessions() as session:
+            plan = plan_surface(request, settings, session)
+        ids.append(plan.surface_id)
+        if plan.surface_path.exists() and queue.active_for(plan.surface_id) is None:
+            from landscape.store import surface_summary
+
+            if surface_summary(plan.surface_path)["status"] == "complete":
+                continue
+        job, created = queue.submit(plan, request.model_dump(mode="json", exclude_none=True))
+        log.info("demo %s: job %s (%s)", request.model, job.id, "new" if created else "shared")
+    return ids

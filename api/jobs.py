@@ -1,0 +1,306 @@
+"""The job queue on top of the ``jobs`` table: submit (with dedup), claim, progress, finish.
+
+Every state change is a compare-and-set UPDATE (``WHERE id = … AND status = …``) in one
+transaction, so two workers — threads, processes or hosts sharing one database — never take the
+same job: the loser's UPDATE matches no row. A claim is a lease that the running worker renews;
+a lapsed lease means the worker died and the job may be taken over (it resumes from its
+partial HDF5 file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
+from api.planning import Plan
+from api.schemas import JobPublic, Progress
+
+log = logging.getLogger(__name__)
+
+_HOST = socket.gethostname()
+
+
+def new_worker_id() -> str:
+    """``host:pid:random``: lets a restarted server on the same host spot its dead workers."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
+def job_public(job: Job) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        stage=job.stage,  # type: ignore[arg-type]
+        progress=Progress(done=job.done, total=job.total),
+        eta_seconds=job.eta_seconds,
+        error=job.error,
+        surface_id=job.surface_id,
+        label=job.label,
+        cancel_requested=job.cancel_requested,
+        request=job.request,
+        created_at=iso(job.created_at) or "",
+        started_at=iso(job.started_at),
+        finished_at=iso(job.finished_at),
+    )
+
+
+def _worker_is_dead(worker_id: str, live_here: set[str]) -> bool:
+    """True when ``worker_id`` ran on this host in a process that no longer exists."""
+    host, _, rest = worker_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _HOST or not pid_text.isdigit() or worker_id in live_here:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():  # our pid, but not one of our workers: a previous life (containers)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class JobQueue:
+    """Queue operations; each method is one short transaction on its own session."""
+
+    def __init__(self, sessions: sessionmaker[Session], lease_seconds: float) -> None:
+        self.sessions = sessions
+        self.lease_seconds = lease_seconds
+
+    # --- API side -------------------------------------------------------------------------
+    def submit(self, plan: Plan, request: dict[str, Any]) -> tuple[Job, bool]:
+        """The active job for this surface, or a new queued one; ``True`` when new."""
+        for _ in range(3):
+            with self.sessions() as session:
+                existing = self._active_for(session, plan.surface_id)
+                if existing is not None:
+                    return existing, False
+                if session.get(SurfaceRecord, plan.surface_id) is None:
+                    session.add(
+                        SurfaceRecord(
+                            id=plan.surface_id,
+                            label=plan.label,
+                            model=plan.model,
+                            dataset=plan.dataset,
+                            checkpoint_id=plan.checkpoint_id,
+                            request=request,
+                        )
+                    )
+                job = Job(
+                    id=uuid.uuid4().hex,
+                    surface_id=plan.surface_id,
+                    label=plan.label,
+                    request=request,
+                    total=plan.surface_spec.grid.n_points,
+                )
+                session.add(job)
+                try:
+                    session.commit()
+                except IntegrityError:  # an identical request won the race: share its job
+                    session.rollback()
+                    continue
+                return job, True
+        raise RuntimeError("could not submit or find the job after 3 tries")  # pragma: no cover
+
+    @staticmethod
+    def _active_for(session: Session, surface_id: str) -> Job | None:
+        return session.scalars(
+            select(Job).where(Job.surface_id == surface_id, Job.status.in_(ACTIVE))
+        ).first()
+
+    def active_for(self, surface_id: str) -> Job | None:
+        with self.sessions() as session:
+            return self._active_for(session, surface_id)
+
+    def latest_for(self, surface_id: str) -> Job | None:
+        with self.sessions() as session:
+            return session.scalars(
+                select(Job).where(Job.surface_id == surface_id).order_by(Job.created_at.desc())
+            ).first()
+
+    def get(self, job_id: str) -> Job | None:
+        with self.sessions() as session:
+            return session.get(Job, job_id)
+
+    def list(self, limit: int = 500) -> list[Job]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+
+    def counts(self) -> dict[str, int]:
+        with self.sessions() as session:
+            statuses = session.scalars(select(Job.status)).all()
+        return {status: statuses.count(status) for status in (*ACTIVE, *TERMINAL)}
+
+    def cancel(self, job_id: str, wait_seconds: float = 0.0) -> Job | None:
+        """Cancel a queued job at once; ask a running one to stop and wait for it a while."""
+        with self.sessions() as session, session.begin():
+            t = now()
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(
+                    status="cancelled",
+                    stage="finished",
+                    finished_at=t,
+                    updated_at=t,
+                    cancel_requested=True,
+                )
+            )
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(cancel_requested=True, updated_at=t)
+            )
+        deadline = time.monotonic() + wait_seconds
+        job = self.get(job_id)
+        while job is not None and job.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = self.get(job_id)
+        return job
+
+    # --- worker side ----------------------------------------------------------------------
+    def claim(self, worker_id: str) -> Job | None:
+        """Take the oldest queued job (or one whose worker's lease lapsed), or None."""
+        t = now()
+        with self.sessions() as session:
+            candidates = session.scalars(
+                select(Job.id)
+                .where(
+                    ((Job.status == "queued") & ~Job.cancel_requested)
+                    | ((Job.status == "running") & (Job.lease_expires_at < t))
+                )
+                .order_by(Job.created_at)
+                .limit(8)
+            ).all()
+        for job_id in candidates:
+            with self.sessions() as session, session.begin():
+                result = session.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        ((Job.status == "queued") & ~Job.cancel_requested)
+                        | ((Job.status == "running") & (Job.lease_expires_at < t)),
+                    )
+                    .values(
+                        status="running",
+                        worker_id=worker_id,
+                        lease_expires_at=now() + self.lease_seconds,
+                        attempts=Job.attempts + 1,
+                        updated_at=now(),
+                        started_at=now(),
+                        error=None,
+                    )
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    job = session.get(Job, job_id)
+                    assert job is not None and job.worker_id == worker_id
+                    log.info("worker %s claimed job %s", worker_id, job_id)
+                    return job
+        return None
+
+    def _update_mine(self, job_id: str, owner: str, **values: Any) -> bool:
+        """Change a job only while ``owner`` still holds it (a lost lease changes nothing)."""
+        with self.sessions() as session, session.begin():
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == owner, Job.status == "running")
+                .values(updated_at=now(), **values)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def heartbeat(self, job_id: str, worker_id: str) -> tuple[bool, bool]:
+        """Renew the lease; returns ``(still ours, cancel requested)``."""
+        with self.sessions() as session, session.begin():
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .values(lease_expires_at=now() + self.lease_seconds)
+            )
+            ours = bool(result.rowcount)  # type: ignore[attr-defined]
+            cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+        return ours, bool(cancel)
+
+    def set_progress(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        stage: str,
+        done: int | None = None,
+        total: int | None = None,
+        eta: float | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {"stage": stage, "eta_seconds": eta}
+        if done is not None:
+            values["done"] = done
+        if total is not None:
+            values["total"] = total
+        return self._update_mine(job_id, worker_id, **values)
+
+    def finish(self, job_id: str, worker_id: str, status: str, error: str | None = None) -> None:
+        assert status in TERMINAL, status
+        self._update_mine(
+            job_id,
+            worker_id,
+            status=status,
+            stage="finished",
+            error=error,
+            finished_at=now(),
+            eta_seconds=None,
+            lease_expires_at=None,
+        )
+
+    def release(self, job_id: str, worker_id: str) -> None:
+        """Back to the queue (shutdown): the next worker resumes from the partial file."""
+        self._update_mine(
+            job_id,
+            worker_id,
+            status="queued",
+            stage="queued",
+            worker_id=None,
+            lease_expires_at=None,
+            eta_seconds=None,
+        )
+
+    def recover(self, live_here: set[str]) -> int:
+        """Requeue jobs whose worker died on this host (no need to wait for its lease)."""
+        with self.sessions() as session:
+            running = session.execute(
+                select(Job.id, Job.worker_id).where(Job.status == "running")
+            ).all()
+        count = 0
+        for job_id, worker_id in running:
+            if worker_id and _worker_is_dead(worker_id, live_here):
+                with self.sessions() as session, session.begin():
+                    result = session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.worker_id == worker_id)
+                        .values(
+                            status="queued",
+                            stage="queued",
+                            worker_id=None,
+                            lease_expires_at=None,
+                            updated_at=now(),
+                        )
+                    )
+                    count += int(result.rowcount)  # type: ignore[attr-defined]
+        if count:
+            log.info("requeued %d job(s) left running by a dead process", count)
+        return count

@@ -1,0 +1,170 @@
+"""From a validated request to library specs: which checkpoint, which surface file, which id.
+
+The API (to answer at once with a surface id, a cached surface or a clear 422) and the worker
+(to run the job) call the same ``plan_surface``, so both agree on every path and key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from api.db import CheckpointRecord
+from api.schemas import SurfaceRequest
+from api.settings import Settings
+from landscape.data import dataset_info, list_datasets
+from landscape.errors import DatasetNotFoundError, SpecError, UnknownNameError
+from landscape.models import list_models
+from landscape.specs import (
+    DataSpec,
+    DirectionSpec,
+    GridSpec,
+    SurfaceSpec,
+    TrainSpec,
+    to_dict,
+)
+from landscape.store import surface_key
+
+DEFAULT_DATASET = "digits"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker needs to produce one surface."""
+
+    surface_id: str
+    surface_spec: SurfaceSpec
+    train_spec: TrainSpec | None  # None: an uploaded checkpoint; else trained unless cached
+    checkpoint_id: str
+    checkpoint_path: Path
+    surface_path: Path
+    model: str
+    dataset: str
+    label: str
+
+
+def checkpoint_path(settings: Settings, checkpoint_id: str) -> Path:
+    return settings.checkpoints_dir / f"{checkpoint_id}.pt"
+
+
+def surface_path(settings: Settings, surface_id: str) -> Path:
+    return settings.surfaces_dir / f"{surface_id}.h5"
+
+
+def train_digest(spec: TrainSpec) -> str:
+    """The trained checkpoint's id: a digest of the recipe, minus where/how it runs.
+
+    Device, data folder and download permission do not change what is learned (up to
+    nondeterministic kernels), so the same recipe is trained once per deployment.
+    """
+    recipe = to_dict(spec)
+    recipe.pop("device", None)
+    recipe["data"].pop("data_root", None)
+    recipe["data"].pop("download", None)
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_dataset(name: str, settings: Settings) -> DataSpec:
+    known = [info.name for info in list_datasets(settings.data_root)]
+    if name not in known:  # registered names only: a path here would reach the file system
+        raise UnknownNameError("data set", name, known)
+    info = dataset_info(name, settings.data_root)
+    if info.needs_files and not info.available and not settings.allow_download:
+        raise DatasetNotFoundError(
+            f"data set {name!r} has no files under the server's data folder and downloads are "
+            f"off (LANDSCAPE_ALLOW_DOWNLOAD); choose an available one from GET /api/datasets"
+        )
+    return DataSpec(
+        name=name,
+        data_root=str(settings.data_root) if info.needs_files else None,
+        download=settings.allow_download and info.needs_files,
+    )
+
+
+def _check_limits(request: SurfaceRequest, settings: Settings) -> None:
+    grid = request.grid
+    points = grid.nx * (grid.ny or 1)
+    if points > settings.max_grid_points:
+        shape = f"{grid.nx}×{grid.ny}" if grid.ny else f"{grid.nx}"
+        raise SpecError(
+            f"grid of {shape} = {points} points is larger than this server's limit of "
+            f"{settings.max_grid_points} points; use fewer points"
+        )
+    if request.train is not None and request.train.epochs > settings.max_epochs:
+        raise SpecError(
+            f"train.epochs = {request.train.epochs} is more than this server's limit of "
+            f"{settings.max_epochs}"
+        )
+    cap = settings.max_train_size
+    if cap is not None and (request.train_size or cap + 1) > cap:
+        raise SpecError(f"train_size must be at most {cap} on this server")
+
+
+def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) -> Plan:
+    """Resolve names and ids; raise a LandscapeError (→ 422) for anything unknown or too big."""
+    _check_limits(request, settings)
+    train_spec: TrainSpec | None = None
+    if request.checkpoint is not None:
+        record = session.get(CheckpointRecord, request.checkpoint)
+        if record is None or not checkpoint_path(settings, record.id).exists():
+            raise SpecError(
+                f"unknown checkpoint {request.checkpoint!r}; list them with GET /api/checkpoints"
+            )
+        model, checkpoint_id = record.model, record.id
+        dataset = request.dataset or record.dataset
+        data = _check_dataset(dataset, settings)
+    else:
+        assert request.model is not None  # the schema asks for one of model/checkpoint
+        model = request.model
+        known = [info.name for info in list_models()]
+        if model not in known:
+            raise UnknownNameError("model", model, known)
+        dataset = request.dataset or DEFAULT_DATASET
+        data = _check_dataset(dataset, settings)
+        recipe = request.train.model_dump() if request.train else {}
+        train_data = DataSpec(
+            name=data.name,
+            data_root=data.data_root,
+            train_size=request.train_size,
+            download=data.download,
+        )
+        train_spec = TrainSpec(model=model, data=train_data, device=settings.device, **recipe)
+        checkpoint_id = train_digest(train_spec)
+
+    grid = request.grid
+    spec = SurfaceSpec(
+        checkpoint=str(checkpoint_path(settings, checkpoint_id)),
+        data=DataSpec(
+            name=data.name,
+            data_root=data.data_root,
+            train_size=request.train_size,
+            test_size=request.test_size,
+            download=data.download,
+        ),
+        grid=GridSpec(x_range=grid.xrange, n_x=grid.nx, y_range=grid.yrange, n_y=grid.ny),
+        directions=DirectionSpec(
+            normalization=request.directions.normalization,
+            ignore=request.directions.ignore,
+            seed=request.directions.seed,
+        ),
+        splits=tuple(request.splits),
+        loss=request.loss,
+    )
+    surface_id = surface_key(spec, checkpoint_id)
+    label = request.label or f"{model} on {dataset}"
+    return Plan(
+        surface_id=surface_id,
+        surface_spec=spec,
+        train_spec=train_spec,
+        checkpoint_id=checkpoint_id,
+        checkpoint_path=checkpoint_path(settings, checkpoint_id),
+        surface_path=surface_path(settings, surface_id),
+        model=model,
+        dataset=dataset,
+        label=label,
+    )

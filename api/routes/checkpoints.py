@@ -1,0 +1,155 @@
+"""``/api/checkpoints``: list, and upload a trained model safely.
+
+Uploads are never unpickled: ``landscape.checkpoint.load_checkpoint`` reads ``.pt`` files with
+``torch.load(weights_only=True)`` (tensors and plain containers only) or safetensors. The file
+must load strictly into the named zoo model built for the named data set; it is then stored in
+our own checkpoint format under ``checkpoints/<id>.pt`` (id = sha256 of the uploaded bytes), so
+workers rebuild the model from the file alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Header, HTTPException, UploadFile
+
+from api.db import CheckpointRecord
+from api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
+from api.jobs import iso
+from api.planning import checkpoint_path
+from api.schemas import CheckpointPublic
+from landscape.checkpoint import load_checkpoint, save_checkpoint
+from landscape.data import dataset_info, list_datasets
+from landscape.errors import CheckpointError, LandscapeError, UnknownNameError
+from landscape.models import list_models
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/checkpoints", tags=["checkpoints"], dependencies=[ReadAccess])
+
+SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+_COPY_CHUNK = 1 << 20
+
+
+def checkpoint_public(record: CheckpointRecord) -> CheckpointPublic:
+    return CheckpointPublic(
+        id=record.id,
+        model=record.model,
+        dataset=record.dataset,
+        source=record.source,  # type: ignore[arg-type]
+        filename=record.filename,
+        created=iso(record.created_at) or "",
+        metadata=record.details or {},
+    )
+
+
+@router.get("", response_model=list[CheckpointPublic], summary="Checkpoints, newest first")
+def list_checkpoints(session: SessionDep) -> list[CheckpointPublic]:
+    """Uploaded ones and the ones workers trained for zoo requests; use `id` as `checkpoint`."""
+    records = session.query(CheckpointRecord).order_by(CheckpointRecord.created_at.desc()).all()
+    return [checkpoint_public(record) for record in records]
+
+
+def _copy_limited(upload: UploadFile, dest: Path, limit: int) -> str:
+    """Copy at most ``limit`` bytes (413 beyond); returns the sha256 of what was copied."""
+    digest, size = hashlib.sha256(), 0
+    with dest.open("wb") as out:
+        while chunk := upload.file.read(_COPY_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"upload larger than this server's limit of {limit} bytes")
+            digest.update(chunk)
+            out.write(chunk)
+    if size == 0:
+        raise CheckpointError("the uploaded file is empty")
+    return digest.hexdigest()
+
+
+def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(value, default=str))  # type: ignore[no-any-return]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CheckpointPublic,
+    dependencies=[WriteAccess],
+    responses=error_responses(401, 413, 422),
+    summary="Upload a checkpoint",
+)
+def upload_checkpoint(
+    settings: SettingsDep,
+    session: SessionDep,
+    file: Annotated[
+        UploadFile,
+        File(description="`.pt`/`.pth` state_dict or landscape checkpoint, or `.safetensors`"),
+    ],
+    model: Annotated[str, Form(max_length=100, description="zoo model name")],
+    dataset: Annotated[str, Form(max_length=100, description="data set it was trained on")] = (
+        "digits"
+    ),
+    content_length: Annotated[int | None, Header(include_in_schema=False)] = None,
+) -> CheckpointPublic:
+    """Validated by building `model` for `dataset`'s shape and loading the weights strictly:
+    a mismatch is a 422 naming the first differing tensor. Identical uploads give the same id."""
+    if content_length is not None and content_length > settings.max_upload_bytes + 65536:
+        raise HTTPException(
+            413, f"upload larger than this server's limit of {settings.max_upload_bytes} bytes"
+        )
+    models = [m.name for m in list_models()]
+    if model not in models:
+        raise UnknownNameError("model", model, models)
+    datasets = [d.name for d in list_datasets(settings.data_root)]
+    if dataset not in datasets:
+        raise UnknownNameError("data set", dataset, datasets)
+    name = Path(file.filename or "upload.pt").name
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise CheckpointError(f"file {name!r} must end in one of: {', '.join(SUFFIXES)}")
+    info = dataset_info(dataset, settings.data_root)
+    settings.ensure_dirs()
+    with tempfile.TemporaryDirectory(dir=settings.checkpoints_dir) as tmp_dir:
+        tmp = Path(tmp_dir) / f"upload{suffix}"
+        checkpoint_id = _copy_limited(file, tmp, settings.max_upload_bytes)
+        existing = session.get(CheckpointRecord, checkpoint_id)
+        if existing is not None and checkpoint_path(settings, checkpoint_id).exists():
+            return checkpoint_public(existing)
+        shape = {
+            "in_channels": info.in_channels,
+            "num_classes": info.num_classes,
+            "image_size": info.image_size,
+        }
+        try:
+            net, metadata = load_checkpoint(tmp, model_name=model, model_args=shape)
+        except LandscapeError:
+            raise
+        except Exception as exc:  # untrusted bytes: any reader failure is the file's fault
+            log.info("upload %s rejected: %r", name, exc)
+            raise CheckpointError(f"cannot read {name!r} as a checkpoint: {exc}") from exc
+        metadata = _json_safe({**metadata, "uploaded_as": name, "sha256": checkpoint_id})
+        converted = Path(tmp_dir) / "converted.pt"
+        save_checkpoint(
+            converted,
+            net,
+            model_name=model,
+            model_args=metadata.get("model_args", shape),
+            metadata=metadata,
+        )
+        shutil.move(converted, checkpoint_path(settings, checkpoint_id))
+    record = CheckpointRecord(
+        id=checkpoint_id,
+        model=model,
+        dataset=dataset,
+        source="upload",
+        filename=name,
+        details=metadata,
+    )
+    stored = session.merge(record)
+    session.commit()
+    return checkpoint_public(stored)

@@ -1,0 +1,226 @@
+"""Wire schemas: what clients send and receive (see docs/api.md), apart from storage (db.py).
+
+Request models check shape and single-field ranges; checks that need settings or the library
+(grid size limit, known model/data set/checkpoint) happen in ``api/planning.py`` and surface as
+422 ``{"detail": "<message>"}`` through the one LandscapeError handler.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Ids are hex digests or uuid4 hex: opaque, never paths.
+ID_PATTERN = r"^[0-9a-f]{8,64}$"
+
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "model": "resnet20-noshort",
+    "dataset": "digits",
+    "train": {"epochs": 10},
+    "grid": {"nx": 21, "ny": 21, "xrange": [-1, 1], "yrange": [-1, 1]},
+    "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
+}
+
+
+class _Strict(BaseModel):
+    # Unknown fields are an error (a typo must not silently do nothing); NaN/inf are refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TrainRecipe(_Strict):
+    """How the worker trains a zoo model before computing its surface (He et al. 2016 §4.2)."""
+
+    epochs: int = Field(10, ge=1, description="training epochs (limited by the server)")
+    batch_size: int = Field(128, ge=1, le=65536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0, le=100)
+    momentum: float = Field(0.9, ge=0, le=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, float] | None:
+    if value is not None and not value[0] < value[1]:
+        raise ValueError(f"{name} must be [min, max] with min < max, got {list(value)}")
+    return value
+
+
+class GridRequest(_Strict):
+    """Grid of coordinates along the two directions; ``ny: null`` or ``dim: 1`` gives a curve."""
+
+    nx: int = Field(21, ge=2, le=100001, description="points along x")
+    ny: int | None = Field(21, ge=2, le=100001, description="points along y; null for 1D")
+    xrange: tuple[float, float] = Field((-1.0, 1.0), description="[min, max] of x")
+    yrange: tuple[float, float] | None = Field((-1.0, 1.0), description="[min, max] of y")
+    dim: Literal[1, 2] | None = Field(None, description="1 for a curve; default from ny")
+
+    @field_validator("xrange")
+    @classmethod
+    def _x_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(value, "xrange")  # type: ignore[return-value]
+
+    @field_validator("yrange")
+    @classmethod
+    def _y_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _check_range(value, "yrange")
+
+    @model_validator(mode="after")
+    def _one_or_two_dims(self) -> GridRequest:
+        if self.dim == 1 or self.ny is None:
+            self.dim, self.ny, self.yrange = 1, None, None
+        else:
+            self.dim = 2
+            if self.yrange is None:
+                self.yrange = (-1.0, 1.0)
+        return self
+
+
+class DirectionsRequest(_Strict):
+    """Random directions, normalized per filter (Li et al. 2018 §4) unless asked otherwise."""
+
+    kind: Literal["random"] = "random"
+    normalization: Literal["filter", "layer", "weight", "none"] = "filter"
+    ignore: Literal["biasbn", "none"] = "biasbn"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class SurfaceRequest(_Strict):
+    """A surface to compute: a zoo ``model`` (trained first) or an uploaded ``checkpoint`` id."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    model: str | None = Field(None, max_length=100, description="zoo name, see GET /api/models")
+    checkpoint: str | None = Field(
+        None, pattern=ID_PATTERN, description="checkpoint id from GET /api/checkpoints"
+    )
+    dataset: str | None = Field(
+        None,
+        max_length=100,
+        description="data set name (GET /api/datasets); default digits, "
+        "or the checkpoint's data set",
+    )
+    train: TrainRecipe | None = Field(None, description="training recipe for a zoo model")
+    train_size: int | None = Field(None, ge=1, description="deterministic training subset")
+    test_size: int | None = Field(None, ge=1, description="deterministic test subset")
+    grid: GridRequest = Field(default_factory=GridRequest)
+    directions: DirectionsRequest = Field(default_factory=DirectionsRequest)
+    splits: list[Literal["train", "test"]] = Field(["train"], min_length=1, max_length=2)
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    label: str | None = Field(None, max_length=200, description="display name")
+
+    @model_validator(mode="after")
+    def _model_or_checkpoint(self) -> SurfaceRequest:
+        if (self.model is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of 'model' (a zoo name) or 'checkpoint' (an id)")
+        if self.checkpoint is not None and self.train is not None:
+            raise ValueError("'train' goes with 'model'; a checkpoint is already trained")
+        if len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits must not repeat, got {self.splits}")
+        return self
+
+
+class Progress(BaseModel):
+    done: int = Field(description="grid points finished")
+    total: int = Field(description="grid points in the surface")
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it; ``surface_id`` is known from the start."""
+
+    id: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    stage: Literal["queued", "training", "computing", "finished"]
+    progress: Progress
+    eta_seconds: float | None
+    error: str | None
+    surface_id: str | None
+    label: str
+    cancel_requested: bool = False
+    request: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class GridPublic(BaseModel):
+    nx: int
+    ny: int | None
+    xrange: list[float]
+    yrange: list[float] | None
+
+
+class SurfaceSummary(BaseModel):
+    """A surface without its arrays (``stats`` values may be null while partial)."""
+
+    id: str
+    label: str
+    status: Literal["partial", "complete"]
+    model: str
+    dataset: str
+    ndim: int
+    grid: GridPublic
+    metrics: list[str]
+    done: int
+    total: int
+    created: str
+    stats: dict[str, float | None]
+
+
+class SurfaceData(SurfaceSummary):
+    """A surface with arrays for plotting: ``values[m]`` has ny rows of nx (1D: a flat list)."""
+
+    x: list[float]
+    y: list[float] | None
+    values: dict[str, list[list[float | None]] | list[float | None]]
+
+
+class SurfaceCreated(BaseModel):
+    """202: ``job`` queued or shared, ``surface`` null; 200: ``surface`` already computed."""
+
+    job: JobPublic | None
+    surface: SurfaceSummary | None
+
+
+class ModelPublic(BaseModel):
+    name: str
+    description: str
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    description: str
+    available: bool
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    model: str
+    dataset: str
+    source: Literal["upload", "trained"]
+    filename: str
+    created: str
+    metadata: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    jobs: dict[str, int]
+    workers: int
+
+
+class ErrorMessage(BaseModel):
+    """``detail`` is a plain message, or FastAPI's list of field errors for a malformed body."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a not-yet-computed point (NaN) or an overflow is sent as null."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,91 @@
+"""Service settings, read from ``LANDSCAPE_*`` environment variables (or a ``.env`` file).
+
+Only the shells read these; the library takes explicit arguments (data dir, device, limits never
+reach ``landscape/`` as globals). Tests build a ``Settings(...)`` and pass it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# web/ sits next to api/ in a checkout; images that install the package copy it and set
+# LANDSCAPE_WEB_DIR instead.
+_DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+class Settings(BaseSettings):
+    """Everything an operator may change without touching code."""
+
+    model_config = SettingsConfigDict(env_prefix="LANDSCAPE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("cache"), description="checkpoints/, surfaces/, jobs database")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: sqlite file <data_dir>/jobs.sqlite3"
+    )
+    datasets_dir: Path | None = Field(
+        None, description="where data sets needing files live; default <data_dir>/datasets"
+    )
+    allow_download: bool = Field(False, description="let workers download missing data sets")
+    web_dir: Path = Field(_DEFAULT_WEB_DIR, description="static web client served at /")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    api_token: str | None = Field(None, description="when set, POST/DELETE need Bearer <token>")
+    protect_reads: bool = Field(False, description="also require the token on GET endpoints")
+
+    max_grid_points: int = Field(40401, ge=1, description="nx × ny limit per surface (201²)")
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    max_epochs: int = Field(300, ge=1)
+    max_train_size: int | None = Field(None, ge=1, description="cap on training subset size")
+
+    workers: int = Field(1, ge=0, description="in-process job workers started with the app")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine_workers: int | None = Field(None, ge=1, description="CPU processes per surface")
+    engine_compile: bool = Field(True, description="torch.compile the per-point forward")
+
+    lease_seconds: float = Field(30.0, gt=0, description="a running job's claim lasts this long")
+    poll_seconds: float = Field(1.0, gt=0, description="idle workers look for jobs this often")
+    progress_every_seconds: float = Field(0.5, ge=0, description="progress write throttle")
+    cancel_wait_seconds: float = Field(10.0, ge=0, description="DELETE waits this long to stop")
+    events_poll_seconds: float = Field(0.5, gt=0, description="SSE streams re-read the job")
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        # Relative paths are resolved once, so worker threads and the API agree on them.
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.datasets_dir is not None:
+            self.datasets_dir = self.datasets_dir.expanduser().resolve()
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
+    def surfaces_dir(self) -> Path:
+        return self.data_dir / "surfaces"
+
+    @property
+    def data_root(self) -> Path:
+        return self.datasets_dir or self.data_dir / "datasets"
+
+    def ensure_dirs(self) -> None:
+        """Create the data folders (idempotent; called by the app and by workers)."""
+        for folder in (self.data_dir, self.checkpoints_dir, self.surfaces_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests override via ``create_app(settings)``."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints numbers measured in one run."""

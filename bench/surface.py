@@ -1,0 +1,213 @@
+"""Surface engine vs the naive per-point loop, and vs the machine's FLOP floor.
+
+    python -m bench.surface            # resnet20, resnet56, resnet56-noshort, mlp; 21×21 grid
+    python -m bench.surface --quick    # fewer points, resnet20 and the MLP only
+
+Everything is measured in one run on the same model, data and directions, so ratios hold on a
+noisy shared machine even when absolute times drift. The naive baseline (DataLoader batch
+128, weights copied in per point: the original tool's method) is timed on a subset of points
+and extrapolated to the grid; the table says how many points each rate rests on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from landscape.data import load_dataset
+from landscape.directions import make_directions
+from landscape.engine import GridEvaluator, reference_evaluate
+from landscape.models import build
+from landscape.specs import DirectionSpec, EngineOptions
+
+WORKLOADS = {
+    "resnet20": {"name": "resnet20"},
+    "resnet56": {"name": "resnet56"},
+    "resnet56-noshort": {"name": "resnet56-noshort"},
+    "mlp": {"name": "mlp-residual"},
+}
+
+
+@dataclass
+class Row:
+    workload: str
+    gflop_per_point: float
+    naive_s: float
+    naive_points: int
+    engine_s: float
+    engine_points: int
+    prepare_s: float
+    compile_s: float
+    floor_s: float
+    method: str
+
+
+def peak_flops(seconds: float = 1.0) -> tuple[float, str]:
+    """The best fp32 rate of large matmuls and channels_last convs, all threads: the floor."""
+    best, what = 0.0, ""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    conv = nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
+    x = torch.randn(64, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+    conv = conv.to(memory_format=torch.channels_last)
+    conv_flops = 2 * 64 * 64 * 9 * 64 * 32 * 32
+    cases = [
+        ("matmul 2048²", lambda: a @ b, 2 * 2048**3),
+        ("conv 64ch 3×3", lambda: conv(x), conv_flops),
+    ]
+    with torch.inference_mode():
+        for label, fn, flops in cases:
+            fn()
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                fn()
+                n += 1
+            rate = flops * n / (time.perf_counter() - start)
+            if rate > best:
+                best, what = rate, label
+    return best, what
+
+
+def forward_flops(model: nn.Module, x: torch.Tensor) -> float:
+    """Forward FLOPs of one pass over ``x`` (one grid point), counted by torch."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Trained-looking BN statistics, so folding does real work (timing does not depend on it)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def grid(n: int) -> np.ndarray:
+    """A ``n × n`` grid over [-1, 1]², row-major over y then x."""
+    axis = np.linspace(-1, 1, n)
+    xx, yy = np.meshgrid(axis, axis)
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def run_workload(
+    label: str,
+    model_name: str,
+    data: tuple[torch.Tensor, torch.Tensor],
+    args: argparse.Namespace,
+    peak: float,
+) -> Row:
+    x, y = data
+    model = randomize_bn(
+        build(model_name, in_channels=x.shape[1], num_classes=10, image_size=x.shape[-1])
+    )
+    dirs, _ = make_directions(model, DirectionSpec(seed=0), 2)
+    flops = forward_flops(model, x)
+    coords = grid(args.grid)
+    rng = np.random.default_rng(0)
+    naive_idx = rng.choice(len(coords), size=min(args.naive_points, len(coords)), replace=False)
+    split = {"train": (x, y)}
+    reference_evaluate(model, dirs, coords[:1], split)  # warm-up: allocator, oneDNN primitives
+    start = time.perf_counter()
+    reference_evaluate(model, dirs, coords[naive_idx], split)
+    naive_s = (time.perf_counter() - start) / len(naive_idx)
+    options = EngineOptions(compile=not args.no_compile, workers=args.workers)
+    start = time.perf_counter()
+    with GridEvaluator(model, dirs, split, options=options) as ev:
+        prepare_s = time.perf_counter() - start
+        points = coords if args.engine_points is None else coords[: args.engine_points]
+        chunks = np.array_split(points, max(1, len(points) // args.chunk))
+        start = time.perf_counter()
+        for _ in ev.imap(chunks):
+            pass
+        engine_s = (time.perf_counter() - start) / len(points)
+        info = ev.describe()
+    return Row(
+        workload=f"{label} ({model_name})",
+        gflop_per_point=flops / 1e9,
+        naive_s=naive_s,
+        naive_points=len(naive_idx),
+        engine_s=engine_s,
+        engine_points=len(points),
+        prepare_s=prepare_s,
+        compile_s=info["timings"]["compile_s"],
+        floor_s=flops / peak,
+        method=f"{info['method']}, {info['workers']} proc, bs {info['batch_size']}, "
+        f"BN folded {info['bn_folded']}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer points and workloads")
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=None)
+    parser.add_argument("--grid", type=int, default=21, help="grid side (default 21)")
+    parser.add_argument("--naive-points", type=int, default=None, help="points timed naively")
+    parser.add_argument("--engine-points", type=int, default=None, help="default: whole grid")
+    parser.add_argument("--chunk", type=int, default=32, help="grid points per imap chunk")
+    parser.add_argument("--workers", type=int, default=None, help="CPU processes (default: cores)")
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args(argv)
+    if args.workloads is None:
+        args.workloads = ["resnet20", "mlp"] if args.quick else list(WORKLOADS)
+    if args.naive_points is None:
+        args.naive_points = 4 if args.quick else 12
+    if args.quick and args.engine_points is None:
+        args.engine_points = 64
+    x, y = load_dataset("digits", "train")
+    peak, peak_what = peak_flops()
+    print(
+        f"load average (1/5/15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: digits train "
+        f"{tuple(x.shape)}; grid {args.grid}×{args.grid}; floor rate {peak / 1e9:.0f} GFLOP/s "
+        f"({peak_what}, measured now)",
+        flush=True,
+    )
+    rows = []
+    for label in args.workloads:
+        rows.append(run_workload(label, WORKLOADS[label]["name"], (x, y), args, peak))
+        print_row(rows[-1], header=len(rows) == 1)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"load average at the end (1/5/15 min): {load} on {os.cpu_count()} CPUs", flush=True)
+    print()
+    for row in rows:
+        print(f"{row.workload}: {row.method}")
+    print(
+        "naive: reference_evaluate (DataLoader batch 128, weights copied per point), timed on "
+        "the points shown and extrapolated per point; engine: GridEvaluator over the points "
+        "shown, compile/prepare time excluded (listed separately); floor = forward FLOPs ÷ "
+        "floor rate."
+    )
+    return 0
+
+
+def print_row(row: Row, *, header: bool) -> None:
+    if header:
+        print(
+            f"{'workload':<30} {'GFLOP/pt':>8} {'naive s/pt':>10} {'(pts)':>5} "
+            f"{'engine s/pt':>11} {'(pts)':>5} {'naive pt/s':>10} {'engine pt/s':>11} "
+            f"{'speedup':>7} {'floor s/pt':>10} "
+            f"{'% floor':>7} {'prep s':>6} {'compile s':>9} {'21² grid s':>10}"
+        )
+    print(
+        f"{row.workload:<30} {row.gflop_per_point:>8.2f} {row.naive_s:>10.3f} "
+        f"{row.naive_points:>5} "
+        f"{row.engine_s:>11.4f} {row.engine_points:>5} {1 / row.naive_s:>10.2f} "
+        f"{1 / row.engine_s:>11.2f} {row.naive_s / row.engine_s:>6.2f}× {row.floor_s:>10.4f} "
+        f"{100 * row.floor_s / row.engine_s:>6.0f}% {row.prepare_s:>6.1f} {row.compile_s:>9.1f} "
+        f"{row.engine_s * 441 + row.prepare_s:>10.1f}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""``landscape export``: a surface file → ParaView ``.vtp`` (as the reference tool's h52vtp)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a surface for ParaView (.vtp)",
+        description="Export a surface as VTK XML PolyData for ParaView: points at "
+        "(x, y, value), quads between computed points, every metric as point data.",
+    )
+    parser.add_argument("surface", type=Path, help="HDF5 surface file")
+    parser.add_argument("--vtp", type=Path, required=True, help="output .vtp file")
+    parser.add_argument("--metric", default="train_loss", help="metric used as height")
+    parser.add_argument("--log", action="store_true", help="log10 of the metric as height")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from landscape.plot import export_vtp
+    from landscape.store import read_surface
+
+    out = export_vtp(read_surface(args.surface), args.vtp, args.metric, log=args.log)
+    print(f"wrote {out}")
+    return 0

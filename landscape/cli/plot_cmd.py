@@ -1,0 +1,36 @@
+"""``landscape plot``: a surface file → a standalone interactive page (Plotly.js embedded)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "plot",
+        help="write a standalone interactive HTML page of a surface",
+        description="Write an HTML page with the 3D surface and its contours (or the 1D curve "
+        "with loss and accuracy). Plotly.js is embedded, so the page opens offline.",
+    )
+    parser.add_argument("surface", type=Path, help="HDF5 surface file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="HTML file (default: <surface>.html)"
+    )
+    parser.add_argument("--metric", default="train_loss", help="e.g. train_loss, test_acc")
+    parser.add_argument("--log", action="store_true", help="log10 scale for the values")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from landscape.plot import write_html
+    from landscape.store import read_surface
+
+    surface = read_surface(args.surface)
+    out = args.out or args.surface.with_suffix(".html")
+    write_html(surface, out, args.metric, log=args.log)
+    note = "" if surface.status == "complete" else f" (partial: {surface.done}/{surface.total})"
+    print(f"wrote {out}{note}")
+    return 0

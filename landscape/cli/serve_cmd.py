@@ -1,0 +1,58 @@
+"""``landscape serve``: the REST API, the web page and in-process job workers on one port."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the API + web page + job workers",
+        description="Serve the REST API (OpenAPI at /docs) and the web page at /, with job "
+        "workers in this process. Settings also come from LANDSCAPE_* variables; the options "
+        "below override them. SIGTERM/Ctrl-C stop running jobs at a chunk boundary, resumable.",
+    )
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="cache folder (./cache)")
+    parser.add_argument("--workers", type=int, default=None, help="in-process job workers (1)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--demo", action="store_true", help="queue demo surfaces (resnet20/56 ± shortcuts)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line options that were given, as Settings fields (env fills the rest)."""
+    names = ("host", "port", "data_dir", "workers", "device")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.demo import enqueue_demo
+    from api.settings import Settings
+
+    logging.getLogger().setLevel(logging.INFO)
+    settings = Settings(**overrides(args))
+    app = create_app(settings)
+    if args.demo:
+        ids = enqueue_demo(app)
+        print(f"demo surfaces queued or cached: {', '.join(ids)}")
+    print(f"landscape at http://{settings.host}:{settings.port} (API docs at /docs)")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,  # SSE streams must not hold up a restart
+    )
+    return 0

@@ -1,0 +1,240 @@
+"""``landscape surface``: arguments → ``SurfaceSpec`` → ``compute_surface`` with a progress bar.
+
+Rerunning the same command resumes an interrupted surface from its file; Ctrl-C keeps every
+finished chunk (the file on disk is the only state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from landscape.errors import CheckpointError, SpecError
+from landscape.specs import (
+    DataSpec,
+    DeviceName,
+    DirectionKind,
+    DirectionSpec,
+    EngineOptions,
+    GridSpec,
+    Ignore,
+    LossName,
+    Normalization,
+    Precision,
+    Split,
+    SurfaceSpec,
+    check_choice,
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``surface``; names are checked by the specs so errors read the same everywhere."""
+    grid, dirs = GridSpec(), DirectionSpec()
+    parser = subparsers.add_parser(
+        "surface",
+        help="compute a loss surface into an HDF5 file (resumable)",
+        description="Evaluate loss and accuracy on a grid around a checkpoint along two (or "
+        "one) filter-normalized directions and write an HDF5 surface file. Rerun the same "
+        "command after an interruption to compute only the missing points.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="landscape checkpoint or state_dict")
+    parser.add_argument("--model", default=None, help="zoo model name, for a bare state_dict")
+    parser.add_argument(
+        "--model-args", default=None, help="JSON builder arguments, e.g. '{\"width\": 64}'"
+    )
+    parser.add_argument("--dataset", default="digits", help="data set name or a .pt/.npz file")
+    parser.add_argument("--out", required=True, type=Path, help="HDF5 surface file to write")
+    parser.add_argument("--dim", type=int, default=2, help="1 (curve) or 2 (surface)")
+    parser.add_argument("--grid", type=int, default=grid.n_x, help="points along x")
+    parser.add_argument("--grid-y", type=int, default=None, help="points along y (default: --grid)")
+    parser.add_argument(
+        "--range", type=float, nargs=2, default=list(grid.x_range), metavar=("MIN", "MAX")
+    )
+    parser.add_argument(
+        "--yrange", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+        help="y range (default: --range)",
+    )  # fmt: skip
+    parser.add_argument("--directions", default=dirs.kind, help="random, interpolate or pca")
+    parser.add_argument("--normalization", default=dirs.normalization, help="filter, layer, ...")
+    parser.add_argument("--ignore", default=dirs.ignore, help="biasbn or none")
+    parser.add_argument("--seed", type=int, default=dirs.seed, help="seed of random directions")
+    parser.add_argument("--target", default=None, help="second checkpoint (interpolate)")
+    parser.add_argument("--trajectory", nargs="+", default=[], help="snapshots (pca)")
+    parser.add_argument("--splits", nargs="+", default=["train"], help="train and/or test")
+    parser.add_argument("--loss", default="cross_entropy", help="cross_entropy or mse")
+    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
+    parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
+    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
+    parser.add_argument("--download", action="store_true", help="download missing data sets")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default="fp32", help="fp32, tf32 or bf16 (CUDA)")
+    parser.add_argument("--workers", type=int, default=None, help="CPU worker processes")
+    parser.add_argument("--points-per-call", type=int, default=None, help="grid points per call")
+    parser.add_argument("--batch-size", type=int, default=None, help="samples per forward pass")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
+    """The one place arguments become a spec."""
+    for kind, value, literal in (
+        ("direction kind", args.directions, DirectionKind),
+        ("normalization", args.normalization, Normalization),
+        ("ignore", args.ignore, Ignore),
+        ("loss", args.loss, LossName),
+    ):
+        check_choice(kind, value, literal)
+    for split in args.splits:
+        check_choice("split", split, Split)
+    if args.dim not in (1, 2):
+        raise SpecError(f"--dim must be 1 or 2, got {args.dim}")
+    if args.dim == 1:
+        if args.grid_y is not None or args.yrange is not None:
+            raise SpecError("--grid-y and --yrange make no sense with --dim 1")
+        grid = GridSpec(x_range=tuple(args.range), n_x=args.grid, y_range=None, n_y=None)
+    else:
+        grid = GridSpec(
+            x_range=tuple(args.range),
+            n_x=args.grid,
+            y_range=tuple(args.yrange or args.range),
+            n_y=args.grid_y or args.grid,
+        )
+    directions = DirectionSpec(
+        kind=args.directions,
+        normalization=args.normalization,
+        ignore=args.ignore,
+        seed=args.seed,
+        target_checkpoint=args.target,
+        trajectory=tuple(args.trajectory),
+    )
+    data = DataSpec(
+        name=args.dataset,
+        data_root=args.data_root,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        download=args.download,
+    )
+    return SurfaceSpec(
+        checkpoint=checkpoint,
+        data=data,
+        grid=grid,
+        directions=directions,
+        splits=tuple(dict.fromkeys(args.splits)),
+        loss=args.loss,
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> EngineOptions:
+    check_choice("device", args.device, DeviceName)
+    check_choice("precision", args.precision, Precision)
+    for name in ("workers", "points_per_call", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SpecError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    return EngineOptions(
+        device=args.device,
+        precision=args.precision,
+        points_per_call=args.points_per_call,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        compile=not args.no_compile,
+    )
+
+
+def resolve_checkpoint(args: argparse.Namespace) -> str:
+    """The checkpoint the spec names: ours as given; a bare state_dict (with ``--model``)
+    wrapped once into a landscape checkpoint next to ``--out``, so its model name becomes
+    part of the checkpoint bytes and hence of the surface's cache key."""
+    from landscape.checkpoint import (
+        FORMAT,
+        file_digest,
+        load_checkpoint,
+        read_checkpoint_file,
+        save_checkpoint,
+    )
+    from landscape.data import dataset_info
+
+    source = Path(args.checkpoint)
+    content = read_checkpoint_file(source)
+    if isinstance(content, dict) and content.get("format") == FORMAT:
+        if args.model is not None and args.model != content.get("model"):
+            raise CheckpointError(
+                f"checkpoint {source} holds model {content.get('model')!r}, "
+                f"not the requested {args.model!r}"
+            )
+        return str(source)
+    if args.model is None:
+        return str(source)  # load_checkpoint explains that a bare state_dict needs --model
+    try:
+        extra = json.loads(args.model_args) if args.model_args else {}
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"--model-args is not JSON: {args.model_args!r}") from exc
+    info = dataset_info(args.dataset, args.data_root)
+    model_args = {
+        "in_channels": info.in_channels,
+        "num_classes": info.num_classes,
+        "image_size": info.image_size,
+        **extra,
+    }
+    source_sha = file_digest(source)
+    wrapped = args.out.with_name(f"{args.out.stem}.checkpoint.pt")
+    if wrapped.exists():
+        previous = read_checkpoint_file(wrapped)
+        meta = previous.get("metadata", {}) if isinstance(previous, dict) else {}
+        if (
+            meta.get("source_sha256") == source_sha
+            and previous.get("model") == args.model
+            and previous.get("model_args") == model_args
+        ):
+            return str(wrapped)
+    model, _ = load_checkpoint(source, model_name=args.model, model_args=model_args)
+    metadata = {"source": str(source), "source_sha256": source_sha}
+    save_checkpoint(wrapped, model, model_name=args.model, model_args=model_args, metadata=metadata)
+    return str(wrapped)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from landscape.surface import Progress, compute_surface
+
+    options = options_from_args(args)
+    spec_from_args(args, args.checkpoint)  # bad values fail before any file is touched
+    spec = spec_from_args(args, resolve_checkpoint(args))
+    bar: Any = None
+
+    def on_progress(progress: Progress) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(
+                total=progress.total,
+                initial=progress.done,
+                unit="pt",
+                desc="surface",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        bar.update(progress.done - bar.n)
+
+    try:
+        out = compute_surface(spec, args.out, options=options, on_progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    from landscape.store import surface_summary
+
+    summary = surface_summary(out)
+    wall = summary["provenance"].get("wall_time_s")
+    wall_text = f", {wall:.1f} s computing" if isinstance(wall, (int, float)) else ""
+    print(
+        f"{out}: {summary['status']}, {summary['done']}/{summary['total']} points"
+        f"{wall_text} (id {summary['id']})"
+    )
+    return 0

@@ -1,0 +1,243 @@
+"""Plotting directions in parameter space, keyed by ``named_parameters()`` names.
+
+A surface is ``f(θ + x·δ + y·η)``; this module makes ``δ`` (and ``η``). Random directions are
+rescaled so that their size matches the weights they perturb (Li et al. 2018, §4): without it,
+scale-invariant nets (BN, ReLU) would look sharp or flat depending only on their weight norms.
+BN running statistics are buffers, not parameters, so they are never part of a direction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape.errors import CheckpointError
+from landscape.specs import DirectionSpec, Ignore, Normalization, check_choice
+
+log = logging.getLogger(__name__)
+
+Direction = dict[str, Tensor]
+
+_EPS = 1e-10  # keeps an all-zero slice of δ at zero instead of NaN
+
+
+def model_parameters(model: nn.Module) -> dict[str, Tensor]:
+    """The model's parameters, detached, keyed by ``named_parameters()`` names."""
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def random_direction(
+    params: Mapping[str, Tensor],
+    *,
+    normalization: Normalization = "filter",
+    ignore: Ignore = "biasbn",
+    generator: torch.Generator | None = None,
+) -> Direction:
+    """A Gaussian direction shaped like ``params``, normalized by ``normalize_direction``.
+
+    The noise is drawn on the CPU from ``generator`` in ``named_parameters()`` order and only
+    then moved to each parameter's device, so a seed gives the same direction on CPU and GPU.
+    """
+    raw = {
+        name: torch.randn(p.shape, generator=generator, dtype=torch.float32).to(
+            device=p.device, dtype=p.dtype
+        )
+        for name, p in params.items()
+    }
+    return normalize_direction(raw, params, normalization=normalization, ignore=ignore)
+
+
+def normalize_direction(
+    direction: Mapping[str, Tensor],
+    params: Mapping[str, Tensor],
+    *,
+    normalization: Normalization = "filter",
+    ignore: Ignore = "biasbn",
+) -> Direction:
+    """Rescale ``direction`` to the size of ``params`` (returns new tensors).
+
+    - ``filter`` (Li et al. 2018, §4: filter-wise normalization): for every output filter or
+      neuron ``i`` (index 0 of a weight tensor), ``d_i ← d_i / ‖d_i‖ · ‖θ_i‖``.
+    - ``layer``: the same rule with a whole parameter tensor as the unit.
+    - ``weight``: the same rule with all the (non-ignored) parameters as one vector, so
+      ``‖d‖ = ‖θ‖`` overall — the coarsest granularity.
+    - ``none``: the Gaussian as drawn.
+
+    1-D parameters (biases, BN affine) are zeroed for ``ignore="biasbn"`` (Li et al. §4: they
+    are few and their scale is not comparable). With ``ignore="none"`` they are kept and
+    normalized with the tensor as the unit (a bias vector belongs to a layer, not to a filter;
+    a per-element rule would reduce it to ``±|θ_i|``). The original tool instead copies ``θ``
+    into them; we keep the direction random so that ``x`` and ``y`` stay distinct.
+    """
+    check_choice("normalization", normalization, Normalization)
+    check_choice("ignore", ignore, Ignore)
+    missing = set(params) - set(direction)
+    if missing:
+        raise CheckpointError(f"direction lacks parameters: {', '.join(sorted(missing))}")
+    out: Direction = {}
+    for name, p in params.items():
+        d = direction[name].detach().to(device=p.device, dtype=p.dtype).clone()
+        if d.shape != p.shape:
+            raise CheckpointError(
+                f"direction {name!r} has shape {tuple(d.shape)}, parameter {tuple(p.shape)}"
+            )
+        if p.dim() <= 1 and ignore == "biasbn":
+            d.zero_()
+        elif normalization == "filter" and p.dim() > 1:
+            # Li et al. 2018, §4: d_i ← d_i / ‖d_i‖ · ‖θ_i‖ per output filter i
+            d_norm = d.flatten(1).norm(dim=1)
+            w_norm = p.detach().flatten(1).norm(dim=1)
+            scale = w_norm / (d_norm + _EPS)
+            d.mul_(scale.view(-1, *([1] * (d.dim() - 1))))
+        elif normalization in ("filter", "layer"):
+            d.mul_(p.detach().norm() / (d.norm() + _EPS))
+        out[name] = d
+    if normalization == "weight":
+        # whole-model granularity: one scale for every kept tensor, ‖d‖ = ‖θ‖ over them
+        kept = [n for n, p in params.items() if not (p.dim() <= 1 and ignore == "biasbn")]
+        d_sq = sum(float(out[n].double().pow(2).sum()) for n in kept)
+        w_sq = sum(float(params[n].detach().double().pow(2).sum()) for n in kept)
+        scale = (w_sq**0.5) / (d_sq**0.5 + _EPS)
+        for n in kept:
+            out[n].mul_(scale)
+    return out
+
+
+def make_directions(
+    model: nn.Module, spec: DirectionSpec, ndim: int
+) -> tuple[list[Direction], dict[str, Any]]:
+    """``ndim`` directions (x, then y) for ``model`` as ``spec`` asks, and their provenance.
+
+    The provenance dict holds plain values (JSON-ready) to store with the surface.
+    """
+    if ndim not in (1, 2):
+        raise ValueError(f"ndim must be 1 or 2, got {ndim}")
+    params = model_parameters(model)
+    info: dict[str, Any] = {
+        "kind": spec.kind,
+        "normalization": spec.normalization,
+        "ignore": spec.ignore,
+        "seed": spec.seed,
+    }
+    generator = torch.Generator(device="cpu").manual_seed(spec.seed)
+    if spec.kind == "random":
+        dirs = [
+            random_direction(
+                params, normalization=spec.normalization, ignore=spec.ignore, generator=generator
+            )
+            for _ in range(ndim)
+        ]
+    elif spec.kind == "interpolate":
+        assert spec.target_checkpoint is not None  # DirectionSpec checks it
+        dirs = [interpolation_direction(params, _load_params(spec.target_checkpoint, model))]
+        info["target_checkpoint"] = spec.target_checkpoint
+        if ndim == 2:
+            # y: a filter-normalized random direction. It is not orthogonalized against x: in
+            # the >10⁵ dimensions of these nets two independent Gaussians are nearly orthogonal
+            # (cosine ~ 1/√n), and projecting would break its filter-wise norms.
+            dirs.append(
+                random_direction(
+                    params,
+                    normalization=spec.normalization,
+                    ignore=spec.ignore,
+                    generator=generator,
+                )
+            )
+    else:
+        snapshots = [_load_params(path, model) for path in spec.trajectory]
+        dirs, pca_info = pca_directions(params, snapshots, ndim=ndim, ignore=spec.ignore)
+        info.update(pca_info)
+        info["trajectory"] = list(spec.trajectory)
+    return dirs, info
+
+
+def interpolation_direction(
+    params: Mapping[str, Tensor], target: Mapping[str, Tensor]
+) -> Direction:
+    """``θ_target − θ`` for every parameter (Goodfellow et al. 2015, linear interpolation).
+
+    Every parameter is kept, BN affine included, so that ``x = 1`` is the target's weights
+    (its BN running statistics are not interpolated: they are buffers of the base model).
+    """
+    if set(params) != set(target):
+        diff = sorted(set(params) ^ set(target))
+        raise CheckpointError(f"checkpoints have different parameters: {', '.join(diff[:5])}")
+    out: Direction = {}
+    for name, p in params.items():
+        t = target[name].to(device=p.device, dtype=p.dtype)
+        if t.shape != p.shape:
+            raise CheckpointError(
+                f"parameter {name!r} has shape {tuple(t.shape)} in the target, "
+                f"{tuple(p.shape)} in the model"
+            )
+        out[name] = (t - p.detach()).clone()
+    return out
+
+
+def pca_directions(
+    params: Mapping[str, Tensor],
+    snapshots: list[Mapping[str, Tensor]],
+    *,
+    ndim: int = 2,
+    ignore: Ignore = "biasbn",
+) -> tuple[list[Direction], dict[str, Any]]:
+    """Top principal components of ``snapshot_i − θ`` over a training trajectory (Li et al.
+    2018, §7), as unit vectors in parameter space.
+
+    Like the reference tool (scikit-learn's ``PCA``) the rows are centered before the SVD;
+    explained variance ratios are ``σ_k² / Σσ²``. Signs are fixed so each component's largest
+    entry is positive (deterministic across runs and BLAS builds). 1-D parameters are left out
+    for ``ignore="biasbn"``, matching random directions. ``trajectory_coords`` are the
+    snapshots' coordinates in the plane, for drawing the path on the surface.
+    """
+    if len(snapshots) < ndim + 1:
+        raise CheckpointError(f"PCA of {ndim} components needs > {ndim} snapshots")
+    names = [n for n, p in params.items() if not (p.dim() <= 1 and ignore == "biasbn")]
+    rows = []
+    for snap in snapshots:
+        diff = interpolation_direction(params, snap)
+        rows.append(torch.cat([diff[n].double().flatten().cpu() for n in names]).numpy())
+    matrix = np.stack(rows)  # (n_snapshots, n_params)
+    centered = matrix - matrix.mean(axis=0, keepdims=True)
+    _, sigma, vt = np.linalg.svd(centered, full_matrices=False)
+    variance = sigma**2
+    ratio = variance / variance.sum() if variance.sum() > 0 else np.zeros_like(variance)
+    components = vt[:ndim]
+    signs = np.sign(components[np.arange(ndim), np.abs(components).argmax(axis=1)])
+    components = components * signs[:, None]
+    dirs: list[Direction] = []
+    for comp in components:
+        d: Direction = {}
+        offset = 0
+        for name, p in params.items():
+            if name in names:
+                n = p.numel()
+                chunk = torch.from_numpy(comp[offset : offset + n].copy())
+                d[name] = chunk.view(p.shape).to(device=p.device, dtype=p.dtype)
+                offset += n
+            else:
+                d[name] = torch.zeros_like(p)
+        dirs.append(d)
+    info = {
+        "explained_variance_ratio": [float(r) for r in ratio[:ndim]],
+        "trajectory_coords": (matrix @ components.T).tolist(),
+    }
+    return dirs, info
+
+
+def _load_params(path: str, model: nn.Module) -> dict[str, Tensor]:
+    """Parameters of the checkpoint at ``path``, which must fit ``model``'s parameter names."""
+    from landscape.checkpoint import load_checkpoint  # the zoo is only needed here
+
+    other, _ = load_checkpoint(path)
+    params = model_parameters(other)
+    expected = set(model_parameters(model))
+    if set(params) != expected:
+        raise CheckpointError(f"{path}: its parameters do not match the model's")
+    device = next(model.parameters()).device
+    return {n: p.to(device) for n, p in params.items()}

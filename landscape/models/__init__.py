@@ -1,0 +1,105 @@
+"""The model zoo: builders registered by name, so specs, checkpoints and the API name models.
+
+A builder takes the data set's shape (``in_channels``, ``num_classes``, ``image_size``) plus
+model-specific keyword arguments; ``build`` records the name and every argument on the module
+(``landscape_model``) so a checkpoint can rebuild exactly the same network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+
+from landscape.errors import SpecError, UnknownNameError
+
+
+class Builder(Protocol):
+    def __call__(
+        self, *, in_channels: int, num_classes: int, image_size: int, **kwargs: Any
+    ) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One line of the zoo listing (used by ``GET /api/models``)."""
+
+    name: str
+    description: str
+
+
+_REGISTRY: dict[str, tuple[Builder, str]] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name``; a second registration of a name is a bug, so it raises."""
+
+    def decorator(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = (builder, description)
+        return builder
+
+    return decorator
+
+
+def build(
+    name: str, *, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **kwargs: Any
+) -> nn.Module:
+    """Build a registered model; the construction arguments are kept in ``landscape_model``."""
+    if name not in _REGISTRY:
+        raise UnknownNameError("model", name, sorted(_REGISTRY))
+    for key, value in (
+        ("in_channels", in_channels),
+        ("num_classes", num_classes),
+        ("image_size", image_size),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise SpecError(f"{key} must be a positive integer, got {value!r}")
+    builder, _ = _REGISTRY[name]
+    try:
+        model = builder(
+            in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs
+        )
+    except TypeError as exc:  # an unknown keyword argument for this model
+        raise SpecError(f"bad arguments for model {name!r}: {exc}") from exc
+    model.landscape_model = {  # type: ignore[assignment]
+        "name": name,
+        "args": {
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "image_size": image_size,
+            **kwargs,
+        },
+    }
+    return model
+
+
+def model_identity(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
+    """``(name, args)`` of a model made by ``build``; None for a foreign module."""
+    record = getattr(model, "landscape_model", None)
+    if not isinstance(record, dict):
+        return None
+    return str(record["name"]), dict(record["args"])
+
+
+def list_models() -> list[ModelInfo]:
+    """Every registered model, sorted by name."""
+    return [ModelInfo(name, _REGISTRY[name][1]) for name in sorted(_REGISTRY)]
+
+
+# Importing the families registers them.
+from landscape.models import densenet, mlp, resnet  # noqa: E402
+
+__all__ = [
+    "ModelInfo",
+    "build",
+    "densenet",
+    "list_models",
+    "mlp",
+    "model_identity",
+    "register_model",
+    "resnet",
+]

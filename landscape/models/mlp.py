@@ -1,0 +1,64 @@
+"""Fully connected nets: the smallest setting in which shortcuts change the landscape.
+
+Both variants share one class; ``residual`` toggles the identity add around each
+Linear-ReLU-Linear block, so ``mlp-plain`` and ``mlp-residual`` have identical parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landscape.errors import SpecError
+from landscape.models import register_model
+
+
+class MLPBlock(nn.Module):
+    """Linear-ReLU-Linear, with the input added back when ``residual``; ReLU after."""
+
+    def __init__(self, width: int, residual: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+        self.residual = residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.fc2(F.relu(self.fc1(x)))
+        return F.relu(x + out if self.residual else out)
+
+
+class MLP(nn.Module):
+    """Flatten → Linear to ``width`` → ``depth`` blocks → Linear to the classes."""
+
+    def __init__(
+        self, in_features: int, num_classes: int, *, depth: int, width: int, residual: bool
+    ) -> None:
+        super().__init__()
+        if not isinstance(depth, int) or depth < 1:
+            raise SpecError(f"MLP depth (number of blocks) must be an integer >= 1, got {depth!r}")
+        if not isinstance(width, int) or width < 1:
+            raise SpecError(f"MLP width must be an integer >= 1, got {width!r}")
+        self.stem = nn.Linear(in_features, width)
+        self.blocks = nn.Sequential(*(MLPBlock(width, residual) for _ in range(depth)))
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.stem(torch.flatten(x, 1)))
+        return self.head(self.blocks(out))
+
+
+@register_model("mlp-plain", "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width)")
+def mlp_plain(
+    *, in_channels: int, num_classes: int, image_size: int, depth: int = 4, width: int = 128
+) -> nn.Module:
+    features = in_channels * image_size * image_size
+    return MLP(features, num_classes, depth=depth, width=width, residual=False)
+
+
+@register_model("mlp-residual", "MLP of Linear-ReLU-Linear blocks with identity adds")
+def mlp_residual(
+    *, in_channels: int, num_classes: int, image_size: int, depth: int = 4, width: int = 128
+) -> nn.Module:
+    features = in_channels * image_size * image_size
+    return MLP(features, num_classes, depth=depth, width=width, residual=True)

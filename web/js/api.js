@@ -1,0 +1,124 @@
+// The REST client (docs/api.md): JSON in and out, errors turned into plain words.
+
+const TOKEN_KEY = "landscape.token";
+
+export function getToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+export function setToken(token) {
+  try {
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Private mode without storage: the token lasts for this page only.
+  }
+}
+
+/** An HTTP or network failure with a message meant for people. */
+export class ApiError extends Error {
+  constructor(message, { status = 0, fields = [] } = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    // [{field: "grid.nx", message: "..."}] for validation errors (422).
+    this.fields = fields;
+  }
+}
+
+/** Turn an error body into plain words; FastAPI's 422 list becomes "field: message" lines. */
+export function describeError(status, body) {
+  const detail = body && body.detail;
+  if (Array.isArray(detail)) {
+    const fields = detail.map((item) => {
+      const loc = Array.isArray(item.loc) ? item.loc.filter((p) => p !== "body") : [];
+      const field = loc.join(".");
+      const msg = String(item.msg || "is not valid").replace(/^Value error, /, "");
+      return { field, message: msg };
+    });
+    const text = fields.map((f) => (f.field ? `${f.field}: ${f.message}` : f.message)).join("\n");
+    return { message: text || "The request was not valid.", fields };
+  }
+  if (typeof detail === "string" && detail) return { message: detail, fields: [] };
+  if (status === 401) {
+    return {
+      message: "This server needs an API token: open Settings (top right) and paste it.",
+      fields: [],
+    };
+  }
+  if (status === 404) return { message: "Not found: it may have been deleted.", fields: [] };
+  if (status >= 500) return { message: `The server failed (HTTP ${status}). Try again.`, fields: [] };
+  return { message: `The request failed (HTTP ${status}).`, fields: [] };
+}
+
+/**
+ * fetch + JSON + error mapping. `body` objects are sent as JSON, FormData as multipart.
+ * Resolves to the parsed JSON (or null for 204); rejects with ApiError.
+ */
+export async function request(method, path, { body, signal } = {}) {
+  const headers = { Accept: "application/json" };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let payload;
+  if (body instanceof FormData) {
+    payload = body;
+  } else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: payload, signal });
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError("Cannot reach the server: check that `landscape serve` is running.");
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const { message, fields } = describeError(response.status, data);
+    throw new ApiError(message, { status: response.status, fields });
+  }
+  return data;
+}
+
+export const api = {
+  models: () => request("GET", "/api/models"),
+  datasets: () => request("GET", "/api/datasets"),
+  checkpoints: () => request("GET", "/api/checkpoints"),
+  uploadCheckpoint: (form) => request("POST", "/api/checkpoints", { body: form }),
+  surfaces: () => request("GET", "/api/surfaces"),
+  surface: (id, { maxPoints, signal } = {}) =>
+    request(
+      "GET",
+      `/api/surfaces/${encodeURIComponent(id)}${maxPoints ? `?max_points=${maxPoints}` : ""}`,
+      { signal },
+    ),
+  createSurface: (spec) => request("POST", "/api/surfaces", { body: spec }),
+  deleteSurface: (id) => request("DELETE", `/api/surfaces/${encodeURIComponent(id)}`),
+  jobs: () => request("GET", "/api/jobs"),
+  job: (id) => request("GET", `/api/jobs/${encodeURIComponent(id)}`),
+  cancelJob: (id) => request("DELETE", `/api/jobs/${encodeURIComponent(id)}`),
+};
+
+export const links = {
+  file: (id) => `/api/surfaces/${encodeURIComponent(id)}/file`,
+  html: (id) => `/api/surfaces/${encodeURIComponent(id)}/html`,
+  // EventSource cannot send headers: the token travels as a query parameter.
+  events: (jobId) => {
+    const token = getToken();
+    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    return `/api/jobs/${encodeURIComponent(jobId)}/events${query}`;
+  },
+};

@@ -1,0 +1,165 @@
+// Following a job: server-sent events (polling when the stream fails) and the progress bar.
+
+import { api, links } from "./api.js";
+import { fmtDuration, h } from "./dom.js";
+
+export const ACTIVE = new Set(["queued", "running"]);
+const FINAL = new Set(["done", "failed", "cancelled"]);
+
+/** The newest job that fills surface `surfaceId` (active ones first), or null. */
+export async function findJob(surfaceId) {
+  const jobs = await api.jobs();
+  const mine = (jobs || []).filter((job) => job.surface_id === surfaceId);
+  return mine.find((job) => ACTIVE.has(job.status)) || mine[0] || null;
+}
+
+/**
+ * Call `onUpdate(job)` whenever job `jobId` changes, until it ends (`onEnd(job)`).
+ * Uses EventSource on /api/jobs/{id}/events; falls back to polling when the stream breaks.
+ * Returns stop().
+ */
+export function watchJob(jobId, { onUpdate, onEnd }) {
+  let stopped = false;
+  let source = null;
+  let pollTimer = null;
+  let ended = false;
+
+  const finish = (job) => {
+    if (ended || stopped) return;
+    ended = true;
+    stop();
+    onUpdate(job);
+    onEnd?.(job);
+  };
+  const handle = (job) => {
+    if (stopped || ended || !job) return;
+    if (FINAL.has(job.status)) finish(job);
+    else onUpdate(job);
+  };
+  const poll = async () => {
+    if (stopped || ended) return;
+    try {
+      handle(await api.job(jobId));
+    } catch {
+      // Keep trying: a restarting server comes back.
+    }
+    if (!stopped && !ended) pollTimer = setTimeout(poll, 1500);
+  };
+  const parse = (event) => {
+    try {
+      return JSON.parse(event.data);
+    } catch {
+      return null;
+    }
+  };
+
+  if (typeof EventSource === "function") {
+    source = new EventSource(links.events(jobId));
+    source.addEventListener("progress", (event) => handle(parse(event)));
+    for (const name of FINAL) {
+      source.addEventListener(name, (event) => {
+        const job = parse(event);
+        // The final event may carry the job; if not, ask for it.
+        if (job && job.status) finish(job);
+        else api.job(jobId).then(finish, () => finish({ id: jobId, status: name }));
+      });
+    }
+    source.onerror = () => {
+      // The stream ended or broke: stop the browser's auto-reconnect and poll instead.
+      source?.close();
+      source = null;
+      if (!stopped && !ended && !pollTimer) poll();
+    };
+  } else {
+    poll();
+  }
+
+  function stop() {
+    stopped = true;
+    source?.close();
+    source = null;
+    clearTimeout(pollTimer);
+  }
+  return stop;
+}
+
+const STAGE_WORDS = {
+  queued: "Waiting in the queue",
+  training: "Training the model",
+  computing: "Computing grid points",
+  finished: "Finished",
+};
+
+/**
+ * A progress panel: role=progressbar with aria-valuenow, stage, ETA and a Cancel button.
+ * `panel.update(job)` redraws it. Announcements go through an aria-live status line.
+ */
+export function progressPanel({ label = "Progress", onCancel } = {}) {
+  const fill = h("div", { class: "progress-fill" });
+  const bar = h(
+    "div",
+    {
+      class: "progress",
+      role: "progressbar",
+      "aria-label": label,
+      "aria-valuemin": "0",
+      "aria-valuemax": "100",
+      "aria-valuenow": "0",
+    },
+    fill,
+  );
+  // The visible line changes on every event; the live region only on stage changes and every
+  // 10%, so screen readers are not flooded.
+  const status = h("p", { class: "progress-text", "aria-hidden": "true" }, "Starting…");
+  const live = h("p", { class: "visually-hidden", role: "status", "aria-live": "polite" });
+  const cancel = h("button", { type: "button", class: "button button-quiet" }, "Cancel");
+  const actions = h("div", { class: "progress-actions" }, cancel);
+  const panel = h("section", { class: "progress-panel", "aria-label": label }, bar, status, live, actions);
+  let jobId = null;
+
+  cancel.addEventListener("click", async () => {
+    if (!jobId) return;
+    cancel.disabled = true;
+    cancel.textContent = "Cancelling…";
+    try {
+      await api.cancelJob(jobId);
+    } catch (err) {
+      cancel.disabled = false;
+      cancel.textContent = "Cancel";
+      status.textContent = `Could not cancel: ${err.message}`;
+      live.textContent = status.textContent;
+      return;
+    }
+    onCancel?.();
+  });
+
+  let lastAnnounced = -1;
+  panel.update = (job) => {
+    jobId = job.id;
+    const { done = 0, total = 0 } = job.progress || {};
+    let percent = total > 0 ? Math.floor((100 * done) / total) : 0;
+    if (job.status === "done") percent = 100;
+    bar.setAttribute("aria-valuenow", String(percent));
+    bar.setAttribute("aria-valuetext", `${percent}%`);
+    fill.style.width = `${percent}%`;
+    panel.dataset.status = job.status;
+    let text;
+    if (job.status === "done") text = `Complete: ${total || done} of ${total || done} points.`;
+    else if (job.status === "failed") text = `Failed: ${job.error || "the job stopped with an error."}`;
+    else if (job.status === "cancelled") text = `Cancelled after ${done} of ${total} points.`;
+    else {
+      const stage = STAGE_WORDS[job.stage] || "Working";
+      const points = total ? ` — ${done} of ${total} points (${percent}%)` : "";
+      const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
+      text = `${stage}${points}${eta}.`;
+    }
+    status.textContent = text;
+    const bucket = `${job.status}:${job.stage}:${Math.floor(percent / 10)}`;
+    if (bucket !== lastAnnounced) {
+      lastAnnounced = bucket;
+      live.textContent = text;
+    }
+    actions.hidden = !ACTIVE.has(job.status);
+  };
+  return panel;
+}

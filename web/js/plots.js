@@ -1,0 +1,437 @@
+// Plotly figures for surfaces (loaded on first use), canvas previews and linked cameras.
+
+import { metricLabel } from "./dom.js";
+
+let plotlyPromise = null;
+
+/** Load /vendor/plotly.min.js once (a classic script defining window.Plotly). */
+export function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyPromise) {
+    plotlyPromise = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "/vendor/plotly.min.js";
+      script.async = true;
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => {
+        plotlyPromise = null;
+        reject(new Error("Could not load the plotting library (/vendor/plotly.min.js)."));
+      };
+      document.head.append(script);
+    });
+  }
+  return plotlyPromise;
+}
+
+/** True when the browser can draw WebGL (Plotly's 3D surfaces need it). */
+export function hasWebGL() {
+  try {
+    const canvas = document.createElement("canvas");
+    return Boolean(canvas.getContext("webgl") || canvas.getContext("experimental-webgl"));
+  } catch {
+    return false;
+  }
+}
+
+const COLORSCALE = "Viridis";
+
+function cssVar(name, fallback) {
+  const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  return value || fallback;
+}
+
+function theme() {
+  return {
+    text: cssVar("--text", "#1d2433"),
+    muted: cssVar("--muted", "#5b6474"),
+    grid: cssVar("--plot-grid", "#d8dde6"),
+    font: cssVar("--font-sans", "system-ui, sans-serif"),
+  };
+}
+
+/** Apply `fn` to every number of a flat or nested array, keeping nulls as gaps. */
+function mapValues(values, fn) {
+  return values.map((v) => (Array.isArray(v) ? mapValues(v, fn) : v === null ? null : fn(v)));
+}
+
+function toDisplay(values, log) {
+  if (!log) return values;
+  return mapValues(values, (v) => (v > 0 ? Math.log10(v) : null));
+}
+
+/** [min, max] of the finite numbers in a (nested) array, or null when there are none. */
+export function extent(values) {
+  let min = Infinity;
+  let max = -Infinity;
+  const walk = (arr) => {
+    for (const v of arr) {
+      if (Array.isArray(v)) walk(v);
+      else if (v !== null && Number.isFinite(v)) {
+        if (v < min) min = v;
+        if (v > max) max = v;
+      }
+    }
+  };
+  walk(values || []);
+  return min <= max ? [min, max] : null;
+}
+
+/** The display range (log10 units when `log`) of a surface's metric. */
+export function displayExtent(surface, metric, log) {
+  const values = surface.values?.[metric];
+  return values ? extent(toDisplay(values, log)) : null;
+}
+
+/** A user range in data units → display units (null ends mean "automatic"). */
+export function rangeToDisplay([low, high], log) {
+  if (!log) return [low, high];
+  return [low !== null && low > 0 ? Math.log10(low) : null, high !== null && high > 0 ? Math.log10(high) : null];
+}
+
+function fmtHover(v) {
+  if (v === null || v === undefined) return "not computed yet";
+  return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : v.toPrecision(5);
+}
+
+/**
+ * Plotly data + layout for one surface.
+ * options: metric ("train_loss"), view ("surface" | "contour" | "heatmap"; 1D always draws a
+ * curve), log (bool), range ([min, max] in display units, either end null = automatic).
+ */
+export function figure(surface, { metric, view = "surface", log = false, range = [null, null] }) {
+  const t = theme();
+  const raw = surface.values?.[metric] || [];
+  const label = metricLabel(metric);
+  const base = {
+    uirevision: `${surface.id}:${view}`,
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "rgba(0,0,0,0)",
+    font: { family: t.font, color: t.text, size: 12 },
+    hoverlabel: { font: { family: t.font } },
+  };
+  const axis = { gridcolor: t.grid, zerolinecolor: t.grid, linecolor: t.grid, color: t.muted };
+  const hasRange = range[0] !== null || range[1] !== null;
+
+  if (surface.ndim === 1 || !surface.y) {
+    const yaxis = { ...axis, title: { text: label }, type: log ? "log" : "linear" };
+    if (hasRange && range[0] !== null && range[1] !== null) yaxis.range = range;
+    return {
+      data: [
+        {
+          type: "scatter",
+          mode: "lines+markers",
+          x: surface.x,
+          y: raw,
+          connectgaps: false,
+          line: { color: cssVar("--accent", "#3563e9"), width: 2 },
+          marker: { size: 4 },
+          name: label,
+          hovertemplate: `x %{x:.4f}<br>${label} %{y:.5g}<extra></extra>`,
+        },
+      ],
+      layout: {
+        ...base,
+        margin: { l: 64, r: 16, t: 16, b: 48 },
+        xaxis: { ...axis, title: { text: "x (direction δ)" } },
+        yaxis,
+        showlegend: false,
+      },
+    };
+  }
+
+  // WebGL surfaces (and contours) fail on grids with under two rows or columns of values, as
+  // a partial surface has early on: draw the rows and columns that have values.
+  const trimmed = view === "heatmap" ? { x: surface.x, y: surface.y, values: raw } : trimGaps(surface.x, surface.y, raw);
+  if (!trimmed) return waiting(base, "Waiting for the first points…");
+  const z = toDisplay(trimmed.values, log);
+  const text = mapValues(trimmed.values, fmtHover).map((row) => row.map((v) => (v === null ? "not computed yet" : v)));
+  const colorTitle = log ? `log₁₀ ${label}` : label;
+  const colors = {
+    colorscale: COLORSCALE,
+    colorbar: { title: { text: colorTitle, side: "right" }, thickness: 12, outlinewidth: 0 },
+  };
+  const hovertemplate = `x %{x:.4f}<br>y %{y:.4f}<br>${label} %{text}<extra></extra>`;
+
+  if (view === "surface") {
+    const trace = {
+      type: "surface",
+      x: trimmed.x,
+      y: trimmed.y,
+      z,
+      text,
+      hovertemplate,
+      ...colors,
+      contours: { z: { show: true, usecolormap: true, project: { z: true }, width: 1 } },
+      lighting: { ambient: 0.75, diffuse: 0.6, specular: 0.15, roughness: 0.6 },
+    };
+    if (range[0] !== null) trace.cmin = range[0];
+    if (range[1] !== null) trace.cmax = range[1];
+    const zaxis = { ...axis, title: { text: colorTitle } };
+    if (range[0] !== null && range[1] !== null) zaxis.range = range;
+    return {
+      data: [trace],
+      layout: {
+        ...base,
+        margin: { l: 0, r: 0, t: 0, b: 0 },
+        scene: {
+          xaxis: { ...axis, title: { text: "x (δ)" } },
+          yaxis: { ...axis, title: { text: "y (η)" } },
+          zaxis,
+          aspectmode: "manual",
+          aspectratio: { x: 1, y: 1, z: 0.7 },
+          camera: { eye: { x: 1.3, y: 1.3, z: 0.95 } },
+        },
+      },
+    };
+  }
+
+  const trace = {
+    type: view === "heatmap" ? "heatmap" : "contour",
+    x: trimmed.x,
+    y: trimmed.y,
+    z,
+    text,
+    hovertemplate,
+    ...colors,
+  };
+  if (view === "contour") {
+    trace.ncontours = 24;
+    trace.line = { width: 0.5, color: "rgba(255,255,255,0.35)" };
+    trace.connectgaps = false;
+  }
+  if (hasRange) {
+    trace.zauto = false;
+    const auto = extent(z) || [0, 1];
+    trace.zmin = range[0] ?? auto[0];
+    trace.zmax = range[1] ?? auto[1];
+  }
+  return {
+    data: [trace],
+    layout: {
+      ...base,
+      margin: { l: 56, r: 8, t: 8, b: 48 },
+      xaxis: { ...axis, title: { text: "x (δ)" }, constrain: "domain" },
+      yaxis: { ...axis, title: { text: "y (η)" }, scaleanchor: "x", constrain: "domain" },
+    },
+  };
+}
+
+/** Drop rows and columns with no value; null when fewer than 2×2 remain. */
+function trimGaps(x, y, rows) {
+  const keepRows = rows.map((row) => row.some((v) => v !== null));
+  const nx = rows[0]?.length || 0;
+  const keepCols = Array.from({ length: nx }, (_, i) => rows.some((row) => row[i] !== null));
+  const nRows = keepRows.filter(Boolean).length;
+  const nCols = keepCols.filter(Boolean).length;
+  if (nRows < 2 || nCols < 2) return null;
+  if (nRows === rows.length && nCols === nx) return { x, y, values: rows };
+  return {
+    x: x.filter((_, i) => keepCols[i]),
+    y: y.filter((_, j) => keepRows[j]),
+    values: rows.filter((_, j) => keepRows[j]).map((row) => row.filter((_, i) => keepCols[i])),
+  };
+}
+
+/** An empty figure with a centred message, for surfaces with no drawable points yet. */
+function waiting(base, message) {
+  return {
+    data: [],
+    layout: {
+      ...base,
+      margin: { l: 0, r: 0, t: 0, b: 0 },
+      xaxis: { visible: false },
+      yaxis: { visible: false },
+      annotations: [{ text: message, showarrow: false, font: { size: 15, color: theme().muted }, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }],
+    },
+  };
+}
+
+const PLOT_CONFIG = {
+  responsive: true,
+  displaylogo: false,
+  modeBarButtonsToRemove: ["sendDataToCloud", "lasso2d", "select2d"],
+};
+
+const drawing = new WeakMap(); // div → {busy, next}: at most one Plotly.react in flight per div
+
+/**
+ * Draw (or update in place, keeping the camera) a surface figure into `div`. Calls made while
+ * a draw is running collapse into one draw of the latest arguments.
+ */
+export async function draw(div, surface, options) {
+  const Plotly = await loadPlotly();
+  let slot = drawing.get(div);
+  if (!slot) {
+    slot = { busy: false, next: null, waiters: [] };
+    drawing.set(div, slot);
+  }
+  if (slot.busy) {
+    slot.next = [surface, options];
+    return new Promise((resolve, reject) => slot.waiters.push({ resolve, reject }));
+  }
+  slot.busy = true;
+  let waiters = [];
+  try {
+    let args = [surface, options];
+    while (args) {
+      const { data, layout } = figure(...args);
+      await Plotly.react(div, data, layout, PLOT_CONFIG);
+      for (const w of waiters) w.resolve(div);
+      args = slot.next;
+      slot.next = null;
+      waiters = slot.waiters.splice(0);
+    }
+  } catch (err) {
+    for (const w of [...waiters, ...slot.waiters.splice(0)]) w.reject(err);
+    throw err;
+  } finally {
+    slot.busy = false;
+    slot.next = null;
+  }
+  return div;
+}
+
+/** Save a plot as PNG through Plotly. */
+export async function downloadPng(div, filename) {
+  const Plotly = await loadPlotly();
+  await Plotly.downloadImage(div, { format: "png", filename, width: 1200, height: 900 });
+}
+
+/** Free a plot's WebGL context and listeners. */
+export function purge(div) {
+  if (window.Plotly && div) window.Plotly.purge(div);
+}
+
+const LINKED_KEYS = /^(scene\.camera|xaxis\.|yaxis\.)/;
+
+/**
+ * Keep the cameras (3D) and axis ranges (2D) of several plots in step: a user's rotate or
+ * zoom on one is applied to the others. Returns unlink().
+ */
+export function linkViews(divs) {
+  let syncing = false;
+  let frame = 0;
+  let pending = null;
+  const handlers = [];
+
+  const apply = (source, update) => {
+    if (syncing) return;
+    const forwarded = {};
+    for (const [key, value] of Object.entries(update || {})) {
+      if (LINKED_KEYS.test(key)) forwarded[key] = value;
+    }
+    if (!Object.keys(forwarded).length) return;
+    syncing = true;
+    const targets = divs.filter((d) => d !== source && d.data);
+    Promise.all(targets.map((d) => window.Plotly.relayout(d, forwarded)))
+      .catch(() => {})
+      .finally(() => {
+        syncing = false;
+      });
+  };
+
+  for (const div of divs) {
+    // While dragging: at most one update per animation frame; at the end: the final view.
+    const during = (update) => {
+      pending = [div, update];
+      if (!frame) {
+        frame = requestAnimationFrame(() => {
+          frame = 0;
+          if (pending) apply(...pending);
+          pending = null;
+        });
+      }
+    };
+    const after = (update) => apply(div, update);
+    div.on?.("plotly_relayouting", during);
+    div.on?.("plotly_relayout", after);
+    handlers.push([div, during, after]);
+  }
+  return () => {
+    cancelAnimationFrame(frame);
+    for (const [div, during, after] of handlers) {
+      div.removeListener?.("plotly_relayouting", during);
+      div.removeListener?.("plotly_relayout", after);
+    }
+  };
+}
+
+// Viridis at 9 stops (matplotlib), for canvas previews drawn without Plotly.
+const VIRIDIS = [
+  [68, 1, 84],
+  [71, 44, 122],
+  [59, 81, 139],
+  [44, 113, 142],
+  [33, 144, 141],
+  [39, 173, 129],
+  [92, 200, 99],
+  [170, 220, 50],
+  [253, 231, 37],
+];
+
+function viridis(t) {
+  const x = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
+  const f = x - i;
+  const [a, b] = [VIRIDIS[i], VIRIDIS[i + 1]];
+  return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f));
+}
+
+/**
+ * A small static preview on a canvas: heatmap (2D, log-scaled loss) or a curve (1D).
+ * Cheap: no Plotly, no WebGL; gaps (not computed) stay transparent.
+ */
+export function drawPreview(canvas, surface, metric) {
+  const ctx = canvas.getContext("2d");
+  const values = surface.values?.[metric];
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  if (!values) return;
+  const log = metric.endsWith("loss");
+  if (surface.ndim === 1 || !surface.y) {
+    const shown = toDisplay(values, log);
+    const ext = extent(shown);
+    if (!ext) return;
+    const span = ext[1] - ext[0] || 1;
+    ctx.strokeStyle = cssVar("--accent", "#3563e9");
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    let drawing = false;
+    shown.forEach((v, i) => {
+      if (v === null) {
+        drawing = false;
+        return;
+      }
+      const px = 6 + (i / Math.max(1, shown.length - 1)) * (width - 12);
+      const py = height - 6 - ((v - ext[0]) / span) * (height - 12);
+      if (drawing) ctx.lineTo(px, py);
+      else ctx.moveTo(px, py);
+      drawing = true;
+    });
+    ctx.stroke();
+    return;
+  }
+  const shown = toDisplay(values, log);
+  const ext = extent(shown);
+  if (!ext) return;
+  const ny = shown.length;
+  const nx = shown[0]?.length || 0;
+  const image = ctx.createImageData(nx, ny);
+  const span = ext[1] - ext[0] || 1;
+  for (let j = 0; j < ny; j++) {
+    for (let i = 0; i < nx; i++) {
+      const v = shown[j][i];
+      const o = 4 * ((ny - 1 - j) * nx + i); // row 0 is y min: draw it at the bottom
+      if (v === null) continue;
+      const [r, g, b] = viridis((v - ext[0]) / span);
+      image.data.set([r, g, b, 255], o);
+    }
+  }
+  const small = document.createElement("canvas");
+  small.width = nx;
+  small.height = ny;
+  small.getContext("2d").putImageData(image, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(small, 0, 0, width, height);
+}

@@ -1,0 +1,218 @@
+// #/compare/{id},{id}[,...] — surfaces side by side: linked cameras, one shared z range.
+
+import { api } from "../api.js";
+import { badge, fmtGrid, h, replace } from "../dom.js";
+import { followSurface } from "../follow.js";
+import { progressPanel } from "../jobs.js";
+import { displayExtent, draw, hasWebGL, linkViews, purge, rangeToDisplay } from "../plots.js";
+import { metricChoices, plotControls, presetButtons } from "./shared.js";
+
+export async function render(root, [rawIds], ctx) {
+  const ids = [...new Set((rawIds || "").split(",").map((s) => s.trim()).filter(Boolean))];
+  if (ids.length < 2) return renderPicker(root, ids, ctx);
+  return renderComparison(root, ids, ctx);
+}
+
+function renderComparison(root, ids, { notify }) {
+  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null], link: true, shared: true };
+  const panels = ids.map((id) => makePanel(id));
+  const controlsBox = h("div", { class: "controls-slot" });
+  let controlsBuilt = false;
+  let unlink = () => {};
+  let linkedCount = 0;
+
+  const heading = h("h1", {}, `Compare ${ids.length} surfaces`);
+  replace(
+    root,
+    h("nav", { class: "breadcrumb", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Gallery"), " / ", h("span", { "aria-current": "page" }, "Compare")),
+    h("div", { class: "view-header" }, h("div", {}, heading, h("p", { class: "lead" }, "Rotate or zoom one plot and the others follow; all share one colour and z range."))),
+    controlsBox,
+    h("div", { class: `compare-grid compare-${Math.min(ids.length, 3)}` }, panels.map((p) => p.el)),
+  );
+
+  const metricName = () => `${state.split}_${state.kind}`;
+
+  const sharedRange = () => {
+    const user = rangeToDisplay(state.range, state.log);
+    if (!state.shared) return user;
+    let low = Infinity;
+    let high = -Infinity;
+    for (const p of panels) {
+      const ext = p.surface && displayExtent(p.surface, metricName(), state.log);
+      if (ext) {
+        low = Math.min(low, ext[0]);
+        high = Math.max(high, ext[1]);
+      }
+    }
+    if (!(low <= high)) return user;
+    return [user[0] ?? low, user[1] ?? high];
+  };
+
+  const relink = () => {
+    const ready = panels.filter((p) => p.drawn).map((p) => p.plot);
+    if (ready.length === linkedCount) return;
+    unlink();
+    linkedCount = ready.length;
+    unlink = state.link && ready.length > 1 ? linkViews(ready) : () => {};
+  };
+
+  const redrawAll = async () => {
+    const range = sharedRange();
+    const metric = metricName();
+    await Promise.all(
+      panels
+        .filter((p) => p.surface)
+        .map(async (p) => {
+          const metrics = p.surface.metrics || [];
+          if (!metrics.includes(metric)) {
+            p.note.textContent = `This surface has no ${metric.replace("_", " ")} values.`;
+            return;
+          }
+          p.note.textContent = "";
+          try {
+            await draw(p.plot, p.surface, { metric, view: state.view, log: state.log, range });
+            p.drawn = true;
+            p.plot.dataset.ready = "true";
+          } catch (err) {
+            notify(err.message);
+          }
+        }),
+    );
+    relink();
+  };
+
+  const buildControls = (surface) => {
+    controlsBuilt = true;
+    const { splits, kinds } = metricChoices(surface.metrics || []);
+    state.split = splits[0] || "train";
+    state.kind = kinds.includes("loss") ? "loss" : kinds[0] || "loss";
+    const linkBox = h("input", { type: "checkbox", id: "link-views", checked: state.link });
+    linkBox.addEventListener("change", () => {
+      state.link = linkBox.checked;
+      linkedCount = -1;
+      relink();
+    });
+    const sharedBox = h("input", { type: "checkbox", id: "shared-range", checked: state.shared });
+    sharedBox.addEventListener("change", () => {
+      state.shared = sharedBox.checked;
+      redrawAll();
+    });
+    const controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange: redrawAll });
+    controls.append(
+      h("div", { class: "control" }, h("label", { class: "check", for: "link-views" }, linkBox, " Link views")),
+      h("div", { class: "control" }, h("label", { class: "check", for: "shared-range" }, sharedBox, " Shared z range")),
+    );
+    replace(controlsBox, controls);
+  };
+
+  const stops = panels.map((p) =>
+    followSurface(p.id, {
+      onSurface: (surface) => {
+        p.show(surface);
+        if (!controlsBuilt) buildControls(surface);
+        redrawAll();
+      },
+      onJob: (job) => p.showJob(job),
+      onMissing: () => p.missing(),
+      onError: (err) => notify(err.message),
+    }),
+  );
+
+  return () => {
+    for (const stop of stops) stop();
+    unlink();
+    for (const p of panels) purge(p.plot);
+  };
+}
+
+function makePanel(id) {
+  const title = h("h2", { class: "panel-title" }, h("a", { href: `#/surfaces/${encodeURIComponent(id)}` }, id));
+  const meta = h("p", { class: "meta" }, "Loading…");
+  const progressSlot = h("div", { class: "progress-slot" });
+  const plot = h("div", { class: "plot plot-compare", role: "figure", "aria-label": `Surface ${id}`, dataset: { surfaceId: id } });
+  const note = h("p", { class: "hint", "aria-live": "polite" });
+  const el = h("section", { class: "panel", "aria-labelledby": `panel-${id}` }, title, meta, progressSlot, plot, note);
+  title.id = `panel-${id}`;
+  let progress = null;
+  const panel = {
+    id,
+    el,
+    plot,
+    note,
+    surface: null,
+    drawn: false,
+    show(surface) {
+      panel.surface = surface;
+      const name = surface.label || `${surface.model} on ${surface.dataset}`;
+      replace(title, h("a", { href: `#/surfaces/${encodeURIComponent(id)}` }, name));
+      plot.setAttribute("aria-label", `Surface plot: ${name}`);
+      replace(
+        meta,
+        `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)} · `,
+        badge(surface.status),
+      );
+    },
+    showJob(job) {
+      if (!progress) {
+        progress = progressPanel({ label: `Progress of ${job.label || id}` });
+        replace(progressSlot, progress);
+      }
+      progress.update(job);
+      if (!panel.surface) {
+        replace(title, job.label || job.request?.model || id);
+        replace(meta, "Waiting for the first points…");
+      }
+    },
+    missing() {
+      replace(meta, "There is no surface or job with this id.");
+    },
+  };
+  return panel;
+}
+
+async function renderPicker(root, preselected, { notify, navigate }) {
+  const chosen = new Set(preselected);
+  const go = h("button", { type: "submit", class: "button button-primary", disabled: chosen.size < 2 }, "Compare");
+  const list = h("fieldset", { class: "picker" }, h("legend", {}, "Surfaces"), h("p", { class: "loading" }, "Loading surfaces…"));
+  const form = h("form", { class: "picker-form" }, list, h("div", { class: "form-actions" }, go));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (chosen.size >= 2) navigate(`/compare/${[...chosen].join(",")}`);
+  });
+  replace(
+    root,
+    h("div", { class: "view-header" }, h("div", {}, h("h1", {}, "Compare surfaces"), h("p", { class: "lead" }, "Pick two or more stored surfaces, or start a ready-made comparison."))),
+    h("section", { class: "presets", "aria-labelledby": "presets-title" },
+      h("h2", { id: "presets-title", class: "section-title" }, "Ready-made"),
+      presetButtons({ notify, navigate })),
+    h("h2", { class: "section-title" }, "Your surfaces"),
+    form,
+  );
+  let surfaces = [];
+  try {
+    surfaces = await api.surfaces();
+  } catch (err) {
+    replace(list, h("legend", {}, "Surfaces"), h("p", { class: "error-text", role: "alert" }, `Could not load the surfaces: ${err.message}`));
+    return null;
+  }
+  if (!surfaces.length) {
+    replace(list, h("legend", {}, "Surfaces"), h("p", {}, "No surfaces yet: ", h("a", { href: "#/new" }, "request one"), "."));
+    return null;
+  }
+  replace(
+    list,
+    h("legend", {}, "Surfaces"),
+    surfaces.map((s) => {
+      const box = h("input", { type: "checkbox", id: `cmp-${s.id}`, value: s.id, checked: chosen.has(s.id) });
+      box.addEventListener("change", () => {
+        if (box.checked) chosen.add(s.id);
+        else chosen.delete(s.id);
+        go.disabled = chosen.size < 2;
+      });
+      return h("div", { class: "picker-row" },
+        h("label", { class: "check", for: box.id }, box, ` ${s.label || s.model}`),
+        h("span", { class: "hint" }, ` ${s.model} · ${s.dataset} · ${fmtGrid(s.grid, s.ndim)} · ${s.status}`));
+    }),
+  );
+  return null;
+}

@@ -1,0 +1,172 @@
+// #/ — every stored surface as a card with a small preview; pick two or more to compare.
+
+import { api } from "../api.js";
+import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
+import { ACTIVE } from "../jobs.js";
+import { drawPreview } from "../plots.js";
+import { presetButtons } from "./shared.js";
+
+const PREVIEW_POINTS = 32;
+const KEY_STATS = ["train_loss_min", "train_loss_center", "sharpness"];
+
+export async function render(root, _params, { notify, navigate }) {
+  const selected = new Set();
+  const compareButton = h("button", { type: "button", class: "button button-primary", disabled: true }, "Compare selected");
+  const compareHint = h("span", { class: "hint", "aria-live": "polite" }, "Select two or more surfaces to compare them.");
+  compareButton.addEventListener("click", () => navigate(`/compare/${[...selected].join(",")}`));
+  const updateCompare = () => {
+    compareButton.disabled = selected.size < 2;
+    compareButton.textContent = selected.size ? `Compare selected (${selected.size})` : "Compare selected";
+    compareHint.textContent =
+      selected.size < 2 ? "Select two or more surfaces to compare them." : `${selected.size} surfaces selected.`;
+  };
+
+  const jobsBox = h("section", { class: "jobs", "aria-label": "Jobs in progress", hidden: true });
+  const list = h("div", { class: "cards", "aria-busy": "true" }, h("p", { class: "loading" }, "Loading surfaces…"));
+
+  replace(
+    root,
+    h(
+      "div",
+      { class: "view-header" },
+      h("div", {}, h("h1", {}, "Loss surfaces"), h("p", { class: "lead" }, "Filter-normalized loss landscapes: open one to explore it in 3D, or compare several side by side.")),
+      h("div", { class: "header-actions" }, h("a", { class: "button button-primary", href: "#/new" }, "New surface")),
+    ),
+    h("section", { class: "presets", "aria-labelledby": "presets-title" },
+      h("h2", { id: "presets-title", class: "section-title" }, "Try a comparison"),
+      presetButtons({ notify, navigate })),
+    jobsBox,
+    h("div", { class: "compare-bar" }, compareButton, compareHint),
+    list,
+  );
+
+  // Previews are fetched (downsampled) only when their card scrolls into view.
+  const observer = new IntersectionObserver(
+    (entries) => {
+      for (const entry of entries) {
+        if (!entry.isIntersecting) continue;
+        observer.unobserve(entry.target);
+        loadPreview(entry.target);
+      }
+    },
+    { rootMargin: "200px" },
+  );
+
+  let surfaces;
+  try {
+    surfaces = await api.surfaces();
+  } catch (err) {
+    replace(list, h("p", { class: "error-text", role: "alert" }, `Could not load the surfaces: ${err.message}`));
+    list.removeAttribute("aria-busy");
+    return () => observer.disconnect();
+  }
+  list.removeAttribute("aria-busy");
+  if (!surfaces.length) {
+    replace(
+      list,
+      h("div", { class: "empty" },
+        h("p", {}, "No surfaces yet."),
+        h("p", {}, h("a", { href: "#/new" }, "Request one"), " or start a comparison above.")),
+    );
+  } else {
+    replace(list, surfaces.map((s) => card(s, selected, updateCompare, observer)));
+  }
+
+  const stopJobs = pollJobs(jobsBox);
+  return () => {
+    observer.disconnect();
+    stopJobs();
+  };
+}
+
+function card(surface, selected, onSelect, observer) {
+  const href = `#/surfaces/${encodeURIComponent(surface.id)}`;
+  const title = surface.label || `${surface.model} on ${surface.dataset}`;
+  const canvas = h("canvas", { class: "preview", width: 240, height: 150, "aria-hidden": "true" });
+  canvas.dataset.id = surface.id;
+  canvas.dataset.metric = surface.metrics?.includes("train_loss") ? "train_loss" : surface.metrics?.[0] || "";
+  const checkbox = h("input", { type: "checkbox", id: `pick-${surface.id}`, value: surface.id });
+  checkbox.addEventListener("change", () => {
+    if (checkbox.checked) selected.add(surface.id);
+    else selected.delete(surface.id);
+    onSelect();
+  });
+  const progress =
+    surface.status === "partial" && surface.total
+      ? ` · ${Math.floor((100 * surface.done) / surface.total)}% computed`
+      : "";
+  const stats = KEY_STATS.filter((k) => surface.stats && surface.stats[k] !== undefined && surface.stats[k] !== null);
+  const el = h(
+    "article",
+    { class: "card", "aria-labelledby": `title-${surface.id}` },
+    h("a", { href, class: "preview-link", tabindex: "-1", "aria-hidden": "true" }, canvas),
+    h(
+      "div",
+      { class: "card-body" },
+      h("h3", { class: "card-title", id: `title-${surface.id}` }, h("a", { href }, title)),
+      h("p", { class: "card-meta" }, `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)}`),
+      h("p", { class: "card-status" }, badge(surface.status), progress),
+      stats.length
+        ? h("dl", { class: "stats stats-compact" }, stats.map((k) => [h("dt", {}, statLabel(k)), h("dd", {}, fmt(surface.stats[k]))]))
+        : null,
+      h("div", { class: "card-actions" }, h("label", { class: "check", for: `pick-${surface.id}` }, checkbox, " Compare")),
+    ),
+  );
+  observer.observe(canvas);
+  return el;
+}
+
+async function loadPreview(canvas) {
+  if (!canvas.dataset.metric) return;
+  try {
+    const surface = await api.surface(canvas.dataset.id, { maxPoints: PREVIEW_POINTS });
+    drawPreview(canvas, surface, canvas.dataset.metric);
+  } catch {
+    canvas.classList.add("preview-failed");
+  }
+}
+
+/** List running jobs (they may not have a surface file yet); refreshed while any is active. */
+function pollJobs(box) {
+  let timer = null;
+  let stopped = false;
+  const tick = async () => {
+    let jobs = [];
+    try {
+      jobs = (await api.jobs()).filter((job) => ACTIVE.has(job.status));
+    } catch {
+      jobs = [];
+    }
+    if (stopped) return;
+    box.hidden = !jobs.length;
+    replace(
+      box,
+      jobs.length ? h("h2", { class: "section-title" }, "In progress") : null,
+      h(
+        "ul",
+        { class: "job-list" },
+        jobs.map((job) => {
+          const { done = 0, total = 0 } = job.progress || {};
+          const percent = total ? Math.floor((100 * done) / total) : 0;
+          const name = job.label || job.request?.model || job.id;
+          return h(
+            "li",
+            {},
+            job.surface_id ? h("a", { href: `#/surfaces/${encodeURIComponent(job.surface_id)}` }, name) : name,
+            " ",
+            badge(job.stage || job.status),
+            h("span", { class: "mini-progress", role: "progressbar", "aria-label": `${name} progress`, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(percent) },
+              h("span", { style: `width:${percent}%` })),
+            h("span", { class: "hint" }, `${percent}%`),
+          );
+        }),
+      ),
+    );
+    if (jobs.length) timer = setTimeout(tick, 3000);
+  };
+  tick();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}

@@ -1,0 +1,280 @@
+// #/new — request a surface: zoo model or uploaded checkpoint, data, directions, grid.
+
+import { api } from "../api.js";
+import { h, replace } from "../dom.js";
+import { progressPanel, watchJob } from "../jobs.js";
+
+// Field names are the request's JSON paths, so a 422 `loc` finds its input.
+function field(label, input, hint) {
+  const hintId = hint ? `${input.id}-hint` : null;
+  if (hintId) input.setAttribute("aria-describedby", hintId);
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: input.id }, label),
+    input,
+    hint ? h("p", { class: "hint", id: hintId }, hint) : null,
+    h("p", { class: "field-error", id: `${input.id}-error`, hidden: true }),
+  );
+}
+
+function numberInput(id, name, value, attrs = {}) {
+  return h("input", { type: "number", id, name, value, inputmode: "numeric", ...attrs });
+}
+
+function select(id, name, options, value) {
+  return h(
+    "select",
+    { id, name },
+    options.map(([v, label, disabled]) => h("option", { value: v, selected: v === value, disabled: Boolean(disabled) }, label)),
+  );
+}
+
+export async function render(root, _params, { navigate }) {
+  const errorBox = h("div", { class: "form-errors", role: "alert", tabindex: "-1", hidden: true });
+  const modelSelect = select("f-model", "model", [["", "Loading models…"]], "");
+  const modelHelp = h("p", { class: "hint", id: "f-model-desc" });
+  modelSelect.setAttribute("aria-describedby", "f-model-desc");
+  const datasetSelect = select("f-dataset", "dataset", [["digits", "digits"]], "digits");
+  const checkpointSelect = select("f-checkpoint", "checkpoint", [["", "No stored checkpoints"]], "");
+  const fileInput = h("input", { type: "file", id: "f-file", accept: ".pt,.pth,.safetensors" });
+  const uploadButton = h("button", { type: "button", class: "button" }, "Upload");
+  const uploadStatus = h("p", { class: "hint", role: "status", "aria-live": "polite" });
+
+  const sourceModel = h("input", { type: "radio", name: "source", id: "src-model", value: "model", checked: true });
+  const sourceCheckpoint = h("input", { type: "radio", name: "source", id: "src-checkpoint", value: "checkpoint" });
+  const epochs = numberInput("f-epochs", "train.epochs", "10", { min: 1 });
+  const modelFields = h("div", { class: "field-row" },
+    field("Model", modelSelect),
+    field("Training epochs", epochs, "The model is trained on the data set first."),
+  );
+  modelFields.append(modelHelp);
+  const checkpointFields = h("div", { class: "field-group", hidden: true },
+    field("Checkpoint", checkpointSelect),
+    h("div", { class: "field" },
+      h("label", { for: "f-file" }, "Or upload one (.pt state_dict, landscape checkpoint or .safetensors)"),
+      h("div", { class: "inline" }, fileInput, uploadButton),
+      h("p", { class: "hint" }, "A bare state_dict is loaded into the model chosen above under “Model”; it is never unpickled."),
+      uploadStatus),
+  );
+  const syncSource = () => {
+    const useCheckpoint = sourceCheckpoint.checked;
+    checkpointFields.hidden = !useCheckpoint;
+    epochs.disabled = useCheckpoint;
+  };
+  sourceModel.addEventListener("change", syncSource);
+  sourceCheckpoint.addEventListener("change", syncSource);
+
+  const normalization = select("f-norm", "directions.normalization", [["filter", "filter (Li et al. 2018)"], ["layer", "layer"], ["weight", "whole weight"], ["none", "none"]], "filter");
+  const ignore = select("f-ignore", "directions.ignore", [["biasbn", "biases and BN (zeroed)"], ["none", "nothing"]], "biasbn");
+  const seed = numberInput("f-seed", "directions.seed", "0", { min: 0 });
+
+  const dim = select("f-dim", "grid.dim", [["2", "2D surface"], ["1", "1D curve"]], "2");
+  const nx = numberInput("f-nx", "grid.nx", "21", { min: 1 });
+  const ny = numberInput("f-ny", "grid.ny", "21", { min: 1 });
+  const xmin = numberInput("f-xmin", "grid.xrange.0", "-1", { step: "any", inputmode: "decimal" });
+  const xmax = numberInput("f-xmax", "grid.xrange.1", "1", { step: "any", inputmode: "decimal" });
+  const ymin = numberInput("f-ymin", "grid.yrange.0", "-1", { step: "any", inputmode: "decimal" });
+  const ymax = numberInput("f-ymax", "grid.yrange.1", "1", { step: "any", inputmode: "decimal" });
+  const yFields = h("div", { class: "field-row" }, field("Points along y", ny), field("y from", ymin), field("y to", ymax));
+  dim.addEventListener("change", () => {
+    yFields.hidden = dim.value === "1";
+  });
+
+  const splitTrain = h("input", { type: "checkbox", id: "f-split-train", name: "splits", value: "train", checked: true });
+  const splitTest = h("input", { type: "checkbox", id: "f-split-test", name: "splits", value: "test" });
+  const label = h("input", { type: "text", id: "f-label", name: "label", placeholder: "e.g. ResNet-20, seed 0", autocomplete: "off" });
+  const submit = h("button", { type: "submit", class: "button button-primary" }, "Compute surface");
+  const progressSlot = h("div", { class: "progress-slot", "aria-live": "polite" });
+
+  const form = h(
+    "form",
+    { class: "request-form", novalidate: true, "aria-labelledby": "new-title" },
+    errorBox,
+    h("fieldset", {}, h("legend", {}, "Model"),
+      h("div", { class: "radio-row", role: "radiogroup", "aria-label": "Where the weights come from" },
+        h("label", { class: "check", for: "src-model" }, sourceModel, " Train a model from the zoo"),
+        h("label", { class: "check", for: "src-checkpoint" }, sourceCheckpoint, " Use a checkpoint")),
+      modelFields, checkpointFields),
+    h("fieldset", {}, h("legend", {}, "Data"),
+      h("div", { class: "field-row" }, field("Data set", datasetSelect),
+        h("div", { class: "field" }, h("span", { class: "label" }, "Evaluate on"),
+          h("div", { class: "inline" },
+            h("label", { class: "check", for: "f-split-train" }, splitTrain, " train"),
+            h("label", { class: "check", for: "f-split-test" }, splitTest, " test"))))),
+    h("fieldset", {}, h("legend", {}, "Directions"),
+      h("div", { class: "field-row" }, field("Normalization", normalization), field("Ignore", ignore), field("Seed", seed))),
+    h("fieldset", {}, h("legend", {}, "Grid"),
+      h("div", { class: "field-row" }, field("Shape", dim), field("Points along x", nx), field("x from", xmin), field("x to", xmax)),
+      yFields),
+    h("fieldset", {}, h("legend", {}, "Name"), h("div", { class: "field-row" }, field("Label (optional)", label, "Shown in the gallery and on comparisons."))),
+    h("div", { class: "form-actions" }, submit),
+    progressSlot,
+  );
+
+  replace(
+    root,
+    h("div", { class: "view-header" }, h("div", {}, h("h1", { id: "new-title" }, "New surface"),
+      h("p", { class: "lead" }, "Train (or load) a model, draw two random filter-normalized directions and evaluate the loss on a grid around the weights."))),
+    form,
+  );
+
+  let stopWatch = null;
+  loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, showError });
+
+  uploadButton.addEventListener("click", async () => {
+    const file = fileInput.files?.[0];
+    if (!file) {
+      uploadStatus.textContent = "Choose a file first.";
+      fileInput.focus();
+      return;
+    }
+    const body = new FormData();
+    body.append("file", file);
+    if (modelSelect.value) body.append("model", modelSelect.value);
+    body.append("dataset", datasetSelect.value);
+    uploadButton.disabled = true;
+    uploadStatus.textContent = `Uploading ${file.name}…`;
+    try {
+      const checkpoint = await api.uploadCheckpoint(body);
+      checkpointSelect.append(h("option", { value: checkpoint.id }, checkpointLabel(checkpoint)));
+      for (const option of checkpointSelect.options) option.disabled = !option.value;
+      checkpointSelect.value = checkpoint.id;
+      uploadStatus.textContent = `Uploaded: checkpoint ${checkpoint.id} is selected.`;
+    } catch (err) {
+      uploadStatus.textContent = `Upload failed: ${err.message}`;
+    } finally {
+      uploadButton.disabled = false;
+    }
+  });
+
+  function clearErrors() {
+    errorBox.hidden = true;
+    replace(errorBox);
+    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+    for (const el of form.querySelectorAll(".field-error")) {
+      el.hidden = true;
+      el.textContent = "";
+    }
+  }
+
+  function showError(message, fields = []) {
+    errorBox.hidden = false;
+    const lines = message.split("\n");
+    replace(
+      errorBox,
+      h("p", { class: "form-errors-title" }, lines.length > 1 ? "Please fix these:" : "Please fix this:"),
+      h("ul", {}, lines.map((line) => h("li", {}, line))),
+    );
+    let first = null;
+    for (const { field: name, message: text } of fields) {
+      const input = name && form.querySelector(`[name="${CSS.escape(name)}"]`);
+      if (!input) continue;
+      input.setAttribute("aria-invalid", "true");
+      const slot = document.getElementById(`${input.id}-error`);
+      if (slot) {
+        slot.hidden = false;
+        slot.textContent = text;
+        const described = new Set((input.getAttribute("aria-describedby") || "").split(" ").filter(Boolean));
+        described.add(slot.id);
+        input.setAttribute("aria-describedby", [...described].join(" "));
+      }
+      first ||= input;
+    }
+    errorBox.focus();
+    return first;
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors();
+    const useCheckpoint = sourceCheckpoint.checked;
+    if (useCheckpoint && !checkpointSelect.value) {
+      showError("checkpoint: choose a stored checkpoint or upload one", [{ field: "checkpoint", message: "choose or upload one" }]);
+      return;
+    }
+    const num = (input) => (input.value.trim() === "" ? undefined : Number(input.value));
+    const oneD = dim.value === "1";
+    const grid = { nx: num(nx), xrange: [num(xmin), num(xmax)] };
+    if (oneD) grid.ny = null;
+    else Object.assign(grid, { ny: num(ny), yrange: [num(ymin), num(ymax)] });
+    const spec = {
+      dataset: datasetSelect.value,
+      grid,
+      directions: { normalization: normalization.value, ignore: ignore.value, seed: num(seed) },
+      splits: [splitTrain, splitTest].filter((b) => b.checked).map((b) => b.value),
+    };
+    if (useCheckpoint) spec.checkpoint = checkpointSelect.value;
+    else Object.assign(spec, { model: modelSelect.value, train: { epochs: num(epochs) } });
+    if (label.value.trim()) spec.label = label.value.trim();
+
+    submit.disabled = true;
+    submit.textContent = "Submitting…";
+    try {
+      const reply = await api.createSurface(spec);
+      const surfaceId = reply.surface?.id || reply.job?.surface_id;
+      if (surfaceId) {
+        navigate(`/surfaces/${encodeURIComponent(surfaceId)}`);
+        return;
+      }
+      // The job does not name its surface yet: follow it here until it does.
+      followHere(reply.job);
+    } catch (err) {
+      submit.disabled = false;
+      submit.textContent = "Compute surface";
+      showError(err.message, err.fields || []);
+    }
+  });
+
+  function followHere(job) {
+    const panel = progressPanel({ label: "Computing the new surface" });
+    replace(progressSlot, panel);
+    panel.update(job);
+    stopWatch = watchJob(job.id, {
+      onUpdate: (update) => {
+        panel.update(update);
+        if (update.surface_id) navigate(`/surfaces/${encodeURIComponent(update.surface_id)}`);
+      },
+      onEnd: () => {
+        submit.disabled = false;
+        submit.textContent = "Compute surface";
+      },
+    });
+  }
+
+  return () => stopWatch?.();
+}
+
+function checkpointLabel(c) {
+  const when = c.created ? new Date(c.created).toLocaleDateString() : "";
+  return `${c.model || "checkpoint"} · ${c.dataset || ""} · ${c.id.slice(0, 10)} ${when}`.trim();
+}
+
+async function loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, showError }) {
+  const [models, datasets, checkpoints] = await Promise.allSettled([api.models(), api.datasets(), api.checkpoints()]);
+  if (models.status === "fulfilled") {
+    const list = models.value || [];
+    const preferred = list.find((m) => m.name === "resnet20") || list[0];
+    replace(modelSelect, list.map((m) => h("option", { value: m.name, selected: m === preferred }, m.name)));
+    const describe = () => {
+      modelHelp.textContent = list.find((m) => m.name === modelSelect.value)?.description || "";
+    };
+    modelSelect.addEventListener("change", describe);
+    describe();
+  } else {
+    showError(`Could not load the model list: ${models.reason.message}`);
+  }
+  if (datasets.status === "fulfilled") {
+    const list = datasets.value || [];
+    replace(
+      datasetSelect,
+      list.map((d) =>
+        h("option", { value: d.name, selected: d.name === "digits", disabled: d.available === false },
+          d.available === false ? `${d.name} (not on this server)` : `${d.name}${d.num_classes ? ` · ${d.num_classes} classes` : ""}`),
+      ),
+    );
+  }
+  if (checkpoints.status === "fulfilled" && checkpoints.value?.length) {
+    replace(checkpointSelect, checkpoints.value.map((c) => h("option", { value: c.id }, checkpointLabel(c))));
+  }
+}

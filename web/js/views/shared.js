@@ -1,0 +1,126 @@
+// Pieces shared by several views: preset buttons and the plot controls.
+
+import { h } from "../dom.js";
+import { PRESETS, startPreset } from "../presets.js";
+
+/** Buttons that start a preset comparison and open it while it fills in. */
+export function presetButtons({ notify, navigate }) {
+  return h(
+    "div",
+    { class: "preset-buttons" },
+    PRESETS.map((preset) => {
+      const button = h("button", { type: "button", class: "button", dataset: { preset: preset.id } }, preset.title);
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        const text = button.textContent;
+        button.textContent = "Starting…";
+        try {
+          const ids = await startPreset(preset);
+          if (ids.some((id) => !id)) throw new Error("the server did not say which surface the job fills");
+          navigate(`/compare/${ids.join(",")}`);
+        } catch (err) {
+          notify(`Could not start “${preset.title}”: ${err.message}`);
+          button.disabled = false;
+          button.textContent = text;
+        }
+      });
+      return button;
+    }),
+  );
+}
+
+let groupCounter = 0;
+
+/**
+ * A labelled group of radio buttons drawn as a segmented control (arrow keys move inside it,
+ * as for any radio group). options: [[value, label]]. Calls onChange(value).
+ */
+export function segmented(legend, options, value, onChange) {
+  const name = `seg-${++groupCounter}`;
+  const fieldset = h("fieldset", { class: "segmented" }, h("legend", {}, legend));
+  const row = h("div", { class: "segmented-options" });
+  for (const [optionValue, label] of options) {
+    const id = `${name}-${optionValue}`;
+    const input = h("input", { type: "radio", name, id, value: optionValue, checked: optionValue === value });
+    input.addEventListener("change", () => input.checked && onChange(optionValue));
+    row.append(input, h("label", { for: id }, label));
+  }
+  fieldset.append(row);
+  fieldset.setValue = (v) => {
+    for (const input of row.querySelectorAll("input")) input.checked = input.value === v;
+  };
+  return fieldset;
+}
+
+/** Splits ("train", "test") and kinds ("loss", "acc") present in a surface's metrics. */
+export function metricChoices(metrics) {
+  const splits = [...new Set(metrics.map((m) => m.split("_")[0]))];
+  const kinds = [...new Set(metrics.map((m) => m.split("_")[1]))];
+  return { splits, kinds };
+}
+
+/**
+ * The plot controls: view (3D/contour/heatmap; hidden for 1D), split, metric, log scale and a
+ * colour range. `state` is mutated; onChange() is called after each change.
+ */
+export function plotControls(state, { splits, kinds, ndim, onChange, rangeNote }) {
+  const groups = [];
+  if (ndim !== 1) {
+    groups.push(
+      segmented("View", [["surface", "3D surface"], ["contour", "Contour"], ["heatmap", "Heatmap"]], state.view, (v) => {
+        state.view = v;
+        onChange();
+      }),
+    );
+  }
+  if (splits.length > 1) {
+    groups.push(
+      segmented("Data", splits.map((s) => [s, s === "train" ? "Train" : "Test"]), state.split, (v) => {
+        state.split = v;
+        onChange();
+      }),
+    );
+  }
+  groups.push(
+    segmented("Metric", kinds.map((k) => [k, k === "acc" ? "Accuracy" : "Loss"]), state.kind, (v) => {
+      state.kind = v;
+      onChange();
+    }),
+  );
+
+  const logBox = h("input", { type: "checkbox", id: `log-${++groupCounter}`, checked: state.log });
+  logBox.addEventListener("change", () => {
+    state.log = logBox.checked;
+    onChange();
+  });
+  groups.push(h("div", { class: "control" }, h("label", { class: "check", for: logBox.id }, logBox, " Log scale")));
+
+  const minInput = h("input", { type: "number", step: "any", id: `cmin-${groupCounter}`, inputmode: "decimal", placeholder: "auto" });
+  const maxInput = h("input", { type: "number", step: "any", id: `cmax-${groupCounter}`, inputmode: "decimal", placeholder: "auto" });
+  const parse = (input) => (input.value.trim() === "" || !Number.isFinite(Number(input.value)) ? null : Number(input.value));
+  const applyRange = () => {
+    state.range = [parse(minInput), parse(maxInput)];
+    onChange();
+  };
+  minInput.addEventListener("change", applyRange);
+  maxInput.addEventListener("change", applyRange);
+  const reset = h("button", { type: "button", class: "button button-quiet" }, "Auto");
+  reset.addEventListener("click", () => {
+    minInput.value = "";
+    maxInput.value = "";
+    applyRange();
+  });
+  groups.push(
+    h(
+      "fieldset",
+      { class: "range-control" },
+      h("legend", {}, "Colour range", rangeNote ? h("span", { class: "hint" }, ` (${rangeNote})`) : null),
+      h("div", { class: "range-inputs" },
+        h("label", { for: minInput.id, class: "visually-hidden" }, "Minimum"), minInput,
+        h("span", { "aria-hidden": "true" }, "to"),
+        h("label", { for: maxInput.id, class: "visually-hidden" }, "Maximum"), maxInput,
+        reset),
+    ),
+  );
+  return h("div", { class: "controls", role: "group", "aria-label": "Plot options" }, groups);
+}

@@ -1,0 +1,126 @@
+// #/surfaces/{id} — one surface: 3D / contour / heatmap (or the 1D curve), live while computing.
+
+import { links } from "../api.js";
+import { badge, fmt, fmtGrid, h, metricLabel, replace, statLabel } from "../dom.js";
+import { followSurface } from "../follow.js";
+import { progressPanel } from "../jobs.js";
+import { downloadPng, draw, hasWebGL, purge, rangeToDisplay } from "../plots.js";
+import { metricChoices, plotControls } from "./shared.js";
+
+export async function render(root, [rawId], { notify }) {
+  const id = rawId;
+  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null] };
+  let surface = null;
+  let controlsBuilt = false;
+
+  const title = h("h1", {}, "Surface");
+  const meta = h("p", { class: "meta" }, "Loading…");
+  const actions = h("div", { class: "header-actions" });
+  const progressBox = h("div", { class: "progress-slot" });
+  const controlsBox = h("div", { class: "controls-slot" });
+  const plot = h("div", { id: "plot", class: "plot plot-main", role: "figure", "aria-label": "Surface plot", dataset: { surfaceId: id } });
+  const plotNote = h("p", { class: "hint plot-note", "aria-live": "polite" });
+  const statsBox = h("section", { class: "stats-box", "aria-label": "Statistics" });
+
+  replace(
+    root,
+    h("nav", { class: "breadcrumb", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Gallery"), " / ", h("span", { "aria-current": "page" }, id)),
+    h("div", { class: "view-header" }, h("div", {}, title, meta), actions),
+    progressBox,
+    controlsBox,
+    h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), statsBox),
+  );
+  if (!hasWebGL()) plotNote.textContent = "This browser cannot draw WebGL, so 3D surfaces are off; contour and heatmap work.";
+
+  let panel = null;
+  const redraw = async () => {
+    if (!surface) return;
+    const metric = `${state.split}_${state.kind}`;
+    const metrics = surface.metrics || Object.keys(surface.values || {});
+    const chosen = metrics.includes(metric) ? metric : metrics[0];
+    plot.setAttribute("aria-label", `${metricLabel(chosen)} of ${surface.label || surface.model}, ${surface.ndim === 1 ? "curve" : state.view}`);
+    try {
+      await draw(plot, surface, { metric: chosen, view: state.view, log: state.log, range: rangeToDisplay(state.range, state.log) });
+      plot.dataset.ready = "true";
+    } catch (err) {
+      notify(err.message);
+    }
+  };
+
+  const showSurface = (next) => {
+    surface = next;
+    const name = surface.label || `${surface.model} on ${surface.dataset}`;
+    title.textContent = name;
+    document.title = `${name} · landscape`;
+    replace(
+      meta,
+      `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)} · `,
+      badge(surface.status),
+      surface.status === "partial" ? ` ${surface.done} of ${surface.total} points` : "",
+    );
+    if (!controlsBuilt) {
+      controlsBuilt = true;
+      const { splits, kinds } = metricChoices(surface.metrics || []);
+      state.split = splits.includes(state.split) ? state.split : splits[0] || "train";
+      state.kind = kinds.includes(state.kind) ? state.kind : kinds[0] || "loss";
+      replace(controlsBox, plotControls(state, { splits, kinds, ndim: surface.ndim, onChange: redraw }));
+      replace(actions, downloads(surface, plot, notify));
+    }
+    replace(statsBox, statsList(surface));
+    redraw();
+  };
+
+  const stop = followSurface(id, {
+    onSurface: showSurface,
+    onJob: (job) => {
+      if (!panel) {
+        panel = progressPanel({ label: "Computing this surface" });
+        replace(progressBox, panel);
+      }
+      panel.update(job);
+      if (!surface && job.stage) {
+        title.textContent = job.label || job.request?.model || "New surface";
+        replace(meta, "Waiting for the first points…");
+      }
+    },
+    onMissing: () => {
+      title.textContent = "Surface not found";
+      replace(meta, "There is no surface or job with this id. ", h("a", { href: "#/" }, "Back to the gallery"), ".");
+    },
+    onError: (err) => notify(err.message),
+  });
+
+  return () => {
+    stop();
+    purge(plot);
+  };
+}
+
+function downloads(surface, plot, notify) {
+  const png = h("button", { type: "button", class: "button" }, "PNG");
+  png.addEventListener("click", () =>
+    downloadPng(plot, `surface-${surface.id}`).catch((err) => notify(`Could not save the PNG: ${err.message}`)),
+  );
+  return h(
+    "div",
+    { class: "downloads", role: "group", "aria-label": "Download" },
+    h("span", { class: "hint" }, "Download"),
+    h("a", { class: "button", href: links.file(surface.id), download: `surface-${surface.id}.h5` }, "HDF5"),
+    h("a", { class: "button", href: links.html(surface.id), download: `surface-${surface.id}.html` }, "HTML"),
+    png,
+    h("a", { class: "button", href: `#/compare/${encodeURIComponent(surface.id)}` }, "Compare…"),
+  );
+}
+
+function statsList(surface) {
+  const stats = Object.entries(surface.stats || {}).filter(([, v]) => v !== null && v !== undefined);
+  const rows = [
+    ["points", `${surface.done} of ${surface.total}`],
+    ["created", surface.created ? new Date(surface.created).toLocaleString() : "—"],
+    ...stats.map(([k, v]) => [statLabel(k), fmt(v)]),
+  ];
+  return [
+    h("h2", { class: "section-title" }, "Numbers"),
+    h("dl", { class: "stats" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+  ];
+}
