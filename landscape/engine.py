@@ -34,6 +34,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.bn_fold import fold_batchnorm
 from landscape.engine_core import CoreConfig, PointEvaluator, per_sample_loss, split_batches
+from landscape.engine_plan import (
+    compile_pays,
+    configure_cuda,
+    cpu_count,
+    pick_batch_size,
+    pick_points_per_call,
+    resolve_device,
+)
 from landscape.errors import SpecError
 from landscape.specs import EngineOptions, LossName, check_choice
 
@@ -42,7 +50,6 @@ log = logging.getLogger(__name__)
 Data = Mapping[str, tuple[Tensor, Tensor]]
 Results = dict[str, np.ndarray]
 
-_CPU_ACTIVATION_BYTES = 6 * 2**20  # largest activation per batch: cache-sized (PERF-NOTES)
 _WORKER_START_TIMEOUT_S = 600.0  # spawn + import torch + compile, on a busy machine
 
 
@@ -68,7 +75,7 @@ class GridEvaluator:
         if not data:
             raise SpecError("GridEvaluator needs at least one data split")
         start = time.perf_counter()
-        self.device = _resolve_device(options.device)
+        self.device = resolve_device(options.device)
         self.options = options
         self.ndim = len(directions)
         model = copy.deepcopy(model).cpu().eval()  # the caller's model is left untouched
@@ -81,22 +88,23 @@ class GridEvaluator:
         self.n_bn_folded = folded.n_folded if folded is not None else 0
         has_conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
         self.channels_last = has_conv and all(x.dim() == 4 for x, _ in data.values())
-        self.batch_size = options.batch_size or _pick_batch_size(module, data, self.device)
-        self.points_per_call = options.points_per_call or _pick_points_per_call(
+        self.batch_size = options.batch_size or pick_batch_size(module, data, self.device)
+        self.points_per_call = options.points_per_call or pick_points_per_call(
             module, data, self.batch_size, self.device
         )
         self.n_workers = self._pick_workers(options)
         if self.device.type == "cuda":
-            _configure_cuda(options)
+            configure_cuda(options)
         config = CoreConfig(
             loss=loss,
             device=str(self.device),
             batch_size=self.batch_size,
             points_per_call=self.points_per_call,
-            compile=options.compile,
+            compile=options.compile and compile_pays(module, data),
             channels_last=self.channels_last,
             precision=options.precision,
         )
+        self.compiled = config.compile
         batches = {
             split: split_batches(x, y, self.batch_size, self.device, self.channels_last)
             for split, (x, y) in data.items()
@@ -151,7 +159,7 @@ class GridEvaluator:
         return {
             "device": str(self.device),
             "dtype": "float32" if self.options.precision == "fp32" else self.options.precision,
-            "method": method + (" + compile" if self.options.compile and not errors else ""),
+            "method": method + (" + compile" if self.compiled and not errors else ""),
             "bn_folded": self.n_bn_folded,
             "channels_last": self.channels_last,
             "points_per_call": self.points_per_call,
@@ -218,7 +226,7 @@ class GridEvaluator:
             return 1
         if options.workers is not None:
             return max(1, options.workers)
-        return _cpu_count()
+        return cpu_count()
 
     def _start_workers(
         self,
@@ -335,8 +343,14 @@ def _worker_main(tasks: Any, results: Any, payload: tuple[Any, ...]) -> None:
     except BaseException:
         results.put(("init_error", traceback.format_exc()))
         return
+    parent = os.getppid()
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent was killed (kill -9): do not linger
+                return
+            continue
         if task is None:
             return
         task_id, coords = task
@@ -346,75 +360,6 @@ def _worker_main(tasks: Any, results: Any, payload: tuple[Any, ...]) -> None:
             results.put((task_id, (values, time.perf_counter() - start)))
         except BaseException:
             results.put(("error", (traceback.format_exc(), 0.0)))
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SpecError("device 'cuda' asked for, but torch.cuda.is_available() is false")
-    return torch.device(name)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _configure_cuda(options: EngineOptions) -> None:
-    """cuDNN autotuning pays for itself over hundreds of identical-shape calls; TF32 only
-    when asked (``precision="tf32"``: ~1e-3 relative error, off by default)."""
-    torch.backends.cudnn.benchmark = True
-    tf32 = options.precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-
-
-def _activation_bytes_per_sample(module: nn.Module, data: Data) -> int:
-    """Largest output of any leaf module for one sample (float32), via forward hooks."""
-    sizes: list[int] = [1]
-
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-        if isinstance(out, Tensor):
-            sizes.append(out[0].numel() * 4 if out.dim() else 4)
-
-    leaves = [m for m in module.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        x = next(iter(data.values()))[0][:1].to("cpu", torch.float32)
-        with torch.inference_mode():
-            module(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return max(max(sizes), x[0].numel() * 4)
-
-
-def _pick_batch_size(module: nn.Module, data: Data, device: torch.device) -> int:
-    """CPU: the largest activation of a batch about cache-sized (measured best for 32×32
-    inputs, PERF-NOTES); CUDA: the whole split, capped by memory."""
-    n_max = max(x.shape[0] for x, _ in data.values())
-    per_sample = _activation_bytes_per_sample(module, data)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(max(1, min(n_max, free // (16 * per_sample))))
-    return int(max(16, min(n_max, _CPU_ACTIVATION_BYTES // per_sample)))
-
-
-def _pick_points_per_call(
-    module: nn.Module, data: Data, batch_size: int, device: torch.device
-) -> int:
-    """CPU: 1 (batching grid points does not pay there, PERF-NOTES). CUDA: as many as fit in
-    half the free memory, counting ~4 live activations per sample and a copy of the weights."""
-    if device.type != "cuda":
-        return 1
-    free, _ = torch.cuda.mem_get_info(device)
-    per_sample = _activation_bytes_per_sample(module, data)
-    weights = sum(p.numel() * 4 for p in module.parameters())
-    per_point = 4 * per_sample * batch_size + 2 * weights
-    return int(max(1, min(64, (free // 2) // per_point)))
 
 
 def reference_evaluate(

@@ -36,7 +36,8 @@ def _log_values(values: np.ndarray, metric: str) -> np.ndarray:
             f"(min {float(finite.min()):.3g})"
         )
     with np.errstate(invalid="ignore"):
-        return np.log10(values)
+        logged: np.ndarray = np.log10(values)
+    return logged
 
 
 def _title(surface: Surface) -> str:

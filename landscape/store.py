@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,7 +107,8 @@ def flat_coordinates(x: np.ndarray, y: np.ndarray | None, flat_indices: np.ndarr
     """``(K, ndim)`` grid coordinates of row-major flat indices (x varies fastest)."""
     flat_indices = np.asarray(flat_indices, dtype=np.int64)
     if y is None:
-        return x[flat_indices][:, None]
+        coords: np.ndarray = x[flat_indices][:, None]
+        return coords
     j, i = np.divmod(flat_indices, len(x))
     return np.stack([x[i], y[j]], axis=1)
 
@@ -159,7 +160,8 @@ def _atomic_update(path: Path, edit: Callable[[h5py.File], None]) -> None:
 def _read(handle: h5py.File, key: str, path: Path) -> np.ndarray:
     """One dataset as an array; any failure names the file and the HDF5 key."""
     try:
-        return np.asarray(handle[key][()])
+        array: np.ndarray = np.asarray(handle[key][()])
+        return array
     except (KeyError, OSError, ValueError, TypeError) as exc:
         raise SurfaceFileError(f"{str(path)!r}: cannot read {key!r}: {exc}") from exc
 
@@ -220,7 +222,7 @@ def create_surface_file(
     *,
     x: np.ndarray,
     y: np.ndarray | None,
-    directions: list[Mapping[str, torch.Tensor]],
+    directions: Sequence[Mapping[str, torch.Tensor]],
     provenance: Mapping[str, Any],
 ) -> Path:
     """Write a new partial surface: coordinates, NaN-filled metrics, directions, provenance.
@@ -287,7 +289,7 @@ def open_or_create(
     *,
     x: np.ndarray,
     y: np.ndarray | None,
-    directions: list[Mapping[str, torch.Tensor]],
+    directions: Sequence[Mapping[str, torch.Tensor]],
     provenance: Mapping[str, Any],
 ) -> bool:
     """Create ``path`` unless a file for the same request is there; True when created.

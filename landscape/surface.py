@@ -67,15 +67,18 @@ def compute_surface(
     start = time.perf_counter()
     model, checkpoint_meta = load_checkpoint(spec.checkpoint)  # first: it names a bad path
     checkpoint_sha = file_digest(spec.checkpoint)
-    data = {split: load_data(spec.data, split) for split in spec.splits}
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
+        split: load_data(spec.data, split) for split in spec.splits
+    }
     _check_model_fits_data(model, data, spec)
 
     if out.exists():
         store.check_matches(out, spec, checkpoint_sha)
-        directions = store.read_directions(out)
+        directions: list[Mapping[str, torch.Tensor]] = list(store.read_directions(out))
         log.info("resuming %s", out)
     else:
-        directions, directions_info = make_directions(model, spec.directions, spec.grid.ndim)
+        made, directions_info = make_directions(model, spec.directions, spec.grid.ndim)
+        directions = list(made)
         x, y = store.grid_coordinates(spec.grid)
         provenance = _provenance(spec, checkpoint_sha, checkpoint_meta, directions_info)
         store.create_surface_file(out, spec, x=x, y=y, directions=directions, provenance=provenance)

@@ -73,7 +73,7 @@ def test_1d_curve_has_loss_and_accuracy_on_twin_axes() -> None:
     fig = surface_figure(surface, log=True)
     assert [t.type for t in fig.data] == ["scatter", "scatter"]
     assert [t.name for t in fig.data] == ["train_loss", "train_acc"]
-    assert fig.data[0].yaxis == "y" and fig.data[1].yaxis == "y2"
+    assert fig.data[0].yaxis in (None, "y") and fig.data[1].yaxis == "y2"
     assert fig.layout.yaxis.type == "log"
     np.testing.assert_allclose(np.asarray(fig.data[0].y), surface.values["train_loss"])
 

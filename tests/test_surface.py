@@ -150,7 +150,7 @@ def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(
     out = tmp_path / "killed.h5"
     args = [
         "surface", "--checkpoint", str(checkpoint), "--grid", str(grid), "--range", "-1", "1",
-        "--train-size", "256", "--workers", "1", "--no-compile", "--device", "cpu",
+        "--train-size", "128", "--workers", "1", "--no-compile", "--device", "cpu",
         "--quiet", "--out", str(out),
     ]  # fmt: skip
     total = grid * grid

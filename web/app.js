@@ -77,6 +77,7 @@ async function route() {
     if (mine !== generation) return;
     const root = h("div", { class: "view" });
     replace(main, root);
+    window.scrollTo(0, 0);
     cleanup = (await view.render(root, match.slice(1), { notify, navigate })) || null;
     if (mine !== generation && cleanup) cleanup();
   } catch (err) {

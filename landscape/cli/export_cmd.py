@@ -8,7 +8,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "export",
         help="export a surface for ParaView (.vtp)",
         description="Export a surface as VTK XML PolyData for ParaView: points at "

@@ -10,7 +10,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "info",
         help="summarize a surface file (status, grid, metrics, provenance)",
         description="Print a surface file's status, grid, summary metrics and provenance.",

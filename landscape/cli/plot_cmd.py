@@ -8,7 +8,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "plot",
         help="write a standalone interactive HTML page of a surface",
         description="Write an HTML page with the 3D surface and its contours (or the 1D curve "

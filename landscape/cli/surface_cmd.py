@@ -33,7 +33,7 @@ from landscape.specs import (
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``surface``; names are checked by the specs so errors read the same everywhere."""
     grid, dirs = GridSpec(), DirectionSpec()
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "surface",
         help="compute a loss surface into an HDF5 file (resumable)",
         description="Evaluate loss and accuracy on a grid around a checkpoint along two (or "

@@ -83,6 +83,13 @@ export function watchJob(jobId, { onUpdate, onEnd }) {
   return stop;
 }
 
+/** What a surface without points is waiting for, in words. */
+export function waitingWords(job) {
+  if (job.status === "cancelled") return "Cancelled before any point was computed.";
+  if (job.status === "failed") return "The job failed before any point was computed.";
+  return "Waiting for the first points…";
+}
+
 const STAGE_WORDS = {
   queued: "Waiting in the queue",
   training: "Training the model",
@@ -94,7 +101,7 @@ const STAGE_WORDS = {
  * A progress panel: role=progressbar with aria-valuenow, stage, ETA and a Cancel button.
  * `panel.update(job)` redraws it. Announcements go through an aria-live status line.
  */
-export function progressPanel({ label = "Progress", onCancel } = {}) {
+export function progressPanel({ label = "Progress", onCancel, onResume } = {}) {
   const fill = h("div", { class: "progress-fill" });
   const bar = h(
     "div",
@@ -113,7 +120,8 @@ export function progressPanel({ label = "Progress", onCancel } = {}) {
   const status = h("p", { class: "progress-text", "aria-hidden": "true" }, "Starting…");
   const live = h("p", { class: "visually-hidden", role: "status", "aria-live": "polite" });
   const cancel = h("button", { type: "button", class: "button button-quiet" }, "Cancel");
-  const actions = h("div", { class: "progress-actions" }, cancel);
+  const resume = h("button", { type: "button", class: "button", hidden: true }, "Resume");
+  const actions = h("div", { class: "progress-actions" }, cancel, resume);
   const panel = h("section", { class: "progress-panel", "aria-label": label }, bar, status, live, actions);
   let jobId = null;
 
@@ -133,15 +141,41 @@ export function progressPanel({ label = "Progress", onCancel } = {}) {
     onCancel?.();
   });
 
+  // A cancelled or failed job resumes from its finished points when the same request is
+  // sent again (docs/api.md: identical specs share one surface file).
+  let lastJob = null;
+  resume.addEventListener("click", async () => {
+    if (!lastJob?.request) return;
+    resume.disabled = true;
+    try {
+      const reply = await api.createSurface(lastJob.request);
+      onResume?.(reply);
+    } catch (err) {
+      status.textContent = `Could not resume: ${err.message}`;
+      live.textContent = status.textContent;
+    } finally {
+      resume.disabled = false;
+    }
+  });
+
   let lastAnnounced = -1;
   panel.update = (job) => {
     jobId = job.id;
     const { done = 0, total = 0 } = job.progress || {};
     let percent = total > 0 ? Math.floor((100 * done) / total) : 0;
     if (job.status === "done") percent = 100;
-    bar.setAttribute("aria-valuenow", String(percent));
-    bar.setAttribute("aria-valuetext", `${percent}%`);
-    fill.style.width = `${percent}%`;
+    lastJob = job;
+    // Before the first point (queued, training) the bar is indeterminate: no aria-valuenow.
+    const indeterminate = ACTIVE.has(job.status) && done === 0 && job.stage !== "computing";
+    if (indeterminate) {
+      bar.removeAttribute("aria-valuenow");
+      bar.setAttribute("aria-valuetext", STAGE_WORDS[job.stage] || "Starting");
+    } else {
+      bar.setAttribute("aria-valuenow", String(percent));
+      bar.setAttribute("aria-valuetext", `${percent}%`);
+    }
+    fill.style.width = indeterminate ? "" : `${percent}%`;
+    panel.classList.toggle("progress-indeterminate", indeterminate);
     panel.dataset.status = job.status;
     let text;
     if (job.status === "done") text = `Complete: ${total || done} of ${total || done} points.`;
@@ -159,7 +193,9 @@ export function progressPanel({ label = "Progress", onCancel } = {}) {
       lastAnnounced = bucket;
       live.textContent = text;
     }
-    actions.hidden = !ACTIVE.has(job.status);
+    cancel.hidden = !ACTIVE.has(job.status);
+    resume.hidden = !(onResume && (job.status === "cancelled" || job.status === "failed") && job.request);
+    actions.hidden = cancel.hidden && resume.hidden;
   };
   return panel;
 }

@@ -161,12 +161,14 @@ export function figure(surface, { metric, view = "surface", log = false, range =
       text,
       hovertemplate,
       ...colors,
-      contours: { z: { show: true, usecolormap: true, project: { z: true }, width: 1 } },
+      // Projected contours are slow (seconds per frame in software WebGL) when z has gaps:
+      // draw them once the surface is complete.
+      contours: { z: { show: !hasGaps(trimmed.values), usecolormap: true, project: { z: true }, width: 1 } },
       lighting: { ambient: 0.75, diffuse: 0.6, specular: 0.15, roughness: 0.6 },
     };
     if (range[0] !== null) trace.cmin = range[0];
     if (range[1] !== null) trace.cmax = range[1];
-    const zaxis = { ...axis, title: { text: colorTitle } };
+    const zaxis = { ...axis, title: { text: "" } }; // the colour bar carries the title
     if (range[0] !== null && range[1] !== null) zaxis.range = range;
     return {
       data: [trace],
@@ -179,7 +181,7 @@ export function figure(surface, { metric, view = "surface", log = false, range =
           zaxis,
           aspectmode: "manual",
           aspectratio: { x: 1, y: 1, z: 0.7 },
-          camera: { eye: { x: 1.3, y: 1.3, z: 0.95 } },
+          camera: { eye: { x: 1.35, y: 1.35, z: 0.95 } },
         },
       },
     };
@@ -214,6 +216,10 @@ export function figure(surface, { metric, view = "surface", log = false, range =
       yaxis: { ...axis, title: { text: "y (η)" }, scaleanchor: "x", constrain: "domain" },
     },
   };
+}
+
+function hasGaps(rows) {
+  return rows.some((row) => row.some((v) => v === null));
 }
 
 /** Drop rows and columns with no value; null when fewer than 2×2 remain. */

@@ -1,4 +1,6 @@
 // Ready-made comparisons: the degradation problem (Li et al. 2018, Fig. 5), one click away.
+// The requests equal `landscape serve --demo`'s (api/demo.py; the label is not part of the
+// cache key), so on a demo server the presets open already computed surfaces.
 
 import { api } from "./api.js";
 
@@ -9,7 +11,7 @@ function request(model, label) {
   return {
     model,
     dataset: "digits",
-    train: { epochs: 20 },
+    train: { epochs: 10 },
     grid: GRID,
     directions: DIRECTIONS,
     splits: ["train"],

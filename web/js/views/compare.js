@@ -3,7 +3,7 @@
 import { api } from "../api.js";
 import { badge, fmtGrid, h, replace } from "../dom.js";
 import { followSurface } from "../follow.js";
-import { progressPanel } from "../jobs.js";
+import { progressPanel, waitingWords } from "../jobs.js";
 import { displayExtent, draw, hasWebGL, linkViews, purge, rangeToDisplay } from "../plots.js";
 import { metricChoices, plotControls, presetButtons } from "./shared.js";
 
@@ -13,9 +13,10 @@ export async function render(root, [rawIds], ctx) {
   return renderComparison(root, ids, ctx);
 }
 
-function renderComparison(root, ids, { notify }) {
+function renderComparison(root, ids, { notify, navigate }) {
   const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null], link: true, shared: true };
-  const panels = ids.map((id) => makePanel(id));
+  const reopen = () => navigate(`/compare/${ids.join(",")}`);
+  const panels = ids.map((id) => makePanel(id, reopen));
   const controlsBox = h("div", { class: "controls-slot" });
   let controlsBuilt = false;
   let unlink = () => {};
@@ -125,11 +126,11 @@ function renderComparison(root, ids, { notify }) {
   };
 }
 
-function makePanel(id) {
+function makePanel(id, onResume) {
   const title = h("h2", { class: "panel-title" }, h("a", { href: `#/surfaces/${encodeURIComponent(id)}` }, id));
   const meta = h("p", { class: "meta" }, "Loading…");
   const progressSlot = h("div", { class: "progress-slot" });
-  const plot = h("div", { class: "plot plot-compare", role: "figure", "aria-label": `Surface ${id}`, dataset: { surfaceId: id } });
+  const plot = h("div", { class: "plot plot-compare", role: "figure", "aria-label": `Surface ${id}`, dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const note = h("p", { class: "hint", "aria-live": "polite" });
   const el = h("section", { class: "panel", "aria-labelledby": `panel-${id}` }, title, meta, progressSlot, plot, note);
   title.id = `panel-${id}`;
@@ -154,13 +155,13 @@ function makePanel(id) {
     },
     showJob(job) {
       if (!progress) {
-        progress = progressPanel({ label: `Progress of ${job.label || id}` });
+        progress = progressPanel({ label: `Progress of ${job.label || id}`, onResume });
         replace(progressSlot, progress);
       }
       progress.update(job);
       if (!panel.surface) {
         replace(title, job.label || job.request?.model || id);
-        replace(meta, "Waiting for the first points…");
+        replace(meta, waitingWords(job));
       }
     },
     missing() {

@@ -3,11 +3,11 @@
 import { links } from "../api.js";
 import { badge, fmt, fmtGrid, h, metricLabel, replace, statLabel } from "../dom.js";
 import { followSurface } from "../follow.js";
-import { progressPanel } from "../jobs.js";
+import { progressPanel, waitingWords } from "../jobs.js";
 import { downloadPng, draw, hasWebGL, purge, rangeToDisplay } from "../plots.js";
 import { metricChoices, plotControls } from "./shared.js";
 
-export async function render(root, [rawId], { notify }) {
+export async function render(root, [rawId], { notify, navigate }) {
   const id = rawId;
   const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null] };
   let surface = null;
@@ -18,7 +18,7 @@ export async function render(root, [rawId], { notify }) {
   const actions = h("div", { class: "header-actions" });
   const progressBox = h("div", { class: "progress-slot" });
   const controlsBox = h("div", { class: "controls-slot" });
-  const plot = h("div", { id: "plot", class: "plot plot-main", role: "figure", "aria-label": "Surface plot", dataset: { surfaceId: id } });
+  const plot = h("div", { id: "plot", class: "plot plot-main", role: "figure", "aria-label": "Surface plot", dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const plotNote = h("p", { class: "hint plot-note", "aria-live": "polite" });
   const statsBox = h("section", { class: "stats-box", "aria-label": "Statistics" });
 
@@ -74,13 +74,13 @@ export async function render(root, [rawId], { notify }) {
     onSurface: showSurface,
     onJob: (job) => {
       if (!panel) {
-        panel = progressPanel({ label: "Computing this surface" });
+        panel = progressPanel({ label: "Computing this surface", onResume: () => navigate(`/surfaces/${id}`) });
         replace(progressBox, panel);
       }
       panel.update(job);
       if (!surface && job.stage) {
         title.textContent = job.label || job.request?.model || "New surface";
-        replace(meta, "Waiting for the first points…");
+        replace(meta, waitingWords(job));
       }
     },
     onMissing: () => {

@@ -1,0 +1,140 @@
+"""``landscape surface → info → plot → export`` and the one-line errors of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+from landscape.checkpoint import save_checkpoint
+from landscape.cli import main
+from landscape.models import build
+from landscape.store import read_surface
+
+MODEL_ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8, "depth": 1, "width": 8}
+FAST = ["--train-size", "48", "--workers", "1", "--no-compile", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build("mlp-plain", **MODEL_ARGS)
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
+    return save_checkpoint(path, model, model_name="mlp-plain", model_args=MODEL_ARGS, metadata={})
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_surface_info_plot_export(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s.h5"
+    args = ["surface", "--checkpoint", str(checkpoint), "--grid", "4", "--grid-y", "3"]
+    assert main([*args, "--yrange", "-0.5", "0.5", "--splits", "train", "test", *FAST,
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert "complete, 12/12 points" in capsys.readouterr().out
+    surface = read_surface(out)
+    assert surface.values["test_acc"].shape == (3, 4)
+    assert surface.spec.grid.y_range == (-0.5, 0.5)
+
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "complete, 12/12 points" in text and "mlp-plain" in text and "sharpness" in text
+    assert main(["info", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["done"] == 12 and summary["grid"]["ny"] == 3 and summary["id"] == surface.key
+
+    html = tmp_path / "s.html"
+    assert main(["plot", str(out), "--out", str(html), "--metric", "test_loss", "--log"]) == 0
+    assert html.stat().st_size > 1_000_000
+    vtp = tmp_path / "s.vtp"
+    assert main(["export", str(out), "--vtp", str(vtp)]) == 0
+    piece = ET.parse(vtp).getroot().find("PolyData/Piece")
+    assert piece is not None and piece.attrib["NumberOfPoints"] == "12"
+
+
+def test_one_dimensional_and_bare_state_dict(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = tmp_path / "bare.pt"
+    torch.save(build("mlp-plain", **MODEL_ARGS).state_dict(), bare)
+    out = tmp_path / "c.h5"
+    args = ["surface", "--checkpoint", str(bare), "--dim", "1", "--grid", "5", *FAST]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "bare state_dict" in _error_line(capsys)
+    extra = json.dumps({"depth": 1, "width": 8})
+    assert main([*args, "--model", "mlp-plain", "--model-args", extra, "--out", str(out)]) == 0
+    surface = read_surface(out)
+    assert surface.y is None and surface.done == 5 and surface.attrs["model"] == "mlp-plain"
+    # the same command again finds the same surface (the wrapped checkpoint is reused)
+    assert main([*args, "--model", "mlp-plain", "--model-args", extra, "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--range", "1", "-1"], "min < max"),
+        (["--grid", "0"], "n_x"),
+        (["--normalization", "fliter"], "unknown normalization 'fliter'"),
+        (["--splits", "val"], "unknown split 'val'"),
+        (["--dataset", "nosuchdata"], "nosuchdata"),
+        (["--dim", "3"], "--dim"),
+        (["--dim", "1", "--yrange", "0", "1"], "--yrange"),
+        (["--directions", "interpolate"], "target_checkpoint"),
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "s.h5"
+    argv = ["surface", "--checkpoint", str(checkpoint), "--grid", "3", *FAST, "--out", str(out)]
+    assert main([*argv, *extra]) == 2
+    assert message in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_missing_files_and_mismatched_partial(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s.h5"
+    assert main(["surface", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(out)]) == 2
+    assert "nope.pt" in _error_line(capsys)
+    for command in (["info"], ["plot"], ["export", "--vtp", str(tmp_path / "x.vtp")]):
+        assert main([*command, str(tmp_path / "absent.h5")]) == 2
+        assert "absent.h5" in _error_line(capsys)
+
+    base = ["surface", "--checkpoint", str(checkpoint), "--grid", "3", *FAST, "--out", str(out)]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main([*base, "--seed", "7"]) == 2
+    assert "directions.seed" in _error_line(capsys)
+    assert main(["plot", str(out), "--metric", "test_loss"]) == 2
+    assert "unknown metric 'test_loss'" in _error_line(capsys)
+
+
+def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    code = "import sys; from landscape.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "info", str(tmp_path / "absent.h5")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
