@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     def _absolute_paths(self) -> Settings:
         # Relative paths are resolved once, so worker threads and the API agree on them.
         self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.api_token:  # an empty LANDSCAPE_API_TOKEN (compose default) means none
+            self.api_token = None
         if self.datasets_dir is not None:
             self.datasets_dir = self.datasets_dir.expanduser().resolve()
         return self

@@ -154,6 +154,7 @@ class TrainSpec:
 
     model: str
     data: DataSpec = field(default_factory=DataSpec)
+    model_args: dict[str, int | float | str] = field(default_factory=dict)  # e.g. depth, width
     epochs: int = 10
     batch_size: int = 128
     optimizer: OptimizerName = "sgd"

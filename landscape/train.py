@@ -113,6 +113,7 @@ class _Run:
     def __init__(self, spec: TrainSpec, device: torch.device) -> None:
         info = dataset_info(spec.data.name, spec.data.data_root)
         self.model_args: dict[str, Any] = {
+            **spec.model_args,
             "in_channels": info.in_channels,
             "num_classes": info.num_classes,
             "image_size": info.image_size,

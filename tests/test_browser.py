@@ -360,3 +360,27 @@ def test_narrow_screen_and_unknown_pages(server: str, browser: Any, artifacts_di
         page.get_by_role("heading", level=1, name="Page not found").wait_for()
     finally:
         context.close()
+
+
+def test_preset_opens_comparison_and_cancel_stops_both_jobs(
+    server: str, page: Any, artifacts_dir: Path
+) -> None:
+    page.goto(f"{server}/#/")
+    page.get_by_role("button", name="ResNet-20 vs ResNet-20 without shortcuts").click()
+    page.wait_for_url("**/#/compare/*")
+    ids = page.url.rsplit("/", 1)[1].split(",")
+    assert len(ids) == 2
+    panels = page.locator(".panel")
+    panels.nth(1).locator("[role=progressbar]").wait_for()
+    assert panels.count() == 2
+    assert "ResNet-20" in panels.nth(0).inner_text()
+
+    # Cancel both from the page: each panel says so and offers to resume.
+    for index in (1, 0):  # the queued one first, then the running one
+        panels.nth(index).get_by_role("button", name="Cancel").click()
+    for index in (0, 1):
+        panels.nth(index).locator(".progress-text", has_text="Cancelled").wait_for()
+        panels.nth(index).get_by_role("button", name="Resume").wait_for()
+    page.screenshot(path=str(artifacts_dir / "browser-preset-cancelled.png"), full_page=True)
+    jobs = _get_json(f"{server}/api/jobs")
+    assert {job["status"] for job in jobs if job["surface_id"] in ids} == {"cancelled"}

@@ -137,6 +137,8 @@ function setupSettings() {
 }
 
 window.addEventListener("hashchange", route);
+// Plot colours come from CSS variables: redraw the view when the system theme flips.
+window.matchMedia?.("(prefers-color-scheme: dark)").addEventListener?.("change", () => route());
 window.addEventListener("unhandledrejection", (event) => {
   const message = event.reason?.message || String(event.reason);
   notify(`Unexpected error: ${message}`);

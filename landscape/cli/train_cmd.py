@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from landscape.errors import SpecError
 from landscape.specs import (
     DataSpec,
     DeviceName,
@@ -28,6 +29,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="zoo model name, e.g. resnet56-noshort")
     parser.add_argument("--dataset", default="digits", help="data set name or a .pt/.npz file")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument, e.g. depth=8 or width=64 for the MLPs (repeatable)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -64,6 +72,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
     return TrainSpec(
         model=args.model,
         data=data,
+        model_args=parse_model_args(args.model_arg),
         epochs=args.epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
@@ -75,6 +84,24 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         device=args.device,
         snapshot_every=args.snapshot_every,
     )
+
+
+def parse_model_args(pairs: list[str]) -> dict[str, int | float | str]:
+    """``["depth=8", "shortcut=projection"]`` → ``{"depth": 8, "shortcut": "projection"}``."""
+    parsed: dict[str, int | float | str] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--model-arg wants KEY=VALUE, got {pair!r}")
+        value: int | float | str = text
+        for convert in (int, float):
+            try:
+                value = convert(text)
+                break
+            except ValueError:
+                continue
+        parsed[key] = value
+    return parsed
 
 
 def run(args: argparse.Namespace) -> int:

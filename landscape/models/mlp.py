@@ -42,6 +42,18 @@ class MLP(nn.Module):
         self.stem = nn.Linear(in_features, width)
         self.blocks = nn.Sequential(*(MLPBlock(width, residual) for _ in range(depth)))
         self.head = nn.Linear(width, num_classes)
+        # He et al. 2015 init for ReLU nets: PyTorch's default Linear init shrinks the signal
+        # by ~√3 per layer, so a plain MLP starts with vanishing activations and stalls.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        if residual:
+            # Each identity add doubles the signal's variance; scaling the branch's last layer
+            # by 1/√depth keeps the sum bounded (as GPT-2 scales its residual projections).
+            for block in self.blocks:
+                with torch.no_grad():
+                    block.fc2.weight.mul_(depth**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.stem(torch.flatten(x, 1)))

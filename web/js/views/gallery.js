@@ -3,7 +3,7 @@
 import { api } from "../api.js";
 import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
 import { ACTIVE } from "../jobs.js";
-import { drawPreview } from "../plots.js";
+import { drawPreview } from "../preview.js";
 import { presetButtons } from "./shared.js";
 
 const PREVIEW_POINTS = 32;

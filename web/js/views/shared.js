@@ -63,7 +63,7 @@ export function metricChoices(metrics) {
  * The plot controls: view (3D/contour/heatmap; hidden for 1D), split, metric, log scale and a
  * colour range. `state` is mutated; onChange() is called after each change.
  */
-export function plotControls(state, { splits, kinds, ndim, onChange, rangeNote }) {
+export function plotControls(state, { splits, kinds, ndim, onChange }) {
   const groups = [];
   if (ndim !== 1) {
     groups.push(
@@ -114,7 +114,7 @@ export function plotControls(state, { splits, kinds, ndim, onChange, rangeNote }
     h(
       "fieldset",
       { class: "range-control" },
-      h("legend", {}, "Colour range", rangeNote ? h("span", { class: "hint" }, ` (${rangeNote})`) : null),
+      h("legend", {}, ndim === 1 ? "Value range" : "Colour range"),
       h("div", { class: "range-inputs" },
         h("label", { for: minInput.id, class: "visually-hidden" }, "Minimum"), minInput,
         h("span", { "aria-hidden": "true" }, "to"),

@@ -63,10 +63,14 @@ export async function render(root, [rawId], { notify, navigate }) {
       const { splits, kinds } = metricChoices(surface.metrics || []);
       state.split = splits.includes(state.split) ? state.split : splits[0] || "train";
       state.kind = kinds.includes(state.kind) ? state.kind : kinds[0] || "loss";
-      replace(controlsBox, plotControls(state, { splits, kinds, ndim: surface.ndim, onChange: redraw }));
+      const onChange = () => {
+        replace(statsBox, statsList(surface, state.split));
+        redraw();
+      };
+      replace(controlsBox, plotControls(state, { splits, kinds, ndim: surface.ndim, onChange }));
       replace(actions, downloads(surface, plot, notify));
     }
-    replace(statsBox, statsList(surface));
+    replace(statsBox, statsList(surface, state.split));
     redraw();
   };
 
@@ -112,15 +116,20 @@ function downloads(surface, plot, notify) {
   );
 }
 
-function statsList(surface) {
-  const stats = Object.entries(surface.stats || {}).filter(([, v]) => v !== null && v !== undefined);
+/** The surface's numbers for one split ("train_loss_min" shown as "loss min" under "train"). */
+function statsList(surface, split) {
+  const all = Object.entries(surface.stats || {}).filter(([, v]) => v !== null && v !== undefined);
+  const prefix = `${split}_`;
+  const mine = all.filter(([k]) => k.startsWith(prefix));
+  const stats = mine.length ? mine.map(([k, v]) => [k.slice(prefix.length), v]) : all;
+  stats.sort(([a], [b]) => a.localeCompare(b));
   const rows = [
     ["points", `${surface.done} of ${surface.total}`],
     ["created", surface.created ? new Date(surface.created).toLocaleString() : "—"],
     ...stats.map(([k, v]) => [statLabel(k), fmt(v)]),
   ];
   return [
-    h("h2", { class: "section-title" }, "Numbers"),
+    h("h2", { class: "section-title" }, mine.length ? `Numbers · ${split}` : "Numbers"),
     h("dl", { class: "stats" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
   ];
 }

@@ -1,0 +1,7 @@
+"""``python -m landscape.cli`` runs the ``landscape`` command."""
+
+import sys
+
+from landscape.cli import main
+
+sys.exit(main())

