@@ -22,6 +22,7 @@ OptimizerName = Literal["sgd", "adam"]
 ScheduleName = Literal["cosine", "step", "constant"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "tf32", "bf16"]
+BackendName = Literal["local", "ray"]
 
 
 def check_choice(kind: str, value: object, literal: Any) -> None:
@@ -118,9 +119,12 @@ class EngineOptions:
     batch_size: int | None = None  # samples per forward pass; None: engine picks
     workers: int | None = None  # CPU processes; None: one per core
     compile: bool = True  # torch.compile the per-point forward when it pays
+    backend: BackendName = "local"  # "ray": chunks run as Ray tasks across a cluster
+    ray_address: str | None = None  # None: join RAY_ADDRESS or start a local Ray instance
 
     def __post_init__(self) -> None:
         check_choice("device", self.device, DeviceName)
+        check_choice("backend", self.backend, BackendName)
         check_choice("precision", self.precision, Precision)
 
 

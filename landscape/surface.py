@@ -104,7 +104,7 @@ def compute_surface(
             for index, results in _stoppable(evaluator.imap(coords), should_stop):
                 store.write_points(out, chunks[index], results)
                 report(len(chunks[index]))
-        except CancelledError:
+        except (CancelledError, KeyboardInterrupt):
             store.update_attrs(out, {"wall_time_s": previous_wall + time.perf_counter() - start})
             raise
         engine_info = evaluator.describe()

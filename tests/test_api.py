@@ -523,3 +523,24 @@ def test_catalogue_health_docs_and_web(client: TestClient) -> None:
     js = client.get("/vendor/plotly.min.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert len(js.content) > 1_000_000
+
+
+def test_demo_queues_each_surface_once(client: TestClient) -> None:
+    from api.demo import DEMO_MODELS, enqueue_demo
+
+    first = enqueue_demo(client.app)  # type: ignore[arg-type]
+    again = enqueue_demo(client.app)  # type: ignore[arg-type]
+    assert first == again and len(set(first)) == len(DEMO_MODELS)
+    jobs = client.get("/api/jobs").json()
+    assert sorted(j["surface_id"] for j in jobs) == sorted(first)
+    assert {j["request"]["model"] for j in jobs} == set(DEMO_MODELS)
+
+
+def test_cli_parses_serve_and_worker() -> None:
+    from landscape.cli import build_parser
+    from landscape.cli.serve_cmd import overrides
+
+    args = build_parser().parse_args(["serve", "--port", "9001", "--workers", "2", "--demo"])
+    assert overrides(args) == {"port": 9001, "workers": 2} and args.demo
+    args = build_parser().parse_args(["worker", "--device", "cpu"])
+    assert args.device == "cpu"

@@ -13,9 +13,9 @@ import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
+from test_api import tiny_settings
 
 from api.app import create_app
-from tests.test_api import tiny_settings
 
 # schemathesis collects cases at import time, so the app (no workers: nothing runs) is built
 # here, on a throwaway data folder.

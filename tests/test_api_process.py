@@ -19,10 +19,10 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from test_api import tiny_settings
 
 from api.app import create_app
 from api.worker import Worker
-from tests.test_api import tiny_settings
 
 pytestmark = pytest.mark.slow
 

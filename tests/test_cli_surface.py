@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -138,3 +141,39 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_points(checkpoint: Path, tmp_path: Path) -> None:
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does): exit 130, the
+    file stays partial and resumable, no traceback."""
+    out = tmp_path / "s.h5"
+    code = "import sys; from landscape.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["surface", "--checkpoint", str(checkpoint), "--grid", "21", "--train-size", "128",
+            "--workers", "2", "--no-compile", "--quiet", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _done(out) == 0:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    surface = read_surface(out)
+    assert surface.status == "partial" and surface.done > 0
+
+
+def _done(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return read_surface(path).done

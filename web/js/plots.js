@@ -96,9 +96,10 @@ function fmtHover(v) {
 /**
  * Plotly data + layout for one surface.
  * options: metric ("train_loss"), view ("surface" | "contour" | "heatmap"; 1D always draws a
- * curve), log (bool), range ([min, max] in display units, either end null = automatic).
+ * curve), log (bool), range ([min, max] in display units, either end null = automatic),
+ * compact (a narrow panel: the camera stands further back so tick labels fit).
  */
-export function figure(surface, { metric, view = "surface", log = false, range = [null, null] }) {
+export function figure(surface, { metric, view = "surface", log = false, range = [null, null], compact = false }) {
   const t = theme();
   const raw = surface.values?.[metric] || [];
   const label = metricLabel(metric);
@@ -181,7 +182,7 @@ export function figure(surface, { metric, view = "surface", log = false, range =
           zaxis,
           aspectmode: "manual",
           aspectratio: { x: 1, y: 1, z: 0.7 },
-          camera: { eye: { x: 1.35, y: 1.35, z: 0.95 } },
+          camera: { eye: compact ? { x: 1.6, y: 1.6, z: 1.1 } : { x: 1.35, y: 1.35, z: 0.95 } },
         },
       },
     };

@@ -71,7 +71,7 @@ function renderComparison(root, ids, { notify, navigate }) {
           }
           p.note.textContent = "";
           try {
-            await draw(p.plot, p.surface, { metric, view: state.view, log: state.log, range });
+            await draw(p.plot, p.surface, { metric, view: state.view, log: state.log, range, compact: ids.length > 1 });
             p.drawn = true;
             p.plot.dataset.ready = "true";
           } catch (err) {
