@@ -319,11 +319,11 @@ def test_compare_view_links_two_real_surfaces(
     )
     page.evaluate(
         """() => Plotly.relayout(document.querySelectorAll('.plot-compare')[1],
-             {'scene.camera': {eye: {x: 1.3, y: 1.3, z: 0.95}}})"""
+             {'scene.camera': {eye: {x: 1.6, y: 1.6, z: 1.1}}})"""
     )
     page.wait_for_function(
         """() => { const e = document.querySelectorAll('.plot-compare')[0].layout.scene.camera.eye;
-                   return Math.abs(e.x - 1.3) < 1e-6; }"""
+                   return Math.abs(e.x - 1.6) < 1e-6; }"""
     )
     page.screenshot(path=str(artifacts_dir / "browser-compare.png"), full_page=True)
 
