@@ -23,13 +23,15 @@ DEMO_MODELS = ("resnet20", "resnet20-noshort", "resnet56", "resnet56-noshort")
 
 def demo_requests() -> list[SurfaceRequest]:
     return [
-        SurfaceRequest(
-            model=model,
-            dataset="digits",
-            train={"epochs": 10},  # type: ignore[arg-type]
-            grid=DEMO_GRID,  # type: ignore[arg-type]
-            directions={"normalization": "filter", "ignore": "biasbn", "seed": 0},  # type: ignore[arg-type]
-            label=f"{model} on digits (demo)",
+        SurfaceRequest.model_validate(
+            {
+                "model": model,
+                "dataset": "digits",
+                "train": {"epochs": 10},
+                "grid": DEMO_GRID,
+                "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
+                "label": f"{model} on digits (demo)",
+            }
         )
         for model in DEMO_MODELS
     ]

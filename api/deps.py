@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -44,10 +44,12 @@ _bearer = HTTPBearer(
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+def _check(
+    settings: Settings, credentials: HTTPAuthorizationCredentials | None, fallback: str = ""
+) -> None:
     if settings.api_token is None:
         return
-    given = credentials.credentials if credentials is not None else ""
+    given = credentials.credentials if credentials is not None else fallback
     if not secrets.compare_digest(given.encode(), settings.api_token.encode()):
         raise HTTPException(
             status_code=401,
@@ -61,10 +63,15 @@ def require_token(settings: SettingsDep, credentials: CredentialsDep) -> None:
     _check(settings, credentials)
 
 
-def require_read(settings: SettingsDep, credentials: CredentialsDep) -> None:
-    """Read endpoints: open unless the server protects reads too."""
+def require_read(
+    settings: SettingsDep,
+    credentials: CredentialsDep,
+    access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> None:
+    """Read endpoints: open unless the server protects reads too. ``?access_token=`` is
+    accepted as well, because the browser's EventSource cannot send headers."""
     if settings.protect_reads:
-        _check(settings, credentials)
+        _check(settings, credentials, access_token or "")
 
 
 WriteAccess = Depends(require_token)

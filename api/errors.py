@@ -38,7 +38,7 @@ STATUS_BY_ERROR: dict[type[LandscapeError], int] = {
 def status_for(exc: LandscapeError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     raise AssertionError(f"{type(exc).__name__} is not a LandscapeError")  # pragma: no cover
 
 

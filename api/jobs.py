@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -145,8 +145,9 @@ class JobQueue:
 
     def counts(self) -> dict[str, int]:
         with self.sessions() as session:
-            statuses = session.scalars(select(Job.status)).all()
-        return {status: statuses.count(status) for status in (*ACTIVE, *TERMINAL)}
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        found = {status: int(count) for status, count in rows}
+        return {status: found.get(status, 0) for status in (*ACTIVE, *TERMINAL)}
 
     def cancel(self, job_id: str, wait_seconds: float = 0.0) -> Job | None:
         """Cancel a queued job at once; ask a running one to stop and wait for it a while."""

@@ -99,6 +99,8 @@ def run_surface_job(request: dict[str, Any], ctx: JobContext) -> None:
     def on_progress(progress: Progress) -> None:
         ctx.report(stage="computing", done=progress.done, total=progress.total, eta=progress.eta_s)
 
+    if ctx.should_stop():  # engine set-up (data, compile, processes) takes a while: skip it
+        raise CancelledError("stopped before computing the surface")
     ctx.report(stage="computing", eta=None)
     options = EngineOptions(
         device=settings.device, workers=settings.engine_workers, compile=settings.engine_compile

@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import queue
+import signal
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
@@ -335,6 +336,7 @@ class GridEvaluator:
 
 def _worker_main(tasks: Any, results: Any, payload: tuple[Any, ...]) -> None:
     """A worker process: one thread, its own PointEvaluator, tasks until ``None``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
     try:
         module, params, dirs, batches, config = payload

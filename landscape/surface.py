@@ -57,10 +57,10 @@ def compute_surface(
     once when complete); one from another request raises ``SurfaceFileError``. When
     ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is raised.
     """
+    from landscape.backends import make_evaluator
     from landscape.checkpoint import file_digest, load_checkpoint
     from landscape.data import load_data
     from landscape.directions import make_directions
-    from landscape.engine import GridEvaluator
 
     options = options or EngineOptions()
     out = Path(out)
@@ -93,7 +93,7 @@ def compute_surface(
         return out
 
     report = _Reporter(on_progress, total, total - len(missing), start)
-    with GridEvaluator(model, directions, data, loss=spec.loss, options=options) as evaluator:
+    with make_evaluator(model, directions, data, loss=spec.loss, options=options) as evaluator:
         engine_info = evaluator.describe()
         chunks = plan_chunks(missing, _chunk_size(len(missing), engine_info, options))
         report(0)

@@ -284,9 +284,11 @@ def test_token_guards_mutations_and_optionally_reads(tmp_path: Path) -> None:
     settings = tiny_settings(tmp_path / "b", api_token="s3cret", protect_reads=True)
     with TestClient(create_app(settings)) as client:
         assert client.get("/api/jobs").status_code == 401
-        assert (
-            client.get("/api/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        )
+        token = {"Authorization": "Bearer s3cret"}
+        assert client.get("/api/jobs", headers=token).status_code == 200
+        query = {"access_token": "s3cret"}  # for EventSource, which cannot send headers
+        assert client.get("/api/jobs", params=query).status_code == 200
+        assert client.post("/api/surfaces", json=TINY, params=query).status_code == 401
         assert client.get("/healthz").status_code == 200  # the health check never needs it
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, HTTPException, UploadFile
+from sqlalchemy import select
 
 from api.db import CheckpointRecord
 from api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
@@ -52,7 +53,8 @@ def checkpoint_public(record: CheckpointRecord) -> CheckpointPublic:
 @router.get("", response_model=list[CheckpointPublic], summary="Checkpoints, newest first")
 def list_checkpoints(session: SessionDep) -> list[CheckpointPublic]:
     """Uploaded ones and the ones workers trained for zoo requests; use `id` as `checkpoint`."""
-    records = session.query(CheckpointRecord).order_by(CheckpointRecord.created_at.desc()).all()
+    newest_first = select(CheckpointRecord).order_by(CheckpointRecord.created_at.desc())
+    records = session.scalars(newest_first)
     return [checkpoint_public(record) for record in records]
 
 

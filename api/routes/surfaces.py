@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
@@ -119,7 +120,7 @@ def create_surface(
 @router.get("", response_model=list[SurfaceSummary], summary="List surfaces, newest first")
 def list_surfaces(session: SessionDep, settings: SettingsDep) -> list[SurfaceSummary]:
     """Every surface with at least its file started (partial ones included)."""
-    records = session.query(SurfaceRecord).order_by(SurfaceRecord.created_at.desc()).all()
+    records = session.scalars(select(SurfaceRecord).order_by(SurfaceRecord.created_at.desc()))
     out = []
     for record in records:
         path = surface_path(settings, record.id)

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
         help="run the API + web page + job workers",
         description="Serve the REST API (OpenAPI at /docs) and the web page at /, with job "

@@ -75,6 +75,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--points-per-call", type=int, default=None, help="grid points per call")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per forward pass")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument(
+        "--backend", default="local", help="local (this machine) or ray (chunks as Ray tasks)"
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or local)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -143,6 +149,8 @@ def options_from_args(args: argparse.Namespace) -> EngineOptions:
         batch_size=args.batch_size,
         workers=args.workers,
         compile=not args.no_compile,
+        backend=args.backend,
+        ray_address=args.ray_address,
     )
 
 

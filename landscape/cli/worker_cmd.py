@@ -10,7 +10,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "worker",
         help="run job workers against the jobs database",
         description="Claim queued jobs from the database (LANDSCAPE_DATABASE_URL) and compute "
