@@ -112,13 +112,15 @@ export const api = {
   cancelJob: (id) => request("DELETE", `/api/jobs/${encodeURIComponent(id)}`),
 };
 
+// EventSource and plain download links cannot send headers: when the server protects reads,
+// the token travels as the ?access_token= query parameter the API accepts for GETs.
+function withToken(path) {
+  const token = getToken();
+  return token ? `${path}?access_token=${encodeURIComponent(token)}` : path;
+}
+
 export const links = {
-  file: (id) => `/api/surfaces/${encodeURIComponent(id)}/file`,
-  html: (id) => `/api/surfaces/${encodeURIComponent(id)}/html`,
-  // EventSource cannot send headers: the token travels as a query parameter.
-  events: (jobId) => {
-    const token = getToken();
-    const query = token ? `?token=${encodeURIComponent(token)}` : "";
-    return `/api/jobs/${encodeURIComponent(jobId)}/events${query}`;
-  },
+  file: (id) => withToken(`/api/surfaces/${encodeURIComponent(id)}/file`),
+  html: (id) => withToken(`/api/surfaces/${encodeURIComponent(id)}/html`),
+  events: (jobId) => withToken(`/api/jobs/${encodeURIComponent(jobId)}/events`),
 };
