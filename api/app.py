@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -87,3 +88,16 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static")
     return app
+
+
+class RedactTokens(logging.Filter):
+    """Keep ``?access_token=`` (used by EventSource and download links) out of access logs."""
+
+    _pattern = re.compile(r"(access_token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._pattern.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True

@@ -8,6 +8,7 @@ shutdown, claim races); the end-to-end tests run the real training and surface c
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import threading
 import time
@@ -546,3 +547,20 @@ def test_cli_parses_serve_and_worker() -> None:
     assert overrides(args) == {"port": 9001, "workers": 2} and args.demo
     args = build_parser().parse_args(["worker", "--device", "cpu"])
     assert args.device == "cpu"
+
+
+def test_access_log_never_shows_the_query_token() -> None:
+    from api.app import RedactTokens
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/api/jobs/x/events?access_token=s3cret&a=1", "1.1", 200),
+        None,
+    )
+    assert RedactTokens().filter(record)
+    message = record.getMessage()
+    assert "s3cret" not in message and "access_token=***&a=1" in message

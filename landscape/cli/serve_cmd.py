@@ -37,11 +37,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import RedactTokens, create_app
     from api.demo import enqueue_demo
     from api.settings import Settings
 
     logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     settings = Settings(**overrides(args))
     app = create_app(settings)
     if args.demo:
