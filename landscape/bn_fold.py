@@ -138,3 +138,105 @@ def _fold_pair(
         )
     if getattr(layer, "bias", None) is None:
         layer.bias = nn.Parameter(torch.zeros_like(params[b_key]))
+
+
+class DenseConv2d(nn.Module):
+    """A 2-d convolution on a tiny input (e.g. 3×3 on 2×2) as one matmul with the exact
+    linear map it computes: ``out = flat(x) @ weight + bias`` over NHWC-flattened samples.
+
+    The map's entries are the conv's weights (or exact zeros), so results match the conv to fp32
+    rounding; the taps that only ever see zero padding are no longer computed.
+    """
+
+    def __init__(self, out_shape: tuple[int, int, int], weight: Tensor, bias: Tensor | None):
+        super().__init__()
+        self.out_shape = out_shape  # (C_out, H_out, W_out)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        flat = x.permute(0, 2, 3, 1).reshape(n, -1)  # a view for channels_last input
+        out = flat @ self.weight if self.bias is None else torch.addmm(self.bias, flat, self.weight)
+        c, h, w = self.out_shape
+        return out.view(n, h, w, c).permute(0, 3, 1, 2)  # channels_last strides
+
+
+_MAX_DENSE_ELEMENTS = 1 << 22  # 16 MiB of float32 per dense map (and as much per direction)
+
+
+def densify_small_convs(
+    module: nn.Module,
+    params: dict[str, Tensor],
+    directions: list[dict[str, Tensor]],
+    example: Tensor,
+) -> int:
+    """Replace each ``Conv2d`` whose input has fewer pixels than its kernel has taps (a 3×3
+    conv on 2×2 maps: most taps multiply zero padding) by a ``DenseConv2d``, rewriting θ and
+    the directions the same way (the map is linear in the weights). ``module`` must be a
+    ``torch.fx.GraphModule`` (as ``fold_batchnorm`` returns); it and the dicts change in place.
+    Returns how many convs were replaced.
+    """
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    if not isinstance(module, fx.GraphModule):
+        return 0
+    try:
+        ShapeProp(module).propagate(example[:2].to("cpu", torch.float32))
+    except Exception as exc:
+        log.info("conv densifying skipped: shape propagation failed (%s)", exc)
+        return 0
+    modules = dict(module.named_modules())
+    call_counts = Counter(n.target for n in module.graph.nodes if n.op == "call_module")
+    n_dense = 0
+    for node in module.graph.nodes:
+        conv = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not isinstance(conv, nn.Conv2d) or call_counts[node.target] != 1:
+            continue
+        arg = node.args[0] if node.args else None
+        in_meta = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
+        out_meta = node.meta.get("tensor_meta")
+        if in_meta is None or out_meta is None or conv.padding_mode != "zeros":
+            continue
+        _, c_in, h, w = in_meta.shape
+        _, c_out, h_out, w_out = out_meta.shape
+        kh, kw = conv.kernel_size
+        n_in, n_out = c_in * h * w, c_out * h_out * w_out
+        if conv.groups != 1 or h * w >= kh * kw or n_in * n_out > _MAX_DENSE_ELEMENTS:
+            continue
+        name = str(node.target)
+        w_key, b_key = f"{name}.weight", f"{name}.bias"
+        if w_key not in params:
+            continue
+
+        def dense(
+            weight: Tensor, conv: nn.Conv2d = conv, shape: tuple[int, ...] = (c_in, h, w)
+        ) -> Tensor:
+            c, hh, ww = shape
+            n = c * hh * ww
+            basis = torch.eye(n, dtype=torch.float64).view(n, hh, ww, c).permute(0, 3, 1, 2)
+            out = torch.nn.functional.conv2d(
+                basis, weight.double(), None, conv.stride, conv.padding, conv.dilation
+            )
+            return out.permute(0, 2, 3, 1).reshape(n, -1).to(weight.dtype).contiguous()
+
+        def spread(bias: Tensor, n_pix: int = h_out * w_out) -> Tensor:
+            return bias.repeat(n_pix)  # NHWC order: the channel varies fastest
+
+        params[w_key] = dense(params[w_key])
+        for d in directions:
+            d[w_key] = dense(d[w_key])
+        bias = params.get(b_key)
+        if bias is not None:
+            params[b_key] = spread(bias)
+            for d in directions:
+                d[b_key] = spread(d[b_key]) if b_key in d else torch.zeros_like(params[b_key])
+        new = DenseConv2d((c_out, h_out, w_out), params[w_key].clone(), None)
+        if bias is not None:
+            new.bias = nn.Parameter(params[b_key].clone(), requires_grad=False)
+        parent, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, child, new)
+        n_dense += 1
+    if n_dense:
+        module.recompile()
+    return n_dense

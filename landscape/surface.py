@@ -93,7 +93,9 @@ def compute_surface(
         return out
 
     report = _Reporter(on_progress, total, total - len(missing), start)
-    with make_evaluator(model, directions, data, loss=spec.loss, options=options) as evaluator:
+    with make_evaluator(
+        model, directions, data, loss=spec.loss, options=options, n_points=len(missing)
+    ) as evaluator:
         engine_info = evaluator.describe()
         chunks = plan_chunks(missing, _chunk_size(len(missing), engine_info, options))
         report(0)

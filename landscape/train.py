@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from landscape.checkpoint import read_checkpoint_file, save_checkpoint
 from landscape.data import dataset_info, load_data
+from landscape.devices import resolve_device
 from landscape.errors import CancelledError, CheckpointError, SpecError, UnknownNameError
 from landscape.models import build, list_models
 from landscape.specs import TrainSpec, to_dict
@@ -34,15 +35,6 @@ STATE_FORMAT = "landscape-train-state/1"
 EVAL_BATCH = 1024
 
 EpochCallback = Callable[[dict[str, Any]], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when there is one; asking for CUDA without one is the user's error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SpecError("device 'cuda' was asked for but CUDA is not available; use auto or cpu")
-    return torch.device(name)
 
 
 def partial_path(out: Path) -> Path:

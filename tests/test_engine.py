@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.bn_fold import fold_batchnorm
+from landscape.bn_fold import DenseConv2d, densify_small_convs, fold_batchnorm
 from landscape.directions import model_parameters, random_direction
 from landscape.engine import GridEvaluator, reference_evaluate
+from landscape.engine_plan import compile_pays
 from landscape.errors import SpecError
 from landscape.specs import EngineOptions
 
@@ -215,7 +216,9 @@ def test_compiled_path_matches_reference() -> None:
     model, dirs, data = setup(zoo("resnet20"))
     coords = np.random.default_rng(4).uniform(-1, 1, size=(3, 2))
     ref = reference_evaluate(model, dirs, coords, data)
-    with GridEvaluator(model, dirs, data, options=EngineOptions(workers=1)) as ev:
+    # a large grid: the cost model compiles (for 3 points it would not)
+    options = EngineOptions(workers=1)
+    with GridEvaluator(model, dirs, data, options=options, n_points=10**6) as ev:
         got = ev.evaluate(coords)
         info = ev.describe()
     assert not info["compile_errors"] and info["method"].endswith("compile")
@@ -238,3 +241,52 @@ def test_cuda_path_matches_cpu_reference() -> None:
         for key in ref:
             tol = {"rtol": 1e-4} if key.endswith("_loss") else {"atol": 2.01 / 32, "rtol": 0}
             np.testing.assert_allclose(got[key], ref[key], **tol, err_msg=key)
+
+
+def tiny_map_net() -> nn.Module:
+    """Convs down to 2×2 and 1×1 maps, with and without bias, BN and stride: densified."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2, padding=1),  # 8×8 → 4×4: stays a conv
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False),  # 4×4 → 2×2: stays a conv
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, padding=1, bias=False),  # 2×2 → 2×2: dense
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, stride=2, padding=1),  # 2×2 → 1×1: dense
+        nn.Flatten(),
+        nn.Linear(5, 10),
+    )
+
+
+@pytest.mark.parametrize("make", [tiny_map_net, zoo("resnet20"), zoo("resnet20-noshort")])
+def test_tiny_convs_become_dense_and_stay_exact(make: Callable[[], nn.Module]) -> None:
+    model, dirs, data = setup(make)
+    coords = np.random.default_rng(6).uniform(-1, 1, size=(3, 2))
+    ref = reference_evaluate(model, dirs, coords, data)
+    with GridEvaluator(model, dirs, data, options=EAGER) as ev:
+        assert ev.describe()["dense_convs"] >= 2
+        got = ev.evaluate(coords)
+    assert_same(got, ref, len(data["test"][0]))
+
+
+def test_densified_module_equals_conv_forward() -> None:
+    model = tiny_map_net().eval()
+    gm = torch.fx.symbolic_trace(model)
+    params = {n: p.detach().clone() for n, p in gm.named_parameters()}
+    x = torch.randn(4, 1, 8, 8)
+    assert densify_small_convs(gm, params, [], x) == 2
+    assert sum(isinstance(m, DenseConv2d) for m in gm.modules()) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.func.functional_call(gm, params, (x,)), model(x), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_compile_cost_model_weighs_grid_size() -> None:
+    model, _, data = setup(zoo("resnet20"), n=1200)
+    cpu = torch.device("cpu")
+    assert not compile_pays(model, data, cpu, n_points=5 * 5, workers=2)
+    assert compile_pays(model, data, cpu, n_points=10**6, workers=2)
+    tiny, _, tiny_data = setup(noshort_net)
+    assert not compile_pays(tiny, tiny_data, cpu, n_points=51 * 51)  # a tiny net: never

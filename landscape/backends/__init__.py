@@ -37,13 +37,20 @@ def make_evaluator(
     *,
     loss: LossName,
     options: EngineOptions,
+    n_points: int | None = None,
 ) -> Evaluator:
-    """The evaluator for ``options.backend``; imports Ray only when it is asked for."""
+    """The evaluator for ``options.backend``; imports Ray only when it is asked for.
+
+    ``n_points`` (the points still to compute) lets the engine judge whether compiling pays."""
     check_choice("backend", options.backend, BackendName)
     if options.backend == "ray":
         from landscape.backends.ray import RayEvaluator
 
-        return RayEvaluator(model, directions, dict(data), loss=loss, options=options)
+        return RayEvaluator(
+            model, directions, dict(data), loss=loss, options=options, n_points=n_points
+        )
     from landscape.engine import GridEvaluator
 
-    return GridEvaluator(model, directions, dict(data), loss=loss, options=options)
+    return GridEvaluator(
+        model, directions, dict(data), loss=loss, options=options, n_points=n_points
+    )

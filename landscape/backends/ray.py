@@ -52,10 +52,12 @@ def _evaluate_chunk(
 
         from landscape.engine import GridEvaluator
 
-        model, directions, data, loss, options = ray.get(payload_ref[0])
+        model, directions, data, loss, options, n_points = ray.get(payload_ref[0])
         for stale in list(_WORKER_EVALUATORS):  # one surface at a time per worker process
             _WORKER_EVALUATORS.pop(stale).close()
-        evaluator = GridEvaluator(model, directions, data, loss=loss, options=options)
+        evaluator = GridEvaluator(
+            model, directions, data, loss=loss, options=options, n_points=n_points
+        )
         _WORKER_EVALUATORS[run_id] = evaluator
     result = evaluator.evaluate(np.array(coords))  # Ray hands over a read-only view
     return result, evaluator.describe()
@@ -72,6 +74,7 @@ class RayEvaluator:
         *,
         loss: LossName = "cross_entropy",
         options: EngineOptions | None = None,
+        n_points: int | None = None,
     ) -> None:
         ray = self._ray = _import_ray()
         options = options or EngineOptions(backend="ray")
@@ -95,7 +98,9 @@ class RayEvaluator:
         self.slots = self.n_gpus or self.n_cpus
         self._run_id = uuid.uuid4().hex
         cpu_model = model.cpu()
-        payload = (cpu_model, [dict(d) for d in directions], data, loss, worker_options)
+        # Each worker sees about its share of the points when judging whether compiling pays.
+        share = None if n_points is None else max(1, n_points // self.slots)
+        payload = (cpu_model, [dict(d) for d in directions], data, loss, worker_options, share)
         self._payload_ref = ray.put(payload)
         self._task = ray.remote(_evaluate_chunk).options(
             num_cpus=0 if self.n_gpus else 1,
