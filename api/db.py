@@ -2,7 +2,8 @@
 
 These are storage models; the wire shapes live in ``api/schemas.py``. Times are UNIX seconds
 (floats) so lease arithmetic is plain and identical on SQLite and Postgres. Tables are created
-on start-up (``create_all``); the schema is small and append-only so far.
+on start-up (``create_all``); the schema is small and append-only, so the one migration step is
+``_add_missing_columns``: nullable columns added since a database file was made are added to it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 # Job states; "queued"/"running" are active: at most one active job per surface id.
@@ -54,6 +57,9 @@ class Job(Base):
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {"epoch", "epochs", "loss", "acc"} while (and after) a zoo model trains; None otherwise.
+    # JSON, not four columns: it is only ever read and written whole, for the wire.
+    train_progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Which worker holds the job and until when; a lapsed lease means its worker died.
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -120,7 +126,37 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for nullable columns an older database lacks.
+
+    ``create_all`` makes missing tables but never changes an existing one, and a service that
+    upgrades must keep its job history. Only additive, nullable columns are handled — enough for
+    an append-only schema; anything else would need a real migration tool.
+    """
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            assert column.nullable, f"{table.name}.{column.name}: only nullable columns migrate"
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(
+                        text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
+            except DBAPIError:  # another process starting at the same moment added it first
+                columns = inspect(engine).get_columns(table.name)
+                if column.name not in {c["name"] for c in columns}:
+                    raise
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

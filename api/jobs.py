@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
 from api.planning import Plan
-from api.schemas import JobPublic, Progress
+from api.schemas import JobPublic, Progress, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def job_public(job: Job) -> JobPublic:
         status=job.status,  # type: ignore[arg-type]
         stage=job.stage,  # type: ignore[arg-type]
         progress=Progress(done=job.done, total=job.total),
+        train=TrainProgress(**job.train_progress) if job.train_progress else None,
         eta_seconds=job.eta_seconds,
         error=job.error,
         surface_id=job.surface_id,
@@ -247,12 +248,16 @@ class JobQueue:
         done: int | None = None,
         total: int | None = None,
         eta: float | None = None,
+        train: dict[str, Any] | None = None,
     ) -> bool:
+        """Store what the worker reports; ``None`` leaves that field as it was."""
         values: dict[str, Any] = {"stage": stage, "eta_seconds": eta}
         if done is not None:
             values["done"] = done
         if total is not None:
             values["total"] = total
+        if train is not None:
+            values["train_progress"] = train
         return self._update_mine(job_id, worker_id, **values)
 
     def finish(self, job_id: str, worker_id: str, status: str, error: str | None = None) -> None:

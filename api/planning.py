@@ -28,6 +28,7 @@ from landscape.specs import (
     to_dict,
 )
 from landscape.store import surface_key
+from landscape.train import snapshot_dir
 
 DEFAULT_DATASET = "digits"
 
@@ -53,6 +54,20 @@ def checkpoint_path(settings: Settings, checkpoint_id: str) -> Path:
 
 def surface_path(settings: Settings, surface_id: str) -> Path:
     return settings.surfaces_dir / f"{surface_id}.h5"
+
+
+def trajectory_paths(
+    settings: Settings, checkpoint_id: str, train_spec: TrainSpec | None
+) -> tuple[str, ...]:
+    """The snapshots ``train_model`` will write for a recipe with ``snapshot_every`` (epoch 0,
+    then every ``snapshot_every`` epochs and the last): known before training, so the surface
+    id is too. Empty when the recipe takes no snapshots."""
+    if train_spec is None or train_spec.snapshot_every < 1:
+        return ()
+    every, epochs = train_spec.snapshot_every, train_spec.epochs
+    kept = sorted({0, epochs, *range(every, epochs + 1, every)})
+    folder = snapshot_dir(checkpoint_path(settings, checkpoint_id))
+    return tuple(str(folder / f"epoch_{epoch:03d}.pt") for epoch in kept)
 
 
 def train_digest(spec: TrainSpec) -> str:
@@ -133,7 +148,16 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
             train_size=request.train_size,
             download=data.download,
         )
-        train_spec = TrainSpec(model=model, data=train_data, device=settings.device, **recipe)
+        # PCA directions need the per-epoch snapshots; they are part of this recipe's cache
+        # (snapshot_every enters the digest, so a random-direction recipe is not disturbed).
+        snapshot_every = 1 if request.directions.kind == "pca" else 0
+        train_spec = TrainSpec(
+            model=model,
+            data=train_data,
+            device=settings.device,
+            snapshot_every=snapshot_every,
+            **recipe,
+        )
         checkpoint_id = train_digest(train_spec)
 
     grid = request.grid
@@ -148,9 +172,11 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         ),
         grid=GridSpec(x_range=grid.xrange, n_x=grid.nx, y_range=grid.yrange, n_y=grid.ny),
         directions=DirectionSpec(
+            kind=request.directions.kind,
             normalization=request.directions.normalization,
             ignore=request.directions.ignore,
             seed=request.directions.seed,
+            trajectory=trajectory_paths(settings, checkpoint_id, train_spec),
         ),
         splits=tuple(request.splits),
         loss=request.loss,

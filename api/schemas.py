@@ -79,9 +79,11 @@ class GridRequest(_Strict):
 
 
 class DirectionsRequest(_Strict):
-    """Random directions, normalized per filter (Li et al. 2018 §4) unless asked otherwise."""
+    """Random directions, normalized per filter (Li et al. 2018 §4) unless asked otherwise;
+    ``pca``: the top-2 principal directions of the training trajectory (Li et al. 2018 §7),
+    for a zoo ``model`` only (it is trained with per-epoch snapshots)."""
 
-    kind: Literal["random"] = "random"
+    kind: Literal["random", "pca"] = "random"
     normalization: Literal["filter", "layer", "weight", "none"] = "filter"
     ignore: Literal["biasbn", "none"] = "biasbn"
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -119,12 +121,33 @@ class SurfaceRequest(_Strict):
             raise ValueError("'train' goes with 'model'; a checkpoint is already trained")
         if len(set(self.splits)) != len(self.splits):
             raise ValueError(f"splits must not repeat, got {self.splits}")
+        if self.directions.kind == "pca":
+            if self.checkpoint is not None:
+                raise ValueError(
+                    "directions.kind 'pca' needs the training trajectory, which an uploaded "
+                    "checkpoint does not have: give a zoo 'model' (trained here with per-epoch "
+                    "snapshots) or use directions.kind 'random'"
+                )
+            if self.train is not None and self.train.epochs < 2:
+                raise ValueError(
+                    "directions.kind 'pca' needs train.epochs >= 2 (at least 3 snapshots: "
+                    "the start and every epoch)"
+                )
         return self
 
 
 class Progress(BaseModel):
     done: int = Field(description="grid points finished")
     total: int = Field(description="grid points in the surface")
+
+
+class TrainProgress(BaseModel):
+    """Training of a zoo model before its surface: the grid points stay 0/N meanwhile."""
+
+    epoch: int = Field(description="epochs finished (0 before the first ends)")
+    epochs: int = Field(description="epochs in the recipe")
+    loss: float | None = Field(None, description="training loss of the last finished epoch")
+    acc: float | None = Field(None, description="training accuracy of the last finished epoch")
 
 
 class JobPublic(BaseModel):
@@ -134,6 +157,9 @@ class JobPublic(BaseModel):
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     stage: Literal["queued", "training", "computing", "finished"]
     progress: Progress
+    train: TrainProgress | None = Field(
+        None, description="null unless the job trains a model; kept after training ends"
+    )
     eta_seconds: float | None
     error: str | None
     surface_id: str | None
@@ -169,12 +195,22 @@ class SurfaceSummary(BaseModel):
     stats: dict[str, float | None]
 
 
+class TrajectoryPublic(BaseModel):
+    """The training path on a PCA surface, in the grid's units (final weights at 0, 0)."""
+
+    x: list[float]
+    y: list[float] | None = Field(description="null on a 1D curve")
+    epochs: list[int]
+    explained_variance: list[float] = Field(description="ratio of each direction, in [0, 1]")
+
+
 class SurfaceData(SurfaceSummary):
     """A surface with arrays for plotting: ``values[m]`` has ny rows of nx (1D: a flat list)."""
 
     x: list[float]
     y: list[float] | None
     values: dict[str, list[list[float | None]] | list[float | None]]
+    trajectory: TrajectoryPublic | None = Field(None, description="PCA surfaces only")
 
 
 class SurfaceCreated(BaseModel):

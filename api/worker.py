@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import CheckpointRecord, Job
 from api.jobs import JobQueue, new_worker_id
-from api.planning import plan_surface
+from api.planning import Plan, plan_surface
 from api.schemas import SurfaceRequest
 from api.settings import Settings
 from landscape.errors import CancelledError, LandscapeError
@@ -39,7 +40,7 @@ class JobContext:
     settings: Settings
     sessions: sessionmaker[Session]
     should_stop: Callable[[], bool]
-    report: Callable[..., None]  # report(stage=..., done=..., total=..., eta=...)
+    report: Callable[..., None]  # report(stage=..., done=..., total=..., eta=..., train=...)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,16 +76,23 @@ def run_surface_job(request: dict[str, Any], ctx: JobContext) -> None:
     with ctx.sessions() as session:
         plan = plan_surface(SurfaceRequest.model_validate(request), settings, session)
     total = plan.surface_spec.grid.n_points
-    if plan.train_spec is not None and not plan.checkpoint_path.exists():
-        ctx.report(stage="training", done=0, total=total, eta=None)
+    if plan.train_spec is not None and _needs_training(plan):
+        start = {"epoch": 0, "epochs": plan.train_spec.epochs, "loss": None, "acc": None}
+        ctx.report(stage="training", done=0, total=total, eta=None, train=start)
         with _file_lock(plan.checkpoint_path.with_suffix(".lock"), ctx.should_stop):
-            if not plan.checkpoint_path.exists():  # another worker may have just trained it
+            if _needs_training(plan):  # another worker may have just trained it
 
                 def on_epoch(record: dict[str, Any]) -> None:
                     epochs, epoch = record.get("epochs", 0), record.get("epoch", 0)
                     elapsed = float(record.get("elapsed_s", 0.0))
                     eta = elapsed / epoch * (epochs - epoch) if epoch else None
-                    ctx.report(stage="training", eta=eta)
+                    train = {
+                        "epoch": epoch,
+                        "epochs": epochs,
+                        "loss": _finite(record.get("train_loss")),
+                        "acc": _finite(record.get("train_acc")),
+                    }
+                    ctx.report(stage="training", eta=eta, train=train)
 
                 metadata = train_model(
                     plan.train_spec,
@@ -112,6 +120,22 @@ def run_surface_job(request: dict[str, Any], ctx: JobContext) -> None:
         on_progress=on_progress,
         should_stop=ctx.should_stop,
     )
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON-safe number: a diverged epoch's NaN loss would break the JSON column and wire."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _needs_training(plan: Plan) -> bool:
+    """No checkpoint yet, or (PCA directions) a trajectory snapshot is gone: train (again)."""
+    if not plan.checkpoint_path.exists():
+        return True
+    return any(not Path(p).exists() for p in plan.surface_spec.directions.trajectory)
 
 
 def _register_trained(
@@ -193,7 +217,7 @@ class Worker:
         def should_stop() -> bool:
             return self.stop.is_set() or cancelled.is_set() or lost.is_set()
 
-        last_write = [0.0]
+        last_write, last_stage = [0.0], [job.stage]
 
         def report(
             *,
@@ -201,15 +225,21 @@ class Worker:
             done: int | None = None,
             total: int | None = None,
             eta: float | None = None,
+            train: dict[str, Any] | None = None,
         ) -> None:
-            # Progress is throttled: a chunk may finish many times a second on a GPU.
+            # Progress is throttled: a chunk (or a tiny model's epoch) may finish many times a
+            # second. A new stage and the last point or epoch always get through, so the page
+            # never shows "training" for a job that is computing, or 9/10 for a finished step.
             t = time.monotonic()
-            final = done is not None and total is not None and done >= total
-            if t - last_write[0] < self.settings.progress_every_seconds and not final:
+            final = (done is not None and total is not None and done >= total) or (
+                train is not None and train["epoch"] >= train["epochs"]
+            )
+            throttled = t - last_write[0] < self.settings.progress_every_seconds
+            if throttled and not final and stage == last_stage[0]:
                 return
-            last_write[0] = t
+            last_write[0], last_stage[0] = t, stage
             if not self.queue.set_progress(
-                job.id, self.id, stage=stage, done=done, total=total, eta=eta
+                job.id, self.id, stage=stage, done=done, total=total, eta=eta, train=train
             ):
                 lost.set()
 

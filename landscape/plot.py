@@ -83,14 +83,93 @@ def surface_figure(surface: Surface, metric: str = "train_loss", *, log: bool = 
         row=1,
         col=2,
     )
+    if surface.trajectory is not None:
+        _add_trajectory(fig, surface, z)
+    x_title, y_title = axis_titles(surface)
     fig.update_layout(
         title=_title(surface),
-        scene={"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": label},
+        scene={"xaxis_title": x_title, "yaxis_title": y_title, "zaxis_title": label},
         height=600,
     )
-    fig.update_xaxes(title_text="x", row=1, col=2)
-    fig.update_yaxes(title_text="y", row=1, col=2, scaleanchor="x", scaleratio=1)
+    fig.update_xaxes(title_text=x_title, row=1, col=2)
+    fig.update_yaxes(title_text=y_title, row=1, col=2, scaleanchor="x", scaleratio=1)
     return fig
+
+
+def axis_titles(surface: Surface) -> tuple[str, str]:
+    """``"PC1 (83.2 %)"`` on PCA surfaces: how much of the trajectory's variance each axis
+    holds tells how faithful the drawn path is (Li et al. 2018, §7); else ``x``/``y``."""
+    trajectory = surface.trajectory
+    if trajectory is None or not trajectory.explained_variance_ratio:
+        return "x", "y"
+    ratios = [*trajectory.explained_variance_ratio, math.nan, math.nan]
+
+    def title(k: int) -> str:
+        r = ratios[k]
+        return f"PC{k + 1} ({100 * r:.1f} %)" if math.isfinite(r) else f"PC{k + 1}"
+
+    return title(0), title(1)
+
+
+def _add_trajectory(fig: go.Figure, surface: Surface, z: np.ndarray) -> None:
+    """The training path: markers per snapshot on the contour (Li et al. 2018, Fig. 9), and a
+    line on the 3D surface at the interpolated height (absent where it leaves the grid)."""
+    trajectory = surface.trajectory
+    assert trajectory is not None and surface.y is not None
+    px, py = trajectory.coords[:, 0], trajectory.coords[:, 1]
+    text = [f"epoch {e}" for e in trajectory.epochs]
+    style = {"color": "#e4572e", "width": 2}
+    fig.add_trace(
+        go.Scatter(
+            x=px,
+            y=py,
+            mode="lines+markers",
+            name="trajectory",
+            text=text,
+            line=style,
+            marker={"size": 7, "color": "#e4572e", "line": {"color": "white", "width": 1}},
+            hovertemplate="%{text}<br>(%{x:.3f}, %{y:.3f})<extra>trajectory</extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    fig.add_trace(
+        go.Scatter3d(
+            x=px,
+            y=py,
+            z=bilinear(surface.x, surface.y, z, px, py),
+            mode="lines+markers",
+            name="trajectory",
+            text=text,
+            line=style,
+            marker={"size": 3, "color": "#e4572e"},
+            hovertemplate="%{text}<extra>trajectory</extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
+
+
+def bilinear(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.ndarray, py: np.ndarray
+) -> np.ndarray:
+    """``z`` (ny, nx) interpolated at the points ``(px, py)``; NaN outside the grid."""
+    if len(x) < 2 or len(y) < 2:
+        return np.full(len(px), np.nan)
+    i = np.clip(np.searchsorted(x, px) - 1, 0, len(x) - 2)
+    j = np.clip(np.searchsorted(y, py) - 1, 0, len(y) - 2)
+    tx = (px - x[i]) / (x[i + 1] - x[i])
+    ty = (py - y[j]) / (y[j + 1] - y[j])
+    out = (
+        z[j, i] * (1 - tx) * (1 - ty)
+        + z[j, i + 1] * tx * (1 - ty)
+        + z[j + 1, i] * (1 - tx) * ty
+        + z[j + 1, i + 1] * tx * ty
+    )
+    inside = (px >= x[0]) & (px <= x[-1]) & (py >= y[0]) & (py <= y[-1])
+    return np.where(inside, out, np.nan)
 
 
 def _curve_figure(surface: Surface, metric: str, *, log: bool) -> go.Figure:

@@ -59,6 +59,7 @@ class Surface:
     attrs: dict[str, Any] = field(default_factory=dict)  # root attrs, JSON ones decoded
     metrics: dict[str, float] = field(default_factory=dict)  # the metrics/ group's attrs
     key: str = ""
+    trajectory: Trajectory | None = None  # the trajectory/ group (PCA directions only)
 
     @property
     def ndim(self) -> int:
@@ -71,6 +72,28 @@ class Surface:
     @property
     def done(self) -> int:
         return self.total - int(_missing_mask(self.values).sum())
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """The training path drawn on a PCA surface (Li et al. 2018, §7).
+
+    ``coords[k]`` is snapshot ``k`` projected onto the stored directions, in the grid's units:
+    ``snapshot_k ≈ θ + coords[k, 0]·δ + coords[k, 1]·η`` (the final weights θ sit at 0).
+    """
+
+    coords: np.ndarray  # (n_snapshots, ndim), float64
+    epochs: np.ndarray  # (n_snapshots,), int64; the position in the list when not known
+    names: tuple[str, ...]  # snapshot file names, in trajectory order
+    explained_variance_ratio: tuple[float, ...]  # of each direction, in [0, 1]
+
+    def __post_init__(self) -> None:
+        n = len(self.coords)
+        if self.coords.ndim != 2 or len(self.epochs) != n or len(self.names) != n:
+            raise SurfaceFileError(
+                f"trajectory of {n} coordinates needs as many epochs ({len(self.epochs)}) "
+                f"and names ({len(self.names)}), and coords shaped (n, ndim)"
+            )
 
 
 # --------------------------------------------------------------------------- keys, grids
@@ -224,11 +247,13 @@ def create_surface_file(
     y: np.ndarray | None,
     directions: Sequence[Mapping[str, torch.Tensor]],
     provenance: Mapping[str, Any],
+    trajectory: Trajectory | None = None,
 ) -> Path:
     """Write a new partial surface: coordinates, NaN-filled metrics, directions, provenance.
 
     ``provenance`` must hold ``checkpoint_sha256`` (it makes the key); its other entries become
-    root attrs (containers as JSON text). The file appears atomically, complete or not at all.
+    root attrs (containers as JSON text). ``trajectory`` (PCA directions) goes to the
+    ``trajectory/`` group. The file appears atomically, complete or not at all.
     """
     path = Path(path)
     if "checkpoint_sha256" not in provenance:
@@ -270,10 +295,45 @@ def create_surface_file(
                 sub = group.create_group(axis)
                 for name, tensor in direction.items():
                     sub.create_dataset(name, data=_tensor_to_numpy(tensor))
+            if trajectory is not None:
+                _write_trajectory(f, trajectory, ndim)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_trajectory(f: h5py.File, trajectory: Trajectory, ndim: int) -> None:
+    """The ``trajectory/`` group (docs/format.md): coordinates, epochs, names, variance."""
+    coords = np.asarray(trajectory.coords, dtype=np.float64)
+    if coords.shape[1] != ndim:
+        raise SurfaceFileError(f"trajectory coords have {coords.shape[1]} columns, need {ndim}")
+    group = f.create_group("trajectory")
+    group.attrs["encoding-type"] = "trajectory"
+    group.attrs["encoding-version"] = ENCODING_VERSION
+    group.attrs["explained_variance_ratio"] = np.asarray(
+        trajectory.explained_variance_ratio, dtype=np.float64
+    )
+    group.create_dataset("coords", data=coords).attrs["description"] = (
+        "snapshot k at θ + coords[k, 0]·δ + coords[k, 1]·η (projection, direction units)"
+    )
+    group.create_dataset("epochs", data=np.asarray(trajectory.epochs, dtype=np.int64))
+    group.create_dataset("names", data=list(trajectory.names), dtype=h5py.string_dtype())
+
+
+def _read_trajectory(f: h5py.File, path: Path) -> Trajectory | None:
+    if "trajectory" not in f:
+        return None
+    names = tuple(
+        n.decode() if isinstance(n, bytes) else str(n) for n in _read(f, "trajectory/names", path)
+    )
+    ratio = np.asarray(f["trajectory"].attrs.get("explained_variance_ratio", []), dtype=float)
+    return Trajectory(
+        coords=_read(f, "trajectory/coords", path).astype(np.float64),
+        epochs=_read(f, "trajectory/epochs", path).astype(np.int64),
+        names=names,
+        explained_variance_ratio=tuple(float(r) for r in ratio.ravel()),
+    )
 
 
 def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -291,6 +351,7 @@ def open_or_create(
     y: np.ndarray | None,
     directions: Sequence[Mapping[str, torch.Tensor]],
     provenance: Mapping[str, Any],
+    trajectory: Trajectory | None = None,
 ) -> bool:
     """Create ``path`` unless a file for the same request is there; True when created.
 
@@ -301,7 +362,9 @@ def open_or_create(
     if path.exists():
         check_matches(path, spec, str(provenance["checkpoint_sha256"]))
         return False
-    create_surface_file(path, spec, x=x, y=y, directions=directions, provenance=provenance)
+    create_surface_file(
+        path, spec, x=x, y=y, directions=directions, provenance=provenance, trajectory=trajectory
+    )
     return True
 
 
@@ -444,6 +507,7 @@ def read_surface(path: str | Path) -> Surface:
         metrics: dict[str, float] = {}
         if "metrics" in f:
             metrics = {k: float(v) for k, v in f["metrics"].attrs.items() if k[:9] != "encoding-"}
+        trajectory = _read_trajectory(f, path)
     expected = (len(x),) if y is None else (len(y), len(x))
     for metric, array in values.items():
         if array.shape != expected:
@@ -459,6 +523,7 @@ def read_surface(path: str | Path) -> Surface:
         attrs=attrs,
         metrics=metrics,
         key=str(attrs.get("key", "")),
+        trajectory=trajectory,
     )
 
 
@@ -484,6 +549,7 @@ def surface_summary(path: str | Path) -> dict[str, Any]:
         "total": surface.total,
         "created": attrs.get("created"),
         "stats": dict(surface.metrics),
+        "has_trajectory": surface.trajectory is not None,
         "spec": to_dict(spec),
         "provenance": {
             k: v
@@ -491,3 +557,62 @@ def surface_summary(path: str | Path) -> dict[str, Any]:
             if k not in {"format", "encoding-type", "encoding-version", "spec", "status", "key"}
         },
     }
+
+
+# --------------------------------------------------------------------------- optional groups
+
+# Entries a group written by ``write_group`` may never replace: the surface itself.
+_CORE_ENTRIES = frozenset({"x", "y", "directions", "metrics", "trajectory"})
+
+
+def write_group(
+    path: str | Path, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+) -> None:
+    """Replace the optional top-level group ``name`` (e.g. ``hessian``) as a whole, atomically.
+
+    Analyses computed after the surface (docs/format.md, "Curvature") add their results here
+    without touching the surface's own entries; a reader sees the old group or the new one.
+    ``attrs`` must carry ``encoding-type`` and ``encoding-version``, like every group;
+    containers become JSON text, ``None`` values are skipped.
+    """
+    path = Path(path)
+    if not name or "/" in name or name in _CORE_ENTRIES:
+        raise SurfaceFileError(f"{name!r} is not a name for an optional group of a surface file")
+    missing = {"encoding-type", "encoding-version"} - set(attrs)
+    if missing:
+        raise SurfaceFileError(f"group {name!r} needs attrs {', '.join(sorted(missing))}")
+
+    def edit(f: h5py.File) -> None:
+        _check_format(f, path)
+        if name in _read_spec(f, path).metric_names:
+            raise SurfaceFileError(f"{name!r} is a metric of {str(path)!r}, not a group name")
+        if name in f:
+            del f[name]
+        group = f.create_group(name)
+        for key, value in attrs.items():
+            if value is not None:
+                group.attrs[key] = _python_to_attr(value)
+        for key, array in arrays.items():
+            group.create_dataset(key, data=np.asarray(array))
+
+    _atomic_update(path, edit)
+
+
+def read_group(path: str | Path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """``(arrays, attrs)`` of the optional group ``name`` (dataset paths relative to it, JSON
+    attrs decoded), or None when the file has no such group."""
+    path = Path(path)
+    with _open(path, "r") as f:
+        _check_format(f, path)
+        if name not in f:
+            return None
+        group = f[name]
+        if not isinstance(group, h5py.Group):
+            raise SurfaceFileError(f"{str(path)!r}: {name!r} is not a group")
+        keys: list[str] = []
+        group.visititems(
+            lambda key, obj: keys.append(key) if isinstance(obj, h5py.Dataset) else None
+        )
+        arrays = {key: _read(f, f"{name}/{key}", path) for key in keys}
+        attrs = {k: _attr_to_python(v) for k, v in group.attrs.items()}
+    return arrays, attrs

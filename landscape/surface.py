@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -80,8 +81,17 @@ def compute_surface(
         made, directions_info = make_directions(model, spec.directions, spec.grid.ndim)
         directions = list(made)
         x, y = store.grid_coordinates(spec.grid)
+        trajectory = _trajectory(spec, directions_info)
         provenance = _provenance(spec, checkpoint_sha, checkpoint_meta, directions_info)
-        store.create_surface_file(out, spec, x=x, y=y, directions=directions, provenance=provenance)
+        store.create_surface_file(
+            out,
+            spec,
+            x=x,
+            y=y,
+            directions=directions,
+            provenance=provenance,
+            trajectory=trajectory,
+        )
 
     surface = store.read_surface(out)
     missing = store.missing_points(out)
@@ -204,6 +214,34 @@ def _finish(
             if engine_info.get(key) is not None:
                 attrs[key] = str(engine_info[key])
     store.mark_complete(out, metrics=metrics, attrs=attrs)
+
+
+def _trajectory(spec: SurfaceSpec, directions_info: dict[str, Any]) -> store.Trajectory | None:
+    """The snapshots' path in the plotted plane, for PCA directions (Li et al. 2018, §7).
+
+    ``pca_directions`` projects ``snapshot − θ`` onto the same unit directions that are stored
+    and used for the grid, so its coordinates are in grid units. The epoch of a snapshot comes
+    from its file name (``epoch_007.pt`` as ``landscape train --snapshot-every`` writes), else
+    its position in the list. The coordinates move from the root attrs to the group.
+    """
+    if spec.directions.kind != "pca":
+        return None
+    coords = np.asarray(directions_info.pop("trajectory_coords"), dtype=np.float64)
+    names = tuple(Path(p).name for p in spec.directions.trajectory)
+    epochs = np.array(
+        [
+            int(m.group(1)) if (m := re.search(r"epoch_(\d+)", name)) else k
+            for k, name in enumerate(names)
+        ],
+        dtype=np.int64,
+    )
+    ratio = tuple(float(r) for r in directions_info.get("explained_variance_ratio", ()))
+    return store.Trajectory(
+        coords=coords.reshape(len(names), -1),
+        epochs=epochs,
+        names=names,
+        explained_variance_ratio=ratio,
+    )
 
 
 def _provenance(

@@ -25,11 +25,11 @@ from fastapi.testclient import TestClient
 
 import landscape.errors as errors_module
 from api.app import create_app
-from api.db import Job
+from api.db import Job, make_engine
 from api.errors import status_for
 from api.schemas import EXAMPLE_REQUEST
 from api.settings import Settings
-from api.worker import JobContext, Runner, Worker
+from api.worker import JobContext, Runner, Worker, run_surface_job
 from landscape.errors import CancelledError, LandscapeError, SpecError
 from landscape.models import build
 
@@ -207,6 +207,88 @@ def test_events_stream_progress_then_done(client: TestClient) -> None:
     assert events[-1][1]["progress"] == {"done": 25, "total": 25}
     stages = {data["stage"] for _, data in events}
     assert "finished" in stages and len(events) >= 3
+    # Training progress travels in the events too, and stays on the job afterwards.
+    assert all(data["train"]["epochs"] == 1 for _, data in events if data["stage"] == "training")
+    assert events[-1][1]["train"]["epoch"] == 1
+    assert isinstance(events[-1][1]["train"]["loss"], float)
+
+
+def test_training_progress_is_on_the_job_while_it_trains(client: TestClient) -> None:
+    """The real runner and trainer; the wrapped report reads the job back after each epoch."""
+    job_id = client.post("/api/surfaces", json={**TINY, "train": {"epochs": 3}}).json()["job"]["id"]
+    seen: list[dict[str, Any]] = []
+
+    def runner(request: dict[str, Any], ctx: JobContext) -> None:
+        report = ctx.report
+
+        def reading_report(**values: Any) -> None:
+            report(**values)
+            if values.get("train"):
+                seen.append(client.get(f"/api/jobs/{job_id}").json())
+
+        ctx.report = reading_report
+        run_surface_job(request, ctx)
+
+    assert worker_for(client, runner).run_once()
+    assert [job["train"]["epoch"] for job in seen] == [0, 1, 2, 3]
+    for job in seen:
+        assert job["stage"] == "training" and job["progress"] == {"done": 0, "total": 25}
+        assert job["train"]["epochs"] == 3
+    assert seen[0]["train"]["loss"] is None and seen[0]["eta_seconds"] is None
+    assert all(isinstance(job["train"]["loss"], float) for job in seen[1:])
+    assert all(0 <= job["train"]["acc"] <= 1 for job in seen[1:])
+    assert seen[1]["eta_seconds"] > 0 and seen[3]["eta_seconds"] == 0
+    done = client.get(f"/api/jobs/{job_id}").json()
+    assert done["status"] == "done" and done["train"] == seen[-1]["train"]
+
+
+def test_checkpoint_jobs_have_no_training_progress(client: TestClient) -> None:
+    job = client.post("/api/surfaces", json=TINY).json()["job"]
+    assert job["train"] is None  # nothing reported yet
+
+
+def test_throttle_lets_stage_changes_and_last_epoch_through(tmp_path: Path) -> None:
+    settings = tiny_settings(tmp_path / "data", progress_every_seconds=3600.0)
+    stored: list[tuple[str, Any]] = []
+
+    def runner(_request: dict[str, Any], ctx: JobContext) -> None:
+        def look() -> None:
+            job = client.app.state.queue.get(ctx.job_id)  # type: ignore[attr-defined]
+            stored.append((job.stage, (job.train_progress or {}).get("epoch")))
+
+        for epoch in range(4):
+            ctx.report(stage="training", train={"epoch": epoch, "epochs": 3})
+            look()
+        ctx.report(stage="computing", done=0, total=25)
+        look()
+
+    with TestClient(create_app(settings)) as client:
+        client.post("/api/surfaces", json=TINY)
+        assert worker_for(client, runner).run_once()
+    # epoch 0 is a new stage; 1 and 2 are throttled; 3 is the last; computing is a new stage.
+    training = [("training", 0), ("training", 0), ("training", 0), ("training", 3)]
+    assert stored == [*training, ("computing", 3)]
+
+
+def test_old_database_gains_the_new_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    with engine.begin() as connection:  # what a database made before `train_progress` has
+        connection.exec_driver_sql("ALTER TABLE jobs DROP COLUMN train_progress")
+        connection.exec_driver_sql(
+            "INSERT INTO jobs (id, status, stage, surface_id, label, request, done, total, "
+            "cancel_requested, attempts, created_at, updated_at) VALUES "
+            "('"
+            + "c" * 32
+            + "', 'done', 'finished', '"
+            + "c" * 20
+            + "', '', '{}', 1, 1, 0, 1, 0, 0)"
+        )
+    engine.dispose()
+    settings = tiny_settings(tmp_path / "data", database_url=url)
+    with TestClient(create_app(settings)) as client:
+        job = client.get("/api/jobs/" + "c" * 32).json()
+    assert job["status"] == "done" and job["train"] is None
 
 
 # --------------------------------------------------------------------------- validation
@@ -409,6 +491,44 @@ def test_cancel_queued_and_running_jobs(client: TestClient) -> None:
     thread.join(10)
     assert result["status"] == "cancelled" and time.monotonic() - t0 < 5
     assert result["progress"]["done"] > 0
+
+
+def test_delete_surface_removes_file_and_listing(client: TestClient) -> None:
+    surface_id = client.post("/api/surfaces", json=TINY).json()["job"]["surface_id"]
+    run_all(client)
+    path = client.app.state.settings.surfaces_dir / f"{surface_id}.h5"  # type: ignore[attr-defined]
+    assert client.get(f"/api/surfaces/{surface_id}/html").status_code == 200
+    assert client.delete(f"/api/surfaces/{surface_id}").status_code == 204
+    assert not path.exists() and not path.with_suffix(".html").exists()
+    assert client.get("/api/surfaces").json() == []
+    assert client.get(f"/api/surfaces/{surface_id}").status_code == 404
+    assert client.delete(f"/api/surfaces/{surface_id}").status_code == 404
+    again = client.post("/api/surfaces", json=TINY)  # deleted means computed afresh
+    assert again.status_code == 202
+
+
+def test_delete_surface_while_its_job_is_active_is_409_until_cancelled(
+    client: TestClient,
+) -> None:
+    job = client.post("/api/surfaces", json=TINY).json()["job"]
+    surface_id = job["surface_id"]
+    queued = client.delete(f"/api/surfaces/{surface_id}")
+    assert queued.status_code == 409 and job["id"] in queued.json()["detail"]
+
+    started = threading.Event()
+    thread = threading.Thread(target=worker_for(client, _waiting_runner(started)).run_once)
+    thread.start()
+    assert started.wait(10)
+    running = client.delete(f"/api/surfaces/{surface_id}")
+    assert running.status_code == 409
+    assert (
+        "cancel the job first" in running.json()["detail"] and job["id"] in running.json()["detail"]
+    )
+    assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "running"  # left alone
+
+    assert client.delete(f"/api/jobs/{job['id']}").json()["status"] == "cancelled"
+    thread.join(10)
+    assert client.delete(f"/api/surfaces/{surface_id}").status_code == 204
 
 
 def test_shutdown_requeues_the_running_job(client: TestClient) -> None:

@@ -344,6 +344,26 @@ def test_compare_view_links_two_real_surfaces(
     assert sorted(page.url.rsplit("/", 1)[1].split(",")) == sorted(ids)
 
 
+def test_delete_button_asks_then_removes_the_surface(server: str, page: Any) -> None:
+    reply = _post_json(f"{server}/api/surfaces", SECOND_SURFACE)  # cached after the comparison
+    surface_id = (reply["surface"] or {}).get("id") or reply["job"]["surface_id"]
+    if reply["job"] and reply["job"]["status"] != "done":
+        assert _wait_for_job(server, reply["job"]["id"]) == "done"
+
+    page.goto(f"{server}/#/surfaces/{surface_id}")
+    opener = page.get_by_role("button", name="Delete…")
+    opener.click()
+    assert opener.get_attribute("aria-expanded") == "true"
+    confirm = page.get_by_role("group", name="Delete")
+    assert page.evaluate("() => document.activeElement.textContent") == "Keep it"
+    confirm.get_by_role("button", name="Delete surface").click()
+
+    page.wait_for_url(f"{server}/#/")
+    page.wait_for_selector(".cards:not([aria-busy])")
+    assert page.locator(f".card[data-id='{surface_id}']").count() == 0
+    assert all(s["id"] != surface_id for s in _get_json(f"{server}/api/surfaces"))
+
+
 def test_narrow_screen_and_unknown_pages(server: str, browser: Any, artifacts_dir: Path) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
@@ -384,3 +404,29 @@ def test_preset_opens_comparison_and_cancel_stops_both_jobs(
     page.screenshot(path=str(artifacts_dir / "browser-preset-cancelled.png"), full_page=True)
     jobs = _get_json(f"{server}/api/jobs")
     assert {job["status"] for job in jobs if job["surface_id"] in ids} == {"cancelled"}
+
+
+def test_pca_surface_draws_the_training_path(server: str, page: Any) -> None:
+    """A PCA surface (Li et al. 2018, §7) shows its trajectory and explained variance."""
+    body = {
+        **SECOND_SURFACE,
+        "model": "mlp-plain",
+        "train": {"epochs": 2},
+        "grid": {"nx": 5, "ny": 5, "xrange": [-10, 10], "yrange": [-10, 10]},
+        "directions": {"kind": "pca"},
+        "label": "mlp-plain PCA (browser test)",
+    }
+    reply = _post_json(f"{server}/api/surfaces", body)
+    surface_id = (reply["surface"] or {}).get("id") or reply["job"]["surface_id"]
+    if reply["job"]:
+        assert _wait_for_job(server, reply["job"]["id"]) == "done"
+    page.goto(f"{server}/#/surfaces/{surface_id}")
+    page.wait_for_function("() => document.querySelector('#plot')?.dataset.ready === 'true'")
+    path = page.evaluate(
+        """() => { const d = document.querySelector('#plot');
+                   const t = d.data.find(t => t.name === 'trajectory');
+                   const s = d.layout.scene || {};
+                   const title = (s.xaxis || d.layout.xaxis).title.text;
+                   return t && [t.x.length, title.startsWith('PC1 (')]; }"""
+    )
+    assert path == [3, True]

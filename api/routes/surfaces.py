@@ -25,9 +25,10 @@ from api.schemas import (
     SurfaceData,
     SurfaceRequest,
     SurfaceSummary,
+    TrajectoryPublic,
     finite_or_none,
 )
-from landscape.store import read_surface, surface_summary
+from landscape.store import Trajectory, read_surface, surface_summary
 
 router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
 
@@ -178,6 +179,20 @@ def get_surface(
         x=[float(v) if math.isfinite(v) else 0.0 for v in x],
         y=y,
         values=values,
+        trajectory=_trajectory_public(surface.trajectory),
+    )
+
+
+def _trajectory_public(trajectory: Trajectory | None) -> TrajectoryPublic | None:
+    """The stored path as plain lists; never downsampled (a few dozen epochs at most)."""
+    if trajectory is None:
+        return None
+    coords = trajectory.coords
+    return TrajectoryPublic(
+        x=[float(v) for v in coords[:, 0]],
+        y=[float(v) for v in coords[:, 1]] if coords.shape[1] > 1 else None,
+        epochs=[int(e) for e in trajectory.epochs],
+        explained_variance=list(trajectory.explained_variance_ratio),
     )
 
 
@@ -243,8 +258,8 @@ def delete_surface(
     if active is not None:
         raise HTTPException(
             409,
-            f"job {active.id} is computing this surface; cancel it first (DELETE "
-            f"/api/jobs/{active.id})",
+            f"this surface is still being computed by job {active.id} ({active.status}); "
+            f"cancel the job first (DELETE /api/jobs/{active.id}), then delete the surface",
         )
     for stale in (path, path.with_suffix(".html")):
         stale.unlink(missing_ok=True)

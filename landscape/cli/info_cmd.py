@@ -72,11 +72,27 @@ def run(args: argparse.Namespace) -> int:
     from landscape.store import surface_summary
 
     summary = surface_summary(args.surface)
+    hessian = _hessian_summary(args.surface)
+    if hessian is not None:
+        summary["hessian"] = hessian
     if args.json:
         print(json.dumps(_json_safe(summary), indent=2, sort_keys=True, default=str))
     else:
         print(format_summary(summary))
+        if hessian is not None:
+            from landscape.cli.hessian_cmd import format_table
+
+            print(format_table(hessian))
     return 0
+
+
+def _hessian_summary(path: Path) -> dict[str, Any] | None:
+    """The optional hessian/ group written by ``landscape hessian --surface`` (or None)."""
+    from landscape.analysis import GROUP_NAME, group_summary
+    from landscape.store import read_group
+
+    group = read_group(path, GROUP_NAME)
+    return group_summary(*group) if group is not None else None
 
 
 def _json_safe(value: Any) -> Any:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from landscape.errors import CheckpointError, SpecError
 from landscape.specs import (
     DataSpec,
@@ -51,8 +53,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--grid", type=int, default=grid.n_x, help="points along x")
     parser.add_argument("--grid-y", type=int, default=None, help="points along y (default: --grid)")
     parser.add_argument(
-        "--range", type=float, nargs=2, default=list(grid.x_range), metavar=("MIN", "MAX")
-    )
+        "--range", nargs="+", default=[str(v) for v in grid.x_range], metavar="MIN MAX | auto",
+        help="x range (and y unless --yrange); 'auto' with --directions pca: the trajectory's "
+        "extent × 1.2 on both axes",
+    )  # fmt: skip
     parser.add_argument(
         "--yrange", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
         help="y range (default: --range)",
@@ -99,15 +103,16 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         check_choice("split", split, Split)
     if args.dim not in (1, 2):
         raise SpecError(f"--dim must be 1 or 2, got {args.dim}")
+    x_range = _parse_range(args.range, args.directions)
     if args.dim == 1:
         if args.grid_y is not None or args.yrange is not None:
             raise SpecError("--grid-y and --yrange make no sense with --dim 1")
-        grid = GridSpec(x_range=tuple(args.range), n_x=args.grid, y_range=None, n_y=None)
+        grid = GridSpec(x_range=x_range, n_x=args.grid, y_range=None, n_y=None)
     else:
         grid = GridSpec(
-            x_range=tuple(args.range),
+            x_range=x_range,
             n_x=args.grid,
-            y_range=tuple(args.yrange or args.range),
+            y_range=tuple(args.yrange or x_range),
             n_y=args.grid_y or args.grid,
         )
     directions = DirectionSpec(
@@ -133,6 +138,41 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         splits=tuple(dict.fromkeys(args.splits)),
         loss=args.loss,
     )
+
+
+def _parse_range(values: list[str], kind: str) -> tuple[float, float]:
+    """``--range MIN MAX`` as numbers. ``--range auto`` is resolved by ``run`` (it needs the
+    PCA of the snapshots) with ``auto_ranges``; until then a placeholder keeps the checks."""
+    if values == ["auto"]:
+        if kind != "pca":
+            raise SpecError("--range auto needs --directions pca (the trajectory sets the range)")
+        return (-1.0, 1.0)
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        raise SpecError(f"--range wants MIN MAX or 'auto', got {' '.join(values)!r}") from None
+    return (low, high)
+
+
+AUTO_MARGIN = 1.2  # the grid spans the trajectory's extent × 1.2
+
+
+def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[tuple[float, float]]:
+    """Per axis, the extent of the PCA trajectory (and the final weights at 0) × 1.2, so the
+    whole path lands on the surface (Li et al. 2018, §7). PCA is deterministic, so the
+    surface computed next finds the same directions and path."""
+    from landscape.checkpoint import load_checkpoint
+    from landscape.directions import make_directions
+
+    model, _ = load_checkpoint(checkpoint)
+    _, info = make_directions(model, directions, ndim)
+    coords = np.asarray(info["trajectory_coords"], dtype=np.float64).reshape(-1, ndim)
+    ranges = []
+    for axis in range(ndim):
+        low, high = min(coords[:, axis].min(), 0.0), max(coords[:, axis].max(), 0.0)
+        middle, half = (low + high) / 2, max((high - low) / 2 * AUTO_MARGIN, 1e-3)
+        ranges.append((float(middle - half), float(middle + half)))
+    return ranges
 
 
 def options_from_args(args: argparse.Namespace) -> EngineOptions:
@@ -213,7 +253,13 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     spec_from_args(args, args.checkpoint)  # bad values fail before any file is touched
-    spec = spec_from_args(args, resolve_checkpoint(args))
+    checkpoint = resolve_checkpoint(args)
+    if args.range == ["auto"]:
+        ranges = auto_ranges(checkpoint, spec_from_args(args, checkpoint).directions, args.dim)
+        args.range = [str(v) for v in ranges[0]]
+        if args.dim == 2 and args.yrange is None:
+            args.yrange = list(ranges[1])
+    spec = spec_from_args(args, checkpoint)
     bar: Any = None
 
     def on_progress(progress: Progress) -> None:

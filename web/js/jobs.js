@@ -1,7 +1,7 @@
 // Following a job: server-sent events (polling when the stream fails) and the progress bar.
 
 import { api, links } from "./api.js";
-import { fmtDuration, h } from "./dom.js";
+import { fmt, fmtDuration, h } from "./dom.js";
 
 export const ACTIVE = new Set(["queued", "running"]);
 const FINAL = new Set(["done", "failed", "cancelled"]);
@@ -90,6 +90,19 @@ export function waitingWords(job) {
   return "Waiting for the first points…";
 }
 
+/**
+ * Training progress of a job, or null: `{percent, text}` while its model trains, e.g.
+ * "Training: epoch 3 of 10 (loss 0.42)". `job.train.epoch` counts finished epochs.
+ */
+export function trainingProgress(job) {
+  const train = job.train;
+  if (job.stage !== "training" || !train || !train.epochs) return null;
+  const percent = Math.min(100, Math.floor((100 * train.epoch) / train.epochs));
+  if (!train.epoch) return { percent, text: `Training: starting ${train.epochs} epochs` };
+  const loss = typeof train.loss === "number" ? ` (loss ${fmt(train.loss, 2)})` : "";
+  return { percent, text: `Training: epoch ${train.epoch} of ${train.epochs}${loss}` };
+}
+
 const STAGE_WORDS = {
   queued: "Waiting in the queue",
   training: "Training the model",
@@ -165,8 +178,12 @@ export function progressPanel({ label = "Progress", onCancel, onResume } = {}) {
     let percent = total > 0 ? Math.floor((100 * done) / total) : 0;
     if (job.status === "done") percent = 100;
     lastJob = job;
-    // Before the first point (queued, training) the bar is indeterminate: no aria-valuenow.
-    const indeterminate = ACTIVE.has(job.status) && done === 0 && job.stage !== "computing";
+    // While the model trains the bar counts epochs; then it starts over for the points.
+    const training = ACTIVE.has(job.status) ? trainingProgress(job) : null;
+    if (training) percent = training.percent;
+    // Before the first point (queued, or training without epoch counts) the bar is
+    // indeterminate: no aria-valuenow.
+    const indeterminate = ACTIVE.has(job.status) && done === 0 && job.stage !== "computing" && !training;
     if (indeterminate) {
       bar.removeAttribute("aria-valuenow");
       bar.setAttribute("aria-valuetext", STAGE_WORDS[job.stage] || "Starting");
@@ -177,11 +194,15 @@ export function progressPanel({ label = "Progress", onCancel, onResume } = {}) {
     fill.style.width = indeterminate ? "" : `${percent}%`;
     panel.classList.toggle("progress-indeterminate", indeterminate);
     panel.dataset.status = job.status;
+    panel.dataset.stage = job.stage || "";
     let text;
     if (job.status === "done") text = `Complete: ${total || done} of ${total || done} points.`;
     else if (job.status === "failed") text = `Failed: ${job.error || "the job stopped with an error."}`;
     else if (job.status === "cancelled") text = `Cancelled after ${done} of ${total} points.`;
-    else {
+    else if (training) {
+      const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
+      text = `${training.text}${eta}.`;
+    } else {
       const stage = STAGE_WORDS[job.stage] || "Working";
       const points = total ? ` — ${done} of ${total} points (${percent}%)` : "";
       const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";

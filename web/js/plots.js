@@ -153,6 +153,9 @@ export function figure(surface, { metric, view = "surface", log = false, range =
   };
   const hovertemplate = `x %{x:.4f}<br>y %{y:.4f}<br>${label} %{text}<extra></extra>`;
 
+  const [xTitle, yTitle] = axisTitles(surface);
+  const path = surface.trajectory && surface.trajectory.y ? surface.trajectory : null;
+
   if (view === "surface") {
     const trace = {
       type: "surface",
@@ -171,14 +174,16 @@ export function figure(surface, { metric, view = "surface", log = false, range =
     if (range[1] !== null) trace.cmax = range[1];
     const zaxis = { ...axis, title: { text: "" } }; // the colour bar carries the title
     if (range[0] !== null && range[1] !== null) zaxis.range = range;
+    const data = [trace];
+    if (path) data.push(trajectoryTrace(path, { x: trimmed.x, y: trimmed.y, z }));
     return {
-      data: [trace],
+      data,
       layout: {
         ...base,
         margin: { l: 0, r: 0, t: 28, b: 0 }, // t: room for the mode bar above the colour bar
         scene: {
-          xaxis: { ...axis, title: { text: "x (δ)" } },
-          yaxis: { ...axis, title: { text: "y (η)" } },
+          xaxis: { ...axis, title: { text: xTitle } },
+          yaxis: { ...axis, title: { text: yTitle } },
           zaxis,
           aspectmode: "manual",
           aspectratio: { x: 1, y: 1, z: 0.7 },
@@ -208,15 +213,76 @@ export function figure(surface, { metric, view = "surface", log = false, range =
     trace.zmin = range[0] ?? auto[0];
     trace.zmax = range[1] ?? auto[1];
   }
+  const data = [trace];
+  if (path) data.push(trajectoryTrace(path, null));
   return {
-    data: [trace],
+    data,
     layout: {
       ...base,
       margin: { l: 56, r: 8, t: 28, b: 48 },
-      xaxis: { ...axis, title: { text: "x (δ)" }, constrain: "domain" },
-      yaxis: { ...axis, title: { text: "y (η)" }, scaleanchor: "x", constrain: "domain" },
+      xaxis: { ...axis, title: { text: xTitle }, constrain: "domain" },
+      yaxis: { ...axis, title: { text: yTitle }, scaleanchor: "x", constrain: "domain" },
+      showlegend: false,
     },
   };
+}
+
+/** "PC1 (83.2 %)" on PCA surfaces: the share of the trajectory's variance each axis holds
+ * says how faithful the drawn path is (Li et al. 2018, §7); else the direction names. */
+export function axisTitles(surface) {
+  const ratios = surface.trajectory?.explained_variance;
+  if (!ratios?.length) return ["x (δ)", "y (η)"];
+  const title = (k) => (Number.isFinite(ratios[k]) ? `PC${k + 1} (${(100 * ratios[k]).toFixed(1)} %)` : `PC${k + 1}`);
+  return [title(0), title(1)];
+}
+
+const PATH_COLOR = "#e4572e";
+
+/**
+ * The training path (one marker per snapshot, final weights at 0, 0) over a contour or
+ * heatmap, or — given the drawn grid {x, y, z} — as a line on the 3D surface at the
+ * interpolated height (gaps where it leaves the grid or the grid has no value yet).
+ */
+function trajectoryTrace(path, grid) {
+  const text = path.epochs.map((e) => `epoch ${e}`);
+  const common = { name: "trajectory", x: path.x, y: path.y, text, mode: "lines+markers", showlegend: false };
+  if (!grid) {
+    return {
+      ...common,
+      type: "scatter",
+      line: { color: PATH_COLOR, width: 2 },
+      marker: { color: PATH_COLOR, size: 7, line: { color: "white", width: 1 } },
+      hovertemplate: "%{text}<br>(%{x:.3f}, %{y:.3f})<extra>trajectory</extra>",
+    };
+  }
+  return {
+    ...common,
+    type: "scatter3d",
+    z: path.x.map((px, k) => bilinear(grid, px, path.y[k])),
+    connectgaps: false,
+    line: { color: PATH_COLOR, width: 5 },
+    marker: { color: PATH_COLOR, size: 3 },
+    hovertemplate: "%{text}<extra>trajectory</extra>",
+  };
+}
+
+/** z on the grid at (px, py), bilinear; null outside the grid or next to a missing value. */
+function bilinear({ x, y, z }, px, py) {
+  const cell = (axis, v) => {
+    if (axis.length < 2 || v < axis[0] || v > axis[axis.length - 1]) return -1;
+    let i = 0;
+    while (i < axis.length - 2 && axis[i + 1] < v) i += 1;
+    return i;
+  };
+  const i = cell(x, px);
+  const j = cell(y, py);
+  if (i < 0 || j < 0) return null;
+  const corners = [z[j]?.[i], z[j]?.[i + 1], z[j + 1]?.[i], z[j + 1]?.[i + 1]];
+  if (corners.some((v) => v === null || v === undefined)) return null;
+  const tx = (px - x[i]) / (x[i + 1] - x[i]);
+  const ty = (py - y[j]) / (y[j + 1] - y[j]);
+  const [a, b, c, d] = corners;
+  return a * (1 - tx) * (1 - ty) + b * tx * (1 - ty) + c * (1 - tx) * ty + d * tx * ty;
 }
 
 function hasGaps(rows) {

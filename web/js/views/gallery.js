@@ -1,13 +1,16 @@
 // #/ — every stored surface as a card with a small preview; pick two or more to compare.
+// While jobs run, the cards of their surfaces (status, numbers, preview) refresh with the job
+// list (every few seconds), once more when a job ends, and new surfaces get a card.
 
 import { api } from "../api.js";
 import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
-import { ACTIVE } from "../jobs.js";
+import { ACTIVE, trainingProgress } from "../jobs.js";
 import { drawPreview } from "../preview.js";
 import { presetButtons } from "./shared.js";
 
 const PREVIEW_POINTS = 32;
 const KEY_STATS = ["train_loss_min", "train_loss_center", "sharpness"];
+const JOBS_EVERY_MS = 3000;
 
 export async function render(root, _params, { notify, navigate }) {
   const selected = new Set();
@@ -72,7 +75,32 @@ export async function render(root, _params, { notify, navigate }) {
     replace(list, surfaces.map((s) => card(s, selected, updateCompare, observer)));
   }
 
-  const stopJobs = pollJobs(jobsBox);
+  // Surfaces whose job was active at the last look: one more refresh when the job ends.
+  let following = new Set();
+  const refreshCards = async (activeJobs) => {
+    const active = new Set(activeJobs.map((job) => job.surface_id).filter(Boolean));
+    const wanted = new Set([...active, ...following]);
+    following = active;
+    if (!wanted.size) return;
+    let latest;
+    try {
+      latest = await api.surfaces(); // summaries only: cheap, and shows surfaces new since load
+    } catch {
+      return; // the next tick tries again
+    }
+    const fresh = [];
+    for (const summary of latest) {
+      const el = list.querySelector(`article.card[data-id="${CSS.escape(summary.id)}"]`);
+      if (!el) fresh.push(card(summary, selected, updateCompare, observer));
+      else if (wanted.has(summary.id)) updateCard(el, summary);
+    }
+    if (fresh.length) {
+      list.querySelector(".empty")?.remove();
+      list.prepend(...fresh);
+    }
+  };
+
+  const stopJobs = pollJobs(jobsBox, refreshCards);
   return () => {
     observer.disconnect();
     stopJobs();
@@ -91,43 +119,73 @@ function card(surface, selected, onSelect, observer) {
     else selected.delete(surface.id);
     onSelect();
   });
-  const progress =
-    surface.status === "partial" && surface.total
-      ? ` · ${Math.floor((100 * surface.done) / surface.total)}% computed`
-      : "";
-  const stats = KEY_STATS.filter((k) => surface.stats && surface.stats[k] !== undefined && surface.stats[k] !== null);
   const el = h(
     "article",
-    { class: "card", "aria-labelledby": `title-${surface.id}` },
+    { class: "card", "aria-labelledby": `title-${surface.id}`, dataset: { id: surface.id } },
     h("a", { href, class: "preview-link", tabindex: "-1", "aria-hidden": "true" }, canvas),
     h(
       "div",
       { class: "card-body" },
       h("h3", { class: "card-title", id: `title-${surface.id}` }, h("a", { href }, title)),
       h("p", { class: "card-meta" }, `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)}`),
-      h("p", { class: "card-status" }, badge(surface.status), progress),
-      stats.length
-        ? h("dl", { class: "stats stats-compact" }, stats.map((k) => [h("dt", {}, statLabel(k)), h("dd", {}, fmt(surface.stats[k]))]))
-        : null,
+      h("p", { class: "card-status" }, ...cardStatus(surface)),
+      h("div", { class: "card-stats" }, cardStats(surface)),
       h("div", { class: "card-actions" }, h("label", { class: "check", for: `pick-${surface.id}` }, checkbox, " Compare")),
     ),
   );
+  el.dataset.done = String(surface.done);
+  el.dataset.status = surface.status;
   observer.observe(canvas);
   return el;
 }
 
+function cardStatus(surface) {
+  const progress =
+    surface.status === "partial" && surface.total
+      ? ` · ${Math.floor((100 * surface.done) / surface.total)}% computed`
+      : "";
+  return [badge(surface.status), progress];
+}
+
+function cardStats(surface) {
+  const stats = KEY_STATS.filter((k) => surface.stats && surface.stats[k] !== undefined && surface.stats[k] !== null);
+  return stats.length
+    ? h("dl", { class: "stats stats-compact" }, stats.map((k) => [h("dt", {}, statLabel(k)), h("dd", {}, fmt(surface.stats[k]))]))
+    : null;
+}
+
+/** New facts for a card; its preview is re-fetched only when it has points it did not show. */
+function updateCard(el, surface) {
+  if (el.dataset.done === String(surface.done) && el.dataset.status === surface.status) return;
+  el.dataset.done = String(surface.done);
+  el.dataset.status = surface.status;
+  replace(el.querySelector(".card-status"), ...cardStatus(surface));
+  replace(el.querySelector(".card-stats"), cardStats(surface));
+  const canvas = el.querySelector("canvas.preview");
+  // A preview not drawn yet loads when its card scrolls into view, already up to date.
+  if (canvas?.dataset.loaded) loadPreview(canvas);
+}
+
 async function loadPreview(canvas) {
   if (!canvas.dataset.metric) return;
+  // A slow old reply must not paint over a newer one.
+  const ticket = (canvas.ticket = (canvas.ticket || 0) + 1);
   try {
     const surface = await api.surface(canvas.dataset.id, { maxPoints: PREVIEW_POINTS });
+    if (ticket !== canvas.ticket) return;
     drawPreview(canvas, surface, canvas.dataset.metric);
+    canvas.dataset.loaded = "true";
+    canvas.classList.remove("preview-failed");
   } catch {
-    canvas.classList.add("preview-failed");
+    if (ticket === canvas.ticket) canvas.classList.add("preview-failed");
   }
 }
 
-/** List running jobs (they may not have a surface file yet); refreshed while any is active. */
-function pollJobs(box) {
+/**
+ * List running jobs (they may not have a surface file yet); refreshed while any is active.
+ * `onJobs(activeJobs)` runs after each look, including the first with none left.
+ */
+function pollJobs(box, onJobs) {
   let timer = null;
   let stopped = false;
   const tick = async () => {
@@ -147,7 +205,8 @@ function pollJobs(box) {
         { class: "job-list" },
         jobs.map((job) => {
           const { done = 0, total = 0 } = job.progress || {};
-          const percent = total ? Math.floor((100 * done) / total) : 0;
+          const training = trainingProgress(job);
+          const percent = training ? training.percent : total ? Math.floor((100 * done) / total) : 0;
           const name = job.label || job.request?.model || job.id;
           return h(
             "li",
@@ -157,12 +216,14 @@ function pollJobs(box) {
             badge(job.stage || job.status),
             h("span", { class: "mini-progress", role: "progressbar", "aria-label": `${name} progress`, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(percent) },
               h("span", { style: `width:${percent}%` })),
-            h("span", { class: "hint" }, `${percent}%`),
+            h("span", { class: "hint" }, training ? training.text : `${percent}%`),
           );
         }),
       ),
     );
-    if (jobs.length) timer = setTimeout(tick, 3000);
+    await onJobs(jobs);
+    if (stopped) return;
+    if (jobs.length) timer = setTimeout(tick, JOBS_EVERY_MS);
   };
   tick();
   return () => {

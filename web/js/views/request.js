@@ -68,6 +68,20 @@ export async function render(root, _params, { navigate }) {
   const normalization = select("f-norm", "directions.normalization", [["filter", "filter (Li et al. 2018)"], ["layer", "layer"], ["weight", "whole weight"], ["none", "none"]], "filter");
   const ignore = select("f-ignore", "directions.ignore", [["biasbn", "biases and BN (zeroed)"], ["none", "nothing"]], "biasbn");
   const seed = numberInput("f-seed", "directions.seed", "0", { min: 0 });
+  const directionKind = select("f-direction-kind", "directions.kind", [["random", "random (filter-normalized)"], ["pca", "PCA of the training trajectory"]], "random");
+  // PCA directions (Li et al. 2018, §7) come from per-epoch snapshots, which only a model
+  // trained here has; normalization and seed do not apply to them.
+  const syncDirections = () => {
+    const pca = directionKind.value === "pca";
+    normalization.disabled = pca;
+    seed.disabled = pca;
+    if (pca && sourceCheckpoint.checked) {
+      sourceModel.checked = true;
+      syncSource();
+    }
+    sourceCheckpoint.disabled = pca;
+  };
+  directionKind.addEventListener("change", syncDirections);
 
   const dim = select("f-dim", "grid.dim", [["2", "2D surface"], ["1", "1D curve"]], "2");
   const nx = numberInput("f-nx", "grid.nx", "21", { min: 1 });
@@ -103,7 +117,9 @@ export async function render(root, _params, { navigate }) {
             h("label", { class: "check", for: "f-split-train" }, splitTrain, " train"),
             h("label", { class: "check", for: "f-split-test" }, splitTest, " test"))))),
     h("fieldset", {}, h("legend", {}, "Directions"),
-      h("div", { class: "field-row" }, field("Normalization", normalization), field("Ignore", ignore), field("Seed", seed))),
+      h("div", { class: "field-row" },
+        field("Directions", directionKind, "PCA: the model is trained with a snapshot per epoch (at least 2 epochs) and its path is drawn on the plot. PCA directions are unit vectors, so the path often spans several units: widen the grid."),
+        field("Normalization", normalization), field("Ignore", ignore), field("Seed", seed))),
     h("fieldset", {}, h("legend", {}, "Grid"),
       h("div", { class: "field-row" }, field("Shape", dim), field("Points along x", nx), field("x from", xmin), field("x to", xmax)),
       yFields),
@@ -201,7 +217,10 @@ export async function render(root, _params, { navigate }) {
     const spec = {
       dataset: datasetSelect.value,
       grid,
-      directions: { normalization: normalization.value, ignore: ignore.value, seed: num(seed) },
+      directions:
+        directionKind.value === "pca"
+          ? { kind: "pca", ignore: ignore.value }
+          : { kind: "random", normalization: normalization.value, ignore: ignore.value, seed: num(seed) },
       splits: [splitTrain, splitTest].filter((b) => b.checked).map((b) => b.value),
     };
     if (useCheckpoint) spec.checkpoint = checkpointSelect.value;

@@ -2,6 +2,7 @@
 
 import { links } from "../api.js";
 import { badge, fmt, fmtGrid, h, metricLabel, replace, statLabel } from "../dom.js";
+import { deleteSurfaceButton } from "../delete.js";
 import { followSurface } from "../follow.js";
 import { progressPanel, waitingWords } from "../jobs.js";
 import { downloadPng, draw, hasWebGL, purge, rangeToDisplay } from "../plots.js";
@@ -68,7 +69,8 @@ export async function render(root, [rawId], { notify, navigate }) {
         redraw();
       };
       replace(controlsBox, plotControls(state, { splits, kinds, ndim: surface.ndim, onChange }));
-      replace(actions, downloads(surface, plot, notify));
+      const onDeleted = () => navigate("/");
+      replace(actions, downloads(surface, plot, notify), deleteSurfaceButton(surface, { onDeleted, notify }));
     }
     replace(statsBox, statsList(surface, state.split));
     redraw();
@@ -123,9 +125,12 @@ function statsList(surface, split) {
   const mine = all.filter(([k]) => k.startsWith(prefix));
   const stats = mine.length ? mine.map(([k, v]) => [k.slice(prefix.length), v]) : all;
   stats.sort(([a], [b]) => a.localeCompare(b));
+  const path = surface.trajectory;
   const rows = [
     ["points", `${surface.done} of ${surface.total}`],
     ["created", surface.created ? new Date(surface.created).toLocaleString() : "—"],
+    // PCA surfaces: the plot draws the training path; its variance share is on the axes.
+    ...(path ? [["directions", `PCA of ${path.epochs.length} snapshots`], ["explained variance", path.explained_variance.map((r) => `${(100 * r).toFixed(1)} %`).join(" + ")]] : []),
     ...stats.map(([k, v]) => [statLabel(k), fmt(v)]),
   ];
   return [

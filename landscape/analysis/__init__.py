@@ -1,0 +1,34 @@
+"""Analysis beyond the plotted slice: the Hessian's spectrum, trace and curvature maps.
+
+``hessian`` builds Hessian-vector products of the mean loss and runs Lanczos / Hutchinson on
+them; ``curvature`` maps ``|λ_min/λ_max|`` over a surface's plane (Li et al. 2018 §6);
+``group`` turns both into the optional ``hessian/`` group of the surface file.
+"""
+
+from __future__ import annotations
+
+from landscape.analysis.curvature import MAX_CURVATURE_GRID, CurvatureMap, curvature_map
+from landscape.analysis.group import GROUP_NAME, group_contents, group_summary
+from landscape.analysis.hessian import (
+    HessianOperator,
+    HessianResult,
+    LanczosOptions,
+    hessian_spectrum,
+    hutchinson_trace,
+    lanczos_eigenvalues,
+)
+
+__all__ = [
+    "GROUP_NAME",
+    "MAX_CURVATURE_GRID",
+    "CurvatureMap",
+    "HessianOperator",
+    "HessianResult",
+    "LanczosOptions",
+    "curvature_map",
+    "group_contents",
+    "group_summary",
+    "hessian_spectrum",
+    "hutchinson_trace",
+    "lanczos_eigenvalues",
+]

@@ -1,0 +1,111 @@
+"""Curvature maps: ``|λ_min / λ_max|`` of the full Hessian across a surface's plane.
+
+Li et al. 2018 §6 ("Are we really seeing convexity?") compute, at points ``θ + xδ + yη`` of a
+plotted surface, the most negative and most positive Hessian eigenvalues and map the ratio
+``|λ_min / λ_max|``: near 0 where the loss is convex in every direction (or nearly so), large
+where a projected bowl hides strong negative curvature in directions the plot cannot show.
+Each point costs a Lanczos run, so the map is taken on a coarse sub-grid of the surface's own
+coordinates (``n × n`` points, at most ``MAX_CURVATURE_GRID`` per axis), aligned with its cells.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape.analysis.hessian import (
+    DEFAULT_BATCH_SIZE,
+    HessianOperator,
+    LanczosOptions,
+    lanczos_eigenvalues,
+)
+from landscape.errors import SpecError
+from landscape.specs import DeviceName, LossName
+
+MAX_CURVATURE_GRID = 15  # per axis: 225 Lanczos runs is already hours on a ResNet
+
+
+@dataclass(frozen=True)
+class CurvatureMap:
+    """Extreme eigenvalues on a sub-grid; arrays ``(ny', nx')`` (``[j, i]`` at
+    ``(x[i], y[j])``, as the surface's) or ``(nx',)`` for a 1D surface."""
+
+    x: np.ndarray  # (nx',)
+    y: np.ndarray | None  # (ny',); None in 1D
+    lambda_max: np.ndarray
+    lambda_min: np.ndarray
+    matvecs: int
+    wall_time_s: float
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """``|λ_min / λ_max|`` (Li et al. 2018 §6); NaN where ``λ_max == 0``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.abs(self.lambda_min / self.lambda_max)
+        return np.where(self.lambda_max == 0, np.nan, ratio)
+
+
+def coarse_indices(n_full: int, n: int) -> np.ndarray:
+    """``n`` (or fewer) evenly spread indices into an axis of ``n_full`` points, ends included,
+    so the coarse points are grid points of the surface and both ends of its range."""
+    if n < 1:
+        raise SpecError(f"curvature grid must be >= 1 point per axis, got {n}")
+    if n == 1:
+        return np.array([n_full // 2])
+    return np.unique(np.round(np.linspace(0, n_full - 1, min(n, n_full))).astype(np.int64))
+
+
+def curvature_map(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    directions: Sequence[Mapping[str, Tensor]],
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    n: int = 5,
+    loss: LossName = "cross_entropy",
+    device: DeviceName | str = "auto",
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    options: LanczosOptions | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CurvatureMap:
+    """``λ_min`` and ``λ_max`` at an ``n × n`` sub-grid of the surface coordinates ``x``, ``y``
+    (``n`` points in 1D) along ``directions`` (δ, then η), one Lanczos run per point with one
+    Ritz value from each end of the spectrum (``eigsh(which="BE")``)."""
+    if not 1 <= n <= MAX_CURVATURE_GRID:
+        raise SpecError(f"curvature grid must be 1..{MAX_CURVATURE_GRID} per axis, got {n}")
+    ndim = 1 if y is None else 2
+    if len(directions) != ndim:
+        raise SpecError(f"a {ndim}D curvature map needs {ndim} directions, got {len(directions)}")
+    options = options or LanczosOptions()
+    start = time.perf_counter()
+    operator = HessianOperator(
+        model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size
+    )
+    xs = np.asarray(x, dtype=np.float64)[coarse_indices(len(x), n)]
+    ys = None if y is None else np.asarray(y, dtype=np.float64)[coarse_indices(len(y), n)]
+    shape = (len(xs),) if ys is None else (len(ys), len(xs))
+    lambda_max, lambda_min = np.empty(shape), np.empty(shape)
+    total = int(np.prod(shape))
+    for flat in range(total):
+        index = np.unravel_index(flat, shape)  # row-major: x fastest, as the surface's
+        coords = [xs[index[-1]]] if ys is None else [xs[index[1]], ys[index[0]]]
+        operator.set_point(coords, directions)
+        low, high = lanczos_eigenvalues(operator, 2, "BE", options)
+        lambda_min[index], lambda_max[index] = low, high
+        if on_progress is not None:
+            on_progress(flat + 1, total)
+    return CurvatureMap(
+        x=xs,
+        y=ys,
+        lambda_max=lambda_max,
+        lambda_min=lambda_min,
+        matvecs=operator.matvecs,
+        wall_time_s=time.perf_counter() - start,
+    )

@@ -1,0 +1,101 @@
+"""Hessian results ↔ the optional ``hessian/`` group of a surface file (docs/format.md).
+
+One ``landscape hessian`` run writes the group whole (a rerun replaces it), so its numbers
+always come from one checkpoint, one data split and one set of settings, recorded beside them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from landscape.analysis.curvature import CurvatureMap
+from landscape.analysis.hessian import HessianResult
+
+GROUP_NAME = "hessian"
+ENCODING_TYPE = "hessian-spectrum"
+ENCODING_VERSION = "1"
+
+
+def group_contents(
+    result: HessianResult | None,
+    curvature: CurvatureMap | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and attrs of the ``hessian/`` group; ``attrs`` adds provenance (checkpoint sha,
+    split, data spec) that the computation itself does not know."""
+    arrays: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {
+        "encoding-type": ENCODING_TYPE,
+        "encoding-version": ENCODING_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(attrs or {}),
+    }
+    if result is not None:
+        arrays["top_eigenvalues"] = np.asarray(result.top, dtype=np.float64)
+        arrays["bottom_eigenvalues"] = np.asarray(result.bottom, dtype=np.float64)
+        out.update(
+            n_params=result.n_params,
+            n_samples=result.n_samples,
+            matvecs=result.matvecs,
+            wall_time_s=result.wall_time_s,
+            settings=dict(result.settings),
+        )
+        if result.trace is not None:
+            out["trace"] = result.trace
+            out["trace_stderr"] = result.trace_stderr
+    if curvature is not None:
+        arrays["curvature_x"] = curvature.x
+        if curvature.y is not None:
+            arrays["curvature_y"] = curvature.y
+        arrays["lambda_max"] = curvature.lambda_max
+        arrays["lambda_min"] = curvature.lambda_min
+        arrays["curvature_ratio"] = curvature.ratio
+        out["curvature_matvecs"] = curvature.matvecs
+        out["curvature_wall_time_s"] = curvature.wall_time_s
+    return arrays, out
+
+
+def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-ready view (lists, NaN → None) of a ``hessian/`` group, for the CLI and info."""
+    summary: dict[str, Any] = {
+        k: _plain(v) for k, v in attrs.items() if not k.startswith("encoding-")
+    }
+    top, bottom = arrays.get("top_eigenvalues"), arrays.get("bottom_eigenvalues")
+    summary["top_eigenvalues"] = _plain(top) if top is not None else []
+    summary["bottom_eigenvalues"] = _plain(bottom) if bottom is not None else []
+    if top is not None and bottom is not None and len(top) and len(bottom) and top[0] != 0:
+        summary["ratio"] = _plain(abs(bottom[0] / top[0]))  # Li et al. 2018 §6
+    if "curvature_ratio" in arrays:
+        ratio = np.asarray(arrays["curvature_ratio"])
+        finite = ratio[np.isfinite(ratio)]
+        summary["curvature_map"] = {
+            "shape": list(ratio.shape),
+            "x": _plain(arrays["curvature_x"]),
+            "y": _plain(arrays["curvature_y"]) if "curvature_y" in arrays else None,
+            "ratio": _plain(ratio),
+            "lambda_max": _plain(arrays["lambda_max"]),
+            "lambda_min": _plain(arrays["lambda_min"]),
+            "ratio_median": _plain(float(np.median(finite))) if finite.size else None,
+            "ratio_max": _plain(float(finite.max())) if finite.size else None,
+        }
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    """NumPy → lists/floats, non-finite floats → None (JSON has no NaN)."""
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

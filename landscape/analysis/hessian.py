@@ -1,0 +1,327 @@
+"""The Hessian of the mean loss at θ, never formed: products, extreme eigenvalues, trace.
+
+A surface shows the loss in a 2-D slice; the Hessian says how curved it is in *every* direction.
+Networks have 10^4-10^7 parameters, so ``H`` (n × n) is never built: everything here is made of
+Hessian-vector products ``H·v`` by double backward (Pearlmutter 1994, "Fast exact multiplication
+by the Hessian"), each costing about two gradient evaluations.
+
+- ``H`` is the Hessian of the *mean* loss over a whole data split (not a mini-batch estimate):
+  products are accumulated batch by batch as sums in float64 and divided by ``N`` once, so the
+  batch size changes nothing beyond rounding.
+- The model is in eval mode: BN uses its running statistics, so the loss is a fixed function of
+  the parameters (the same function the surface plots); buffers are never differentiated.
+- Extreme eigenvalues: Lanczos (Lanczos 1950), as implemented by ARPACK's implicitly restarted
+  variant (Lehoucq & Sorensen 1996) behind ``scipy.sparse.linalg.eigsh``; vectors are float64
+  on the CPU side, the start vector is seeded, so runs are reproducible.
+- Trace: Hutchinson's estimator (Hutchinson 1989): ``E[zᵀHz] = tr(H)`` for Rademacher ``z``.
+
+Large positive eigenvalues mean sharp minima (Keskar et al. 2017); negative ones mean the point
+is a saddle, not a minimum (Li et al. 2018 §6; Ghorbani et al. 2019 for spectra of real nets).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from landscape.devices import resolve_device
+from landscape.engine_core import per_sample_loss
+from landscape.errors import SpecError
+from landscape.specs import DeviceName, LossName, check_choice
+
+log = logging.getLogger(__name__)
+
+Which = Literal["LA", "SA", "BE"]  # eigsh: largest / smallest algebraic, both ends
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class LanczosOptions:
+    """How hard Lanczos tries. ``tol`` is ARPACK's relative accuracy of each Ritz value;
+    products computed in float32 carry ~1e-6 relative noise, so asking for much less than
+    ``1e-5`` there only costs iterations. ``maxiter`` counts restarts (None: scipy's
+    ``10·n``). ``seed`` fixes the start vector and the Hutchinson probes."""
+
+    tol: float = 1e-5
+    maxiter: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.tol >= 0:
+            raise SpecError(f"Lanczos tol must be >= 0, got {self.tol!r}")
+        if self.maxiter is not None and self.maxiter < 1:
+            raise SpecError(f"Lanczos maxiter must be >= 1, got {self.maxiter!r}")
+
+
+class HessianOperator:
+    """``v ↦ H v`` for the mean loss over ``data`` at a point ``θ + Σ c_k d_k`` (default θ).
+
+    Vectors are flat over ``named_parameters()`` in order; ``matvec`` takes and returns float64
+    NumPy arrays (the Lanczos side), the products run on ``device`` in ``dtype``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: tuple[Tensor, Tensor],
+        *,
+        loss: LossName = "cross_entropy",
+        device: DeviceName | str = "auto",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        check_choice("loss", loss, LossName)
+        if batch_size < 1:
+            raise SpecError(f"batch_size must be >= 1, got {batch_size}")
+        x, y = data
+        if len(x) == 0 or len(x) != len(y):
+            raise SpecError(f"Hessian needs a non-empty data split, got {len(x)} inputs")
+        known = device in ("auto", "cpu", "cuda")
+        self.device = resolve_device(device) if known else torch.device(device)
+        self.dtype = dtype
+        self.loss: LossName = loss
+        # eval mode: BN running statistics fixed, so H is that of the plotted loss function
+        self.model = model.to(self.device, dtype).eval()
+        self.theta = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+        self.buffers = {k: b.detach() for k, b in self.model.named_buffers()}
+        self.shapes = {k: p.shape for k, p in self.theta.items()}
+        self.n = sum(p.numel() for p in self.theta.values())
+        xs, ys = x.to(self.device), y.to(self.device)
+        self.x_dtype = dtype if xs.is_floating_point() else xs.dtype
+        self.batches = [
+            (xs[i : i + batch_size].to(self.x_dtype), ys[i : i + batch_size])
+            for i in range(0, len(xs), batch_size)
+        ]
+        self.n_samples = len(xs)
+        self.matvecs = 0
+        self.point = dict(self.theta)
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        """One forward pass first, so a model/data mismatch is a clear error, not a trace."""
+        xb, yb = self.batches[0]
+        try:
+            with torch.no_grad():
+                logits = self._logits(self.point, xb[:1])
+        except RuntimeError as exc:
+            raise SpecError(
+                f"the model does not accept inputs of shape {tuple(xb.shape[1:])}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+        n_classes = int(yb.max()) + 1
+        if logits.dim() != 2 or logits.shape[1] < n_classes:
+            raise SpecError(
+                f"the model outputs {tuple(logits.shape[1:])} per sample but the data "
+                f"has {n_classes} classes"
+            )
+
+    def set_point(
+        self, coords: Sequence[float] = (), directions: Sequence[Mapping[str, Tensor]] = ()
+    ) -> None:
+        """Move to ``θ + Σ c_k d_k`` (Li et al. 2018 §3 plots the loss at these points)."""
+        point = dict(self.theta)
+        for c, direction in zip(coords, directions, strict=True):
+            for name in point:
+                step = direction[name].to(self.device, self.dtype)
+                point[name] = point[name] + float(c) * step
+        self.point = point
+
+    def _logits(self, params: Mapping[str, Tensor], xb: Tensor) -> Tensor:
+        out: Tensor = functional_call(self.model, {**params, **self.buffers}, (xb,))
+        return out
+
+    def hvp(self, vector: Tensor) -> Tensor:
+        """``H v`` as a flat float64 tensor on ``device`` (Pearlmutter 1994, double backward)."""
+        vs = self.unflatten(vector.to(self.device, self.dtype))
+        params = {k: p.detach().requires_grad_(True) for k, p in self.point.items()}
+        leaves = list(params.values())
+        total = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+        for xb, yb in self.batches:
+            loss_sum = per_sample_loss(self._logits(params, xb), yb, self.loss).sum()
+            grads = torch.autograd.grad(loss_sum, leaves, create_graph=True, allow_unused=True)
+            dot = sum(
+                ((g * vs[k]).sum() for g, k in zip(grads, params, strict=True) if g is not None),
+                torch.zeros((), device=self.device, dtype=self.dtype),
+            )
+            if not dot.requires_grad:  # loss linear in every parameter used: H = 0
+                continue
+            hv = torch.autograd.grad(dot, leaves, allow_unused=True)
+            total += self.flatten(hv).double()  # exact sum over batches, in float64
+        self.matvecs += 1
+        return total / self.n_samples
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        """The float64 NumPy face of ``hvp`` that ``LinearOperator`` calls."""
+        flat = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1))
+        return self.hvp(flat).cpu().numpy()
+
+    def as_linear_operator(self) -> LinearOperator:
+        return LinearOperator((self.n, self.n), matvec=self.matvec, dtype=np.float64)
+
+    def flatten(self, tensors: Sequence[Tensor | None]) -> Tensor:
+        """Concatenate per-parameter tensors (None = zeros: a parameter the loss ignores)."""
+        parts = [
+            torch.zeros(shape, device=self.device) if t is None else t
+            for t, shape in zip(tensors, self.shapes.values(), strict=True)
+        ]
+        return torch.cat([p.reshape(-1).to(torch.float64) for p in parts])
+
+    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
+        out, offset = {}, 0
+        for name, shape in self.shapes.items():
+            size = int(np.prod(shape, dtype=np.int64))
+            out[name] = vector[offset : offset + size].reshape(shape)
+            offset += size
+        assert offset == self.n, "flat vector does not match the parameters"
+        return out
+
+    def dense(self) -> np.ndarray:
+        """``H`` column by column (n products): only for tiny models and tests."""
+        eye = np.eye(self.n)
+        h = np.stack([self.matvec(eye[i]) for i in range(self.n)], axis=1)
+        return (h + h.T) / 2
+
+
+def lanczos_eigenvalues(
+    operator: HessianOperator, k: int, which: Which, options: LanczosOptions
+) -> np.ndarray:
+    """``k`` eigenvalues from one end (``LA``/``SA``) or both (``BE``), ascending.
+
+    ARPACK needs ``k < n`` and a Krylov space wider than ``k``; below that (toy models) the
+    Hessian is small enough to build from ``n`` products and diagonalize exactly.
+    """
+    if k < 1:
+        return np.zeros(0)
+    n = operator.n
+    if n < 2 * k + 2:
+        values = np.linalg.eigvalsh(operator.dense())
+        if which == "LA":
+            return values[-k:]
+        if which == "SA":
+            return values[:k]
+        low = values[: k // 2]
+        high = values[len(values) - (k - k // 2) :]
+        return np.concatenate([low, high])
+    v0 = np.random.default_rng(options.seed).standard_normal(n)
+    try:
+        values = eigsh(
+            operator.as_linear_operator(),
+            k=k,
+            which=which,
+            tol=options.tol,
+            maxiter=options.maxiter,
+            v0=v0,
+            return_eigenvectors=False,
+        )
+    except ArpackNoConvergence as exc:
+        raise SpecError(
+            f"Lanczos found {len(exc.eigenvalues)} of {k} eigenvalues ({which}) within "
+            f"maxiter={options.maxiter}, tol={options.tol}; raise maxiter or tol"
+        ) from exc
+    return np.sort(np.asarray(values, dtype=np.float64))
+
+
+def hutchinson_trace(operator: HessianOperator, samples: int, seed: int) -> tuple[float, float]:
+    """``tr(H)`` ≈ mean of ``zᵀHz`` over Rademacher ``z`` (Hutchinson 1989), with its standard
+    error (the spread of the probes / √samples); Rademacher probes have the least variance
+    among i.i.d. probes, ``2 Σ_{i≠j} H_ij²``."""
+    if samples < 1:
+        raise SpecError(f"Hutchinson trace needs >= 1 sample, got {samples}")
+    rng = np.random.default_rng(seed)
+    values = np.empty(samples)
+    for s in range(samples):
+        z = rng.integers(0, 2, size=operator.n).astype(np.float64) * 2 - 1
+        values[s] = z @ operator.matvec(z)
+    stderr = float(values.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
+    return float(values.mean()), stderr
+
+
+@dataclass(frozen=True)
+class HessianResult:
+    """Extreme eigenvalues and trace of the Hessian of the mean loss at θ."""
+
+    top: np.ndarray  # (k_top,) largest eigenvalues, descending
+    bottom: np.ndarray  # (k_bottom,) smallest eigenvalues, ascending
+    trace: float | None  # Hutchinson estimate; None when not asked for
+    trace_stderr: float | None
+    n_params: int
+    n_samples: int
+    matvecs: int  # Hessian-vector products spent
+    wall_time_s: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """All computed eigenvalues, descending (top ones first, then the bottom ones)."""
+        return np.unique(np.concatenate([self.top, self.bottom]))[::-1].copy()
+
+    @property
+    def ratio(self) -> float:
+        """``|λ_min / λ_max|`` (Li et al. 2018 §6): near 0 is locally convex, large is a saddle;
+        NaN unless both ends were computed."""
+        if len(self.top) == 0 or len(self.bottom) == 0 or self.top[0] == 0:
+            return float("nan")
+        return float(abs(self.bottom[0] / self.top[0]))
+
+
+def hessian_spectrum(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    *,
+    top: int = 3,
+    bottom: int = 0,
+    trace_samples: int = 0,
+    loss: LossName = "cross_entropy",
+    device: DeviceName | str = "auto",
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    options: LanczosOptions | None = None,
+) -> HessianResult:
+    """The ``top`` largest and ``bottom`` smallest Hessian eigenvalues (Lanczos) and, with
+    ``trace_samples > 0``, the Hutchinson trace, of the mean ``loss`` over ``data`` at the
+    model's parameters. The model is moved to ``device``/``dtype`` and put in eval mode."""
+    options = options or LanczosOptions()
+    if top < 0 or bottom < 0 or trace_samples < 0:
+        raise SpecError(f"top, bottom, trace_samples must be >= 0, got {top}, {bottom}, "
+                        f"{trace_samples}")  # fmt: skip
+    start = time.perf_counter()
+    operator = HessianOperator(
+        model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size
+    )
+    high = lanczos_eigenvalues(operator, top, "LA", options)[::-1].copy()
+    low = lanczos_eigenvalues(operator, bottom, "SA", options)
+    trace = stderr = None
+    if trace_samples:
+        trace, stderr = hutchinson_trace(operator, trace_samples, options.seed)
+    wall = time.perf_counter() - start
+    log.info("hessian: %d params, %d products in %.1f s", operator.n, operator.matvecs, wall)
+    settings = {
+        "loss": loss,
+        "device": str(operator.device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "batch_size": batch_size,
+        "tol": options.tol,
+        "maxiter": options.maxiter,
+        "seed": options.seed,
+        "trace_samples": trace_samples,
+    }
+    return HessianResult(
+        top=high,
+        bottom=low,
+        trace=trace,
+        trace_stderr=stderr,
+        n_params=operator.n,
+        n_samples=operator.n_samples,
+        matvecs=operator.matvecs,
+        wall_time_s=wall,
+        settings=settings,
+    )

@@ -1,0 +1,243 @@
+"""``landscape hessian``: the curvature numbers of a checkpoint, optionally stored in its surface.
+
+Extreme Hessian eigenvalues (Lanczos), the trace (Hutchinson 1989) and, over a surface's plane,
+the ``|λ_min/λ_max|`` map of Li et al. 2018 §6. With ``--surface`` the data, loss and checkpoint
+default to the surface's own, the checkpoint's bytes must match the file's, and the results
+replace the file's ``hessian/`` group (docs/format.md, "Curvature").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from landscape.errors import CheckpointError, SpecError
+from landscape.specs import DataSpec, DeviceName, LossName, Split, check_choice
+
+DtypeName = Literal["float32", "float64"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "hessian",
+        help="Hessian eigenvalues, trace and curvature map of a checkpoint",
+        description="Compute the largest and smallest Hessian eigenvalues (Lanczos) and the "
+        "trace (Hutchinson) of the mean loss over a data split at a checkpoint; with "
+        "--surface, store them in that surface file's hessian/ group, and with "
+        "--curvature-grid, map |λmin/λmax| over the surface's plane (Li et al. 2018 §6).",
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="landscape checkpoint (default: the --surface's)"
+    )
+    parser.add_argument("--surface", type=Path, default=None, help="surface file to store into")
+    parser.add_argument(
+        "--dataset", default=None, help="data set name or file (default: the surface's, digits)"
+    )
+    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
+    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
+    parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
+    parser.add_argument("--split", default="train", help="train or test")
+    parser.add_argument("--loss", default=None, help="cross_entropy or mse (default: surface's)")
+    parser.add_argument("--top", type=int, default=3, help="largest eigenvalues to compute")
+    parser.add_argument("--bottom", type=int, default=1, help="smallest eigenvalues to compute")
+    parser.add_argument("--trace", action="store_true", help="estimate the trace (Hutchinson)")
+    parser.add_argument("--trace-samples", type=int, default=100, help="Hutchinson probes")
+    parser.add_argument(
+        "--curvature-grid", type=int, default=0, metavar="N",
+        help="map |λmin/λmax| on N×N points of the surface's grid (needs --surface)",
+    )  # fmt: skip
+    parser.add_argument("--tol", type=float, default=1e-5, help="Lanczos relative tolerance")
+    parser.add_argument("--maxiter", type=int, default=None, help="Lanczos restarts at most")
+    parser.add_argument("--seed", type=int, default=0, help="start vector and probe seed")
+    parser.add_argument("--batch-size", type=int, default=256, help="samples per pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--dtype", default="float32", help="float32 or float64 products")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every bad value fails here, before a model or data set is loaded."""
+    from landscape.analysis import MAX_CURVATURE_GRID
+
+    check_choice("split", args.split, Split)
+    check_choice("device", args.device, DeviceName)
+    check_choice("dtype", args.dtype, DtypeName)
+    if args.loss is not None:
+        check_choice("loss", args.loss, LossName)
+    for name in ("top", "bottom", "curvature_grid"):
+        if getattr(args, name) < 0:
+            raise SpecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("trace_samples", "batch_size"):
+        if getattr(args, name) < 1:
+            raise SpecError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.curvature_grid > MAX_CURVATURE_GRID:
+        raise SpecError(
+            f"--curvature-grid must be at most {MAX_CURVATURE_GRID} (one Lanczos run per "
+            f"point), got {args.curvature_grid}"
+        )
+    if args.curvature_grid and args.surface is None:
+        raise SpecError("--curvature-grid needs --surface (its directions and grid)")
+    if args.top + args.bottom == 0 and not args.trace and not args.curvature_grid:
+        raise SpecError("nothing to compute: ask for --top, --bottom, --trace or --curvature-grid")
+    if args.checkpoint is None and args.surface is None:
+        raise SpecError("name a --checkpoint (or a --surface whose checkpoint to use)")
+
+
+def _inputs(args: argparse.Namespace) -> tuple[str, DataSpec, str, Any]:
+    """Checkpoint path, data, loss and the surface (or None), defaults from the surface."""
+    from landscape.checkpoint import file_digest
+    from landscape.store import read_surface
+
+    surface = read_surface(args.surface) if args.surface is not None else None
+    checkpoint = args.checkpoint or (surface.spec.checkpoint if surface else None)
+    assert checkpoint is not None, "checked in _check_args"
+    if surface is not None:
+        stored = str(surface.attrs.get("checkpoint_sha256", ""))
+        if file_digest(checkpoint) != stored:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} is not the one surface {args.surface} was computed "
+                f"from (sha256 {stored[:12]}…); pass that checkpoint"
+            )
+    base = surface.spec.data if surface is not None else DataSpec()
+    same_data = args.dataset is None
+    data = DataSpec(
+        name=args.dataset or base.name,
+        data_root=args.data_root or (base.data_root if same_data else None),
+        train_size=args.train_size or (base.train_size if same_data else None),
+        test_size=args.test_size or (base.test_size if same_data else None),
+    )
+    loss = args.loss or (surface.spec.loss if surface is not None else "cross_entropy")
+    return checkpoint, data, loss, surface
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from landscape.analysis import (
+        GROUP_NAME,
+        LanczosOptions,
+        curvature_map,
+        group_contents,
+        group_summary,
+        hessian_spectrum,
+    )
+    from landscape.checkpoint import file_digest, load_checkpoint
+    from landscape.data import load_data
+    from landscape.specs import to_dict
+
+    _check_args(args)
+    options = LanczosOptions(tol=args.tol, maxiter=args.maxiter, seed=args.seed)
+    checkpoint, data_spec, loss, surface = _inputs(args)
+    model, _ = load_checkpoint(checkpoint)
+    data = load_data(data_spec, args.split)
+    dtype = getattr(torch, args.dtype)
+    common: dict[str, Any] = {
+        "loss": loss, "device": args.device, "dtype": dtype, "batch_size": args.batch_size,
+        "options": options,
+    }  # fmt: skip
+    result = None
+    if args.top or args.bottom or args.trace:
+        trace_samples = args.trace_samples if args.trace else 0
+        result = hessian_spectrum(
+            model, data, top=args.top, bottom=args.bottom, trace_samples=trace_samples, **common
+        )
+    curvature = None
+    if args.curvature_grid:
+        from landscape.store import read_directions
+
+        assert surface is not None, "checked in _check_args"
+        curvature = curvature_map(
+            model, data, read_directions(args.surface), surface.x, surface.y,
+            n=args.curvature_grid, on_progress=_progress_bar(args.quiet), **common,
+        )  # fmt: skip
+    provenance = {
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": file_digest(checkpoint),
+        "split": args.split,
+        "loss": loss,
+        "data": to_dict(data_spec),
+    }
+    arrays, attrs = group_contents(result, curvature, provenance)
+    if args.surface is not None:
+        from landscape.store import write_group
+
+        write_group(args.surface, GROUP_NAME, arrays, attrs)
+    summary = group_summary(arrays, attrs)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        stored = f"{args.surface}:{GROUP_NAME}/" if args.surface is not None else None
+        print(format_table(summary, stored=stored))
+    return 0
+
+
+def _progress_bar(quiet: bool) -> Any:
+    """An ``on_progress(done, total)`` drawing a tqdm bar on stderr (one Lanczos run a step)."""
+    bar: Any = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="pt", desc="curvature", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return on_progress
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "nan"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
+    """The human-readable view of ``group_summary`` (also used by ``landscape info``)."""
+    data = summary.get("data") or {}
+    lines = [
+        f"hessian of the mean {summary.get('loss', '?')} loss on {data.get('name', '?')}/"
+        f"{summary.get('split', '?')} ({summary.get('n_samples', '?')} samples) at "
+        f"{summary.get('checkpoint', '?')}",
+    ]
+    rows: list[tuple[str, str]] = []
+    if "n_params" in summary:
+        rows.append(("parameters", str(summary["n_params"])))
+    for rank, value in enumerate(summary.get("top_eigenvalues", []), start=1):
+        rows.append((f"λ_max #{rank}", _number(value)))
+    for rank, value in enumerate(summary.get("bottom_eigenvalues", []), start=1):
+        rows.append((f"λ_min #{rank}", _number(value)))
+    if "ratio" in summary:
+        rows.append(("|λ_min/λ_max|", _number(summary["ratio"])))
+    if "trace" in summary:
+        samples = (summary.get("settings") or {}).get("trace_samples", "?")
+        rows.append(
+            ("trace", f"{_number(summary['trace'])} ± {_number(summary.get('trace_stderr'))} "
+                      f"(Hutchinson, {samples} probes)")
+        )  # fmt: skip
+    if "matvecs" in summary:
+        rows.append(("cost", f"{summary['matvecs']} Hessian-vector products, "
+                             f"{summary.get('wall_time_s', 0.0):.1f} s"))  # fmt: skip
+    cmap = summary.get("curvature_map")
+    if cmap:
+        shape = "×".join(str(n) for n in reversed(cmap["shape"]))
+        rows.append(
+            (f"curvature map {shape}", f"|λ_min/λ_max| median {_number(cmap['ratio_median'])}, "
+                                       f"max {_number(cmap['ratio_max'])}")
+        )  # fmt: skip
+    width = max((len(name) for name, _ in rows), default=0)
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    if stored:
+        lines.append(f"  stored in {stored}")
+    return "\n".join(lines)
