@@ -188,7 +188,8 @@ class HessianOperator:
         """``H`` column by column (n products): only for tiny models and tests."""
         eye = np.eye(self.n)
         h = np.stack([self.matvec(eye[i]) for i in range(self.n)], axis=1)
-        return (h + h.T) / 2
+        symmetric: np.ndarray = (h + h.T) / 2  # equal up to rounding; eigvalsh reads one half
+        return symmetric
 
 
 def lanczos_eigenvalues(
