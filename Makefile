@@ -27,6 +27,7 @@ lint: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev
 	bash scripts/ensure-test-tools.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

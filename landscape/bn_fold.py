@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +40,7 @@ class FoldedModel:
 
 
 def fold_batchnorm(
-    model: nn.Module, params: Mapping[str, Tensor], directions: list[Mapping[str, Tensor]]
+    model: nn.Module, params: Mapping[str, Tensor], directions: Sequence[Mapping[str, Tensor]]
 ) -> FoldedModel | None:
     """Fold every eval-mode BN that directly follows a conv/linear layer and whose affine
     parameters no direction moves. ``None`` when nothing can be folded (or tracing fails);
@@ -83,7 +83,7 @@ def _foldable_pair(
     prev: fx.Node,
     modules: dict[str, nn.Module],
     call_counts: Counter[object],
-    directions: list[Mapping[str, Tensor]],
+    directions: Sequence[Mapping[str, Tensor]],
 ) -> bool:
     bn = modules.get(str(bn_node.target))
     layer = modules.get(str(prev.target)) if prev.op == "call_module" else None

@@ -9,7 +9,7 @@ BN running statistics are buffers, not parameters, so they are never part of a d
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -181,7 +181,7 @@ def interpolation_direction(
 
 def pca_directions(
     params: Mapping[str, Tensor],
-    snapshots: list[Mapping[str, Tensor]],
+    snapshots: Sequence[Mapping[str, Tensor]],
     *,
     ndim: int = 2,
     ignore: Ignore = "biasbn",

@@ -142,7 +142,8 @@ class PointEvaluator:
         static = {n: params[n] for n in self.static}
 
         def one(p: dict[str, Tensor]) -> Tensor:
-            return functional_call(self.module, {**static, **p}, (x,))
+            logits: Tensor = functional_call(self.module, {**static, **p}, (x,))
+            return logits
 
         logits = torch.vmap(one)(moving)  # (K, B, classes)
         k, b, c = logits.shape

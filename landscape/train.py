@@ -233,7 +233,7 @@ def _train_epoch(
         logits = run.model(x[index])
         loss = F.cross_entropy(logits, y[index])
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         run.optimizer.step()
         loss_sum += loss.detach() * len(index)
         correct += (logits.detach().argmax(1) == y[index]).sum()

@@ -43,7 +43,7 @@ def _import_ray() -> Any:
 
 def _evaluate_chunk(
     run_id: str, payload_ref: list[Any], coords: np.ndarray
-) -> tuple[Results, dict]:
+) -> tuple[Results, dict[str, Any]]:
     """Runs in a Ray worker. ``payload_ref`` is wrapped in a list so Ray does not fetch the
     model and data for every task: only the first chunk a worker sees deserializes them."""
     evaluator = _WORKER_EVALUATORS.get(run_id)

@@ -21,7 +21,7 @@ from landscape.specs import (
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``train``; choices are checked by the spec, so errors read the same everywhere."""
     defaults = TrainSpec(model="resnet20")
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "train",
         help="train a zoo model and write a checkpoint",
         description="Train a zoo model on a data set and write a checkpoint (resumable: rerun "

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 from torch import nn
 
 from landscape.errors import SpecError, UnknownNameError
 
-
-class Builder(Protocol):
-    def __call__(
-        self, *, in_channels: int, num_classes: int, image_size: int, **kwargs: Any
-    ) -> nn.Module: ...
+# A builder is called as ``builder(*, in_channels, num_classes, image_size, **model_args)``;
+# each declares its own model-specific keywords, so the registry can only say ``...``.
+Builder = Callable[..., nn.Module]
+_BuilderT = TypeVar("_BuilderT", bound=Builder)
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,10 @@ class ModelInfo:
 _REGISTRY: dict[str, tuple[Builder, str]] = {}
 
 
-def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
+def register_model(name: str, description: str) -> Callable[[_BuilderT], _BuilderT]:
     """Register a builder under ``name``; a second registration of a name is a bug, so it raises."""
 
-    def decorator(builder: Builder) -> Builder:
+    def decorator(builder: _BuilderT) -> _BuilderT:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
         _REGISTRY[name] = (builder, description)
@@ -65,7 +64,7 @@ def build(
         )
     except TypeError as exc:  # an unknown keyword argument for this model
         raise SpecError(f"bad arguments for model {name!r}: {exc}") from exc
-    model.landscape_model = {  # type: ignore[assignment]
+    model.landscape_model = {  # type: ignore[assignment]  # Module.__setattr__ wants Tensor/Module
         "name": name,
         "args": {
             "in_channels": in_channels,

@@ -79,7 +79,8 @@ class DenseNetBC(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn(self.features(self.conv1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+        logits: Tensor = self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+        return logits
 
 
 def _register(depth: int) -> None:

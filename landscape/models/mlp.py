@@ -6,6 +6,8 @@ Linear-ReLU-Linear block, so ``mlp-plain`` and ``mlp-residual`` have identical p
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -53,11 +55,12 @@ class MLP(nn.Module):
             # by 1/√depth keeps the sum bounded (as GPT-2 scales its residual projections).
             for block in self.blocks:
                 with torch.no_grad():
-                    block.fc2.weight.mul_(depth**-0.5)
+                    cast(MLPBlock, block).fc2.weight.mul_(depth**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.stem(torch.flatten(x, 1)))
-        return self.head(self.blocks(out))
+        logits: Tensor = self.head(self.blocks(out))
+        return logits
 
 
 @register_model("mlp-plain", "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width)")

@@ -42,7 +42,8 @@ class BasicBlock(nn.Module):
 
     def _shortcut(self, x: Tensor) -> Tensor:
         if self.projection is not None:
-            return self.projection(x)
+            projected: Tensor = self.projection(x)
+            return projected
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.extra_channels:
@@ -98,7 +99,8 @@ class CifarResNet(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return self.fc(out)
+        logits: Tensor = self.fc(out)
+        return logits
 
 
 def _register(depth: int) -> None:
