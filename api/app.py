@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from api.db import make_engine, make_sessionmaker
 from api.errors import landscape_error_handler
 from api.jobs import JobQueue
-from api.routes import checkpoints, datasets, health, jobs, models, surfaces, web
+from api.routes import checkpoints, datasets, health, hessian, jobs, models, surfaces, web
 from api.settings import Settings, get_settings
 from api.worker import Runner, WorkerPool, run_surface_job
 from landscape.errors import LandscapeError
@@ -32,7 +32,9 @@ Loss landscapes (Li et al. 2018, filter-normalized random directions) as a servi
 
 1. `POST /api/surfaces` with a zoo model (trained first) or an uploaded checkpoint id;
 2. follow `GET /api/jobs/{id}/events` (server-sent events) until `done`;
-3. `GET /api/surfaces/{surface_id}` for the arrays, `/file` for the HDF5 file.
+3. `GET /api/surfaces/{surface_id}` for the arrays, `/file` for the HDF5 file;
+4. optionally `POST /api/surfaces/{surface_id}/hessian` for its curvature (eigenvalues, trace,
+   the |λmin/λmax| map of Li et al. 2018 §6), followed like any job.
 
 When the server sets `LANDSCAPE_API_TOKEN`, POST/DELETE need `Authorization: Bearer <token>`.
 """
@@ -84,7 +86,7 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
         else None
     )
     app.add_exception_handler(LandscapeError, landscape_error_handler)
-    for module in (surfaces, jobs, checkpoints, models, datasets, health, web):
+    for module in (surfaces, hessian, jobs, checkpoints, models, datasets, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static")
     return app

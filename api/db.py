@@ -42,7 +42,7 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """One surface request on its way through the queue."""
+    """One request on its way through the queue: a surface, or an analysis of a finished one."""
 
     __tablename__ = "jobs"
 
@@ -52,6 +52,11 @@ class Job(Base):
     surface_id: Mapped[str] = mapped_column(String(64), index=True)
     label: Mapped[str] = mapped_column(String(200), default="")
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # "surface" computes the surface file; "hessian" adds the hessian/ group to a complete one
+    # (its `request` is the analysis body). NULL in databases made before analyses existed:
+    # read as "surface". Both kinds share the one-active-job-per-surface index, so one file
+    # never has two writers.
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True, default="surface")
     done: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

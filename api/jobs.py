@@ -44,6 +44,7 @@ def iso(timestamp: float | None) -> str | None:
 def job_public(job: Job) -> JobPublic:
     return JobPublic(
         id=job.id,
+        kind=job.kind or "surface",  # type: ignore[arg-type]
         status=job.status,  # type: ignore[arg-type]
         stage=job.stage,  # type: ignore[arg-type]
         progress=Progress(done=job.done, total=job.total),
@@ -106,6 +107,7 @@ class JobQueue:
                     )
                 job = Job(
                     id=uuid.uuid4().hex,
+                    kind="surface",
                     surface_id=plan.surface_id,
                     label=plan.label,
                     request=request,
@@ -115,6 +117,33 @@ class JobQueue:
                 try:
                     session.commit()
                 except IntegrityError:  # an identical request won the race: share its job
+                    session.rollback()
+                    continue
+                return job, True
+        raise RuntimeError("could not submit or find the job after 3 tries")  # pragma: no cover
+
+    def submit_analysis(
+        self, kind: str, surface_id: str, label: str, request: dict[str, Any], total: int
+    ) -> tuple[Job, bool]:
+        """A new queued ``kind`` job for a finished surface, or the surface's active job
+        (``False``: the caller decides whether it is the same analysis or a conflict)."""
+        for _ in range(3):
+            with self.sessions() as session:
+                existing = self._active_for(session, surface_id)
+                if existing is not None:
+                    return existing, False
+                job = Job(
+                    id=uuid.uuid4().hex,
+                    kind=kind,
+                    surface_id=surface_id,
+                    label=label,
+                    request=request,
+                    total=total,
+                )
+                session.add(job)
+                try:
+                    session.commit()
+                except IntegrityError:  # another request for this surface won the race
                     session.rollback()
                     continue
                 return job, True
@@ -130,10 +159,16 @@ class JobQueue:
         with self.sessions() as session:
             return self._active_for(session, surface_id)
 
-    def latest_for(self, surface_id: str) -> Job | None:
+    def latest_for(self, surface_id: str, kind: str = "surface") -> Job | None:
+        """The newest job of ``kind`` for a surface (NULL kind: a job from before analyses)."""
+        wanted = Job.kind == kind
+        if kind == "surface":
+            wanted = wanted | Job.kind.is_(None)
         with self.sessions() as session:
             return session.scalars(
-                select(Job).where(Job.surface_id == surface_id).order_by(Job.created_at.desc())
+                select(Job)
+                .where(Job.surface_id == surface_id, wanted)
+                .order_by(Job.created_at.desc())
             ).first()
 
     def get(self, job_id: str) -> Job | None:

@@ -84,7 +84,7 @@ def train_digest(spec: TrainSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _check_dataset(name: str, settings: Settings) -> DataSpec:
+def check_dataset(name: str, settings: Settings) -> DataSpec:
     known = [info.name for info in list_datasets(settings.data_root)]
     if name not in known:  # registered names only: a path here would reach the file system
         raise UnknownNameError("data set", name, known)
@@ -132,7 +132,7 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
             )
         model, checkpoint_id = record.model, record.id
         dataset = request.dataset or record.dataset
-        data = _check_dataset(dataset, settings)
+        data = check_dataset(dataset, settings)
     else:
         assert request.model is not None  # the schema asks for one of model/checkpoint
         model = request.model
@@ -140,7 +140,7 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         if model not in known:
             raise UnknownNameError("model", model, known)
         dataset = request.dataset or DEFAULT_DATASET
-        data = _check_dataset(dataset, settings)
+        data = check_dataset(dataset, settings)
         recipe = request.train.model_dump() if request.train else {}
         train_data = DataSpec(
             name=data.name,

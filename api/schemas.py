@@ -136,9 +136,41 @@ class SurfaceRequest(_Strict):
         return self
 
 
+MAX_CURVATURE_GRID = 15  # landscape.analysis.MAX_CURVATURE_GRID; the server may cap lower
+
+
+class HessianRequest(_Strict):
+    """A Hessian analysis of a complete surface's checkpoint (docs/format.md, "Curvature"):
+    extreme eigenvalues (Lanczos), the trace (Hutchinson 1989) and the ``|λ_min/λ_max|`` map
+    of Li et al. 2018 §6 on a ``curvature_grid``² subset of the surface's grid points."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"top": 3, "bottom": 1, "trace": True}]}
+    )
+
+    top: int = Field(3, ge=0, le=100, description="largest eigenvalues (server-capped)")
+    bottom: int = Field(1, ge=0, le=100, description="smallest eigenvalues (server-capped)")
+    trace: bool = Field(False, description="estimate tr(H) with Hutchinson probes")
+    trace_samples: int = Field(20, ge=1, le=100000, description="Hutchinson probes")
+    curvature_grid: int = Field(
+        0, ge=0, le=MAX_CURVATURE_GRID, description="map points per axis; 0: no map"
+    )
+    train_size: int | None = Field(
+        None, ge=1, description="training subset the Hessian is of; default: the surface's"
+    )
+
+    @model_validator(mode="after")
+    def _something_to_compute(self) -> HessianRequest:
+        if self.top + self.bottom == 0 and not self.trace and not self.curvature_grid:
+            raise ValueError(
+                "nothing to compute: ask for 'top', 'bottom', 'trace' or 'curvature_grid'"
+            )
+        return self
+
+
 class Progress(BaseModel):
-    done: int = Field(description="grid points finished")
-    total: int = Field(description="grid points in the surface")
+    done: int = Field(description="grid points finished (hessian jobs: steps)")
+    total: int = Field(description="grid points in the surface (hessian jobs: steps)")
 
 
 class TrainProgress(BaseModel):
@@ -154,6 +186,9 @@ class JobPublic(BaseModel):
     """A job as clients see it; ``surface_id`` is known from the start."""
 
     id: str
+    kind: Literal["surface", "hessian"] = Field(
+        "surface", description="a surface, or the Hessian analysis of surface_id"
+    )
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     stage: Literal["queued", "training", "computing", "finished"]
     progress: Progress
@@ -169,6 +204,16 @@ class JobPublic(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+
+
+class HessianBrief(BaseModel):
+    """The headline curvature numbers (lists, gallery cards); null where not computed."""
+
+    lambda_max: float | None = Field(description="largest Hessian eigenvalue")
+    lambda_min: float | None = Field(description="smallest Hessian eigenvalue")
+    ratio: float | None = Field(description="|λ_min/λ_max| (Li et al. 2018 §6)")
+    trace: float | None = Field(description="Hutchinson estimate of tr(H)")
+    curvature_map: bool = Field(description="whether a curvature map is stored")
 
 
 class GridPublic(BaseModel):
@@ -193,6 +238,9 @@ class SurfaceSummary(BaseModel):
     total: int
     created: str
     stats: dict[str, float | None]
+    hessian: HessianBrief | None = Field(
+        None, description="key curvature numbers once an analysis is stored; else null"
+    )
 
 
 class TrajectoryPublic(BaseModel):
@@ -204,6 +252,45 @@ class TrajectoryPublic(BaseModel):
     explained_variance: list[float] = Field(description="ratio of each direction, in [0, 1]")
 
 
+class CurvatureMapPublic(BaseModel):
+    """``|λ_min/λ_max|`` on a sub-grid: ``[j][i]`` at ``(x[i], y[j])``; 1D: flat lists."""
+
+    x: list[float]
+    y: list[float] | None
+    ratio: list[Any] = Field(description="null where λ_max = 0")
+    lambda_max: list[Any]
+    lambda_min: list[Any]
+    ratio_median: float | None
+    ratio_max: float | None
+
+
+class HessianPublic(HessianBrief):
+    """The stored ``hessian/`` group of a surface, JSON-ready (NaN → null)."""
+
+    top_eigenvalues: list[float | None] = Field(description="largest first")
+    bottom_eigenvalues: list[float | None] = Field(description="smallest first")
+    trace_stderr: float | None
+    trace_samples: int | None = Field(description="Hutchinson probes; null without a trace")
+    split: str | None
+    loss: str | None
+    train_size: int | None = Field(description="training subset; null: the whole split")
+    n_params: int | None
+    n_samples: int | None
+    matvecs: int | None = Field(description="Hessian-vector products for the spectrum")
+    wall_time_s: float | None
+    curvature_matvecs: int | None
+    curvature_wall_time_s: float | None
+    created: str | None
+    curvature: CurvatureMapPublic | None = Field(description="null without a map")
+
+
+class HessianCreated(BaseModel):
+    """202: ``job`` queued (or shared), ``hessian`` null; 200: ``hessian`` already stored."""
+
+    job: JobPublic | None
+    hessian: HessianPublic | None
+
+
 class SurfaceData(SurfaceSummary):
     """A surface with arrays for plotting: ``values[m]`` has ny rows of nx (1D: a flat list)."""
 
@@ -211,6 +298,7 @@ class SurfaceData(SurfaceSummary):
     y: list[float] | None
     values: dict[str, list[list[float | None]] | list[float | None]]
     trajectory: TrajectoryPublic | None = Field(None, description="PCA surfaces only")
+    hessian: HessianPublic | None = Field(None, description="the stored Hessian analysis, or null")
 
 
 class SurfaceCreated(BaseModel):

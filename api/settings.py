@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
     max_epochs: int = Field(300, ge=1)
     max_train_size: int | None = Field(None, ge=1, description="cap on training subset size")
+    # Curvature analysis (POST /api/surfaces/{id}/hessian): every eigenvalue, probe and map
+    # point costs Hessian-vector products over the whole training subset, so each is capped.
+    max_hessian_eigenvalues: int = Field(10, ge=1, description="cap on top and on bottom")
+    max_trace_samples: int = Field(200, ge=1, description="cap on Hutchinson probes")
+    max_curvature_grid: int = Field(
+        15, ge=1, le=15, description="cap on curvature map points per axis (library max 15)"
+    )
 
     workers: int = Field(1, ge=0, description="in-process job workers started with the app")
     device: Literal["auto", "cpu", "cuda"] = "auto"

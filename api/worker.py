@@ -1,5 +1,8 @@
 """Job workers: claim a queued job, train its model if needed, compute its surface.
 
+Jobs of ``kind="hessian"`` (an analysis of a finished surface) go to ``hessian_runner``
+(``api.hessian.run_hessian_job``) instead; heartbeat, cancel and outcome are the same.
+
 A worker is a thread (``landscape serve`` starts them next to the API; ``landscape worker``
 runs them alone). While a job runs, a heartbeat thread renews the job's lease and watches its
 cancel flag; the library's ``should_stop`` callback reads those flags, so cancel and shutdown
@@ -22,6 +25,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import CheckpointRecord, Job
+from api.hessian import run_hessian_job
 from api.jobs import JobQueue, new_worker_id
 from api.planning import Plan, plan_surface
 from api.schemas import SurfaceRequest
@@ -173,9 +177,11 @@ class Worker:
         sessions: sessionmaker[Session],
         *,
         runner: Runner = run_surface_job,
+        hessian_runner: Runner = run_hessian_job,
         stop: threading.Event | None = None,
     ) -> None:
         self.queue, self.settings, self.sessions, self.runner = queue, settings, sessions, runner
+        self.hessian_runner = hessian_runner
         self.stop = stop or threading.Event()
         self.id = new_worker_id()
 
@@ -247,7 +253,8 @@ class Worker:
         heart.start()
         ctx = JobContext(job.id, self.settings, self.sessions, should_stop, report)
         try:
-            self.runner(job.request, ctx)
+            runner = self.hessian_runner if job.kind == "hessian" else self.runner
+            runner(job.request, ctx)
         except CancelledError:
             self._stopped(job, cancelled.is_set(), lost.is_set())
         except LandscapeError as exc:

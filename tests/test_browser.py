@@ -241,7 +241,8 @@ def test_request_form_shows_progress_and_fills_the_surface(
     progress = page.get_by_role("progressbar")
     progress.wait_for()
     page.wait_for_selector('[role=progressbar][aria-valuenow="100"]', timeout=JOB_TIMEOUT_MS)
-    assert "Complete" in page.locator(".progress-text").inner_text()
+    # 100% can show while the last point is stored, just before the job is marked done.
+    page.locator(".progress-text", has_text="Complete").wait_for()
 
     # The surface is complete once the final GET lands: no gaps left in the plotted z.
     page.wait_for_function(
@@ -272,6 +273,51 @@ def test_request_form_shows_progress_and_fills_the_surface(
     )
     assert f"/api/surfaces/{surface_id}/file" in hrefs
     assert f"/api/surfaces/{surface_id}/html" in hrefs
+
+
+def test_curvature_panel_shows_the_hessian_computed_via_the_api(
+    server: str, page: Any, artifacts_dir: Path, state: dict[str, Any]
+) -> None:
+    """POST /api/surfaces/{id}/hessian, then the surface view's Curvature panel shows the
+    same eigenvalues and draws the |λmin/λmax| map (a 2×2 heatmap: a few seconds of CPU)."""
+    if "form_surface" not in state:
+        reply = _post_json(f"{server}/api/surfaces", {**SECOND_SURFACE, "model": "mlp-plain"})
+        state["form_surface"] = (reply["surface"] or {}).get("id") or reply["job"]["surface_id"]
+        if reply["job"] and reply["job"]["status"] != "done":
+            assert _wait_for_job(server, reply["job"]["id"]) == "done"
+    surface_id = state["form_surface"]
+    body = {"top": 1, "bottom": 1, "curvature_grid": 2, "train_size": 100}
+    reply = _post_json(f"{server}/api/surfaces/{surface_id}/hessian", body)
+    if reply["hessian"] is None:
+        assert _wait_for_job(server, reply["job"]["id"]) == "done"
+    hessian = _get_json(f"{server}/api/surfaces/{surface_id}")["hessian"]
+
+    page.goto(f"{server}/#/surfaces/{surface_id}")
+    panel = page.get_by_role("region", name="Curvature")
+    shown = panel.locator("dd[data-stat='lambda_max']")
+    shown.wait_for()
+    assert float(shown.get_attribute("data-value")) == hessian["lambda_max"]
+    lambda_min = panel.locator("dd[data-stat='lambda_min']").get_attribute("data-value")
+    assert float(lambda_min) == hessian["lambda_min"]
+    page.wait_for_function("() => document.querySelector('.plot-curvature')?.dataset.ready")
+    heatmap = page.evaluate(
+        "() => { const t = document.querySelector('.plot-curvature').data[0];"
+        " return [t.type, t.z.length, t.z[0].length]; }"
+    )
+    assert heatmap == ["heatmap", 2, 2]
+    page.screenshot(path=str(artifacts_dir / "browser-curvature.png"), full_page=True)
+
+    # The form: another analysis (two largest eigenvalues, no map) replaces the stored one.
+    page.fill("#c-top", "2")
+    page.fill("#c-bottom", "0")
+    page.fill("#c-curvature_grid", "0")
+    page.get_by_label("Estimate tr(H) (Hutchinson)").uncheck()
+    page.get_by_label("Training samples").fill("100")
+    panel.get_by_role("button", name="Compute curvature").click()
+    panel.get_by_role("progressbar", name="Computing curvature").wait_for()
+    panel.locator("dd[data-stat='top']").wait_for(timeout=JOB_TIMEOUT_MS)
+    page.wait_for_selector(".plot-curvature", state="hidden")
+    assert len(_get_json(f"{server}/api/surfaces/{surface_id}")["hessian"]["top_eigenvalues"]) == 2
 
 
 def test_compare_view_links_two_real_surfaces(

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
+from api.hessian import hessian_brief, hessian_public, stored_group
 from api.jobs import iso, job_public
 from api.planning import plan_surface, surface_path
 from api.schemas import (
@@ -44,7 +45,8 @@ _EXAMPLES = {
 
 
 def summarize(record: SurfaceRecord, path: Path) -> SurfaceSummary:
-    """Join the DB's display facts with the file's live status and statistics."""
+    """Join the DB's display facts with the file's live status, statistics and key curvature
+    numbers (``hessian``: null until an analysis is stored)."""
     info = surface_summary(path)
     return SurfaceSummary(
         id=record.id,
@@ -59,6 +61,7 @@ def summarize(record: SurfaceRecord, path: Path) -> SurfaceSummary:
         total=info["total"],
         created=info.get("created") or iso(record.created_at) or "",
         stats={key: finite_or_none(float(value)) for key, value in info["stats"].items()},
+        hessian=hessian_brief(path),
     )
 
 
@@ -111,7 +114,7 @@ def create_surface(
             if session.get(SurfaceRecord, plan.surface_id) is None:
                 session.add(summary_record)
                 session.commit()
-            latest = queue.latest_for(plan.surface_id)
+            latest = queue.latest_for(plan.surface_id, "surface")
             response.status_code = 200
             return SurfaceCreated(job=job_public(latest) if latest else None, surface=summary)
     job, _created = queue.submit(plan, request)
@@ -174,8 +177,10 @@ def get_surface(
         iy = _even_indices(len(surface.y), max_points)
         y = [float(v) for v in surface.y[iy]]
         values = {m: _json_array(v[np.ix_(iy, ix)]) for m, v in surface.values.items()}
+    group = stored_group(path)
     return SurfaceData(
-        **summary.model_dump(),
+        **summary.model_dump(exclude={"hessian"}),
+        hessian=hessian_public(group) if group is not None else None,
         x=[float(v) if math.isfinite(v) else 0.0 for v in x],
         y=y,
         values=values,

@@ -106,6 +106,7 @@ export const api = {
       { signal },
     ),
   createSurface: (spec) => request("POST", "/api/surfaces", { body: spec }),
+  createHessian: (id, body) => request("POST", `/api/surfaces/${encodeURIComponent(id)}/hessian`, { body }),
   deleteSurface: (id) => request("DELETE", `/api/surfaces/${encodeURIComponent(id)}`),
   jobs: () => request("GET", "/api/jobs"),
   job: (id) => request("GET", `/api/jobs/${encodeURIComponent(id)}`),

@@ -6,10 +6,13 @@ import { fmt, fmtDuration, h } from "./dom.js";
 export const ACTIVE = new Set(["queued", "running"]);
 const FINAL = new Set(["done", "failed", "cancelled"]);
 
-/** The newest job that fills surface `surfaceId` (active ones first), or null. */
-export async function findJob(surfaceId) {
+/**
+ * The newest job of `kind` for surface `surfaceId` (active ones first), or null. Kinds:
+ * "surface" fills the surface; "hessian" adds its curvature analysis (docs/api.md).
+ */
+export async function findJob(surfaceId, kind = "surface") {
   const jobs = await api.jobs();
-  const mine = (jobs || []).filter((job) => job.surface_id === surfaceId);
+  const mine = (jobs || []).filter((job) => job.surface_id === surfaceId && (job.kind || "surface") === kind);
   return mine.find((job) => ACTIVE.has(job.status)) || mine[0] || null;
 }
 
@@ -113,8 +116,11 @@ const STAGE_WORDS = {
 /**
  * A progress panel: role=progressbar with aria-valuenow, stage, ETA and a Cancel button.
  * `panel.update(job)` redraws it. Announcements go through an aria-live status line.
+ * `unit` names what `progress` counts ("points" of a surface, "steps" of an analysis) and
+ * `computing` the words for the computing stage.
  */
-export function progressPanel({ label = "Progress", onCancel, onResume } = {}) {
+export function progressPanel({ label = "Progress", onCancel, onResume, unit = "points", computing } = {}) {
+  const stageWords = { ...STAGE_WORDS, ...(computing ? { computing } : {}) };
   const fill = h("div", { class: "progress-fill" });
   const bar = h(
     "div",
@@ -186,7 +192,7 @@ export function progressPanel({ label = "Progress", onCancel, onResume } = {}) {
     const indeterminate = ACTIVE.has(job.status) && done === 0 && job.stage !== "computing" && !training;
     if (indeterminate) {
       bar.removeAttribute("aria-valuenow");
-      bar.setAttribute("aria-valuetext", STAGE_WORDS[job.stage] || "Starting");
+      bar.setAttribute("aria-valuetext", stageWords[job.stage] || "Starting");
     } else {
       bar.setAttribute("aria-valuenow", String(percent));
       bar.setAttribute("aria-valuetext", `${percent}%`);
@@ -196,15 +202,15 @@ export function progressPanel({ label = "Progress", onCancel, onResume } = {}) {
     panel.dataset.status = job.status;
     panel.dataset.stage = job.stage || "";
     let text;
-    if (job.status === "done") text = `Complete: ${total || done} of ${total || done} points.`;
+    if (job.status === "done") text = `Complete: ${total || done} of ${total || done} ${unit}.`;
     else if (job.status === "failed") text = `Failed: ${job.error || "the job stopped with an error."}`;
-    else if (job.status === "cancelled") text = `Cancelled after ${done} of ${total} points.`;
+    else if (job.status === "cancelled") text = `Cancelled after ${done} of ${total} ${unit}.`;
     else if (training) {
       const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
       text = `${training.text}${eta}.`;
     } else {
-      const stage = STAGE_WORDS[job.stage] || "Working";
-      const points = total ? ` — ${done} of ${total} points (${percent}%)` : "";
+      const stage = stageWords[job.stage] || "Working";
+      const points = total ? ` — ${done} of ${total} ${unit} (${percent}%)` : "";
       const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
       text = `${stage}${points}${eta}.`;
     }

@@ -1,9 +1,10 @@
 // #/surfaces/{id} — one surface: 3D / contour / heatmap (or the 1D curve), live while computing.
 
-import { links } from "../api.js";
+import { api, links } from "../api.js";
 import { badge, fmt, fmtGrid, h, metricLabel, replace, statLabel } from "../dom.js";
 import { deleteSurfaceButton } from "../delete.js";
 import { followSurface } from "../follow.js";
+import { curvaturePanel } from "../hessian.js";
 import { progressPanel, waitingWords } from "../jobs.js";
 import { downloadPng, draw, hasWebGL, purge, rangeToDisplay } from "../plots.js";
 import { metricChoices, plotControls } from "./shared.js";
@@ -22,6 +23,12 @@ export async function render(root, [rawId], { notify, navigate }) {
   const plot = h("div", { id: "plot", class: "plot plot-main", role: "figure", "aria-label": "Surface plot", dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const plotNote = h("p", { class: "hint plot-note", "aria-live": "polite" });
   const statsBox = h("section", { class: "stats-box", "aria-label": "Statistics" });
+  // Fetched again when an analysis finishes: the numbers live in the surface's reply.
+  const curvature = curvaturePanel(id, {
+    notify,
+    onComputed: () => api.surface(id).then(showSurface, (err) => notify(err.message)),
+  });
+  curvature.hidden = true; // until the surface exists
 
   replace(
     root,
@@ -30,6 +37,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     progressBox,
     controlsBox,
     h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), statsBox),
+    curvature,
   );
   if (!hasWebGL()) plotNote.textContent = "This browser cannot draw WebGL, so 3D surfaces are off; contour and heatmap work.";
 
@@ -73,6 +81,8 @@ export async function render(root, [rawId], { notify, navigate }) {
       replace(actions, downloads(surface, plot, notify), deleteSurfaceButton(surface, { onDeleted, notify }));
     }
     replace(statsBox, statsList(surface, state.split));
+    curvature.hidden = false;
+    curvature.update(surface);
     redraw();
   };
 
@@ -98,6 +108,7 @@ export async function render(root, [rawId], { notify, navigate }) {
 
   return () => {
     stop();
+    curvature.stop();
     purge(plot);
   };
 }

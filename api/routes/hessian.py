@@ -1,0 +1,98 @@
+"""``/api/surfaces/{id}/hessian``: request and read the curvature analysis of a surface.
+
+A sub-resource of surfaces with its own file, so ``surfaces.py`` stays about surfaces; the work
+itself is ``api/hessian.py`` (planning, cache check, runner).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Response
+
+from api.db import SurfaceRecord
+from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
+from api.hessian import KIND, covers, hessian_public, plan_hessian, stored_group
+from api.jobs import job_public
+from api.routes.surfaces import SurfaceId
+from api.schemas import HessianCreated, HessianPublic, HessianRequest
+
+router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
+
+_EXAMPLES = {
+    "report": {
+        "summary": "sharpness numbers: 3 largest, 1 smallest eigenvalue, trace",
+        "value": {"top": 3, "bottom": 1, "trace": True, "trace_samples": 20},
+    },
+    "map": {
+        "summary": "the |λmin/λmax| map of Li et al. 2018 §6 on 5×5 grid points",
+        "value": {"top": 1, "bottom": 1, "curvature_grid": 5},
+    },
+}
+
+
+def _record_or_404(session: SessionDep, surface_id: str) -> SurfaceRecord:
+    record = session.get(SurfaceRecord, surface_id)
+    if record is None:
+        raise HTTPException(404, f"no surface with id {surface_id!r}")
+    return record
+
+
+@router.post(
+    "/{surface_id}/hessian",
+    status_code=202,
+    response_model=HessianCreated,
+    dependencies=[WriteAccess],
+    responses={
+        200: {"model": HessianCreated, "description": "Already stored (cached)"},
+        **error_responses(401, 404, 409, 422),
+    },
+    summary="Request the Hessian analysis of a surface",
+)
+def create_hessian(
+    surface_id: SurfaceId,
+    body: Annotated[HessianRequest, Body(openapi_examples=_EXAMPLES)],
+    response: Response,
+    settings: SettingsDep,
+    session: SessionDep,
+    queue: QueueDep,
+) -> HessianCreated:
+    """Queue the analysis (202 with the job; the same analysis already queued or running is
+    shared), or answer 200 with the stored numbers when the file already holds all of them.
+    409 while the surface is not complete, or while another analysis of it runs."""
+    record = _record_or_404(session, surface_id)
+    plan, _surface = plan_hessian(record, body, settings)
+    group = stored_group(plan.surface_path)
+    if group is not None and covers(group, plan):
+        response.status_code = 200
+        latest = queue.latest_for(surface_id, KIND)
+        shown = job_public(latest) if latest else None
+        return HessianCreated(job=shown, hessian=hessian_public(group))
+    request = {"surface_id": surface_id, **body.model_dump(mode="json")}
+    label = f"{record.label or record.model} · curvature"
+    job, created = queue.submit_analysis(KIND, surface_id, label, request, plan.steps)
+    if not created and (job.kind != KIND or job.request != request):
+        raise HTTPException(
+            409,
+            f"surface {surface_id!r} is busy with job {job.id} ({job.kind or 'surface'}, "
+            f"{job.status}); wait for it or cancel it (DELETE /api/jobs/{job.id})",
+        )
+    return HessianCreated(job=job_public(job), hessian=None)
+
+
+@router.get(
+    "/{surface_id}/hessian",
+    response_model=HessianPublic,
+    responses=error_responses(401, 404, 422),
+    summary="The stored Hessian analysis of a surface",
+)
+def get_hessian(surface_id: SurfaceId, session: SessionDep, settings: SettingsDep) -> HessianPublic:
+    """404 until an analysis is stored (also in `GET /api/surfaces/{id}` as `hessian`)."""
+    from api.planning import surface_path
+
+    _record_or_404(session, surface_id)
+    path = surface_path(settings, surface_id)
+    group = stored_group(path) if path.exists() else None
+    if group is None:
+        raise HTTPException(404, f"surface {surface_id!r} has no Hessian analysis yet")
+    return hessian_public(group)
