@@ -44,9 +44,9 @@ def iso(timestamp: float | None) -> str | None:
 def job_public(job: Job) -> JobPublic:
     return JobPublic(
         id=job.id,
-        kind=job.kind or "surface",  # type: ignore[arg-type]
-        status=job.status,  # type: ignore[arg-type]
-        stage=job.stage,  # type: ignore[arg-type]
+        kind=job.kind or "surface",
+        status=job.status,
+        stage=job.stage,
         progress=Progress(done=job.done, total=job.total),
         train=TrainProgress(**job.train_progress) if job.train_progress else None,
         eta_seconds=job.eta_seconds,

@@ -43,7 +43,7 @@ def checkpoint_public(record: CheckpointRecord) -> CheckpointPublic:
         id=record.id,
         model=record.model,
         dataset=record.dataset,
-        source=record.source,  # type: ignore[arg-type]
+        source=record.source,
         filename=record.filename,
         created=iso(record.created_at) or "",
         metadata=record.details or {},
