@@ -39,6 +39,9 @@ class TrainRecipe(_Strict):
     momentum: float = Field(0.9, ge=0, le=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: int = Field(
+        0, ge=0, description="epochs at lr/10 before the schedule (He et al.'s ResNet-110 warm-up)"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 

@@ -166,6 +166,7 @@ class TrainSpec:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: ScheduleName = "cosine"
+    warmup_epochs: int = 0  # epochs at lr/10 before the schedule (He et al. 2016 §4.2)
     seed: int = 0
     device: DeviceName = "auto"
     snapshot_every: int = 0  # save a per-epoch snapshot every N epochs (0: none)
@@ -178,6 +179,10 @@ class TrainSpec:
             raise SpecError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise SpecError(
+                f"warmup_epochs must be >= 0 and < epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
         if not self.lr > 0:
             raise SpecError(f"lr must be > 0, got {self.lr}")
 

@@ -76,13 +76,23 @@ def _scheduler(
     spec: TrainSpec, optimizer: torch.optim.Optimizer
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch. ``step`` divides by 10 at 50% and 75% of training, as He et al.
-    2016 §4.2 do at 32k and 48k of 64k iterations."""
-    if spec.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs)
-    if spec.schedule == "step":
-        milestones = sorted({max(1, math.ceil(spec.epochs * f)) for f in (0.5, 0.75)})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    2016 §4.2 do at 32k and 48k of 64k iterations. ``warmup_epochs`` first train at lr/10, as
+    He et al. do for ResNet-110 ("0.01 to warm up the training"), then follow the schedule."""
+    warmup, epochs = spec.warmup_epochs, spec.epochs
+    main_epochs = max(1, epochs - warmup)
+    milestones = [max(1, math.ceil(main_epochs * f)) for f in (0.5, 0.75)]
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return 0.1
+        t = epoch - warmup
+        if spec.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(t, main_epochs) / main_epochs))
+        if spec.schedule == "step":
+            return 0.1 ** sum(t >= m for m in milestones)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _versions() -> dict[str, str]:

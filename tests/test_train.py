@@ -3,6 +3,7 @@ run resumes to the same weights, snapshots land where the PCA directions look fo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,25 @@ def test_optimizers_and_schedules_run(tmp_path: Path, optimizer: str, schedule: 
     expected = [lr] * 4 if schedule == "constant" else [lr, lr, lr * 0.1, lr * 0.01]
     assert lrs == pytest.approx(expected)
     assert metadata["history"][-1]["train_loss"] < metadata["history"][0]["train_loss"]
+
+
+def test_warmup_trains_at_a_tenth_then_follows_the_schedule() -> None:
+    from landscape.train import _scheduler
+
+    spec = TrainSpec(model="mlp-plain", epochs=5, warmup_epochs=2, schedule="cosine")
+    weights = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD(weights, lr=0.1)
+    scheduler = _scheduler(spec, optimizer)
+    rates = []
+    for _ in range(spec.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # two warm-up epochs at lr/10, then a cosine over the remaining three from the full lr
+    expected = [0.01, 0.01, 0.1, 0.1 * 0.5 * (1 + math.cos(math.pi / 3)), 0.1 * 0.25]
+    assert rates == pytest.approx(expected)
+
+
+def test_warmup_must_leave_epochs_to_train() -> None:
+    with pytest.raises(SpecError, match="warmup_epochs"):
+        TrainSpec(model="mlp-plain", epochs=3, warmup_epochs=3)

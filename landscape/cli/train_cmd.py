@@ -44,6 +44,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--schedule", default=defaults.schedule, help="cosine, step or constant")
+    parser.add_argument(
+        "--warmup-epochs", type=int, default=0, help="epochs at lr/10 first (He et al. §4.2)"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
     parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
@@ -80,6 +83,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
         seed=args.seed,
         device=args.device,
         snapshot_every=args.snapshot_every,

@@ -11,7 +11,7 @@ function request(model, label) {
   return {
     model,
     dataset: "digits",
-    train: { epochs: 10 },
+    train: { epochs: 30 }, // api/demo.py's DEMO_EPOCHS
     grid: GRID,
     directions: DIRECTIONS,
     splits: ["train"],
