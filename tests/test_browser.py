@@ -254,6 +254,15 @@ def test_request_form_shows_progress_and_fills_the_surface(
     )
     assert _surface_shape(page, "#plot") == ["surface", 7, 7]
     assert page.locator("h1").inner_text() == "mlp-plain (browser test)"
+    # Losses are drawn up to 10 (Li et al. 2018) unless the user sets a range; hover keeps truth.
+    z_max, true_max, title = page.evaluate(
+        """() => { const t = document.querySelector('#plot').data[0];
+                   return [Math.max(...t.z.flat()), Math.max(...t.text.flat().map(Number)),
+                           t.colorbar.title.text]; }"""
+    )
+    assert z_max <= 10
+    if true_max > 10:
+        assert z_max == 10 and "≤ 10" in title
     page.screenshot(path=str(artifacts_dir / "browser-surface.png"), full_page=True)
 
     # Contour and heatmap views of the same numbers, log scale, accuracy.

@@ -76,10 +76,38 @@ export function extent(values) {
   return min <= max ? [min, max] : null;
 }
 
-/** The display range (log10 units when `log`) of a surface's metric. */
+// Far from the minimum, filter-normalized losses of deep plain nets reach 1e8 and flatten
+// everything else to a plane. Li et al. (2018) plot losses up to 10; so does this page unless
+// the user sets a range or switches to log scale (values above are drawn at the cap).
+export const LOSS_CAP = 10;
+
+/** The default upper end for a metric in display units: LOSS_CAP for linear losses. */
+function defaultCap(metric, log) {
+  return !log && /_loss$/.test(metric) ? LOSS_CAP : null;
+}
+
+/** The display range (log10 units when `log`) of a surface's metric, capped as drawn. */
 export function displayExtent(surface, metric, log) {
   const values = surface.values?.[metric];
-  return values ? extent(toDisplay(values, log)) : null;
+  const ext = values ? extent(toDisplay(values, log)) : null;
+  const cap = defaultCap(metric, log);
+  return ext && cap !== null && ext[1] > cap ? [Math.min(ext[0], cap), cap] : ext;
+}
+
+/** `range` with the default cap filled in when the data exceed it; `capped` says so. */
+function effectiveRange(values, metric, log, range) {
+  const cap = defaultCap(metric, log);
+  const ext = extent(values);
+  if (range[1] === null && cap !== null && ext && ext[1] > cap) {
+    return { range: [range[0], Math.max(cap, range[0] ?? -Infinity)], capped: true };
+  }
+  return { range, capped: false };
+}
+
+/** Values clamped into [low, high] (null ends: unbounded), as ParaView's zmax does. */
+function clamp(values, [low, high]) {
+  if (low === null && high === null) return values;
+  return mapValues(values, (v) => Math.min(high ?? Infinity, Math.max(low ?? -Infinity, v)));
 }
 
 /** A user range in data units → display units (null ends mean "automatic"). */
@@ -111,11 +139,17 @@ export function figure(surface, { metric, view = "surface", log = false, range =
     hoverlabel: { font: { family: t.font } },
   };
   const axis = { gridcolor: t.grid, zerolinecolor: t.grid, linecolor: t.grid, color: t.muted };
+  const shown = effectiveRange(toDisplay(raw, log), metric, log, range);
+  range = shown.range;
   const hasRange = range[0] !== null || range[1] !== null;
+  const capNote = shown.capped ? ` (≤ ${LOSS_CAP}, Li et al.)` : "";
 
   if (surface.ndim === 1 || !surface.y) {
-    const yaxis = { ...axis, title: { text: label }, type: log ? "log" : "linear" };
-    if (hasRange && range[0] !== null && range[1] !== null) yaxis.range = range;
+    const yaxis = { ...axis, title: { text: label + capNote }, type: log ? "log" : "linear" };
+    if (hasRange) {
+      const ext = extent(toDisplay(raw, log)) || [0, 1];
+      yaxis.range = [range[0] ?? ext[0], range[1] ?? ext[1]];
+    }
     return {
       data: [
         {
@@ -144,9 +178,9 @@ export function figure(surface, { metric, view = "surface", log = false, range =
   // a partial surface has early on: draw the rows and columns that have values.
   const trimmed = view === "heatmap" ? { x: surface.x, y: surface.y, values: raw } : trimGaps(surface.x, surface.y, raw);
   if (!trimmed) return waiting(base, "Waiting for the first points…");
-  const z = toDisplay(trimmed.values, log);
+  const z = clamp(toDisplay(trimmed.values, log), range); // hover text keeps the true values
   const text = mapValues(trimmed.values, fmtHover).map((row) => row.map((v) => (v === null ? "not computed yet" : v)));
-  const colorTitle = log ? `log₁₀ ${label}` : label;
+  const colorTitle = (log ? `log₁₀ ${label}` : label) + capNote;
   const colors = {
     colorscale: COLORSCALE,
     colorbar: { title: { text: colorTitle, side: "right" }, thickness: 12, outlinewidth: 0 },
