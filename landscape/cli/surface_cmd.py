@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from landscape.cli.data_args import add_data_arguments, data_spec_from_args
 from landscape.errors import CheckpointError, SpecError
 from landscape.specs import (
-    DataSpec,
     DeviceName,
     DirectionKind,
     DirectionSpec,
@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-args", default=None, help="JSON builder arguments, e.g. '{\"width\": 64}'"
     )
-    parser.add_argument("--dataset", default="digits", help="data set name or a .pt/.npz file")
+    add_data_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="HDF5 surface file to write")
     parser.add_argument("--dim", type=int, default=2, help="1 (curve) or 2 (surface)")
     parser.add_argument("--grid", type=int, default=grid.n_x, help="points along x")
@@ -69,10 +69,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--trajectory", nargs="+", default=[], help="snapshots (pca)")
     parser.add_argument("--splits", nargs="+", default=["train"], help="train and/or test")
     parser.add_argument("--loss", default="cross_entropy", help="cross_entropy or mse")
-    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
-    parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
-    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
-    parser.add_argument("--download", action="store_true", help="download missing data sets")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default="fp32", help="fp32, tf32 or bf16 (CUDA)")
     parser.add_argument("--workers", type=int, default=None, help="CPU worker processes")
@@ -123,13 +119,7 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         target_checkpoint=args.target,
         trajectory=tuple(args.trajectory),
     )
-    data = DataSpec(
-        name=args.dataset,
-        data_root=args.data_root,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        download=args.download,
-    )
+    data = data_spec_from_args(args)
     return SurfaceSpec(
         checkpoint=checkpoint,
         data=data,

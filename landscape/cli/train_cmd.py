@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from landscape.cli.data_args import add_data_arguments, data_spec_from_args
 from landscape.errors import SpecError
 from landscape.specs import (
-    DataSpec,
     DeviceName,
     OptimizerName,
     ScheduleName,
@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "the same command after an interruption to continue).",
     )
     parser.add_argument("--model", required=True, help="zoo model name, e.g. resnet56-noshort")
-    parser.add_argument("--dataset", default="digits", help="data set name or a .pt/.npz file")
+    add_data_arguments(parser)
     parser.add_argument(
         "--model-arg",
         action="append",
@@ -48,10 +48,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--warmup-epochs", type=int, default=0, help="epochs at lr/10 first (He et al. §4.2)"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
-    parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
-    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
-    parser.add_argument("--download", action="store_true", help="download missing data sets")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
     parser.add_argument(
         "--snapshot-every", type=int, default=0, help="save weights every N epochs (0: never)"
@@ -65,13 +61,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
     check_choice("optimizer", args.optimizer, OptimizerName)
     check_choice("schedule", args.schedule, ScheduleName)
     check_choice("device", args.device, DeviceName)
-    data = DataSpec(
-        name=args.dataset,
-        data_root=args.data_root,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        download=args.download,
-    )
+    data = data_spec_from_args(args)
     return TrainSpec(
         model=args.model,
         data=data,
