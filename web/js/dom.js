@@ -115,3 +115,20 @@ export function throttle(fn, ms) {
 export function badge(status) {
   return h("span", { class: `badge badge-${status}` }, status);
 }
+
+/** Mark the form control named `name` invalid and show `message` in its `<id>-error` slot,
+ * linked through aria-describedby so screen readers read it; the control, or null. */
+export function markFieldError(form, name, message) {
+  const input = name && form.querySelector(`[name="${CSS.escape(name)}"]`);
+  if (!input) return null;
+  input.setAttribute("aria-invalid", "true");
+  const slot = document.getElementById(`${input.id}-error`);
+  if (slot) {
+    slot.hidden = false;
+    slot.textContent = message;
+    const described = new Set((input.getAttribute("aria-describedby") || "").split(" ").filter(Boolean));
+    described.add(slot.id);
+    input.setAttribute("aria-describedby", [...described].join(" "));
+  }
+  return input;
+}

@@ -6,7 +6,7 @@
 // map shows where (Li et al. 2018 §6).
 
 import { api } from "./api.js";
-import { fmt, h, replace } from "./dom.js";
+import { fmt, h, markFieldError, replace } from "./dom.js";
 import { ACTIVE, findJob, progressPanel, watchJob } from "./jobs.js";
 import { cssVar, loadPlotly } from "./plots.js";
 
@@ -111,16 +111,7 @@ export function curvaturePanel(surfaceId, { onComputed, notify }) {
   const showError = (err) => {
     errorBox.hidden = false;
     replace(errorBox, h("p", { class: "form-errors-title" }, "Could not start:"), h("ul", {}, err.message.split("\n").map((line) => h("li", {}, line))));
-    for (const { field: name, message } of err.fields || []) {
-      const input = name && form.querySelector(`[name="${CSS.escape(name)}"]`);
-      if (!input) continue;
-      input.setAttribute("aria-invalid", "true");
-      const slot = document.getElementById(`${input.id}-error`);
-      if (slot) {
-        slot.hidden = false;
-        slot.textContent = message;
-      }
-    }
+    for (const { field: name, message } of err.fields || []) markFieldError(form, name, message);
     errorBox.focus();
   };
 

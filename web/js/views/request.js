@@ -1,7 +1,7 @@
 // #/new — request a surface: zoo model or uploaded checkpoint, data, directions, grid.
 
 import { api } from "../api.js";
-import { h, replace } from "../dom.js";
+import { h, markFieldError, replace } from "../dom.js";
 import { progressPanel, watchJob } from "../jobs.js";
 
 // Field names are the request's JSON paths, so a 422 `loc` finds its input.
@@ -184,17 +184,7 @@ export async function render(root, _params, { navigate }) {
     );
     let first = null;
     for (const { field: name, message: text } of fields) {
-      const input = name && form.querySelector(`[name="${CSS.escape(name)}"]`);
-      if (!input) continue;
-      input.setAttribute("aria-invalid", "true");
-      const slot = document.getElementById(`${input.id}-error`);
-      if (slot) {
-        slot.hidden = false;
-        slot.textContent = text;
-        const described = new Set((input.getAttribute("aria-describedby") || "").split(" ").filter(Boolean));
-        described.add(slot.id);
-        input.setAttribute("aria-describedby", [...described].join(" "));
-      }
+      const input = markFieldError(form, name, text);
       first ||= input;
     }
     errorBox.focus();
