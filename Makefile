@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e tests/plugins/landscape_toy_plugin
 	touch $@
 
 serve: $(VENV)/.installed
