@@ -66,10 +66,10 @@ def test_plugin_model_trains_and_its_checkpoint_reloads(tmp_path: Path) -> None:
 
 def test_cli_trains_the_plugin_and_names_it_among_the_choices(tmp_path: Path) -> None:
     out = tmp_path / "toy.pt"
+    tiny = ["--dataset", "digits", "--train-size", "32", "--test-size", "16", "--epochs", "1",
+            "--device", "cpu"]  # fmt: skip
     ok = subprocess.run(
-        [sys.executable, "-c", MAIN, "train", "--model", PLUGIN, "--out", str(out),
-         "--dataset", "digits", "--train-size", "32", "--test-size", "16", "--epochs", "1",
-         "--device", "cpu"],  # fmt: skip
+        [sys.executable, "-c", MAIN, "train", "--model", PLUGIN, "--out", str(out), *tiny],
         capture_output=True,
         text=True,
         timeout=300,
@@ -77,8 +77,7 @@ def test_cli_trains_the_plugin_and_names_it_among_the_choices(tmp_path: Path) ->
     assert ok.returncode == 0, ok.stderr
     assert out.exists()
     bad = subprocess.run(
-        [sys.executable, "-c", MAIN, "train", "--model", "no-such-net", "--out", str(out),
-         "--dataset", "digits", "--epochs", "1", "--device", "cpu"],  # fmt: skip
+        [sys.executable, "-c", MAIN, "train", "--model", "no-such-net", "--out", str(out), *tiny],
         capture_output=True,
         text=True,
         timeout=300,
