@@ -8,6 +8,10 @@ would be valid. The shells translate the tree once, at their boundary:
     ├── SpecError                     bad grid/range/option combination       | API: 422
     ├── DatasetNotFoundError          data files missing under the data root  | API: 422
     ├── CheckpointError               unreadable, corrupt or mismatched file  | API: 422
+    │   └── ModelFormatError          an uploaded model that is not a valid graph of an
+    │       │                         accepted format, or whose conversion is not exact | 422
+    │       └── UnsafeModelError      one that asks for something refused for safety:
+    │                                 custom ops, external data, functions, too big | 422
     ├── SurfaceFileError              unreadable HDF5 surface, or a partial
     │                                 file whose spec differs from the request | API: 409
     └── CancelledError                a job's stop flag was raised mid-run    | API: (job state)
@@ -48,3 +52,12 @@ class SurfaceFileError(LandscapeError):
 
 class CancelledError(LandscapeError):
     """Work stopped because its caller asked it to; finished points are kept."""
+
+
+class ModelFormatError(CheckpointError):
+    """A model file (an upload) that cannot be parsed, checked or converted exactly."""
+
+
+class UnsafeModelError(ModelFormatError):
+    """A model file that needs what an upload may not have: code, custom operators, data read
+    from other files, or more size than the service accepts."""
