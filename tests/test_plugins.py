@@ -113,3 +113,33 @@ def test_broken_clashing_and_non_callable_plugins_are_skipped_with_a_warning(
     assert "'resnet20'" in messages and "already registered" in messages
     assert "'not-a-builder'" in messages and "not a builder function" in messages
     assert messages.count("'good-net'") == 1  # the second one, refused
+
+
+def test_plugin_is_listed_and_its_surface_completes_through_the_service(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+    from api.worker import Worker
+
+    settings = Settings(
+        data_dir=tmp_path / "data", workers=0, device="cpu", engine_workers=1,
+        engine_compile=False, progress_every_seconds=0.0, api_token=None,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        listed = {m["name"]: m for m in client.get("/api/models").json()}
+        assert listed[PLUGIN]["description"].startswith("Toy CNN from a plugin package")
+        body = {
+            "model": PLUGIN, "dataset": "digits", "train": {"epochs": 1}, "train_size": 100,
+            "grid": {"nx": 3, "ny": 3, "xrange": [-1, 1], "yrange": [-1, 1]},
+        }  # fmt: skip
+        posted = client.post("/api/surfaces", json=body)
+        assert posted.status_code == 202, posted.text
+        state = client.app.state  # type: ignore[attr-defined]
+        worker = Worker(state.queue, state.settings, state.sessions)
+        while worker.run_once():
+            pass
+        job = client.get(f"/api/jobs/{posted.json()['job']['id']}").json()
+        assert job["status"] == "done", job["error"]
+        surface = client.get(f"/api/surfaces/{job['surface_id']}").json()
+        assert surface["model"] == PLUGIN and surface["status"] == "complete"
