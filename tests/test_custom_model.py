@@ -269,3 +269,20 @@ def test_factory_with_bad_arguments_or_result_is_a_clear_error(factory_module: s
         build_from_factory(load_factory(f"{factory_module}:make_net"), "x", depth=3)
     with pytest.raises(SpecError, match=r"returned a str, not an nn\.Module"):
         build_from_factory(load_factory(f"{factory_module}:not_a_module"), "x")
+
+
+@pytest.mark.gpu
+def test_gpu_batches_a_custom_module_and_falls_back_for_an_untraceable_one(tmp_path: Path) -> None:
+    data = digits()
+    gpu = EngineOptions(device="cuda", compile=False)
+    for cls, batched in ((ConvBNNet, True), (Gated, False)):
+        model = with_bn_statistics(cls())
+        out = compute_module_surface(
+            model, data, tmp_path / f"{cls.__name__}.h5", grid=GRID, options=gpu
+        )
+        expected, got = naive(out, model, data), stored(out)
+        for metric in expected:
+            np.testing.assert_allclose(got[metric], expected[metric], rtol=0, atol=1e-5)
+        engine = store.read_surface(out).attrs["engine"]
+        assert engine["device"].startswith("cuda")
+        assert (engine["points_per_call"] > 1) is batched, engine
