@@ -9,9 +9,9 @@ they are loaded on the first lookup and then listed and built like the zoo's own
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-import threading
 from typing import Any, TypeVar
 
 from torch import nn
