@@ -286,3 +286,22 @@ def test_gpu_batches_a_custom_module_and_falls_back_for_an_untraceable_one(tmp_p
         engine = store.read_surface(out).attrs["engine"]
         assert engine["device"].startswith("cuda")
         assert (engine["points_per_call"] > 1) is batched, engine
+
+
+@pytest.mark.slow
+def test_hessian_of_a_hand_written_module_bounds_its_rayleigh_quotients() -> None:
+    """The Hessian entry point takes module objects too (untraceable ones included): the top
+    eigenvalue is at least the curvature vᵀHv/vᵀv along random directions."""
+    from landscape.analysis.hessian import hessian_spectrum
+
+    x, y = load_dataset("digits", "train", size=32)
+    for model in (with_bn_statistics(ConvBNNet()), with_bn_statistics(Gated())):
+        result = hessian_spectrum(model, (x, y), top=1, device="cpu")
+        params = [p for p in model.parameters()]
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+        for _ in range(3):
+            v = [torch.randn_like(p) for p in params]
+            hv = torch.autograd.grad(grads, params, v, retain_graph=True)
+            quotient = sum(float((a * b).sum()) for a, b in zip(v, hv, strict=True))
+            quotient /= sum(float((a * a).sum()) for a in v)
+            assert result.top[0] >= quotient - 1e-4
