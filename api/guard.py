@@ -27,13 +27,14 @@ from typing import Any
 
 import anyio
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.jobs import JobQueue
 from api.settings import Settings
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 UPLOAD_PATH = "/api/checkpoints"
 MULTIPART_SLACK = 64 * 1024  # form field names, boundaries and headers around the file
 SUBMISSION = re.compile(r"^/api/surfaces(?:/[^/]+/hessian)?/?$")
@@ -250,12 +251,13 @@ class RequestGuard:
     def _with_allow(self, message: Message, scope: Scope) -> Message:
         allowed: set[str] = set()
         for route in self.routes():
-            match, _ = route.matches(scope)
-            methods = getattr(route, "methods", None)
-            if match != Match.NONE and methods:
-                allowed |= set(methods)
-            elif match == Match.FULL:  # a mount (static files): reads only
-                allowed |= {"GET", "HEAD"}
+            if isinstance(route, Mount):  # static files: reads only
+                if route.matches(scope)[0] != Match.NONE:
+                    allowed |= {"GET", "HEAD"}
+                continue
+            for method in PROBED_METHODS:
+                if route.matches({**scope, "method": method})[0] == Match.FULL:
+                    allowed.add(method)
         if not allowed:
             return message
         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
