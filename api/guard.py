@@ -7,10 +7,10 @@ in order, before a route (or a multipart parser spooling to a temp file) sees a 
    is answered 401 at once;
 2. a declared ``Content-Length`` over the route's limit is answered 413 at once, and a body
    sent without one (chunked) is counted as it streams and cut off at the limit (413);
-3. a job submission from a client (by address) with too many queued or running jobs, or while
-   the whole queue is full, is answered 429;
-4. a JSON body (bounded by 2.) holding ``NaN``, ``Infinity`` or a number beyond float range is
-   answered 422: non-finite numbers have one meaning here, invalid.
+3. a JSON body (bounded by 2.) holding ``NaN``, ``Infinity`` or a number beyond float range is
+   answered 422: non-finite numbers have one meaning here, invalid;
+4. a job submission from a client (by address) with too many queued or running jobs, or while
+   the whole queue is full, is answered 429 (checked and submitted under one lock).
 
 It also completes ``Allow`` on 405 answers from every route matching the path.
 """
@@ -77,7 +77,7 @@ def find_non_finite(body: bytes) -> list[str | int] | None:
             parse_float=_parse_float,
             parse_int=_parse_int,
         )
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep: the route says so
         return None
     stack: list[tuple[Any, list[str | int]]] = [(value, [])]
     while stack:
@@ -129,6 +129,7 @@ class RequestGuard:
         self.queue = queue
         self.routes = routes
         self.ledger = SubmissionLedger()
+        self._submitting = anyio.Lock()
 
     def body_limit(self, method: str, path: str) -> int:
         if method == "POST" and path.rstrip("/") == UPLOAD_PATH:
@@ -142,20 +143,19 @@ class RequestGuard:
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._refuse_early(method, path, headers)
-        if refusal is None and method == "POST" and SUBMISSION.match(path):
-            refusal = await anyio.to_thread.run_sync(self._refuse_over_quota, _client(scope))
         if refusal is not None:
             await _send_json(send, refusal)
             return
-        limit = self.body_limit(method, path)
-        receive = _counting(receive, limit)
-        if method in WRITE_METHODS and _is_json(headers.get("content-type")):
+        receive = _counting(receive, self.body_limit(method, path))
+        submission = method == "POST" and bool(SUBMISSION.match(path))
+        is_json = _is_json(headers.get("content-type"))
+        if method in WRITE_METHODS and (is_json or submission):
             try:
                 body = await _read_all(receive)
             except BodyTooLarge as exc:
                 await _send_json(send, _json_response(413, exc.detail))
                 return
-            where = find_non_finite(body)
+            where = find_non_finite(body) if is_json else None
             if where is not None:
                 detail = [
                     {
@@ -167,7 +167,18 @@ class RequestGuard:
                 await _send_json(send, _json_response(422, detail))
                 return
             receive = _replay(body, receive)
-        await self._call_app(scope, receive, send, method, path)
+        if not submission:
+            await self._call_app(scope, receive, send, submission=False)
+            return
+        # Check and submit as one step (the body is already here, so this is quick), or
+        # concurrent submissions would all pass the check.
+        async with self._submitting:
+            client = _client(scope)
+            refusal = await anyio.to_thread.run_sync(self._refuse_over_quota, client)
+            if refusal is not None:
+                await _send_json(send, refusal)
+                return
+            await self._call_app(scope, receive, send, submission=True)
 
     def _refuse_early(self, method: str, path: str, headers: dict[str, str]) -> Message | None:
         token = self.settings.api_token
@@ -212,11 +223,9 @@ class RequestGuard:
             )
         return None
 
-    async def _call_app(
-        self, scope: Scope, receive: Receive, send: Send, method: str, path: str
-    ) -> None:
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send, submission: bool) -> None:
         started = False
-        is_submission = method == "POST" and bool(SUBMISSION.match(path))
+        is_submission = submission
         status, captured = 0, bytearray()
 
         async def guarded_send(message: Message) -> None:
