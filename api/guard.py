@@ -234,9 +234,13 @@ class RequestGuard:
                 started, status = True, message["status"]
                 if status == 405:
                     message = self._with_allow(message, scope)
-            elif message["type"] == "http.response.body" and is_submission and status < 300:
-                if len(captured) < 1 << 20:
-                    captured.extend(message.get("body", b""))
+            elif (
+                message["type"] == "http.response.body"
+                and is_submission
+                and status < 300
+                and len(captured) < 1 << 20
+            ):
+                captured.extend(message.get("body", b""))
             await send(message)
 
         try:
@@ -284,7 +288,9 @@ def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return True
     kind = content_type.split(";", 1)[0].strip().lower()
-    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

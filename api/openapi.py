@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api.guard import SUBMISSION, UPLOAD_PATH, WRITE_METHODS, MULTIPART_SLACK
+from api.guard import MULTIPART_SLACK, SUBMISSION, UPLOAD_PATH, WRITE_METHODS
 from api.settings import Settings
 
 _ERROR = {"$ref": "#/components/schemas/ErrorMessage"}

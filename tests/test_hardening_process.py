@@ -58,10 +58,21 @@ class Server:
         }
         self.log = (root / "serve.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, "serve", "--data-dir", str(self.data),
-             "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                SERVE,
+                "serve",
+                "--data-dir",
+                str(self.data),
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(self._healthy, 90, "server start")
 
@@ -217,8 +228,14 @@ Request = tuple[str, str, dict[str, Any]]
 
 
 def _surface(**changes: Any) -> dict[str, Any]:
-    return {"model": "mlp-plain", "dataset": "digits", "train": {"epochs": 1},
-            "train_size": 64, "grid": {"nx": 5, "ny": 5}, **changes}  # fmt: skip
+    return {
+        "model": "mlp-plain",
+        "dataset": "digits",
+        "train": {"epochs": 1},
+        "train_size": 64,
+        "grid": {"nx": 5, "ny": 5},
+        **changes,
+    }
 
 
 def _pt(obj: Any) -> bytes:
@@ -232,15 +249,22 @@ def hostile_requests() -> tuple[list[Request], list[Request]]:
     might send."""
     json_ct = {"Content-Type": "application/json"}
     writes = [
-        ("POST", "/api/surfaces"), ("POST", "/api/surfaces/abc/hessian"),
-        ("DELETE", "/api/surfaces/abc"), ("DELETE", "/api/jobs/abc"),
-        ("POST", "/api/checkpoints"), ("PUT", "/api/surfaces"), ("PATCH", "/api/jobs/abc"),
-    ]  # fmt: skip
+        ("POST", "/api/surfaces"),
+        ("POST", "/api/surfaces/abc/hessian"),
+        ("DELETE", "/api/surfaces/abc"),
+        ("DELETE", "/api/jobs/abc"),
+        ("POST", "/api/checkpoints"),
+        ("PUT", "/api/surfaces"),
+        ("PATCH", "/api/jobs/abc"),
+    ]
     auths: list[dict[str, str]] = [
-        {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
-        {"Authorization": "Bearer"}, {"Authorization": f"bearer {TOKEN}x"},
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"bearer {TOKEN}x"},
         {"Authorization": "Bearer " + "a" * 4000},
-    ]  # fmt: skip
+    ]
     bodies: list[dict[str, Any]] = [
         {"json": _surface()},
         {"content": b"x" * 5_000_000, "headers": {"Content-Length": "5000000"}},
@@ -265,33 +289,80 @@ def hostile_requests() -> tuple[list[Request], list[Request]]:
     for template in templates:
         for token in NON_FINITE:
             for path in ("/api/surfaces", "/api/surfaces/" + "a" * 64 + "/hessian"):
-                authed.append(("POST", path, {"content": template % token,
-                                              "headers": {**bearer, **json_ct}}))  # fmt: skip
+                authed.append(
+                    ("POST", path, {"content": template % token, "headers": {**bearer, **json_ct}})
+                )
     huge = json.dumps({**_surface(), "splits": ["train"] * 1_200_000})
     for _ in range(3):
-        authed.append(("POST", "/api/surfaces", {"content": huge, "headers": {**bearer, **json_ct}}))
-    malformed = [b"{", b"[]", b"null", b'"x"', b"{}" * 1000, b"[" * 20000 + b"]" * 20000,
-                 b'{"model": "\\ud800"}', b"\xff\xfe", json.dumps({"a": "b" * 60000}).encode(),
-                 json.dumps(_surface(grid={"nx": 10**9, "ny": 10**9})).encode(),
-                 json.dumps(_surface(label="x" * 100000)).encode()[:65000],
-                 json.dumps(_surface(model="../../etc/passwd")).encode(),
-                 json.dumps(_surface(checkpoint="../" * 20 + "etc/passwd")).encode()]  # fmt: skip
+        authed.append(
+            ("POST", "/api/surfaces", {"content": huge, "headers": {**bearer, **json_ct}})
+        )
+    malformed = [
+        b"{",
+        b"[]",
+        b"null",
+        b'"x"',
+        b"{}" * 1000,
+        b"[" * 20000 + b"]" * 20000,
+        b'{"model": "\\ud800"}',
+        b"\xff\xfe",
+        json.dumps({"a": "b" * 60000}).encode(),
+        json.dumps(_surface(grid={"nx": 10**9, "ny": 10**9})).encode(),
+        json.dumps(_surface(label="x" * 100000)).encode()[:65000],
+        json.dumps(_surface(model="../../etc/passwd")).encode(),
+        json.dumps(_surface(checkpoint="../" * 20 + "etc/passwd")).encode(),
+    ]
     for content in malformed:
         for ct in ("application/json", "text/plain", "application/x-www-form-urlencoded"):
-            authed.append(("POST", "/api/surfaces", {"content": content,
-                                                     "headers": {**bearer, "Content-Type": ct}}))  # fmt: skip
-    authed.append(("POST", "/api/surfaces", {"content": b"{}", "headers": {**bearer, "Content-Length": "abc"}}))  # fmt: skip
-    traversal = ["../../etc/passwd", "..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/", "a" * 5000,
-                 "..\\..\\windows", "%00", "abc%00def", "{id}", "' OR 1=1 --", "%ff%fe"]  # fmt: skip
+            authed.append(
+                (
+                    "POST",
+                    "/api/surfaces",
+                    {"content": content, "headers": {**bearer, "Content-Type": ct}},
+                )
+            )
+    authed.append(
+        (
+            "POST",
+            "/api/surfaces",
+            {"content": b"{}", "headers": {**bearer, "Content-Length": "abc"}},
+        )
+    )
+    traversal = [
+        "../../etc/passwd",
+        "..%2f..%2fetc%2fpasswd",
+        "%2e%2e/%2e%2e/",
+        "a" * 5000,
+        "..\\..\\windows",
+        "%00",
+        "abc%00def",
+        "{id}",
+        "' OR 1=1 --",
+        "%ff%fe",
+    ]
     for bad in traversal:
-        for path in (f"/api/surfaces/{bad}", f"/api/surfaces/{bad}/file",
-                     f"/api/surfaces/{bad}/html", f"/api/surfaces/{bad}/hessian",
-                     f"/api/jobs/{bad}", f"/api/jobs/{bad}/events", f"/static/{bad}",
-                     f"/{bad}"):  # fmt: skip
+        for path in (
+            f"/api/surfaces/{bad}",
+            f"/api/surfaces/{bad}/file",
+            f"/api/surfaces/{bad}/html",
+            f"/api/surfaces/{bad}/hessian",
+            f"/api/jobs/{bad}",
+            f"/api/jobs/{bad}/events",
+            f"/static/{bad}",
+            f"/{bad}",
+        ):
             authed.append(("GET", path, {"headers": bearer}))
         authed.append(("DELETE", f"/api/surfaces/{bad}", {"headers": bearer}))
-    for query in ("limit=-1", "limit=abc", "limit=1e999", "offset=-5", "offset=99999999999999",
-                  "limit=0", "limit=NaN", "limit=500&offset=1000000"):  # fmt: skip
+    for query in (
+        "limit=-1",
+        "limit=abc",
+        "limit=1e999",
+        "offset=-5",
+        "offset=99999999999999",
+        "limit=0",
+        "limit=NaN",
+        "limit=500&offset=1000000",
+    ):
         authed.append(("GET", f"/api/jobs?{query}", {"headers": bearer}))
     state = build("mlp-plain", **DIGITS_SHAPE).state_dict()
     header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 30], "data_offsets": [0, 1 << 32]}})
@@ -308,12 +379,31 @@ def hostile_requests() -> tuple[list[Request], list[Request]]:
     ]
     for name, content, model in uploads:
         for dataset in ("digits", "../../etc", "x" * 500):
-            authed.append(("POST", "/api/checkpoints", {
-                "files": {"file": (name, content)}, "data": {"model": model, "dataset": dataset},
-                "headers": bearer}))  # fmt: skip
+            authed.append(
+                (
+                    "POST",
+                    "/api/checkpoints",
+                    {
+                        "files": {"file": (name, content)},
+                        "data": {"model": model, "dataset": dataset},
+                        "headers": bearer,
+                    },
+                )
+            )
     for i in range(12):  # more jobs than one client may queue
-        authed.append(("POST", "/api/surfaces", {"json": _surface(train_size=100 + i), "headers": bearer}))  # fmt: skip
-    authed.append(("POST", "/api/surfaces", {"json": _surface(grid={"nx": 5, "ny": 5, "xrange": [-1e300, 1e300]}), "headers": bearer}))  # fmt: skip
+        authed.append(
+            ("POST", "/api/surfaces", {"json": _surface(train_size=100 + i), "headers": bearer})
+        )
+    authed.append(
+        (
+            "POST",
+            "/api/surfaces",
+            {
+                "json": _surface(grid={"nx": 5, "ny": 5, "xrange": [-1e300, 1e300]}),
+                "headers": bearer,
+            },
+        )
+    )
     return unauthenticated, authed
 
 
@@ -342,7 +432,9 @@ def test_hostile_run_has_no_5xx_and_health_stays_fast(server: Server) -> None:
     codes = [code for _, code in refused]
     assert all(code in (401, 405) or isinstance(code, str) for code in codes), codes
     assert sum(code == 401 for code in codes) > len(codes) // 2
-    errors = [(r[0], r[1][:80], code) for r, code in answered if isinstance(code, int) and code >= 500]  # fmt: skip
+    errors = [
+        (r[0], r[1][:80], code) for r, code in answered if isinstance(code, int) and code >= 500
+    ]
     assert not errors, errors
     cut = [(r[0], r[1][:80]) for r, code in answered if isinstance(code, str)]
     assert len(cut) <= 3, cut  # only the three 10 MB bodies may be cut off mid-send

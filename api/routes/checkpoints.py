@@ -24,8 +24,8 @@ from api.db import CheckpointRecord
 from api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import iso
 from api.planning import checkpoint_path
-from api.schemas import CheckpointPublic
 from api.redact import truncate_value
+from api.schemas import CheckpointPublic
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.data import dataset_info, list_datasets
 from landscape.errors import CheckpointError, LandscapeError, UnknownNameError
@@ -98,7 +98,7 @@ def _unpacked_limit(settings: SettingsDep, model: str, shape: dict[str, int]) ->
     """How many bytes an upload for ``model`` may unpack to (checked before reading it)."""
     tensors = build(model, **shape).state_dict().values()
     own = sum(t.numel() * t.element_size() for t in tensors)
-    return min(settings.max_checkpoint_unpacked_bytes, UNPACKED_FACTOR * own + UNPACKED_SLACK)
+    return int(min(settings.max_checkpoint_unpacked_bytes, UNPACKED_FACTOR * own + UNPACKED_SLACK))
 
 
 @router.post(

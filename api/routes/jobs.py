@@ -12,7 +12,6 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-
 from sqlalchemy import func, select
 
 from api.db import TERMINAL, Job
