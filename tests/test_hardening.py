@@ -330,3 +330,16 @@ def test_serving_open_without_a_token_is_refused(
 ) -> None:
     settings = tiny_settings(tmp_path, host=host, api_token=token, allow_open=allow)
     assert (open_without_token(settings) is not None) == refused
+
+
+def test_serve_exits_with_one_line_when_open_without_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from landscape.cli import main
+
+    monkeypatch.delenv("LANDSCAPE_API_TOKEN", raising=False)
+    monkeypatch.delenv("LANDSCAPE_ALLOW_OPEN", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env file here
+    code = main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "LANDSCAPE_API_TOKEN" in err and "\n" not in err
