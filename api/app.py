@@ -15,11 +15,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from api.db import make_engine, make_sessionmaker
-from api.errors import landscape_error_handler
+from api.errors import (
+    SafeJSONResponse,
+    http_error_handler,
+    landscape_error_handler,
+    validation_error_handler,
+)
+from api.guard import RequestGuard
 from api.jobs import JobQueue
+from api.openapi import honest_openapi
 from api.routes import checkpoints, datasets, health, hessian, jobs, models, surfaces, web
 from api.settings import Settings, get_settings
 from api.worker import Runner, WorkerPool, run_surface_job
@@ -36,7 +45,15 @@ Loss landscapes (Li et al. 2018, filter-normalized random directions) as a servi
 4. optionally `POST /api/surfaces/{surface_id}/hessian` for its curvature (eigenvalues, trace,
    the |λmin/λmax| map of Li et al. 2018 §6), followed like any job.
 
-When the server sets `LANDSCAPE_API_TOKEN`, POST/DELETE need `Authorization: Bearer <token>`.
+When the server sets `LANDSCAPE_API_TOKEN`, POST/DELETE need `Authorization: Bearer <token>`
+(checked before the body is read); GET needs it too only with `LANDSCAPE_PROTECT_READS=true`.
+
+Limits, all checked before a body is read or a job queued: JSON bodies up to
+`LANDSCAPE_MAX_JSON_BYTES` (413), uploads up to `LANDSCAPE_MAX_UPLOAD_BYTES` (413),
+`LANDSCAPE_MAX_ACTIVE_JOBS` queued or running jobs in all and
+`LANDSCAPE_MAX_ACTIVE_JOBS_PER_CLIENT` per client address (429). `NaN`, `Infinity` and numbers
+beyond float range are refused anywhere in a JSON body (422). A 422 names each problem's
+location and message but does not echo the input.
 """
 
 
@@ -68,6 +85,7 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
         openapi_tags=[
             {"name": "surfaces", "description": "Request, list, read and download surfaces"},
             {"name": "jobs", "description": "Progress, cancel and event streams of jobs"},
@@ -86,9 +104,13 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
         else None
     )
     app.add_exception_handler(LandscapeError, landscape_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     for module in (surfaces, hessian, jobs, checkpoints, models, datasets, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static")
+    app.add_middleware(RequestGuard, settings=settings, queue=queue, routes=lambda: app.routes)
+    app.openapi = lambda: honest_openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 

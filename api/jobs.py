@@ -14,6 +14,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import Any
 
@@ -178,6 +179,16 @@ class JobQueue:
     def list(self, limit: int = 500) -> list[Job]:
         with self.sessions() as session:
             return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+
+    def count_active(self, job_ids: Collection[str] | None = None) -> int:
+        """Queued + running jobs, all of them or those among ``job_ids`` (queue limits)."""
+        if job_ids is not None and not job_ids:
+            return 0
+        query = select(func.count()).select_from(Job).where(Job.status.in_(ACTIVE))
+        if job_ids is not None:
+            query = query.where(Job.id.in_(list(job_ids)))
+        with self.sessions() as session:
+            return int(session.scalar(query) or 0)
 
     def counts(self) -> dict[str, int]:
         with self.sessions() as session:

@@ -40,7 +40,22 @@ class Settings(BaseSettings):
     protect_reads: bool = Field(False, description="also require the token on GET endpoints")
 
     max_grid_points: int = Field(40401, ge=1, description="nx × ny limit per surface (201²)")
-    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="checkpoint file size")
+    max_json_bytes: int = Field(
+        64 * 1024, ge=1024, description="JSON request body size (checked before it is read)"
+    )
+    max_checkpoint_unpacked_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description="an upload's declared tensor bytes (zip entries, safetensors header)",
+    )
+    max_active_jobs: int = Field(100, ge=1, description="queued + running jobs, all clients")
+    max_active_jobs_per_client: int = Field(
+        10, ge=1, description="queued + running jobs submitted from one client address"
+    )
+    allow_open: bool = Field(
+        False, description="allow serving on a non-loopback address without an API token"
+    )
     max_epochs: int = Field(300, ge=1)
     max_train_size: int | None = Field(None, ge=1, description="cap on training subset size")
     # Curvature analysis (POST /api/surfaces/{id}/hessian): every eigenvalue, probe and map

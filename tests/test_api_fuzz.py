@@ -1,5 +1,7 @@
 """Fuzz the API from its own OpenAPI schema (schemathesis): whatever a client sends, valid or
-not, the answer is never a 5xx. Bounded in examples per operation and in time."""
+not, and in whatever order (the stateful test chains operations through the links schemathesis
+infers, e.g. POST a surface, then read, cancel or delete it), the answer is never a 5xx.
+Bounded in examples per operation and in time."""
 
 from __future__ import annotations
 
@@ -28,10 +30,29 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @pytest.mark.timeout(600)
 @schema.parametrize()
 @hypothesis_settings(
-    max_examples=25,
+    max_examples=60,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
 def test_no_server_errors(case: schemathesis.Case) -> None:
     case.call_and_validate(checks=[not_a_server_error])
+
+
+class StatefulAPI(schema.as_state_machine()):  # type: ignore[misc]
+    """Sequences of calls; every answer is checked for 5xx."""
+
+    def validate_response(  # type: ignore[no-untyped-def]
+        self, response, case, additional_checks=(), **kwargs
+    ) -> None:
+        case.validate_response(response, checks=[not_a_server_error])
+
+
+TestStatefulAPI = StatefulAPI.TestCase
+TestStatefulAPI.settings = hypothesis_settings(
+    max_examples=40,
+    stateful_step_count=6,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)

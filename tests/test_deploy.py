@@ -81,3 +81,50 @@ def test_install_step_matches_the_makefile_and_tests() -> None:
     assert {"pyproject.toml", "landscape", "api", "web"} <= copied
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert not {"landscape", "api", "web", "pyproject.toml"} & set(ignored)
+
+
+def _published_hosts(service: dict[str, Any]) -> list[str]:
+    hosts = []
+    for port in service["ports"]:
+        if isinstance(port, dict):  # compose v2 long form
+            hosts.append(str(port.get("host_ip", "")))
+        else:  # "HOST:PUBLISHED:TARGET[/proto]"
+            parts = str(port).split(":")
+            hosts.append(parts[0] if len(parts) == 3 else "")
+    return hosts
+
+
+def test_compose_publishes_on_loopback_and_needs_a_token_to_serve() -> None:
+    """The defaults are closed: the port is reachable from this host only, and the API inside
+    the container (bound to 0.0.0.0 there) refuses to start without a token."""
+    from api.settings import Settings
+    from landscape.cli.serve_cmd import open_without_token
+
+    api = compose_config()["services"]["api"]
+    assert _published_hosts(api) == ["127.0.0.1"]
+    env = api["environment"]
+    assert env["LANDSCAPE_API_TOKEN"] == "" and env["LANDSCAPE_ALLOW_OPEN"] == "false"
+    host = re.search(r"LANDSCAPE_HOST=(\S+)", DOCKERFILE)
+    assert host and host.group(1) == "0.0.0.0"
+    as_composed = {"host": host.group(1), "api_token": env["LANDSCAPE_API_TOKEN"],
+                   "allow_open": env["LANDSCAPE_ALLOW_OPEN"]}  # fmt: skip
+    assert open_without_token(Settings(**as_composed)) is not None
+    assert open_without_token(Settings(**{**as_composed, "api_token": "t"})) is None
+    for name in ("MAX_UPLOAD_BYTES", "MAX_JSON_BYTES", "MAX_ACTIVE_JOBS",
+                 "MAX_ACTIVE_JOBS_PER_CLIENT"):  # fmt: skip
+        assert int(env[f"LANDSCAPE_{name}"]) == Settings.model_fields[name.lower()].default
+
+
+def test_deploy_doc_states_every_limit_and_the_security_model() -> None:
+    from api.settings import Settings
+
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    for name in ("API_TOKEN", "PROTECT_READS", "ALLOW_OPEN", "BIND", "MAX_UPLOAD_BYTES",
+                 "MAX_JSON_BYTES", "MAX_CHECKPOINT_UNPACKED_BYTES", "MAX_ACTIVE_JOBS",
+                 "MAX_ACTIVE_JOBS_PER_CLIENT", "MAX_GRID_POINTS", "MAX_EPOCHS"):  # fmt: skip
+        assert f"LANDSCAPE_{name}" in doc, name
+        default = Settings.model_fields[name.lower()].default if name != "BIND" else None
+        if isinstance(default, int) and not isinstance(default, bool):
+            assert f"{default:_}".replace("_", "") in doc.replace(",", ""), name
+    for topic in ("## Security model", "What the token guards", "What reads reveal", "proxy"):
+        assert topic in doc, topic

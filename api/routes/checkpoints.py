@@ -24,11 +24,13 @@ from api.db import CheckpointRecord
 from api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import iso
 from api.planning import checkpoint_path
+from api.redact import truncate_value
 from api.schemas import CheckpointPublic
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.data import dataset_info, list_datasets
 from landscape.errors import CheckpointError, LandscapeError, UnknownNameError
-from landscape.models import list_models
+from landscape.models import build, list_models
+from landscape.safe_load import check_unpacked_size
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,21 @@ router = APIRouter(prefix="/api/checkpoints", tags=["checkpoints"], dependencies
 
 SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _COPY_CHUNK = 1 << 20
+# Metadata is shown on every listing: only these keys, each small, are kept from a file.
+METADATA_KEYS = (
+    "model", "model_args", "dataset", "data", "train_spec", "seed", "epochs", "train_samples",
+    "test_samples", "train_loss", "train_acc", "test_loss", "test_acc", "device", "wall_time_s",
+    "uploaded_as", "sha256",
+)  # fmt: skip
+# A file may unpack to this multiple of the model's own tensor bytes (optimizer state, buffers)
+# plus a constant, and never to more than the server's limit.
+UNPACKED_FACTOR, UNPACKED_SLACK = 4, 16 * 1024 * 1024
+
+
+def small_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The whitelisted keys of ``metadata``, each cut to a few hundred bytes."""
+    kept = {key: metadata[key] for key in METADATA_KEYS if key in metadata}
+    return truncate_value(kept, max_chars=200, max_items=20, depth=3)  # type: ignore[no-any-return]
 
 
 def checkpoint_public(record: CheckpointRecord) -> CheckpointPublic:
@@ -46,7 +63,7 @@ def checkpoint_public(record: CheckpointRecord) -> CheckpointPublic:
         source=record.source,
         filename=record.filename,
         created=iso(record.created_at) or "",
-        metadata=record.details or {},
+        metadata=small_metadata(record.details or {}),
     )
 
 
@@ -75,6 +92,13 @@ def _copy_limited(upload: UploadFile, dest: Path, limit: int) -> str:
 
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(value, default=str))  # type: ignore[no-any-return]
+
+
+def _unpacked_limit(settings: SettingsDep, model: str, shape: dict[str, int]) -> int:
+    """How many bytes an upload for ``model`` may unpack to (checked before reading it)."""
+    tensors = build(model, **shape).state_dict().values()
+    own = sum(t.numel() * t.element_size() for t in tensors)
+    return int(min(settings.max_checkpoint_unpacked_bytes, UNPACKED_FACTOR * own + UNPACKED_SLACK))
 
 
 @router.post(
@@ -127,6 +151,7 @@ def upload_checkpoint(
             "num_classes": info.num_classes,
             "image_size": info.image_size,
         }
+        check_unpacked_size(tmp, _unpacked_limit(settings, model, shape))
         try:
             net, metadata = load_checkpoint(tmp, model_name=model, model_args=shape)
         except LandscapeError:
@@ -134,7 +159,9 @@ def upload_checkpoint(
         except Exception as exc:  # untrusted bytes: any reader failure is the file's fault
             log.info("upload %s rejected: %r", name, exc)
             raise CheckpointError(f"cannot read {name!r} as a checkpoint: {exc}") from exc
-        metadata = _json_safe({**metadata, "uploaded_as": name, "sha256": checkpoint_id})
+        metadata = small_metadata(
+            _json_safe({**metadata, "uploaded_as": name, "sha256": checkpoint_id})
+        )
         converted = Path(tmp_dir) / "converted.pt"
         save_checkpoint(
             converted,

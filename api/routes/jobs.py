@@ -8,20 +8,30 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy import func, select
 
 from api.db import TERMINAL, Job
 from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
-from api.jobs import job_public
+from api.jobs import job_public as _job_public
+from api.redact import public_stored_error
 from api.schemas import ID_PATTERN, JobPublic
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[ReadAccess])
 
 JobId = Annotated[str, PathParam(pattern=ID_PATTERN, description="job id (hex)")]
 KEEPALIVE_SECONDS = 15.0
+MAX_PAGE = 500
+
+
+def job_public(job: Job) -> JobPublic:
+    """The job as clients see it: its error is one line without server paths."""
+    public = _job_public(job)
+    public.error = public_stored_error(public.error)
+    return public
 
 
 def _job_or_404(queue: QueueDep, job_id: str) -> Job:
@@ -32,8 +42,20 @@ def _job_or_404(queue: QueueDep, job_id: str) -> Job:
 
 
 @router.get("", response_model=list[JobPublic], summary="List jobs, newest first")
-def list_jobs(queue: QueueDep) -> list[JobPublic]:
-    return [job_public(job) for job in queue.list()]
+def list_jobs(
+    queue: QueueDep,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="jobs per page")] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9, description="jobs to skip (newest first)")] = 0,
+) -> list[JobPublic]:
+    """One page of jobs; `X-Total-Count` gives the number of all jobs, so the next page is at
+    `offset + limit` while that is below the total."""
+    newest_first = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    with queue.sessions() as session:
+        total = int(session.scalar(select(func.count()).select_from(Job)) or 0)
+        page = list(session.scalars(newest_first.offset(offset).limit(limit)))
+    response.headers["X-Total-Count"] = str(total)
+    return [job_public(job) for job in page]
 
 
 @router.get(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,6 +39,27 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_without_token(settings: Settings) -> str | None:
+    """Why serving as configured would let anyone on the network write, or None: a
+    non-loopback address needs LANDSCAPE_API_TOKEN, or an explicit LANDSCAPE_ALLOW_OPEN=1."""
+    if settings.api_token or settings.allow_open or _is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to serve on {settings.host} without a token: anyone who reaches it could "
+        "queue jobs and upload files. Set LANDSCAPE_API_TOKEN, bind to 127.0.0.1, or set "
+        "LANDSCAPE_ALLOW_OPEN=1 (e.g. behind a proxy that authenticates)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -44,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     settings = Settings(**overrides(args))
+    refusal = open_without_token(settings)
+    if refusal is not None:
+        print(f"landscape serve: {refusal}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     if args.demo:
         ids = enqueue_demo(app)

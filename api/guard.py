@@ -1,0 +1,345 @@
+"""The request guard: a pure ASGI middleware that decides before the body is read.
+
+Everything a client can make the server spend disk, memory or queue slots on is checked here,
+in order, before a route (or a multipart parser spooling to a temp file) sees a byte of it:
+
+1. a write (POST/PUT/PATCH/DELETE) without the right bearer token, when the server has one,
+   is answered 401 at once;
+2. a declared ``Content-Length`` over the route's limit is answered 413 at once, and a body
+   sent without one (chunked) is counted as it streams and cut off at the limit (413);
+3. a JSON body (bounded by 2.) holding ``NaN``, ``Infinity`` or a number beyond float range is
+   answered 422: non-finite numbers have one meaning here, invalid;
+4. a job submission from a client (by address) with too many queued or running jobs, or while
+   the whole queue is full, is answered 429 (checked and submitted under one lock).
+
+It also completes ``Allow`` on 405 answers from every route matching the path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.jobs import JobQueue
+from api.settings import Settings
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+UPLOAD_PATH = "/api/checkpoints"
+MULTIPART_SLACK = 64 * 1024  # form field names, boundaries and headers around the file
+SUBMISSION = re.compile(r"^/api/surfaces(?:/[^/]+/hessian)?/?$")
+MAX_CLIENTS_TRACKED = 10_000
+MAX_JOBS_TRACKED_PER_CLIENT = 1_000
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes its limit (an ``HTTPException``, so
+    FastAPI's body parsing lets it through as the 413 it is)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than this server's limit of {limit} bytes")
+
+
+class _NonFinite:
+    """Marks where a non-finite number sat in a parsed JSON body."""
+
+
+_NON_FINITE = _NonFinite()
+
+
+def _parse_float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NON_FINITE
+
+
+def _parse_int(text: str) -> int | _NonFinite:
+    value = int(text)
+    return value if abs(value) <= 1.7976931348623157e308 else _NON_FINITE
+
+
+def find_non_finite(body: bytes) -> list[str | int] | None:
+    """The location of the first non-finite number in a JSON body, or None (also when the body
+    is not JSON at all: the route answers that itself)."""
+    try:
+        value = json.loads(
+            body,
+            parse_constant=lambda _name: _NON_FINITE,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+        )
+    except (ValueError, RecursionError):  # not JSON, or nested too deep: the route says so
+        return None
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, where = stack.pop()
+        if node is _NON_FINITE:
+            return where
+        if isinstance(node, dict):
+            stack.extend((v, [*where, str(k)[:100]]) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, [*where, i]) for i, v in enumerate(node))
+    return None
+
+
+class SubmissionLedger:
+    """Which jobs each client submitted (recent ones, bounded), to count its active ones."""
+
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+
+    def jobs_of(self, client: str) -> list[str]:
+        return list(self._jobs.get(client, ()))
+
+    def record(self, client: str, job_id: str) -> None:
+        jobs = self._jobs.setdefault(client, OrderedDict())
+        self._jobs.move_to_end(client)
+        jobs[job_id] = None
+        while len(jobs) > MAX_JOBS_TRACKED_PER_CLIENT:
+            jobs.popitem(last=False)
+        while len(self._jobs) > MAX_CLIENTS_TRACKED:
+            self._jobs.popitem(last=False)
+
+
+def _json_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> Message:
+    return {"status": status, "detail": detail, "headers": headers or {}}
+
+
+class RequestGuard:
+    """See the module docstring; ``routes`` gives the app's routes (for ``Allow``)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        queue: JobQueue,
+        routes: Callable[[], Sequence[BaseRoute]],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.queue = queue
+        self.routes = routes
+        self.ledger = SubmissionLedger()
+        self._submitting = anyio.Lock()
+
+    def body_limit(self, method: str, path: str) -> int:
+        if method == "POST" and path.rstrip("/") == UPLOAD_PATH:
+            return self.settings.max_upload_bytes + MULTIPART_SLACK
+        return self.settings.max_json_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refuse_early(method, path, headers)
+        if refusal is not None:
+            await _send_json(send, refusal)
+            return
+        receive = _counting(receive, self.body_limit(method, path))
+        submission = method == "POST" and bool(SUBMISSION.match(path))
+        is_json = _is_json(headers.get("content-type"))
+        if method in WRITE_METHODS and (is_json or submission):
+            try:
+                body = await _read_all(receive)
+            except BodyTooLarge as exc:
+                await _send_json(send, _json_response(413, exc.detail))
+                return
+            where = find_non_finite(body) if is_json else None
+            if where is not None:
+                detail = [
+                    {
+                        "type": "finite_number",
+                        "loc": ["body", *where],
+                        "msg": "NaN, Infinity and numbers beyond float range are not accepted",
+                    }
+                ]
+                await _send_json(send, _json_response(422, detail))
+                return
+            receive = _replay(body, receive)
+        if not submission:
+            await self._call_app(scope, receive, send, submission=False)
+            return
+        # Check and submit as one step (the body is already here, so this is quick), or
+        # concurrent submissions would all pass the check.
+        async with self._submitting:
+            client = _client(scope)
+            refusal = await anyio.to_thread.run_sync(self._refuse_over_quota, client)
+            if refusal is not None:
+                await _send_json(send, refusal)
+                return
+            await self._call_app(scope, receive, send, submission=True)
+
+    def _refuse_early(self, method: str, path: str, headers: dict[str, str]) -> Message | None:
+        token = self.settings.api_token
+        if method in WRITE_METHODS and token is not None:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                return _json_response(
+                    401,
+                    "this server needs 'Authorization: Bearer <token>' (LANDSCAPE_API_TOKEN)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return _json_response(400, "Content-Length is not a number")
+            limit = self.body_limit(method, path)
+            if int(declared) > limit:
+                return _json_response(
+                    413, f"request body larger than this server's limit of {limit} bytes"
+                )
+        return None
+
+    def _refuse_over_quota(self, client: str) -> Message | None:
+        total = self.queue.count_active()
+        if total >= self.settings.max_active_jobs:
+            return _json_response(
+                429,
+                f"the job queue is full ({total} queued or running, limit "
+                f"{self.settings.max_active_jobs}); try again when some have finished",
+                {"Retry-After": "30"},
+            )
+        mine = self.queue.count_active(self.ledger.jobs_of(client))
+        if mine >= self.settings.max_active_jobs_per_client:
+            return _json_response(
+                429,
+                f"you have {mine} jobs queued or running (limit "
+                f"{self.settings.max_active_jobs_per_client} per client); wait for one to "
+                "finish or cancel one",
+                {"Retry-After": "30"},
+            )
+        return None
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send, submission: bool) -> None:
+        started = False
+        is_submission = submission
+        status, captured = 0, bytearray()
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
+                if status == 405:
+                    message = self._with_allow(message, scope)
+            elif (
+                message["type"] == "http.response.body"
+                and is_submission
+                and status < 300
+                and len(captured) < 1 << 20
+            ):
+                captured.extend(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, guarded_send)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await _send_json(send, _json_response(413, exc.detail))
+            return
+        if is_submission and status < 300 and captured:
+            self._record(_client(scope), bytes(captured))
+
+    def _record(self, client: str, body: bytes) -> None:
+        try:
+            job_id = json.loads(body)["job"]["id"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(job_id, str):
+            self.ledger.record(client, job_id)
+
+    def _with_allow(self, message: Message, scope: Scope) -> Message:
+        allowed: set[str] = set()
+        for route in self.routes():
+            if isinstance(route, Mount):  # static files: reads only
+                if route.matches(scope)[0] != Match.NONE:
+                    allowed |= {"GET", "HEAD"}
+                continue
+            for method in PROBED_METHODS:
+                if route.matches({**scope, "method": method})[0] == Match.FULL:
+                    allowed.add(method)
+        if not allowed:
+            return message
+        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+        headers.append((b"allow", ", ".join(sorted(allowed)).encode()))
+        return {**message, "headers": headers}
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI parses a body as JSON when it says so or says nothing."""
+    if not content_type:
+        return True
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counted
+
+
+async def _read_all(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _send_json(send: Send, refusal: Message) -> None:
+    body = json.dumps({"detail": refusal["detail"]}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *((k.lower().encode(), v.encode()) for k, v in refusal["headers"].items()),
+    ]
+    await send({"type": "http.response.start", "status": refusal["status"], "headers": headers})
+    await send({"type": "http.response.body", "body": body})
