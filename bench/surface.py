@@ -2,6 +2,7 @@
 
     python -m bench.surface            # resnet20, resnet56, resnet56-noshort, mlp; 21×21 grid
     python -m bench.surface --quick    # fewer points, resnet20 and the MLP only
+    python -m bench.surface --device cuda   # the GPU benchmark (bench.surface_gpu)
 
 Everything is measured in one run on the same model, data and directions, so ratios hold on a
 noisy shared machine even when absolute times drift. The naive baseline (DataLoader batch
@@ -24,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from landscape.data import load_dataset
 from landscape.directions import make_directions
 from landscape.engine import GridEvaluator, reference_evaluate
+from landscape.engine_plan import cpu_count, cpu_model
 from landscape.models import build
 from landscape.specs import DirectionSpec, EngineOptions
 
@@ -132,7 +134,7 @@ def run_workload(
         naive_1t_s = (time.perf_counter() - start) / max(1, len(naive_idx) // 2)
     finally:
         torch.set_num_threads(threads)
-    options = EngineOptions(compile=not args.no_compile, workers=args.workers)
+    options = EngineOptions(device="cpu", compile=not args.no_compile, workers=args.workers)
     points = coords if args.engine_points is None else coords[: args.engine_points]
     n_points = 10**9 if args.force_compile else len(coords)
     start = time.perf_counter()
@@ -172,11 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="CPU processes (default: cores)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the GPU benchmark"
+    )
+    parser.add_argument(
         "--force-compile",
         action="store_true",
         help="compile even where the engine's cost model says it does not pay for this grid",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.device == "cuda":
+        from bench.surface_gpu import main as gpu_main
+
+        return gpu_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.workloads is None:
         args.workloads = ["resnet20", "mlp"] if args.quick else list(WORKLOADS)
     if args.naive_points is None:
@@ -185,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         args.engine_points = 64
     x, y = load_dataset("digits", "train")
     peak, peak_what = peak_flops()
+    print(f"CPU: {cpu_model()}, {cpu_count()} cores usable", flush=True)
     print(
         f"load average (1/5/15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: digits train "

@@ -155,8 +155,9 @@ class GridEvaluator:
             channels_last=self.channels_last,
             precision=self.precision,
             max_points_per_call=max_points_per_call(module, data, self.batch_size, self.device),
-            k_reason="set by the caller" if options.points_per_call else "CPU: one point fills "
-            "a core; batching points measured slower",
+            k_reason="set by the caller"
+            if options.points_per_call
+            else "CPU: one point fills a core; batching points measured slower",
         )
         self.compiled = config.compile
         # workers move the data to their own device; in-process it goes there now

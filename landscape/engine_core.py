@@ -27,6 +27,12 @@ from landscape.specs import LossName, ResolvedPrecision
 log = logging.getLogger(__name__)
 
 
+# How far the compiled function may differ from eager at θ before it is rejected: fused
+# kernels sum in another order, which moves reduced-precision results the most (relative
+# loss, fraction of samples whose predicted class may flip).
+_COMPILE_TOLERANCE = {"fp32": (1e-4, 0.0), "tf32": (2e-3, 1e-3), "bf16": (3e-2, 5e-3)}
+
+
 def per_sample_loss(logits: Tensor, y: Tensor, loss: LossName) -> Tensor:
     """Per-sample loss, shape ``(B,)``.
 
@@ -105,7 +111,8 @@ class PointEvaluator:
         self.config = config
         self.device = torch.device(config.device)
         if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+            if self.device.index is not None:
+                torch.cuda.set_device(self.device)
             configure_cuda(config.precision)
         self.module = module.to(self.device).eval()
         self.data = {split: _to_device(b, self.device) for split, b in data.items()}
@@ -198,8 +205,10 @@ class PointEvaluator:
                 for split in self.data.values():
                     ref = eager(self._params_at(np.zeros((self._k(), self.ndim))), *_b0(split))
                     got = compiled(self._params_at(np.zeros((self._k(), self.ndim))), *_b0(split))
-                    if not torch.allclose(ref[0], got[0], rtol=1e-4) or not bool(
-                        (ref[1] - got[1]).abs().max() <= 1
+                    rtol, flips = _COMPILE_TOLERANCE[self.config.precision]
+                    max_flips = max(1, int(flips * split.xs[0].shape[0]))
+                    if not torch.allclose(ref[0], got[0], rtol=rtol) or not bool(
+                        (ref[1] - got[1]).abs().max() <= max_flips
                     ):
                         raise RuntimeError(f"compiled result {got} differs from eager {ref}")
             self._batch_fn = compiled

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -94,7 +95,14 @@ class WorkerPool:
         return slot
 
     def _send_payload(self, slot: _Slot) -> None:
-        slot.conn.send(self._payload)
+        assert self._payload is not None
+        if slot.device.startswith("cuda"):
+            # by value, not through shared memory: each GPU worker copies the data to its
+            # device anyway, and a container's /dev/shm is often far smaller than CIFAR-10
+            module, params, dirs, batches, config = self._payload
+            slot.conn.send((module, params, dirs, _by_value(batches), config))
+        else:
+            slot.conn.send(self._payload)
 
     def load(self, payload: tuple[Any, ...], timeout: float = WORKER_START_TIMEOUT_S) -> None:
         """Give every worker the evaluator's inputs and wait until each has built (and
@@ -211,6 +219,40 @@ class WorkerPool:
         self._await_ready(new, WORKER_START_TIMEOUT_S)
 
 
+def _by_value(batches: dict[str, Any]) -> dict[str, Any]:
+    """Split batches with numpy arrays in place of tensors (pickled as bytes)."""
+    return {
+        split: dataclasses.replace(
+            b,
+            xs=[x.numpy() for x in b.xs],
+            ys=[y.numpy() for y in b.ys],
+            masks=[m.numpy() for m in b.masks],
+        )
+        for split, b in batches.items()
+    }
+
+
+def _as_tensors(batches: dict[str, Any], channels_last: bool) -> dict[str, Any]:
+    """Undo ``_by_value`` (a no-op for tensors)."""
+    import torch
+
+    def tensor(a: Any) -> Any:
+        t = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+        return (
+            t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
+        )
+
+    return {
+        split: dataclasses.replace(
+            b,
+            xs=[tensor(x) for x in b.xs],
+            ys=[tensor(y) for y in b.ys],
+            masks=[tensor(m) for m in b.masks],
+        )
+        for split, b in batches.items()
+    }
+
+
 @contextlib.contextmanager
 def _worker_env() -> Iterator[None]:
     """Environment for spawned workers (inherited at spawn), restored afterwards."""
@@ -255,6 +297,7 @@ def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
         payload = conn.recv()
         module, params, dirs, batches, config = payload
         config.device = device
+        batches = _as_tensors(batches, config.channels_last)
         core = PointEvaluator(module, params, dirs, batches, config)
         del payload, batches
         conn.send(("ready", core.describe()))

@@ -48,9 +48,7 @@ def test_plan_one_worker_per_visible_gpu_restricted_by_devices() -> None:
 def _payload() -> tuple[object, ...]:
     model, dirs, data = setup(ConvBNNet)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    batches = {
-        s: split_batches(x, y, 32, torch.device("cpu"), True) for s, (x, y) in data.items()
-    }
+    batches = {s: split_batches(x, y, 32, torch.device("cpu"), True) for s, (x, y) in data.items()}
     config = CoreConfig("cross_entropy", "cpu", 32, 1, False, True)
     return model, params, dirs, batches, config
 

@@ -27,7 +27,7 @@ def test_auto_precision_is_tf32_on_cuda_and_fp32_on_cpu() -> None:
 
 def test_cpu_refuses_reduced_precision_and_records_fp32() -> None:
     model, dirs, data = setup(ConvBNNet)
-    with pytest.raises(SpecError, match="bf16.*CUDA"):
+    with pytest.raises(SpecError, match=r"bf16.*CUDA"):
         GridEvaluator(model, dirs, data, options=EngineOptions(device="cpu", precision="bf16"))
     with GridEvaluator(model, dirs, data, options=EngineOptions(workers=1, compile=False)) as ev:
         info = ev.describe()
