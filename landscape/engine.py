@@ -32,6 +32,7 @@ from landscape.bn_fold import densify_small_convs, fold_batchnorm
 from landscape.devices import resolve_device
 from landscape.engine_core import CoreConfig, PointEvaluator, split_batches
 from landscape.engine_plan import (
+    DEFAULT_POINTS,
     compile_pays,
     max_points_per_call,
     pick_batch_size,
@@ -67,8 +68,8 @@ class GridEvaluator:
         options: EngineOptions | None = None,
         n_points: int | None = None,
     ) -> None:
-        """``n_points``: how many grid points will be evaluated, if known (the compile cost
-        model weighs compile time against it; ``None`` assumes a 21×21 grid)."""
+        """``n_points``: how many grid points will be evaluated, if known (compiling is
+        weighed against it; ``None`` assumes a 21×21 grid)."""
         check_choice("loss", loss, LossName)
         options = options or EngineOptions()
         if not directions:
@@ -143,15 +144,18 @@ class GridEvaluator:
         self.batch_size = options.batch_size or pick_batch_size(module, data, self.device)
         # CPU: K = 1 (measured); CUDA: 0 = each evaluator times candidate K on its device
         points_per_call = options.points_per_call or (0 if self.device.type == "cuda" else 1)
+        n_workers = len(self.worker_devices)
         config = CoreConfig(
             loss=loss,
             device=str(self.device),
             batch_size=self.batch_size,
             points_per_call=points_per_call,
             compile=options.compile
-            and compile_pays(
-                module, data, self.device, n_points=n_points, workers=len(self.worker_devices)
-            ),
+            and compile_pays(module, data, self.device, n_points=n_points, workers=n_workers),
+            # CPU: each process times its first points eagerly, then compiles if it pays
+            compile_share=-(-(n_points or DEFAULT_POINTS) // n_workers)
+            if self.device.type == "cpu"
+            else 0,
             channels_last=self.channels_last,
             precision=self.precision,
             max_points_per_call=max_points_per_call(module, data, self.batch_size, self.device),
@@ -159,7 +163,6 @@ class GridEvaluator:
             if options.points_per_call
             else "CPU: one point fills a core; batching points measured slower",
         )
-        self.compiled = config.compile
         # workers move the data to their own device; in-process it goes there now
         where = torch.device("cpu") if self._pool is not None else self.device
         batches = {
@@ -223,7 +226,8 @@ class GridEvaluator:
             "devices": list(self.worker_devices),
             "precision": self.precision,
             "dtype": {"fp32": "float32", "tf32": "tf32", "bf16": "bf16"}[self.precision],
-            "method": method + (" + compile" if self.compiled and not errors else ""),
+            "method": method + (" + compile" if all(w.get("compiled") for w in info) else ""),
+            "compile_reason": info[0].get("compile_reason", ""),
             "bn_folded": self.n_bn_folded,
             "dense_convs": self.n_dense,
             "channels_last": self.channels_last,

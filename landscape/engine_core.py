@@ -21,7 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape.engine_plan import K_CANDIDATES, choose_points_per_call, configure_cuda
+from landscape.engine_plan import (
+    K_CANDIDATES,
+    choose_points_per_call,
+    compile_after_measuring,
+    configure_cuda,
+)
 from landscape.specs import LossName, ResolvedPrecision
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,11 @@ class CoreConfig:
     channels_last: bool
     precision: ResolvedPrecision = "fp32"
     max_points_per_call: int = 8  # the largest K tried when ``points_per_call`` is 0
+    # > 0 (with ``compile``): the points this process expects; compile only once timing the
+    # first points eagerly shows it pays (CPU). 0: compile up front.
+    compile_share: int = 0
     k_reason: str = ""
+    compile_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -135,7 +144,10 @@ class PointEvaluator:
             self._choose_k()
         if config.points_per_call > 1:
             self._batch_fn = self._eager_batch_k
-        if config.compile:
+        self._measure_first = bool(config.compile and config.compile_share > 0)
+        self.compiled = False
+        self.config.timings.setdefault("compile_s", 0.0)
+        if config.compile and not self._measure_first:
             self._compile()
 
     # -- the per-batch functions -------------------------------------------------------------
@@ -212,6 +224,7 @@ class PointEvaluator:
                     ):
                         raise RuntimeError(f"compiled result {got} differs from eager {ref}")
             self._batch_fn = compiled
+            self.compiled = True
         except Exception as exc:  # compile is an optimization: eager is always correct
             self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("torch.compile failed, evaluating eagerly: %s", self.compile_error)
@@ -241,6 +254,7 @@ class PointEvaluator:
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim)
         k = self._k()
         out = {f"{s}_{m}": np.empty(len(coords)) for s in self.data for m in ("loss", "acc")}
+        started = time.perf_counter()
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(coords), k):
                 group = coords[start : start + k]
@@ -252,7 +266,18 @@ class PointEvaluator:
                     loss_sum, correct = self._split_sums(params, batches)
                     out[f"{split}_loss"][start : start + real] = loss_sum[:real] / batches.n
                     out[f"{split}_acc"][start : start + real] = correct[:real] / batches.n
+        if self._measure_first and len(coords):
+            self._decide_compile((time.perf_counter() - started) / len(coords), len(coords))
         return out
+
+    def _decide_compile(self, eager_s_per_point: float, points_done: int) -> None:
+        """After the first eager points (real results): compile if it pays for the rest."""
+        self._measure_first = False
+        left = max(0, self.config.compile_share - points_done)
+        pays, why = compile_after_measuring(eager_s_per_point, left)
+        self.config.compile_reason = why
+        if pays:
+            self._compile()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on CUDA when asked (``precision="bf16"``: 3–5e-3 relative error in
@@ -282,6 +307,8 @@ class PointEvaluator:
             "compile_error": self.compile_error,
             "points_per_call": self.config.points_per_call,
             "k_reason": self.config.k_reason,
+            "compiled": self.compiled,
+            "compile_reason": self.config.compile_reason,
             **self.config.timings,
         }
 

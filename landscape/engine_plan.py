@@ -184,18 +184,29 @@ def max_points_per_call(
     return int(max(1, min(64, (free // 2) // per_point)))
 
 
-# CPU cost model for torch.compile, measured on the 2-core dev machine (resnet20 on digits,
-# BN folded, tiny convs dense, batch 256): compiling saves ~12 % per point in one process
-# (0.074 vs 0.084 s, timed interleaved) and ~25 % with two single-thread workers running
-# side by side (bench, workers' malloc tuned: 0.037 vs 0.048–0.051 s/point), and costs ~5 s
-# per worker with inductor's on-disk cache warm (10–15 s cold, on a busy machine). A 21×21
-# resnet20 surface (~220 points per worker) is then break-even (~23–25 s either way) and stays
-# eager; bigger nets or grids compile. Per-core fp32 rate for the per-point estimate.
+# CPU cost model for torch.compile, measured on a 2-core machine (resnet20 on digits, BN
+# folded, tiny convs dense, batch 256): compiling saves ~12 % per point in one process and
+# ~25 % with two single-thread workers side by side, and costs ~5 s per worker with inductor's
+# on-disk cache warm (10–15 s cold). The per-point time it is weighed against is *measured*
+# in each worker on its first points (``compile_after_measuring``), not assumed: a constant
+# rate taken from one machine chose eager on another 2-core machine that then reached 55 % of
+# its floor. Up front, only grids too small to pay even on a slow core skip the measurement.
 _CPU_COMPILE_SAVING = 0.25
 _CPU_COMPILE_S = 6.0
-_CPU_FLOPS_PER_CORE = 80e9
+_CPU_SLOW_FLOPS_PER_CORE = 20e9  # a slow core's rate: the optimistic bound of the up-front check
 _MIN_COMPILE_FLOP = 1e9  # forward work per grid point below which compiling cannot pay
 DEFAULT_POINTS = 21 * 21  # the grid assumed when the caller does not say how many points
+
+
+def compile_after_measuring(eager_s_per_point: float, points_left: int) -> tuple[bool, str]:
+    """Whether compiling now pays for the ``points_left`` this process will still evaluate,
+    given its measured eager time per point; and why."""
+    saving_s = points_left * eager_s_per_point * _CPU_COMPILE_SAVING
+    why = (
+        f"measured eager {eager_s_per_point * 1e3:.0f} ms/point × {points_left} points left × "
+        f"{_CPU_COMPILE_SAVING:.0%} saving = {saving_s:.1f} s vs ~{_CPU_COMPILE_S:.0f} s compile"
+    )
+    return saving_s > _CPU_COMPILE_S, why
 
 
 def forward_flops(module: nn.Module, data: Data) -> float:
@@ -218,15 +229,16 @@ def compile_pays(
     n_points: int | None = None,
     workers: int = 1,
 ) -> bool:
-    """Whether torch.compile saves more time than it costs over the points to evaluate.
+    """Whether torch.compile may save more time than it costs over the points to evaluate.
 
-    On CPU: compile when the estimated saving per worker (``points / workers × seconds per
-    point × saving``) exceeds the compile time, ``n_points`` defaulting to a 21×21 grid.
-    Elsewhere (CUDA): compile unless the net is under ~1 GFLOP per point.
+    On CPU this is the up-front check only: ``False`` for grids too small to pay even on a
+    slow core; otherwise the workers time their first points
+    eagerly and decide (``compile_after_measuring``). Elsewhere (CUDA): compile unless the net
+    is under ~1 GFLOP per point.
     """
     flops = forward_flops(module, data)
     if device is None or device.type != "cpu":
         return flops >= _MIN_COMPILE_FLOP
     points_per_worker = (n_points or DEFAULT_POINTS) / max(1, workers)
-    saving_s = points_per_worker * flops / _CPU_FLOPS_PER_CORE * _CPU_COMPILE_SAVING
+    saving_s = points_per_worker * flops / _CPU_SLOW_FLOPS_PER_CORE * _CPU_COMPILE_SAVING
     return bool(saving_s > _CPU_COMPILE_S)

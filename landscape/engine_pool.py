@@ -62,6 +62,7 @@ class _Slot:
     conn: Connection
     pending: dict[int, np.ndarray] = field(default_factory=dict)
     ready: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class WorkerPool:
@@ -77,7 +78,6 @@ class WorkerPool:
         self.max_restarts = 2 * len(devices) if max_restarts is None else max_restarts
         self.restarts = 0
         self._payload: tuple[Any, ...] | None = None
-        self.info: list[dict[str, Any]] = []
         self._slots = [self._spawn(d) for d in self.devices]
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -111,7 +111,12 @@ class WorkerPool:
         for slot in self._slots:
             self._send_payload(slot)
         for slot in self._slots:
-            self.info.append(self._await_ready(slot, timeout))
+            self._await_ready(slot, timeout)
+
+    @property
+    def info(self) -> list[dict[str, Any]]:
+        """Each worker's latest ``PointEvaluator.describe()``."""
+        return [s.info for s in self._slots]
 
     def _await_ready(self, slot: _Slot, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -124,6 +129,7 @@ class WorkerPool:
         if kind != "ready":
             raise RuntimeError(f"engine worker failed to start: {info}")
         slot.ready = True
+        slot.info = info
         return info  # type: ignore[no-any-return]
 
     def pids(self) -> list[int]:
@@ -180,23 +186,24 @@ class WorkerPool:
                     queued.extendleft(sorted(slot.pending.items(), reverse=True))
                     self._replace(slot)
                     continue
-                task_id, values, elapsed = message
+                task_id, values, elapsed, info = message
                 if task_id == "error":
                     raise RuntimeError(f"engine worker failed:\n{values}")
+                slot.info = info or slot.info
                 if slot.pending.pop(task_id, None) is not None:
                     yield task_id, values, elapsed
 
     def pending_ids(self) -> set[int]:
         return {t for s in self._slots for t in s.pending}
 
-    def _receive(self, slot: _Slot) -> tuple[Any, Any, float] | None:
+    def _receive(self, slot: _Slot) -> tuple[Any, Any, float, dict[str, Any]] | None:
         """The next message of ``slot``, or ``None`` when its process is gone."""
         try:
             if slot.conn.poll():
                 return slot.conn.recv()  # type: ignore[no-any-return]
         except (EOFError, OSError):
             return None
-        return None if not slot.proc.is_alive() else ("stale", None, 0.0)
+        return None if not slot.proc.is_alive() else ("stale", None, 0.0, {})
 
     def _replace(self, slot: _Slot) -> None:
         """Start a new worker on the lost one's device (its pieces are queued again)."""
@@ -318,9 +325,9 @@ def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
         try:
             start = time.perf_counter()
             values = core.evaluate(coords)
-            conn.send((task_id, values, time.perf_counter() - start))
+            conn.send((task_id, values, time.perf_counter() - start, core.describe()))
         except (EOFError, OSError, BrokenPipeError):
             return
         except BaseException:
             with contextlib.suppress(Exception):
-                conn.send(("error", traceback.format_exc(), 0.0))
+                conn.send(("error", traceback.format_exc(), 0.0, {}))
