@@ -231,7 +231,8 @@ class GridEvaluator:
             "bn_folded": self.n_bn_folded,
             "dense_convs": self.n_dense,
             "channels_last": self.channels_last,
-            "points_per_call": ks[0] if len(ks) == 1 else ks,
+            "points_per_call": max(ks),  # workers time K each; on one device type they agree
+            "points_per_call_by_worker": [int(w.get("points_per_call", 1)) for w in info],
             "points_per_call_reason": info[0].get("k_reason", ""),
             "batch_size": self.batch_size,
             "workers": self.n_workers,
