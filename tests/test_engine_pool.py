@@ -116,7 +116,7 @@ def test_restarts_are_bounded() -> None:
 
 _PARENT = textwrap.dedent(
     """
-    import sys, itertools
+    import itertools, sys, time
     import numpy as np
     from tests.test_engine import ConvBNNet, setup
     from landscape.engine import GridEvaluator
@@ -125,8 +125,12 @@ _PARENT = textwrap.dedent(
     model, dirs, data = setup(ConvBNNet, n=600)
     ev = GridEvaluator(model, dirs, data, options=EngineOptions(workers=2, compile=False))
     print(" ".join(map(str, ev.worker_pids())), flush=True)
-    for _ in ev.imap(np.zeros((8, 2)) for _ in itertools.count()):
-        pass
+    if sys.argv[1] == "busy":
+        for _ in ev.imap(np.zeros((8, 2)) for _ in itertools.count()):
+            pass
+    else:
+        ev.evaluate(np.zeros((4, 2)))  # some work done, then idle until killed
+        time.sleep(600)
     """
 )
 
@@ -135,18 +139,21 @@ _PARENT = textwrap.dedent(
 def test_workers_die_with_a_sigkilled_parent(busy: bool) -> None:
     """The parent is SIGKILLed while its workers compute (or sit idle): they are gone in
     seconds, not left holding their memory."""
-    script = _PARENT if busy else _PARENT.replace("for _ in ev.imap", "import time\nfor _ in ()")
-    script = script.replace("    pass\n", "    pass\nimport time\ntime.sleep(600)\n")
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root, env=env
+        [sys.executable, "-c", _PARENT, "busy" if busy else "idle"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env=env,
     )
     try:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2 and all(_alive(p) for p in pids)
         time.sleep(1.0)
+        assert proc.poll() is None, "the parent must still run when it is killed"
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 5
