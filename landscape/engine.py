@@ -2,16 +2,16 @@
 
 ``GridEvaluator`` prepares once — data on the device, eval-mode BN folded into the convs and
 the directions (``landscape.bn_fold``), channels_last, ``torch.compile`` — then evaluates
-chunks of grid points. How the work is split is a per-device choice, measured on the target
-machines (see ``/work/shared/PERF-NOTES.md``):
+chunks of grid points. How the work is split is a per-device choice, measured
+(``docs/performance.md``):
 
-- CPU: one grid point per call (the per-point forward already fills a core), and one
-  single-threaded worker process per core, each taking whole pieces of the grid.
-- CUDA: one process, the data resident on the GPU, ``K`` grid points per call via
-  ``torch.vmap`` over ``functional_call`` (one digits pass is far too small to fill a GPU).
+- CPU: fp32, one grid point per call (the per-point forward already fills a core), and one
+  single-threaded worker process per core, each taking pieces of every chunk.
+- CUDA: TF32 by default, the data resident on the GPU, one worker process per visible GPU
+  (in-process for one), ``K`` grid points per call (``torch.vmap``) timed per workload.
 
-``reference_evaluate`` is the naive per-point loop of the original tool (copy weights in,
-iterate a DataLoader): the baseline for exactness tests and the benchmark.
+Worker processes live in ``landscape.engine_pool``; ``reference_evaluate`` (the original
+tool's naive loop, the baseline of tests and benchmark) in ``landscape.engine_reference``.
 """
 
 from __future__ import annotations
@@ -20,38 +20,36 @@ import contextlib
 import copy
 import itertools
 import logging
-import os
-import queue
-import signal
 import time
-import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.bn_fold import densify_small_convs, fold_batchnorm
 from landscape.devices import resolve_device
-from landscape.engine_core import CoreConfig, PointEvaluator, per_sample_loss, split_batches
+from landscape.engine_core import CoreConfig, PointEvaluator, split_batches
 from landscape.engine_plan import (
+    DEFAULT_POINTS,
     compile_pays,
-    configure_cuda,
-    cpu_count,
+    max_points_per_call,
     pick_batch_size,
-    pick_points_per_call,
+    plan_worker_devices,
+    resolve_precision,
 )
+from landscape.engine_pool import WorkerPool
+from landscape.engine_reference import reference_evaluate
 from landscape.errors import SpecError
 from landscape.specs import EngineOptions, LossName, check_choice
+
+__all__ = ["GridEvaluator", "reference_evaluate"]
 
 log = logging.getLogger(__name__)
 
 Data = Mapping[str, tuple[Tensor, Tensor]]
 Results = dict[str, np.ndarray]
-
-_WORKER_START_TIMEOUT_S = 600.0  # spawn + import torch + compile, on a busy machine
 
 
 class GridEvaluator:
@@ -70,8 +68,8 @@ class GridEvaluator:
         options: EngineOptions | None = None,
         n_points: int | None = None,
     ) -> None:
-        """``n_points``: how many grid points will be evaluated, if known (the compile cost
-        model weighs compile time against it; ``None`` assumes a 21×21 grid)."""
+        """``n_points``: how many grid points will be evaluated, if known (compiling is
+        weighed against it; ``None`` assumes a 21×21 grid)."""
         check_choice("loss", loss, LossName)
         options = options or EngineOptions()
         if not directions:
@@ -80,8 +78,51 @@ class GridEvaluator:
             raise SpecError("GridEvaluator needs at least one data split")
         start = time.perf_counter()
         self.device = resolve_device(options.device)
+        self.precision = resolve_precision(options, self.device)  # refuses tf32/bf16 on CPU
         self.options = options
         self.ndim = len(directions)
+        self.splits = list(data)
+        self._task_ids = itertools.count()
+        self._in_flight: set[int] = set()
+        self._closed = False
+        self._core: PointEvaluator | None = None
+        self._pool: WorkerPool | None = None
+        self.worker_devices = plan_worker_devices(self.device, options)
+        if len(self.worker_devices) > 1:  # they import torch while this process prepares
+            self._pool = self._start_pool(self.worker_devices)
+        try:
+            module, params, dirs, batches, config = self._prepare(
+                model, directions, data, loss, options, n_points
+            )
+        except BaseException:
+            self.close()
+            raise
+        if self._pool is not None:
+            try:
+                self._pool.load((module, params, dirs, batches, config))
+            except Exception as exc:
+                log.warning("worker processes unavailable, evaluating in-process: %s", exc)
+                self._pool.close(kill=True)
+                self._pool = None
+        if self._pool is None:
+            self.worker_devices = self.worker_devices[:1]
+            config.device = self.worker_devices[0]
+            self._core = PointEvaluator(module, params, dirs, batches, config)
+        self.n_workers = len(self.worker_devices)
+        self.prepare_s = time.perf_counter() - start
+        self.eval_s = 0.0
+        self.points_done = 0
+
+    def _prepare(
+        self,
+        model: nn.Module,
+        directions: list[Mapping[str, Tensor]],
+        data: Data,
+        loss: LossName,
+        options: EngineOptions,
+        n_points: int | None,
+    ) -> tuple[nn.Module, dict[str, Tensor], list[dict[str, Tensor]], dict[str, Any], CoreConfig]:
+        """Fold BN, densify tiny convs (CPU), pick batch size, K and compile; cut the data."""
         model = copy.deepcopy(model).cpu().eval()  # the caller's model is left untouched
         params = {n: p.detach().to(torch.float32) for n, p in model.named_parameters()}
         dirs = [{n: d[n].detach().to("cpu", torch.float32) for n in params} for d in directions]
@@ -90,8 +131,7 @@ class GridEvaluator:
         if folded is not None:
             params, dirs = folded.params, folded.directions
         self.n_bn_folded = folded.n_folded if folded is not None else 0
-        # CPU: convs on tiny maps (3×3 on 2×2) as one exact dense matmul (PERF-NOTES); on GPUs
-        # the convs are batched over grid points instead, so leave them as they are
+        # CPU: convs on tiny maps (3×3 on 2×2) as one exact dense matmul; on GPUs leave them
         self.n_dense = 0
         if self.device.type == "cpu":
             example = next(iter(data.values()))[0]
@@ -102,43 +142,51 @@ class GridEvaluator:
         has_conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
         self.channels_last = has_conv and all(x.dim() == 4 for x, _ in data.values())
         self.batch_size = options.batch_size or pick_batch_size(module, data, self.device)
-        self.points_per_call = options.points_per_call or pick_points_per_call(
-            module, data, self.batch_size, self.device
-        )
-        self.n_workers = self._pick_workers(options)
-        if self.device.type == "cuda":
-            configure_cuda(options)
+        # CPU: K = 1 (measured); CUDA: 0 = each evaluator times candidate K on its device
+        points_per_call = options.points_per_call or (0 if self.device.type == "cuda" else 1)
+        n_workers = len(self.worker_devices)
         config = CoreConfig(
             loss=loss,
             device=str(self.device),
             batch_size=self.batch_size,
-            points_per_call=self.points_per_call,
+            points_per_call=points_per_call,
             compile=options.compile
-            and compile_pays(module, data, self.device, n_points=n_points, workers=self.n_workers),
+            and compile_pays(module, data, self.device, n_points=n_points, workers=n_workers),
+            # CPU: each process times its first points eagerly, then compiles if it pays
+            compile_share=-(-(n_points or DEFAULT_POINTS) // n_workers)
+            if self.device.type == "cpu"
+            else 0,
             channels_last=self.channels_last,
-            precision=options.precision,
+            precision=self.precision,
+            max_points_per_call=max_points_per_call(module, data, self.batch_size, self.device),
+            k_reason="set by the caller"
+            if options.points_per_call
+            else "CPU: one point fills a core; batching points measured slower",
         )
-        self.compiled = config.compile
+        # workers move the data to their own device; in-process it goes there now
+        where = torch.device("cpu") if self._pool is not None else self.device
         batches = {
-            split: split_batches(x, y, self.batch_size, self.device, self.channels_last)
+            split: split_batches(x, y, self.batch_size, where, self.channels_last)
             for split, (x, y) in data.items()
         }
-        self.splits = list(data)
-        self._core: PointEvaluator | None = None
-        self._workers: list[Any] = []
-        self._task_ids = itertools.count()
-        self._in_flight: set[int] = set()
-        self._worker_info: list[dict[str, Any]] = []
-        self._closed = False
-        if self.n_workers > 1:
-            self._start_workers(module, params, dirs, batches, config)
-        if not self._workers:
-            self.n_workers = 1
-            self._core = PointEvaluator(module, params, dirs, batches, config)
-            self._worker_info = [self._core.describe()]
-        self.prepare_s = time.perf_counter() - start
-        self.eval_s = 0.0
-        self.points_done = 0
+        return module, params, dirs, batches, config
+
+    def _start_pool(self, devices: list[str]) -> WorkerPool | None:
+        try:
+            return WorkerPool(devices)
+        except Exception as exc:  # e.g. no /dev/shm: evaluate in-process
+            log.warning("worker processes unavailable, evaluating in-process: %s", exc)
+            return None
+
+    @property
+    def points_per_call(self) -> int:
+        """K of the (first) evaluator: chosen by timing on CUDA, 1 on CPU."""
+        return int(self._worker_info()[0].get("points_per_call", 1))
+
+    def _worker_info(self) -> list[dict[str, Any]]:
+        if self._core is not None:
+            return [self._core.describe()]
+        return self._pool.info if self._pool is not None else [{}]
 
     # -- public ----------------------------------------------------------------------------
     def evaluate(self, coords: np.ndarray) -> Results:
@@ -166,52 +214,50 @@ class GridEvaluator:
         yield from self._imap_workers(chunks)
 
     def describe(self) -> dict[str, Any]:
-        """Provenance of how the numbers were computed, and timings."""
-        compile_s = [w.get("compile_s", 0.0) for w in self._worker_info]
-        errors = [w["compile_error"] for w in self._worker_info if w.get("compile_error")]
-        method = "vmap" if self.points_per_call > 1 else "per-point"
+        """Provenance of how the numbers were computed (precision, K and why, devices), and
+        timings."""
+        info = self._worker_info()
+        compile_s = [w.get("compile_s", 0.0) for w in info]
+        errors = [w["compile_error"] for w in info if w.get("compile_error")]
+        ks = sorted({int(w.get("points_per_call", 1)) for w in info})
+        method = "vmap" if max(ks) > 1 else "per-point"
         return {
             "device": str(self.device),
-            "dtype": "float32" if self.options.precision == "fp32" else self.options.precision,
-            "method": method + (" + compile" if self.compiled and not errors else ""),
+            "devices": list(self.worker_devices),
+            "precision": self.precision,
+            "dtype": {"fp32": "float32", "tf32": "tf32", "bf16": "bf16"}[self.precision],
+            "method": method + (" + compile" if all(w.get("compiled") for w in info) else ""),
+            "compile_reason": info[0].get("compile_reason", ""),
             "bn_folded": self.n_bn_folded,
             "dense_convs": self.n_dense,
             "channels_last": self.channels_last,
-            "points_per_call": self.points_per_call,
+            "points_per_call": max(ks),  # workers time K each; on one device type they agree
+            "points_per_call_by_worker": [int(w.get("points_per_call", 1)) for w in info],
+            "points_per_call_reason": info[0].get("k_reason", ""),
             "batch_size": self.batch_size,
             "workers": self.n_workers,
+            "worker_restarts": self._pool.restarts if self._pool is not None else 0,
             "compile_errors": errors,
             "timings": {
                 "prepare_s": self.prepare_s,
                 "compile_s": max(compile_s, default=0.0),
+                "choose_k_s": max((w.get("choose_k_s", 0.0) for w in info), default=0.0),
                 "eval_s": self.eval_s,
                 "points": self.points_done,
             },
         }
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes (empty when evaluating in-process)."""
+        return self._pool.pids() if self._pool is not None else []
 
     def close(self) -> None:
         """Stop the workers: politely when idle, killed at once when work is in flight."""
         if self._closed:
             return
         self._closed = True
-        self._stop_workers(kill=bool(self._in_flight))
-
-    def _stop_workers(self, *, kill: bool) -> None:
-        for _ in self._workers:
-            with contextlib.suppress(Exception):
-                self._tasks.put(None)
-        for proc in self._workers:
-            if kill:
-                proc.kill()
-            proc.join(timeout=0.5 if kill else 10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
-        for q in (getattr(self, "_tasks", None), getattr(self, "_results", None)):
-            if q is not None:
-                q.cancel_join_thread()
-                q.close()
-        self._workers = []
+        if self._pool is not None:
+            self._pool.close(kill=bool(self._in_flight))
 
     def __enter__(self) -> GridEvaluator:
         return self
@@ -236,107 +282,40 @@ class GridEvaluator:
             raise SpecError(f"coords must have shape (K, {self.ndim}), got {coords.shape}")
         return coords
 
-    def _pick_workers(self, options: EngineOptions) -> int:
-        if self.device.type != "cpu":
-            return 1
-        if options.workers is not None:
-            return max(1, options.workers)
-        return cpu_count()
-
-    def _start_workers(
-        self,
-        module: nn.Module,
-        params: dict[str, Tensor],
-        dirs: list[dict[str, Tensor]],
-        batches: dict[str, Any],
-        config: CoreConfig,
-    ) -> None:
-        """Spawn one single-threaded process per worker; each builds (and compiles) its own
-        PointEvaluator. Spawn, not fork: safe with threads in the parent (API server) and
-        independent of the parent's OpenMP state. Any start failure → in-process."""
-        import torch.multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        self._tasks = ctx.Queue()
-        self._results = ctx.Queue()
-        payload = (module, params, dirs, batches, config)
-        try:
-            with _worker_env():
-                for _ in range(self.n_workers):
-                    proc = ctx.Process(
-                        target=_worker_main,
-                        args=(self._tasks, self._results, payload),
-                        daemon=True,
-                    )
-                    proc.start()
-                    self._workers.append(proc)
-            for _ in self._workers:
-                kind, info = self._next_result(_WORKER_START_TIMEOUT_S)
-                if kind != "ready":
-                    raise RuntimeError(f"worker failed to start: {info}")
-                self._worker_info.append(info)
-        except Exception as exc:
-            log.warning("worker processes unavailable, evaluating in-process: %s", exc)
-            self._stop_workers(kill=True)
-            self._worker_info = []
-
-    def _next_result(self, timeout: float) -> tuple[Any, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self._results.get(timeout=1.0)  # type: ignore[no-any-return]
-            except queue.Empty:
-                dead = [p.pid for p in self._workers if not p.is_alive()]
-                if dead:
-                    raise RuntimeError(f"engine worker process(es) {dead} died") from None
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"no answer from engine workers in {timeout:.0f} s"
-                    ) from None
-
     def _imap_workers(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[int, Results]]:
-        """Split each chunk into one piece per worker; keep two pieces per worker queued;
-        yield a chunk when all its pieces are back."""
+        """Split each chunk into one piece per worker; yield a chunk when all its pieces are
+        back. A lost worker's pieces are computed again by its replacement."""
+        assert self._pool is not None
         pending: dict[int, tuple[int, int, int]] = {}  # task id → (chunk, start, stop)
-        partial: dict[int, tuple[int, Results, int]] = {}  # chunk → (n points, values, left)
-        chunk_iter = enumerate(chunks)
-        exhausted = False
-        max_queued = 2 * self.n_workers
+        partial: dict[int, tuple[Results, int]] = {}  # chunk → (values, pieces left)
+        ready: list[tuple[int, Results]] = []
+
+        def pieces() -> Iterator[tuple[int, np.ndarray]]:
+            for index, chunk in enumerate(chunks):
+                coords = self._coords(chunk)
+                n_pieces = min(self.n_workers, 1 + len(coords) // 2)
+                split = [p for p in np.array_split(np.arange(len(coords)), n_pieces) if len(p)]
+                values = {
+                    f"{s}_{m}": np.empty(len(coords)) for s in self.splits for m in ("loss", "acc")
+                }
+                if not split:
+                    ready.append((index, values))
+                    continue
+                partial[index] = (values, len(split))
+                for piece in split:
+                    task_id = next(self._task_ids)
+                    lo, hi = int(piece[0]), int(piece[-1]) + 1
+                    pending[task_id] = (index, lo, hi)
+                    self._in_flight.add(task_id)
+                    yield task_id, coords[lo:hi]
+
         try:
-            while True:
-                while not exhausted and len(pending) < max_queued:
-                    item = next(chunk_iter, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    index, chunk = item
-                    coords = self._coords(chunk)
-                    n_pieces = min(self.n_workers, 1 + len(coords) // 2)
-                    pieces = [p for p in np.array_split(np.arange(len(coords)), n_pieces) if len(p)]
-                    values = {
-                        f"{s}_{m}": np.empty(len(coords))
-                        for s in self.splits
-                        for m in ("loss", "acc")
-                    }
-                    partial[index] = (len(coords), values, len(pieces))
-                    if not pieces:
-                        yield index, values
-                        del partial[index]
-                    for piece in pieces:
-                        task_id = next(self._task_ids)
-                        pending[task_id] = (index, int(piece[0]), int(piece[-1]) + 1)
-                        self._in_flight.add(task_id)
-                        self._tasks.put((task_id, coords[piece[0] : piece[-1] + 1]))
-                if not pending:
-                    return
-                task_id, (result, elapsed) = self._next_result(float("inf"))
-                if task_id == "error":
-                    raise RuntimeError(f"engine worker failed:\n{result}")
-                if task_id not in pending:
-                    continue  # a stale answer from a cancelled iteration
+            for task_id, result, elapsed in self._pool.run(pieces()):
+                while ready:
+                    yield ready.pop()
                 self._in_flight.discard(task_id)
                 index, lo, hi = pending.pop(task_id)
-                n, values, left = partial[index]
+                values, left = partial[index]
                 for key, arr in result.items():
                     values[key][lo:hi] = arr
                 self.eval_s += elapsed / self.n_workers
@@ -345,32 +324,12 @@ class GridEvaluator:
                     del partial[index]
                     yield index, values
                 else:
-                    partial[index] = (n, values, left - 1)
+                    partial[index] = (values, left - 1)
+            while ready:
+                yield ready.pop()
         finally:
             if pending:  # abandoned mid-way: remember, so close() kills instead of waiting
                 self._in_flight.update(pending)
-
-
-# glibc malloc in the workers: keep freed activation buffers (~1 MB each at the CPU batch
-# size) in the heap instead of returning them to the kernel, so every forward pass does not
-# page-fault fresh zeroed pages in. Measured with 2 eager workers (resnet20, digits, bench):
-# 0.043–0.051 vs 0.061–0.063 s/point. Only set when the user has not set it.
-_WORKER_GLIBC_TUNABLES = (
-    "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=536870912"
-)
-
-
-@contextlib.contextmanager
-def _worker_env() -> Iterator[None]:
-    """Environment for spawned workers (inherited at spawn), restored afterwards."""
-    added = "GLIBC_TUNABLES" not in os.environ
-    if added:
-        os.environ["GLIBC_TUNABLES"] = _WORKER_GLIBC_TUNABLES
-    try:
-        yield
-    finally:
-        if added:
-            os.environ.pop("GLIBC_TUNABLES", None)
 
 
 def _trace(model: nn.Module) -> nn.Module | None:
@@ -379,73 +338,3 @@ def _trace(model: nn.Module) -> nn.Module | None:
         return torch.fx.symbolic_trace(copy.deepcopy(model))
     except Exception:
         return None
-
-
-def _worker_main(tasks: Any, results: Any, payload: tuple[Any, ...]) -> None:
-    """A worker process: one thread, its own PointEvaluator, tasks until ``None``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    torch.set_num_threads(1)
-    try:
-        module, params, dirs, batches, config = payload
-        core = PointEvaluator(module, params, dirs, batches, config)
-        results.put(("ready", core.describe()))
-    except BaseException:
-        results.put(("init_error", traceback.format_exc()))
-        return
-    parent = os.getppid()
-    while True:
-        try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:  # the parent was killed (kill -9): do not linger
-                return
-            continue
-        if task is None:
-            return
-        task_id, coords = task
-        try:
-            start = time.perf_counter()
-            values = core.evaluate(coords)
-            results.put((task_id, (values, time.perf_counter() - start)))
-        except BaseException:
-            results.put(("error", (traceback.format_exc(), 0.0)))
-
-
-def reference_evaluate(
-    model: nn.Module,
-    directions: list[Mapping[str, Tensor]],
-    coords: np.ndarray,
-    data: Data,
-    *,
-    loss: LossName = "cross_entropy",
-    batch_size: int = 128,
-) -> Results:
-    """The naive per-point loop of the original tool: for each point copy ``θ + Σ c_k d_k``
-    into the model's parameters, then iterate a DataLoader in eval mode. Restores θ after."""
-    check_choice("loss", loss, LossName)
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, len(directions))
-    model.eval()
-    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
-    out = {f"{s}_{m}": np.empty(len(coords)) for s in data for m in ("loss", "acc")}
-    try:
-        with torch.no_grad():
-            for i, point in enumerate(coords):
-                for name, p in model.named_parameters():
-                    value = theta[name].clone()
-                    for c, d in zip(point, directions, strict=True):
-                        value.add_(d[name].to(value.device), alpha=float(c))
-                    p.copy_(value)
-                for split, (x, y) in data.items():
-                    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
-                    total, correct = 0.0, 0
-                    for xb, yb in loader:
-                        logits = model(xb)
-                        total += float(per_sample_loss(logits, yb, loss).double().sum())
-                        correct += int((logits.argmax(dim=1) == yb).sum())
-                    out[f"{split}_loss"][i] = total / len(x)
-                    out[f"{split}_acc"][i] = correct / len(x)
-    finally:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(theta[name])
-    return out

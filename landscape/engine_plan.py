@@ -1,20 +1,23 @@
-"""How the engine splits its work on a device: batch size, grid points per call, workers.
+"""How the engine splits its work on a device: precision, batch size, grid points per call,
+worker processes and the devices they run on.
 
-Measured choices (``/work/shared/PERF-NOTES.md``): on CPU one grid point per call with
-cache-sized batches; on CUDA the whole split resident and as many points per call as memory
-allows.
+Measured choices (``docs/performance.md``): on CPU fp32, one grid point per call with
+cache-sized batches and one single-threaded process per core; on CUDA TF32 by default, the
+whole split resident, one process per visible GPU, and the points per call timed per workload.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import platform
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from landscape.specs import EngineOptions
+from landscape.errors import SpecError
+from landscape.specs import EngineOptions, ResolvedPrecision
 
 Data = Mapping[str, tuple[Tensor, Tensor]]
 
@@ -29,13 +32,110 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def configure_cuda(options: EngineOptions) -> None:
-    """cuDNN autotuning pays for itself over hundreds of identical-shape calls; TF32 only
-    when asked (``precision="tf32"``: ~1e-3 relative error, off by default)."""
+def resolve_precision(options: EngineOptions, device: torch.device | str) -> ResolvedPrecision:
+    """The precision the engine computes in on ``device``: ``auto`` is ``tf32`` on CUDA (the
+    tensor cores; PyTorch's own default for cuDNN convolutions) and ``fp32`` elsewhere.
+
+    ``tf32``/``bf16`` on a CPU are refused: TF32 does not exist there, and bf16 ran 7× slower
+    than fp32 on a CPU without native bf16 — a silent fallback would mislabel the surface.
+    Measured error of the loss vs strict fp32: ``docs/performance.md``."""
+    kind = torch.device(device).type
+    if options.precision == "auto":
+        return "tf32" if kind == "cuda" else "fp32"
+    if kind != "cuda" and options.precision != "fp32":
+        raise SpecError(
+            f"precision {options.precision!r} needs a CUDA device (this run is on {kind}); "
+            "use precision fp32 or auto"
+        )
+    return options.precision
+
+
+def configure_cuda(precision: ResolvedPrecision) -> None:
+    """Per-process CUDA switches: cuDNN autotuning (hundreds of identical-shape calls), TF32
+    tensor cores for convs and matmuls unless strict ``fp32`` (``bf16`` runs under autocast;
+    what is left in fp32 may use TF32)."""
     torch.backends.cudnn.benchmark = True
-    tf32 = options.precision == "tf32"
+    tf32 = precision != "fp32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def visible_cuda_devices() -> int:
+    """GPUs this process may use (``CUDA_VISIBLE_DEVICES`` applies); 0 without CUDA."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_worker_devices(
+    device: torch.device,
+    options: EngineOptions,
+    *,
+    n_visible: int | None = None,
+    n_cores: int | None = None,
+) -> list[str]:
+    """The device of each worker process, one entry per process.
+
+    CUDA: one process per GPU in ``options.devices`` (default: every visible one; indices
+    count within ``CUDA_VISIBLE_DEVICES``). CPU: ``options.workers`` processes (default one
+    per core). ``n_visible``/``n_cores`` stand in for the machine in tests."""
+    if device.type == "cuda":
+        visible = visible_cuda_devices() if n_visible is None else n_visible
+        indices = list(options.devices) if options.devices is not None else list(range(visible))
+        if device.index is not None and options.devices is None:
+            indices = [device.index]
+        bad = [i for i in indices if i >= visible]
+        if bad:
+            raise SpecError(
+                f"devices {bad} not visible: {visible} CUDA device(s) "
+                "(indices count within CUDA_VISIBLE_DEVICES)"
+            )
+        return [f"cuda:{i}" for i in indices] or ["cuda:0"]
+    if options.workers is not None:
+        return ["cpu"] * max(1, options.workers)
+    return ["cpu"] * (cpu_count() if n_cores is None else n_cores)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), for benchmark tables."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+# A candidate K must beat one point per call by this much per point to be kept: run-to-run
+# noise of a timed call is a few per cent, so a smaller gain may be none at all.
+K_MARGIN = 0.9
+K_CANDIDATES = (1, 2, 4, 8)
+# One point's pass above this many seconds already fills the device (CIFAR-sized data on an
+# H200: K = 5 changed compiled time by 1–7 %, eager bf16 lost 43 %): no trial, K = 1.
+K_TRIAL_MAX_S = 0.05
+
+
+def choose_points_per_call(
+    time_per_point: Callable[[int], float], candidates: Sequence[int] = K_CANDIDATES
+) -> tuple[int, str]:
+    """The grid points per call with the best measured time per point, and why.
+
+    ``time_per_point(k)`` times one call of ``k`` points (after a warm-up) and returns seconds
+    per point. K = 1 is timed first; when one point alone is slow the device is already full
+    and K = 1 is kept without trying more; another K must beat K = 1 by ``K_MARGIN``."""
+    t1 = time_per_point(1)
+    if t1 > K_TRIAL_MAX_S:
+        return 1, f"one point per call takes {t1 * 1e3:.0f} ms: the device is already full"
+    timings = {1: t1}
+    for k in candidates:
+        if k != 1:
+            timings[k] = time_per_point(k)
+    best = min(timings, key=lambda k: timings[k])
+    shown = ", ".join(f"K={k}: {t * 1e3:.2f}" for k, t in timings.items())
+    if best != 1 and timings[best] < K_MARGIN * t1:
+        return best, f"timed ms/point {shown}"
+    return 1, f"timed ms/point {shown}; no K beat K=1 by {100 * (1 - K_MARGIN):.0f} %"
 
 
 def activation_bytes_per_sample(module: nn.Module, data: Data) -> int:
@@ -69,11 +169,12 @@ def pick_batch_size(module: nn.Module, data: Data, device: torch.device) -> int:
     return int(max(16, min(n_max, _CPU_ACTIVATION_BYTES // per_sample)))
 
 
-def pick_points_per_call(
+def max_points_per_call(
     module: nn.Module, data: Data, batch_size: int, device: torch.device
 ) -> int:
-    """CPU: 1 (batching grid points does not pay there, PERF-NOTES). CUDA: as many as fit in
-    half the free memory, counting ~4 live activations per sample and a copy of the weights."""
+    """CUDA: how many grid points fit in half the free memory, counting ~4 live activations
+    per sample and a copy of the weights (the ceiling of the K trial). CPU: 1 (batching grid
+    points does not pay there: measured, docs/performance.md)."""
     if device.type != "cuda":
         return 1
     free, _ = torch.cuda.mem_get_info(device)
@@ -83,18 +184,29 @@ def pick_points_per_call(
     return int(max(1, min(64, (free // 2) // per_point)))
 
 
-# CPU cost model for torch.compile, measured on the 2-core dev machine (resnet20 on digits,
-# BN folded, tiny convs dense, batch 256): compiling saves ~12 % per point in one process
-# (0.074 vs 0.084 s, timed interleaved) and ~25 % with two single-thread workers running
-# side by side (bench, workers' malloc tuned: 0.037 vs 0.048–0.051 s/point), and costs ~5 s
-# per worker with inductor's on-disk cache warm (10–15 s cold, on a busy machine). A 21×21
-# resnet20 surface (~220 points per worker) is then break-even (~23–25 s either way) and stays
-# eager; bigger nets or grids compile. Per-core fp32 rate for the per-point estimate.
+# CPU cost model for torch.compile, measured on a 2-core machine (resnet20 on digits, BN
+# folded, tiny convs dense, batch 256): compiling saves ~12 % per point in one process and
+# ~25 % with two single-thread workers side by side, and costs ~5 s per worker with inductor's
+# on-disk cache warm (10–15 s cold). The per-point time it is weighed against is *measured*
+# in each worker on its first points (``compile_after_measuring``), not assumed: a constant
+# rate taken from one machine chose eager on another 2-core machine that then reached 55 % of
+# its floor. Up front, only grids too small to pay even on a slow core skip the measurement.
 _CPU_COMPILE_SAVING = 0.25
 _CPU_COMPILE_S = 6.0
-_CPU_FLOPS_PER_CORE = 80e9
+_CPU_SLOW_FLOPS_PER_CORE = 20e9  # a slow core's rate: the optimistic bound of the up-front check
 _MIN_COMPILE_FLOP = 1e9  # forward work per grid point below which compiling cannot pay
 DEFAULT_POINTS = 21 * 21  # the grid assumed when the caller does not say how many points
+
+
+def compile_after_measuring(eager_s_per_point: float, points_left: int) -> tuple[bool, str]:
+    """Whether compiling now pays for the ``points_left`` this process will still evaluate,
+    given its measured eager time per point; and why."""
+    saving_s = points_left * eager_s_per_point * _CPU_COMPILE_SAVING
+    why = (
+        f"measured eager {eager_s_per_point * 1e3:.0f} ms/point × {points_left} points left × "
+        f"{_CPU_COMPILE_SAVING:.0%} saving = {saving_s:.1f} s vs ~{_CPU_COMPILE_S:.0f} s compile"
+    )
+    return saving_s > _CPU_COMPILE_S, why
 
 
 def forward_flops(module: nn.Module, data: Data) -> float:
@@ -117,15 +229,16 @@ def compile_pays(
     n_points: int | None = None,
     workers: int = 1,
 ) -> bool:
-    """Whether torch.compile saves more time than it costs over the points to evaluate.
+    """Whether torch.compile may save more time than it costs over the points to evaluate.
 
-    On CPU: compile when the estimated saving per worker (``points / workers × seconds per
-    point × saving``) exceeds the compile time, ``n_points`` defaulting to a 21×21 grid.
-    Elsewhere (CUDA): compile unless the net is under ~1 GFLOP per point.
+    On CPU this is the up-front check only: ``False`` for grids too small to pay even on a
+    slow core; otherwise the workers time their first points
+    eagerly and decide (``compile_after_measuring``). Elsewhere (CUDA): compile unless the net
+    is under ~1 GFLOP per point.
     """
     flops = forward_flops(module, data)
     if device is None or device.type != "cpu":
         return flops >= _MIN_COMPILE_FLOP
     points_per_worker = (n_points or DEFAULT_POINTS) / max(1, workers)
-    saving_s = points_per_worker * flops / _CPU_FLOPS_PER_CORE * _CPU_COMPILE_SAVING
+    saving_s = points_per_worker * flops / _CPU_SLOW_FLOPS_PER_CORE * _CPU_COMPILE_SAVING
     return bool(saving_s > _CPU_COMPILE_S)

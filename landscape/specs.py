@@ -21,7 +21,8 @@ LossName = Literal["cross_entropy", "mse"]
 OptimizerName = Literal["sgd", "adam"]
 ScheduleName = Literal["cosine", "step", "constant"]
 DeviceName = Literal["auto", "cpu", "cuda"]
-Precision = Literal["fp32", "tf32", "bf16"]
+Precision = Literal["auto", "fp32", "tf32", "bf16"]
+ResolvedPrecision = Literal["fp32", "tf32", "bf16"]
 BackendName = Literal["local", "ray"]
 
 
@@ -110,14 +111,16 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How grid points are evaluated; none of these change the numbers beyond fp32 rounding
-    except ``precision`` (tf32/bf16, CUDA only, off by default)."""
+    """How grid points are evaluated. None of these change the numbers beyond fp32 rounding
+    except ``precision``: ``auto`` is ``tf32`` on CUDA and ``fp32`` on CPU (see
+    ``landscape.engine_plan.resolve_precision``); ``tf32``/``bf16`` exist only on CUDA."""
 
     device: DeviceName = "auto"
-    precision: Precision = "fp32"
-    points_per_call: int | None = None  # None: the engine picks per device
+    precision: Precision = "auto"
+    points_per_call: int | None = None  # None: the engine picks per device (CUDA: measured)
     batch_size: int | None = None  # samples per forward pass; None: engine picks
     workers: int | None = None  # CPU processes; None: one per core
+    devices: tuple[int, ...] | None = None  # CUDA device indices; None: every visible GPU
     compile: bool = True  # torch.compile the per-point forward when it pays
     backend: BackendName = "local"  # "ray": chunks run as Ray tasks across a cluster
     ray_address: str | None = None  # None: join RAY_ADDRESS or start a local Ray instance
@@ -126,6 +129,15 @@ class EngineOptions:
         check_choice("device", self.device, DeviceName)
         check_choice("backend", self.backend, BackendName)
         check_choice("precision", self.precision, Precision)
+        if self.devices is not None:
+            if not self.devices or any(
+                not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.devices
+            ):
+                raise SpecError(
+                    f"devices must be non-negative GPU indices, got {list(self.devices)!r}"
+                )
+            if len(set(self.devices)) != len(self.devices):
+                raise SpecError(f"devices lists a GPU twice: {list(self.devices)!r}")
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ class RayEvaluator:
             options,
             backend="local",
             workers=1,
+            devices=None,  # Ray assigns each task its GPU (CUDA_VISIBLE_DEVICES)
             device="cuda" if self.n_gpus else "cpu",
         )
         self.options = options

@@ -70,7 +70,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--splits", nargs="+", default=["train"], help="train and/or test")
     parser.add_argument("--loss", default="cross_entropy", help="cross_entropy or mse")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--precision", default="fp32", help="fp32, tf32 or bf16 (CUDA)")
+    parser.add_argument(
+        "--precision", default="auto",
+        help="auto (tf32 on CUDA, fp32 on CPU), fp32 (strict), tf32 or bf16 (CUDA only); "
+        "loss error vs fp32 on an H200, ResNet-56: tf32 ~3e-4, bf16 ~3-5e-3 relative",
+    )  # fmt: skip
+    parser.add_argument(
+        "--devices", type=int, nargs="+", default=None, metavar="GPU",
+        help="CUDA device indices to use (default: every visible GPU, one process each)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="CPU worker processes")
     parser.add_argument("--points-per-call", type=int, default=None, help="grid points per call")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per forward pass")
@@ -178,6 +186,7 @@ def options_from_args(args: argparse.Namespace) -> EngineOptions:
         points_per_call=args.points_per_call,
         batch_size=args.batch_size,
         workers=args.workers,
+        devices=tuple(args.devices) if args.devices else None,
         compile=not args.no_compile,
         backend=args.backend,
         ray_address=args.ray_address,
