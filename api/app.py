@@ -21,6 +21,7 @@ from api.db import make_engine, make_sessionmaker
 from api.errors import landscape_error_handler
 from api.jobs import JobQueue
 from api.routes import checkpoints, datasets, health, hessian, jobs, models, surfaces, web
+from api.routes import config as config_routes
 from api.settings import Settings, get_settings
 from api.worker import Runner, WorkerPool, run_surface_job
 from landscape.errors import LandscapeError
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs is served from installed files (api/routes/web.py), no CDN
+        redoc_url=None,
         openapi_tags=[
             {"name": "surfaces", "description": "Request, list, read and download surfaces"},
             {"name": "jobs", "description": "Progress, cancel and event streams of jobs"},
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
     app.add_exception_handler(LandscapeError, landscape_error_handler)
     for module in (surfaces, hessian, jobs, checkpoints, models, datasets, health, web):
         app.include_router(module.router)
+    app.include_router(config_routes.router)
     app.mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static")
     return app
 

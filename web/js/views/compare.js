@@ -4,7 +4,7 @@ import { api } from "../api.js";
 import { badge, fmtGrid, h, replace } from "../dom.js";
 import { followSurface } from "../follow.js";
 import { progressPanel, waitingWords } from "../jobs.js";
-import { displayExtent, draw, hasWebGL, linkViews, purge, rangeToDisplay } from "../plots.js";
+import { draw, hasWebGL, linkViews, purge, scaleFor } from "../plots.js";
 import { metricChoices, plotControls, presetButtons } from "./shared.js";
 
 export async function render(root, [rawIds], ctx) {
@@ -14,11 +14,12 @@ export async function render(root, [rawIds], ctx) {
 }
 
 function renderComparison(root, ids, { notify, navigate }) {
-  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null], link: true, shared: true };
+  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: null, range: [null, null], link: true, shared: true };
   const reopen = () => navigate(`/compare/${ids.join(",")}`);
   const panels = ids.map((id) => makePanel(id, reopen));
   const controlsBox = h("div", { class: "controls-slot" });
   let controlsBuilt = false;
+  let controls = null;
   let unlink = () => {};
   let linkedCount = 0;
 
@@ -33,20 +34,12 @@ function renderComparison(root, ids, { notify, navigate }) {
 
   const metricName = () => `${state.split}_${state.kind}`;
 
-  const sharedRange = () => {
-    const user = rangeToDisplay(state.range, state.log);
-    if (!state.shared) return user;
-    let low = Infinity;
-    let high = -Infinity;
-    for (const p of panels) {
-      const ext = p.surface && displayExtent(p.surface, metricName(), state.log);
-      if (ext) {
-        low = Math.min(low, ext[0]);
-        high = Math.max(high, ext[1]);
-      }
-    }
-    if (!(low <= high)) return user;
-    return [user[0] ?? low, user[1] ?? high];
+  /** One scale for all (log when any spans decades; one range when shared), or per panel. */
+  const scales = () => {
+    const metric = metricName();
+    const all = scaleFor(panels.map((p) => p.surface), metric, { log: state.log, range: state.range });
+    controls?.setLog(all.log);
+    return (p) => (state.shared ? all : scaleFor([p.surface], metric, { log: all.log, range: state.range }));
   };
 
   const relink = () => {
@@ -58,7 +51,7 @@ function renderComparison(root, ids, { notify, navigate }) {
   };
 
   const redrawAll = async () => {
-    const range = sharedRange();
+    const scaleOf = scales();
     const metric = metricName();
     await Promise.all(
       panels
@@ -71,7 +64,7 @@ function renderComparison(root, ids, { notify, navigate }) {
           }
           p.note.textContent = "";
           try {
-            await draw(p.plot, p.surface, { metric, view: state.view, log: state.log, range, compact: ids.length > 1 });
+            await draw(p.plot, p.surface, { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
             p.drawn = true;
             p.plot.dataset.ready = "true";
           } catch (err) {
@@ -98,7 +91,7 @@ function renderComparison(root, ids, { notify, navigate }) {
       state.shared = sharedBox.checked;
       redrawAll();
     });
-    const controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange: redrawAll });
+    controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange: redrawAll });
     controls.append(
       h("div", { class: "control" }, h("label", { class: "check", for: "link-views" }, linkBox, " Link views")),
       h("div", { class: "control" }, h("label", { class: "check", for: "shared-range" }, sharedBox, " Shared z range")),

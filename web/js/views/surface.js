@@ -6,14 +6,15 @@ import { deleteSurfaceButton } from "../delete.js";
 import { followSurface } from "../follow.js";
 import { curvaturePanel } from "../hessian.js";
 import { progressPanel, waitingWords } from "../jobs.js";
-import { downloadPng, draw, hasWebGL, purge, rangeToDisplay } from "../plots.js";
+import { downloadPng, draw, hasWebGL, purge, scaleFor } from "../plots.js";
 import { metricChoices, plotControls } from "./shared.js";
 
 export async function render(root, [rawId], { notify, navigate }) {
   const id = rawId;
-  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null] };
+  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: null, range: [null, null] }; // log null: automatic
   let surface = null;
   let controlsBuilt = false;
+  let controls = null;
 
   const title = h("h1", {}, "Surface");
   const meta = h("p", { class: "meta" }, "Loading…");
@@ -49,7 +50,9 @@ export async function render(root, [rawId], { notify, navigate }) {
     const chosen = metrics.includes(metric) ? metric : metrics[0];
     plot.setAttribute("aria-label", `${metricLabel(chosen)} of ${surface.label || surface.model}, ${surface.ndim === 1 ? "curve" : state.view}`);
     try {
-      await draw(plot, surface, { metric: chosen, view: state.view, log: state.log, range: rangeToDisplay(state.range, state.log) });
+      const scale = scaleFor([surface], chosen, { log: state.log, range: state.range });
+      controls?.setLog(scale.log);
+      await draw(plot, surface, { metric: chosen, view: state.view, scale });
       plot.dataset.ready = "true";
     } catch (err) {
       notify(err.message);
@@ -76,7 +79,8 @@ export async function render(root, [rawId], { notify, navigate }) {
         replace(statsBox, statsList(surface, state.split));
         redraw();
       };
-      replace(controlsBox, plotControls(state, { splits, kinds, ndim: surface.ndim, onChange }));
+      controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange });
+      replace(controlsBox, controls);
       const onDeleted = () => navigate("/");
       replace(actions, downloads(surface, plot, notify), deleteSurfaceButton(surface, { onDeleted, notify }));
     }
