@@ -1,7 +1,8 @@
 // #/compare/{id},{id}[,...] — surfaces side by side: linked cameras, one shared z range.
 
 import { api } from "../api.js";
-import { badge, fmtGrid, h, replace } from "../dom.js";
+import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
+import { provenancePanel, statRows } from "../provenance.js";
 import { followSurface } from "../follow.js";
 import { progressPanel, waitingWords } from "../jobs.js";
 import { draw, hasWebGL, linkViews, purge, scaleFor } from "../plots.js";
@@ -106,6 +107,7 @@ function renderComparison(root, ids, { notify, navigate }) {
         if (!controlsBuilt) buildControls(surface);
         redrawAll();
       },
+      onRecord: (job) => p.showRecord(job),
       onJob: (job) => p.showJob(job),
       onMissing: () => p.missing(),
       onError: (err) => notify(err.message),
@@ -125,7 +127,10 @@ function makePanel(id, onResume) {
   const progressSlot = h("div", { class: "progress-slot" });
   const plot = h("div", { class: "plot plot-compare", role: "figure", "aria-label": `Surface ${id}`, dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const note = h("p", { class: "hint", "aria-live": "polite" });
-  const el = h("section", { class: "panel", "aria-labelledby": `panel-${id}` }, title, meta, progressSlot, plot, note);
+  const numbers = h("div", { class: "panel-numbers" });
+  const about = h("div", { class: "about-slot" });
+  const el = h("section", { class: "panel", "aria-labelledby": `panel-${id}` }, title, meta, progressSlot, plot, note, numbers, about);
+  let record = null;
   title.id = `panel-${id}`;
   let progress = null;
   const panel = {
@@ -145,6 +150,12 @@ function makePanel(id, onResume) {
         `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)} · `,
         badge(surface.status),
       );
+      replace(numbers, compareNumbers(surface));
+      replace(about, provenancePanel(surface, record));
+    },
+    showRecord(job) {
+      record = job;
+      if (panel.surface) replace(about, provenancePanel(panel.surface, record));
     },
     showJob(job) {
       if (!progress) {
@@ -162,6 +173,20 @@ function makePanel(id, onResume) {
     },
   };
   return panel;
+}
+
+// The numbers worth reading side by side, each linked to its formula.
+const COMPARE_STATS = ["train_loss_center", "train_loss_min", "train_loss_max", "sharpness", "roughness", "nonconvexity", "convex_fraction"];
+
+function compareNumbers(surface) {
+  const stats = surface.stats || {};
+  const rows = COMPARE_STATS.filter((k) => stats[k] !== null && stats[k] !== undefined)
+    .map((k) => [statLabel(k), fmt(stats[k]), k]);
+  const nonconvexity = stats.nonconvexity ?? stats.train_loss_nonconvexity;
+  if (stats.nonconvexity === undefined && nonconvexity !== undefined && nonconvexity !== null) {
+    rows.push(["nonconvexity", fmt(nonconvexity), "train_loss_nonconvexity"]);
+  }
+  return rows.length ? [h("h3", { class: "section-title" }, "Numbers"), h("dl", { class: "stats" }, statRows(rows))] : null;
 }
 
 async function renderPicker(root, preselected, { notify, navigate }) {
