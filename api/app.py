@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url=None,  # /docs is served from installed files (api/routes/web.py), no CDN
+        docs_url=None,  # /docs: installed files (api/routes/web.py), no CDN
         redoc_url=None,
         openapi_tags=[
             {"name": "surfaces", "description": "Request, list, read and download surfaces"},

@@ -36,6 +36,17 @@ export const PLOT_CONFIG = {
   modeBarButtonsToRemove: ["sendDataToCloud", "sendChartToCloud", "editInChartStudio", "lasso2d", "select2d"],
 };
 
+/**
+ * Let the mouse wheel scroll the page over `div`. Plotly's 3D camera takes every wheel event
+ * (and cancels the page's scroll) even with scrollZoom off, so wheel events are stopped on
+ * their way down to its canvas; zoom stays on the mode bar and on drags.
+ */
+export function leaveWheelToPage(div) {
+  if (div.dataset.wheelToPage) return;
+  div.dataset.wheelToPage = "true";
+  div.addEventListener("wheel", (event) => event.stopPropagation(), { capture: true });
+}
+
 /** "train_loss" → "train loss"; "test_acc" → "test accuracy". */
 export function metricLabel(metric) {
   const [split, kind] = metric.split("_");

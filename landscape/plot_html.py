@@ -120,6 +120,7 @@ const draw = () => {{
   const fig = figure(surface, {{ metric, view: controls.view.value, scale, title: {title_js} }});
   return Plotly.react("plot", fig.data, fig.layout, PLOT_CONFIG);
 }};
+leaveWheelToPage(document.getElementById("plot"));
 controls.metric.addEventListener("change", () => {{ log = null; draw(); }});
 controls.view.addEventListener("change", draw);
 controls.log.addEventListener("change", () => {{ log = controls.log.checked; draw(); }});

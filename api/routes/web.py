@@ -1,7 +1,8 @@
 """The static web client: ``/`` (index.html), ``/static/*`` (mounted in app.py), its vendored
 scripts, the API docs and the metrics' definitions -- everything from installed files.
 
-Plotly.js comes from the ``plotly`` package, Swagger UI from ``swagger-ui-bundle`` and the
+Plotly.js comes from the ``plotly`` package, Swagger UI 5 (OpenAPI 3.1) from
+``fastapi-offline``'s static files (ReDoc is off: it fetches its logo from a CDN), and the
 figure definition from ``landscape`` itself, so the page and ``/docs`` work with no network.
 """
 
@@ -16,7 +17,8 @@ import plotly
 from fastapi import APIRouter, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
-from swagger_ui_bundle import swagger_ui_path
+
+import fastapi_offline
 
 import landscape
 from api.deps import SettingsDep
@@ -25,11 +27,11 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 FIGURE_JS = Path(landscape.__file__).resolve().parent / "figure.js"
-SWAGGER_DIR = Path(str(swagger_ui_path))
-SWAGGER_FILES = {
+DOCS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+DOCS_FILES = {
     "swagger-ui-bundle.js": "application/javascript",
     "swagger-ui.css": "text/css",
-    "favicon-32x32.png": "image/png",
+    "favicon.png": "image/png",
 }
 # docs/ sits next to api/ in a checkout and in the image.
 METRICS_MD = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
@@ -64,23 +66,24 @@ def figure_js() -> FileResponse:
     return _installed(FIGURE_JS, "application/javascript")
 
 
-@router.get("/vendor/swagger-ui/{name}")
-def swagger_asset(name: str) -> FileResponse:
-    if name not in SWAGGER_FILES:
-        raise HTTPException(404, f"no Swagger UI file {name!r}")
-    return _installed(SWAGGER_DIR / name, SWAGGER_FILES[name])
+@router.get("/vendor/docs/{name}")
+def docs_asset(name: str) -> FileResponse:
+    if name not in DOCS_FILES:
+        raise HTTPException(404, f"no API docs file {name!r}")
+    return _installed(DOCS_DIR / name, DOCS_FILES[name])
 
 
 @router.get("/docs")
 def swagger_ui() -> HTMLResponse:
-    """Swagger UI from the installed ``swagger-ui-bundle`` (FastAPI's default uses a CDN)."""
+    """Swagger UI from installed files (FastAPI's default loads it from a CDN)."""
     return get_swagger_ui_html(
         openapi_url="/openapi.json",
         title="landscape API",
-        swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
-        swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
-        swagger_favicon_url="/vendor/swagger-ui/favicon-32x32.png",
+        swagger_js_url="/vendor/docs/swagger-ui-bundle.js",
+        swagger_css_url="/vendor/docs/swagger-ui.css",
+        swagger_favicon_url="/vendor/docs/favicon.png",
     )
+
 
 
 @router.get("/help/metrics")

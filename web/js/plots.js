@@ -1,6 +1,6 @@
 // Plotly figures for surfaces (loaded on first use), canvas previews and linked cameras.
 
-import { PLOT_CONFIG, figure } from "/vendor/figure.js";
+import { PLOT_CONFIG, figure, leaveWheelToPage } from "/vendor/figure.js";
 
 export { extent, rangeToDisplay, scaleFor, toDisplay } from "/vendor/figure.js";
 
@@ -77,6 +77,7 @@ export async function draw(div, surface, options) {
       // Phones: compact margins and a camera further back, so axes and ticks fit.
       const compact = nextOptions.compact || window.matchMedia("(max-width: 600px)").matches;
       const { data, layout } = figure(next, { ...nextOptions, compact, theme: theme() });
+      leaveWheelToPage(div);
       await Plotly.react(div, data, layout, PLOT_CONFIG);
       for (const w of waiters) w.resolve(div);
       args = slot.next;
