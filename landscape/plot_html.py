@@ -90,7 +90,8 @@ body {{ font: 14px system-ui, sans-serif; margin: 12px; color: #1d2433; }}
 <div class="controls">
   <label>Metric <select id="metric">{metric_options}</select></label>
   <label>View <select id="view"><option value="surface">3D surface</option>
-    <option value="contour">Contour</option><option value="heatmap">Heatmap</option></select></label>
+    <option value="contour">Contour</option>
+    <option value="heatmap">Heatmap</option></select></label>
   <label><input type="checkbox" id="log"> Log scale</label>
 </div>
 <div id="plot"></div>
@@ -102,7 +103,8 @@ body {{ font: 14px system-ui, sans-serif; margin: 12px; color: #1d2433; }}
 const surface = JSON.parse(document.getElementById("surface-data").textContent);
 const packed = document.getElementById("plotly-gz").textContent.trim();
 const bytes = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
-const source = await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text();
+const unpacked = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+const source = await new Response(unpacked).text();
 await new Promise((resolve, reject) => {{
   const script = document.createElement("script");
   script.src = URL.createObjectURL(new Blob([source], {{ type: "text/javascript" }}));
@@ -110,7 +112,8 @@ await new Promise((resolve, reject) => {{
   script.onerror = reject;
   document.head.append(script);
 }});
-const controls = {{ metric: document.getElementById("metric"), view: document.getElementById("view"), log: document.getElementById("log") }};
+const byId = (id) => document.getElementById(id);
+const controls = {{ metric: byId("metric"), view: byId("view"), log: byId("log") }};
 if (surface.ndim === 1) controls.view.parentElement.hidden = true;
 let log = {log};
 const draw = () => {{

@@ -13,22 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import (  # noqa: F401 - fixtures
+from browser_support import (
     JOB_TIMEOUT_MS,
     SECOND_SURFACE,
     UI_TIMEOUT_MS,
-    browser,
     get_json,
-    open_page,
-    page,
     post_json,
-    server,
-    state,
     surface_shape,
     wait_for_job,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytest_plugins = ["browser_support"]  # the server, browser and page fixtures
 
 
 def test_empty_gallery_paints_without_plotly(server: str, page: Any) -> None:
@@ -49,7 +45,8 @@ def test_form_shows_every_error_at_once_next_to_its_field(
     page.goto(f"{server}/#/new")
     page.locator("#f-model option[value='mlp-plain']").wait_for(state="attached")
     page.wait_for_function(
-        "(n) => document.querySelector('#f-epochs').value === String(n)", arg=config["defaults"]["epochs"]
+        "(n) => document.querySelector('#f-epochs').value === String(n)",
+        arg=config["defaults"]["epochs"],
     )
     assert config["defaults"]["epochs"] == 30  # the demo's recipe
     page.select_option("#f-model", "mlp-plain")
@@ -93,7 +90,9 @@ def test_form_shows_every_error_at_once_next_to_its_field(
     page.fill("#f-ny", "5")
     page.fill("#f-label", "x" * 201)
     page.get_by_role("button", name="Compute surface").click()
-    page.wait_for_function("() => /^Label: /m.test(document.querySelector('.form-errors').innerText)")
+    page.wait_for_function(
+        "() => /^Label: /m.test(document.querySelector('.form-errors').innerText)"
+    )
     assert page.locator("#f-label").get_attribute("aria-invalid") == "true"
     assert page.locator("#f-label-error").is_visible()
 
@@ -295,9 +294,7 @@ def test_delete_button_asks_then_removes_the_surface(server: str, page: Any) -> 
     assert all(s["id"] != surface_id for s in get_json(f"{server}/api/surfaces"))
 
 
-def test_narrow_screen_and_unknown_pages(
-    server: str, open_page: Any, artifacts_dir: Path
-) -> None:
+def test_narrow_screen_and_unknown_pages(server: str, open_page: Any, artifacts_dir: Path) -> None:
     page = open_page(390, 844)
     page.goto(f"{server}/#/new")
     page.get_by_role("heading", level=1, name="New surface").wait_for()

@@ -16,17 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import (  # noqa: F401 - fixtures
+from browser_support import (
     SECOND_SURFACE,
-    browser,
     ensure_surface,
     get_json,
-    open_page,
-    page,
-    server,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytest_plugins = ["browser_support"]  # the server, browser and page fixtures
 
 # Far from the weights (±2 direction units) an MLP's loss passes 10 and spans decades: the
 # case where a linear plot has to clamp and the default has to be a log scale.
@@ -94,7 +91,7 @@ def test_comparison_states_its_scale_clamp_and_numbers(
         drawn_max, notes = page.evaluate(
             """() => { const plots = [...document.querySelectorAll('.plot-compare')];
                        return [Math.max(...plots.flatMap(d => d.data[0].z.flat())),
-                               plots.map(d => d.layout.annotations.map(a => a.text).join(' '))]; }"""
+                       plots.map(d => d.layout.annotations.map(a => a.text).join(' '))]; }"""
         )
         assert drawn_max == 10
         for note in notes:
@@ -159,7 +156,10 @@ def test_surface_page_says_what_the_surface_is(
     page = open_page(*WIDE)
     page.goto(f"{server}/#/surfaces/{pair[0]}")
     page.wait_for_function("() => document.querySelector('#plot')?.dataset.ready === 'true'")
-    camera = "() => JSON.stringify(document.querySelector('#plot')._fullLayout.scene._scene.getCamera().eye)"
+    camera = (
+        "() => JSON.stringify("
+        "document.querySelector('#plot')._fullLayout.scene._scene.getCamera().eye)"
+    )
     before = page.evaluate(camera)
     box = page.locator("#plot").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

@@ -13,12 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 import plotly
 from fastapi import APIRouter, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
-
-import fastapi_offline
 
 import landscape
 from api.deps import SettingsDep
@@ -83,7 +82,6 @@ def swagger_ui() -> HTMLResponse:
         swagger_css_url="/vendor/docs/swagger-ui.css",
         swagger_favicon_url="/vendor/docs/favicon.png",
     )
-
 
 
 @router.get("/help/metrics")
@@ -151,5 +149,6 @@ def markdown_page(source: str, title: str) -> str:
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)} · landscape</title>"
         f'<link rel="stylesheet" href="/static/style.css"></head>'
-        f'<body><main class="doc">{body}<p><a href="/">Back to the page</a></p></main></body></html>'
+        f'<body><main class="doc">{body}<p><a href="/">Back to the page</a></p></main>'
+        "</body></html>"
     )
