@@ -137,10 +137,10 @@ export function capNote(scale) {
   return scale.capped ? `grey: values above ${LOSS_CAP} drawn at ${LOSS_CAP} — max ${short(scale.max)}` : "";
 }
 
-/** Colour bar / axis title: "log₁₀ train loss", "train loss (clamped at 10)". */
+/** Colour bar / axis title: "train loss (log scale)", "train loss (clamped at 10)". */
 export function valueTitle(metric, scale) {
   const label = metricLabel(metric);
-  if (scale.log) return `log₁₀ ${label}`;
+  if (scale.log) return `${label} (log scale)`;
   return scale.capped ? `${label} (clamped at ${LOSS_CAP})` : label;
 }
 
@@ -165,9 +165,10 @@ function clamp(values, [low, high]) {
  * Plotly {data, layout} for one surface.
  * options: metric, view ("surface" | "contour" | "heatmap"; 1D always a curve), scale (from
  * scaleFor; computed from this surface and `log`/`range` when absent), compact (a narrow
- * panel: smaller margins, camera further back), title (text above the plot), theme (colours).
+ * panel: smaller margins, camera further back), narrow (a phone: the colour bar goes below
+ * the plot so the 3D scene gets the whole width), title (text above the plot), theme.
  */
-export function figure(surface, { metric, view = "surface", scale = null, log = null, range = [null, null], compact = false, title = "", theme = LIGHT } = {}) {
+export function figure(surface, { metric, view = "surface", scale = null, log = null, range = [null, null], compact = false, narrow = false, title = "", theme = LIGHT } = {}) {
   const t = { ...LIGHT, ...theme };
   scale = scale || scaleFor([surface], metric, { log, range });
   const raw = surface.values?.[metric] || [];
@@ -227,8 +228,13 @@ export function figure(surface, { metric, view = "surface", scale = null, log = 
   const text = mapValues(trimmed.values, fmtHover).map((row) => row.map((v) => (v === null ? "not computed yet" : v)));
   const colors = {
     colorscale: colorscale(scale.capped),
-    colorbar: { title: { text: valueTitle(metric, scale), side: "right" }, thickness: compact ? 10 : 12, outlinewidth: 0, len: compact ? 0.8 : 1 },
+    colorbar: narrow
+      ? { title: { text: valueTitle(metric, scale), side: "top" }, orientation: "h", x: 0.5, xanchor: "center", y: view === "surface" ? 0 : -0.24, yanchor: "top", len: 0.9, thickness: 10, outlinewidth: 0 }
+      : { title: { text: valueTitle(metric, scale), side: "right" }, thickness: compact ? 10 : 12, outlinewidth: 0, len: compact ? 0.8 : 1 },
   };
+  // Log scales are labelled in the metric's own units at whole decades (0.01, 0.1, 1, 10).
+  const decades = scale.log ? decadeTicks(range2) : null;
+  if (decades) Object.assign(colors.colorbar, decades);
   const hovertemplate = `δ %{x:.4f}<br>η %{y:.4f}<br>${label} %{text}<extra></extra>`;
   const path = surface.trajectory && surface.trajectory.y ? surface.trajectory : null;
 
@@ -248,7 +254,7 @@ export function figure(surface, { metric, view = "surface", scale = null, log = 
     };
     if (range2[0] !== null) trace.cmin = range2[0];
     if (range2[1] !== null) trace.cmax = range2[1];
-    const zaxis = { ...axis, title: { text: "" } }; // the colour bar carries the title
+    const zaxis = { ...axis, title: { text: "" }, ...(decades || {}) }; // the colour bar has the title
     if (range2[0] !== null && range2[1] !== null && range2[0] < range2[1]) zaxis.range = range2;
     const data = [trace];
     if (path) data.push(trajectoryTrace(path, { x: trimmed.x, y: trimmed.y, z }));
@@ -256,14 +262,14 @@ export function figure(surface, { metric, view = "surface", scale = null, log = 
       data,
       layout: {
         ...base,
-        margin: { l: 0, r: 0, t: 28 + top, b: 0 }, // t: room for the mode bar above the colour bar
+        margin: { l: 0, r: 0, t: 28 + top, b: narrow ? 64 : 0 }, // t: room for the mode bar
         scene: {
           xaxis: { ...axis, title: { text: xTitle } },
           yaxis: { ...axis, title: { text: yTitle } },
           zaxis,
           aspectmode: "manual",
           aspectratio: compact ? { x: 1, y: 1, z: 0.6 } : { x: 1, y: 1, z: 0.7 },
-          camera: { eye: compact ? { x: 1.7, y: 1.7, z: 1.0 } : { x: 1.35, y: 1.35, z: 0.95 } },
+          camera: { eye: narrow ? { x: 1.9, y: 1.9, z: 1.2 } : compact ? { x: 1.7, y: 1.7, z: 1.0 } : { x: 1.35, y: 1.35, z: 0.95 } },
         },
       },
     };
@@ -293,12 +299,21 @@ export function figure(surface, { metric, view = "surface", scale = null, log = 
     data,
     layout: {
       ...base,
-      margin: { l: compact ? 44 : 56, r: 8, t: 28 + top, b: 44 },
+      margin: { l: compact ? 44 : 56, r: 8, t: 28 + top, b: narrow ? 96 : 44 },
       xaxis: { ...axis, title: { text: xTitle }, constrain: "domain" },
       yaxis: { ...axis, title: { text: yTitle }, scaleanchor: "x", constrain: "domain" },
       showlegend: false,
     },
   };
+}
+
+/** tickvals/ticktext at the whole decades inside [low, high] (log10 units), or null. */
+function decadeTicks([low, high]) {
+  if (low === null || high === null) return null;
+  const tickvals = [];
+  for (let k = Math.ceil(low); k <= Math.floor(high); k++) tickvals.push(k);
+  if (tickvals.length < 2) return null;
+  return { tickvals, ticktext: tickvals.map((k) => short(10 ** k)) };
 }
 
 const PATH_COLOR = "#e4572e";

@@ -80,7 +80,7 @@ def test_comparison_states_its_scale_clamp_and_numbers(
             "() => [...document.querySelectorAll('.plot-compare')]"
             ".map(d => d.data[0].colorbar.title.text)"
         )
-        assert titles == ["log₁₀ train loss"] * 2, titles
+        assert titles == ["train loss (log scale)"] * 2, titles
         page.screenshot(path=str(artifacts_dir / f"compare-log-{width}.png"), full_page=True)
 
         page.get_by_label("Log scale").uncheck()
@@ -212,7 +212,7 @@ def test_html_export_is_the_pages_figure(server: str, page: Any, pair: list[str]
                    return [d.data[0].type, d.data[0].colorbar.title.text, d.layout.title.text,
                            d.layout.scene.xaxis.title.text, d._context.showSendToCloud]; }"""
     )
-    assert exported[0] == "surface" and exported[1] == "log₁₀ train loss"
+    assert exported[0] == "surface" and exported[1] == "train loss (log scale)"
     assert exported[2].startswith("residual MLP on digits, 9×9") or "9×9" in exported[2]
     assert exported[3] == "direction δ" and exported[4] is False
     z_export = page.evaluate("() => document.getElementById('plot').data[0].z")

@@ -74,9 +74,10 @@ export async function draw(div, surface, options) {
     let args = [surface, options];
     while (args) {
       const [next, nextOptions] = args;
-      // Phones: compact margins and a camera further back, so axes and ticks fit.
-      const compact = nextOptions.compact || window.matchMedia("(max-width: 600px)").matches;
-      const { data, layout } = figure(next, { ...nextOptions, compact, theme: theme() });
+      // Phones: compact margins, the colour bar below and the camera further back.
+      const narrow = window.matchMedia("(max-width: 600px)").matches;
+      const compact = nextOptions.compact || narrow;
+      const { data, layout } = figure(next, { ...nextOptions, compact, narrow, theme: theme() });
       leaveWheelToPage(div);
       await Plotly.react(div, data, layout, PLOT_CONFIG);
       for (const w of waiters) w.resolve(div);

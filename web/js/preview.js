@@ -85,7 +85,7 @@ function legend(metric, scale, colours) {
   return h(
     "div",
     { class: "preview-legend", dataset: { log: String(scale.log), capped: String(scale.capped) } },
-    h("span", { class: "legend-title" }, valueTitle(metric, scale).replace("log₁₀ ", "") + (scale.log ? " (log scale)" : "")),
+    h("span", { class: "legend-title" }, valueTitle(metric, scale)),
     colours
       ? h("span", { class: "legend-bar" },
           h("span", {}, unit(scale.range[0])),

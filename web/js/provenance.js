@@ -23,7 +23,7 @@ const MEANINGS = {
 
 /** A number's meaning and its formula's link: [meaning, href] or null. */
 export function meaningOf(name) {
-  const key = statLabel(name).replace(/^(train|test) (loss|accuracy) /, "");
+  const key = statLabel(name).replace(/^((train|test) )?(loss|accuracy) /, "");
   const entry = MEANINGS[key];
   return entry ? [entry[0], `${HELP}#${entry[1]}`] : null;
 }
