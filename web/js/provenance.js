@@ -77,9 +77,9 @@ export function provenanceFacts(surface, job) {
       ["ignored", dirs.ignore],
       ["seed", dirs.seed],
     ]],
-    ["Grid", surface?.grid && [
-      ["points", fmtGrid(surface.grid, surface.ndim)],
-      ["non-finite values", surface.nonfinite],
+    ["Grid", (surface?.grid || request.grid) && [
+      ["points", fmtGrid(surface?.grid || request.grid, surface?.ndim)],
+      ["non-finite values", surface?.nonfinite],
     ]],
     ["Engine", engine && Object.entries(engine).map(([k, v]) => [k.replaceAll("_", " "), typeof v === "object" ? JSON.stringify(v) : v])],
     ["Checkpoint", p?.checkpoint_sha256 && [["sha256", p.checkpoint_sha256.slice(0, 16) + "…"]]],

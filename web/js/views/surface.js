@@ -25,6 +25,7 @@ export async function render(root, [rawId], { notify, navigate }) {
   const plot = h("div", { id: "plot", class: "plot plot-main", role: "figure", "aria-label": "Surface plot", dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const plotNote = h("p", { class: "hint plot-note", "aria-live": "polite" });
   const statsBox = h("section", { class: "stats-box", "aria-label": "Statistics" });
+  statsBox.append(h("h2", { class: "section-title" }, "Numbers"), h("p", { class: "hint" }, "They appear with the first computed points."));
   const aboutBox = h("div", { class: "about-slot" });
   let job = null; // the job filling this surface, while known: the one source of point counts
   // Fetched again when an analysis finishes: the numbers live in the surface's reply.
@@ -100,7 +101,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     onSurface: showSurface,
     onRecord: (record) => {
       job = record;
-      if (surface) replace(aboutBox, provenancePanel(surface, job));
+      replace(aboutBox, provenancePanel(surface, job));
     },
     onJob: (update) => {
       job = update;
@@ -109,7 +110,7 @@ export async function render(root, [rawId], { notify, navigate }) {
         replace(progressBox, panel);
       }
       panel.update(job);
-      if (surface) replace(aboutBox, provenancePanel(surface, job));
+      replace(aboutBox, provenancePanel(surface, job));
       if (!surface && job.stage) {
         title.textContent = job.label || job.request?.model || "New surface";
         replace(meta, waitingWords(job));
