@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import (
+
+pytest.register_assert_rewrite("browser_support")  # before the import below
+
+from browser_support import (  # noqa: E402
     JOB_TIMEOUT_MS,
     SECOND_SURFACE,
     UI_TIMEOUT_MS,

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import (
+
+pytest.register_assert_rewrite("browser_support")  # before the import below
+
+from browser_support import (  # noqa: E402
     SECOND_SURFACE,
     ensure_surface,
     get_json,
