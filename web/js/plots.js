@@ -2,7 +2,7 @@
 
 import { PLOT_CONFIG, figure, leaveWheelToPage } from "/vendor/figure.js";
 
-export { extent, rangeToDisplay, scaleFor, toDisplay } from "/vendor/figure.js";
+export { scaleFor } from "/vendor/figure.js";
 
 let plotlyPromise = null;
 
