@@ -310,8 +310,11 @@ export function figure(surface, { metric, view = "surface", scale = null, log = 
 /** tickvals/ticktext at the whole decades inside [low, high] (log10 units), or null. */
 function decadeTicks([low, high]) {
   if (low === null || high === null) return null;
+  const first = Math.ceil(low);
+  const last = Math.floor(high);
+  const step = Math.max(1, Math.ceil((last - first + 1) / 6)); // at most about 6 labels
   const tickvals = [];
-  for (let k = Math.ceil(low); k <= Math.floor(high); k++) tickvals.push(k);
+  for (let k = first; k <= last; k += step) tickvals.push(k);
   if (tickvals.length < 2) return null;
   return { tickvals, ticktext: tickvals.map((k) => short(10 ** k)) };
 }
