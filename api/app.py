@@ -30,6 +30,7 @@ from api.guard import RequestGuard
 from api.jobs import JobQueue
 from api.openapi import honest_openapi
 from api.routes import checkpoints, datasets, health, hessian, jobs, models, surfaces, web
+from api.routes import config as config_routes
 from api.settings import Settings, get_settings
 from api.worker import Runner, WorkerPool, run_surface_job
 from landscape.errors import LandscapeError
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
+        docs_url=None,  # /docs: installed files (api/routes/web.py), no CDN
+        redoc_url=None,
         openapi_tags=[
             {"name": "surfaces", "description": "Request, list, read and download surfaces"},
             {"name": "jobs", "description": "Progress, cancel and event streams of jobs"},
@@ -108,6 +111,7 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
     app.add_exception_handler(HTTPException, http_error_handler)
     for module in (surfaces, hessian, jobs, checkpoints, models, datasets, health, web):
         app.include_router(module.router)
+    app.include_router(config_routes.router)
     app.mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static")
     app.add_middleware(RequestGuard, settings=settings, queue=queue, routes=lambda: app.routes)
     app.openapi = lambda: honest_openapi(app, settings)  # type: ignore[method-assign]

@@ -1,4 +1,5 @@
-"""Figures of surfaces: Plotly for the page, ParaView ``.vtp`` for publication renders.
+"""Figures of surfaces: Plotly figures for notebooks, the standalone HTML export (the web
+page's own figure, see ``plot_html``) and ParaView ``.vtp`` for publication renders.
 
 Plotly's ``surface`` takes ``z`` as ``(ny, nx)`` with ``z[j][i]`` at ``(x[i], y[j])`` -- the
 layout of the file -- so arrays go in untransposed. NaN (not yet computed) becomes a gap.
@@ -16,9 +17,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from landscape.errors import SpecError, UnknownNameError
+from landscape.plot_html import write_html
 from landscape.store import Surface
 
 COLORSCALE = "Viridis"
+
+__all__ = ["comparison_figure", "export_vtp", "surface_figure", "write_html"]
 
 
 def _metric_values(surface: Surface, metric: str) -> np.ndarray:
@@ -253,17 +257,6 @@ def comparison_figure(
         )
     fig.update_layout(height=550)
     return fig
-
-
-def write_html(
-    surface: Surface, out: str | Path, metric: str = "train_loss", *, log: bool = False
-) -> Path:
-    """A standalone page with Plotly.js embedded from the installed package: opens offline."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig = surface_figure(surface, metric, log=log)
-    fig.write_html(out, include_plotlyjs=True, full_html=True, config={"responsive": True})
-    return out
 
 
 def export_vtp(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 
 from landscape.errors import SpecError, UnknownNameError
 from landscape.plot import comparison_figure, export_vtp, surface_figure, write_html
+from landscape.plot_html import FIGURE_JS, PLOTLY_JS
 from landscape.specs import GridSpec, SurfaceSpec
 from landscape.store import Surface, grid_coordinates
 
@@ -93,14 +97,31 @@ def test_comparison_shares_the_value_range() -> None:
         comparison_figure([_surface(), _surface(ny=None)])
 
 
-def test_html_embeds_plotly_and_needs_no_network(tmp_path: Path) -> None:
-    out = write_html(_surface(), tmp_path / "s.html")
-    html = out.read_text(encoding="utf-8")
-    assert len(html) > 1_000_000  # plotly.min.js itself is inside
-    assert "Plotly.newPlot" in html
-    scripts = re.findall(r"<script[^>]*\bsrc=", html)
-    assert scripts == [], f"page loads external scripts: {scripts}"
-    assert "cdn.plot.ly/plotly" not in html
+def test_html_export_embeds_the_pages_figure_and_plotly_once(tmp_path: Path) -> None:
+    """The export draws landscape/figure.js (the page's figure) over the surface's numbers,
+    with Plotly.js inside once, compressed: offline, and far below plotly.min.js's 4.8 MB."""
+    surface = _surface()
+    surface.values["train_loss"][1, 2] = np.nan
+    html = write_html(surface, tmp_path / "s.html").read_text(encoding="utf-8")
+    assert len(html.encode()) < 2_600_000
+    assert FIGURE_JS.read_text(encoding="utf-8") in html
+    assert html.count('id="plotly-gz"') == 1
+    packed = re.search(r'id="plotly-gz"[^>]*>([^<]+)<', html)
+    assert packed is not None
+    assert gzip.decompress(base64.b64decode(packed.group(1))) == PLOTLY_JS.read_bytes()
+    assert re.findall(r"<script[^>]*\bsrc=", html) == []  # nothing loaded from elsewhere
+    data = json.loads(re.search(r'id="surface-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+    assert data["values"]["train_loss"][1][2] is None  # not computed: a gap, not a number
+    got = np.array(data["values"]["train_loss"], dtype=float)
+    want = surface.values["train_loss"]
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-4)
+    assert data["ndim"] == 2 and data["model"] == "toy" and len(data["x"]) == 5
+
+
+def test_html_export_refuses_an_unknown_metric(tmp_path: Path) -> None:
+    with pytest.raises(UnknownNameError, match="test_loss"):
+        write_html(_surface(), tmp_path / "s.html", "test_loss")
 
 
 def test_vtp_is_xml_polydata_with_every_point(tmp_path: Path) -> None:

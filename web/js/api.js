@@ -93,7 +93,17 @@ export async function request(method, path, { body, signal } = {}) {
   return data;
 }
 
+let configPromise = null;
+
 export const api = {
+  /** The server's limits, presets and form defaults (fetched once per page load). */
+  config: () => {
+    configPromise ||= request("GET", "/api/config").catch((err) => {
+      configPromise = null;
+      throw err;
+    });
+    return configPromise;
+  },
   models: () => request("GET", "/api/models"),
   datasets: () => request("GET", "/api/datasets"),
   checkpoints: () => request("GET", "/api/checkpoints"),

@@ -70,11 +70,7 @@ export function fmtGrid(grid, ndim) {
     : `${grid.nx}×${grid.ny} on ${range(grid.xrange)}×${range(grid.yrange)}`;
 }
 
-/** "train_loss" → "train loss"; "test_acc" → "test accuracy". */
-export function metricLabel(metric) {
-  const [split, kind] = metric.split("_");
-  return `${split} ${kind === "acc" ? "accuracy" : kind}`;
-}
+export { metricLabel } from "/vendor/figure.js";
 
 /** Readable stat name: "train_loss_min" → "train loss min". */
 export function statLabel(name) {

@@ -1,69 +1,74 @@
-// Keep a surface up to date while its job runs: load it, find its job, re-load on progress.
+// Keep a surface up to date while its job runs: load it, find its job, re-load when points come.
 
 import { api } from "./api.js";
 import { throttle } from "./dom.js";
 import { ACTIVE, findJob, watchJob } from "./jobs.js";
 
+const points = (job) => job?.progress?.done || 0;
+
 /**
  * Follow surface `id`. Callbacks:
  *   onSurface(surface)  each time a (possibly partial) copy arrives;
- *   onJob(job)          when the job filling it changes (never called for finished surfaces);
+ *   onRecord(job)       the job that made or fills it, once, whatever its status (or never);
+ *   onJob(job)          when the active job filling it changes (never for finished surfaces);
  *   onMissing()         no surface and no job with this id;
  *   onError(err)        anything else (ApiError with a plain-words message).
- * Re-loads are throttled to one per `intervalMs`. Returns stop().
+ * The surface is only requested once it has points: while the model trains or the job waits
+ * there is nothing to fetch (no 404s). Re-loads are throttled to one per `intervalMs`.
+ * Returns stop().
  */
-export function followSurface(id, { onSurface, onJob, onMissing, onError, intervalMs = 1000 }) {
+export function followSurface(id, { onSurface, onRecord, onJob, onMissing, onError, intervalMs = 1000 }) {
   let stopped = false;
   let stopWatch = null;
   let latest = 0;
+  let shownPoints = -1;
 
   const load = async () => {
     const ticket = ++latest;
     try {
       const surface = await api.surface(id);
       if (!stopped && ticket === latest) onSurface(surface);
+      return surface;
     } catch (err) {
-      // 404 while the job is still training: the surface file does not exist yet.
       if (!stopped && err.status !== 404) onError(err);
+      return null;
     }
   };
   const refresh = throttle(load, intervalMs);
 
   (async () => {
-    let surface = null;
-    try {
-      surface = await api.surface(id);
-    } catch (err) {
-      if (err.status !== 404) return onError(err);
-    }
-    if (stopped) return;
-    if (surface) onSurface(surface);
-    if (surface && surface.status === "complete") return;
-
     let job = null;
     try {
       job = await findJob(id);
     } catch (err) {
-      if (!surface) return onError(err);
+      if (err.status !== 404) onError(err);
     }
+    if (stopped) return;
+    if (job) onRecord?.(job);
+    // No job (a stored file), a finished job, or points already: the surface exists.
+    const surface = !job || job.status === "done" || points(job) > 0 ? await load() : null;
     if (stopped) return;
     if (!job) {
       if (!surface) onMissing();
       return;
     }
+    if (surface && surface.status === "complete") return;
     onJob(job);
-    if (!ACTIVE.has(job.status)) {
-      if (!surface) refresh();
-      return;
-    }
+    if (!ACTIVE.has(job.status)) return;
+    shownPoints = points(job);
     stopWatch = watchJob(job.id, {
       onUpdate: (update) => {
         onJob(update);
-        refresh();
+        if (points(update) > shownPoints) {
+          shownPoints = points(update);
+          refresh();
+        }
       },
-      onEnd: () => {
-        refresh();
-        refresh.flush();
+      onEnd: (end) => {
+        if (end.status === "done" || points(end) > 0) {
+          refresh();
+          refresh.flush();
+        }
       },
     });
   })();

@@ -8,6 +8,7 @@
 import { api } from "./api.js";
 import { fmt, h, markFieldError, replace } from "./dom.js";
 import { ACTIVE, findJob, progressPanel, watchJob } from "./jobs.js";
+import { PLOT_CONFIG } from "/vendor/figure.js";
 import { cssVar, loadPlotly } from "./plots.js";
 
 const FIELDS = [
@@ -216,6 +217,6 @@ async function drawMap(div, curvature, ndim) {
     xaxis: { title: { text: "x" } },
     yaxis: { title: { text: ndim === 1 ? "|λmin/λmax|" : "y" } },
   };
-  await Plotly.react(div, [trace], layout, { responsive: true, displaylogo: false });
+  await Plotly.react(div, [trace], layout, PLOT_CONFIG);
   div.dataset.ready = "true";
 }

@@ -1,10 +1,11 @@
 // #/compare/{id},{id}[,...] — surfaces side by side: linked cameras, one shared z range.
 
 import { api } from "../api.js";
-import { badge, fmtGrid, h, replace } from "../dom.js";
+import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
+import { provenancePanel, statRows } from "../provenance.js";
 import { followSurface } from "../follow.js";
 import { progressPanel, waitingWords } from "../jobs.js";
-import { displayExtent, draw, hasWebGL, linkViews, purge, rangeToDisplay } from "../plots.js";
+import { draw, hasWebGL, linkViews, purge, scaleFor } from "../plots.js";
 import { metricChoices, plotControls, presetButtons } from "./shared.js";
 
 export async function render(root, [rawIds], ctx) {
@@ -14,11 +15,12 @@ export async function render(root, [rawIds], ctx) {
 }
 
 function renderComparison(root, ids, { notify, navigate }) {
-  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null], link: true, shared: true };
+  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: null, range: [null, null], link: true, shared: true };
   const reopen = () => navigate(`/compare/${ids.join(",")}`);
   const panels = ids.map((id) => makePanel(id, reopen));
   const controlsBox = h("div", { class: "controls-slot" });
   let controlsBuilt = false;
+  let controls = null;
   let unlink = () => {};
   let linkedCount = 0;
 
@@ -33,20 +35,12 @@ function renderComparison(root, ids, { notify, navigate }) {
 
   const metricName = () => `${state.split}_${state.kind}`;
 
-  const sharedRange = () => {
-    const user = rangeToDisplay(state.range, state.log);
-    if (!state.shared) return user;
-    let low = Infinity;
-    let high = -Infinity;
-    for (const p of panels) {
-      const ext = p.surface && displayExtent(p.surface, metricName(), state.log);
-      if (ext) {
-        low = Math.min(low, ext[0]);
-        high = Math.max(high, ext[1]);
-      }
-    }
-    if (!(low <= high)) return user;
-    return [user[0] ?? low, user[1] ?? high];
+  /** One scale for all (log when any spans decades; one range when shared), or per panel. */
+  const scales = () => {
+    const metric = metricName();
+    const all = scaleFor(panels.map((p) => p.surface), metric, { log: state.log, range: state.range });
+    controls?.setLog(all.log);
+    return (p) => (state.shared ? all : scaleFor([p.surface], metric, { log: all.log, range: state.range }));
   };
 
   const relink = () => {
@@ -58,7 +52,7 @@ function renderComparison(root, ids, { notify, navigate }) {
   };
 
   const redrawAll = async () => {
-    const range = sharedRange();
+    const scaleOf = scales();
     const metric = metricName();
     await Promise.all(
       panels
@@ -71,7 +65,7 @@ function renderComparison(root, ids, { notify, navigate }) {
           }
           p.note.textContent = "";
           try {
-            await draw(p.plot, p.surface, { metric, view: state.view, log: state.log, range, compact: ids.length > 1 });
+            await draw(p.plot, p.surface, { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
             p.drawn = true;
             p.plot.dataset.ready = "true";
           } catch (err) {
@@ -98,7 +92,7 @@ function renderComparison(root, ids, { notify, navigate }) {
       state.shared = sharedBox.checked;
       redrawAll();
     });
-    const controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange: redrawAll });
+    controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange: redrawAll });
     controls.append(
       h("div", { class: "control" }, h("label", { class: "check", for: "link-views" }, linkBox, " Link views")),
       h("div", { class: "control" }, h("label", { class: "check", for: "shared-range" }, sharedBox, " Shared z range")),
@@ -113,6 +107,7 @@ function renderComparison(root, ids, { notify, navigate }) {
         if (!controlsBuilt) buildControls(surface);
         redrawAll();
       },
+      onRecord: (job) => p.showRecord(job),
       onJob: (job) => p.showJob(job),
       onMissing: () => p.missing(),
       onError: (err) => notify(err.message),
@@ -132,7 +127,10 @@ function makePanel(id, onResume) {
   const progressSlot = h("div", { class: "progress-slot" });
   const plot = h("div", { class: "plot plot-compare", role: "figure", "aria-label": `Surface ${id}`, dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const note = h("p", { class: "hint", "aria-live": "polite" });
-  const el = h("section", { class: "panel", "aria-labelledby": `panel-${id}` }, title, meta, progressSlot, plot, note);
+  const numbers = h("div", { class: "panel-numbers" });
+  const about = h("div", { class: "about-slot" });
+  const el = h("section", { class: "panel", "aria-labelledby": `panel-${id}` }, title, meta, progressSlot, plot, note, numbers, about);
+  let record = null;
   title.id = `panel-${id}`;
   let progress = null;
   const panel = {
@@ -152,6 +150,12 @@ function makePanel(id, onResume) {
         `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)} · `,
         badge(surface.status),
       );
+      replace(numbers, compareNumbers(surface));
+      replace(about, provenancePanel(surface, record));
+    },
+    showRecord(job) {
+      record = job;
+      if (panel.surface) replace(about, provenancePanel(panel.surface, record));
     },
     showJob(job) {
       if (!progress) {
@@ -169,6 +173,20 @@ function makePanel(id, onResume) {
     },
   };
   return panel;
+}
+
+// The numbers worth reading side by side, each linked to its formula.
+const COMPARE_STATS = ["train_loss_center", "train_loss_min", "train_loss_max", "sharpness", "roughness", "nonconvexity", "convex_fraction"];
+
+function compareNumbers(surface) {
+  const stats = surface.stats || {};
+  const rows = COMPARE_STATS.filter((k) => stats[k] !== null && stats[k] !== undefined)
+    .map((k) => [statLabel(k), fmt(stats[k]), k]);
+  const nonconvexity = stats.nonconvexity ?? stats.train_loss_nonconvexity;
+  if (stats.nonconvexity === undefined && nonconvexity !== undefined && nonconvexity !== null) {
+    rows.push(["nonconvexity", fmt(nonconvexity), "train_loss_nonconvexity"]);
+  }
+  return rows.length ? [h("h3", { class: "section-title" }, "Numbers"), h("dl", { class: "stats" }, statRows(rows))] : null;
 }
 
 async function renderPicker(root, preselected, { notify, navigate }) {

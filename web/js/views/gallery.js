@@ -123,6 +123,7 @@ function card(surface, selected, onSelect, observer) {
     "article",
     { class: "card", "aria-labelledby": `title-${surface.id}`, dataset: { id: surface.id } },
     h("a", { href, class: "preview-link", tabindex: "-1", "aria-hidden": "true" }, canvas),
+    h("div", { class: "legend-slot" }),
     h(
       "div",
       { class: "card-body" },
@@ -173,7 +174,9 @@ async function loadPreview(canvas) {
   try {
     const surface = await api.surface(canvas.dataset.id, { maxPoints: PREVIEW_POINTS });
     if (ticket !== canvas.ticket) return;
-    drawPreview(canvas, surface, canvas.dataset.metric);
+    const legend = drawPreview(canvas, surface, canvas.dataset.metric);
+    const slot = canvas.closest(".card")?.querySelector(".legend-slot");
+    if (slot) replace(slot, legend);
     canvas.dataset.loaded = "true";
     canvas.classList.remove("preview-failed");
   } catch {

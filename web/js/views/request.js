@@ -43,7 +43,7 @@ export async function render(root, _params, { navigate }) {
 
   const sourceModel = h("input", { type: "radio", name: "source", id: "src-model", value: "model", checked: true });
   const sourceCheckpoint = h("input", { type: "radio", name: "source", id: "src-checkpoint", value: "checkpoint" });
-  const epochs = numberInput("f-epochs", "train.epochs", "10", { min: 1 });
+  const epochs = numberInput("f-epochs", "train.epochs", "30", { min: 1 }); // then the server's default
   const modelFields = h("div", { class: "field-row" },
     field("Model", modelSelect),
     field("Training epochs", epochs, "The model is trained on the data set first."),
@@ -136,6 +136,24 @@ export async function render(root, _params, { navigate }) {
   );
 
   let stopWatch = null;
+  // The server's limits and the demo's recipe (GET /api/config): the form checks what the
+  // server would and starts where the demo does.
+  let limits = {};
+  api.config().then(
+    (config) => {
+      limits = config.limits || {};
+      const d = config.defaults || {};
+      if (d.epochs) epochs.value = String(d.epochs);
+      if (d.grid) {
+        nx.value = String(d.grid.nx);
+        if (d.grid.ny) ny.value = String(d.grid.ny);
+        [xmin.value, xmax.value] = (d.grid.xrange || [-1, 1]).map(String);
+        if (d.grid.yrange) [ymin.value, ymax.value] = d.grid.yrange.map(String);
+      }
+      if (limits.max_epochs) epochs.max = String(limits.max_epochs);
+    },
+    () => {}, // the server still checks everything
+  );
   loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, showError });
 
   uploadButton.addEventListener("click", async () => {
@@ -174,6 +192,13 @@ export async function render(root, _params, { navigate }) {
     }
   }
 
+  /** Every problem at once: listed on top (in the fields' own names) and under each field. */
+  function showFieldErrors(problems) {
+    const lines = problems.map((p) => `${fieldName(p.field)}: ${p.message}`);
+    const marks = problems.flatMap((p) => (FIELD_GROUPS[p.field] || [p.field]).map((f) => ({ field: f, message: p.message })));
+    showError([...new Set(lines)].join("\n"), marks);
+  }
+
   function showError(message, fields = []) {
     errorBox.hidden = false;
     const lines = message.split("\n");
@@ -195,8 +220,9 @@ export async function render(root, _params, { navigate }) {
     event.preventDefault();
     clearErrors();
     const useCheckpoint = sourceCheckpoint.checked;
-    if (useCheckpoint && !checkpointSelect.value) {
-      showError("checkpoint: choose a stored checkpoint or upload one", [{ field: "checkpoint", message: "choose or upload one" }]);
+    const problems = checkForm({ useCheckpoint, checkpointSelect, epochs, nx, ny, xmin, xmax, ymin, ymax, seed, dim, directionKind, splits: [splitTrain, splitTest] }, limits);
+    if (problems.length) {
+      showFieldErrors(problems);
       return;
     }
     const num = (input) => (input.value.trim() === "" ? undefined : Number(input.value));
@@ -231,7 +257,9 @@ export async function render(root, _params, { navigate }) {
     } catch (err) {
       submit.disabled = false;
       submit.textContent = "Compute surface";
-      showError(err.message, err.fields || []);
+      const fields = inWords(err);
+      if (fields.length) showFieldErrors(fields);
+      else showError(err.message);
     }
   });
 
@@ -252,6 +280,90 @@ export async function render(root, _params, { navigate }) {
   }
 
   return () => stopWatch?.();
+}
+
+// The fields' own names (the labels on the form), by request path.
+const FIELD_WORDS = {
+  model: "Model",
+  checkpoint: "Checkpoint",
+  dataset: "Data set",
+  "train.epochs": "Training epochs",
+  "directions.seed": "Seed",
+  "grid.nx": "Points along x",
+  "grid.ny": "Points along y",
+  "grid.xrange": "x range",
+  "grid.yrange": "y range",
+  "grid.xrange.0": "x from",
+  "grid.xrange.1": "x to",
+  "grid.yrange.0": "y from",
+  "grid.yrange.1": "y to",
+  grid: "Grid",
+  splits: "Evaluate on",
+  label: "Label",
+};
+// A problem of a pair is shown next to both of its inputs.
+const FIELD_GROUPS = {
+  "grid.xrange": ["grid.xrange.0", "grid.xrange.1"],
+  "grid.yrange": ["grid.yrange.0", "grid.yrange.1"],
+  grid: ["grid.nx", "grid.ny"],
+  splits: ["splits"],
+};
+
+function fieldName(field) {
+  return FIELD_WORDS[field] || field || "Request";
+}
+
+/** The checks the server makes (schema and GET /api/config limits), all at once, in words. */
+function checkForm(f, limits) {
+  const problems = [];
+  const add = (field, message) => problems.push({ field, message });
+  const value = (input) => (input.value.trim() === "" ? NaN : Number(input.value));
+  const whole = (input, field, min, max) => {
+    const v = value(input);
+    if (!Number.isFinite(v)) return add(field, "enter a number"), null;
+    if (!Number.isInteger(v)) return add(field, "must be a whole number"), null;
+    if (min !== undefined && v < min) return add(field, `must be at least ${min}`), null;
+    if (max !== undefined && max !== null && v > max) return add(field, `must be at most ${max}`), null;
+    return v;
+  };
+  if (f.useCheckpoint && !f.checkpointSelect.value) add("checkpoint", "choose a stored checkpoint or upload one");
+  if (!f.useCheckpoint) whole(f.epochs, "train.epochs", limits.min_epochs ?? 1, limits.max_epochs);
+  if (f.directionKind.value !== "pca") whole(f.seed, "directions.seed", 0);
+  const minAxis = limits.min_grid_points_per_axis ?? 2;
+  const oneD = f.dim.value === "1";
+  const nx = whole(f.nx, "grid.nx", minAxis);
+  const ny = oneD ? 1 : whole(f.ny, "grid.ny", minAxis);
+  if (nx && ny && limits.max_grid_points && nx * ny > limits.max_grid_points) {
+    add("grid", `${nx}×${ny} = ${nx * ny} points is more than this server's limit of ${limits.max_grid_points}`);
+  }
+  const range = (lo, hi, field) => {
+    const [a, b] = [value(lo), value(hi)];
+    if (!Number.isFinite(a)) add(`${field}.0`, "enter a number");
+    if (!Number.isFinite(b)) add(`${field}.1`, "enter a number");
+    if (Number.isFinite(a) && Number.isFinite(b) && !(a < b)) add(field, `“from” (${a}) must be less than “to” (${b})`);
+  };
+  range(f.xmin, f.xmax, "grid.xrange");
+  if (!oneD) range(f.ymin, f.ymax, "grid.yrange");
+  if (!f.splits.some((b) => b.checked)) add("splits", "pick train, test or both");
+  return problems;
+}
+
+/** A 422 from the server as [{field, message}] in the form's words (loc → field). */
+function inWords(err) {
+  const fields = (err.fields || []).map(({ field, message }) => ({ field: field || "", message: plainMessage(message) }));
+  if (!fields.length && err.status === 422 && /grid|points/i.test(err.message)) return [{ field: "grid", message: err.message }];
+  return fields.filter((f) => f.field);
+}
+
+function plainMessage(message) {
+  return String(message)
+    .replace(/^Input should be greater than or equal to (.*)$/, "must be at least $1")
+    .replace(/^Input should be greater than (.*)$/, "must be more than $1")
+    .replace(/^Input should be less than or equal to (.*)$/, "must be at most $1")
+    .replace(/^Input should be less than (.*)$/, "must be less than $1")
+    .replace(/^Input should be a valid integer.*$/, "must be a whole number")
+    .replace(/^Input should be a valid number.*$/, "enter a number")
+    .replace(/^Field required$/, "is required");
 }
 
 function checkpointLabel(c) {

@@ -1,32 +1,41 @@
 // Pieces shared by several views: preset buttons and the plot controls.
 
-import { h } from "../dom.js";
-import { PRESETS, startPreset } from "../presets.js";
+import { h, replace } from "../dom.js";
+import { presets, startPreset } from "../presets.js";
 
-/** Buttons that start a preset comparison and open it while it fills in. */
+/** Buttons that start a preset comparison and open it while it fills in (listed by the server). */
 export function presetButtons({ notify, navigate }) {
-  return h(
-    "div",
-    { class: "preset-buttons" },
-    PRESETS.map((preset) => {
-      const button = h("button", { type: "button", class: "button", dataset: { preset: preset.id } }, preset.title);
-      button.addEventListener("click", async () => {
-        button.disabled = true;
-        const text = button.textContent;
-        button.textContent = "Starting…";
-        try {
-          const ids = await startPreset(preset);
-          if (ids.some((id) => !id)) throw new Error("the server did not say which surface the job fills");
-          navigate(`/compare/${ids.join(",")}`);
-        } catch (err) {
-          notify(`Could not start “${preset.title}”: ${err.message}`);
-          button.disabled = false;
-          button.textContent = text;
-        }
-      });
-      return button;
-    }),
+  const box = h("div", { class: "preset-buttons", "aria-busy": "true" });
+  presets().then(
+    (list) => {
+      box.removeAttribute("aria-busy");
+      replace(box, list.map((preset) => presetButton(preset, { notify, navigate })));
+    },
+    (err) => {
+      box.removeAttribute("aria-busy");
+      replace(box, h("p", { class: "error-text" }, `Could not load the ready-made comparisons: ${err.message}`));
+    },
   );
+  return box;
+}
+
+function presetButton(preset, { notify, navigate }) {
+  const button = h("button", { type: "button", class: "button", dataset: { preset: preset.id } }, preset.title);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const text = button.textContent;
+    button.textContent = "Starting…";
+    try {
+      const ids = await startPreset(preset);
+      if (ids.some((id) => !id)) throw new Error("the server did not say which surface the job fills");
+      navigate(`/compare/${ids.join(",")}`);
+    } catch (err) {
+      notify(`Could not start “${preset.title}”: ${err.message}`);
+      button.disabled = false;
+      button.textContent = text;
+    }
+  });
+  return button;
 }
 
 let groupCounter = 0;
@@ -122,5 +131,10 @@ export function plotControls(state, { splits, kinds, ndim, onChange }) {
         reset),
     ),
   );
-  return h("div", { class: "controls", role: "group", "aria-label": "Plot options" }, groups);
+  const controls = h("div", { class: "controls", role: "group", "aria-label": "Plot options" }, groups);
+  // The scale chosen automatically (log for losses spanning decades) shows in the box.
+  controls.setLog = (log) => {
+    logBox.checked = log;
+  };
+  return controls;
 }

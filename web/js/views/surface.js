@@ -2,18 +2,20 @@
 
 import { api, links } from "../api.js";
 import { badge, fmt, fmtGrid, h, metricLabel, replace, statLabel } from "../dom.js";
+import { provenancePanel, statRows } from "../provenance.js";
 import { deleteSurfaceButton } from "../delete.js";
 import { followSurface } from "../follow.js";
 import { curvaturePanel } from "../hessian.js";
-import { progressPanel, waitingWords } from "../jobs.js";
-import { downloadPng, draw, hasWebGL, purge, rangeToDisplay } from "../plots.js";
+import { ACTIVE, progressPanel, waitingWords } from "../jobs.js";
+import { downloadPng, draw, hasWebGL, purge, scaleFor } from "../plots.js";
 import { metricChoices, plotControls } from "./shared.js";
 
 export async function render(root, [rawId], { notify, navigate }) {
   const id = rawId;
-  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: false, range: [null, null] };
+  const state = { view: hasWebGL() ? "surface" : "contour", split: "train", kind: "loss", log: null, range: [null, null] }; // log null: automatic
   let surface = null;
   let controlsBuilt = false;
+  let controls = null;
 
   const title = h("h1", {}, "Surface");
   const meta = h("p", { class: "meta" }, "Loading…");
@@ -23,6 +25,9 @@ export async function render(root, [rawId], { notify, navigate }) {
   const plot = h("div", { id: "plot", class: "plot plot-main", role: "figure", "aria-label": "Surface plot", dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const plotNote = h("p", { class: "hint plot-note", "aria-live": "polite" });
   const statsBox = h("section", { class: "stats-box", "aria-label": "Statistics" });
+  statsBox.append(h("h2", { class: "section-title" }, "Numbers"), h("p", { class: "hint" }, "They appear with the first computed points."));
+  const aboutBox = h("div", { class: "about-slot" });
+  let job = null; // the job filling this surface, while known: the one source of point counts
   // Fetched again when an analysis finishes: the numbers live in the surface's reply.
   const curvature = curvaturePanel(id, {
     notify,
@@ -36,12 +41,13 @@ export async function render(root, [rawId], { notify, navigate }) {
     h("div", { class: "view-header" }, h("div", {}, title, meta), actions),
     progressBox,
     controlsBox,
-    h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), statsBox),
+    h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), h("div", { class: "side" }, statsBox, aboutBox)),
     curvature,
   );
   if (!hasWebGL()) plotNote.textContent = "This browser cannot draw WebGL, so 3D surfaces are off; contour and heatmap work.";
 
   let panel = null;
+  const activeJob = () => (job && ACTIVE.has(job.status) ? job : null);
   const redraw = async () => {
     if (!surface) return;
     const metric = `${state.split}_${state.kind}`;
@@ -49,7 +55,9 @@ export async function render(root, [rawId], { notify, navigate }) {
     const chosen = metrics.includes(metric) ? metric : metrics[0];
     plot.setAttribute("aria-label", `${metricLabel(chosen)} of ${surface.label || surface.model}, ${surface.ndim === 1 ? "curve" : state.view}`);
     try {
-      await draw(plot, surface, { metric: chosen, view: state.view, log: state.log, range: rangeToDisplay(state.range, state.log) });
+      const scale = scaleFor([surface], chosen, { log: state.log, range: state.range });
+      controls?.setLog(scale.log);
+      await draw(plot, surface, { metric: chosen, view: state.view, scale });
       plot.dataset.ready = "true";
     } catch (err) {
       notify(err.message);
@@ -65,7 +73,8 @@ export async function render(root, [rawId], { notify, navigate }) {
       meta,
       `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)} · `,
       badge(surface.status),
-      surface.status === "partial" ? ` ${surface.done} of ${surface.total} points` : "",
+      // While a job runs its progress bar carries the count: one source, no disagreement.
+      surface.status === "partial" && !activeJob() ? ` ${surface.done} of ${surface.total} points` : "",
     );
     if (!controlsBuilt) {
       controlsBuilt = true;
@@ -73,14 +82,16 @@ export async function render(root, [rawId], { notify, navigate }) {
       state.split = splits.includes(state.split) ? state.split : splits[0] || "train";
       state.kind = kinds.includes(state.kind) ? state.kind : kinds[0] || "loss";
       const onChange = () => {
-        replace(statsBox, statsList(surface, state.split));
+        replace(statsBox, statsList(surface, state.split, activeJob()));
         redraw();
       };
-      replace(controlsBox, plotControls(state, { splits, kinds, ndim: surface.ndim, onChange }));
+      controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange });
+      replace(controlsBox, controls);
       const onDeleted = () => navigate("/");
       replace(actions, downloads(surface, plot, notify), deleteSurfaceButton(surface, { onDeleted, notify }));
     }
-    replace(statsBox, statsList(surface, state.split));
+    replace(statsBox, statsList(surface, state.split, activeJob()));
+    replace(aboutBox, provenancePanel(surface, job));
     curvature.hidden = false;
     curvature.update(surface);
     redraw();
@@ -88,12 +99,18 @@ export async function render(root, [rawId], { notify, navigate }) {
 
   const stop = followSurface(id, {
     onSurface: showSurface,
-    onJob: (job) => {
+    onRecord: (record) => {
+      job = record;
+      replace(aboutBox, provenancePanel(surface, job));
+    },
+    onJob: (update) => {
+      job = update;
       if (!panel) {
         panel = progressPanel({ label: "Computing this surface", onResume: () => navigate(`/surfaces/${id}`) });
         replace(progressBox, panel);
       }
       panel.update(job);
+      replace(aboutBox, provenancePanel(surface, job));
       if (!surface && job.stage) {
         title.textContent = job.label || job.request?.model || "New surface";
         replace(meta, waitingWords(job));
@@ -130,7 +147,7 @@ function downloads(surface, plot, notify) {
 }
 
 /** The surface's numbers for one split ("train_loss_min" shown as "loss min" under "train"). */
-function statsList(surface, split) {
+function statsList(surface, split, job) {
   const all = Object.entries(surface.stats || {}).filter(([, v]) => v !== null && v !== undefined);
   const prefix = `${split}_`;
   const mine = all.filter(([k]) => k.startsWith(prefix));
@@ -138,14 +155,15 @@ function statsList(surface, split) {
   stats.sort(([a], [b]) => a.localeCompare(b));
   const path = surface.trajectory;
   const rows = [
-    ["points", `${surface.done} of ${surface.total}`],
+    ["points", job ? `${job.progress?.done ?? 0} of ${job.progress?.total ?? surface.total}` : `${surface.done} of ${surface.total}`],
     ["created", surface.created ? new Date(surface.created).toLocaleString() : "—"],
     // PCA surfaces: the plot draws the training path; its variance share is on the axes.
     ...(path ? [["directions", `PCA of ${path.epochs.length} snapshots`], ["explained variance", path.explained_variance.map((r) => `${(100 * r).toFixed(1)} %`).join(" + ")]] : []),
-    ...stats.map(([k, v]) => [statLabel(k), fmt(v)]),
+    ...stats.map(([k, v]) => [statLabel(k), fmt(v), k]),
   ];
   return [
     h("h2", { class: "section-title" }, mine.length ? `Numbers · ${split}` : "Numbers"),
-    h("dl", { class: "stats" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("dl", { class: "stats" }, statRows(rows)),
+    h("p", { class: "hint" }, h("a", { href: "/help/metrics", target: "_blank", rel: "noopener" }, "What these numbers mean")),
   ];
 }

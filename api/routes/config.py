@@ -1,0 +1,67 @@
+"""``GET /api/config``: the server's limits, ready-made comparisons and form defaults, so the
+web page validates and fills its forms from the server instead of restating them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.demo import DEMO_EPOCHS, demo_requests
+from api.deps import ReadAccess, SettingsDep
+from api.schemas import GridRequest, TrainRecipe
+
+router = APIRouter(tags=["catalogue"], dependencies=[ReadAccess])
+
+# The demo's pairs (Li et al. 2018, Fig. 5): with and without skip connections.
+PRESETS = (
+    ("resnet56", "ResNet-56 vs ResNet-56 without shortcuts", ("resnet56", "resnet56-noshort")),
+    ("resnet20", "ResNet-20 vs ResNet-20 without shortcuts", ("resnet20", "resnet20-noshort")),
+)
+_LABELS = {
+    "resnet56": "ResNet-56",
+    "resnet56-noshort": "ResNet-56, no shortcuts",
+    "resnet20": "ResNet-20",
+    "resnet20-noshort": "ResNet-20, no shortcuts",
+}
+
+
+_FORM_KEYS = ("dataset", "grid", "directions", "splits")
+
+
+def _bound(model: type[Any], field: str, key: str) -> Any:
+    return model.model_json_schema()["properties"][field].get(key)
+
+
+@router.get("/api/config", summary="Limits, presets and form defaults of this server")
+def config(settings: SettingsDep) -> dict[str, Any]:
+    demo = {r.model: r.model_dump(mode="json", exclude_none=True) for r in demo_requests()}
+    presets = [
+        {
+            "id": key,
+            "title": title,
+            # The demo's own requests (the label is not part of the cache key), so on a demo
+            # server a preset opens the surfaces already computed.
+            "requests": [{**demo[m], "label": _LABELS.get(m, m)} for m in models if m in demo],
+        }
+        for key, title, models in PRESETS
+    ]
+    return {
+        "limits": {
+            "max_grid_points": settings.max_grid_points,
+            "min_grid_points_per_axis": _bound(GridRequest, "nx", "minimum"),
+            "min_epochs": _bound(TrainRecipe, "epochs", "minimum"),
+            "max_epochs": settings.max_epochs,
+            "max_train_size": settings.max_train_size,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_hessian_eigenvalues": settings.max_hessian_eigenvalues,
+            "max_trace_samples": settings.max_trace_samples,
+            "max_curvature_grid": settings.max_curvature_grid,
+        },
+        "presets": presets,
+        # The request form starts from the demo's recipe, grid and directions.
+        "defaults": {
+            "epochs": DEMO_EPOCHS,
+            **{k: v for k, v in next(iter(demo.values())).items() if k in _FORM_KEYS},
+        },
+    }
