@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from landscape.errors import SpecError, UnknownNameError
-from landscape.store import Surface
+from landscape.storage import Surface
 
 COLORSCALE = "Viridis"
 

@@ -17,7 +17,7 @@ import torch
 from landscape.checkpoint import save_checkpoint
 from landscape.cli import main
 from landscape.models import build
-from landscape.store import read_surface
+from landscape.storage import read_surface
 
 MODEL_ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8, "depth": 1, "width": 8}
 FAST = ["--train-size", "48", "--workers", "1", "--no-compile", "--device", "cpu", "--quiet"]

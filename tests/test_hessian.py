@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape import store
+from landscape import storage as store
 from landscape.analysis import (
     GROUP_NAME,
     HessianOperator,

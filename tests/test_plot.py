@@ -12,7 +12,7 @@ import pytest
 from landscape.errors import SpecError, UnknownNameError
 from landscape.plot import comparison_figure, export_vtp, surface_figure, write_html
 from landscape.specs import GridSpec, SurfaceSpec
-from landscape.store import Surface, grid_coordinates
+from landscape.storage import Surface, grid_coordinates
 
 
 def _surface(nx: int = 5, ny: int | None = 3, offset: float = 0.0) -> Surface:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape import store
+from landscape import storage as store
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.data import load_data
 from landscape.engine import reference_evaluate

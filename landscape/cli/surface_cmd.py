@@ -272,13 +272,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    from landscape.store import surface_summary
+    from landscape.storage import describe, read_surface
 
-    summary = surface_summary(out)
-    wall = summary["provenance"].get("wall_time_s")
+    info = describe(read_surface(out))
+    wall = info.attrs.get("wall_time_s")
     wall_text = f", {wall:.1f} s computing" if isinstance(wall, (int, float)) else ""
-    print(
-        f"{out}: {summary['status']}, {summary['done']}/{summary['total']} points"
-        f"{wall_text} (id {summary['id']})"
-    )
+    diverged = f", {info.nonfinite} not finite" if info.nonfinite else ""
+    print(f"{out}: {info.status}, {info.done}/{info.total} points{diverged}{wall_text} (id {info.key})")
     return 0
