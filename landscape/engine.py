@@ -3,7 +3,7 @@
 ``GridEvaluator`` prepares once — data on the device, eval-mode BN folded into the convs and
 the directions (``landscape.bn_fold``), channels_last, ``torch.compile`` — then evaluates
 chunks of grid points. How the work is split is a per-device choice, measured on the target
-machines (see ``/work/shared/PERF-NOTES.md``):
+machines (``bench/surface.py`` reproduces the measurements):
 
 - CPU: one grid point per call (the per-point forward already fills a core), and one
   single-threaded worker process per core, each taking whole pieces of the grid.
@@ -90,7 +90,7 @@ class GridEvaluator:
         if folded is not None:
             params, dirs = folded.params, folded.directions
         self.n_bn_folded = folded.n_folded if folded is not None else 0
-        # CPU: convs on tiny maps (3×3 on 2×2) as one exact dense matmul (PERF-NOTES); on GPUs
+        # CPU: convs on tiny maps (3×3 on 2×2) as one exact dense matmul (bench/surface.py); on GPUs
         # the convs are batched over grid points instead, so leave them as they are
         self.n_dense = 0
         if self.device.type == "cpu":

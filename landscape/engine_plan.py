@@ -1,6 +1,6 @@
 """How the engine splits its work on a device: batch size, grid points per call, workers.
 
-Measured choices (``/work/shared/PERF-NOTES.md``): on CPU one grid point per call with
+Measured choices (``bench/surface.py`` reproduces them): on CPU one grid point per call with
 cache-sized batches; on CUDA the whole split resident and as many points per call as memory
 allows.
 """
@@ -60,7 +60,7 @@ def activation_bytes_per_sample(module: nn.Module, data: Data) -> int:
 
 def pick_batch_size(module: nn.Module, data: Data, device: torch.device) -> int:
     """CPU: the largest activation of a batch about cache-sized (measured best for 32×32
-    inputs, PERF-NOTES); CUDA: the whole split, capped by memory."""
+    inputs, bench/surface.py); CUDA: the whole split, capped by memory."""
     n_max = max(x.shape[0] for x, _ in data.values())
     per_sample = activation_bytes_per_sample(module, data)
     if device.type == "cuda":
@@ -72,7 +72,7 @@ def pick_batch_size(module: nn.Module, data: Data, device: torch.device) -> int:
 def pick_points_per_call(
     module: nn.Module, data: Data, batch_size: int, device: torch.device
 ) -> int:
-    """CPU: 1 (batching grid points does not pay there, PERF-NOTES). CUDA: as many as fit in
+    """CPU: 1 (batching grid points does not pay there, bench/surface.py). CUDA: as many as fit in
     half the free memory, counting ~4 live activations per sample and a copy of the weights."""
     if device.type != "cuda":
         return 1
@@ -83,7 +83,7 @@ def pick_points_per_call(
     return int(max(1, min(64, (free // 2) // per_point)))
 
 
-# CPU cost model for torch.compile, measured on the 2-core dev machine (resnet20 on digits,
+# CPU cost model for torch.compile, measured on a 2-core x86-64 CPU (resnet20 on digits,
 # BN folded, tiny convs dense, batch 256): compiling saves ~12 % per point in one process
 # (0.074 vs 0.084 s, timed interleaved) and ~25 % with two single-thread workers running
 # side by side (bench, workers' malloc tuned: 0.037 vs 0.048–0.051 s/point), and costs ~5 s

@@ -29,7 +29,9 @@ from api.db import Job, make_engine
 from api.errors import status_for
 from api.schemas import EXAMPLE_REQUEST
 from api.settings import Settings
-from api.worker import JobContext, Runner, Worker, run_surface_job
+from api.runners import surface as surface_runner
+from api.runners.base import JobContext, JobKind, Runner
+from api.worker import RUNNERS, Worker
 from landscape.errors import CancelledError, LandscapeError, SpecError
 from landscape.models import build
 
@@ -80,7 +82,8 @@ def worker_for(client: TestClient, runner: Runner | None = None) -> Worker:
     state = client.app.state  # type: ignore[attr-defined]
     if runner is None:
         return Worker(state.queue, state.settings, state.sessions)
-    return Worker(state.queue, state.settings, state.sessions, runner=runner)
+    runners = {**RUNNERS, JobKind.SURFACE: runner}
+    return Worker(state.queue, state.settings, state.sessions, runners=runners)
 
 
 def run_all(client: TestClient) -> None:
@@ -170,10 +173,33 @@ def test_partial_surface_has_nulls(client: TestClient) -> None:
     with h5py.File(path, "r+") as f:  # pretend the last row is not computed yet
         f["train_loss"][-1, :] = np.nan
         f["train_acc"][-1, :] = np.nan
+        f["computed"][-1, :] = 0
+        f["train_loss"][0, :2] = [np.nan, np.inf]  # and two points diverged
         f.attrs["status"] = "partial"
     data = client.get(f"/api/surfaces/{surface_id}").json()
-    assert data["status"] == "partial" and data["done"] == 20
+    assert data["status"] == "partial" and data["done"] == 20 and data["nonfinite"] == 2
     assert data["values"]["train_loss"][-1] == [None] * 5
+    assert data["values"]["train_loss"][0][:2] == [None, None]
+    listed = client.get("/api/surfaces").json()[0]
+    assert (listed["done"], listed["nonfinite"], listed["precision"]) == (20, 2, "fp32")
+
+
+def test_summary_carries_provenance(client: TestClient) -> None:
+    surface_id = client.post("/api/surfaces", json=TINY).json()["job"]["surface_id"]
+    run_all(client)
+    summary = client.get(f"/api/surfaces/{surface_id}").json()
+    provenance = summary["provenance"]
+    assert set(provenance) == {"train", "final", "directions", "engine", "checkpoint_sha256"}
+    assert provenance["directions"] == {
+        "kind": "random", "normalization": "filter", "ignore": "biasbn", "seed": 0,
+    }  # fmt: skip
+    assert provenance["engine"]["precision"] == "fp32" and provenance["engine"]["device"]
+    assert len(provenance["checkpoint_sha256"]) == 64
+    train = provenance["train"]  # the recipe (TINY's one epoch, the library's defaults else)
+    assert train["epochs"] == 1 and train["optimizer"] == "sgd" and train["lr"] == 0.1
+    final = provenance["final"]
+    assert set(final) == {"train_loss", "train_acc", "test_loss", "test_acc"}
+    assert all(isinstance(final[k], float) for k in final)
 
 
 def test_identical_concurrent_requests_share_one_job(client: TestClient) -> None:
@@ -227,7 +253,7 @@ def test_training_progress_is_on_the_job_while_it_trains(client: TestClient) -> 
                 seen.append(client.get(f"/api/jobs/{job_id}").json())
 
         ctx.report = reading_report
-        run_surface_job(request, ctx)
+        surface_runner.run(request, ctx)
 
     assert worker_for(client, runner).run_once()
     assert [job["train"]["epoch"] for job in seen] == [0, 1, 2, 3]

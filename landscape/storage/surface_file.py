@@ -246,8 +246,19 @@ def _stored_spec(f: h5py.File, path: Path, version: int) -> SurfaceSpec:
 
 
 def read_surface(path: str | Path) -> Surface:
-    """The whole surface but its directions, journal folded in, in one open of the file."""
+    """The whole surface but its directions, journal folded in, in one open of the file.
+
+    Any damage (a truncated or corrupted file) is a ``SurfaceFileError`` naming the file."""
     path = Path(path)
+    try:
+        return _read_surface(path)
+    except SurfaceFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise SurfaceFileError(f"{name(path)} is damaged: {exc}") from exc
+
+
+def _read_surface(path: Path) -> Surface:
     with open_file(path, "r") as f:
         version = hdf5.format_version(f, path)
         spec = _stored_spec(f, path, version)

@@ -9,7 +9,9 @@ instead of appending points nobody will ever read.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,6 +26,20 @@ from landscape.storage.hdf5 import atomic_update, name, python_to_attr
 from landscape.storage.journal import JournalWriter, journal_path, read_journal
 from landscape.storage.keys import FORMAT
 from landscape.storage.surface_file import COMPUTED, CORE_ENTRIES, ENCODING_VERSION, Group
+
+
+log = logging.getLogger(__name__)
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move a damaged surface file (and its journal) out of the way of its recomputation,
+    keeping it for inspection as ``<name>.unreadable-<unix time>``."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+    path.replace(aside)
+    journal_path(path).unlink(missing_ok=True)
+    log.warning("surface file %s is unreadable; moved to %s", path.name, aside.name)
+    return aside
 
 
 class SurfaceWriter:
