@@ -18,10 +18,10 @@ from api.planning import check_dataset, checkpoint_path, surface_path
 from api.schemas import HessianRequest
 from api.settings import Settings
 from landscape.errors import SpecError, SurfaceFileError
-from landscape.specs import AnalysisSpec, DataSpec, from_dict, to_dict
+from landscape.specs import AnalysisSpec, DataSpec, Split, from_dict, to_dict
 from landscape.storage import Group, Surface
 
-SPLIT = "train"  # the Hessian of the plotted training loss, as the CLI's default
+SPLIT: Split = "train"  # the Hessian of the plotted training loss, as the CLI's default
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from api.db import make_engine, make_sessionmaker
 from api.errors import landscape_error_handler
 from api.jobs import JobQueue
 from api.routes import checkpoints, datasets, health, hessian, jobs, models, surfaces, web
+from api.runners.base import JobKind, Runner
 from api.settings import Settings, get_settings
-from api.worker import RUNNERS, JobKind, Runner, WorkerPool
+from api.worker import RUNNERS, WorkerPool
 from landscape.errors import LandscapeError
 
 log = logging.getLogger(__name__)

@@ -58,8 +58,9 @@ def compute_surface(
 
     An existing ``out`` made from the same spec, checkpoint bytes and precision is resumed (or
     returned at once when complete); one from another request raises ``SurfaceFileError``.
-    ``surface_id`` is recorded as the file's ``surface_id`` attr (the id a service lists it by). When
-    ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is raised.
+    ``surface_id`` is recorded as the file's ``surface_id`` attr (the id a service lists it
+    by). When ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is
+    raised.
     """
     from landscape.backends import make_evaluator
     from landscape.checkpoint import file_digest, load_checkpoint

@@ -27,10 +27,10 @@ import landscape.errors as errors_module
 from api.app import create_app
 from api.db import Job, make_engine
 from api.errors import status_for
-from api.schemas import EXAMPLE_REQUEST
-from api.settings import Settings
 from api.runners import surface as surface_runner
 from api.runners.base import JobContext, JobKind, Runner
+from api.schemas import EXAMPLE_REQUEST
+from api.settings import Settings
 from api.worker import RUNNERS, Worker
 from landscape.errors import CancelledError, LandscapeError, SpecError
 from landscape.models import build
@@ -710,3 +710,55 @@ def test_access_log_never_shows_the_query_token() -> None:
     assert RedactTokens().filter(record)
     message = record.getMessage()
     assert "s3cret" not in message and "access_token=***&a=1" in message
+
+
+def test_a_damaged_file_is_isolated_and_recomputed(client: TestClient) -> None:
+    """A truncated file and a byte-corrupted one: the list still answers, each GET is a 410
+    saying what to do, and posting the request again recomputes instead of refusing."""
+    good = client.post("/api/surfaces", json=TINY).json()["job"]["surface_id"]
+    body = {**TINY, "directions": {"seed": 1}}
+    bad = client.post("/api/surfaces", json=body).json()["job"]["surface_id"]
+    run_all(client)
+    folder = client.app.state.settings.surfaces_dir  # type: ignore[attr-defined]
+    path = folder / f"{bad}.h5"
+    for damage in ("truncate", "corrupt"):
+        blob = path.read_bytes()
+        if damage == "truncate":
+            path.write_bytes(blob[: len(blob) // 3])
+        else:
+            path.write_bytes(blob[:512] + bytes(len(blob) - 1024) + blob[-512:])
+        listed = {s["id"]: s for s in client.get("/api/surfaces").json()}
+        assert listed[good]["status"] == "complete"
+        assert listed[bad]["status"] == "unreadable" and "POST" in listed[bad]["error"]
+        reply = client.get(f"/api/surfaces/{bad}")
+        assert reply.status_code == 410 and "unreadable" in reply.json()["detail"]
+        assert str(folder) not in reply.json()["detail"]
+        again = client.post("/api/surfaces", json=body)
+        assert again.status_code == 202 and again.json()["job"]["surface_id"] == bad
+        run_all(client)
+        assert client.get(f"/api/surfaces/{bad}").json()["status"] == "complete"
+    assert len(list(folder.glob(f"{bad}.h5.unreadable-*"))) >= 1  # kept for inspection
+
+
+def test_a_file_deleted_under_its_job_fails_the_job_visibly(client: TestClient) -> None:
+    job_id = client.post("/api/surfaces", json=TINY).json()["job"]["id"]
+    folder = client.app.state.settings.surfaces_dir  # type: ignore[attr-defined]
+
+    def runner(plan: dict[str, Any], ctx: JobContext) -> None:
+        report = ctx.report
+
+        def deleting_report(**values: Any) -> None:
+            report(**values)
+            if values.get("stage") == "computing" and (values.get("done") or 0) > 0:
+                for path in folder.glob("*.h5"):
+                    path.unlink()
+
+        ctx.report = deleting_report
+        surface_runner.run(plan, ctx)
+
+    assert worker_for(client, runner).run_once()
+    job = client.get(f"/api/jobs/{job_id}").json()
+    assert job["status"] == "failed" and "deleted, truncated or replaced" in job["error"]
+    surface_id = job["surface_id"]
+    assert client.get(f"/api/surfaces/{surface_id}").status_code == 404
+    assert client.post("/api/surfaces", json=TINY).status_code == 202  # and it can be redone

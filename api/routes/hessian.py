@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Response
 
+from api.analysis_planning import covers, plan_hessian
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.analysis_planning import covers, plan_hessian
 from api.jobs import job_public
 from api.planning import surface_path
 from api.routes.surfaces import SurfaceId, read_or_410

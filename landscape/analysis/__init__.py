@@ -10,7 +10,7 @@ the one call (an ``AnalysisSpec`` in, the group stored) that the CLI and the API
 from __future__ import annotations
 
 from landscape.analysis.analyze import analysis_steps, analyze
-from landscape.analysis.curvature import MAX_CURVATURE_GRID, CurvatureMap, curvature_map
+from landscape.analysis.curvature import CurvatureMap, curvature_map
 from landscape.analysis.group import GROUP_NAME, group_contents, group_summary
 from landscape.analysis.hessian import (
     HessianOperator,
@@ -20,6 +20,7 @@ from landscape.analysis.hessian import (
     hutchinson_trace,
     lanczos_eigenvalues,
 )
+from landscape.specs import MAX_CURVATURE_GRID
 
 __all__ = [
     "GROUP_NAME",

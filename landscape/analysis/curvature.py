@@ -28,7 +28,6 @@ from landscape.errors import SpecError
 from landscape.specs import MAX_CURVATURE_GRID, DeviceName, LossName
 
 
-
 @dataclass(frozen=True)
 class CurvatureMap:
     """Extreme eigenvalues on a sub-grid; arrays ``(ny', nx')`` (``[j, i]`` at

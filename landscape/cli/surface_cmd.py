@@ -278,5 +278,6 @@ def run(args: argparse.Namespace) -> int:
     wall = info.attrs.get("wall_time_s")
     wall_text = f", {wall:.1f} s computing" if isinstance(wall, (int, float)) else ""
     diverged = f", {info.nonfinite} not finite" if info.nonfinite else ""
-    print(f"{out}: {info.status}, {info.done}/{info.total} points{diverged}{wall_text} (id {info.key})")
+    counts = f"{info.done}/{info.total} points{diverged}{wall_text}"
+    print(f"{out}: {info.status}, {counts} (id {info.key})")
     return 0

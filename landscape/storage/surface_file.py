@@ -269,8 +269,7 @@ def _read_surface(path: Path) -> Surface:
         for metric, array in values.items():
             if array.shape != expected:
                 raise SurfaceFileError(
-                    f"{name(path)}: dataset {metric!r} has shape {array.shape}, "
-                    f"expected {expected}"
+                    f"{name(path)}: dataset {metric!r} has shape {array.shape}, expected {expected}"
                 )
         if version >= 2:
             computed = read_array(f, COMPUTED, path).astype(bool).reshape(expected)

@@ -27,7 +27,6 @@ from landscape.storage.journal import JournalWriter, journal_path, read_journal
 from landscape.storage.keys import FORMAT
 from landscape.storage.surface_file import COMPUTED, CORE_ENTRIES, ENCODING_VERSION, Group
 
-
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +63,8 @@ class SurfaceWriter:
         self.journal.append(np.asarray(flat_indices, dtype=np.int64), stacked)
 
     def _check_intact(self) -> None:
+        now: tuple[int, int, int] | None
+        journal_now: os.stat_result | None
         try:
             now = _identity(self.path)
             journal_now = os.stat(journal_path(self.path))

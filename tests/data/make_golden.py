@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from landscape import storage as store
-from landscape.specs import DataSpec, GridSpec, SurfaceSpec
 from landscape.analysis.surface_metrics import surface_metrics
+from landscape.specs import DataSpec, GridSpec, SurfaceSpec
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden-surface-v2.h5"
