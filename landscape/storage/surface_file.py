@@ -75,13 +75,19 @@ class Surface:
     x: np.ndarray  # (nx,)
     y: np.ndarray | None  # (ny,); None for a 1D curve
     values: dict[str, np.ndarray]  # metric name -> (ny, nx) or (nx,); NaN where not computed
-    computed: np.ndarray  # bool, shaped like a metric: the point was evaluated (maybe to NaN)
+    # bool, shaped like a metric: the point was evaluated (maybe to NaN). Left out when a
+    # surface is built in memory from finished values: then every non-NaN point.
+    computed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     attrs: dict[str, Any] = field(default_factory=dict)  # root attrs, JSON ones decoded
     metrics: dict[str, float] = field(default_factory=dict)  # the metrics/ group's attrs
     key: str = ""
     trajectory: Trajectory | None = None  # the trajectory/ group (PCA directions only)
     groups: dict[str, Group] = field(default_factory=dict)  # optional groups, e.g. hessian
     version: int = 2
+
+    def __post_init__(self) -> None:
+        if self.computed.size == 0 and self.values:
+            self.computed = ~np.logical_or.reduce([np.isnan(v) for v in self.values.values()])
 
     @property
     def ndim(self) -> int:
