@@ -190,6 +190,35 @@ def load_checkpoint(
     return model, metadata
 
 
+def import_checkpoint(
+    source: str | Path,
+    out: str | Path,
+    *,
+    model_name: str,
+    model_args: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Turn a checkpoint (a bare ``state_dict`` of a zoo model, a ``.safetensors`` file or our
+    own format) into our own format at ``out``; returns the metadata written.
+
+    ``model_args`` (e.g. the data set's channels, classes and image size) builds the model a
+    bare state dict is loaded into; loading checks every shape, so a file that does not fit
+    the model fails here with a ``CheckpointError``, never later. JSON-unsafe metadata values
+    (NaN) are written as text by ``save_checkpoint``'s checks.
+    """
+    model, loaded = load_checkpoint(source, model_name=model_name, model_args=model_args)
+    written = {**loaded, **(metadata or {})}
+    written.setdefault("source_sha256", file_digest(source))
+    save_checkpoint(
+        out,
+        model,
+        model_name=model_name,
+        model_args=written.get("model_args", dict(model_args)),
+        metadata=written,
+    )
+    return written
+
+
 def _bare_state_dict(content: Any, path: str | Path) -> dict[str, Tensor]:
     """Accept ``{name: tensor}``, or one nested under a common key, minus a DataParallel prefix."""
     if isinstance(content, dict):

@@ -26,7 +26,7 @@ import torch
 from landscape import storage as store
 from landscape.analysis.surface_metrics import surface_metrics
 from landscape.errors import CancelledError, SpecError
-from landscape.specs import EngineOptions, SurfaceSpec
+from landscape.specs import DirectionSpec, EngineOptions, SurfaceSpec
 from landscape.storage.summary import FINAL_FIELDS
 
 log = logging.getLogger(__name__)
@@ -294,3 +294,24 @@ def _versions() -> dict[str, str]:
 
         versions["landscape"] = __version__
     return versions
+
+
+AUTO_MARGIN = 1.2  # the grid spans the trajectory's extent × 1.2
+
+
+def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[tuple[float, float]]:
+    """Per axis, the extent of the PCA trajectory (and the final weights at 0) × 1.2, so the
+    whole path lands on the surface (Li et al. 2018, §7). PCA is deterministic, so the
+    surface computed next finds the same directions and path."""
+    from landscape.checkpoint import load_checkpoint
+    from landscape.directions import make_directions
+
+    model, _ = load_checkpoint(checkpoint)
+    _, info = make_directions(model, directions, ndim)
+    coords = np.asarray(info["trajectory_coords"], dtype=np.float64).reshape(-1, ndim)
+    ranges = []
+    for axis in range(ndim):
+        low, high = min(coords[:, axis].min(), 0.0), max(coords[:, axis].max(), 0.0)
+        middle, half = (low + high) / 2, max((high - low) / 2 * AUTO_MARGIN, 1e-3)
+        ranges.append((float(middle - half), float(middle + half)))
+    return ranges
