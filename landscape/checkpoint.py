@@ -28,6 +28,12 @@ from landscape.errors import CheckpointError, LandscapeError
 from landscape.models import build, list_models
 
 FORMAT = "landscape-checkpoint/1"
+
+
+def _name(path: str | Path) -> str:
+    """How errors name a checkpoint: its file name, never the folder it lives in (a service's
+    messages must not reveal its paths)."""
+    return Path(path).name
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
@@ -104,7 +110,7 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
     """The raw content, never unpickled: torch's ``weights_only`` loader, or safetensors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {_name(path)} does not exist")
     try:
         if path.suffix == SAFETENSORS_SUFFIX:
             return _read_safetensors(path, map_location)
@@ -113,7 +119,7 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
         raise
     except Exception as exc:  # corrupt, truncated, or holding objects we refuse to unpickle
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {_why_unreadable(path, exc)} (expected a landscape "
+            f"cannot read checkpoint {_name(path)}: {_why_unreadable(path, exc)} (expected a landscape "
             "checkpoint, a state_dict saved with torch.save, or a .safetensors file)"
         ) from exc
 
@@ -165,20 +171,20 @@ def load_checkpoint(
         name = str(content["model"])
         if model_name is not None and model_name != name:
             raise CheckpointError(
-                f"checkpoint {path} holds model {name!r}, not the requested {model_name!r}"
+                f"checkpoint {_name(path)} holds model {name!r}, not the requested {model_name!r}"
             )
         args = {**content.get("model_args", {}), **(model_args or {})}
         state_dict = content["state_dict"]
         metadata = dict(content.get("metadata", {}))
     elif isinstance(content, dict) and content.get("format") is not None:
         raise CheckpointError(
-            f"checkpoint {path} has format {content.get('format')!r}; this version reads {FORMAT!r}"
+            f"checkpoint {_name(path)} has format {content.get('format')!r}; this version reads {FORMAT!r}"
         )
     else:
         state_dict = _bare_state_dict(content, path)
         if model_name is None:
             raise CheckpointError(
-                f"{path} is a bare state_dict; name its model (one of: "
+                f"{_name(path)} is a bare state_dict; name its model (one of: "
                 f"{', '.join(m.name for m in list_models())})"
             )
         name, args, metadata = model_name, dict(model_args or {}), {}
@@ -227,10 +233,10 @@ def _bare_state_dict(content: Any, path: str | Path) -> dict[str, Tensor]:
                 content = content[key]
                 break
     if not isinstance(content, dict) or not content:
-        raise CheckpointError(f"{path} holds no state_dict (got {type(content).__name__})")
+        raise CheckpointError(f"{_name(path)} holds no state_dict (got {type(content).__name__})")
     if not all(isinstance(value, Tensor) for value in content.values()):
         bad = next(key for key, value in content.items() if not isinstance(value, Tensor))
-        raise CheckpointError(f"{path} is not a state_dict: entry {bad!r} is not a tensor")
+        raise CheckpointError(f"{_name(path)} is not a state_dict: entry {bad!r} is not a tensor")
     if all(str(key).startswith("module.") for key in content):
         content = {str(key)[len("module.") :]: value for key, value in content.items()}
     return cast("dict[str, Tensor]", content)  # every value was checked to be a Tensor above
@@ -240,7 +246,7 @@ def _build(name: str, args: dict[str, Any], path: str | Path) -> nn.Module:
     try:
         return build(name, **args)
     except LandscapeError as exc:
-        raise CheckpointError(f"cannot rebuild the model of {path}: {exc}") from exc
+        raise CheckpointError(f"cannot rebuild the model of {_name(path)}: {exc}") from exc
 
 
 def _load_weights(
@@ -251,7 +257,7 @@ def _load_weights(
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"{path} does not fit model {name!r}: missing {_few(missing)}, "
+            f"{_name(path)} does not fit model {name!r}: missing {_few(missing)}, "
             f"unexpected {_few(unexpected)}"
         )
     for key, value in state_dict.items():
@@ -263,7 +269,7 @@ def _load_weights(
                     f"{expected[key].shape[0]} (num_classes={args.get('num_classes')})"
                 )
             raise CheckpointError(
-                f"{path} does not fit model {name!r}: {key!r} has shape {tuple(value.shape)} "
+                f"{_name(path)} does not fit model {name!r}: {key!r} has shape {tuple(value.shape)} "
                 f"in the checkpoint but {tuple(expected[key].shape)} in the model{hint}"
             )
     model.load_state_dict(state_dict)
