@@ -34,6 +34,8 @@ def _name(path: str | Path) -> str:
     """How errors name a checkpoint: its file name, never the folder it lives in (a service's
     messages must not reveal its paths)."""
     return Path(path).name
+
+
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
@@ -119,7 +121,8 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
         raise
     except Exception as exc:  # corrupt, truncated, or holding objects we refuse to unpickle
         raise CheckpointError(
-            f"cannot read checkpoint {_name(path)}: {_why_unreadable(path, exc)} (expected a landscape "
+            f"cannot read checkpoint {_name(path)}: {_why_unreadable(path, exc)} "
+            "(expected a landscape "
             "checkpoint, a state_dict saved with torch.save, or a .safetensors file)"
         ) from exc
 
@@ -178,7 +181,8 @@ def load_checkpoint(
         metadata = dict(content.get("metadata", {}))
     elif isinstance(content, dict) and content.get("format") is not None:
         raise CheckpointError(
-            f"checkpoint {_name(path)} has format {content.get('format')!r}; this version reads {FORMAT!r}"
+            f"checkpoint {_name(path)} has format {content.get('format')!r}; "
+            f"this version reads {FORMAT!r}"
         )
     else:
         state_dict = _bare_state_dict(content, path)
@@ -269,7 +273,8 @@ def _load_weights(
                     f"{expected[key].shape[0]} (num_classes={args.get('num_classes')})"
                 )
             raise CheckpointError(
-                f"{_name(path)} does not fit model {name!r}: {key!r} has shape {tuple(value.shape)} "
+                f"{_name(path)} does not fit model {name!r}: {key!r} has shape "
+                f"{tuple(value.shape)} "
                 f"in the checkpoint but {tuple(expected[key].shape)} in the model{hint}"
             )
     model.load_state_dict(state_dict)
