@@ -3,6 +3,9 @@
 Request models check shape and single-field ranges; checks that need settings or the library
 (grid size limit, known model/data set/checkpoint) happen in ``api/planning.py`` and surface as
 422 ``{"detail": "<message>"}`` through the one LandscapeError handler.
+
+Longer than the project's ~400-line guide on purpose: it is the whole wire vocabulary, read as
+one page next to docs/api.md; each model is a few declarative lines, no logic to separate.
 """
 
 from __future__ import annotations
