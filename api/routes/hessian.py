@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Response
 
-from api.analysis_planning import covers, plan_hessian
+from api.analysis_planning import check_limits, covers, plan_hessian
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
@@ -67,6 +67,7 @@ def create_hessian(
     shared), or answer 200 with the stored numbers when the file already holds all of them.
     409 while the surface is not complete, or while another analysis of it runs."""
     record = _record_or_404(session, surface_id)
+    check_limits(body, settings)  # over a limit is 422 whatever the surface's state
     path = surface_path(settings, surface_id)
     if not path.exists():
         raise SurfaceFileError(
