@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -31,8 +31,9 @@ from api.jobs import JobQueue
 from api.openapi import honest_openapi
 from api.routes import checkpoints, datasets, health, hessian, jobs, models, surfaces, web
 from api.routes import config as config_routes
+from api.runners.base import JobKind, Runner
 from api.settings import Settings, get_settings
-from api.worker import Runner, WorkerPool, run_surface_job
+from api.worker import RUNNERS, WorkerPool
 from landscape.errors import LandscapeError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ location and message but does not echo the input.
 """
 
 
-def create_app(settings: Settings | None = None, *, runner: Runner = run_surface_job) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, runners: Mapping[JobKind, Runner] = RUNNERS
+) -> FastAPI:
     """Build the app; tests pass their own ``Settings`` (temp data dir, no workers)."""
     settings = settings or get_settings()
     settings.ensure_dirs()
@@ -102,7 +105,7 @@ def create_app(settings: Settings | None = None, *, runner: Runner = run_surface
     app.state.queue = queue
     app.state.shutting_down = asyncio.Event()
     app.state.pool = (
-        WorkerPool(queue, settings, sessions, settings.workers, runner=runner)
+        WorkerPool(queue, settings, sessions, settings.workers, runners=runners)
         if settings.workers > 0
         else None
     )

@@ -57,6 +57,9 @@ class Job(Base):
     # read as "surface". Both kinds share the one-active-job-per-surface index, so one file
     # never has two writers.
     kind: Mapped[str | None] = mapped_column(String(16), nullable=True, default="surface")
+    # The plan the route made (``Plan.to_json`` / ``HessianPlan.to_json``), run as stored by
+    # the worker; never on the wire (it holds server paths). NULL in rows of older versions.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     done: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -51,10 +51,14 @@ def enqueue_demo(app: FastAPI) -> list[str]:
             plan = plan_surface(request, settings, session)
         ids.append(plan.surface_id)
         if plan.surface_path.exists() and queue.active_for(plan.surface_id) is None:
-            from landscape.store import surface_summary
+            from landscape.errors import SurfaceFileError
+            from landscape.storage import read_surface, set_aside
 
-            if surface_summary(plan.surface_path)["status"] == "complete":
-                continue
+            try:
+                if read_surface(plan.surface_path).status == "complete":
+                    continue
+            except SurfaceFileError:
+                set_aside(plan.surface_path)  # recomputed by the job queued below
         job, created = queue.submit(plan, request.model_dump(mode="json", exclude_none=True))
         log.info("demo %s: job %s (%s)", request.model, job.id, "new" if created else "shared")
     return ids

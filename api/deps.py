@@ -82,6 +82,7 @@ _DESCRIPTIONS = {
     401: "Missing or wrong bearer token",
     404: "No such id",
     409: "Conflicts with the current state",
+    410: "The stored file is unreadable (post the request again to recompute it)",
     413: "Upload too large",
     422: "Invalid request (message in detail)",
 }

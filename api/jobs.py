@@ -112,6 +112,7 @@ class JobQueue:
                     surface_id=plan.surface_id,
                     label=plan.label,
                     request=request,
+                    plan=plan.to_json(),
                     total=plan.surface_spec.grid.n_points,
                 )
                 session.add(job)
@@ -124,7 +125,13 @@ class JobQueue:
         raise RuntimeError("could not submit or find the job after 3 tries")  # pragma: no cover
 
     def submit_analysis(
-        self, kind: str, surface_id: str, label: str, request: dict[str, Any], total: int
+        self,
+        kind: str,
+        surface_id: str,
+        label: str,
+        request: dict[str, Any],
+        total: int,
+        plan: dict[str, Any],
     ) -> tuple[Job, bool]:
         """A new queued ``kind`` job for a finished surface, or the surface's active job
         (``False``: the caller decides whether it is the same analysis or a conflict)."""
@@ -139,6 +146,7 @@ class JobQueue:
                     surface_id=surface_id,
                     label=label,
                     request=request,
+                    plan=plan,
                     total=total,
                 )
                 session.add(job)

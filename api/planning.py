@@ -1,7 +1,9 @@
 """From a validated request to library specs: which checkpoint, which surface file, which id.
 
-The API (to answer at once with a surface id, a cached surface or a clear 422) and the worker
-(to run the job) call the same ``plan_surface``, so both agree on every path and key.
+The route plans a request once (to answer at once with a surface id, a cached surface or a
+clear 422) and stores the plan with the job (``Plan.to_json``); the worker executes that stored
+plan, so the two can never disagree on a path, a key or an engine option. Analyses of finished
+surfaces are planned in ``api/analysis_planning.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -22,12 +25,14 @@ from landscape.models import list_models
 from landscape.specs import (
     DataSpec,
     DirectionSpec,
+    EngineOptions,
     GridSpec,
     SurfaceSpec,
     TrainSpec,
+    from_dict,
     to_dict,
 )
-from landscape.store import surface_key
+from landscape.storage import surface_key
 from landscape.train import snapshot_dir
 
 DEFAULT_DATASET = "digits"
@@ -40,12 +45,51 @@ class Plan:
     surface_id: str
     surface_spec: SurfaceSpec
     train_spec: TrainSpec | None  # None: an uploaded checkpoint; else trained unless cached
+    engine: EngineOptions  # how the points are evaluated; its precision is part of the id
     checkpoint_id: str
     checkpoint_path: Path
     surface_path: Path
     model: str
     dataset: str
     label: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as the job row stores it (plain JSON; ``from_json`` rebuilds it)."""
+        return {
+            "surface_id": self.surface_id,
+            "surface_spec": to_dict(self.surface_spec),
+            "train_spec": to_dict(self.train_spec) if self.train_spec is not None else None,
+            "engine": to_dict(self.engine),
+            "checkpoint_id": self.checkpoint_id,
+            "checkpoint_path": str(self.checkpoint_path),
+            "surface_path": str(self.surface_path),
+            "model": self.model,
+            "dataset": self.dataset,
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        train = data["train_spec"]
+        return cls(
+            surface_id=data["surface_id"],
+            surface_spec=from_dict(SurfaceSpec, data["surface_spec"]),
+            train_spec=from_dict(TrainSpec, train) if train is not None else None,
+            engine=from_dict(EngineOptions, data["engine"]),
+            checkpoint_id=data["checkpoint_id"],
+            checkpoint_path=Path(data["checkpoint_path"]),
+            surface_path=Path(data["surface_path"]),
+            model=data["model"],
+            dataset=data["dataset"],
+            label=data["label"],
+        )
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    """How this server evaluates grid points (its settings, library defaults otherwise)."""
+    return EngineOptions(
+        device=settings.device, workers=settings.engine_workers, compile=settings.engine_compile
+    )
 
 
 def checkpoint_path(settings: Settings, checkpoint_id: str) -> Path:
@@ -181,12 +225,14 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         splits=tuple(request.splits),
         loss=request.loss,
     )
-    surface_id = surface_key(spec, checkpoint_id)
+    engine = engine_options(settings)
+    surface_id = surface_key(spec, checkpoint_id, engine.precision)
     label = request.label or f"{model} on {dataset}"
     return Plan(
         surface_id=surface_id,
         surface_spec=spec,
         train_spec=train_spec,
+        engine=engine,
         checkpoint_id=checkpoint_id,
         checkpoint_path=checkpoint_path(settings, checkpoint_id),
         surface_path=surface_path(settings, surface_id),

@@ -3,14 +3,29 @@
 Request models check shape and single-field ranges; checks that need settings or the library
 (grid size limit, known model/data set/checkpoint) happen in ``api/planning.py`` and surface as
 422 ``{"detail": "<message>"}`` through the one LandscapeError handler.
+
+Longer than the project's ~400-line guide on purpose: it is the whole wire vocabulary, read as
+one page next to docs/api.md; each model is a few declarative lines, no logic to separate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from landscape.specs import (
+    MAX_CURVATURE_GRID,
+    Ignore,
+    LossName,
+    Normalization,
+    OptimizerName,
+    ScheduleName,
+    Split,
+    TrainSpec,
+)
 
 # Ids are hex digests or uuid4 hex: opaque, never paths.
 ID_PATTERN = r"^[0-9a-f]{8,64}$"
@@ -29,20 +44,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _recipe_default(name: str) -> Any:
+    """The library's default for a ``TrainSpec`` field: one place for each number."""
+    return {f.name: f.default for f in dataclasses.fields(TrainSpec)}[name]
+
+
 class TrainRecipe(_Strict):
     """How the worker trains a zoo model before computing its surface (He et al. 2016 §4.2)."""
 
-    epochs: int = Field(10, ge=1, description="training epochs (limited by the server)")
-    batch_size: int = Field(128, ge=1, le=65536)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0, le=100)
-    momentum: float = Field(0.9, ge=0, le=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: int = Field(
-        0, ge=0, description="epochs at lr/10 before the schedule (He et al.'s ResNet-110 warm-up)"
+    epochs: int = Field(
+        _recipe_default("epochs"), ge=1, description="training epochs (limited by the server)"
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    batch_size: int = Field(_recipe_default("batch_size"), ge=1, le=65536)
+    optimizer: OptimizerName = _recipe_default("optimizer")
+    lr: float = Field(_recipe_default("lr"), gt=0, le=100)
+    momentum: float = Field(_recipe_default("momentum"), ge=0, le=1)
+    weight_decay: float = Field(_recipe_default("weight_decay"), ge=0, le=1)
+    schedule: ScheduleName = _recipe_default("schedule")
+    warmup_epochs: int = Field(
+        _recipe_default("warmup_epochs"),
+        ge=0,
+        description="epochs at lr/10 before the schedule (He et al.'s ResNet-110 warm-up)",
+    )
+    seed: int = Field(_recipe_default("seed"), ge=0, le=2**31 - 1)
 
 
 def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, float] | None:
@@ -87,8 +111,8 @@ class DirectionsRequest(_Strict):
     for a zoo ``model`` only (it is trained with per-epoch snapshots)."""
 
     kind: Literal["random", "pca"] = "random"
-    normalization: Literal["filter", "layer", "weight", "none"] = "filter"
-    ignore: Literal["biasbn", "none"] = "biasbn"
+    normalization: Normalization = "filter"
+    ignore: Ignore = "biasbn"
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
@@ -112,8 +136,8 @@ class SurfaceRequest(_Strict):
     test_size: int | None = Field(None, ge=1, description="deterministic test subset")
     grid: GridRequest = Field(default_factory=GridRequest)
     directions: DirectionsRequest = Field(default_factory=DirectionsRequest)
-    splits: list[Literal["train", "test"]] = Field(["train"], min_length=1, max_length=2)
-    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    splits: list[Split] = Field(["train"], min_length=1, max_length=2)
+    loss: LossName = "cross_entropy"
     label: str | None = Field(None, max_length=200, description="display name")
 
     @model_validator(mode="after")
@@ -137,9 +161,6 @@ class SurfaceRequest(_Strict):
                     "the start and every epoch)"
                 )
         return self
-
-
-MAX_CURVATURE_GRID = 15  # landscape.analysis.MAX_CURVATURE_GRID; the server may cap lower
 
 
 class HessianRequest(_Strict):
@@ -226,21 +247,70 @@ class GridPublic(BaseModel):
     yrange: list[float] | None
 
 
+class TrainRecipePublic(BaseModel):
+    """The recipe that trained the surface's checkpoint (every key present, null if unknown)."""
+
+    epochs: int | None
+    optimizer: str | None
+    lr: float | None
+    momentum: float | None
+    weight_decay: float | None
+    schedule: str | None
+    warmup_epochs: int | None
+    batch_size: int | None
+    seed: int | None
+
+
+class FinalNumbersPublic(BaseModel):
+    """The trained checkpoint's final numbers over each whole split (null if unknown)."""
+
+    train_loss: float | None
+    train_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+
+
+class DirectionsPublic(BaseModel):
+    kind: str
+    normalization: str
+    ignore: str
+    seed: int
+
+
+class ProvenancePublic(BaseModel):
+    """Where a surface's numbers came from."""
+
+    train: TrainRecipePublic | None = Field(description="null: not trained by this service")
+    final: FinalNumbersPublic | None = Field(description="null: not known")
+    directions: DirectionsPublic
+    engine: dict[str, Any] = Field(
+        description="device, precision, points per call, workers, wall time, …"
+    )
+    checkpoint_sha256: str | None
+
+
 class SurfaceSummary(BaseModel):
-    """A surface without its arrays (``stats`` values may be null while partial)."""
+    """A surface without its arrays (``stats`` values may be null while partial).
+
+    ``status`` is ``unreadable`` when its file is damaged: ``error`` says why, and posting its
+    request again recomputes it."""
 
     id: str
     label: str
-    status: Literal["partial", "complete"]
+    status: Literal["partial", "complete", "unreadable"]
+    error: str | None = Field(None, description="why an unreadable surface cannot be read")
     model: str
     dataset: str
     ndim: int
     grid: GridPublic
     metrics: list[str]
-    done: int
+    done: int = Field(description="grid points computed (finite or not)")
     total: int
+    nonfinite: int = Field(0, description="points computed to NaN or ±inf (a diverged model)")
+    precision: str | None = Field(None, description="fp32, tf32 or bf16 arithmetic")
     created: str
     stats: dict[str, float | None]
+    provenance: ProvenancePublic | None = Field(None, description="null while unreadable")
     hessian: HessianBrief | None = Field(
         None, description="key curvature numbers once an analysis is stored; else null"
     )

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from landscape.specs import MAX_CURVATURE_GRID
+
 # web/ sits next to api/ in a checkout; images that install the package copy it and set
 # LANDSCAPE_WEB_DIR instead.
 _DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -63,7 +65,10 @@ class Settings(BaseSettings):
     max_hessian_eigenvalues: int = Field(10, ge=1, description="cap on top and on bottom")
     max_trace_samples: int = Field(200, ge=1, description="cap on Hutchinson probes")
     max_curvature_grid: int = Field(
-        15, ge=1, le=15, description="cap on curvature map points per axis (library max 15)"
+        MAX_CURVATURE_GRID,
+        ge=1,
+        le=MAX_CURVATURE_GRID,
+        description="cap on curvature map points per axis (at most the library's)",
     )
 
     workers: int = Field(1, ge=0, description="in-process job workers started with the app")

@@ -1,170 +1,35 @@
-"""Job workers: claim a queued job, train its model if needed, compute its surface.
-
-Jobs of ``kind="hessian"`` (an analysis of a finished surface) go to ``hessian_runner``
-(``api.hessian.run_hessian_job``) instead; heartbeat, cancel and outcome are the same.
+"""Job workers: claim a queued job, hand its stored plan to the runner of its kind, record
+the outcome.
 
 A worker is a thread (``landscape serve`` starts them next to the API; ``landscape worker``
 runs them alone). While a job runs, a heartbeat thread renews the job's lease and watches its
-cancel flag; the library's ``should_stop`` callback reads those flags, so cancel and shutdown
-stop the work at the next chunk (or training batch) and the partial files stay resumable.
+cancel flag; the runner's ``should_stop`` reads those flags, so cancel and shutdown stop the
+work at the next chunk (or training batch, or analysis step) and partial files stay resumable.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import CheckpointRecord, Job
-from api.hessian import run_hessian_job
+from api.db import Job
 from api.jobs import JobQueue, new_worker_id
-from api.planning import Plan, plan_surface
-from api.schemas import SurfaceRequest
+from api.runners import hessian, surface
+from api.runners.base import JobContext, JobKind, Runner
 from api.settings import Settings
-from landscape.errors import CancelledError, LandscapeError
-from landscape.specs import EngineOptions
+from landscape.errors import CancelledError, LandscapeError, SpecError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class JobContext:
-    """What a runner gets besides the request: where things go and how to report."""
-
-    job_id: str
-    settings: Settings
-    sessions: sessionmaker[Session]
-    should_stop: Callable[[], bool]
-    report: Callable[..., None]  # report(stage=..., done=..., total=..., eta=..., train=...)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-Runner = Callable[[dict[str, Any], JobContext], None]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, should_stop: Callable[[], bool]) -> Iterator[None]:
-    """One trainer per checkpoint across threads and processes on this host (flock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if should_stop():
-                    raise CancelledError("stopped while waiting for another trainer") from None
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def run_surface_job(request: dict[str, Any], ctx: JobContext) -> None:
-    """The real runner: the same library calls as ``landscape train`` + ``landscape surface``."""
-    from landscape.surface import Progress, compute_surface
-    from landscape.train import train_model
-
-    settings = ctx.settings
-    settings.ensure_dirs()
-    with ctx.sessions() as session:
-        plan = plan_surface(SurfaceRequest.model_validate(request), settings, session)
-    total = plan.surface_spec.grid.n_points
-    if plan.train_spec is not None and _needs_training(plan):
-        start = {"epoch": 0, "epochs": plan.train_spec.epochs, "loss": None, "acc": None}
-        ctx.report(stage="training", done=0, total=total, eta=None, train=start)
-        with _file_lock(plan.checkpoint_path.with_suffix(".lock"), ctx.should_stop):
-            if _needs_training(plan):  # another worker may have just trained it
-
-                def on_epoch(record: dict[str, Any]) -> None:
-                    epochs, epoch = record.get("epochs", 0), record.get("epoch", 0)
-                    elapsed = float(record.get("elapsed_s", 0.0))
-                    eta = elapsed / epoch * (epochs - epoch) if epoch else None
-                    train = {
-                        "epoch": epoch,
-                        "epochs": epochs,
-                        "loss": _finite(record.get("train_loss")),
-                        "acc": _finite(record.get("train_acc")),
-                    }
-                    ctx.report(stage="training", eta=eta, train=train)
-
-                metadata = train_model(
-                    plan.train_spec,
-                    plan.checkpoint_path,
-                    on_epoch=on_epoch,
-                    should_stop=ctx.should_stop,
-                )
-                _register_trained(
-                    ctx.sessions, plan.checkpoint_id, plan.model, plan.dataset, metadata
-                )
-
-    def on_progress(progress: Progress) -> None:
-        ctx.report(stage="computing", done=progress.done, total=progress.total, eta=progress.eta_s)
-
-    if ctx.should_stop():  # engine set-up (data, compile, processes) takes a while: skip it
-        raise CancelledError("stopped before computing the surface")
-    ctx.report(stage="computing", eta=None)
-    options = EngineOptions(
-        device=settings.device, workers=settings.engine_workers, compile=settings.engine_compile
-    )
-    compute_surface(
-        plan.surface_spec,
-        plan.surface_path,
-        options=options,
-        on_progress=on_progress,
-        should_stop=ctx.should_stop,
-    )
-
-
-def _finite(value: Any) -> float | None:
-    """A JSON-safe number: a diverged epoch's NaN loss would break the JSON column and wire."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _needs_training(plan: Plan) -> bool:
-    """No checkpoint yet, or (PCA directions) a trajectory snapshot is gone: train (again)."""
-    if not plan.checkpoint_path.exists():
-        return True
-    return any(not Path(p).exists() for p in plan.surface_spec.directions.trajectory)
-
-
-def _register_trained(
-    sessions: sessionmaker[Session],
-    checkpoint_id: str,
-    model: str,
-    dataset: str,
-    metadata: dict[str, Any],
-) -> None:
-    """List a trained checkpoint in GET /api/checkpoints so it can be reused by id."""
-    import json
-
-    details = json.loads(json.dumps(metadata, default=str))  # JSON-safe copy
-    with sessions() as session, session.begin():
-        if session.get(CheckpointRecord, checkpoint_id) is None:
-            session.add(
-                CheckpointRecord(
-                    id=checkpoint_id,
-                    model=model,
-                    dataset=dataset,
-                    source="trained",
-                    filename=f"{model}-{dataset}.pt",
-                    details=details,
-                )
-            )
+RUNNERS: Mapping[JobKind, Runner] = MappingProxyType(
+    {JobKind.SURFACE: surface.run, JobKind.HESSIAN: hessian.run}
+)
 
 
 class Worker:
@@ -176,12 +41,11 @@ class Worker:
         settings: Settings,
         sessions: sessionmaker[Session],
         *,
-        runner: Runner = run_surface_job,
-        hessian_runner: Runner = run_hessian_job,
+        runners: Mapping[JobKind, Runner] = RUNNERS,
         stop: threading.Event | None = None,
     ) -> None:
-        self.queue, self.settings, self.sessions, self.runner = queue, settings, sessions, runner
-        self.hessian_runner = hessian_runner
+        self.queue, self.settings, self.sessions = queue, settings, sessions
+        self.runners = runners
         self.stop = stop or threading.Event()
         self.id = new_worker_id()
 
@@ -253,8 +117,7 @@ class Worker:
         heart.start()
         ctx = JobContext(job.id, self.settings, self.sessions, should_stop, report)
         try:
-            runner = self.hessian_runner if job.kind == "hessian" else self.runner
-            runner(job.request, ctx)
+            self._runner(job)(_stored_plan(job), ctx)
         except CancelledError:
             self._stopped(job, cancelled.is_set(), lost.is_set())
         except LandscapeError as exc:
@@ -268,6 +131,12 @@ class Worker:
         finally:
             done_beating.set()
             heart.join()
+
+    def _runner(self, job: Job) -> Runner:
+        try:
+            return self.runners[JobKind(job.kind or JobKind.SURFACE)]
+        except (ValueError, KeyError):
+            raise SpecError(f"this worker runs no jobs of kind {job.kind!r}") from None
 
     def _stopped(self, job: Job, cancelled: bool, lost: bool) -> None:
         latest = self.queue.get(job.id)
@@ -291,11 +160,11 @@ class WorkerPool:
         sessions: sessionmaker[Session],
         count: int,
         *,
-        runner: Runner = run_surface_job,
+        runners: Mapping[JobKind, Runner] = RUNNERS,
     ) -> None:
         self.stop_event = threading.Event()
         self.workers = [
-            Worker(queue, settings, sessions, runner=runner, stop=self.stop_event)
+            Worker(queue, settings, sessions, runners=runners, stop=self.stop_event)
             for _ in range(count)
         ]
         self.queue = queue
@@ -322,11 +191,21 @@ class WorkerPool:
             )
 
 
-def standalone_pool(settings: Settings, *, runner: Runner = run_surface_job) -> WorkerPool:
+def _stored_plan(job: Job) -> dict[str, Any]:
+    """The plan the route made and stored; a job queued by a version that stored none cannot
+    be run faithfully, so it fails with a message saying what to do."""
+    if job.plan is None:
+        raise SpecError("this job was queued by an older version of the server: request it again")
+    return dict(job.plan)
+
+
+def standalone_pool(
+    settings: Settings, *, runners: Mapping[JobKind, Runner] = RUNNERS
+) -> WorkerPool:
     """Workers without the API (``landscape worker``): their own engine and queue."""
     from api.db import make_engine, make_sessionmaker
 
     settings.ensure_dirs()
     sessions = make_sessionmaker(make_engine(settings.db_url))
     queue = JobQueue(sessions, settings.lease_seconds)
-    return WorkerPool(queue, settings, sessions, max(1, settings.workers), runner=runner)
+    return WorkerPool(queue, settings, sessions, max(1, settings.workers), runners=runners)

@@ -33,7 +33,7 @@ _LAZY = {
     "make_directions": ("landscape.directions", "make_directions"),
     "GridEvaluator": ("landscape.engine", "GridEvaluator"),
     "compute_surface": ("landscape.surface", "compute_surface"),
-    "read_surface": ("landscape.store", "read_surface"),
+    "read_surface": ("landscape.storage", "read_surface"),
 }
 
 __all__ = [

@@ -28,6 +28,14 @@ from landscape.errors import CheckpointError, LandscapeError
 from landscape.models import build, list_models
 
 FORMAT = "landscape-checkpoint/1"
+
+
+def _name(path: str | Path) -> str:
+    """How errors name a checkpoint: its file name, never the folder it lives in (a service's
+    messages must not reveal its paths)."""
+    return Path(path).name
+
+
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
@@ -104,7 +112,7 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
     """The raw content, never unpickled: torch's ``weights_only`` loader, or safetensors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {_name(path)} does not exist")
     try:
         if path.suffix == SAFETENSORS_SUFFIX:
             return _read_safetensors(path, map_location)
@@ -113,7 +121,8 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
         raise
     except Exception as exc:  # corrupt, truncated, or holding objects we refuse to unpickle
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {_why_unreadable(path, exc)} (expected a landscape "
+            f"cannot read checkpoint {_name(path)}: {_why_unreadable(path, exc)} "
+            "(expected a landscape "
             "checkpoint, a state_dict saved with torch.save, or a .safetensors file)"
         ) from exc
 
@@ -165,20 +174,21 @@ def load_checkpoint(
         name = str(content["model"])
         if model_name is not None and model_name != name:
             raise CheckpointError(
-                f"checkpoint {path} holds model {name!r}, not the requested {model_name!r}"
+                f"checkpoint {_name(path)} holds model {name!r}, not the requested {model_name!r}"
             )
         args = {**content.get("model_args", {}), **(model_args or {})}
         state_dict = content["state_dict"]
         metadata = dict(content.get("metadata", {}))
     elif isinstance(content, dict) and content.get("format") is not None:
         raise CheckpointError(
-            f"checkpoint {path} has format {content.get('format')!r}; this version reads {FORMAT!r}"
+            f"checkpoint {_name(path)} has format {content.get('format')!r}; "
+            f"this version reads {FORMAT!r}"
         )
     else:
         state_dict = _bare_state_dict(content, path)
         if model_name is None:
             raise CheckpointError(
-                f"{path} is a bare state_dict; name its model (one of: "
+                f"{_name(path)} is a bare state_dict; name its model (one of: "
                 f"{', '.join(m.name for m in list_models())})"
             )
         name, args, metadata = model_name, dict(model_args or {}), {}
@@ -190,6 +200,35 @@ def load_checkpoint(
     return model, metadata
 
 
+def import_checkpoint(
+    source: str | Path,
+    out: str | Path,
+    *,
+    model_name: str,
+    model_args: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Turn a checkpoint (a bare ``state_dict`` of a zoo model, a ``.safetensors`` file or our
+    own format) into our own format at ``out``; returns the metadata written.
+
+    ``model_args`` (e.g. the data set's channels, classes and image size) builds the model a
+    bare state dict is loaded into; loading checks every shape, so a file that does not fit
+    the model fails here with a ``CheckpointError``, never later. JSON-unsafe metadata values
+    (NaN) are written as text by ``save_checkpoint``'s checks.
+    """
+    model, loaded = load_checkpoint(source, model_name=model_name, model_args=model_args)
+    written = {**loaded, **(metadata or {})}
+    written.setdefault("source_sha256", file_digest(source))
+    save_checkpoint(
+        out,
+        model,
+        model_name=model_name,
+        model_args=written.get("model_args", dict(model_args)),
+        metadata=written,
+    )
+    return written
+
+
 def _bare_state_dict(content: Any, path: str | Path) -> dict[str, Tensor]:
     """Accept ``{name: tensor}``, or one nested under a common key, minus a DataParallel prefix."""
     if isinstance(content, dict):
@@ -198,10 +237,10 @@ def _bare_state_dict(content: Any, path: str | Path) -> dict[str, Tensor]:
                 content = content[key]
                 break
     if not isinstance(content, dict) or not content:
-        raise CheckpointError(f"{path} holds no state_dict (got {type(content).__name__})")
+        raise CheckpointError(f"{_name(path)} holds no state_dict (got {type(content).__name__})")
     if not all(isinstance(value, Tensor) for value in content.values()):
         bad = next(key for key, value in content.items() if not isinstance(value, Tensor))
-        raise CheckpointError(f"{path} is not a state_dict: entry {bad!r} is not a tensor")
+        raise CheckpointError(f"{_name(path)} is not a state_dict: entry {bad!r} is not a tensor")
     if all(str(key).startswith("module.") for key in content):
         content = {str(key)[len("module.") :]: value for key, value in content.items()}
     return cast("dict[str, Tensor]", content)  # every value was checked to be a Tensor above
@@ -211,7 +250,7 @@ def _build(name: str, args: dict[str, Any], path: str | Path) -> nn.Module:
     try:
         return build(name, **args)
     except LandscapeError as exc:
-        raise CheckpointError(f"cannot rebuild the model of {path}: {exc}") from exc
+        raise CheckpointError(f"cannot rebuild the model of {_name(path)}: {exc}") from exc
 
 
 def _load_weights(
@@ -222,7 +261,7 @@ def _load_weights(
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"{path} does not fit model {name!r}: missing {_few(missing)}, "
+            f"{_name(path)} does not fit model {name!r}: missing {_few(missing)}, "
             f"unexpected {_few(unexpected)}"
         )
     for key, value in state_dict.items():
@@ -234,7 +273,8 @@ def _load_weights(
                     f"{expected[key].shape[0]} (num_classes={args.get('num_classes')})"
                 )
             raise CheckpointError(
-                f"{path} does not fit model {name!r}: {key!r} has shape {tuple(value.shape)} "
+                f"{_name(path)} does not fit model {name!r}: {key!r} has shape "
+                f"{tuple(value.shape)} "
                 f"in the checkpoint but {tuple(expected[key].shape)} in the model{hint}"
             )
     model.load_state_dict(state_dict)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.func import functional_call
 
-from landscape import store
+from landscape import storage as store
 from landscape.custom import data_digest, model_key, module_description, weights_digest
 from landscape.devices import resolve_device
 from landscape.errors import CancelledError, SpecError

@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from landscape.errors import SpecError, UnknownNameError
 from landscape.plot_html import write_html
-from landscape.store import Surface
+from landscape.storage import Surface
 
 COLORSCALE = "Viridis"
 

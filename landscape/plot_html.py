@@ -20,7 +20,7 @@ import numpy as np
 import plotly
 
 from landscape.errors import UnknownNameError
-from landscape.store import Surface
+from landscape.storage import Surface
 
 FIGURE_JS = Path(__file__).resolve().parent / "figure.js"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"

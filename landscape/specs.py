@@ -24,6 +24,9 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "tf32", "bf16"]
 ResolvedPrecision = Literal["fp32", "tf32", "bf16"]
 BackendName = Literal["local", "ray"]
+HessianDtype = Literal["float32", "float64"]
+
+MAX_CURVATURE_GRID = 15  # curvature map points per axis: 225 Lanczos runs is hours on a ResNet
 
 
 def check_choice(kind: str, value: object, literal: Any) -> None:
@@ -197,6 +200,50 @@ class TrainSpec:
             )
         if not self.lr > 0:
             raise SpecError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """One Hessian analysis of a checkpoint (``landscape.analysis.analyze``): extreme
+    eigenvalues (Lanczos), the trace (Hutchinson, ``trace_samples`` probes; 0 for none) and,
+    over a surface's plane, the ``|λ_min/λ_max|`` map on ``curvature_grid``² points."""
+
+    checkpoint: str
+    data: DataSpec = field(default_factory=DataSpec)
+    split: Split = "train"
+    loss: LossName = "cross_entropy"
+    top: int = 3
+    bottom: int = 1
+    trace_samples: int = 0
+    curvature_grid: int = 0
+    tol: float = 1e-5
+    maxiter: int | None = None
+    seed: int = 0
+    batch_size: int = 256  # samples per pass: products are exact sums, this only sets memory
+    device: DeviceName = "auto"
+    dtype: HessianDtype = "float32"
+
+    def __post_init__(self) -> None:
+        check_choice("split", self.split, Split)
+        check_choice("loss", self.loss, LossName)
+        check_choice("device", self.device, DeviceName)
+        check_choice("dtype", self.dtype, HessianDtype)
+        for name in ("top", "bottom", "trace_samples", "curvature_grid"):
+            if getattr(self, name) < 0:
+                raise SpecError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.curvature_grid > MAX_CURVATURE_GRID:
+            raise SpecError(
+                f"curvature_grid must be at most {MAX_CURVATURE_GRID} (one Lanczos run per "
+                f"point), got {self.curvature_grid}"
+            )
+        if not (self.top or self.bottom or self.trace_samples or self.curvature_grid):
+            raise SpecError("nothing to compute: ask for top, bottom, trace or curvature_grid")
+
+    @property
+    def spectrum(self) -> bool:
+        return bool(self.top or self.bottom or self.trace_samples)
 
 
 SpecT = TypeVar("SpecT")

@@ -1,9 +1,9 @@
 """SurfaceSpec → plan → evaluate in chunks → HDF5: the one call the CLI and the API worker make.
 
-The file on disk is the only state: every finished chunk is written before the next is awaited,
-so a killed run resumes from its NaN points, reusing the directions stored in the file (never
-regenerating them: a resumed surface must be the same surface). Summary numbers (sharpness,
-roughness, convexity) are computed once the grid is complete; definitions in docs/format.md.
+The file on disk is the only state: every finished chunk is recorded (``storage.SurfaceWriter``)
+before the next is awaited, so a killed run resumes from its uncomputed points, reusing the
+directions stored in the file (never regenerating them: a resumed surface must be the same
+surface). Summary numbers (``analysis.surface_metrics``) are computed once the grid is complete.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ import h5py
 import numpy as np
 import torch
 
-from landscape import store
+from landscape import storage as store
+from landscape.analysis.surface_metrics import surface_metrics
 from landscape.errors import CancelledError, SpecError
-from landscape.specs import EngineOptions, SurfaceSpec
+from landscape.specs import DirectionSpec, EngineOptions, SurfaceSpec
+from landscape.storage.summary import FINAL_FIELDS
 
 log = logging.getLogger(__name__)
 
 TARGET_CHUNKS = 25  # progress every ~4 %; a kill loses at most one chunk
 MAX_CHUNK_POINTS = 64  # cap so cancel and progress stay prompt on fast devices too
-SHARPNESS_RADIUS = 0.25  # in direction units; at least one grid step (see docs/format.md)
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,15 @@ def compute_surface(
     options: EngineOptions | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    surface_id: str | None = None,
 ) -> Path:
     """Compute (or finish) the surface of ``spec`` into ``out`` and return ``out``.
 
-    An existing ``out`` made from the same spec and checkpoint bytes is resumed (or returned at
-    once when complete); one from another request raises ``SurfaceFileError``. When
-    ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is raised.
+    An existing ``out`` made from the same spec, checkpoint bytes and precision is resumed (or
+    returned at once when complete); one from another request raises ``SurfaceFileError``.
+    ``surface_id`` is recorded as the file's ``surface_id`` attr (the id a service lists it
+    by). When ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is
+    raised.
     """
     from landscape.backends import make_evaluator
     from landscape.checkpoint import file_digest, load_checkpoint
@@ -74,7 +78,7 @@ def compute_surface(
     _check_model_fits_data(model, data, spec)
 
     if out.exists():
-        store.check_matches(out, spec, checkpoint_sha)
+        store.check_matches(out, spec, checkpoint_sha, options.precision)
         directions: list[Mapping[str, torch.Tensor]] = list(store.read_directions(out))
         log.info("resuming %s", out)
     else:
@@ -83,6 +87,7 @@ def compute_surface(
         x, y = store.grid_coordinates(spec.grid)
         trajectory = _trajectory(spec, directions_info)
         provenance = _provenance(spec, checkpoint_sha, checkpoint_meta, directions_info)
+        provenance["surface_id"] = surface_id
         store.create_surface_file(
             out,
             spec,
@@ -91,10 +96,11 @@ def compute_surface(
             directions=directions,
             provenance=provenance,
             trajectory=trajectory,
+            precision=options.precision,
         )
 
     surface = store.read_surface(out)
-    missing = store.missing_points(out)
+    missing = surface.missing()
     total = spec.grid.n_points
     previous_wall = float(surface.attrs.get("wall_time_s", 0.0) or 0.0)
     if len(missing) == 0:
@@ -103,23 +109,28 @@ def compute_surface(
         return out
 
     report = _Reporter(on_progress, total, total - len(missing), start)
+    writer = store.SurfaceWriter(out)
     with make_evaluator(
         model, directions, data, loss=spec.loss, options=options, n_points=len(missing)
     ) as evaluator:
         engine_info = evaluator.describe()
         chunks = plan_chunks(missing, _chunk_size(len(missing), engine_info, options))
         report(0)
-        if should_stop is not None and should_stop():
-            raise CancelledError("surface computation cancelled before it started")
-        coords = [store.flat_coordinates(surface.x, surface.y, c) for c in chunks]
         try:
+            if should_stop is not None and should_stop():
+                raise CancelledError("surface computation cancelled before it started")
+            coords = [store.flat_coordinates(surface.x, surface.y, c) for c in chunks]
             for index, results in _stoppable(evaluator.imap(coords), should_stop):
-                store.write_points(out, chunks[index], results)
+                writer.append(chunks[index], results)
                 report(len(chunks[index]))
         except (CancelledError, KeyboardInterrupt):
-            store.update_attrs(out, {"wall_time_s": previous_wall + time.perf_counter() - start})
+            writer.close({"wall_time_s": previous_wall + time.perf_counter() - start})
+            raise
+        except BaseException:
+            writer.journal.close()  # what was appended stays in the journal for a resume
             raise
         engine_info = evaluator.describe()
+    writer.journal.close()
     _finish(out, spec, engine_info, previous_wall + time.perf_counter() - start)
     return out
 
@@ -210,6 +221,7 @@ def _finish(
     attrs: dict[str, Any] = {"wall_time_s": wall_time_s}
     if engine_info is not None:
         attrs["engine"] = dict(engine_info)
+        attrs["engine"]["precision"] = engine_info.get("precision") or surface.precision
         for key in ("device", "dtype"):
             if engine_info.get(key) is not None:
                 attrs[key] = str(engine_info[key])
@@ -260,6 +272,9 @@ def _provenance(
         "normalization": spec.directions.normalization,
         "ignore": spec.directions.ignore,
         "directions_info": dict(directions_info),
+        "train_recipe": checkpoint_meta.get("train_spec"),
+        "train_final": {k: checkpoint_meta[k] for k in FINAL_FIELDS if k in checkpoint_meta}
+        or None,
         "versions": _versions(),
         "wall_time_s": 0.0,
     }
@@ -281,119 +296,22 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-# --------------------------------------------------------------------------- summary metrics
+AUTO_MARGIN = 1.2  # the grid spans the trajectory's extent × 1.2
 
 
-def surface_metrics(
-    x: np.ndarray,
-    y: np.ndarray | None,
-    values: Mapping[str, np.ndarray],
-    metric_names: tuple[str, ...] | None = None,
-) -> dict[str, float]:
-    """Scalar summaries of a complete grid, per metric (definitions in docs/format.md).
+def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[tuple[float, float]]:
+    """Per axis, the extent of the PCA trajectory (and the final weights at 0) × 1.2, so the
+    whole path lands on the surface (Li et al. 2018, §7). PCA is deterministic, so the
+    surface computed next finds the same directions and path."""
+    from landscape.checkpoint import load_checkpoint
+    from landscape.directions import make_directions
 
-    Every metric gets ``_min``, ``_max`` and ``_center``; losses also get sharpness, roughness
-    and convexity numbers. The first loss's are repeated without prefix (``sharpness``, …) as
-    the surface's headline numbers.
-    """
-    names = metric_names or tuple(values)
-    center = _center_index(x, y)
-    out: dict[str, float] = {}
-    headline: str | None = None
-    for name in names:
-        v = np.asarray(values[name], dtype=np.float64)
-        out[f"{name}_min"] = float(np.nanmin(v)) if np.isfinite(v).any() else math.nan
-        out[f"{name}_max"] = float(np.nanmax(v)) if np.isfinite(v).any() else math.nan
-        out[f"{name}_center"] = float(v[center])
-        if name.endswith("_loss"):
-            headline = headline or name
-            for key, value in _loss_shape_metrics(x, y, v, center).items():
-                out[f"{name}_{key}"] = value
-    if headline is not None:
-        for key in ("sharpness", "sharpness_mean", "roughness", "convex_fraction"):
-            out[key] = out[f"{headline}_{key}"]
-    out["sharpness_radius"] = _sharpness_radius(x, y)
-    return out
-
-
-def _center_index(x: np.ndarray, y: np.ndarray | None) -> tuple[int, ...]:
-    """The grid point nearest the origin (the checkpoint itself when the range spans 0)."""
-    i = int(np.argmin(np.abs(x)))
-    return (i,) if y is None else (int(np.argmin(np.abs(y))), i)
-
-
-def _sharpness_radius(x: np.ndarray, y: np.ndarray | None) -> float:
-    steps = [np.min(np.diff(a)) for a in (x, y) if a is not None and len(a) > 1]
-    return float(max([SHARPNESS_RADIUS, *steps]))
-
-
-def _loss_shape_metrics(
-    x: np.ndarray, y: np.ndarray | None, v: np.ndarray, center: tuple[int, ...]
-) -> dict[str, float]:
-    f0 = float(v[center])
-    radius = _sharpness_radius(x, y)
-    if y is None:
-        dist = np.abs(x - x[center[0]])
-    else:
-        xx, yy = np.meshgrid(x - x[center[1]], y - y[center[0]])  # (ny, nx)
-        dist = np.hypot(xx, yy)
-    near = v[(dist <= radius + 1e-12) & (dist > 0)]
-    near = near[np.isfinite(near)]
-    # Keskar et al. 2017, eq. 4: ε-sharpness = (max f(θ+δ) − f(θ)) / (1 + f(θ)) · 100
-    sharp = 100 * (near.max() - f0) / (1 + f0) if near.size else math.nan
-    sharp_mean = 100 * (near.mean() - f0) / (1 + f0) if near.size else math.nan
-
-    span = float(np.nanmax(v) - np.nanmin(v)) if np.isfinite(v).any() else math.nan
-    # Roughness: third differences vanish on any locally quadratic surface (a smooth bowl or
-    # saddle scores 0) and grow with wiggles and noise; scaled by the value range.
-    third = [np.abs(np.diff(v, n=3, axis=k)).ravel() for k in range(v.ndim) if v.shape[k] >= 4]
-    first = [np.abs(np.diff(v, axis=k)).ravel() for k in range(v.ndim) if v.shape[k] > 1]
-    rough = _safe_mean(third) / span if span > 0 else 0.0
-    tv = _safe_mean(first) / span if span > 0 else 0.0
-    convex, ratio = _convexity(x, y, v)
-    return {
-        "sharpness": float(sharp),
-        "sharpness_mean": float(sharp_mean),
-        "roughness": float(rough),
-        "total_variation": float(tv),
-        "convex_fraction": convex,
-        "nonconvexity": ratio,
-    }
-
-
-def _safe_mean(parts: list[np.ndarray]) -> float:
-    joined = np.concatenate(parts) if parts else np.zeros(0)
-    joined = joined[np.isfinite(joined)]
-    return float(joined.mean()) if joined.size else math.nan
-
-
-def _convexity(x: np.ndarray, y: np.ndarray | None, v: np.ndarray) -> tuple[float, float]:
-    """Fraction of interior points whose finite-difference Hessian is positive semidefinite,
-    and the mean of |min(λ_min, 0)| / max|λ| there: 0 where the plane is locally convex, up
-    to 1 at a saddle as curved down as up (the in-plane analogue of Li et al. 2018, §6,
-    |λ_min/λ_max| of the full Hessian)."""
-    if y is None:
-        if len(x) < 3:
-            return math.nan, math.nan
-        h = np.diff(x)[0]
-        fxx = (v[2:] - 2 * v[1:-1] + v[:-2]) / h**2
-        fxx = fxx[np.isfinite(fxx)]
-        if not fxx.size:
-            return math.nan, math.nan
-        return float(np.mean(fxx >= 0)), float(np.mean(fxx < 0))
-    if len(x) < 3 or len(y) < 3:
-        return math.nan, math.nan
-    hx, hy = np.diff(x)[0], np.diff(y)[0]
-    c = v[1:-1, 1:-1]
-    fxx = (v[1:-1, 2:] - 2 * c + v[1:-1, :-2]) / hx**2
-    fyy = (v[2:, 1:-1] - 2 * c + v[:-2, 1:-1]) / hy**2
-    fxy = (v[2:, 2:] - v[2:, :-2] - v[:-2, 2:] + v[:-2, :-2]) / (4 * hx * hy)
-    hess = np.stack([np.stack([fxx, fxy], -1), np.stack([fxy, fyy], -1)], -2).reshape(-1, 2, 2)
-    hess = hess[np.isfinite(hess).all(axis=(1, 2))]
-    if not len(hess):
-        return math.nan, math.nan
-    eig = np.linalg.eigvalsh(hess)  # ascending: [:, 0] = λ_min, [:, 1] = λ_max
-    scale = np.maximum(np.abs(eig).max(axis=1), 1e-300)
-    negative = np.abs(np.minimum(eig[:, 0], 0.0)) / scale
-    convex = float(np.mean(negative <= 1e-9))
-    return convex, float(negative.mean())
+    model, _ = load_checkpoint(checkpoint)
+    _, info = make_directions(model, directions, ndim)
+    coords = np.asarray(info["trajectory_coords"], dtype=np.float64).reshape(-1, ndim)
+    ranges = []
+    for axis in range(ndim):
+        low, high = min(coords[:, axis].min(), 0.0), max(coords[:, axis].max(), 0.0)
+        middle, half = (low + high) / 2, max((high - low) / 2 * AUTO_MARGIN, 1e-3)
+        ranges.append((float(middle - half), float(middle + half)))
+    return ranges

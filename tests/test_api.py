@@ -27,9 +27,11 @@ import landscape.errors as errors_module
 from api.app import create_app
 from api.db import Job, make_engine
 from api.errors import status_for
+from api.runners import surface as surface_runner
+from api.runners.base import JobContext, JobKind, Runner
 from api.schemas import EXAMPLE_REQUEST
 from api.settings import Settings
-from api.worker import JobContext, Runner, Worker, run_surface_job
+from api.worker import RUNNERS, Worker
 from landscape.errors import CancelledError, LandscapeError, SpecError
 from landscape.models import build
 
@@ -80,7 +82,8 @@ def worker_for(client: TestClient, runner: Runner | None = None) -> Worker:
     state = client.app.state  # type: ignore[attr-defined]
     if runner is None:
         return Worker(state.queue, state.settings, state.sessions)
-    return Worker(state.queue, state.settings, state.sessions, runner=runner)
+    runners = {**RUNNERS, JobKind.SURFACE: runner}
+    return Worker(state.queue, state.settings, state.sessions, runners=runners)
 
 
 def run_all(client: TestClient) -> None:
@@ -170,10 +173,33 @@ def test_partial_surface_has_nulls(client: TestClient) -> None:
     with h5py.File(path, "r+") as f:  # pretend the last row is not computed yet
         f["train_loss"][-1, :] = np.nan
         f["train_acc"][-1, :] = np.nan
+        f["computed"][-1, :] = 0
+        f["train_loss"][0, :2] = [np.nan, np.inf]  # and two points diverged
         f.attrs["status"] = "partial"
     data = client.get(f"/api/surfaces/{surface_id}").json()
-    assert data["status"] == "partial" and data["done"] == 20
+    assert data["status"] == "partial" and data["done"] == 20 and data["nonfinite"] == 2
     assert data["values"]["train_loss"][-1] == [None] * 5
+    assert data["values"]["train_loss"][0][:2] == [None, None]
+    listed = client.get("/api/surfaces").json()[0]
+    assert (listed["done"], listed["nonfinite"], listed["precision"]) == (20, 2, "fp32")
+
+
+def test_summary_carries_provenance(client: TestClient) -> None:
+    surface_id = client.post("/api/surfaces", json=TINY).json()["job"]["surface_id"]
+    run_all(client)
+    summary = client.get(f"/api/surfaces/{surface_id}").json()
+    provenance = summary["provenance"]
+    assert set(provenance) == {"train", "final", "directions", "engine", "checkpoint_sha256"}
+    assert provenance["directions"] == {
+        "kind": "random", "normalization": "filter", "ignore": "biasbn", "seed": 0,
+    }  # fmt: skip
+    assert provenance["engine"]["precision"] == "fp32" and provenance["engine"]["device"]
+    assert len(provenance["checkpoint_sha256"]) == 64
+    train = provenance["train"]  # the recipe (TINY's one epoch, the library's defaults else)
+    assert train["epochs"] == 1 and train["optimizer"] == "sgd" and train["lr"] == 0.1
+    final = provenance["final"]
+    assert set(final) == {"train_loss", "train_acc", "test_loss", "test_acc"}
+    assert all(isinstance(final[k], float) for k in final)
 
 
 def test_identical_concurrent_requests_share_one_job(client: TestClient) -> None:
@@ -227,7 +253,7 @@ def test_training_progress_is_on_the_job_while_it_trains(client: TestClient) -> 
                 seen.append(client.get(f"/api/jobs/{job_id}").json())
 
         ctx.report = reading_report
-        run_surface_job(request, ctx)
+        surface_runner.run(request, ctx)
 
     assert worker_for(client, runner).run_once()
     assert [job["train"]["epoch"] for job in seen] == [0, 1, 2, 3]
@@ -684,3 +710,55 @@ def test_access_log_never_shows_the_query_token() -> None:
     assert RedactTokens().filter(record)
     message = record.getMessage()
     assert "s3cret" not in message and "access_token=***&a=1" in message
+
+
+def test_a_damaged_file_is_isolated_and_recomputed(client: TestClient) -> None:
+    """A truncated file and a byte-corrupted one: the list still answers, each GET is a 410
+    saying what to do, and posting the request again recomputes instead of refusing."""
+    good = client.post("/api/surfaces", json=TINY).json()["job"]["surface_id"]
+    body = {**TINY, "directions": {"seed": 1}}
+    bad = client.post("/api/surfaces", json=body).json()["job"]["surface_id"]
+    run_all(client)
+    folder = client.app.state.settings.surfaces_dir  # type: ignore[attr-defined]
+    path = folder / f"{bad}.h5"
+    for damage in ("truncate", "corrupt"):
+        blob = path.read_bytes()
+        if damage == "truncate":
+            path.write_bytes(blob[: len(blob) // 3])
+        else:
+            path.write_bytes(blob[:512] + bytes(len(blob) - 1024) + blob[-512:])
+        listed = {s["id"]: s for s in client.get("/api/surfaces").json()}
+        assert listed[good]["status"] == "complete"
+        assert listed[bad]["status"] == "unreadable" and "POST" in listed[bad]["error"]
+        reply = client.get(f"/api/surfaces/{bad}")
+        assert reply.status_code == 410 and "unreadable" in reply.json()["detail"]
+        assert str(folder) not in reply.json()["detail"]
+        again = client.post("/api/surfaces", json=body)
+        assert again.status_code == 202 and again.json()["job"]["surface_id"] == bad
+        run_all(client)
+        assert client.get(f"/api/surfaces/{bad}").json()["status"] == "complete"
+    assert len(list(folder.glob(f"{bad}.h5.unreadable-*"))) >= 1  # kept for inspection
+
+
+def test_a_file_deleted_under_its_job_fails_the_job_visibly(client: TestClient) -> None:
+    job_id = client.post("/api/surfaces", json=TINY).json()["job"]["id"]
+    folder = client.app.state.settings.surfaces_dir  # type: ignore[attr-defined]
+
+    def runner(plan: dict[str, Any], ctx: JobContext) -> None:
+        report = ctx.report
+
+        def deleting_report(**values: Any) -> None:
+            report(**values)
+            if values.get("stage") == "computing" and (values.get("done") or 0) > 0:
+                for path in folder.glob("*.h5"):
+                    path.unlink()
+
+        ctx.report = deleting_report
+        surface_runner.run(plan, ctx)
+
+    assert worker_for(client, runner).run_once()
+    job = client.get(f"/api/jobs/{job_id}").json()
+    assert job["status"] == "failed" and "deleted, truncated or replaced" in job["error"]
+    surface_id = job["surface_id"]
+    assert client.get(f"/api/surfaces/{surface_id}").status_code == 404
+    assert client.post("/api/surfaces", json=TINY).status_code == 202  # and it can be redone

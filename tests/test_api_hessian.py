@@ -22,8 +22,9 @@ from test_api import TINY, run_all, tiny_settings
 
 from api.app import create_app
 from api.db import make_engine
-from api.hessian import run_hessian_job
-from api.worker import JobContext, Worker
+from api.runners import hessian as hessian_runner
+from api.runners.base import JobContext, JobKind
+from api.worker import RUNNERS, Worker
 from landscape.analysis import LanczosOptions, hessian_spectrum
 from landscape.checkpoint import load_checkpoint
 from landscape.data import load_data
@@ -200,10 +201,11 @@ def test_cancel_queued_and_running_analyses(client: TestClient) -> None:
                     assert time.monotonic() < deadline, "cancel never reached the runner"
                     time.sleep(0.01)
 
-        run_hessian_job(request, dataclasses.replace(ctx, report=report))
+        hessian_runner.run(request, dataclasses.replace(ctx, report=report))
 
     state = client.app.state  # type: ignore[attr-defined]
-    worker = Worker(state.queue, state.settings, state.sessions, hessian_runner=cancelling_runner)
+    runners = {**RUNNERS, JobKind.HESSIAN: cancelling_runner}
+    worker = Worker(state.queue, state.settings, state.sessions, runners=runners)
     assert worker.run_once()
     job = client.get(f"/api/jobs/{running['id']}").json()
     assert job["status"] == "cancelled" and job["progress"] == {"done": 2, "total": 10}

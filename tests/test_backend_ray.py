@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from landscape import store
+from landscape import storage as store
 from landscape.checkpoint import save_checkpoint
 from landscape.data import load_data
 from landscape.directions import make_directions

@@ -17,7 +17,7 @@ import torch
 from landscape.checkpoint import save_checkpoint
 from landscape.cli import main
 from landscape.models import build
-from landscape.store import read_surface
+from landscape.storage import read_surface
 
 MODEL_ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8, "depth": 1, "width": 8}
 FAST = ["--train-size", "48", "--workers", "1", "--no-compile", "--device", "cpu", "--quiet"]
@@ -80,8 +80,11 @@ def test_one_dimensional_and_bare_state_dict(
     assert main([*args, "--model", "mlp-plain", "--model-args", extra, "--out", str(out)]) == 0
     surface = read_surface(out)
     assert surface.y is None and surface.done == 5 and surface.attrs["model"] == "mlp-plain"
-    # the same command again finds the same surface (the wrapped checkpoint is reused)
-    assert main([*args, "--model", "mlp-plain", "--model-args", extra, "--out", str(out)]) == 0
+    # the same command again, spelled as `landscape train` spells builder arguments, finds the
+    # same surface (the wrapped checkpoint is reused)
+    pairs = ["--model-arg", "depth=1", "--model-arg", "width=8"]
+    assert main([*args, "--model", "mlp-plain", *pairs, "--out", str(out)]) == 0
+    assert "5/5 points" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

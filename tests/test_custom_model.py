@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from landscape import store
+from landscape import storage as store
 from landscape.custom import (
     build_from_factory,
     load_factory,

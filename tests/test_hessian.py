@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape import store
+from landscape import storage as store
 from landscape.analysis import (
     GROUP_NAME,
     HessianOperator,
@@ -288,7 +288,7 @@ def test_cli_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         model_args=MODEL_ARGS, metadata={},
     )  # fmt: skip
     assert main(["hessian", "--checkpoint", str(ckpt), "--top", "-1"]) == 2
-    assert "--top must be >= 0" in _error_line(capsys)
+    assert "top must be >= 0, got -1" in _error_line(capsys)
     assert main(["hessian", "--checkpoint", str(ckpt), "--curvature-grid", "3"]) == 2
     assert "needs --surface" in _error_line(capsys)
     assert main(["hessian", "--checkpoint", str(ckpt), "--split", "val"]) == 2

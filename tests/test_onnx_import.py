@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper  # noqa: E402
 
 from api.errors import status_for  # noqa: E402
-from landscape import store  # noqa: E402
+from landscape import storage as store  # noqa: E402
 from landscape.custom_surface import compute_module_surface  # noqa: E402
 from landscape.data import load_dataset  # noqa: E402
 from landscape.engine import reference_evaluate  # noqa: E402

@@ -16,7 +16,7 @@ from landscape.errors import SpecError, UnknownNameError
 from landscape.plot import comparison_figure, export_vtp, surface_figure, write_html
 from landscape.plot_html import FIGURE_JS, PLOTLY_JS
 from landscape.specs import GridSpec, SurfaceSpec
-from landscape.store import Surface, grid_coordinates
+from landscape.storage import Surface, grid_coordinates
 
 
 def _surface(nx: int = 5, ny: int | None = 3, offset: float = 0.0) -> Surface:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape import store
+from landscape import storage as store
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.data import load_data
 from landscape.engine import reference_evaluate
@@ -184,3 +184,29 @@ def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(
         np.testing.assert_allclose(
             resumed.values[metric], store.read_surface(whole).values[metric], rtol=1e-6
         )
+
+
+def test_a_nan_checkpoint_gives_a_complete_surface_of_nonfinite_points(tmp_path: Path) -> None:
+    """Computed-but-NaN is a result, not a gap: the run finishes and says so."""
+    model = build("mlp-plain", **MODEL_ARGS)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    bad = save_checkpoint(
+        tmp_path / "nan.pt", model, model_name="mlp-plain", model_args=MODEL_ARGS, metadata={}
+    )
+    out = compute_surface(_spec(bad), tmp_path / "nan.h5", options=FAST)
+    surface = store.read_surface(out)
+    assert surface.status == "complete" and surface.done == surface.total == 15
+    assert surface.nonfinite == 15 and len(surface.missing()) == 0
+    assert compute_surface(_spec(bad), out, options=FAST) == out  # nothing left to compute
+
+
+def test_a_resume_in_another_precision_is_refused(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.h5"
+    spec = _spec(checkpoint)
+    with pytest.raises(CancelledError):
+        compute_surface(spec, out, options=FAST, should_stop=lambda: True)
+    assert store.read_surface(out).precision == "fp32"
+    with pytest.raises(SurfaceFileError, match="precision 'fp32'"):
+        compute_surface(spec, out, options=EngineOptions(device="cpu", precision="bf16"))

@@ -16,7 +16,7 @@ import torch
 from fastapi.testclient import TestClient
 from test_api import TINY, _state_dict_bytes, _upload, run_all
 
-from landscape import store
+from landscape import storage as store
 from landscape.checkpoint import load_checkpoint
 from landscape.cli import main as cli_main
 from landscape.plot import surface_figure
@@ -95,7 +95,7 @@ def test_trajectory_group_matches_an_independent_projection(
         assert group.attrs["encoding-type"] == "trajectory"
         assert group.attrs["encoding-version"] == "1"
         np.testing.assert_allclose(group.attrs["explained_variance_ratio"], ratio)
-    assert store.surface_summary(pca_surface)["has_trajectory"] is True
+    assert store.describe(store.read_surface(pca_surface)).has_trajectory is True
 
 
 def test_random_surfaces_have_no_trajectory(
@@ -104,7 +104,7 @@ def test_random_surfaces_have_no_trajectory(
     spec = SurfaceSpec(checkpoint=str(trained[0]), data=DATA, grid=GridSpec(n_x=3, n_y=3))
     out = compute_surface(spec, tmp_path / "random.h5", options=FAST)
     assert store.read_surface(out).trajectory is None
-    assert store.surface_summary(out)["has_trajectory"] is False
+    assert store.describe(store.read_surface(out)).has_trajectory is False
     figure = surface_figure(store.read_surface(out))
     assert not [t for t in figure.data if t.name == "trajectory"]
 

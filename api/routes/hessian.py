@@ -1,7 +1,7 @@
 """``/api/surfaces/{id}/hessian``: request and read the curvature analysis of a surface.
 
-A sub-resource of surfaces with its own file, so ``surfaces.py`` stays about surfaces; the work
-itself is ``api/hessian.py`` (planning, cache check, runner).
+A sub-resource of surfaces with its own file, so ``surfaces.py`` stays about surfaces; planning
+and the cache check are ``api/analysis_planning.py``, the work ``api/runners/hessian.py``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Response
 
+from api.analysis_planning import check_limits, covers, plan_hessian
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.hessian import KIND, covers, hessian_public, plan_hessian, stored_group
 from api.jobs import job_public
-from api.routes.surfaces import SurfaceId
+from api.planning import surface_path
+from api.routes.surfaces import SurfaceId, read_or_410
+from api.runners.base import JobKind
 from api.schemas import HessianCreated, HessianPublic, HessianRequest
+from api.views import HESSIAN_GROUP, hessian_public
+from landscape.errors import SurfaceFileError
+
+KIND = JobKind.HESSIAN
 
 router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
 
@@ -45,7 +51,7 @@ def _record_or_404(session: SessionDep, surface_id: str) -> SurfaceRecord:
     dependencies=[WriteAccess],
     responses={
         200: {"model": HessianCreated, "description": "Already stored (cached)"},
-        **error_responses(401, 404, 409, 422),
+        **error_responses(401, 404, 409, 410, 422),
     },
     summary="Request the Hessian analysis of a surface",
 )
@@ -61,16 +67,25 @@ def create_hessian(
     shared), or answer 200 with the stored numbers when the file already holds all of them.
     409 while the surface is not complete, or while another analysis of it runs."""
     record = _record_or_404(session, surface_id)
-    plan, _surface = plan_hessian(record, body, settings)
-    group = stored_group(plan.surface_path)
-    if group is not None and covers(group, plan):
+    check_limits(body, settings)  # over a limit is 422 whatever the surface's state
+    path = surface_path(settings, surface_id)
+    if not path.exists():
+        raise SurfaceFileError(
+            f"surface {surface_id!r} has no points yet; wait for its job to finish"
+        )
+    surface = read_or_410(path, surface_id)
+    plan = plan_hessian(record, body, settings, surface)
+    group = surface.groups.get(HESSIAN_GROUP)
+    if group is not None and covers(group, plan, surface):
         response.status_code = 200
         latest = queue.latest_for(surface_id, KIND)
         shown = job_public(latest) if latest else None
         return HessianCreated(job=shown, hessian=hessian_public(group))
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · curvature"
-    job, created = queue.submit_analysis(KIND, surface_id, label, request, plan.steps)
+    job, created = queue.submit_analysis(
+        KIND, surface_id, label, request, plan.steps, plan.to_json()
+    )
     if not created and (job.kind != KIND or job.request != request):
         raise HTTPException(
             409,
@@ -88,11 +103,9 @@ def create_hessian(
 )
 def get_hessian(surface_id: SurfaceId, session: SessionDep, settings: SettingsDep) -> HessianPublic:
     """404 until an analysis is stored (also in `GET /api/surfaces/{id}` as `hessian`)."""
-    from api.planning import surface_path
-
     _record_or_404(session, surface_id)
     path = surface_path(settings, surface_id)
-    group = stored_group(path) if path.exists() else None
+    group = read_or_410(path, surface_id).groups.get(HESSIAN_GROUP) if path.exists() else None
     if group is None:
         raise HTTPException(404, f"surface {surface_id!r} has no Hessian analysis yet")
     return hessian_public(group)

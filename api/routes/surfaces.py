@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
@@ -15,28 +14,28 @@ from sqlalchemy import select
 
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.hessian import hessian_brief, hessian_public, stored_group
-from api.jobs import iso, job_public
+from api.jobs import job_public
 from api.planning import plan_surface, surface_path
 from api.schemas import (
     EXAMPLE_REQUEST,
     ID_PATTERN,
-    GridPublic,
     SurfaceCreated,
     SurfaceData,
     SurfaceRequest,
     SurfaceSummary,
-    TrajectoryPublic,
-    finite_or_none,
 )
-from landscape.store import Trajectory, read_surface, surface_summary
+from api.views import surface_data, surface_summary, unreadable_summary
+from landscape.errors import SurfaceFileError
+from landscape.storage import Surface, journal_path, read_surface, set_aside
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
 
 SurfaceId = Annotated[str, PathParam(pattern=ID_PATTERN, description="surface id (hex)")]
 
 _EXAMPLES = {
-    "issue-4": {"summary": "resnet20-noshort trained on digits, 21×21", "value": EXAMPLE_REQUEST},
+    "digits": {"summary": "resnet20-noshort trained on digits, 21×21", "value": EXAMPLE_REQUEST},
     "curve": {
         "summary": "a 1D curve of a small MLP",
         "value": {"model": "mlp-plain", "train": {"epochs": 2}, "grid": {"nx": 41, "dim": 1}},
@@ -44,34 +43,32 @@ _EXAMPLES = {
 }
 
 
-def summarize(record: SurfaceRecord, path: Path) -> SurfaceSummary:
-    """Join the DB's display facts with the file's live status, statistics and key curvature
-    numbers (``hessian``: null until an analysis is stored)."""
-    info = surface_summary(path)
-    return SurfaceSummary(
-        id=record.id,
-        label=record.label,
-        status=info["status"],
-        model=record.model,
-        dataset=record.dataset,
-        ndim=info["ndim"],
-        grid=GridPublic(**info["grid"]),
-        metrics=info["metrics"],
-        done=info["done"],
-        total=info["total"],
-        created=info.get("created") or iso(record.created_at) or "",
-        stats={key: finite_or_none(float(value)) for key, value in info["stats"].items()},
-        hessian=hessian_brief(path),
-    )
-
-
 def _record_or_404(session: SessionDep, settings: SettingsDep, surface_id: str) -> SurfaceRecord:
     record = session.get(SurfaceRecord, surface_id)
     if record is None:
         raise HTTPException(404, f"no surface with id {surface_id!r}")
     if not surface_path(settings, surface_id).exists():
-        raise HTTPException(404, f"surface {surface_id!r} has no points yet (its job is waiting)")
+        raise HTTPException(
+            404,
+            f"surface {surface_id!r} has no points yet: its job is waiting, or it failed "
+            "(see GET /api/jobs)",
+        )
     return record
+
+
+def read_or_410(path: Path, surface_id: str) -> Surface:
+    """The surface file, read once; a damaged one is 410 with what to do about it."""
+    try:
+        return read_surface(path)
+    except SurfaceFileError as exc:
+        raise HTTPException(410, _unreadable(surface_id, exc)) from exc
+
+
+def _unreadable(surface_id: str, exc: Exception) -> str:
+    return (
+        f"the file of surface {surface_id!r} is unreadable ({exc}); "
+        "POST its request again to recompute it"
+    )
 
 
 @router.post(
@@ -109,7 +106,14 @@ def create_surface(
             checkpoint_id=plan.checkpoint_id,
             request=request,
         )
-        summary = summarize(summary_record, plan.surface_path)
+        try:
+            surface = read_surface(plan.surface_path)
+        except SurfaceFileError:
+            if queue.active_for(plan.surface_id) is None:
+                set_aside(plan.surface_path)
+            job, _created = queue.submit(plan, request)
+            return SurfaceCreated(job=job_public(job), surface=None)
+        summary = surface_summary(summary_record, surface)
         if summary.status == "complete":
             if session.get(SurfaceRecord, plan.surface_id) is None:
                 session.add(summary_record)
@@ -128,29 +132,20 @@ def list_surfaces(session: SessionDep, settings: SettingsDep) -> list[SurfaceSum
     out = []
     for record in records:
         path = surface_path(settings, record.id)
-        if path.exists():
-            out.append(summarize(record, path))
+        if not path.exists():
+            continue
+        try:  # one damaged file is listed as such; it never hides the others
+            out.append(surface_summary(record, read_surface(path)))
+        except SurfaceFileError as exc:
+            log.warning("surface %s: %s", record.id, exc)
+            out.append(unreadable_summary(record, _unreadable(record.id, exc)))
     return out
-
-
-def _even_indices(n: int, max_points: int | None) -> np.ndarray:
-    """``max_points`` indices spread evenly over ``range(n)``, both ends kept."""
-    if max_points is None or n <= max_points:
-        return np.arange(n)
-    return np.unique(np.round(np.linspace(0, n - 1, max_points)).astype(int))
-
-
-def _json_array(values: np.ndarray) -> list[Any]:
-    """Nested lists with NaN/inf as None (JSON has no NaN)."""
-    as_object = values.astype(object)
-    as_object[~np.isfinite(values)] = None
-    return as_object.tolist()  # type: ignore[no-any-return]
 
 
 @router.get(
     "/{surface_id}",
     response_model=SurfaceData,
-    responses=error_responses(401, 404, 409, 422),
+    responses=error_responses(401, 404, 409, 410, 422),
     summary="A surface with its arrays",
 )
 def get_surface(
@@ -164,41 +159,8 @@ def get_surface(
     """`values[metric]` has `ny` rows of `nx` numbers (a 1D curve: one flat list); points not
     computed yet are `null`, so a partial surface can be drawn while its job runs."""
     record = _record_or_404(session, settings, surface_id)
-    path = surface_path(settings, surface_id)
-    summary = summarize(record, path)
-    surface = read_surface(path)
-    ix = _even_indices(len(surface.x), max_points)
-    x = surface.x[ix]
-    y = None
-    values: dict[str, Any] = {}
-    if surface.y is None:
-        values = {m: _json_array(v[ix]) for m, v in surface.values.items()}
-    else:
-        iy = _even_indices(len(surface.y), max_points)
-        y = [float(v) for v in surface.y[iy]]
-        values = {m: _json_array(v[np.ix_(iy, ix)]) for m, v in surface.values.items()}
-    group = stored_group(path)
-    return SurfaceData(
-        **summary.model_dump(exclude={"hessian"}),
-        hessian=hessian_public(group) if group is not None else None,
-        x=[float(v) if math.isfinite(v) else 0.0 for v in x],
-        y=y,
-        values=values,
-        trajectory=_trajectory_public(surface.trajectory),
-    )
-
-
-def _trajectory_public(trajectory: Trajectory | None) -> TrajectoryPublic | None:
-    """The stored path as plain lists; never downsampled (a few dozen epochs at most)."""
-    if trajectory is None:
-        return None
-    coords = trajectory.coords
-    return TrajectoryPublic(
-        x=[float(v) for v in coords[:, 0]],
-        y=[float(v) for v in coords[:, 1]] if coords.shape[1] > 1 else None,
-        epochs=[int(e) for e in trajectory.epochs],
-        explained_variance=list(trajectory.explained_variance_ratio),
-    )
+    surface = read_or_410(surface_path(settings, surface_id), surface_id)
+    return surface_data(record, surface, max_points)
 
 
 @router.get(
@@ -237,7 +199,7 @@ async def surface_html(surface_id: SurfaceId, session: SessionDep, settings: Set
     h5 = surface_path(settings, surface_id)
     html = h5.with_suffix(".html")
     if not html.exists() or html.stat().st_mtime < h5.stat().st_mtime:
-        surface = await run_in_threadpool(read_surface, h5)
+        surface = await run_in_threadpool(read_or_410, h5, surface_id)
         tmp = html.with_suffix(".html.tmp")
         await run_in_threadpool(write_html, surface, tmp)
         tmp.replace(html)
@@ -266,7 +228,7 @@ def delete_surface(
             f"this surface is still being computed by job {active.id} ({active.status}); "
             f"cancel the job first (DELETE /api/jobs/{active.id}), then delete the surface",
         )
-    for stale in (path, path.with_suffix(".html")):
+    for stale in (path, path.with_suffix(".html"), journal_path(path)):
         stale.unlink(missing_ok=True)
     if record is not None:
         session.delete(record)

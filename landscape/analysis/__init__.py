@@ -2,12 +2,15 @@
 
 ``hessian`` builds Hessian-vector products of the mean loss and runs Lanczos / Hutchinson on
 them; ``curvature`` maps ``|λ_min/λ_max|`` over a surface's plane (Li et al. 2018 §6);
-``group`` turns both into the optional ``hessian/`` group of the surface file.
+``group`` turns both into the optional ``hessian/`` group of the surface file; ``analyze`` is
+the one call (an ``AnalysisSpec`` in, the group stored) that the CLI and the API make;
+``surface_metrics`` summarizes a plotted grid (sharpness, roughness, convexity).
 """
 
 from __future__ import annotations
 
-from landscape.analysis.curvature import MAX_CURVATURE_GRID, CurvatureMap, curvature_map
+from landscape.analysis.analyze import analysis_steps, analyze
+from landscape.analysis.curvature import CurvatureMap, curvature_map
 from landscape.analysis.group import GROUP_NAME, group_contents, group_summary
 from landscape.analysis.hessian import (
     HessianOperator,
@@ -17,6 +20,7 @@ from landscape.analysis.hessian import (
     hutchinson_trace,
     lanczos_eigenvalues,
 )
+from landscape.specs import MAX_CURVATURE_GRID
 
 __all__ = [
     "GROUP_NAME",
@@ -25,6 +29,8 @@ __all__ = [
     "HessianOperator",
     "HessianResult",
     "LanczosOptions",
+    "analysis_steps",
+    "analyze",
     "curvature_map",
     "group_contents",
     "group_summary",

@@ -25,9 +25,7 @@ from landscape.analysis.hessian import (
     lanczos_eigenvalues,
 )
 from landscape.errors import SpecError
-from landscape.specs import DeviceName, LossName
-
-MAX_CURVATURE_GRID = 15  # per axis: 225 Lanczos runs is already hours on a ResNet
+from landscape.specs import MAX_CURVATURE_GRID, DeviceName, LossName
 
 
 @dataclass(frozen=True)

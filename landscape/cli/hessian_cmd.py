@@ -13,12 +13,10 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from landscape.errors import CheckpointError, SpecError
-from landscape.specs import DataSpec, DeviceName, LossName, Split, check_choice
-
-DtypeName = Literal["float32", "float64"]
+from landscape.errors import SpecError
+from landscape.specs import AnalysisSpec, DataSpec
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -62,49 +60,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Every bad value fails here, before a model or data set is loaded."""
-    from landscape.analysis import MAX_CURVATURE_GRID
-
-    check_choice("split", args.split, Split)
-    check_choice("device", args.device, DeviceName)
-    check_choice("dtype", args.dtype, DtypeName)
-    if args.loss is not None:
-        check_choice("loss", args.loss, LossName)
-    for name in ("top", "bottom", "curvature_grid"):
-        if getattr(args, name) < 0:
-            raise SpecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("trace_samples", "batch_size"):
-        if getattr(args, name) < 1:
-            raise SpecError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.curvature_grid > MAX_CURVATURE_GRID:
-        raise SpecError(
-            f"--curvature-grid must be at most {MAX_CURVATURE_GRID} (one Lanczos run per "
-            f"point), got {args.curvature_grid}"
-        )
-    if args.curvature_grid and args.surface is None:
-        raise SpecError("--curvature-grid needs --surface (its directions and grid)")
-    if args.top + args.bottom == 0 and not args.trace and not args.curvature_grid:
-        raise SpecError("nothing to compute: ask for --top, --bottom, --trace or --curvature-grid")
+def _spec(args: argparse.Namespace) -> AnalysisSpec:
+    """The analysis, defaults from the surface; every bad value fails before any loading."""
     if args.checkpoint is None and args.surface is None:
         raise SpecError("name a --checkpoint (or a --surface whose checkpoint to use)")
+    if args.curvature_grid and args.surface is None:
+        raise SpecError("--curvature-grid needs --surface (its directions and grid)")
+    surface = None
+    if args.surface is not None:
+        from landscape.storage import read_surface
 
-
-def _inputs(args: argparse.Namespace) -> tuple[str, DataSpec, str, Any]:
-    """Checkpoint path, data, loss and the surface (or None), defaults from the surface."""
-    from landscape.checkpoint import file_digest
-    from landscape.store import read_surface
-
-    surface = read_surface(args.surface) if args.surface is not None else None
+        surface = read_surface(args.surface)
     checkpoint = args.checkpoint or (surface.spec.checkpoint if surface else None)
-    assert checkpoint is not None, "checked in _check_args"
-    if surface is not None:
-        stored = str(surface.attrs.get("checkpoint_sha256", ""))
-        if file_digest(checkpoint) != stored:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} is not the one surface {args.surface} was computed "
-                f"from (sha256 {stored[:12]}…); pass that checkpoint"
-            )
+    assert checkpoint is not None, "checked above"
     base = surface.spec.data if surface is not None else DataSpec()
     same_data = args.dataset is None
     data = DataSpec(
@@ -113,62 +81,31 @@ def _inputs(args: argparse.Namespace) -> tuple[str, DataSpec, str, Any]:
         train_size=args.train_size or (base.train_size if same_data else None),
         test_size=args.test_size or (base.test_size if same_data else None),
     )
-    loss = args.loss or (surface.spec.loss if surface is not None else "cross_entropy")
-    return checkpoint, data, loss, surface
+    if args.trace_samples < 1:
+        raise SpecError(f"--trace-samples must be >= 1, got {args.trace_samples}")
+    return AnalysisSpec(
+        checkpoint=checkpoint,
+        data=data,
+        split=args.split,
+        loss=args.loss or (surface.spec.loss if surface is not None else "cross_entropy"),
+        top=args.top,
+        bottom=args.bottom,
+        trace_samples=args.trace_samples if args.trace else 0,
+        curvature_grid=args.curvature_grid,
+        tol=args.tol,
+        maxiter=args.maxiter,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from landscape.analysis import GROUP_NAME, analyze, group_summary
 
-    from landscape.analysis import (
-        GROUP_NAME,
-        LanczosOptions,
-        curvature_map,
-        group_contents,
-        group_summary,
-        hessian_spectrum,
-    )
-    from landscape.checkpoint import file_digest, load_checkpoint
-    from landscape.data import load_data
-    from landscape.specs import to_dict
-
-    _check_args(args)
-    options = LanczosOptions(tol=args.tol, maxiter=args.maxiter, seed=args.seed)
-    checkpoint, data_spec, loss, surface = _inputs(args)
-    model, _ = load_checkpoint(checkpoint)
-    data = load_data(data_spec, args.split)
-    dtype = getattr(torch, args.dtype)
-    common: dict[str, Any] = {
-        "loss": loss, "device": args.device, "dtype": dtype, "batch_size": args.batch_size,
-        "options": options,
-    }  # fmt: skip
-    result = None
-    if args.top or args.bottom or args.trace:
-        trace_samples = args.trace_samples if args.trace else 0
-        result = hessian_spectrum(
-            model, data, top=args.top, bottom=args.bottom, trace_samples=trace_samples, **common
-        )
-    curvature = None
-    if args.curvature_grid:
-        from landscape.store import read_directions
-
-        assert surface is not None, "checked in _check_args"
-        curvature = curvature_map(
-            model, data, read_directions(args.surface), surface.x, surface.y,
-            n=args.curvature_grid, on_progress=_progress_bar(args.quiet), **common,
-        )  # fmt: skip
-    provenance = {
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": file_digest(checkpoint),
-        "split": args.split,
-        "loss": loss,
-        "data": to_dict(data_spec),
-    }
-    arrays, attrs = group_contents(result, curvature, provenance)
-    if args.surface is not None:
-        from landscape.store import write_group
-
-        write_group(args.surface, GROUP_NAME, arrays, attrs)
+    spec = _spec(args)
+    arrays, attrs = analyze(spec, args.surface, on_progress=_progress_bar(args.quiet))
     summary = group_summary(arrays, attrs)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -179,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _progress_bar(quiet: bool) -> Any:
-    """An ``on_progress(done, total)`` drawing a tqdm bar on stderr (one Lanczos run a step)."""
+    """An ``on_progress(done, total)`` drawing a tqdm bar on stderr (the spectrum is one step,
+    each curvature map point one)."""
     bar: Any = None
 
     def on_progress(done: int, total: int) -> None:
@@ -189,7 +127,7 @@ def _progress_bar(quiet: bool) -> Any:
         if bar is None:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="pt", desc="curvature", file=sys.stderr)
+            bar = tqdm(total=total, unit="step", desc="hessian", file=sys.stderr)
         bar.update(done - bar.n)
         if done == total:
             bar.close()

@@ -27,8 +27,50 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def summary_dict(path: Path) -> dict[str, Any]:
+    """The file's description as JSON-ready data (read once: surface and hessian group)."""
+    from dataclasses import asdict
+
+    from landscape.analysis import GROUP_NAME, group_summary
+    from landscape.specs import to_dict
+    from landscape.storage import describe, read_surface
+
+    surface = read_surface(path)
+    info = describe(surface)
+    grid = info.grid
+    summary: dict[str, Any] = {
+        "id": info.key,
+        "surface_id": info.surface_id,
+        "path": str(path),
+        "status": info.status,
+        "model": info.model,
+        "dataset": info.dataset,
+        "ndim": info.ndim,
+        "grid": {
+            "nx": grid.n_x,
+            "ny": grid.n_y,
+            "xrange": list(grid.x_range),
+            "yrange": list(grid.y_range) if grid.y_range is not None else None,
+        },
+        "metrics": list(info.metrics),
+        "done": info.done,
+        "total": info.total,
+        "nonfinite": info.nonfinite,
+        "precision": info.precision,
+        "created": info.created,
+        "stats": info.stats,
+        "has_trajectory": info.has_trajectory,
+        "spec": to_dict(info.spec),
+        "provenance": {**info.attrs, **asdict(info.provenance)},
+    }
+    group = surface.groups.get(GROUP_NAME)
+    if group is not None:
+        summary["hessian"] = group_summary(*group)
+    return summary
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """The human-readable view of ``surface_summary``."""
+    """The human-readable view of ``summary_dict``."""
     spec, prov, grid = summary["spec"], summary["provenance"], summary["grid"]
     pct = 100 * summary["done"] / summary["total"] if summary["total"] else 0
     if summary["ndim"] == 2:
@@ -39,7 +81,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     engine = prov.get("engine") or {}
     lines = [
         f"{summary['path']}: {summary['status']}, {summary['done']}/{summary['total']} points "
-        f"({pct:.0f}%)",
+        f"({pct:.0f}%)" + (f", {summary['nonfinite']} not finite" if summary["nonfinite"] else ""),
         f"  id          {summary['id']}",
         f"  model       {summary['model']} (checkpoint {spec['checkpoint']}, "
         f"sha256 {str(prov.get('checkpoint_sha256', '?'))[:12]}…)",
@@ -52,7 +94,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if engine:
         lines.append(
-            f"  engine      {engine.get('device')} {engine.get('dtype')} {engine.get('method')}, "
+            f"  engine      {engine.get('device')} {engine.get('precision')} "
+            f"{engine.get('method')}, "
             f"{engine.get('workers')} worker(s)"
         )
     if isinstance(prov.get("wall_time_s"), (int, float)):
@@ -69,30 +112,16 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.store import surface_summary
-
-    summary = surface_summary(args.surface)
-    hessian = _hessian_summary(args.surface)
-    if hessian is not None:
-        summary["hessian"] = hessian
+    summary = summary_dict(args.surface)
     if args.json:
         print(json.dumps(_json_safe(summary), indent=2, sort_keys=True, default=str))
     else:
         print(format_summary(summary))
-        if hessian is not None:
+        if "hessian" in summary:
             from landscape.cli.hessian_cmd import format_table
 
-            print(format_table(hessian))
+            print(format_table(summary["hessian"]))
     return 0
-
-
-def _hessian_summary(path: Path) -> dict[str, Any] | None:
-    """The optional hessian/ group written by ``landscape hessian --surface`` (or None)."""
-    from landscape.analysis import GROUP_NAME, group_summary
-    from landscape.store import read_group
-
-    group = read_group(path, GROUP_NAME)
-    return group_summary(*group) if group is not None else None
 
 
 def _json_safe(value: Any) -> Any:

@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from landscape.plot import write_html
-    from landscape.store import read_surface
+    from landscape.storage import read_surface
 
     surface = read_surface(args.surface)
     out = args.out or args.surface.with_suffix(".html")

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
 from landscape.errors import CheckpointError, SpecError
 from landscape.specs import (
@@ -45,7 +43,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="landscape checkpoint or state_dict")
     parser.add_argument("--model", default=None, help="zoo model name, for a bare state_dict")
     parser.add_argument(
-        "--model-args", default=None, help="JSON builder arguments, e.g. '{\"width\": 64}'"
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument for a bare state_dict, e.g. width=64 (repeatable; as in train)",
+    )
+    parser.add_argument(
+        "--model-args", default=None, help="alias: the builder arguments as one JSON object"
     )
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="HDF5 surface file to write")
@@ -152,27 +157,6 @@ def _parse_range(values: list[str], kind: str) -> tuple[float, float]:
     return (low, high)
 
 
-AUTO_MARGIN = 1.2  # the grid spans the trajectory's extent × 1.2
-
-
-def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[tuple[float, float]]:
-    """Per axis, the extent of the PCA trajectory (and the final weights at 0) × 1.2, so the
-    whole path lands on the surface (Li et al. 2018, §7). PCA is deterministic, so the
-    surface computed next finds the same directions and path."""
-    from landscape.checkpoint import load_checkpoint
-    from landscape.directions import make_directions
-
-    model, _ = load_checkpoint(checkpoint)
-    _, info = make_directions(model, directions, ndim)
-    coords = np.asarray(info["trajectory_coords"], dtype=np.float64).reshape(-1, ndim)
-    ranges = []
-    for axis in range(ndim):
-        low, high = min(coords[:, axis].min(), 0.0), max(coords[:, axis].max(), 0.0)
-        middle, half = (low + high) / 2, max((high - low) / 2 * AUTO_MARGIN, 1e-3)
-        ranges.append((float(middle - half), float(middle + half)))
-    return ranges
-
-
 def options_from_args(args: argparse.Namespace) -> EngineOptions:
     check_choice("device", args.device, DeviceName)
     check_choice("precision", args.precision, Precision)
@@ -200,9 +184,8 @@ def resolve_checkpoint(args: argparse.Namespace) -> str:
     from landscape.checkpoint import (
         FORMAT,
         file_digest,
-        load_checkpoint,
+        import_checkpoint,
         read_checkpoint_file,
-        save_checkpoint,
     )
     from landscape.data import dataset_info
 
@@ -217,10 +200,7 @@ def resolve_checkpoint(args: argparse.Namespace) -> str:
         return str(source)
     if args.model is None:
         return str(source)  # load_checkpoint explains that a bare state_dict needs --model
-    try:
-        extra = json.loads(args.model_args) if args.model_args else {}
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"--model-args is not JSON: {args.model_args!r}") from exc
+    extra = model_args_from(args)
     info = dataset_info(args.dataset, args.data_root)
     model_args = {
         "in_channels": info.in_channels,
@@ -239,10 +219,28 @@ def resolve_checkpoint(args: argparse.Namespace) -> str:
             and previous.get("model_args") == model_args
         ):
             return str(wrapped)
-    model, _ = load_checkpoint(source, model_name=args.model, model_args=model_args)
-    metadata = {"source": str(source), "source_sha256": source_sha}
-    save_checkpoint(wrapped, model, model_name=args.model, model_args=model_args, metadata=metadata)
+    import_checkpoint(
+        source,
+        wrapped,
+        model_name=args.model,
+        model_args=model_args,
+        metadata={"source": source.name, "source_sha256": source_sha},
+    )
     return str(wrapped)
+
+
+def model_args_from(args: argparse.Namespace) -> dict[str, int | float | str]:
+    """``--model-arg KEY=VALUE`` (as ``landscape train`` spells it), or the ``--model-args
+    JSON`` alias."""
+    from landscape.cli.train_cmd import parse_model_args
+
+    extra: dict[str, int | float | str] = parse_model_args(args.model_arg)
+    if args.model_args:
+        try:
+            extra.update(json.loads(args.model_args))
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise SpecError(f"--model-args is not a JSON object: {args.model_args!r}") from exc
+    return extra
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
     spec_from_args(args, args.checkpoint)  # bad values fail before any file is touched
     checkpoint = resolve_checkpoint(args)
     if args.range == ["auto"]:
+        from landscape.surface import auto_ranges
+
         ranges = auto_ranges(checkpoint, spec_from_args(args, checkpoint).directions, args.dim)
         args.range = [str(v) for v in ranges[0]]
         if args.dim == 2 and args.yrange is None:
@@ -281,13 +281,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    from landscape.store import surface_summary
+    from landscape.storage import describe, read_surface
 
-    summary = surface_summary(out)
-    wall = summary["provenance"].get("wall_time_s")
+    info = describe(read_surface(out))
+    wall = info.attrs.get("wall_time_s")
     wall_text = f", {wall:.1f} s computing" if isinstance(wall, (int, float)) else ""
-    print(
-        f"{out}: {summary['status']}, {summary['done']}/{summary['total']} points"
-        f"{wall_text} (id {summary['id']})"
-    )
+    diverged = f", {info.nonfinite} not finite" if info.nonfinite else ""
+    counts = f"{info.done}/{info.total} points{diverged}{wall_text}"
+    print(f"{out}: {info.status}, {counts} (id {info.key})")
     return 0

@@ -1,25 +1,27 @@
-"""Regenerate ``golden-surface-v1.h5``: a tiny complete surface in format landscape-surface/1.
+"""Regenerate ``golden-surface-v2.h5``: a tiny complete surface in format landscape-surface/2.
 
-The file is committed so that later versions of landscape are tested against surfaces written
+The files are committed so that later versions of landscape are tested against surfaces written
 by this one (old files must keep loading). Only rerun this when the format version changes --
-and then keep the old golden file next to the new one.
+and then keep the old golden file next to the new one (``golden-surface-v1.h5`` was written by
+landscape 0.1 with the same ``SPEC`` and values).
 
     .venv/bin/python tests/data/make_golden.py
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from landscape import store
+from landscape import storage as store
+from landscape.analysis.surface_metrics import surface_metrics
 from landscape.specs import DataSpec, GridSpec, SurfaceSpec
-from landscape.surface import surface_metrics
 
 HERE = Path(__file__).resolve().parent
-GOLDEN = HERE / "golden-surface-v1.h5"
+GOLDEN = HERE / "golden-surface-v2.h5"
 
 SPEC = SurfaceSpec(
     checkpoint="golden.pt",
@@ -28,6 +30,7 @@ SPEC = SurfaceSpec(
     splits=("train",),
 )
 CHECKPOINT_SHA256 = "0" * 64
+DIVERGED = 11  # flat index of the one point stored as computed-but-NaN in the v2 file
 
 
 def golden_loss(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -64,8 +67,9 @@ def make(path: Path = GOLDEN) -> Path:
     }
     if path.exists():
         path.unlink()
+    spec = replace(SPEC, checkpoint=str(path.parent / SPEC.checkpoint))  # stored relative
     store.create_surface_file(
-        path, SPEC, x=x, y=y, directions=golden_directions(), provenance=provenance
+        path, spec, x=x, y=y, directions=golden_directions(), provenance=provenance
     )
     flat = np.arange(SPEC.grid.n_points)
     coords = store.flat_coordinates(x, y, flat)
@@ -73,6 +77,7 @@ def make(path: Path = GOLDEN) -> Path:
         "train_loss": golden_loss(coords[:, 0], coords[:, 1]),
         "train_acc": golden_acc(coords[:, 0], coords[:, 1]),
     }
+    values["train_loss"][DIVERGED] = np.nan
     store.write_points(path, flat, values)
     surface = store.read_surface(path)
     store.mark_complete(path, metrics=surface_metrics(x, y, surface.values, SPEC.metric_names))

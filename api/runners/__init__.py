@@ -1,0 +1,6 @@
+"""Job runners, one module per kind of job: each turns a stored plan into one library call.
+
+``base`` holds what every runner shares (``JobKind``, ``JobContext``, the ``Runner`` type);
+``surface`` trains when needed and calls ``compute_surface``; ``hessian`` calls ``analyze``.
+The worker (``api/worker.py``) maps a job's kind to its runner and knows nothing else.
+"""

@@ -1,0 +1,20 @@
+"""``hessian`` jobs: the stored ``HessianPlan`` → ``landscape.analysis.analyze``.
+
+The same call ``landscape hessian --surface`` makes: spectrum, then the map, stored as the
+file's ``hessian/`` group in one write (nothing is stored unless every step finished); cancel is
+honoured between steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.analysis_planning import HessianPlan
+from api.runners.base import JobContext
+
+
+def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
+    from landscape.analysis import analyze
+
+    plan = HessianPlan.from_json(plan_json)
+    analyze(plan.spec, plan.surface_path, on_progress=ctx.on_progress, should_stop=ctx.should_stop)

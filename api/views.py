@@ -1,0 +1,200 @@
+"""Library results → the API's wire models: the one place the service's JSON is spelled.
+
+Storage returns typed results (``landscape.storage.Surface``, ``SurfaceInfo``); routes read a
+file once and hand it here. NaN and ±inf become ``null`` (JSON has neither).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from api.db import SurfaceRecord
+from api.jobs import iso
+from api.schemas import (
+    CurvatureMapPublic,
+    GridPublic,
+    HessianBrief,
+    HessianPublic,
+    ProvenancePublic,
+    SurfaceData,
+    SurfaceRequest,
+    SurfaceSummary,
+    TrajectoryPublic,
+    finite_or_none,
+)
+from landscape.storage import Group, Surface, Trajectory, describe
+
+HESSIAN_GROUP = "hessian"  # landscape.analysis.GROUP_NAME
+
+
+def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
+    """The DB's display facts joined with the file's status, statistics, provenance and key
+    curvature numbers (``hessian``: null until an analysis is stored)."""
+    info = describe(surface)
+    grid = info.grid
+    group = surface.groups.get(HESSIAN_GROUP)
+    return SurfaceSummary(
+        id=record.id,
+        label=record.label,
+        status="complete" if info.status == "complete" else "partial",
+        model=record.model,
+        dataset=record.dataset,
+        ndim=info.ndim,
+        grid=GridPublic(
+            nx=grid.n_x,
+            ny=grid.n_y,
+            xrange=list(grid.x_range),
+            yrange=list(grid.y_range) if grid.y_range is not None else None,
+        ),
+        metrics=list(info.metrics),
+        done=info.done,
+        total=info.total,
+        nonfinite=info.nonfinite,
+        precision=info.precision,
+        created=info.created or iso(record.created_at) or "",
+        stats={key: finite_or_none(float(value)) for key, value in info.stats.items()},
+        provenance=ProvenancePublic.model_validate(_json_safe(asdict(info.provenance))),
+        hessian=hessian_brief(group) if group is not None else None,
+    )
+
+
+def unreadable_summary(record: SurfaceRecord, error: str) -> SurfaceSummary:
+    """A surface whose file cannot be read, described from its request alone."""
+    request = SurfaceRequest.model_validate(record.request)
+    grid = request.grid
+    total = grid.nx * (grid.ny or 1)
+    metrics = [f"{split}_{m}" for split in request.splits for m in ("loss", "acc")]
+    return SurfaceSummary(
+        id=record.id,
+        label=record.label,
+        status="unreadable",
+        error=error,
+        model=record.model,
+        dataset=record.dataset,
+        ndim=1 if grid.ny is None else 2,
+        grid=GridPublic(
+            nx=grid.nx,
+            ny=grid.ny,
+            xrange=list(grid.xrange),
+            yrange=list(grid.yrange) if grid.yrange is not None else None,
+        ),
+        metrics=metrics,
+        done=0,
+        total=total,
+        created=iso(record.created_at) or "",
+        stats={},
+    )
+
+
+def surface_data(
+    record: SurfaceRecord, surface: Surface, max_points: int | None = None
+) -> SurfaceData:
+    """The summary plus the arrays, each axis downsampled to at most ``max_points``."""
+    summary = surface_summary(record, surface)
+    ix = _even_indices(len(surface.x), max_points)
+    y: list[float] | None = None
+    if surface.y is None:
+        values = {m: _json_array(v[ix]) for m, v in surface.values.items()}
+    else:
+        iy = _even_indices(len(surface.y), max_points)
+        y = [float(v) for v in surface.y[iy]]
+        values = {m: _json_array(v[np.ix_(iy, ix)]) for m, v in surface.values.items()}
+    group = surface.groups.get(HESSIAN_GROUP)
+    return SurfaceData(
+        **summary.model_dump(exclude={"hessian"}),
+        hessian=hessian_public(group) if group is not None else None,
+        x=[float(v) if math.isfinite(v) else 0.0 for v in surface.x[ix]],
+        y=y,
+        values=values,
+        trajectory=trajectory_public(surface.trajectory),
+    )
+
+
+def _even_indices(n: int, max_points: int | None) -> np.ndarray:
+    """``max_points`` indices spread evenly over ``range(n)``, both ends kept."""
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, max_points)).astype(int))
+
+
+def _json_array(values: np.ndarray) -> list[Any]:
+    """Nested lists with NaN/inf as None (JSON has no NaN)."""
+    as_object = values.astype(object)
+    as_object[~np.isfinite(values)] = None
+    return as_object.tolist()  # type: ignore[no-any-return]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def trajectory_public(trajectory: Trajectory | None) -> TrajectoryPublic | None:
+    """The stored path as plain lists; never downsampled (a few dozen epochs at most)."""
+    if trajectory is None:
+        return None
+    coords = trajectory.coords
+    return TrajectoryPublic(
+        x=[float(v) for v in coords[:, 0]],
+        y=[float(v) for v in coords[:, 1]] if coords.shape[1] > 1 else None,
+        epochs=[int(e) for e in trajectory.epochs],
+        explained_variance=list(trajectory.explained_variance_ratio),
+    )
+
+
+def hessian_public(group: Group) -> HessianPublic:
+    """The group as JSON numbers; the summary logic (ratio, map statistics) is the library's
+    ``group_summary``, so the CLI, ``landscape info`` and the API report the same numbers."""
+    from landscape.analysis.group import group_summary
+
+    summary = group_summary(*group)
+    top, bottom = summary["top_eigenvalues"], summary["bottom_eigenvalues"]
+    settings = summary.get("settings") or {}
+    cmap = summary.get("curvature_map")
+    return HessianPublic(
+        lambda_max=top[0] if top else None,
+        lambda_min=bottom[0] if bottom else None,
+        ratio=summary.get("ratio"),
+        trace=summary.get("trace"),
+        curvature_map=cmap is not None,
+        top_eigenvalues=top,
+        bottom_eigenvalues=bottom,
+        trace_stderr=summary.get("trace_stderr"),
+        trace_samples=settings.get("trace_samples") if "trace" in summary else None,
+        split=summary.get("split"),
+        loss=summary.get("loss"),
+        train_size=(summary.get("data") or {}).get("train_size"),
+        n_params=summary.get("n_params"),
+        n_samples=summary.get("n_samples"),
+        matvecs=summary.get("matvecs"),
+        wall_time_s=summary.get("wall_time_s"),
+        curvature_matvecs=summary.get("curvature_matvecs"),
+        curvature_wall_time_s=summary.get("curvature_wall_time_s"),
+        created=summary.get("created"),
+        curvature=CurvatureMapPublic(
+            x=cmap["x"],
+            y=cmap["y"],
+            ratio=cmap["ratio"],
+            lambda_max=cmap["lambda_max"],
+            lambda_min=cmap["lambda_min"],
+            ratio_median=cmap["ratio_median"],
+            ratio_max=cmap["ratio_max"],
+        )
+        if cmap
+        else None,
+    )
+
+
+def hessian_brief(group: Group) -> HessianBrief:
+    """Key numbers for lists."""
+    full = hessian_public(group)
+    return HessianBrief(**{name: getattr(full, name) for name in HessianBrief.model_fields})

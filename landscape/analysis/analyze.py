@@ -1,0 +1,114 @@
+"""``analyze``: one Hessian analysis from an ``AnalysisSpec``, the call the CLI and the API make.
+
+Spectrum (Lanczos extreme eigenvalues, Hutchinson trace) first, then the curvature map over a
+surface's plane; with a surface, the checkpoint's bytes must be the surface's and the result
+replaces the file's ``hessian/`` group in one atomic write (nothing is stored unless every step
+finished). Progress is ``on_progress(done, total)`` in steps: the spectrum is one step, each map
+point one; ``should_stop`` is asked between steps (one Lanczos run cannot be interrupted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from landscape.analysis.curvature import coarse_indices, curvature_map
+from landscape.analysis.group import GROUP_NAME, group_contents
+from landscape.analysis.hessian import LanczosOptions, hessian_spectrum
+from landscape.errors import CancelledError, CheckpointError, SpecError
+from landscape.specs import AnalysisSpec, to_dict
+
+
+def analysis_steps(spec: AnalysisSpec, x: np.ndarray | None, y: np.ndarray | None) -> int:
+    """Progress units of ``spec`` on a surface with coordinates ``x``, ``y``."""
+    points = 0
+    if spec.curvature_grid and x is not None:
+        points = len(coarse_indices(len(x), spec.curvature_grid))
+        if y is not None:
+            points *= len(coarse_indices(len(y), spec.curvature_grid))
+    return int(spec.spectrum) + points
+
+
+def analyze(
+    spec: AnalysisSpec,
+    surface: str | Path | None = None,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Compute the analysis; with ``surface``, store it there. Returns the group's contents."""
+    from landscape import storage
+    from landscape.checkpoint import file_digest, load_checkpoint
+    from landscape.data import load_data
+
+    if spec.curvature_grid and surface is None:
+        raise SpecError("a curvature map needs a surface (its directions and grid)")
+    digest = file_digest(spec.checkpoint)
+    stored = None
+    if surface is not None:
+        stored = storage.read_surface(surface)
+        expected = str(stored.attrs.get("checkpoint_sha256", ""))
+        if digest != expected:
+            raise CheckpointError(
+                f"checkpoint {Path(spec.checkpoint).name} is not the one surface "
+                f"{Path(surface).name} was computed from (sha256 {expected[:12]}…)"
+            )
+    x = stored.x if stored is not None else None
+    y = stored.y if stored is not None else None
+    total = analysis_steps(spec, x, y)
+
+    def report(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done, total)
+        if done < total and should_stop is not None and should_stop():
+            raise CancelledError(f"analysis stopped after {done} of {total} steps")
+
+    report(0)
+    model, _ = load_checkpoint(spec.checkpoint)
+    data = load_data(spec.data, spec.split)
+    common: dict[str, Any] = {
+        "loss": spec.loss,
+        "device": spec.device,
+        "dtype": getattr(torch, spec.dtype),
+        "batch_size": spec.batch_size,
+        "options": LanczosOptions(tol=spec.tol, maxiter=spec.maxiter, seed=spec.seed),
+    }
+    result = None
+    if spec.spectrum:
+        result = hessian_spectrum(
+            model,
+            data,
+            top=spec.top,
+            bottom=spec.bottom,
+            trace_samples=spec.trace_samples,
+            **common,
+        )
+        report(1)
+    curvature = None
+    if spec.curvature_grid and stored is not None and surface is not None:
+        offset = int(spec.spectrum)
+        curvature = curvature_map(
+            model,
+            data,
+            storage.read_directions(surface),
+            stored.x,
+            stored.y,
+            n=spec.curvature_grid,
+            on_progress=lambda done, _points: report(offset + done),
+            **common,
+        )
+    provenance = {
+        "checkpoint": Path(spec.checkpoint).name,
+        "checkpoint_sha256": digest,
+        "split": spec.split,
+        "loss": spec.loss,
+        "data": {**to_dict(spec.data), "data_root": None},
+    }
+    arrays, attrs = group_contents(result, curvature, provenance)
+    if surface is not None:
+        storage.write_group(surface, GROUP_NAME, arrays, attrs)
+    return arrays, attrs
