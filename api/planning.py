@@ -8,6 +8,7 @@ surfaces are planned in ``api/analysis_planning.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from api.db import CheckpointRecord
 from api.schemas import SurfaceRequest
 from api.settings import Settings
 from landscape.data import dataset_info, list_datasets
+from landscape.devices import resolve_device
+from landscape.engine_plan import resolve_precision
 from landscape.errors import DatasetNotFoundError, SpecError, UnknownNameError
 from landscape.models import list_models
 from landscape.specs import (
@@ -87,9 +90,18 @@ class Plan:
 
 def engine_options(settings: Settings) -> EngineOptions:
     """How this server evaluates grid points (its settings, library defaults otherwise)."""
-    return EngineOptions(
-        device=settings.device, workers=settings.engine_workers, compile=settings.engine_compile
+    options = EngineOptions(
+        device=settings.device,
+        precision=settings.engine_precision,
+        devices=settings.engine_devices,
+        workers=settings.engine_workers,
+        compile=settings.engine_compile,
+        backend=settings.engine_backend,
+        ray_address=settings.ray_address,
     )
+    # The id names the precision the workers will compute in, never "auto".
+    resolved = resolve_precision(options, resolve_device(options.device))
+    return dataclasses.replace(options, precision=resolved)
 
 
 def checkpoint_path(settings: Settings, checkpoint_id: str) -> Path:

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     engine_workers: int | None = Field(None, ge=1, description="CPU processes per surface")
     engine_compile: bool = Field(True, description="torch.compile the per-point forward")
+    engine_precision: Literal["auto", "fp32", "tf32", "bf16"] = Field(
+        "auto", description="auto: tf32 on CUDA, fp32 on CPU (docs/performance.md)"
+    )
+    engine_devices: tuple[int, ...] | None = Field(
+        None, description="CUDA device indices a surface uses; default every visible GPU"
+    )
+    engine_backend: Literal["local", "ray"] = Field(
+        "local", description="ray: a surface's chunks run as Ray tasks across a cluster"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join; default RAY_ADDRESS or a local Ray instance"
+    )
 
     lease_seconds: float = Field(30.0, gt=0, description="a running job's claim lasts this long")
     poll_seconds: float = Field(1.0, gt=0, description="idle workers look for jobs this often")

@@ -32,6 +32,7 @@ from torch import Tensor, fx, nn
 from torch.func import functional_call
 
 from landscape import storage as store
+from landscape.analysis.surface_metrics import surface_metrics
 from landscape.custom import data_digest, model_key, module_description, weights_digest
 from landscape.devices import resolve_device
 from landscape.errors import CancelledError, SpecError
@@ -41,7 +42,6 @@ from landscape.surface import (
     TARGET_CHUNKS,
     Progress,
     plan_chunks,
-    surface_metrics,
 )
 
 log = logging.getLogger(__name__)

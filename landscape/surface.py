@@ -8,6 +8,7 @@ surface). Summary numbers (``analysis.surface_metrics``) are computed once the g
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import platform
@@ -65,9 +66,14 @@ def compute_surface(
     from landscape.backends import make_evaluator
     from landscape.checkpoint import file_digest, load_checkpoint
     from landscape.data import load_data
+    from landscape.devices import resolve_device
     from landscape.directions import make_directions
+    from landscape.engine_plan import resolve_precision
 
     options = options or EngineOptions()
+    # "auto" becomes what the device computes in: the file and the key name the real one.
+    precision = resolve_precision(options, resolve_device(options.device))
+    options = dataclasses.replace(options, precision=precision)
     out = Path(out)
     start = time.perf_counter()
     model, checkpoint_meta = load_checkpoint(spec.checkpoint)  # first: it names a bad path
