@@ -85,6 +85,7 @@ _DESCRIPTIONS = {
     410: "The stored file is unreadable (post the request again to recompute it)",
     413: "Upload too large",
     422: "Invalid request (message in detail)",
+    429: "Too many active jobs (in total or from this client); retry later",
 }
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
 from api.planning import Plan
+from api.redact import public_stored_error
 from api.schemas import JobPublic, Progress, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def job_public(job: Job) -> JobPublic:
         progress=Progress(done=job.done, total=job.total),
         train=TrainProgress(**job.train_progress) if job.train_progress else None,
         eta_seconds=job.eta_seconds,
-        error=job.error,
+        error=public_stored_error(job.error),
         surface_id=job.surface_id,
         label=job.label,
         cancel_requested=job.cancel_requested,

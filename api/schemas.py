@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from landscape.specs import (
+    MAX_ABS_COORDINATE,
     MAX_CURVATURE_GRID,
     Ignore,
     LossName,
@@ -75,13 +76,21 @@ def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, f
     return value
 
 
+MAX_SUBSET = 10_000_000  # samples: above any data set landscape reads into memory
+Coordinate = Annotated[float, Field(ge=-MAX_ABS_COORDINATE, le=MAX_ABS_COORDINATE)]
+
+
 class GridRequest(_Strict):
     """Grid of coordinates along the two directions; ``ny: null`` or ``dim: 1`` gives a curve."""
 
     nx: int = Field(21, ge=2, le=100001, description="points along x")
     ny: int | None = Field(21, ge=2, le=100001, description="points along y; null for 1D")
-    xrange: tuple[float, float] = Field((-1.0, 1.0), description="[min, max] of x")
-    yrange: tuple[float, float] | None = Field((-1.0, 1.0), description="[min, max] of y")
+    xrange: tuple[Coordinate, Coordinate] = Field(
+        (-1.0, 1.0), description="[min, max] of x, min < max"
+    )
+    yrange: tuple[Coordinate, Coordinate] | None = Field(
+        (-1.0, 1.0), description="[min, max] of y, min < max; null for 1D"
+    )
     dim: Literal[1, 2] | None = Field(None, description="1 for a curve; default from ny")
 
     @field_validator("xrange")
@@ -132,8 +141,12 @@ class SurfaceRequest(_Strict):
         "or the checkpoint's data set",
     )
     train: TrainRecipe | None = Field(None, description="training recipe for a zoo model")
-    train_size: int | None = Field(None, ge=1, description="deterministic training subset")
-    test_size: int | None = Field(None, ge=1, description="deterministic test subset")
+    train_size: int | None = Field(
+        None, ge=1, le=MAX_SUBSET, description="deterministic training subset"
+    )
+    test_size: int | None = Field(
+        None, ge=1, le=MAX_SUBSET, description="deterministic test subset"
+    )
     grid: GridRequest = Field(default_factory=GridRequest)
     directions: DirectionsRequest = Field(default_factory=DirectionsRequest)
     splits: list[Split] = Field(["train"], min_length=1, max_length=2)

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import Job
 from api.jobs import JobQueue, new_worker_id
+from api.redact import public_error
 from api.runners import hessian, surface
 from api.runners.base import JobContext, JobKind, Runner
 from api.settings import Settings
-from landscape.errors import CancelledError, LandscapeError, SpecError
+from landscape.errors import CancelledError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +121,10 @@ class Worker:
             self._runner(job)(_stored_plan(job), ctx)
         except CancelledError:
             self._stopped(job, cancelled.is_set(), lost.is_set())
-        except LandscapeError as exc:
-            log.warning("job %s failed: %s", job.id, exc)
-            self.queue.finish(job.id, self.id, "failed", str(exc))
-        except Exception as exc:  # a bug: record it on the job instead of killing the worker
-            log.exception("job %s crashed", job.id)
-            self.queue.finish(job.id, self.id, "failed", f"internal error: {exc!r}")
+        except Exception as exc:  # a user error or a bug: record it on the job, keep the worker
+            # One line without server paths for clients; the traceback is logged under its id.
+            message, _ = public_error(exc)
+            self.queue.finish(job.id, self.id, "failed", message)
         else:
             self.queue.finish(job.id, self.id, "done")
         finally:

@@ -27,6 +27,9 @@ BackendName = Literal["local", "ray"]
 HessianDtype = Literal["float32", "float64"]
 
 MAX_CURVATURE_GRID = 15  # curvature map points per axis: 225 Lanczos runs is hours on a ResNet
+# Grid coordinates are multiples of filter-normalized directions: beyond |1000| a network's
+# weights are noise times 1000 and the loss overflows; a bound keeps such requests out.
+MAX_ABS_COORDINATE = 1000.0
 
 
 def check_choice(kind: str, value: object, literal: Any) -> None:
@@ -67,6 +70,10 @@ def _check_axis(name: str, value_range: tuple[float, float], n: int) -> None:
     low, high = value_range
     if not (math.isfinite(low) and math.isfinite(high)):
         raise SpecError(f"{name}_range must be finite, got {value_range!r}")
+    if max(abs(low), abs(high)) > MAX_ABS_COORDINATE:
+        raise SpecError(
+            f"{name}_range must lie within ±{MAX_ABS_COORDINATE:g}, got {value_range!r}"
+        )
     if n > 1 and not low < high:
         raise SpecError(f"{name}_range must have min < max, got {value_range!r}")
 

@@ -16,8 +16,7 @@ from sqlalchemy import func, select
 
 from api.db import TERMINAL, Job
 from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
-from api.jobs import job_public as _job_public
-from api.redact import public_stored_error
+from api.jobs import job_public
 from api.schemas import ID_PATTERN, JobPublic
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[ReadAccess])
@@ -25,13 +24,6 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[ReadAccess])
 JobId = Annotated[str, PathParam(pattern=ID_PATTERN, description="job id (hex)")]
 KEEPALIVE_SECONDS = 15.0
 MAX_PAGE = 500
-
-
-def job_public(job: Job) -> JobPublic:
-    """The job as clients see it: its error is one line without server paths."""
-    public = _job_public(job)
-    public.error = public_stored_error(public.error)
-    return public
 
 
 def _job_or_404(queue: QueueDep, job_id: str) -> Job:
