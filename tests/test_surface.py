@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -208,5 +209,8 @@ def test_a_resume_in_another_precision_is_refused(checkpoint: Path, tmp_path: Pa
     with pytest.raises(CancelledError):
         compute_surface(spec, out, options=FAST, should_stop=lambda: True)
     assert store.read_surface(out).precision == "fp32"
-    with pytest.raises(SurfaceFileError, match="precision 'fp32'"):
-        compute_surface(spec, out, options=EngineOptions(device="cpu", precision="bf16"))
+    # As if the first part had run in bf16 on a GPU: a CPU (fp32) resume must not mix them in.
+    with h5py.File(out, "r+") as f:
+        f.attrs["precision"] = "bf16"
+    with pytest.raises(SurfaceFileError, match="precision 'bf16'"):
+        compute_surface(spec, out, options=FAST)
