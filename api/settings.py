@@ -100,6 +100,8 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         if not self.api_token:  # an empty LANDSCAPE_API_TOKEN (compose default) means none
             self.api_token = None
+        if not self.ray_address:  # likewise an empty LANDSCAPE_RAY_ADDRESS
+            self.ray_address = None
         if self.datasets_dir is not None:
             self.datasets_dir = self.datasets_dir.expanduser().resolve()
         return self
