@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -581,7 +582,18 @@ def test_failed_job_keeps_the_error(client: TestClient) -> None:
     job_id = client.post("/api/surfaces", json=TINY).json()["job"]["id"]
     assert worker_for(client, failing).run_once()
     job = client.get(f"/api/jobs/{job_id}").json()
-    assert job["status"] == "failed" and job["error"] == "the grid fell over"
+    assert job["status"] == "failed"
+    assert re.fullmatch(r"the grid fell over \(error id [0-9a-f]{12}\)", job["error"])
+
+
+def test_a_crashed_job_shows_one_line_without_traceback_or_paths(client: TestClient) -> None:
+    def crashing(_request: dict[str, Any], _ctx: JobContext) -> None:
+        raise RuntimeError(f"boom in {Path(__file__).resolve()}\nTraceback (most recent call last)")
+
+    job_id = client.post("/api/surfaces", json=TINY).json()["job"]["id"]
+    assert worker_for(client, crashing).run_once()
+    error = client.get(f"/api/jobs/{job_id}").json()["error"]
+    assert re.fullmatch(r"internal error \(RuntimeError\) \(error id [0-9a-f]{12}\)", error)
 
 
 def test_workers_never_claim_the_same_job(client: TestClient) -> None:
