@@ -39,6 +39,24 @@ export function statRows(rows) {
   });
 }
 
+// The engine record holds timings and per-worker detail too (the file has all of it); the
+// panel shows what decides the numbers and the speed.
+const ENGINE_FACTS = [
+  ["device", "device"],
+  ["devices", "devices"],
+  ["precision", "precision"],
+  ["workers", "worker processes"],
+  ["points_per_call", "points per call"],
+  ["points_per_call_reason", "why"],
+  ["method", "method"],
+  ["compile_reason", "why compiled"],
+  ["batch_size", "batch size"],
+  ["bn_folded", "BN layers folded"],
+  ["worker_restarts", "worker restarts"],
+];
+
+const engineValue = (v) => (v === null || v === undefined || typeof v !== "object" ? v : Array.isArray(v) ? v.join(", ") : null);
+
 const pct = (v) => (typeof v === "number" ? `${(100 * v).toFixed(1)} %` : null);
 
 /** The facts as [section, [[label, value]]], nulls dropped; `job` is the fallback source. */
@@ -81,7 +99,7 @@ export function provenanceFacts(surface, job) {
       ["points", fmtGrid(surface?.grid || request.grid, surface?.ndim)],
       ["non-finite values", surface?.nonfinite],
     ]],
-    ["Engine", engine && Object.entries(engine).map(([k, v]) => [k.replaceAll("_", " "), typeof v === "object" ? JSON.stringify(v) : v])],
+    ["Engine", engine && ENGINE_FACTS.map(([key, label]) => [label, engineValue(engine[key])])],
     ["Checkpoint", p?.checkpoint_sha256 && [["sha256", p.checkpoint_sha256.slice(0, 16) + "…"]]],
   ];
   return sections
