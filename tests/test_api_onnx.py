@@ -169,3 +169,19 @@ def test_wrong_shape_size_and_directions_are_client_errors(tmp_path: Path, onnx_
         body = {"checkpoint": checkpoint["id"], "directions": {"kind": "pca"}}
         refused = client.post("/api/surfaces", json=body)
         assert refused.status_code == 422 and "use directions.kind 'random'" in refused.text
+
+
+def test_cli_surface_of_an_onnx_file(tmp_path: Path, onnx_file: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "s.h5"
+    args = ["surface", "--checkpoint", str(onnx_file), "--out", str(out), "--grid", "3"]
+    args += ["--train-size", "40", "--device", "cpu", "--no-compile", "--quiet"]
+    main = "import sys; from landscape.cli import main; sys.exit(main())"
+    done = subprocess.run(
+        [sys.executable, "-c", main, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    surface = store.read_surface(out)
+    assert surface.status == "complete" and surface.attrs["onnx"]["check"]["passed"] is True

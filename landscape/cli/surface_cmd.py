@@ -41,7 +41,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "one) filter-normalized directions and write an HDF5 surface file. Rerun the same "
         "command after an interruption to compute only the missing points.",
     )
-    parser.add_argument("--checkpoint", required=True, help="landscape checkpoint or state_dict")
+    parser.add_argument(
+        "--checkpoint", required=True, help="landscape checkpoint, state_dict, or .onnx graph"
+    )
     parser.add_argument("--model", default=None, help="zoo model name, for a bare state_dict")
     parser.add_argument(
         "--model-factory", default=None, metavar="MODULE:CALLABLE", help=FACTORY_HELP
@@ -272,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
     if args.model_factory is not None:
         _check_factory_arguments(args)
         checkpoint = args.checkpoint
+    elif Path(args.checkpoint).suffix.lower() == ".onnx":
+        if args.model is not None:
+            raise SpecError("an .onnx file carries its own architecture: drop --model")
+        checkpoint = args.checkpoint  # converted and checked by checkpoint_source
     else:
         checkpoint = resolve_checkpoint(args)
     if args.range == ["auto"]:
