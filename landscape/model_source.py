@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, fx, nn
@@ -33,6 +33,9 @@ from torch.func import functional_call
 
 from landscape.errors import SpecError
 from landscape.specs import EngineOptions, SurfaceSpec
+
+if TYPE_CHECKING:
+    from landscape.onnx_import import OnnxLimits
 
 Task = Literal["classification", "regression"]
 Data = Mapping[str, tuple[Tensor, Tensor]]
@@ -65,7 +68,7 @@ def checkpoint_source(
     *,
     factory: str | None = None,
     factory_args: Mapping[str, Any] | None = None,
-    onnx_limits: Any = None,
+    onnx_limits: OnnxLimits | None = None,
 ) -> ModelSource:
     """The source a spec names: its checkpoint file (see the module docstring) and data set."""
     from landscape.checkpoint import file_digest, load_checkpoint
@@ -74,7 +77,9 @@ def checkpoint_source(
     path = Path(spec.checkpoint)
     if not path.is_file():  # first: it names a bad path before any data loads
         load_checkpoint(path)  # raises the usual CheckpointError naming the path
-    data = {split: load_data(spec.data, split) for split in spec.splits}
+    data: dict[str, tuple[Tensor, Tensor]] = {
+        split: load_data(spec.data, split) for split in spec.splits
+    }
     digest = file_digest(path)
     if factory is not None:
         from landscape.custom import load_factory_checkpoint
