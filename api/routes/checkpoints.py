@@ -16,6 +16,7 @@ and pickled modules are refused: their loaders can unpickle or run code.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -213,6 +214,10 @@ def _upload_onnx(
     """Check the graph (``load_onnx_model``) and keep the file as it came with its report."""
     from landscape.onnx_import import OnnxLimits, load_onnx_model
 
+    if importlib.util.find_spec("onnx2torch") is None:
+        raise CheckpointError(
+            "this server does not accept .onnx uploads (its install lacks the 'onnx' extra)"
+        )
     info = dataset_info(dataset, settings.data_root)
     sample = (info.in_channels, info.image_size, info.image_size)
     limit = min(settings.max_upload_bytes, settings.max_onnx_bytes)
