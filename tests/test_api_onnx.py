@@ -165,6 +165,10 @@ def test_wrong_shape_size_and_directions_are_client_errors(tmp_path: Path, onnx_
         response = _upload(client, onnx_file, dataset="cifar10")
         assert response.status_code == 422  # type: ignore[attr-defined]
         assert "data set's samples are [3, 32, 32]" in response.json()["detail"]  # type: ignore[attr-defined]
+        four_way = export(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), tmp_path / "four.onnx")
+        response = _upload(client, four_way)
+        assert response.status_code == 422  # type: ignore[attr-defined]
+        assert "needs logits of shape (batch, >= 10)" in response.json()["detail"]  # type: ignore[attr-defined]
         checkpoint = _upload(client, onnx_file).json()  # type: ignore[attr-defined]
         body = {"checkpoint": checkpoint["id"], "directions": {"kind": "pca"}}
         refused = client.post("/api/surfaces", json=body)
