@@ -12,12 +12,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The same install as `make` and the tests: the project's own pyproject.toml, nothing else.
+# The same install as `make` and the tests: the project's own pyproject.toml, nothing else,
+# with the `onnx` extra so the service accepts `.onnx` uploads (onnx, onnx2torch, onnxruntime).
 # The base image's CUDA build of torch already satisfies the torch requirement and is kept.
 COPY pyproject.toml README.md ./
 COPY landscape ./landscape
 COPY api ./api
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir "./[onnx]"
+
+# Architecture plugins (packages registering models under the `landscape.models` entry-point
+# group, docs/models.md) go into a derived image; GET /api/models and the web form then list
+# their models with their source:
+#   FROM landscape
+#   USER root
+#   RUN pip install --no-cache-dir my-landscape-models==1.0
+#   USER 1000:1000
 
 COPY web ./web
 

@@ -105,7 +105,7 @@ class SurfaceRecord(Base):
 
 
 class CheckpointRecord(Base):
-    """A checkpoint file under checkpoints/<id>.pt, uploaded or trained by a worker."""
+    """A checkpoint file under checkpoints/, uploaded or trained by a worker."""
 
     __tablename__ = "checkpoints"
 
@@ -114,6 +114,8 @@ class CheckpointRecord(Base):
     dataset: Mapped[str] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(16))  # "upload" | "trained"
     filename: Mapped[str] = mapped_column(String(255), default="")
+    # "landscape" (checkpoints/<id>.pt) or "onnx" (checkpoints/<id>.onnx); NULL in old rows
+    format: Mapped[str | None] = mapped_column(String(16), nullable=True, default="landscape")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[float] = mapped_column(Float, default=now)
 

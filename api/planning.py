@@ -104,8 +104,11 @@ def engine_options(settings: Settings) -> EngineOptions:
     return dataclasses.replace(options, precision=resolved)
 
 
-def checkpoint_path(settings: Settings, checkpoint_id: str) -> Path:
-    return settings.checkpoints_dir / f"{checkpoint_id}.pt"
+def checkpoint_path(settings: Settings, checkpoint_id: str, fmt: str | None = None) -> Path:
+    """``<id>.pt`` for landscape checkpoints, ``<id>.onnx`` for ONNX uploads (the suffix tells
+    ``landscape.model_source.checkpoint_source`` how to load the file)."""
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    return settings.checkpoints_dir / f"{checkpoint_id}{suffix}"
 
 
 def surface_path(settings: Settings, surface_id: str) -> Path:
@@ -182,11 +185,11 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
     train_spec: TrainSpec | None = None
     if request.checkpoint is not None:
         record = session.get(CheckpointRecord, request.checkpoint)
-        if record is None or not checkpoint_path(settings, record.id).exists():
+        if record is None or not checkpoint_path(settings, record.id, record.format).exists():
             raise SpecError(
                 f"unknown checkpoint {request.checkpoint!r}; list them with GET /api/checkpoints"
             )
-        model, checkpoint_id = record.model, record.id
+        model, checkpoint_id, checkpoint_format = record.model, record.id, record.format
         dataset = request.dataset or record.dataset
         data = check_dataset(dataset, settings)
     else:
@@ -214,11 +217,11 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
             snapshot_every=snapshot_every,
             **recipe,
         )
-        checkpoint_id = train_digest(train_spec)
+        checkpoint_id, checkpoint_format = train_digest(train_spec), None
 
     grid = request.grid
     spec = SurfaceSpec(
-        checkpoint=str(checkpoint_path(settings, checkpoint_id)),
+        checkpoint=str(checkpoint_path(settings, checkpoint_id, checkpoint_format)),
         data=DataSpec(
             name=data.name,
             data_root=data.data_root,
@@ -246,7 +249,7 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         train_spec=train_spec,
         engine=engine,
         checkpoint_id=checkpoint_id,
-        checkpoint_path=checkpoint_path(settings, checkpoint_id),
+        checkpoint_path=checkpoint_path(settings, checkpoint_id, checkpoint_format),
         surface_path=surface_path(settings, surface_id),
         model=model,
         dataset=dataset,

@@ -397,6 +397,7 @@ class SurfaceCreated(BaseModel):
 class ModelPublic(BaseModel):
     name: str
     description: str
+    source: str = Field("zoo", description="'zoo', or 'plugin <distribution> <version>'")
 
 
 class DatasetPublic(BaseModel):
@@ -413,6 +414,7 @@ class CheckpointPublic(BaseModel):
     model: str
     dataset: str
     source: Literal["upload", "trained"]
+    format: Literal["landscape", "onnx"] = "landscape"
     filename: str
     created: str
     metadata: dict[str, Any]

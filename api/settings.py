@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     max_grid_points: int = Field(40401, ge=1, description="nx × ny limit per surface (201²)")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="checkpoint file size")
+    max_onnx_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="ONNX upload size (also bounded by max_upload_bytes)"
+    )
     max_json_bytes: int = Field(
         64 * 1024, ge=1024, description="JSON request body size (checked before it is read)"
     )

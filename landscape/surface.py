@@ -26,9 +26,9 @@ import torch
 
 from landscape import storage as store
 from landscape.analysis.surface_metrics import surface_metrics
-from landscape.errors import CancelledError, SpecError
+from landscape.errors import CancelledError
+from landscape.model_source import REGRESSION_LOSS, ModelSource, checkpoint_source
 from landscape.specs import DirectionSpec, EngineOptions, SurfaceSpec
-from landscape.storage.summary import FINAL_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +54,17 @@ def compute_surface(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     surface_id: str | None = None,
+    source: ModelSource | None = None,
 ) -> Path:
     """Compute (or finish) the surface of ``spec`` into ``out`` and return ``out``.
 
-    An existing ``out`` made from the same spec, checkpoint bytes and precision is resumed (or
-    returned at once when complete); one from another request raises ``SurfaceFileError``.
-    ``surface_id`` is recorded as the file's ``surface_id`` attr (the id a service lists it
-    by). When ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is
-    raised.
+    ``source`` is the module and data to evaluate (``landscape.model_source``); by default the
+    checkpoint file and data set ``spec`` names. An existing ``out`` made from the same spec,
+    model (checkpoint bytes or module key) and precision is resumed (or returned at once when
+    complete); one from another request raises ``SurfaceFileError``. ``surface_id`` is
+    recorded as the file's ``surface_id`` attr (the id a service lists it by). When
+    ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is raised.
     """
-    from landscape.backends import make_evaluator
-    from landscape.checkpoint import file_digest, load_checkpoint
-    from landscape.data import load_data
     from landscape.devices import resolve_device
     from landscape.directions import make_directions
     from landscape.engine_plan import resolve_precision
@@ -76,23 +75,18 @@ def compute_surface(
     options = dataclasses.replace(options, precision=precision)
     out = Path(out)
     start = time.perf_counter()
-    model, checkpoint_meta = load_checkpoint(spec.checkpoint)  # first: it names a bad path
-    checkpoint_sha = file_digest(spec.checkpoint)
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
-        split: load_data(spec.data, split) for split in spec.splits
-    }
-    _check_model_fits_data(model, data, spec)
+    source = source or checkpoint_source(spec)
 
     if out.exists():
-        store.check_matches(out, spec, checkpoint_sha, options.precision)
+        store.check_matches(out, spec, source.key, options.precision)
         directions: list[Mapping[str, torch.Tensor]] = list(store.read_directions(out))
         log.info("resuming %s", out)
     else:
-        made, directions_info = make_directions(model, spec.directions, spec.grid.ndim)
+        made, directions_info = make_directions(source.model, spec.directions, spec.grid.ndim)
         directions = list(made)
         x, y = store.grid_coordinates(spec.grid)
         trajectory = _trajectory(spec, directions_info)
-        provenance = _provenance(spec, checkpoint_sha, checkpoint_meta, directions_info)
+        provenance = _provenance(spec, source, directions_info)
         provenance["surface_id"] = surface_id
         store.create_surface_file(
             out,
@@ -116,9 +110,7 @@ def compute_surface(
 
     report = _Reporter(on_progress, total, total - len(missing), start)
     writer = store.SurfaceWriter(out)
-    with make_evaluator(
-        model, directions, data, loss=spec.loss, options=options, n_points=len(missing)
-    ) as evaluator:
+    with _make_evaluator(source, directions, spec, options, len(missing)) as evaluator:
         engine_info = evaluator.describe()
         chunks = plan_chunks(missing, _chunk_size(len(missing), engine_info, options))
         report(0)
@@ -135,32 +127,33 @@ def compute_surface(
         except BaseException:
             writer.journal.close()  # what was appended stays in the journal for a resume
             raise
-        engine_info = evaluator.describe()
+        engine_info = {**evaluator.describe(), "fallbacks": list(source.engine_fallbacks)}
     writer.journal.close()
     _finish(out, spec, engine_info, previous_wall + time.perf_counter() - start)
     return out
 
 
-def _check_model_fits_data(
-    model: torch.nn.Module, data: Mapping[str, tuple[torch.Tensor, torch.Tensor]], spec: SurfaceSpec
-) -> None:
-    """One forward pass on one sample, so a model/data mismatch is a clear error up front
-    rather than a shape error deep inside the engine's worker processes."""
-    x, y = next(iter(data.values()))
-    try:
-        with torch.inference_mode():
-            logits = model(x[:1])
-    except RuntimeError as exc:
-        raise SpecError(
-            f"the checkpoint's model does not accept data set {spec.data.name!r} "
-            f"(input shape {tuple(x.shape[1:])}): {str(exc).splitlines()[0]}"
-        ) from exc
-    n_classes = int(y.max()) + 1 if len(y) else 0
-    if logits.dim() != 2 or logits.shape[1] < n_classes:
-        raise SpecError(
-            f"the checkpoint's model outputs {tuple(logits.shape[1:])} per sample but data set "
-            f"{spec.data.name!r} has {n_classes} classes"
-        )
+def _make_evaluator(
+    source: ModelSource,
+    directions: list[Mapping[str, torch.Tensor]],
+    spec: SurfaceSpec,
+    options: EngineOptions,
+    n_points: int,
+) -> Any:
+    """The engine for class labels; the exact per-point regression path for real targets."""
+    if source.task == "regression":
+        from landscape.regression import RegressionEvaluator
+
+        source.engine_fallbacks = [
+            "regression head: the engine computes classification losses only"
+        ]
+        return RegressionEvaluator(source.model, directions, source.data, options=options)
+    from landscape.backends import make_evaluator
+
+    options = source.plan_engine(options)
+    return make_evaluator(
+        source.model, directions, source.data, loss=spec.loss, options=options, n_points=n_points
+    )
 
 
 class _Reporter:
@@ -263,27 +256,25 @@ def _trajectory(spec: SurfaceSpec, directions_info: dict[str, Any]) -> store.Tra
 
 
 def _provenance(
-    spec: SurfaceSpec,
-    checkpoint_sha: str,
-    checkpoint_meta: Mapping[str, Any],
-    directions_info: Mapping[str, Any],
+    spec: SurfaceSpec, source: ModelSource, directions_info: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Root attrs recording where the numbers came from (docs/format.md lists them)."""
-    return {
-        "model": str(checkpoint_meta.get("model", "unknown")),
-        "model_args": dict(checkpoint_meta.get("model_args", {})),
-        "checkpoint_sha256": checkpoint_sha,
+    provenance: dict[str, Any] = {
         "dataset": spec.data.name,
         "seed": spec.directions.seed,
         "normalization": spec.directions.normalization,
         "ignore": spec.directions.ignore,
         "directions_info": dict(directions_info),
-        "train_recipe": checkpoint_meta.get("train_spec"),
-        "train_final": {k: checkpoint_meta[k] for k in FINAL_FIELDS if k in checkpoint_meta}
-        or None,
         "versions": _versions(),
         "wall_time_s": 0.0,
     }
+    if source.task == "regression":
+        provenance["task"] = "regression"
+        provenance["loss_definition"] = REGRESSION_LOSS
+    elif not source.known_architecture:
+        provenance["task"] = "classification"
+        provenance["loss_definition"] = spec.loss
+    return {**source.provenance, **provenance}
 
 
 def _versions() -> dict[str, str]:

@@ -129,6 +129,8 @@ def test_plugin_is_listed_and_its_surface_completes_through_the_service(tmp_path
     with TestClient(create_app(settings)) as client:
         listed = {m["name"]: m for m in client.get("/api/models").json()}
         assert listed[PLUGIN]["description"].startswith("Toy CNN from a plugin package")
+        assert listed[PLUGIN]["source"].startswith("plugin landscape-toy-plugin ")
+        assert {m["source"] for n, m in listed.items() if n != PLUGIN} == {"zoo"}
         body = {
             "model": PLUGIN, "dataset": "digits", "train": {"epochs": 1}, "train_size": 100,
             "grid": {"nx": 3, "ny": 3, "xrange": [-1, 1], "yrange": [-1, 1]},

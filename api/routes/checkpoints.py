@@ -5,11 +5,18 @@ Uploads are never unpickled: ``landscape.checkpoint.load_checkpoint`` reads ``.p
 must load strictly into the named zoo model built for the named data set; it is then stored in
 our own checkpoint format under ``checkpoints/<id>.pt`` (id = sha256 of the uploaded bytes), so
 workers rebuild the model from the file alone.
+
+An ``.onnx`` upload carries its own architecture as a declarative graph: it is checked by
+``landscape.onnx_import.load_onnx_model`` for the data set's sample shape (no custom operators,
+no external data, a conversion that reproduces ONNX Runtime) and stored as it came under
+``checkpoints/<id>.onnx``; workers convert and check it again. TorchScript, ``torch.export``
+and pickled modules are refused: their loaders can unpickle or run code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -28,7 +35,7 @@ from api.redact import truncate_value
 from api.schemas import CheckpointPublic
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.data import dataset_info, list_datasets
-from landscape.errors import CheckpointError, LandscapeError, UnknownNameError
+from landscape.errors import CheckpointError, LandscapeError, ModelFormatError, UnknownNameError
 from landscape.models import build, list_models
 from landscape.safe_load import check_unpacked_size
 
@@ -36,13 +43,14 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/checkpoints", tags=["checkpoints"], dependencies=[ReadAccess])
 
-SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".onnx")
+ONNX_MODEL = "onnx"  # the model name an ONNX checkpoint is listed under
 _COPY_CHUNK = 1 << 20
 # Metadata is shown on every listing: only these keys, each small, are kept from a file.
 METADATA_KEYS = (
     "model", "model_args", "dataset", "data", "train_spec", "seed", "epochs", "train_samples",
     "test_samples", "train_loss", "train_acc", "test_loss", "test_acc", "device", "wall_time_s",
-    "uploaded_as", "sha256",
+    "uploaded_as", "sha256", "format", "onnx_check",
 )  # fmt: skip
 # A file may unpack to this multiple of the model's own tensor bytes (optimizer state, buffers)
 # plus a constant, and never to more than the server's limit.
@@ -61,6 +69,7 @@ def checkpoint_public(record: CheckpointRecord) -> CheckpointPublic:
         model=record.model,
         dataset=record.dataset,
         source=record.source,
+        format="onnx" if record.format == "onnx" else "landscape",
         filename=record.filename,
         created=iso(record.created_at) or "",
         metadata=small_metadata(record.details or {}),
@@ -114,23 +123,28 @@ def upload_checkpoint(
     session: SessionDep,
     file: Annotated[
         UploadFile,
-        File(description="`.pt`/`.pth` state_dict or landscape checkpoint, or `.safetensors`"),
+        File(
+            description="`.pt`/`.pth` state_dict or landscape checkpoint, `.safetensors`, "
+            "or an `.onnx` graph (architecture and weights, no code)"
+        ),
     ],
-    model: Annotated[str, Form(max_length=100, description="zoo model name")],
+    model: Annotated[
+        str | None, Form(max_length=100, description="zoo model name (not for `.onnx`)")
+    ] = None,
     dataset: Annotated[str, Form(max_length=100, description="data set it was trained on")] = (
         "digits"
     ),
     content_length: Annotated[int | None, Header(include_in_schema=False)] = None,
 ) -> CheckpointPublic:
     """Validated by building `model` for `dataset`'s shape and loading the weights strictly:
-    a mismatch is a 422 naming the first differing tensor. Identical uploads give the same id."""
+    a mismatch is a 422 naming the first differing tensor. An `.onnx` file is validated by
+    converting it and comparing the module with ONNX Runtime on the data set's sample shape:
+    custom operators, external data, malformed graphs and inexact conversions are 422s.
+    Identical uploads give the same id."""
     if content_length is not None and content_length > settings.max_upload_bytes + 65536:
         raise HTTPException(
             413, f"upload larger than this server's limit of {settings.max_upload_bytes} bytes"
         )
-    models = [m.name for m in list_models()]
-    if model not in models:
-        raise UnknownNameError("model", model, models)
     datasets = [d.name for d in list_datasets(settings.data_root)]
     if dataset not in datasets:
         raise UnknownNameError("data set", dataset, datasets)
@@ -138,6 +152,16 @@ def upload_checkpoint(
     suffix = Path(name).suffix.lower()
     if suffix not in SUFFIXES:
         raise CheckpointError(f"file {name!r} must end in one of: {', '.join(SUFFIXES)}")
+    if suffix == ".onnx":
+        return _upload_onnx(settings, session, file, name, dataset)
+    models = [m.name for m in list_models()]
+    if model is None:
+        raise CheckpointError(
+            f"file {name!r} holds weights only: name its architecture in the form field "
+            f"'model' (one of: {', '.join(models)})"
+        )
+    if model not in models:
+        raise UnknownNameError("model", model, models)
     info = dataset_info(dataset, settings.data_root)
     settings.ensure_dirs()
     with tempfile.TemporaryDirectory(dir=settings.checkpoints_dir) as tmp_dir:
@@ -182,3 +206,64 @@ def upload_checkpoint(
     stored = session.merge(record)
     session.commit()
     return checkpoint_public(stored)
+
+
+def _upload_onnx(
+    settings: SettingsDep, session: SessionDep, file: UploadFile, name: str, dataset: str
+) -> CheckpointPublic:
+    """Check the graph (``load_onnx_model``) and keep the file as it came with its report."""
+    from landscape.onnx_import import OnnxLimits, load_onnx_model
+
+    if importlib.util.find_spec("onnx2torch") is None:
+        raise CheckpointError(
+            "this server does not accept .onnx uploads (its install lacks the 'onnx' extra)"
+        )
+    info = dataset_info(dataset, settings.data_root)
+    sample = (info.in_channels, info.image_size, info.image_size)
+    limit = min(settings.max_upload_bytes, settings.max_onnx_bytes)
+    settings.ensure_dirs()
+    with tempfile.TemporaryDirectory(dir=settings.checkpoints_dir) as tmp_dir:
+        tmp = Path(tmp_dir) / "upload.onnx"
+        checkpoint_id = _copy_limited(file, tmp, limit)
+        final = checkpoint_path(settings, checkpoint_id, "onnx")
+        existing = session.get(CheckpointRecord, checkpoint_id)
+        if existing is not None and final.exists() and existing.dataset == dataset:
+            return checkpoint_public(existing)
+        limits = OnnxLimits(max_bytes=limit)
+        module, report = load_onnx_model(tmp, sample_input_shape=sample, limits=limits)
+        _check_classes(module, sample, info.num_classes, dataset)
+        shutil.move(tmp, final)
+    details = _json_safe(
+        {
+            "format": "onnx",
+            "uploaded_as": name,
+            "sha256": checkpoint_id,
+            "onnx_check": report["check"],
+            "onnx": report,
+        }
+    )
+    record = CheckpointRecord(
+        id=checkpoint_id,
+        model=ONNX_MODEL,
+        dataset=dataset,
+        source="upload",
+        format="onnx",
+        filename=name,
+        details=details,
+    )
+    stored = session.merge(record)
+    session.commit()
+    return checkpoint_public(stored)
+
+
+def _check_classes(module: Any, sample: tuple[int, ...], n_classes: int, dataset: str) -> None:
+    """Logits for every class of the data set, so a surface request cannot fail later."""
+    import torch
+
+    with torch.inference_mode():
+        out = module(torch.zeros((1, *sample)))
+    if out.dim() != 2 or out.shape[1] < n_classes:
+        raise ModelFormatError(
+            f"the ONNX graph outputs {tuple(out.shape[1:])} per sample; data set {dataset!r} "
+            f"has {n_classes} classes, so it needs logits of shape (batch, >= {n_classes})"
+        )

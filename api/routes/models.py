@@ -1,4 +1,4 @@
-"""``/api/models``: the zoo a surface request may name."""
+"""``/api/models``: the models a surface request may name: the zoo's and installed plugins'."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from landscape.models import list_models
 router = APIRouter(prefix="/api/models", tags=["catalogue"], dependencies=[ReadAccess])
 
 
-@router.get("", response_model=list[ModelPublic], summary="Models in the zoo")
+@router.get("", response_model=list[ModelPublic], summary="Models in the zoo and plugins")
 def get_models() -> list[ModelPublic]:
-    return [ModelPublic(name=m.name, description=m.description) for m in list_models()]
+    """`source` says where a model comes from: `zoo`, or `plugin <distribution> <version>`."""
+    return [
+        ModelPublic(name=m.name, description=m.description, source=m.source) for m in list_models()
+    ]

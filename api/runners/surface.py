@@ -1,4 +1,5 @@
-"""``surface`` jobs: the stored ``Plan`` → ``train_model`` when needed, then ``compute_surface``.
+"""``surface`` jobs: the stored ``Plan`` → ``train_model`` when needed, then ``compute_surface``
+(of a landscape checkpoint, or of an uploaded ONNX graph, converted and checked again).
 
 The same library calls as ``landscape train`` + ``landscape surface``. Training holds a file
 lock per checkpoint, so two jobs needing one model train it once.
@@ -13,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,9 @@ from api.db import CheckpointRecord
 from api.planning import Plan
 from api.runners.base import JobContext
 from landscape.errors import CancelledError
+
+if TYPE_CHECKING:
+    from landscape.model_source import ModelSource
 
 
 def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
@@ -44,7 +48,18 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
         on_progress=on_progress,
         should_stop=ctx.should_stop,
         surface_id=plan.surface_id,
+        source=_onnx_source(plan, ctx) if plan.checkpoint_path.suffix == ".onnx" else None,
     )
+
+
+def _onnx_source(plan: Plan, ctx: JobContext) -> ModelSource:
+    """An uploaded ONNX graph, converted and checked again under this server's limits (the
+    check report goes into the surface's provenance as ``onnx``)."""
+    from landscape.model_source import checkpoint_source
+    from landscape.onnx_import import OnnxLimits
+
+    limits = OnnxLimits(max_bytes=ctx.settings.max_onnx_bytes)
+    return checkpoint_source(plan.surface_spec, onnx_limits=limits)
 
 
 def _train(plan: Plan, ctx: JobContext) -> None:

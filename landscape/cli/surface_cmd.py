@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
+from landscape.custom import FACTORY_HELP
 from landscape.errors import CheckpointError, SpecError
 from landscape.specs import (
     DeviceName,
@@ -40,8 +41,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "one) filter-normalized directions and write an HDF5 surface file. Rerun the same "
         "command after an interruption to compute only the missing points.",
     )
-    parser.add_argument("--checkpoint", required=True, help="landscape checkpoint or state_dict")
+    parser.add_argument(
+        "--checkpoint", required=True, help="landscape checkpoint, state_dict, or .onnx graph"
+    )
     parser.add_argument("--model", default=None, help="zoo model name, for a bare state_dict")
+    parser.add_argument(
+        "--model-factory", default=None, metavar="MODULE:CALLABLE", help=FACTORY_HELP
+    )
     parser.add_argument(
         "--model-arg",
         action="append",
@@ -229,6 +235,21 @@ def resolve_checkpoint(args: argparse.Namespace) -> str:
     return str(wrapped)
 
 
+def _check_factory_arguments(args: argparse.Namespace) -> None:
+    """Check ``--model-factory`` against the other options before any file is read: the
+    factory replaces ``--model``, and only random directions need no second checkpoint."""
+    from landscape.custom import load_factory
+
+    if args.model is not None:
+        raise SpecError("give --model (a zoo model) or --model-factory (your own code), not both")
+    if args.directions != "random":
+        raise SpecError(
+            f"--model-factory takes --directions random, not {args.directions!r} "
+            "(the others read more checkpoints, each of which would need the factory)"
+        )
+    load_factory(args.model_factory)  # a bad spec fails before the data loads
+
+
 def model_args_from(args: argparse.Namespace) -> dict[str, int | float | str]:
     """``--model-arg KEY=VALUE`` (as ``landscape train`` spells it), or the ``--model-args
     JSON`` alias."""
@@ -250,7 +271,15 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     spec_from_args(args, args.checkpoint)  # bad values fail before any file is touched
-    checkpoint = resolve_checkpoint(args)
+    if args.model_factory is not None:
+        _check_factory_arguments(args)
+        checkpoint = args.checkpoint
+    elif Path(args.checkpoint).suffix.lower() == ".onnx":
+        if args.model is not None:
+            raise SpecError("an .onnx file carries its own architecture: drop --model")
+        checkpoint = args.checkpoint  # converted and checked by checkpoint_source
+    else:
+        checkpoint = resolve_checkpoint(args)
     if args.range == ["auto"]:
         from landscape.surface import auto_ranges
 
@@ -259,6 +288,13 @@ def run(args: argparse.Namespace) -> int:
         if args.dim == 2 and args.yrange is None:
             args.yrange = list(ranges[1])
     spec = spec_from_args(args, checkpoint)
+    source = None
+    if args.model_factory is not None:
+        from landscape.model_source import checkpoint_source
+
+        source = checkpoint_source(
+            spec, factory=args.model_factory, factory_args=model_args_from(args)
+        )
     bar: Any = None
 
     def on_progress(progress: Progress) -> None:
@@ -277,7 +313,9 @@ def run(args: argparse.Namespace) -> int:
         bar.update(progress.done - bar.n)
 
     try:
-        out = compute_surface(spec, args.out, options=options, on_progress=on_progress)
+        out = compute_surface(
+            spec, args.out, options=options, on_progress=on_progress, source=source
+        )
     finally:
         if bar is not None:
             bar.close()
