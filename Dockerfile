@@ -13,12 +13,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The same install as `make` and the tests: the project's own pyproject.toml, nothing else,
-# with the `onnx` extra so the service accepts `.onnx` uploads (onnx, onnx2torch, onnxruntime).
+# with the `onnx` extra so the service accepts `.onnx` uploads (onnx, onnx2torch, onnxruntime)
+# and the `ray` extra for the compose file's optional Ray cluster.
 # The base image's CUDA build of torch already satisfies the torch requirement and is kept.
 COPY pyproject.toml README.md ./
 COPY landscape ./landscape
 COPY api ./api
-RUN pip install --no-cache-dir "./[onnx]"
+RUN pip install --no-cache-dir "./[onnx,ray]"
 
 # Architecture plugins (packages registering models under the `landscape.models` entry-point
 # group, docs/models.md) go into a derived image; GET /api/models and the web form then list
@@ -29,6 +30,7 @@ RUN pip install --no-cache-dir "./[onnx]"
 #   USER 1000:1000
 
 COPY web ./web
+COPY docs/metrics.md ./docs/metrics.md
 
 RUN useradd --create-home --uid 1000 landscape \
     && mkdir -p /data \

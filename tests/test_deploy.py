@@ -71,10 +71,10 @@ def test_dockerfile_essentials() -> None:
 
 def test_install_step_matches_the_makefile_and_tests() -> None:
     """One dependency list (pyproject.toml): the image installs the project as `make` does
-    (minus editable mode, plus the `onnx` extra for uploads), never from a separate
+    (minus editable mode, plus the `onnx` and `ray` extras), never from a separate
     requirements file."""
     installs = re.findall(r"^RUN\s+pip install (.+)$", DOCKERFILE, re.M)
-    assert installs == ['--no-cache-dir "./[onnx]"'], installs
+    assert installs == ['--no-cache-dir "./[onnx,ray]"'], installs
     assert "requirements" not in DOCKERFILE
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"pip install -q -e \.$", makefile, re.M)

@@ -32,8 +32,8 @@ DOCS_FILES = {
     "swagger-ui.css": "text/css",
     "favicon.png": "image/png",
 }
-# docs/ sits next to api/ in a checkout and in the image.
-METRICS_MD = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+# docs/ sits next to web/ in a checkout and in the image (api/ may be installed elsewhere).
+METRICS_DOC = Path("docs") / "metrics.md"
 
 _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>landscape</title>
 <p>The web client is not installed here (no index.html under LANDSCAPE_WEB_DIR).
@@ -85,11 +85,12 @@ def swagger_ui() -> HTMLResponse:
 
 
 @router.get("/help/metrics")
-def metrics_help() -> HTMLResponse:
+def metrics_help(settings: SettingsDep) -> HTMLResponse:
     """docs/metrics.md as a page: each metric's heading is an anchor the page links to."""
-    if not METRICS_MD.is_file():
+    path = settings.web_dir.parent / METRICS_DOC
+    if not path.is_file():
         raise HTTPException(404, "docs/metrics.md is not installed here")
-    return HTMLResponse(markdown_page(METRICS_MD.read_text(encoding="utf-8"), "Surface metrics"))
+    return HTMLResponse(markdown_page(path.read_text(encoding="utf-8"), "Surface metrics"))
 
 
 def _slug(text: str) -> str:
