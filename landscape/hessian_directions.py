@@ -48,9 +48,13 @@ def top_eigenvectors(
         v0 = np.random.default_rng(options.seed).standard_normal(n)
         try:
             values, vectors = eigsh(
-                operator.as_linear_operator(), k=k, which="LA", tol=options.tol,
-                maxiter=options.maxiter, v0=v0,
-            )  # fmt: skip
+                operator.as_linear_operator(),
+                k=k,
+                which="LA",
+                tol=options.tol,
+                maxiter=options.maxiter,
+                v0=v0,
+            )
         except ArpackNoConvergence as exc:
             raise SpecError(
                 f"Lanczos found {len(exc.eigenvalues)} of {k} eigenvectors within "
@@ -91,7 +95,7 @@ def hessian_directions(
     values, vectors = top_eigenvectors(operator, ndim, options)
     factor = 1.0
     if scale == "weight":
-        factor = float(torch.sqrt(sum((p.double() ** 2).sum() for p in operator.theta.values())))
+        factor = sum(float(p.double().pow(2).sum()) for p in operator.theta.values()) ** 0.5
     directions: list[Direction] = []
     for j in range(ndim):
         flat = torch.from_numpy(vectors[:, j] * factor)

@@ -118,11 +118,20 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
             row = []
             for model, key in ((skip, k_skip), (plain, k_plain)):
                 s = nets[key]["surfaces"][index]
-                trace = {"type": "contour", "x": s["x"], "y": s["y"], "z": _log10(s["train_loss"]),
-                         "colorscale": "Viridis", "colorbar": {"title": {"text": "log10 loss"}},
-                         "contours": {"coloring": "heatmap"}}  # fmt: skip
-                layout = {"title": {"text": model}, "xaxis": {"title": {"text": "x"}},
-                          "yaxis": {"title": {"text": "y"}, "scaleanchor": "x"}}  # fmt: skip
+                trace = {
+                    "type": "contour",
+                    "x": s["x"],
+                    "y": s["y"],
+                    "z": _log10(s["train_loss"]),
+                    "colorscale": "Viridis",
+                    "colorbar": {"title": {"text": "log10 loss"}},
+                    "contours": {"coloring": "heatmap"},
+                }
+                layout = {
+                    "title": {"text": model},
+                    "xaxis": {"title": {"text": "x"}},
+                    "yaxis": {"title": {"text": "y"}, "scaleanchor": "x"},
+                }
                 row.append(figs.div([trace], layout, 380))
             parts.append(f"<div class='row'>{''.join(row)}</div>")
     parts.append("</section>")
@@ -132,17 +141,22 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
 def _metrics_section(report: dict[str, Any]) -> str:
     keys = ["sharpness", "roughness", "convex_fraction", "nonconvexity"]
     shape_keys = ["level_set_convexity", "local_minima", "log10_loss_span"]
-    head = "<tr><th>net</th><th>range</th>" + "".join(
-        f"<th>{_esc(k)}</th>" for k in [*keys, *shape_keys, "curvature_nonconvex"]
-    ) + "</tr>"  # fmt: skip
+    head = (
+        "<tr><th>net</th><th>range</th>"
+        + "".join(f"<th>{_esc(k)}</th>" for k in [*keys, *shape_keys, "curvature_nonconvex"])
+        + "</tr>"
+    )
     body = ""
     for key, net in report["nets"].items():
         for s in net["surfaces"]:
             m = s["metrics"]
-            cells = [m.get(k) if k != "nonconvexity" else m.get("train_loss_nonconvexity")
-                     for k in keys]  # fmt: skip
+            cells = [
+                m.get(k) if k != "nonconvexity" else m.get("train_loss_nonconvexity") for k in keys
+            ]
             cells += [s["shape"].get(k) for k in shape_keys]
-            cells.append(net["curvature"]["nonconvex_fraction"] if s is net["surfaces"][0] else None)
+            cells.append(
+                net["curvature"]["nonconvex_fraction"] if s is net["surfaces"][0] else None
+            )
             body += f"<tr><th>{_esc(key)}</th><td>±{s['half_width']:g}</td>"
             body += "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>"
     meanings = "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in METRIC_MEANINGS.items())
@@ -153,56 +167,89 @@ def _metrics_section(report: dict[str, Any]) -> str:
 
 
 def _curvature_section(report: dict[str, Any], figs: _Figures) -> str:
-    parts = ["<section id='curvature'><h2>Curvature maps</h2><p>|min(λmin, 0)| / λmax of the "
-             "full Hessian at a sub-grid of the close range (Li et al. 2018 Fig. 7): 0 is "
-             "convex in every direction, large is a saddle the plane hides.</p><div class='row'>"]  # fmt: skip
+    parts = [
+        "<section id='curvature'><h2>Curvature maps</h2><p>|min(λmin, 0)| / λmax of the "
+        "full Hessian at a sub-grid of the close range (Li et al. 2018 Fig. 7): 0 is "
+        "convex in every direction, large is a saddle the plane hides.</p><div class='row'>"
+    ]
     for key, net in report["nets"].items():
         c = net["curvature"]
         low, high = np.asarray(c["lambda_min"], float), np.asarray(c["lambda_max"], float)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(high > 0, np.abs(np.minimum(low, 0)) / high, np.nan)
         z = [[float(a) if np.isfinite(a) else None for a in row] for row in np.atleast_2d(ratio)]
-        trace = {"type": "heatmap", "x": c["x"], "y": c["y"], "z": z, "zmin": 0,
-                 "colorscale": "Cividis", "colorbar": {"title": {"text": "ratio"}}}  # fmt: skip
+        trace = {
+            "type": "heatmap",
+            "x": c["x"],
+            "y": c["y"],
+            "z": z,
+            "zmin": 0,
+            "colorscale": "Cividis",
+            "colorbar": {"title": {"text": "ratio"}},
+        }
         parts.append(figs.div([trace], {"title": {"text": key}}, 320))
     parts.append("</div></section>")
     return "".join(parts)
 
 
 def _density_section(report: dict[str, Any], figs: _Figures) -> str:
-    parts = ["<section id='spectra'><h2>Hessian eigenvalue density</h2><p>Stochastic Lanczos "
-             "quadrature (Ghorbani et al. 2019) on a fixed training subset; probes, steps and "
-             "seed are in report.json. Density on a log axis.</p><div class='row'>"]  # fmt: skip
+    parts = [
+        "<section id='spectra'><h2>Hessian eigenvalue density</h2><p>Stochastic Lanczos "
+        "quadrature (Ghorbani et al. 2019) on a fixed training subset; probes, steps and "
+        "seed are in report.json. Density on a log axis.</p><div class='row'>"
+    ]
     nets = report["nets"]
     for skip, plain, k_skip, k_plain in _pair_nets(report):
         traces = []
         for model, key in ((skip, k_skip), (plain, k_plain)):
             d = nets[key]["density"]
             dens = [max(v, 1e-12) for v in d["density"]]
-            traces.append({"type": "scatter", "mode": "lines", "x": d["grid"], "y": dens,
-                           "name": f"{model} (λmax {nets[key]['hessian']['top_eigenvalues'][0]:.3g})"})  # fmt: skip
-        layout = {"title": {"text": f"{skip} vs {plain}"}, "xaxis": {"title": {"text": "λ"}},
-                  "yaxis": {"type": "log", "title": {"text": "density"}}}  # fmt: skip
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": d["grid"],
+                    "y": dens,
+                    "name": f"{model} (λmax {nets[key]['hessian']['top_eigenvalues'][0]:.3g})",
+                }
+            )
+        layout = {
+            "title": {"text": f"{skip} vs {plain}"},
+            "xaxis": {"title": {"text": "λ"}},
+            "yaxis": {"type": "log", "title": {"text": "density"}},
+        }
         parts.append(figs.div(traces, layout))
     parts.append("</div></section>")
     return "".join(parts)
 
 
 def _flow_section(report: dict[str, Any], figs: _Figures) -> str:
-    parts = ["<section id='gradient-flow'><h2>Gradient flow</h2><p>‖∂L/∂W‖ per conv/linear "
-             "layer over depth (1 = input), at initialization and trained, log scale: the "
-             "identity shortcut's 'highway' (He et al. 2016) as data.</p><div class='row'>"]  # fmt: skip
+    parts = [
+        "<section id='gradient-flow'><h2>Gradient flow</h2><p>‖∂L/∂W‖ per conv/linear "
+        "layer over depth (1 = input), at initialization and trained, log scale: the "
+        "identity shortcut's 'highway' (He et al. 2016) as data.</p><div class='row'>"
+    ]
     nets = report["nets"]
     for skip, plain, k_skip, k_plain in _pair_nets(report):
         traces = []
         for model, key, dash in ((skip, k_skip, "solid"), (plain, k_plain, "dash")):
             for label in ("init", "trained"):
                 f = nets[key]["gradient_flow"][label]
-                traces.append({"type": "scatter", "mode": "lines+markers", "x": f["depth"],
-                               "y": f["grad_norm"], "name": f"{model} {label}",
-                               "line": {"dash": dash}})  # fmt: skip
-        layout = {"title": {"text": f"{skip} vs {plain}"}, "xaxis": {"title": {"text": "depth"}},
-                  "yaxis": {"type": "log", "title": {"text": "gradient norm"}}}  # fmt: skip
+                traces.append(
+                    {
+                        "type": "scatter",
+                        "mode": "lines+markers",
+                        "x": f["depth"],
+                        "y": f["grad_norm"],
+                        "name": f"{model} {label}",
+                        "line": {"dash": dash},
+                    }
+                )
+        layout = {
+            "title": {"text": f"{skip} vs {plain}"},
+            "xaxis": {"title": {"text": "depth"}},
+            "yaxis": {"type": "log", "title": {"text": "gradient norm"}},
+        }
         parts.append(figs.div(traces, layout, 400))
     parts.append("</div></section>")
     return "".join(parts)
@@ -231,9 +278,12 @@ def render_report_html(report: dict[str, Any]) -> str:
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Skip vs plain: the report"
         f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
-        "<h1>Skip connections vs plain nets, measured</h1>" + "".join(sections)
-        + "<script>" + "\n".join(figs.scripts) + "</script></body></html>"
-    )  # fmt: skip
+        "<h1>Skip connections vs plain nets, measured</h1>"
+        + "".join(sections)
+        + "<script>"
+        + "\n".join(figs.scripts)
+        + "</script></body></html>"
+    )
 
 
 def write_report_html(report: dict[str, Any], path: str | Path) -> Path:

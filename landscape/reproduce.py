@@ -70,8 +70,11 @@ class ReproduceSpec:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_models: tuple[str, ...] = (
-        "resnet56", "resnet56-noshort", "resnet110", "resnet110-noshort",
-    )  # fmt: skip
+        "resnet56",
+        "resnet56-noshort",
+        "resnet110",
+        "resnet110-noshort",
+    )
     ranges: tuple[tuple[float, int], ...] = ((0.25, 31), (1.0, 21))
     direction_seed: int = 0
     surface_seeds: int = 1
@@ -80,7 +83,10 @@ class ReproduceSpec:
     top_eigenvalues: int = 3
     slq_probes: int = 3
     slq_steps: int = 40
+    lanczos_tol: float = 1e-3  # relative accuracy of each Ritz value (ARPACK)
+    model_args: tuple[tuple[str, int], ...] = ()  # for every net, e.g. (("width", 16),)
     device: DeviceName = "auto"
+    workers: int | None = None  # surface engine processes on a CPU (None: one per core)
 
     def __post_init__(self) -> None:
         if not self.pairs or any(len(p) != 2 for p in self.pairs):
@@ -91,8 +97,11 @@ class ReproduceSpec:
             raise SpecError(f"surface_seeds must be 1..{len(self.seeds)}, got {self.surface_seeds}")
         if not self.ranges or any(h <= 0 or n < 3 for h, n in self.ranges):
             raise SpecError(f"ranges must be (half-width > 0, points >= 3), got {self.ranges!r}")
-        for value, name in ((self.hessian_samples, "hessian_samples"),
-                            (self.slq_probes, "slq_probes"), (self.slq_steps, "slq_steps")):  # fmt: skip
+        for value, name in (
+            (self.hessian_samples, "hessian_samples"),
+            (self.slq_probes, "slq_probes"),
+            (self.slq_steps, "slq_steps"),
+        ):
             if value < 1:
                 raise SpecError(f"{name} must be >= 1, got {value}")
         self.train_spec(self.pairs[0][0], self.seeds[0])  # checks epochs, lr, … now
@@ -104,10 +113,19 @@ class ReproduceSpec:
     def train_spec(self, model: str, seed: int) -> TrainSpec:
         warmup = self.warmup_epochs if model in self.warmup_models else 0
         return TrainSpec(
-            model=model, data=self.data, epochs=self.epochs, batch_size=self.batch_size,
-            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-            schedule="cosine", warmup_epochs=warmup, seed=seed, device=self.device,
-        )  # fmt: skip
+            model=model,
+            data=self.data,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule="cosine",
+            warmup_epochs=warmup,
+            seed=seed,
+            device=self.device,
+            model_args=dict(self.model_args),
+        )
 
     def grid(self, half_width: float, n: int) -> GridSpec:
         return GridSpec((-half_width, half_width), n, (-half_width, half_width), n)
@@ -167,8 +185,11 @@ def reproduce(
         step(f"Hessian and gradient flow {model} seed {seed}")
         analysis = _analysis(spec, model, seed, checkpoint, surfaces[0]["path"], out)
         nets[f"{model}/seed{seed}"] = {
-            "model": model, "seed": seed, "surfaces": surfaces, **analysis,
-        }  # fmt: skip
+            "model": model,
+            "seed": seed,
+            "surfaces": surfaces,
+            **analysis,
+        }
     report = {
         "format": REPORT_FORMAT,
         "recipe": to_dict(spec),
@@ -226,17 +247,23 @@ def _surface(
         splits=("train",),
     )
     path = out / "surfaces" / f"{Path(checkpoint).stem}-r{half:g}-n{n}.h5"
-    options = EngineOptions(device=spec.device)
+    options = EngineOptions(device=spec.device, workers=spec.workers)
     compute_surface(surface_spec, path, options=options, should_stop=should_stop)
     surface = read_surface(path)
     loss = surface.values["train_loss"]
     metrics = surface_metrics(surface.x, surface.y, surface.values, ("train_loss",))
     return {
-        "path": str(path), "half_width": half, "n": n,
-        "x": surface.x, "y": surface.y, "train_loss": loss, "train_acc": surface.values["train_acc"],
-        "metrics": metrics, "shape": shape_metrics(loss),
+        "path": str(path),
+        "half_width": half,
+        "n": n,
+        "x": surface.x,
+        "y": surface.y,
+        "train_loss": loss,
+        "train_acc": surface.values["train_acc"],
+        "metrics": metrics,
+        "shape": shape_metrics(loss),
         "wall_time_s": surface.attrs.get("wall_time_s"),
-    }  # fmt: skip
+    }
 
 
 def _analysis(
@@ -246,11 +273,17 @@ def _analysis(
     from landscape.checkpoint import file_digest
 
     settings = {
-        "checkpoint_sha256": file_digest(checkpoint), "surface": Path(surface_path).name,
-        "curvature_points": spec.curvature_points, "hessian_samples": spec.hessian_samples,
-        "top": spec.top_eigenvalues, "probes": spec.slq_probes, "steps": spec.slq_steps,
-        "data": to_dict(spec.data), "init": to_dict(spec.train_spec(model, seed)),
-    }  # fmt: skip
+        "checkpoint_sha256": file_digest(checkpoint),
+        "surface": Path(surface_path).name,
+        "curvature_points": spec.curvature_points,
+        "hessian_samples": spec.hessian_samples,
+        "top": spec.top_eigenvalues,
+        "tol": spec.lanczos_tol,
+        "probes": spec.slq_probes,
+        "steps": spec.slq_steps,
+        "data": to_dict(spec.data),
+        "init": to_dict(spec.train_spec(model, seed)),
+    }
     cache = out / "analysis" / f"{Path(checkpoint).stem}-{_key(settings)}.json"
     if cache.exists():
         cached: dict[str, Any] = json.loads(cache.read_text())
@@ -265,7 +298,7 @@ def _measure(
 ) -> dict[str, Any]:
     from landscape.analysis.curvature import curvature_map
     from landscape.analysis.gradient_flow import gradient_flow
-    from landscape.analysis.hessian import HessianOperator, hessian_spectrum
+    from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
     from landscape.analysis.shape_metrics import curvature_nonconvex_fraction
     from landscape.analysis.spectral_density import spectral_density
     from landscape.checkpoint import load_checkpoint
@@ -280,31 +313,44 @@ def _measure(
     flow_trained = gradient_flow(model, (x, y))
     torch.manual_seed(seed)  # the initialization train_model starts from
     flow_init = gradient_flow(build(model_name, **meta["model_args"]), (x, y))
-    hessian = hessian_spectrum(model, subset, top=spec.top_eigenvalues, device=spec.device)
+    lanczos = LanczosOptions(tol=spec.lanczos_tol, seed=seed)
+    hessian = hessian_spectrum(
+        model, subset, top=spec.top_eigenvalues, device=spec.device, options=lanczos
+    )
     operator = HessianOperator(model, subset, device=spec.device)
     density = spectral_density(
         operator.matvec, operator.n, n_probes=spec.slq_probes, steps=spec.slq_steps, seed=seed
     )
     surface = read_surface(surface_path)
     curvature = curvature_map(
-        model, subset, read_directions(surface_path), surface.x, surface.y,
-        n=spec.curvature_points, device=spec.device,
-    )  # fmt: skip
+        model,
+        subset,
+        read_directions(surface_path),
+        surface.x,
+        surface.y,
+        n=spec.curvature_points,
+        options=lanczos,
+        device=spec.device,
+    )
     return {
         "gradient_flow": {"init": flow_init.to_dict(), "trained": flow_trained.to_dict()},
         "hessian": {
-            "top_eigenvalues": hessian.top, "n_params": hessian.n_params,
-            "n_samples": hessian.n_samples, "matvecs": hessian.matvecs,
-        },  # fmt: skip
+            "top_eigenvalues": hessian.top,
+            "n_params": hessian.n_params,
+            "n_samples": hessian.n_samples,
+            "matvecs": hessian.matvecs,
+        },
         "density": density.to_dict(),
         "curvature": {
-            "x": curvature.x, "y": curvature.y, "lambda_min": curvature.lambda_min,
+            "x": curvature.x,
+            "y": curvature.y,
+            "lambda_min": curvature.lambda_min,
             "lambda_max": curvature.lambda_max,
             "nonconvex_fraction": curvature_nonconvex_fraction(
                 curvature.lambda_min, curvature.lambda_max
             ),
             "wall_time_s": curvature.wall_time_s,
-        },  # fmt: skip
+        },
         "analysis_wall_time_s": time.perf_counter() - started,
     }
 
@@ -321,14 +367,16 @@ def _degradation(
             row[key] = {
                 "mean": float(values.mean()),
                 "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                "min": float(values.min()), "max": float(values.max()),
+                "min": float(values.min()),
+                "max": float(values.max()),
                 "values": values.tolist(),
-            }  # fmt: skip
+            }
         rows.append(row)
     return rows
 
 
 def _hardware() -> dict[str, Any]:
+    import os
     import platform
 
     cpu = platform.processor() or platform.machine()
@@ -339,8 +387,6 @@ def _hardware() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import os
-
     info: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -102,10 +102,13 @@ def test_group_round_trip(tmp_path: Path) -> None:
     spec = SurfaceSpec(checkpoint="c.pt", grid=GridSpec(n_x=3, n_y=3))
     x, y = store.grid_coordinates(spec.grid)
     path = store.create_surface_file(
-        tmp_path / "s.h5", spec, x=x, y=y,
+        tmp_path / "s.h5",
+        spec,
+        x=x,
+        y=y,
         directions=[{"w": torch.ones(2)}, {"w": torch.zeros(2)}],
         provenance={"checkpoint_sha256": "ab" * 32},
-    )  # fmt: skip
+    )
     model = _Reversed()
     flows = {"init": gradient_flow(model, _data()), "trained": gradient_flow(model, _data(9))}
     arrays, attrs = group_contents(flows, {"split": "train"})

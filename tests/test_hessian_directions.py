@@ -28,9 +28,7 @@ def test_top_two_eigenvectors_match_the_dense_hessian_up_to_sign() -> None:
     dense = HessianOperator(model, data, device="cpu", dtype=torch.float64).dense()
     values, vectors = np.linalg.eigh(dense)
     assert values[-1] - values[-2] > 1e-3 * values[-1]  # distinct: the vectors are defined
-    dirs, info = hessian_directions(
-        model, data, 2, device="cpu", options=LanczosOptions(tol=1e-10)
-    )
+    dirs, info = hessian_directions(model, data, 2, device="cpu", options=LanczosOptions(tol=1e-10))
     assert [set(d) for d in dirs] == [{n for n, _ in model.named_parameters()}] * 2
     assert all(t.dtype == torch.float32 for d in dirs for t in d.values())
     np.testing.assert_allclose(info["eigenvalues"], values[::-1][:2], rtol=1e-6)

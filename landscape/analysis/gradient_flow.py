@@ -189,7 +189,9 @@ def group_contents(
     return arrays, out
 
 
-def from_group(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dict[str, GradientFlow]:
+def from_group(
+    arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+) -> dict[str, GradientFlow]:
     """The flows of a ``gradient_flow/`` group read by ``store.read_group``."""
     if attrs.get("encoding-type") != ENCODING_TYPE:
         raise SpecError(f"not a gradient-flow group (encoding-type {attrs.get('encoding-type')!r})")

@@ -54,7 +54,9 @@ def curvature_nonconvex_fraction(
     return float(np.mean(nonconvex))
 
 
-def level_set_convexity(values: np.ndarray, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> float:
+def level_set_convexity(
+    values: np.ndarray, quantiles: Sequence[float] = DEFAULT_QUANTILES
+) -> float:
     """Mean over ``quantiles`` of ``|S_q| / |grid ∩ hull(S_q)|`` (see the module docstring):
     1 when every sublevel set is convex. Works on grid indices, so it needs no coordinates;
     non-finite values count as +inf (never in a sublevel set)."""
