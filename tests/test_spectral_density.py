@@ -59,12 +59,13 @@ def _tiny_hessian() -> tuple[HessianOperator, np.ndarray]:
     return operator, np.linalg.eigvalsh(operator.dense())
 
 
+@pytest.mark.slow
 def test_density_agrees_with_the_dense_hessian() -> None:
     operator, exact = _tiny_hessian()
     n = operator.n
     assert n == 51
-    result = spectral_density(operator.matvec, n, n_probes=30, steps=25, seed=0)
-    # the mean eigenvalue trace/n: Hutchinson's error over 30 probes, ~4 standard errors
+    result = spectral_density(operator.matvec, n, n_probes=20, steps=25, seed=0)
+    # the mean eigenvalue trace/n: Hutchinson's error over 20 probes, ~4 standard errors
     per_probe = [
         (w[np.isfinite(x)] * x[np.isfinite(x)]).sum()
         for x, w in zip(result.nodes, result.weights, strict=True)
@@ -76,15 +77,16 @@ def test_density_agrees_with_the_dense_hessian() -> None:
     assert result.bottom == pytest.approx(exact[0], rel=1e-3, abs=1e-6)
     assert np.trapezoid(result.density, result.grid) == pytest.approx(1.0, abs=1e-3)
     # a different seed gives different probes, the same seed the same numbers
-    again = spectral_density(operator.matvec, n, n_probes=30, steps=25, seed=0)
+    again = spectral_density(operator.matvec, n, n_probes=20, steps=25, seed=0)
     np.testing.assert_array_equal(again.nodes, result.nodes)
 
 
+@pytest.mark.slow
 def test_cdf_agrees_with_the_eigenvalue_histogram() -> None:
     """With ``steps = n`` every probe's nodes are the eigenvalues; the probe-averaged weights
     estimate each one's share 1/n, so the CDF matches the histogram up to probe noise."""
     operator, exact = _tiny_hessian()
-    result = spectral_density(operator.matvec, operator.n, n_probes=30, steps=operator.n)
+    result = spectral_density(operator.matvec, operator.n, n_probes=15, steps=operator.n)
     for q in (0.1, 0.25, 0.5, 0.75, 0.9):
         t = float(np.quantile(exact, q))
         assert result.cdf(t) == pytest.approx(np.mean(exact <= t), abs=0.1), q
