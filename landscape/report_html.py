@@ -78,7 +78,7 @@ def _recipe_section(report: dict[str, Any]) -> str:
     return (
         "<section id='recipe'><h2>Recipe</h2><p>Fixed before any result was seen. "
         f"Measured on {_esc(hw.get('cpu'))} ({_esc(hw.get('cpu_cores'))} cores"
-        f"{', ' + _esc(hw['gpu']) if 'gpu' in hw else ''}); whole run "
+        f"{', ' + _esc(hw['gpu']) if hw.get('gpu') else ''}); whole run "
         f"{report['wall_time_s']:.0f} s (cached steps cost nothing).</p>"
         f"<table>{rows}</table></section>"
     )
