@@ -203,7 +203,8 @@ def _density_section(report: dict[str, Any], figs: _Figures) -> str:
         traces = []
         for model, key in ((skip, k_skip), (plain, k_plain)):
             d = nets[key]["density"]
-            dens = [max(v, 1e-12) for v in d["density"]]
+            floor = max(d["density"]) * 1e-6  # log axis: cut the Gaussian tails' zeros
+            dens = [max(v, floor) for v in d["density"]]
             traces.append(
                 {
                     "type": "scatter",
