@@ -82,13 +82,13 @@ def _hull_fill(mask: np.ndarray) -> float:
     try:
         hull = Delaunay(points.astype(np.float64))
     except QhullError:  # fewer than 3 points or all on one line
-        return _collinear_fill(points, mask.shape)
+        return _collinear_fill(points)
     grid = np.argwhere(np.ones(mask.shape, dtype=bool)).astype(np.float64)
     in_hull = int((hull.find_simplex(grid, tol=1e-9) >= 0).sum())
     return len(points) / max(in_hull, len(points))
 
 
-def _collinear_fill(points: np.ndarray, shape: tuple[int, ...]) -> float:
+def _collinear_fill(points: np.ndarray) -> float:
     """Hull of collinear grid points: the segment between the extremes."""
     if len(points) == 1:
         return 1.0
