@@ -52,6 +52,10 @@ def test_level_set_convexity_on_analytic_surfaces() -> None:
     rastrigin = level_set_convexity(RASTRIGIN)
     assert saddle < 0.75
     assert rastrigin < 0.5
+    # a sublevel set on one grid line (a degenerate hull) is convex when it has no gaps
+    assert level_set_convexity(np.abs(YY), quantiles=(0.02,)) == 1.0
+    gapped = np.abs(YY) + (np.abs(XX) < 0.3) * (np.abs(YY) < 0.01)
+    assert level_set_convexity(gapped, quantiles=(0.01,)) < 1.0
     # 1D: a bowl is one interval; two wells are not
     assert level_set_convexity(AXIS**2) == 1.0
     assert level_set_convexity((AXIS**2 - 0.5) ** 2) < 0.8
