@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,23 @@ class ReproduceSpec:
             if value < 1:
                 raise SpecError(f"{name} must be >= 1, got {value}")
         self.train_spec(self.pairs[0][0], self.seeds[0])  # checks epochs, lr, … now
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReproduceSpec:
+        """Rebuild from ``to_dict`` output (JSON lists back to tuples); unknown keys fail."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SpecError(f"unknown ReproduceSpec field(s): {', '.join(sorted(unknown))}")
+        kwargs = dict(data)
+        if isinstance(kwargs.get("data"), dict):
+            kwargs["data"] = DataSpec(**kwargs["data"])
+        for key in ("pairs", "ranges", "model_args"):
+            if key in kwargs:
+                kwargs[key] = tuple(tuple(item) for item in kwargs[key])
+        for key in ("seeds", "warmup_models"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
 
     @property
     def models(self) -> tuple[str, ...]:

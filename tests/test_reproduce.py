@@ -12,7 +12,7 @@ import pytest
 
 from landscape.errors import CancelledError, SpecError
 from landscape.reproduce import ReproduceResult, ReproduceSpec, reproduce
-from landscape.specs import DataSpec
+from landscape.specs import DataSpec, to_dict
 
 CHROMIUM = Path("/usr/bin/chromium")
 TINY = ReproduceSpec(
@@ -103,6 +103,9 @@ def test_stop_and_bad_recipes(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="epochs"):
         ReproduceSpec(epochs=0)
     spec = ReproduceSpec()
+    assert ReproduceSpec.from_dict(json.loads(json.dumps(to_dict(TINY)))) == TINY
+    with pytest.raises(SpecError, match="unknown ReproduceSpec"):
+        ReproduceSpec.from_dict({"epoch": 3})
     assert spec.train_spec("resnet56-noshort", 2).warmup_epochs == 1
     assert spec.train_spec("resnet20", 2).warmup_epochs == 0
     assert spec.train_spec("resnet20", 2).lr == 0.1 and spec.train_spec("resnet20", 2).seed == 2
