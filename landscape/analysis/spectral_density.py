@@ -1,0 +1,195 @@
+"""The Hessian's whole eigenvalue density by stochastic Lanczos quadrature (SLQ).
+
+Extreme eigenvalues (``hessian.py``) say how sharp the sharpest direction is; the density says
+how the curvature is spread over all ``n`` directions: a bulk near 0, a few outliers, and,
+away from a minimum, a negative tail (Ghorbani et al. 2019, "An investigation into neural net
+optimization via Hessian eigenvalue density"; PyHessian, Yao et al. 2020). For a unit probe
+``v``, ``m`` Lanczos steps give a tridiagonal ``T_m`` with eigenpairs ``(θ_k, u_k)``; then
+
+    vᵀ f(H) v ≈ Σ_k τ_k f(θ_k),   τ_k = (u_k[0])²        (Gauss quadrature, Golub & Meurant)
+
+exactly for polynomials ``f`` of degree ≤ 2m − 1. Averaging over random probes with
+``E[v vᵀ] = I/n`` turns that into the spectral measure ``(1/n) Σ_i δ(t − λ_i)``: nodes are the
+Ritz values ``θ_k``, weights ``τ_k / n_probes``. The plotted density smooths each node with a
+Gaussian of width ``sigma``. Lanczos here keeps every basis vector and reorthogonalizes against
+all of them (full reorthogonalization), so no ghost copies of outliers appear.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from landscape.errors import SpecError
+
+Probe = Literal["rademacher", "gaussian"]
+MatVec = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """SLQ nodes and weights per probe, and the smoothed density on ``grid``."""
+
+    nodes: np.ndarray  # (n_probes, m) Ritz values; NaN-padded where Lanczos stopped early
+    weights: np.ndarray  # (n_probes, m) squared first components, each row sums to 1
+    grid: np.ndarray  # (n_grid,) eigenvalue axis
+    density: np.ndarray  # (n_grid,) Gaussian-smoothed density, integrates to ~1
+    sigma: float  # the kernel's standard deviation
+    n: int  # matrix size (number of parameters)
+    seed: int
+    probe: Probe
+    steps: int
+    matvecs: int
+    wall_time_s: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def _flat(self) -> tuple[np.ndarray, np.ndarray]:
+        keep = np.isfinite(self.nodes)
+        return self.nodes[keep], self.weights[keep] / len(self.nodes)
+
+    def cdf(self, t: float) -> float:
+        """Estimated fraction of eigenvalues ``<= t`` (from the nodes, not the smoothing)."""
+        nodes, weights = self._flat()
+        return float(weights[nodes <= t].sum())
+
+    def moment(self, k: int) -> float:
+        """Estimated ``tr(H^k) / n``; exact in expectation for ``k <= 2·steps − 1``."""
+        nodes, weights = self._flat()
+        return float((weights * nodes**k).sum())
+
+    @property
+    def top(self) -> float:
+        """The largest Ritz value (converges to λ_max first)."""
+        return float(np.nanmax(self.nodes))
+
+    @property
+    def bottom(self) -> float:
+        return float(np.nanmin(self.nodes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers (NaN padding → None)."""
+        return {
+            "nodes": [[None if not np.isfinite(v) else float(v) for v in r] for r in self.nodes],
+            "weights": [[float(v) for v in row] for row in self.weights],
+            "grid": self.grid.tolist(),
+            "density": self.density.tolist(),
+            "sigma": self.sigma,
+            "n": self.n,
+            "seed": self.seed,
+            "probe": self.probe,
+            "steps": self.steps,
+            "matvecs": self.matvecs,
+            "wall_time_s": self.wall_time_s,
+            "mean": self.moment(1),
+            "top": self.top,
+            "bottom": self.bottom,
+            "settings": dict(self.settings),
+        }
+
+
+def lanczos_tridiagonal(
+    matvec: MatVec, v0: np.ndarray, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``steps`` Lanczos steps from ``v0`` with full reorthogonalization: the diagonal
+    ``alpha`` and off-diagonal ``beta`` of ``T`` (shorter when a Krylov space is exhausted)."""
+    n = len(v0)
+    basis = np.zeros((min(steps, n), n))
+    alpha: list[float] = []
+    beta: list[float] = []
+    v = v0 / np.linalg.norm(v0)
+    for j in range(min(steps, n)):
+        basis[j] = v
+        w = np.asarray(matvec(v), dtype=np.float64)
+        a = float(w @ v)
+        alpha.append(a)
+        # full reorthogonalization, twice ("twice is enough", Kahan/Parlett)
+        for _ in range(2):
+            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        b = float(np.linalg.norm(w))
+        if j == min(steps, n) - 1 or b < 1e-10 * max(1.0, abs(a)):
+            break
+        beta.append(b)
+        v = w / b
+    return np.asarray(alpha), np.asarray(beta[: len(alpha) - 1])
+
+
+def gauss_quadrature(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (eigenvalues of ``T``) and weights (squared first eigenvector components)."""
+    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    nodes, vectors = np.linalg.eigh(t)
+    return nodes, vectors[0] ** 2
+
+
+def spectral_density(
+    matvec: MatVec,
+    n: int,
+    *,
+    n_probes: int = 5,
+    steps: int = 80,
+    probe: Probe = "rademacher",
+    seed: int = 0,
+    sigma: float | None = None,
+    sigma_fraction: float = 0.01,
+    n_grid: int = 400,
+) -> SpectralDensity:
+    """SLQ density of the symmetric ``n × n`` operator behind ``matvec`` (float64 NumPy in and
+    out; ``HessianOperator.matvec`` is one). ``sigma`` defaults to ``sigma_fraction`` of the
+    spectrum's estimated width; the grid spans it with 5·sigma margins. Probes are drawn from
+    ``numpy.random.default_rng(seed)``, so equal arguments give equal numbers."""
+    if n < 1:
+        raise SpecError(f"spectral density needs n >= 1, got {n}")
+    if n_probes < 1 or steps < 1 or n_grid < 2:
+        raise SpecError(
+            f"n_probes, steps must be >= 1 and n_grid >= 2, got {n_probes}, {steps}, {n_grid}"
+        )
+    if probe not in ("rademacher", "gaussian"):
+        raise SpecError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    m = min(steps, n)
+    nodes = np.full((n_probes, m), np.nan)
+    weights = np.zeros((n_probes, m))
+    matvecs = 0
+
+    def counted(v: np.ndarray) -> np.ndarray:
+        nonlocal matvecs
+        matvecs += 1
+        return matvec(v)
+
+    for p in range(n_probes):
+        if probe == "rademacher":
+            v0 = rng.integers(0, 2, size=n).astype(np.float64) * 2 - 1
+        else:
+            v0 = rng.standard_normal(n)
+        alpha, beta = lanczos_tridiagonal(counted, v0, m)
+        theta, tau = gauss_quadrature(alpha, beta)
+        nodes[p, : len(theta)], weights[p, : len(theta)] = theta, tau
+    low, high = float(np.nanmin(nodes)), float(np.nanmax(nodes))
+    width = high - low
+    if sigma is None:
+        sigma = sigma_fraction * width if width > 0 else max(abs(high), 1.0) * sigma_fraction
+    if not sigma > 0:
+        raise SpecError(f"sigma must be > 0, got {sigma}")
+    grid = np.linspace(low - 5 * sigma, high + 5 * sigma, n_grid)
+    keep = np.isfinite(nodes)
+    flat_nodes, flat_weights = nodes[keep], weights[keep] / n_probes
+    kernel = np.exp(-0.5 * ((grid[:, None] - flat_nodes[None, :]) / sigma) ** 2)
+    density = kernel @ flat_weights / (sigma * np.sqrt(2 * np.pi))
+    return SpectralDensity(
+        nodes=nodes,
+        weights=weights,
+        grid=grid,
+        density=density,
+        sigma=float(sigma),
+        n=n,
+        seed=seed,
+        probe=probe,
+        steps=m,
+        matvecs=matvecs,
+        wall_time_s=time.perf_counter() - start,
+        settings={"n_probes": n_probes, "steps": steps, "n_grid": n_grid},
+    )

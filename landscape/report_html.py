@@ -1,0 +1,296 @@
+"""The skip-vs-plain report as one self-contained HTML file that opens offline.
+
+Plotly's JavaScript is inlined from the installed ``plotly`` package (nothing is fetched when
+the file is opened); figures are plain Plotly JSON built here from ``report.json``'s numbers.
+Losses are drawn as ``log10`` because the plain nets' loss spans orders of magnitude over the
+wider range: on a linear scale its close-in shape would be a flat floor.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRIC_MEANINGS: dict[str, str] = {
+    "sharpness": "Keskar ε-sharpness: % rise of the loss within radius 0.25 of the centre",
+    "roughness": "mean |third difference| / value range: 0 on any locally quadratic surface",
+    "convex_fraction": "share of grid points whose in-plane finite-difference Hessian is PSD",
+    "nonconvexity": "mean |negative in-plane curvature| / largest in-plane curvature",
+    "level_set_convexity": "sublevel sets' fill of their convex hull (1 = every set convex)",
+    "local_minima": "grid points lower than all 8 neighbours (1 = a single basin)",
+    "log10_loss_span": "orders of magnitude between the lowest and highest loss on the grid",
+    "curvature_nonconvex": "share of curvature-map points with |λmin/λmax| > 0.1 (Li et al. §6)",
+}
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return _esc(value)
+
+
+class _Figures:
+    """Collects ``<div>`` placeholders and the script lines that draw them."""
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def div(self, data: list[dict[str, Any]], layout: dict[str, Any], height: int = 360) -> str:
+        index = len(self.scripts)
+        payload = json.dumps({"data": data, "layout": {"height": height, **layout}})
+        payload = payload.replace("</", "<\\/")
+        self.scripts.append(
+            f"Plotly.newPlot('fig{index}', {payload}.data, {payload}.layout, "
+            "{responsive: true, displaylogo: false});"
+        )
+        return f'<div class="fig" id="fig{index}"></div>'
+
+
+def _log10(values: Any) -> list[list[float | None]]:
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(v)
+    return [[float(a) if np.isfinite(a) else None for a in row] for row in np.atleast_2d(out)]
+
+
+def _pair_nets(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(skip model, plain model, key of skip net, key of plain net) per pair, first seed."""
+    seed = report["recipe"]["seeds"][0]
+    return [(a, b, f"{a}/seed{seed}", f"{b}/seed{seed}") for a, b in report["recipe"]["pairs"]]
+
+
+def _recipe_section(report: dict[str, Any]) -> str:
+    recipe = report["recipe"]
+    rows = "".join(
+        f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v))}</td></tr>" for k, v in recipe.items()
+    )
+    hw = report.get("hardware", {})
+    return (
+        "<section id='recipe'><h2>Recipe</h2><p>Fixed before any result was seen. "
+        f"Measured on {_esc(hw.get('cpu'))} ({_esc(hw.get('cpu_cores'))} cores"
+        f"{', ' + _esc(hw['gpu']) if hw.get('gpu') else ''}); whole run "
+        f"{report['wall_time_s']:.0f} s (cached steps cost nothing).</p>"
+        f"<table>{rows}</table></section>"
+    )
+
+
+def _degradation_section(report: dict[str, Any]) -> str:
+    head = "<tr><th>net</th><th>train loss</th><th>train acc</th><th>test loss</th>"
+    head += "<th>test acc</th></tr>"
+    body = ""
+    for row in report["degradation"]:
+        cells = "".join(
+            f"<td>{row[k]['mean']:.4g} ± {row[k]['std']:.2g}</td>"
+            for k in ("train_loss", "train_acc", "test_loss", "test_acc")
+        )
+        body += f"<tr><th>{_esc(row['model'])}</th>{cells}</tr>"
+    n = len(report["recipe"]["seeds"])
+    return (
+        "<section id='degradation'><h2>Degradation table</h2>"
+        f"<p>Final numbers in eval mode over the whole split; mean ± sample standard "
+        f"deviation over {n} seed(s). A deep plain net that trains worse than its shallower "
+        f"twin is the degradation problem (He et al. 2016).</p>"
+        f"<table>{head}{body}</table></section>"
+    )
+
+
+def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
+    parts = [
+        "<section id='surfaces'><h2>Loss surfaces</h2><p>log10 of the training loss along two "
+        "filter-normalized random directions (Li et al. 2018), per pair and range; the close "
+        "range shows the plain net's non-convex shoulders, the wide one how far its loss "
+        "climbs.</p>"
+    ]
+    nets = report["nets"]
+    for skip, plain, k_skip, k_plain in _pair_nets(report):
+        for index, (half, n) in enumerate(report["recipe"]["ranges"]):
+            parts.append(f"<h3>{_esc(skip)} vs {_esc(plain)}, ±{half:g} ({n}×{n})</h3>")
+            row = []
+            for model, key in ((skip, k_skip), (plain, k_plain)):
+                s = nets[key]["surfaces"][index]
+                trace = {
+                    "type": "contour",
+                    "x": s["x"],
+                    "y": s["y"],
+                    "z": _log10(s["train_loss"]),
+                    "colorscale": "Viridis",
+                    "colorbar": {"title": {"text": "log10 loss"}},
+                    "contours": {"coloring": "heatmap"},
+                }
+                layout = {
+                    "title": {"text": model},
+                    "xaxis": {"title": {"text": "x"}},
+                    "yaxis": {"title": {"text": "y"}, "scaleanchor": "x"},
+                }
+                row.append(figs.div([trace], layout, 380))
+            parts.append(f"<div class='row'>{''.join(row)}</div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _metrics_section(report: dict[str, Any]) -> str:
+    keys = ["sharpness", "roughness", "convex_fraction", "nonconvexity"]
+    shape_keys = ["level_set_convexity", "local_minima", "log10_loss_span"]
+    head = (
+        "<tr><th>net</th><th>range</th>"
+        + "".join(f"<th>{_esc(k)}</th>" for k in [*keys, *shape_keys, "curvature_nonconvex"])
+        + "</tr>"
+    )
+    body = ""
+    for key, net in report["nets"].items():
+        for s in net["surfaces"]:
+            m = s["metrics"]
+            cells = [
+                m.get(k) if k != "nonconvexity" else m.get("train_loss_nonconvexity") for k in keys
+            ]
+            cells += [s["shape"].get(k) for k in shape_keys]
+            cells.append(
+                net["curvature"]["nonconvex_fraction"] if s is net["surfaces"][0] else None
+            )
+            body += f"<tr><th>{_esc(key)}</th><td>±{s['half_width']:g}</td>"
+            body += "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>"
+    meanings = "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in METRIC_MEANINGS.items())
+    return (
+        "<section id='metrics'><h2>Metrics</h2><ul>" + meanings + "</ul>"
+        f"<table>{head}{body}</table></section>"
+    )
+
+
+def _curvature_section(report: dict[str, Any], figs: _Figures) -> str:
+    parts = [
+        "<section id='curvature'><h2>Curvature maps</h2><p>|min(λmin, 0)| / λmax of the "
+        "full Hessian at a sub-grid of the close range (Li et al. 2018 Fig. 7): 0 is "
+        "convex in every direction, large is a saddle the plane hides.</p><div class='row'>"
+    ]
+    for key, net in report["nets"].items():
+        c = net["curvature"]
+        low, high = np.asarray(c["lambda_min"], float), np.asarray(c["lambda_max"], float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(high > 0, np.abs(np.minimum(low, 0)) / high, np.nan)
+        z = [[float(a) if np.isfinite(a) else None for a in row] for row in np.atleast_2d(ratio)]
+        trace = {
+            "type": "heatmap",
+            "x": c["x"],
+            "y": c["y"],
+            "z": z,
+            "zmin": 0,
+            "colorscale": "Cividis",
+            "colorbar": {"title": {"text": "ratio"}},
+        }
+        parts.append(figs.div([trace], {"title": {"text": key}}, 320))
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
+def _density_section(report: dict[str, Any], figs: _Figures) -> str:
+    parts = [
+        "<section id='spectra'><h2>Hessian eigenvalue density</h2><p>Stochastic Lanczos "
+        "quadrature (Ghorbani et al. 2019) on a fixed training subset; probes, steps and "
+        "seed are in report.json. Density on a log axis.</p><div class='row'>"
+    ]
+    nets = report["nets"]
+    for skip, plain, k_skip, k_plain in _pair_nets(report):
+        traces = []
+        for model, key in ((skip, k_skip), (plain, k_plain)):
+            d = nets[key]["density"]
+            floor = max(d["density"]) * 1e-6  # log axis: cut the Gaussian tails' zeros
+            dens = [max(v, floor) for v in d["density"]]
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": d["grid"],
+                    "y": dens,
+                    "name": f"{model} (λmax {nets[key]['hessian']['top_eigenvalues'][0]:.3g})",
+                }
+            )
+        layout = {
+            "title": {"text": f"{skip} vs {plain}"},
+            "xaxis": {"title": {"text": "λ"}},
+            "yaxis": {"type": "log", "title": {"text": "density"}},
+        }
+        parts.append(figs.div(traces, layout))
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
+def _flow_section(report: dict[str, Any], figs: _Figures) -> str:
+    parts = [
+        "<section id='gradient-flow'><h2>Gradient flow</h2><p>‖∂L/∂W‖ per conv/linear "
+        "layer over depth (1 = input), at initialization and trained, log scale: the "
+        "identity shortcut's 'highway' (He et al. 2016) as data.</p><div class='row'>"
+    ]
+    nets = report["nets"]
+    for skip, plain, k_skip, k_plain in _pair_nets(report):
+        traces = []
+        for model, key, dash in ((skip, k_skip, "solid"), (plain, k_plain, "dash")):
+            for label in ("init", "trained"):
+                f = nets[key]["gradient_flow"][label]
+                traces.append(
+                    {
+                        "type": "scatter",
+                        "mode": "lines+markers",
+                        "x": f["depth"],
+                        "y": f["grad_norm"],
+                        "name": f"{model} {label}",
+                        "line": {"dash": dash},
+                    }
+                )
+        layout = {
+            "title": {"text": f"{skip} vs {plain}"},
+            "xaxis": {"title": {"text": "depth"}},
+            "yaxis": {"type": "log", "title": {"text": "gradient norm"}},
+        }
+        parts.append(figs.div(traces, layout, 400))
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:left;font-size:0.9em}.row{display:flex;flex-wrap:wrap;gap:1em}.fig{flex:1;
+min-width:420px}"""
+
+
+def render_report_html(report: dict[str, Any]) -> str:
+    """The whole page as one string (Plotly inlined)."""
+    from plotly.offline import get_plotlyjs
+
+    figs = _Figures()
+    sections = [
+        _recipe_section(report),
+        _degradation_section(report),
+        _surfaces_section(report, figs),
+        _metrics_section(report),
+        _curvature_section(report, figs),
+        _density_section(report, figs),
+        _flow_section(report, figs),
+    ]
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Skip vs plain: the report"
+        f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+        "<h1>Skip connections vs plain nets, measured</h1>"
+        + "".join(sections)
+        + "<script>"
+        + "\n".join(figs.scripts)
+        + "</script></body></html>"
+    )
+
+
+def write_report_html(report: dict[str, Any], path: str | Path) -> Path:
+    """Write ``render_report_html(report)`` to ``path`` (atomically) and return it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_report_html(report), encoding="utf-8")
+    tmp.replace(path)
+    return path
