@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape import store
+from landscape import storage as store
 from landscape.analysis.gradient_flow import (
     GROUP_NAME,
     forward_layers,

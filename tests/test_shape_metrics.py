@@ -15,7 +15,7 @@ from landscape.analysis.shape_metrics import (
     local_minima_count,
     shape_metrics,
 )
-from landscape.surface import surface_metrics
+from landscape.analysis.surface_metrics import surface_metrics
 
 AXIS = np.linspace(-1.0, 1.0, 41)  # step 0.05: the sharpness radius 0.25 is 5 steps
 XX, YY = np.meshgrid(AXIS, AXIS)  # (ny, nx), as the surface's
