@@ -12,6 +12,7 @@ from typing import Any
 
 from landscape.errors import LandscapeError
 from landscape.specs import (
+    AnalysisSpec,
     DataSpec,
     DirectionSpec,
     EngineOptions,
@@ -33,10 +34,16 @@ _LAZY = {
     "make_directions": ("landscape.directions", "make_directions"),
     "GridEvaluator": ("landscape.engine", "GridEvaluator"),
     "compute_surface": ("landscape.surface", "compute_surface"),
+    "compute_module_surface": ("landscape.custom_surface", "compute_module_surface"),
     "read_surface": ("landscape.storage", "read_surface"),
+    "analyze": ("landscape.analysis.analyze", "analyze"),
+    "gradient_flow": ("landscape.analysis.gradient_flow", "gradient_flow"),
+    "ReproduceSpec": ("landscape.reproduce", "ReproduceSpec"),
+    "reproduce": ("landscape.reproduce", "reproduce"),
 }
 
 __all__ = [
+    "AnalysisSpec",
     "DataSpec",
     "DirectionSpec",
     "EngineOptions",
