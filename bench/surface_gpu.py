@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.surface import randomize_bn
 from landscape.directions import make_directions
 from landscape.engine import GridEvaluator, reference_evaluate
 from landscape.engine_plan import cpu_count, cpu_model
@@ -71,16 +72,6 @@ def synthetic_data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(n, 3, 32, 32, generator=generator)
     y = torch.randint(0, 10, (n,), generator=generator)
     return x, y
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Trained-looking BN statistics, so folding does real work."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 def time_naive(
