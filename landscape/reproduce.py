@@ -253,7 +253,7 @@ def _surface(
 ) -> dict[str, Any]:
     """One surface over ±``half`` (``compute_surface`` resumes or reuses its file)."""
     from landscape.analysis.shape_metrics import shape_metrics
-    from landscape.store import read_surface
+    from landscape.storage import read_surface
     from landscape.surface import compute_surface, surface_metrics
 
     surface_spec = SurfaceSpec(
@@ -321,7 +321,7 @@ def _measure(
     from landscape.checkpoint import load_checkpoint
     from landscape.data import load_data
     from landscape.models import build
-    from landscape.store import read_directions, read_surface
+    from landscape.storage import read_directions, read_surface
 
     model, meta = load_checkpoint(checkpoint)
     x, y = load_data(spec.data, "train")
