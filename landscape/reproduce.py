@@ -253,8 +253,9 @@ def _surface(
 ) -> dict[str, Any]:
     """One surface over ±``half`` (``compute_surface`` resumes or reuses its file)."""
     from landscape.analysis.shape_metrics import shape_metrics
+    from landscape.analysis.surface_metrics import surface_metrics
     from landscape.storage import read_surface
-    from landscape.surface import compute_surface, surface_metrics
+    from landscape.surface import compute_surface
 
     surface_spec = SurfaceSpec(
         checkpoint=checkpoint,

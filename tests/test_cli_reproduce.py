@@ -109,9 +109,7 @@ def test_gradient_flow_stored_in_the_surface(
     assert not np.allclose(flows["init"].grad_norm, flows["trained"].grad_norm)
 
 
-def test_gradient_flow_json_and_errors(
-    trained: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_gradient_flow_json_and_errors(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["gradient-flow", "--checkpoint", str(trained), "--train-size", "32", "--quiet"]
     assert main([*args, "--device", "cpu", "--json"]) == 0
     flows = json.loads(capsys.readouterr().out)
