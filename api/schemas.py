@@ -117,9 +117,11 @@ class GridRequest(_Strict):
 class DirectionsRequest(_Strict):
     """Random directions, normalized per filter (Li et al. 2018 §4) unless asked otherwise;
     ``pca``: the top-2 principal directions of the training trajectory (Li et al. 2018 §7),
-    for a zoo ``model`` only (it is trained with per-epoch snapshots)."""
+    for a zoo ``model`` only (it is trained with per-epoch snapshots); ``hessian``: the top-2
+    Hessian eigenvectors of the first split's loss (the sharpest plane), scaled by the weights'
+    norm (unit length with normalization ``none``), Lanczos seeded by ``seed``."""
 
-    kind: Literal["random", "pca"] = "random"
+    kind: Literal["random", "pca", "hessian"] = "random"
     normalization: Normalization = "filter"
     ignore: Ignore = "biasbn"
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -288,6 +290,9 @@ class DirectionsPublic(BaseModel):
     normalization: str
     ignore: str
     seed: int
+    eigenvalues: list[float] | None = Field(
+        None, description="kind hessian: the Hessian eigenvalues along x and y (else null)"
+    )
 
 
 class ProvenancePublic(BaseModel):

@@ -37,6 +37,11 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
     info = describe(surface)
     grid = info.grid
     group = surface.groups.get(HESSIAN_GROUP)
+    provenance = ProvenancePublic.model_validate(_json_safe(asdict(info.provenance)))
+    directions_info = surface.attrs.get("directions_info")
+    if provenance.directions.kind == "hessian" and isinstance(directions_info, dict):
+        eigenvalues = directions_info.get("eigenvalues") or []
+        provenance.directions.eigenvalues = [float(v) for v in eigenvalues]
     return SurfaceSummary(
         id=record.id,
         label=record.label,
@@ -57,7 +62,7 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
         precision=info.precision,
         created=info.created or iso(record.created_at) or "",
         stats={key: finite_or_none(float(value)) for key, value in info.stats.items()},
-        provenance=ProvenancePublic.model_validate(_json_safe(asdict(info.provenance))),
+        provenance=provenance,
         hessian=hessian_brief(group) if group is not None else None,
     )
 
