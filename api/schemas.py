@@ -208,8 +208,8 @@ class HessianRequest(_Strict):
 
 
 class Progress(BaseModel):
-    done: int = Field(description="grid points finished (hessian jobs: steps)")
-    total: int = Field(description="grid points in the surface (hessian jobs: steps)")
+    done: int = Field(description="grid points finished (analysis and report jobs: steps)")
+    total: int = Field(description="grid points in the surface (analysis and report jobs: steps)")
 
 
 class TrainProgress(BaseModel):
@@ -225,8 +225,10 @@ class JobPublic(BaseModel):
     """A job as clients see it; ``surface_id`` is known from the start."""
 
     id: str
-    kind: Literal["surface", "hessian"] = Field(
-        "surface", description="a surface, or the Hessian analysis of surface_id"
+    kind: Literal["surface", "hessian", "gradient_flow", "report"] = Field(
+        "surface",
+        description="a surface; the Hessian analysis or gradient flow of surface_id; or a "
+        "reproduction report (surface_id is then the report's id)",
     )
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     stage: Literal["queued", "training", "computing", "finished"]

@@ -55,3 +55,86 @@ def test_hessian_directions_surface(client: TestClient) -> None:
     assert np.isfinite(np.asarray(data["values"]["train_loss"], dtype=float)).all()
     refused = client.post("/api/surfaces", json={**TINY, "directions": {"kind": "eigen"}})
     assert refused.status_code == 422 and "hessian" in refused.text
+
+
+def test_gradient_flow_job_stores_init_and_trained(client: TestClient) -> None:
+    surface_id = _surface(client)
+    assert client.get(f"/api/surfaces/{surface_id}/gradient-flow").status_code == 404
+    queued = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={})
+    assert queued.status_code == 202, queued.text
+    job = queued.json()["job"]
+    assert job["kind"] == "gradient_flow" and job["progress"] == {"done": 0, "total": 2}
+    run_all(client)
+    finished = client.get(f"/api/jobs/{job['id']}").json()
+    assert finished["status"] == "done", finished["error"]
+    assert finished["progress"] == {"done": 2, "total": 2}
+
+    flow = client.get(f"/api/surfaces/{surface_id}/gradient-flow").json()
+    init, trained = flow["init"], flow["trained"]
+    assert trained["names"] == init["names"] and trained["names"][0] == "stem.weight"
+    assert trained["depth"] == list(range(1, len(trained["names"]) + 1))
+    assert trained["n_samples"] == 200 and flow["train_size"] == 200
+    assert all(g is not None and g > 0 for g in init["grad_norm"])
+    assert init["grad_norm"] != trained["grad_norm"]  # one epoch moved the weights
+
+    again = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={})
+    assert again.status_code == 200 and again.json()["gradient_flow"] == flow
+    other = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={"mode": "eval"})
+    assert other.status_code == 202  # another BN mode is another profile
+    bad = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={"mode": "sideways"})
+    assert bad.status_code == 422
+
+
+TINY_REPORT: dict[str, Any] = {
+    "pairs": [["mlp-residual", "mlp-plain"]],
+    "seeds": [0],
+    "epochs": 1,
+    "train_size": 96,
+    "test_size": 48,
+    "ranges": [[0.25, 3]],
+    "model_args": {"depth": 2, "width": 8},
+}
+
+
+@pytest.mark.slow
+def test_report_job_json_and_offline_html(client: TestClient) -> None:
+    queued = client.post("/api/reports", json=TINY_REPORT)
+    assert queued.status_code == 202, queued.text
+    job, report = queued.json()["job"], queued.json()["report"]
+    assert job["kind"] == "report" and job["surface_id"] == report["id"]
+    assert job["progress"] == {"done": 0, "total": 2 + 2 * 2}  # 2 trainings, 2 × (1 surface + 1)
+    assert report["status"] == "pending" and report["html"] is None
+    assert report["recipe"]["epochs"] == 1 and report["recipe"]["lr"] == 0.1  # recipe defaults
+    assert client.get(f"/api/reports/{report['id']}").status_code == 404
+    shared = client.post("/api/reports", json=TINY_REPORT)
+    assert shared.status_code == 202 and shared.json()["job"]["id"] == job["id"]
+    run_all(client)
+
+    finished = client.get(f"/api/jobs/{job['id']}").json()
+    assert finished["status"] == "done", finished["error"]
+    listed = client.get("/api/reports").json()
+    assert [r["id"] for r in listed] == [report["id"]] and listed[0]["status"] == "done"
+    numbers = client.get(f"/api/reports/{report['id']}").json()
+    assert set(numbers["nets"]) == {"mlp-residual/seed0", "mlp-plain/seed0"}
+    assert numbers["recipe"]["pairs"] == [["mlp-residual", "mlp-plain"]]
+    page = client.get(listed[0]["html"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<section id='gradient-flow'>" in page.text and 'src="http' not in page.text
+    again = client.post("/api/reports", json=TINY_REPORT)
+    assert again.status_code == 200 and again.json()["report"]["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"epochs": 31}, "limit of 30"),
+        ({"seeds": [0, 1, 2, 3, 4, 5, 6]}, "trainings"),
+        ({"pairs": [["resnet20", "nonet"]]}, "nonet"),
+        ({"ranges": [[0.25, 500]]}, "500×500"),
+        ({"lr": 1.0}, "lr"),
+    ],
+)
+def test_report_limits_are_422(client: TestClient, change: dict[str, Any], needle: str) -> None:
+    refused = client.post("/api/reports", json={**TINY_REPORT, **change})
+    assert refused.status_code == 422 and needle in refused.text, refused.text
+    assert client.get("/api/reports").json() == []
