@@ -334,6 +334,9 @@ class SurfaceSummary(BaseModel):
     hessian: HessianBrief | None = Field(
         None, description="key curvature numbers once an analysis is stored; else null"
     )
+    gradient_flow: bool = Field(
+        False, description="a gradient flow is stored (GET /api/surfaces/{id}/gradient-flow)"
+    )
 
 
 class TrajectoryPublic(BaseModel):

@@ -70,6 +70,7 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
         stats={key: finite_or_none(float(value)) for key, value in info.stats.items()},
         provenance=provenance,
         hessian=hessian_brief(group) if group is not None else None,
+        gradient_flow=GRADIENT_FLOW_GROUP in surface.groups,
     )
 
 

@@ -60,6 +60,7 @@ def test_hessian_directions_surface(client: TestClient) -> None:
 def test_gradient_flow_job_stores_init_and_trained(client: TestClient) -> None:
     surface_id = _surface(client)
     assert client.get(f"/api/surfaces/{surface_id}/gradient-flow").status_code == 404
+    assert client.get(f"/api/surfaces/{surface_id}").json()["gradient_flow"] is False
     queued = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={})
     assert queued.status_code == 202, queued.text
     job = queued.json()["job"]
@@ -69,6 +70,7 @@ def test_gradient_flow_job_stores_init_and_trained(client: TestClient) -> None:
     assert finished["status"] == "done", finished["error"]
     assert finished["progress"] == {"done": 2, "total": 2}
 
+    assert client.get(f"/api/surfaces/{surface_id}").json()["gradient_flow"] is True
     flow = client.get(f"/api/surfaces/{surface_id}/gradient-flow").json()
     init, trained = flow["init"], flow["trained"]
     assert trained["names"] == init["names"] and trained["names"][0] == "stem.weight"

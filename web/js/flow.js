@@ -15,7 +15,7 @@ import { cssVar, loadPlotly } from "./plots.js";
 const COLOURS = ["#3563e9", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#5c940d"];
 
 /**
- * The panel for `surfaces` ([{id, label}]). `panel.stop()` ends job streams and frees the plot.
+ * The panel for `surfaces` ([{id, label, complete, stored}]). `panel.stop()` ends job streams and frees the plot.
  */
 export function gradientFlowPanel(surfaces, { notify }) {
   const plot = h("div", { class: "plot plot-flow", role: "figure", "aria-label": "Gradient norm per layer over depth, log scale", hidden: true });
@@ -23,7 +23,7 @@ export function gradientFlowPanel(surfaces, { notify }) {
   const rows = h("div", { class: "flow-rows" });
   const panel = h(
     "section",
-    { class: "panel flow-panel", "aria-labelledby": "flow-title" },
+    { class: "flow-panel", "aria-labelledby": "flow-title" },
     h("h2", { class: "section-title", id: "flow-title" }, "Gradient flow"),
     h("p", { class: "hint" }, "‖∂L/∂W‖ of the training loss for every conv/linear layer, input (depth 1) to output, at initialization (dashed) and trained (solid). A plain deep net's gradient decays toward the input; shortcuts carry it undiminished (He et al. 2016)."),
     plot,
@@ -146,8 +146,8 @@ export function gradientFlowPanel(surfaces, { notify }) {
   /** Show (or refresh) the surfaces; `complete` flags enable the buttons. */
   panel.update = async (list) => {
     surfaces = list;
-    // A flow needs a complete surface: ask once per surface, when it is complete.
-    const fresh = list.filter((s) => s.complete && !asked.has(s.id));
+    // Fetch a stored flow once per surface (`stored`: the summary's gradient_flow flag).
+    const fresh = list.filter((s) => s.stored && !asked.has(s.id));
     for (const s of fresh) asked.add(s.id);
     await Promise.all(fresh.map(load));
     if (stopped) return;

@@ -40,7 +40,7 @@ function renderComparison(root, ids, { notify, navigate }) {
     flow.update(
       panels
         .filter((p) => p.surface)
-        .map((p) => ({ id: p.id, label: p.surface.label || p.surface.model, complete: p.surface.status === "complete" })),
+        .map((p) => ({ id: p.id, label: p.surface.label || p.surface.model, complete: p.surface.status === "complete", stored: Boolean(p.surface.gradient_flow) })),
     );
 
   const metricName = () => `${state.split}_${state.kind}`;

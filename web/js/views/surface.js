@@ -99,7 +99,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     curvature.hidden = false;
     curvature.update(surface);
     flow.hidden = false;
-    flow.update([{ id, label: name, complete: surface.status === "complete" }]);
+    flow.update([{ id, label: name, complete: surface.status === "complete", stored: Boolean(surface.gradient_flow) }]);
     redraw();
   };
 
