@@ -18,7 +18,7 @@ const COLOURS = ["#3563e9", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#5c940d
  * The panel for `surfaces` ([{id, label, complete, stored}]). `panel.stop()` ends job streams and frees the plot.
  */
 export function gradientFlowPanel(surfaces, { notify }) {
-  const plot = h("div", { class: "plot plot-flow", role: "figure", "aria-label": "Gradient norm per layer over depth, log scale", hidden: true });
+  const plot = h("div", { class: "plot plot-flow", role: "figure", "aria-label": "Gradient norm per layer over depth (logarithmic axis)", hidden: true });
   const summary = h("dl", { class: "stats flow-summary", "aria-live": "polite" });
   const rows = h("div", { class: "flow-rows" });
   const panel = h(
