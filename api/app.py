@@ -29,7 +29,18 @@ from api.errors import (
 from api.guard import RequestGuard
 from api.jobs import JobQueue
 from api.openapi import honest_openapi
-from api.routes import checkpoints, datasets, health, hessian, jobs, models, surfaces, web
+from api.routes import (
+    checkpoints,
+    datasets,
+    gradient_flow,
+    health,
+    hessian,
+    jobs,
+    models,
+    reports,
+    surfaces,
+    web,
+)
 from api.routes import config as config_routes
 from api.runners.base import JobKind, Runner
 from api.settings import Settings, get_settings
@@ -95,6 +106,7 @@ def create_app(
         openapi_tags=[
             {"name": "surfaces", "description": "Request, list, read and download surfaces"},
             {"name": "jobs", "description": "Progress, cancel and event streams of jobs"},
+            {"name": "reports", "description": "Skip-vs-plain reproduction reports"},
             {"name": "checkpoints", "description": "Trained models: list and safe upload"},
             {"name": "catalogue", "description": "Models and data sets a request may name"},
             {"name": "health", "description": "Liveness"},
@@ -112,7 +124,8 @@ def create_app(
     app.add_exception_handler(LandscapeError, landscape_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
-    for module in (surfaces, hessian, jobs, checkpoints, models, datasets, health, web):
+    routers = (surfaces, hessian, gradient_flow, reports, jobs, checkpoints, models, datasets)
+    for module in (*routers, health, web):
         app.include_router(module.router)
     app.include_router(config_routes.router)
     app.mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static")

@@ -117,9 +117,11 @@ class GridRequest(_Strict):
 class DirectionsRequest(_Strict):
     """Random directions, normalized per filter (Li et al. 2018 §4) unless asked otherwise;
     ``pca``: the top-2 principal directions of the training trajectory (Li et al. 2018 §7),
-    for a zoo ``model`` only (it is trained with per-epoch snapshots)."""
+    for a zoo ``model`` only (it is trained with per-epoch snapshots); ``hessian``: the top-2
+    Hessian eigenvectors of the first split's loss (the sharpest plane), scaled by the weights'
+    norm (unit length with normalization ``none``), Lanczos seeded by ``seed``."""
 
-    kind: Literal["random", "pca"] = "random"
+    kind: Literal["random", "pca", "hessian"] = "random"
     normalization: Normalization = "filter"
     ignore: Ignore = "biasbn"
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -206,8 +208,8 @@ class HessianRequest(_Strict):
 
 
 class Progress(BaseModel):
-    done: int = Field(description="grid points finished (hessian jobs: steps)")
-    total: int = Field(description="grid points in the surface (hessian jobs: steps)")
+    done: int = Field(description="grid points finished (analysis and report jobs: steps)")
+    total: int = Field(description="grid points in the surface (analysis and report jobs: steps)")
 
 
 class TrainProgress(BaseModel):
@@ -223,8 +225,10 @@ class JobPublic(BaseModel):
     """A job as clients see it; ``surface_id`` is known from the start."""
 
     id: str
-    kind: Literal["surface", "hessian"] = Field(
-        "surface", description="a surface, or the Hessian analysis of surface_id"
+    kind: Literal["surface", "hessian", "gradient_flow", "report"] = Field(
+        "surface",
+        description="a surface; the Hessian analysis or gradient flow of surface_id; or a "
+        "reproduction report (surface_id is then the report's id)",
     )
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     stage: Literal["queued", "training", "computing", "finished"]
@@ -288,6 +292,9 @@ class DirectionsPublic(BaseModel):
     normalization: str
     ignore: str
     seed: int
+    eigenvalues: list[float] | None = Field(
+        None, description="kind hessian: the Hessian eigenvalues along x and y (else null)"
+    )
 
 
 class ProvenancePublic(BaseModel):
@@ -326,6 +333,9 @@ class SurfaceSummary(BaseModel):
     provenance: ProvenancePublic | None = Field(None, description="null while unreadable")
     hessian: HessianBrief | None = Field(
         None, description="key curvature numbers once an analysis is stored; else null"
+    )
+    gradient_flow: bool = Field(
+        False, description="a gradient flow is stored (GET /api/surfaces/{id}/gradient-flow)"
     )
 
 

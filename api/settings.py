@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         description="cap on curvature map points per axis (at most the library's)",
     )
 
+    # Reproduction reports (POST /api/reports): each trains nets × seeds models, then computes
+    # surfaces and Hessian numbers for them; the recipe's defaults fit these caps.
+    max_report_epochs: int = Field(30, ge=1, description="cap on a report's training epochs")
+    max_report_trainings: int = Field(
+        12, ge=1, description="cap on a report's trainings (nets × seeds)"
+    )
+
     workers: int = Field(1, ge=0, description="in-process job workers started with the app")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     engine_workers: int | None = Field(None, ge=1, description="CPU processes per surface")
@@ -120,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def surfaces_dir(self) -> Path:
         return self.data_dir / "surfaces"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
 
     @property
     def data_root(self) -> Path:

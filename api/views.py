@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from api.db import SurfaceRecord
-from api.jobs import iso
+from api.db import Job, SurfaceRecord
+from api.jobs import iso, job_public
 from api.schemas import (
     CurvatureMapPublic,
     GridPublic,
@@ -26,9 +26,15 @@ from api.schemas import (
     TrajectoryPublic,
     finite_or_none,
 )
+from api.story_schemas import (
+    GradientFlowProfile,
+    GradientFlowPublic,
+    ReportSummary,
+)
 from landscape.storage import Group, Surface, Trajectory, describe
 
 HESSIAN_GROUP = "hessian"  # landscape.analysis.GROUP_NAME
+GRADIENT_FLOW_GROUP = "gradient_flow"  # landscape.analysis.gradient_flow.GROUP_NAME
 
 
 def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
@@ -37,6 +43,11 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
     info = describe(surface)
     grid = info.grid
     group = surface.groups.get(HESSIAN_GROUP)
+    provenance = ProvenancePublic.model_validate(_json_safe(asdict(info.provenance)))
+    directions_info = surface.attrs.get("directions_info")
+    if provenance.directions.kind == "hessian" and isinstance(directions_info, dict):
+        eigenvalues = directions_info.get("eigenvalues") or []
+        provenance.directions.eigenvalues = [float(v) for v in eigenvalues]
     return SurfaceSummary(
         id=record.id,
         label=record.label,
@@ -57,8 +68,9 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
         precision=info.precision,
         created=info.created or iso(record.created_at) or "",
         stats={key: finite_or_none(float(value)) for key, value in info.stats.items()},
-        provenance=ProvenancePublic.model_validate(_json_safe(asdict(info.provenance))),
+        provenance=provenance,
         hessian=hessian_brief(group) if group is not None else None,
+        gradient_flow=GRADIENT_FLOW_GROUP in surface.groups,
     )
 
 
@@ -198,3 +210,41 @@ def hessian_brief(group: Group) -> HessianBrief:
     """Key numbers for lists."""
     full = hessian_public(group)
     return HessianBrief(**{name: getattr(full, name) for name in HessianBrief.model_fields})
+
+
+def gradient_flow_public(group: Group) -> GradientFlowPublic:
+    """The stored ``gradient_flow/`` group (NaN → null)."""
+    from landscape.analysis.gradient_flow import from_group
+
+    arrays, attrs = group
+    flows = from_group(arrays, attrs)
+    profiles = {
+        label: GradientFlowProfile.model_validate(_json_safe(flow.to_dict()))
+        for label, flow in flows.items()
+    }
+    data = attrs.get("data") or {}
+    return GradientFlowPublic(
+        init=profiles.get("init"),
+        trained=profiles.get("trained"),
+        checkpoint=_str(attrs.get("checkpoint")),
+        split=_str(attrs.get("split")),
+        train_size=data.get("train_size"),
+    )
+
+
+def report_summary(
+    report_id: str, recipe: dict[str, Any], report: dict[str, Any] | None, job: Job | None
+) -> ReportSummary:
+    """A report folder's state: done once ``report.json`` exists, else pending (its job)."""
+    return ReportSummary(
+        id=report_id,
+        status="done" if report is not None else "pending",
+        recipe=_json_safe(recipe),
+        job=job_public(job) if job is not None else None,
+        html=f"/api/reports/{report_id}/html" if report is not None else None,
+        wall_time_s=finite_or_none(float(report["wall_time_s"])) if report else None,
+    )
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db import Job
 from api.jobs import JobQueue, new_worker_id
 from api.redact import public_error
-from api.runners import hessian, surface
+from api.runners import gradient_flow, hessian, report, surface
 from api.runners.base import JobContext, JobKind, Runner
 from api.settings import Settings
 from landscape.errors import CancelledError, SpecError
@@ -29,7 +29,12 @@ from landscape.errors import CancelledError, SpecError
 log = logging.getLogger(__name__)
 
 RUNNERS: Mapping[JobKind, Runner] = MappingProxyType(
-    {JobKind.SURFACE: surface.run, JobKind.HESSIAN: hessian.run}
+    {
+        JobKind.SURFACE: surface.run,
+        JobKind.HESSIAN: hessian.run,
+        JobKind.GRADIENT_FLOW: gradient_flow.run,
+        JobKind.REPORT: report.run,
+    }
 )
 
 

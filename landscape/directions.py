@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.errors import CheckpointError
-from landscape.specs import DirectionSpec, Ignore, Normalization, check_choice
+from landscape.specs import DirectionSpec, Ignore, LossName, Normalization, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,17 @@ def normalize_direction(
 
 
 def make_directions(
-    model: nn.Module, spec: DirectionSpec, ndim: int
+    model: nn.Module,
+    spec: DirectionSpec,
+    ndim: int,
+    *,
+    data: tuple[Tensor, Tensor] | None = None,
+    loss: LossName = "cross_entropy",
 ) -> tuple[list[Direction], dict[str, Any]]:
     """``ndim`` directions (x, then y) for ``model`` as ``spec`` asks, and their provenance.
 
-    The provenance dict holds plain values (JSON-ready) to store with the surface.
+    The provenance dict holds plain values (JSON-ready) to store with the surface. ``hessian``
+    directions are the top eigenvectors of the Hessian of the mean ``loss`` over ``data``.
     """
     if ndim not in (1, 2):
         raise ValueError(f"ndim must be 1 or 2, got {ndim}")
@@ -148,12 +154,46 @@ def make_directions(
                     generator=generator,
                 )
             )
+    elif spec.kind == "hessian":
+        dirs, hessian_info = _hessian(model, spec, ndim, data, loss)
+        info.update(hessian_info)
     else:
         snapshots = [_load_params(path, model) for path in spec.trajectory]
         dirs, pca_info = pca_directions(params, snapshots, ndim=ndim, ignore=spec.ignore)
         info.update(pca_info)
         info["trajectory"] = list(spec.trajectory)
     return dirs, info
+
+
+def _hessian(
+    model: nn.Module,
+    spec: DirectionSpec,
+    ndim: int,
+    data: tuple[Tensor, Tensor] | None,
+    loss: LossName,
+) -> tuple[list[Direction], dict[str, Any]]:
+    """Top Hessian eigenvectors (Lanczos seeded by ``spec.seed``). Filter or layer
+    normalization would change which direction an eigenvector is, so it is scaled as a whole:
+    by ``‖θ‖`` (coordinates comparable to filter-normalized ±1) unless normalization is
+    ``none`` (unit length)."""
+    from landscape.analysis.hessian import LanczosOptions
+    from landscape.hessian_directions import hessian_directions
+
+    if data is None:
+        raise CheckpointError("Hessian directions need the data whose loss the Hessian is of")
+    device = next(model.parameters()).device
+    dirs, info = hessian_directions(
+        model,
+        data,
+        ndim,
+        scale="unit" if spec.normalization == "none" else "weight",
+        loss=loss,
+        device=device.type,
+        options=LanczosOptions(seed=spec.seed),
+    )
+    params = model_parameters(model)
+    moved = [{n: d[n].to(device=p.device, dtype=p.dtype) for n, p in params.items()} for d in dirs]
+    return moved, info
 
 
 def interpolation_direction(

@@ -15,7 +15,7 @@ from landscape.errors import SpecError, UnknownNameError
 
 Normalization = Literal["filter", "layer", "weight", "none"]
 Ignore = Literal["biasbn", "none"]
-DirectionKind = Literal["random", "interpolate", "pca"]
+DirectionKind = Literal["random", "interpolate", "pca", "hessian"]
 Split = Literal["train", "test"]
 LossName = Literal["cross_entropy", "mse"]
 OptimizerName = Literal["sgd", "adam"]
@@ -84,7 +84,8 @@ class DirectionSpec:
 
     ``interpolate`` uses ``target_checkpoint - checkpoint`` as the x direction (Goodfellow et
     al. 2015); ``pca`` uses the top principal components of ``trajectory`` snapshots (Li et al.
-    §7). ``seed`` makes random directions reproducible on every device.
+    §7); ``hessian`` the top Hessian eigenvectors of the surface's loss (the sharpest plane).
+    ``seed`` makes random directions reproducible on every device.
     """
 
     kind: DirectionKind = "random"

@@ -82,7 +82,13 @@ def compute_surface(
         directions: list[Mapping[str, torch.Tensor]] = list(store.read_directions(out))
         log.info("resuming %s", out)
     else:
-        made, directions_info = make_directions(source.model, spec.directions, spec.grid.ndim)
+        made, directions_info = make_directions(
+            source.model,
+            spec.directions,
+            spec.grid.ndim,
+            data=source.data[spec.splits[0]],
+            loss=spec.loss,
+        )
         directions = list(made)
         x, y = store.grid_coordinates(spec.grid)
         trajectory = _trajectory(spec, directions_info)

@@ -193,6 +193,7 @@ def test_summary_carries_provenance(client: TestClient) -> None:
     assert set(provenance) == {"train", "final", "directions", "engine", "checkpoint_sha256"}
     assert provenance["directions"] == {
         "kind": "random", "normalization": "filter", "ignore": "biasbn", "seed": 0,
+        "eigenvalues": None,
     }  # fmt: skip
     assert provenance["engine"]["precision"] == "fp32" and provenance["engine"]["device"]
     assert len(provenance["checkpoint_sha256"]) == 64
@@ -687,14 +688,17 @@ def test_catalogue_health_docs_and_web(client: TestClient) -> None:
 
 
 def test_demo_queues_each_surface_once(client: TestClient) -> None:
-    from api.demo import DEMO_MODELS, enqueue_demo
+    from api.demo import CLOSE_GRID, DEMO_MODELS, demo_requests, enqueue_demo
 
     first = enqueue_demo(client.app)  # type: ignore[arg-type]
     again = enqueue_demo(client.app)  # type: ignore[arg-type]
-    assert first == again and len(set(first)) == len(DEMO_MODELS)
+    assert first == again and len(set(first)) == len(demo_requests()) == len(DEMO_MODELS) + 2
     jobs = client.get("/api/jobs").json()
     assert sorted(j["surface_id"] for j in jobs) == sorted(first)
     assert {j["request"]["model"] for j in jobs} == set(DEMO_MODELS)
+    wanted = CLOSE_GRID["xrange"]
+    close = [j["request"]["model"] for j in jobs if j["request"]["grid"]["xrange"] == wanted]
+    assert sorted(close) == ["resnet56", "resnet56-noshort"]  # the range where they differ
 
 
 def test_cli_parses_serve_and_worker() -> None:

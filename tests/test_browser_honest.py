@@ -180,6 +180,7 @@ def test_previews_use_the_main_views_scale_with_a_legend(
         page.goto(f"{server}/#/")
         for surface_id in pair:
             card = page.locator(f".card[data-id='{surface_id}']")
+            card.scroll_into_view_if_needed()  # previews load when their card comes into view
             legend = card.locator(".preview-legend")
             legend.wait_for()
             assert legend.get_attribute("data-log") == "true"

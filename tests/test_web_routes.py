@@ -28,13 +28,20 @@ def test_config_serves_the_settings_limits_and_the_demos_presets(client: TestCli
     assert config["limits"]["max_epochs"] == 50
     assert config["limits"]["min_grid_points_per_axis"] == 2
     assert config["defaults"]["epochs"] == DEMO_EPOCHS
-    demo = {r.model: r.model_dump(mode="json", exclude_none=True) for r in demo_requests()}
+    demo = {
+        (r.model, tuple(r.grid.xrange)): r.model_dump(mode="json", exclude_none=True)
+        for r in demo_requests()
+    }
+    assert [p["id"] for p in config["presets"]] == ["resnet56-close", "resnet56", "resnet20"]
+    assert "±0.25" in config["presets"][0]["title"]
     for preset in config["presets"]:
         assert len(preset["requests"]) == 2
         for body in preset["requests"]:
             # The demo's own request: same cache key, so presets open computed surfaces.
             assert {k: v for k, v in body.items() if k != "label"} == {
-                k: v for k, v in demo[body["model"]].items() if k != "label"
+                k: v
+                for k, v in demo[body["model"], tuple(body["grid"]["xrange"])].items()
+                if k != "label"
             }
         assert client.post("/api/surfaces", json=preset["requests"][0]).status_code in (200, 202)
 

@@ -9,6 +9,7 @@ const ROUTES = [
   { pattern: /^\/surfaces\/([^/]+)$/, load: () => import("./js/views/surface.js"), nav: "gallery" },
   { pattern: /^\/compare\/?(.*)$/, load: () => import("./js/views/compare.js"), nav: "compare" },
   { pattern: /^\/new$/, load: () => import("./js/views/request.js"), nav: "new" },
+  { pattern: /^\/reports\/?$/, load: () => import("./js/views/reports.js"), nav: "reports" },
 ];
 
 const main = document.getElementById("main");

@@ -7,16 +7,34 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.demo import DEMO_EPOCHS, demo_requests
+from api.demo import CLOSE_GRID, DEMO_EPOCHS, DEMO_GRID, demo_request
 from api.deps import ReadAccess, SettingsDep
 from api.schemas import GridRequest, TrainRecipe
 
 router = APIRouter(tags=["catalogue"], dependencies=[ReadAccess])
 
-# The demo's pairs (Li et al. 2018, Fig. 5): with and without skip connections.
+# The demo's pairs (Li et al. 2018, Fig. 5): with and without skip connections. The close
+# range is where the plain net's shape shows: over ±1 its loss climbs a million-fold.
 PRESETS = (
-    ("resnet56", "ResNet-56 vs ResNet-56 without shortcuts", ("resnet56", "resnet56-noshort")),
-    ("resnet20", "ResNet-20 vs ResNet-20 without shortcuts", ("resnet20", "resnet20-noshort")),
+    (
+        "resnet56-close",
+        "ResNet-56 vs no shortcuts, close up (±0.25: the plain net's non-convex shoulders; "
+        "over ±1 its million-fold climb hides them)",
+        ("resnet56", "resnet56-noshort"),
+        CLOSE_GRID,
+    ),
+    (
+        "resnet56",
+        "ResNet-56 vs ResNet-56 without shortcuts (±1)",
+        ("resnet56", "resnet56-noshort"),
+        DEMO_GRID,
+    ),
+    (
+        "resnet20",
+        "ResNet-20 vs ResNet-20 without shortcuts (±1)",
+        ("resnet20", "resnet20-noshort"),
+        DEMO_GRID,
+    ),
 )
 _LABELS = {
     "resnet56": "ResNet-56",
@@ -27,6 +45,7 @@ _LABELS = {
 
 
 _FORM_KEYS = ("dataset", "grid", "directions", "splits")
+DEMO_MODELS_FIRST = "resnet20"  # the form's defaults: the demo's ±1 request
 
 
 def _bound(model: type[Any], field: str, key: str) -> Any:
@@ -35,16 +54,21 @@ def _bound(model: type[Any], field: str, key: str) -> Any:
 
 @router.get("/api/config", summary="Limits, presets and form defaults of this server")
 def config(settings: SettingsDep) -> dict[str, Any]:
-    demo = {r.model: r.model_dump(mode="json", exclude_none=True) for r in demo_requests()}
     presets = [
         {
             "id": key,
             "title": title,
             # The demo's own requests (the label is not part of the cache key), so on a demo
             # server a preset opens the surfaces already computed.
-            "requests": [{**demo[m], "label": _LABELS.get(m, m)} for m in models if m in demo],
+            "requests": [
+                {
+                    **demo_request(m, grid).model_dump(mode="json", exclude_none=True),
+                    "label": _LABELS.get(m, m) + (" ±0.25" if grid is CLOSE_GRID else ""),
+                }
+                for m in models
+            ],
         }
-        for key, title, models in PRESETS
+        for key, title, models, grid in PRESETS
     ]
     return {
         "limits": {
@@ -62,6 +86,12 @@ def config(settings: SettingsDep) -> dict[str, Any]:
         # The request form starts from the demo's recipe, grid and directions.
         "defaults": {
             "epochs": DEMO_EPOCHS,
-            **{k: v for k, v in next(iter(demo.values())).items() if k in _FORM_KEYS},
+            **{
+                k: v
+                for k, v in demo_request(DEMO_MODELS_FIRST)
+                .model_dump(mode="json", exclude_none=True)
+                .items()
+                if k in _FORM_KEYS
+            },
         },
     }

@@ -18,6 +18,8 @@ class JobKind(StrEnum):
 
     SURFACE = "surface"  # compute a surface file (training its zoo model first if needed)
     HESSIAN = "hessian"  # add the hessian/ group to a complete surface
+    GRADIENT_FLOW = "gradient_flow"  # add the gradient_flow/ group to a complete surface
+    REPORT = "report"  # a skip-vs-plain reproduction (its job's surface_id is the report id)
 
 
 @dataclass

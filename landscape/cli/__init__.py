@@ -10,7 +10,18 @@ import sys
 from landscape.errors import LandscapeError
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` that sets ``func(args) -> int``.
-SUBCOMMANDS = ("train", "surface", "plot", "info", "export", "hessian", "serve", "worker")
+SUBCOMMANDS = (
+    "train",
+    "surface",
+    "plot",
+    "info",
+    "export",
+    "hessian",
+    "gradient_flow",
+    "reproduce",
+    "serve",
+    "worker",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

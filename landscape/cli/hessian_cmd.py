@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(quiet: bool) -> Any:
+def _progress_bar(quiet: bool, desc: str = "hessian") -> Any:
     """An ``on_progress(done, total)`` drawing a tqdm bar on stderr (the spectrum is one step,
     each curvature map point one)."""
     bar: Any = None
@@ -127,7 +127,7 @@ def _progress_bar(quiet: bool) -> Any:
         if bar is None:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="step", desc="hessian", file=sys.stderr)
+            bar = tqdm(total=total, unit="step", desc=desc, file=sys.stderr)
         bar.update(done - bar.n)
         if done == total:
             bar.close()

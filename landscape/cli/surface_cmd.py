@@ -72,7 +72,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--yrange", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
         help="y range (default: --range)",
     )  # fmt: skip
-    parser.add_argument("--directions", default=dirs.kind, help="random, interpolate or pca")
+    parser.add_argument(
+        "--directions",
+        default=dirs.kind,
+        help="random, interpolate, pca or hessian (top Hessian eigenvectors)",
+    )
     parser.add_argument("--normalization", default=dirs.normalization, help="filter, layer, ...")
     parser.add_argument("--ignore", default=dirs.ignore, help="biasbn or none")
     parser.add_argument("--seed", type=int, default=dirs.seed, help="seed of random directions")
@@ -237,14 +241,15 @@ def resolve_checkpoint(args: argparse.Namespace) -> str:
 
 def _check_factory_arguments(args: argparse.Namespace) -> None:
     """Check ``--model-factory`` against the other options before any file is read: the
-    factory replaces ``--model``, and only random directions need no second checkpoint."""
+    factory replaces ``--model``, and only random and Hessian directions need no second
+    checkpoint."""
     from landscape.custom import load_factory
 
     if args.model is not None:
         raise SpecError("give --model (a zoo model) or --model-factory (your own code), not both")
-    if args.directions != "random":
+    if args.directions not in ("random", "hessian"):
         raise SpecError(
-            f"--model-factory takes --directions random, not {args.directions!r} "
+            f"--model-factory takes --directions random or hessian, not {args.directions!r} "
             "(the others read more checkpoints, each of which would need the factory)"
         )
     load_factory(args.model_factory)  # a bad spec fails before the data loads

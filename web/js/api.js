@@ -117,6 +117,11 @@ export const api = {
     ),
   createSurface: (spec) => request("POST", "/api/surfaces", { body: spec }),
   createHessian: (id, body) => request("POST", `/api/surfaces/${encodeURIComponent(id)}/hessian`, { body }),
+  gradientFlow: (id) => request("GET", `/api/surfaces/${encodeURIComponent(id)}/gradient-flow`),
+  createGradientFlow: (id, body) =>
+    request("POST", `/api/surfaces/${encodeURIComponent(id)}/gradient-flow`, { body }),
+  reports: () => request("GET", "/api/reports"),
+  createReport: (body) => request("POST", "/api/reports", { body }),
   deleteSurface: (id) => request("DELETE", `/api/surfaces/${encodeURIComponent(id)}`),
   jobs: () => request("GET", "/api/jobs"),
   job: (id) => request("GET", `/api/jobs/${encodeURIComponent(id)}`),
@@ -133,5 +138,6 @@ function withToken(path) {
 export const links = {
   file: (id) => withToken(`/api/surfaces/${encodeURIComponent(id)}/file`),
   html: (id) => withToken(`/api/surfaces/${encodeURIComponent(id)}/html`),
+  reportHtml: (id) => withToken(`/api/reports/${encodeURIComponent(id)}/html`),
   events: (jobId) => withToken(`/api/jobs/${encodeURIComponent(jobId)}/events`),
 };

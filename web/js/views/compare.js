@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
 import { provenancePanel, statRows } from "../provenance.js";
+import { gradientFlowPanel } from "../flow.js";
 import { followSurface } from "../follow.js";
 import { progressPanel, waitingWords } from "../jobs.js";
 import { draw, hasWebGL, linkViews, purge, scaleFor } from "../plots.js";
@@ -24,6 +25,7 @@ function renderComparison(root, ids, { notify, navigate }) {
   let unlink = () => {};
   let linkedCount = 0;
 
+  const flow = gradientFlowPanel([], { notify });
   const heading = h("h1", {}, `Compare ${ids.length} surfaces`);
   replace(
     root,
@@ -31,7 +33,15 @@ function renderComparison(root, ids, { notify, navigate }) {
     h("div", { class: "view-header" }, h("div", {}, heading, h("p", { class: "lead" }, "Rotate or zoom one plot and the others follow; all share one colour and z range."))),
     controlsBox,
     h("div", { class: `compare-grid compare-${Math.min(ids.length, 3)}` }, panels.map((p) => p.el)),
+    flow,
   );
+  // One plot over depth for all the compared nets (e.g. plain vs skip of one depth).
+  const updateFlow = () =>
+    flow.update(
+      panels
+        .filter((p) => p.surface)
+        .map((p) => ({ id: p.id, label: p.surface.label || p.surface.model, complete: p.surface.status === "complete", stored: Boolean(p.surface.gradient_flow) })),
+    );
 
   const metricName = () => `${state.split}_${state.kind}`;
 
@@ -106,6 +116,7 @@ function renderComparison(root, ids, { notify, navigate }) {
         p.show(surface);
         if (!controlsBuilt) buildControls(surface);
         redrawAll();
+        updateFlow();
       },
       onRecord: (job) => p.showRecord(job),
       onJob: (job) => p.showJob(job),
@@ -117,6 +128,7 @@ function renderComparison(root, ids, { notify, navigate }) {
   return () => {
     for (const stop of stops) stop();
     unlink();
+    flow.stop();
     for (const p of panels) purge(p.plot);
   };
 }

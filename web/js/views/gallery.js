@@ -214,7 +214,9 @@ function pollJobs(box, onJobs) {
           return h(
             "li",
             {},
-            job.surface_id ? h("a", { href: `#/surfaces/${encodeURIComponent(job.surface_id)}` }, name) : name,
+            job.kind === "report"
+              ? h("a", { href: "#/reports" }, name)
+              : job.surface_id ? h("a", { href: `#/surfaces/${encodeURIComponent(job.surface_id)}` }, name) : name,
             " ",
             badge(job.stage || job.status),
             h("span", { class: "mini-progress", role: "progressbar", "aria-label": `${name} progress`, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(percent) },

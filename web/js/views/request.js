@@ -68,7 +68,7 @@ export async function render(root, _params, { navigate }) {
   const normalization = select("f-norm", "directions.normalization", [["filter", "filter (Li et al. 2018)"], ["layer", "layer"], ["weight", "whole weight"], ["none", "none"]], "filter");
   const ignore = select("f-ignore", "directions.ignore", [["biasbn", "biases and BN (zeroed)"], ["none", "nothing"]], "biasbn");
   const seed = numberInput("f-seed", "directions.seed", "0", { min: 0 });
-  const directionKind = select("f-direction-kind", "directions.kind", [["random", "random (filter-normalized)"], ["pca", "PCA of the training trajectory"]], "random");
+  const directionKind = select("f-direction-kind", "directions.kind", [["random", "random (filter-normalized)"], ["pca", "PCA of the training trajectory"], ["hessian", "top-2 Hessian eigenvectors"]], "random");
   // PCA directions (Li et al. 2018, §7) come from per-epoch snapshots, which only a model
   // trained here has; normalization and seed do not apply to them.
   const syncDirections = () => {
@@ -236,7 +236,7 @@ export async function render(root, _params, { navigate }) {
       directions:
         directionKind.value === "pca"
           ? { kind: "pca", ignore: ignore.value }
-          : { kind: "random", normalization: normalization.value, ignore: ignore.value, seed: num(seed) },
+          : { kind: directionKind.value, normalization: normalization.value, ignore: ignore.value, seed: num(seed) },
       splits: [splitTrain, splitTest].filter((b) => b.checked).map((b) => b.value),
     };
     if (useCheckpoint) spec.checkpoint = checkpointSelect.value;

@@ -5,6 +5,7 @@ import { badge, fmt, fmtGrid, h, metricLabel, replace, statLabel } from "../dom.
 import { provenancePanel, statRows } from "../provenance.js";
 import { deleteSurfaceButton } from "../delete.js";
 import { followSurface } from "../follow.js";
+import { gradientFlowPanel } from "../flow.js";
 import { curvaturePanel } from "../hessian.js";
 import { ACTIVE, progressPanel, waitingWords } from "../jobs.js";
 import { downloadPng, draw, hasWebGL, purge, scaleFor } from "../plots.js";
@@ -34,6 +35,8 @@ export async function render(root, [rawId], { notify, navigate }) {
     onComputed: () => api.surface(id).then(showSurface, (err) => notify(err.message)),
   });
   curvature.hidden = true; // until the surface exists
+  const flow = gradientFlowPanel([], { notify });
+  flow.hidden = true;
 
   replace(
     root,
@@ -43,6 +46,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     controlsBox,
     h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), h("div", { class: "side" }, statsBox, aboutBox)),
     curvature,
+    flow,
   );
   if (!hasWebGL()) plotNote.textContent = "This browser cannot draw WebGL, so 3D surfaces are off; contour and heatmap work.";
 
@@ -94,6 +98,8 @@ export async function render(root, [rawId], { notify, navigate }) {
     replace(aboutBox, provenancePanel(surface, job));
     curvature.hidden = false;
     curvature.update(surface);
+    flow.hidden = false;
+    flow.update([{ id, label: name, complete: surface.status === "complete", stored: Boolean(surface.gradient_flow) }]);
     redraw();
   };
 
@@ -126,6 +132,7 @@ export async function render(root, [rawId], { notify, navigate }) {
   return () => {
     stop();
     curvature.stop();
+    flow.stop();
     purge(plot);
   };
 }

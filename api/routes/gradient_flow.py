@@ -1,0 +1,94 @@
+"""``/api/surfaces/{id}/gradient-flow``: request and read the gradient flow of a surface's
+checkpoint (per-layer ``‖∂L/∂W‖``, at initialization and trained), stored in its file.
+
+Planning is ``api/story_planning.py``, the work ``api/runners/gradient_flow.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Response
+
+from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
+from api.jobs import job_public
+from api.planning import surface_path
+from api.routes.hessian import _record_or_404
+from api.routes.surfaces import SurfaceId, read_or_410
+from api.runners.base import JobKind
+from api.story_planning import flow_covers, plan_gradient_flow
+from api.story_schemas import GradientFlowCreated, GradientFlowPublic, GradientFlowRequest
+from api.views import GRADIENT_FLOW_GROUP, gradient_flow_public
+from landscape.errors import SurfaceFileError
+
+KIND = JobKind.GRADIENT_FLOW
+
+router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
+
+
+@router.post(
+    "/{surface_id}/gradient-flow",
+    status_code=202,
+    response_model=GradientFlowCreated,
+    dependencies=[WriteAccess],
+    responses={
+        200: {"model": GradientFlowCreated, "description": "Already stored (cached)"},
+        **error_responses(401, 404, 409, 410, 422),
+    },
+    summary="Request the gradient flow of a surface's checkpoint",
+)
+def create_gradient_flow(
+    surface_id: SurfaceId,
+    body: Annotated[GradientFlowRequest, Body()],
+    response: Response,
+    settings: SettingsDep,
+    session: SessionDep,
+    queue: QueueDep,
+) -> GradientFlowCreated:
+    """Queue it (202 with the job; one already queued for the surface is shared), or 200 with
+    the stored profiles when the file holds them for this checkpoint, subset and BN mode. 409
+    while the surface is not complete, or while another job of it runs."""
+    record = _record_or_404(session, surface_id)
+    path = surface_path(settings, surface_id)
+    if not path.exists():
+        raise SurfaceFileError(
+            f"surface {surface_id!r} has no points yet; wait for its job to finish"
+        )
+    surface = read_or_410(path, surface_id)
+    plan = plan_gradient_flow(record, body, settings, surface)
+    group = surface.groups.get(GRADIENT_FLOW_GROUP)
+    if group is not None and flow_covers(group, plan, surface):
+        response.status_code = 200
+        latest = queue.latest_for(surface_id, KIND)
+        return GradientFlowCreated(
+            job=job_public(latest) if latest else None, gradient_flow=gradient_flow_public(group)
+        )
+    request = {"surface_id": surface_id, **body.model_dump(mode="json")}
+    label = f"{record.label or record.model} · gradient flow"
+    job, created = queue.submit_analysis(KIND, surface_id, label, request, 2, plan.to_json())
+    if not created and (job.kind != KIND or job.request != request):
+        raise HTTPException(
+            409,
+            f"surface {surface_id!r} is busy with job {job.id} ({job.kind or 'surface'}, "
+            f"{job.status}); wait for it or cancel it (DELETE /api/jobs/{job.id})",
+        )
+    return GradientFlowCreated(job=job_public(job), gradient_flow=None)
+
+
+@router.get(
+    "/{surface_id}/gradient-flow",
+    response_model=GradientFlowPublic,
+    responses=error_responses(401, 404, 422),
+    summary="The stored gradient flow of a surface: at initialization and trained",
+)
+def get_gradient_flow(
+    surface_id: SurfaceId, session: SessionDep, settings: SettingsDep
+) -> GradientFlowPublic:
+    """404 until a gradient flow is stored."""
+    _record_or_404(session, surface_id)
+    path = surface_path(settings, surface_id)
+    surface = read_or_410(path, surface_id) if path.exists() else None
+    group = surface.groups.get(GRADIENT_FLOW_GROUP) if surface is not None else None
+    if group is None:
+        raise HTTPException(404, f"surface {surface_id!r} has no gradient flow yet")
+    return gradient_flow_public(group)

@@ -1,0 +1,27 @@
+"""``gradient_flow`` jobs: the stored ``GradientFlowPlan`` → ``analyze_gradient_flow``.
+
+The same call ``landscape gradient-flow --surface`` makes: the flow at initialization, then
+trained, stored as the file's ``gradient_flow/`` group once both finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.runners.base import JobContext
+from api.story_planning import GradientFlowPlan
+
+
+def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
+    from landscape.analysis.flow_analyze import analyze_gradient_flow
+
+    plan = GradientFlowPlan.from_json(plan_json)
+    analyze_gradient_flow(
+        plan.checkpoint,
+        plan.data,
+        plan.surface_path,
+        mode=plan.mode,  # type: ignore[arg-type]
+        device=plan.device,  # type: ignore[arg-type]
+        on_progress=ctx.on_progress,
+        should_stop=ctx.should_stop,
+    )

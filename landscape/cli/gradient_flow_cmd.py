@@ -1,0 +1,94 @@
+"""``landscape gradient-flow``: per-layer gradient norms of a checkpoint, at initialization and
+trained, optionally stored as its surface file's ``gradient_flow/`` group (docs/format.md).
+
+A plain deep net's gradient decays toward the input; a residual one's does not (He et al. 2016):
+the table shows ``‖∂L/∂W‖`` per layer, input first, and the input-to-output ratio of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from landscape.errors import SpecError
+from landscape.specs import DataSpec
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "gradient-flow",
+        help="per-layer gradient norms at initialization and trained",
+        description="Measure ‖∂L/∂W‖ and ‖∂L/∂W‖/‖W‖ for every conv/linear layer, input to "
+        "output, of the mean training loss at a checkpoint and at the initialization its "
+        "training started from; with --surface, store them in that file's gradient_flow/ group.",
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="landscape checkpoint (default: the --surface's)"
+    )
+    parser.add_argument("--surface", type=Path, default=None, help="surface file to store into")
+    parser.add_argument(
+        "--dataset", default=None, help="data set name or file (default: the surface's, digits)"
+    )
+    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
+    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
+    parser.add_argument("--split", default="train", help="train or test")
+    parser.add_argument("--mode", default="train", help="BN in train (batch stats) or eval mode")
+    parser.add_argument("--batch-size", type=int, default=128, help="samples per pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from landscape.analysis.flow_analyze import analyze_gradient_flow
+    from landscape.analysis.gradient_flow import Mode
+    from landscape.cli.hessian_cmd import _progress_bar
+    from landscape.specs import Split, check_choice
+
+    if args.checkpoint is None and args.surface is None:
+        raise SpecError("name a --checkpoint (or a --surface whose checkpoint to use)")
+    check_choice("split", args.split, Split)
+    check_choice("gradient flow mode", args.mode, Mode)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from landscape.storage import read_surface
+
+        checkpoint = read_surface(args.surface).spec.checkpoint
+    data = None
+    if args.dataset is not None or args.train_size is not None:
+        data = DataSpec(
+            name=args.dataset or "digits", data_root=args.data_root, train_size=args.train_size
+        )
+    flows = analyze_gradient_flow(
+        checkpoint,
+        data,
+        args.surface,
+        split=args.split,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        device=args.device,
+        on_progress=_progress_bar(args.quiet, "gradient flow"),
+    )
+    if args.json:
+        print(json.dumps({k: f.to_dict() for k, f in flows.items()}, indent=2))
+        return 0
+    init, trained = flows["init"], flows["trained"]
+    print(
+        f"gradient flow of the mean loss ({trained.n_samples} samples) at {Path(checkpoint).name}"
+    )
+    print(f"  {'depth':>5}  {'layer':<32} {'‖∂L/∂W‖ init':>14} {'‖∂L/∂W‖ trained':>16}")
+    rows = zip(trained.depth, trained.names, init.grad_norm, trained.grad_norm, strict=True)
+    for depth, layer, g0, g1 in rows:
+        print(f"  {depth:>5}  {layer:<32} {g0:>14.4g} {g1:>16.4g}")
+    print(
+        f"  input/output gradient ratio: init {init.input_to_output_ratio():.3g}, "
+        f"trained {trained.input_to_output_ratio():.3g}"
+    )
+    if args.surface is not None:
+        print(f"  stored in {args.surface}:gradient_flow/", file=sys.stdout)
+    return 0

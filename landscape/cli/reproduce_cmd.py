@@ -1,0 +1,147 @@
+"""``landscape reproduce skip-vs-plain``: the residual-learning story end to end, one report.
+
+Trains each net of each pair with and without shortcuts under the recipe of docs/reproduce.md
+(defaults of ``ReproduceSpec``), measures surfaces, curvature, spectra and gradient flow, and
+writes ``report.json`` and an offline ``report.html`` into ``--out``. Everything is cached
+there: a rerun reuses finished work and an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from landscape.errors import SpecError
+from landscape.specs import DataSpec
+
+STORIES = ("skip-vs-plain",)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "reproduce",
+        help="reproduce the skip-vs-plain story into one offline report",
+        description="Train depths 20 and 56 with and without shortcuts under one fixed recipe "
+        "(docs/reproduce.md), measure their loss surfaces, curvature, Hessian spectra and "
+        "gradient flow, and write report.json and an offline report.html into --out.",
+    )
+    parser.add_argument("story", choices=STORIES, help="which story to reproduce")
+    parser.add_argument(
+        "--out", type=Path, default=Path("cache/skip-vs-plain"), help="report and cache folder"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs per net")
+    parser.add_argument(
+        "--pairs", nargs="+", default=None, metavar="SKIP:PLAIN",
+        help="net pairs, e.g. resnet20:resnet20-noshort resnet56:resnet56-noshort",
+    )  # fmt: skip
+    parser.add_argument("--dataset", default=None, help="data set name or file (default digits)")
+    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
+    parser.add_argument("--download", action="store_true", help="download missing data sets")
+    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
+    parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
+    parser.add_argument(
+        "--range", dest="ranges", nargs="+", default=None, metavar="HALF:N",
+        help="surface ranges, half-width and points per axis, e.g. 0.25:31 1:21",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model-arg", dest="model_args", nargs="+", default=None, metavar="KEY=INT",
+        help="an argument for every net, e.g. width=16",
+    )  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--workers", type=int, default=None, help="surface engine processes")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _pairs(values: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        skip, sep, plain = value.partition(":")
+        if not sep or not skip or not plain:
+            raise SpecError(f"--pairs takes SKIP:PLAIN, got {value!r}")
+        pairs.append((skip, plain))
+    return tuple(pairs)
+
+
+def _ranges(values: list[str]) -> tuple[tuple[float, int], ...]:
+    ranges = []
+    for value in values:
+        half, sep, n = value.partition(":")
+        try:
+            ranges.append((float(half), int(n)))
+        except ValueError:
+            raise SpecError(f"--range takes HALF:N (e.g. 0.25:31), got {value!r}") from None
+        if not sep:
+            raise SpecError(f"--range takes HALF:N (e.g. 0.25:31), got {value!r}")
+    return tuple(ranges)
+
+
+def _model_args(values: list[str]) -> tuple[tuple[str, int], ...]:
+    out = []
+    for value in values:
+        key, sep, number = value.partition("=")
+        try:
+            out.append((key, int(number)))
+        except ValueError:
+            raise SpecError(f"--model-arg takes KEY=INT, got {value!r}") from None
+        if not sep or not key:
+            raise SpecError(f"--model-arg takes KEY=INT, got {value!r}")
+    return tuple(out)
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The ``ReproduceSpec``: the documented recipe with only the named values changed."""
+    from landscape.reproduce import ReproduceSpec
+
+    changes: dict[str, Any] = {"device": args.device, "workers": args.workers}
+    if args.seeds is not None:
+        changes["seeds"] = tuple(args.seeds)
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.pairs is not None:
+        changes["pairs"] = _pairs(args.pairs)
+    if args.ranges is not None:
+        changes["ranges"] = _ranges(args.ranges)
+    if args.model_args is not None:
+        changes["model_args"] = _model_args(args.model_args)
+    if args.dataset or args.data_root or args.download or args.train_size or args.test_size:
+        changes["data"] = DataSpec(
+            name=args.dataset or "digits",
+            data_root=args.data_root,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            download=args.download,
+        )
+    if args.workers is not None and args.workers < 1:
+        raise SpecError(f"--workers must be >= 1, got {args.workers}")
+    return ReproduceSpec(**changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from landscape.reproduce import reproduce
+
+    spec = spec_from_args(args)
+    bar: Any = None
+
+    def on_progress(what: str, done: int, total: int) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="step", desc="reproduce", file=sys.stderr)
+        bar.set_postfix_str(what)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    result = reproduce(spec, args.out, on_progress=on_progress)
+    print(f"report: {result.html_path}")
+    print(f"numbers: {result.json_path}")
+    print(f"wall time: {result.wall_time_s:.0f} s")
+    return 0

@@ -1,0 +1,87 @@
+// #/reports — skip-vs-plain reproduction reports: each opens as one offline HTML page; a
+// button starts the documented recipe with the server's defaults (docs/reproduce.md).
+
+import { api, links } from "../api.js";
+import { badge, fmtDuration, h, replace } from "../dom.js";
+import { ACTIVE, progressPanel, watchJob } from "../jobs.js";
+
+export async function render(root, _match, { notify }) {
+  const list = h("div", { class: "report-list", "aria-live": "polite" }, h("p", { class: "hint" }, "Loading…"));
+  const start = h("button", { type: "button", class: "button button-primary", id: "start-report" }, "Start the skip-vs-plain report");
+  const stops = [];
+  let stopped = false;
+
+  replace(
+    root,
+    h("div", { class: "view-header" },
+      h("div", {},
+        h("h1", { tabindex: "-1" }, "Reports"),
+        h("p", { class: "lead" }, "The residual-learning story measured: ResNet-20 and -56 trained with and without shortcuts under one fixed recipe, with their degradation table, loss surfaces, curvature, Hessian spectra and gradient flow, in one page that opens offline.")),
+      h("div", { class: "header-actions" }, start)),
+    list,
+  );
+
+  const show = async () => {
+    let reports;
+    try {
+      reports = await api.reports();
+    } catch (err) {
+      notify(err.message);
+      return;
+    }
+    if (stopped) return;
+    for (const stop of stops.splice(0)) stop();
+    if (!reports.length) {
+      replace(list, h("p", { class: "hint" }, "No report yet. Start one: it trains and measures every net, which takes a while on a CPU."));
+      return;
+    }
+    replace(list, h("ul", { class: "reports" }, reports.map(item)));
+  };
+
+  const item = (report) => {
+    const recipe = report.recipe || {};
+    const pairs = (recipe.pairs || []).map(([skip, plain]) => `${skip} / ${plain}`).join(", ");
+    const facts = `${pairs} · ${recipe.data?.name || "?"} · ${recipe.epochs} epochs · seeds ${(recipe.seeds || []).join(", ")}`;
+    const slot = h("div", { class: "report-progress" });
+    const open = report.status === "done"
+      ? h("a", { class: "button", href: links.reportHtml(report.id), target: "_blank", rel: "noopener", "data-report-link": report.id }, "Open the report")
+      : null;
+    const job = report.job;
+    if (report.status !== "done" && job) {
+      const progress = progressPanel({ label: "Reproducing", unit: "steps", computing: "Training and measuring" });
+      progress.update(job);
+      replace(slot, progress);
+      if (ACTIVE.has(job.status)) {
+        stops.push(
+          watchJob(job.id, {
+            onUpdate: (update) => progress.update(update),
+            onEnd: () => show(),
+          }),
+        );
+      }
+    }
+    const took = report.wall_time_s ? ` · took ${fmtDuration(report.wall_time_s)}` : "";
+    return h("li", { class: "report", "data-report": report.id },
+      h("p", {}, badge(report.status === "done" ? "complete" : job?.status || "queued"), " ", facts, took),
+      open,
+      slot);
+  };
+
+  start.addEventListener("click", async () => {
+    start.disabled = true;
+    try {
+      await api.createReport({});
+      await show();
+    } catch (err) {
+      notify(err.message);
+    } finally {
+      start.disabled = false;
+    }
+  });
+
+  await show();
+  return () => {
+    stopped = true;
+    for (const stop of stops) stop();
+  };
+}
