@@ -35,7 +35,7 @@ def _is_lock_error(exc: OSError) -> bool:
 
 
 def name(path: Path) -> str:
-    """How errors name a file: its name only, never the folder it lives in on this machine."""
+    """How errors name a file: its name only, never the folder it lives in on the server."""
     return repr(path.name)
 
 
