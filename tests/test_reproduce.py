@@ -14,7 +14,7 @@ from landscape.errors import CancelledError, SpecError
 from landscape.reproduce import ReproduceResult, ReproduceSpec, reproduce
 from landscape.specs import DataSpec, to_dict
 
-CHROMIUM = Path("/usr/bin/chromium")
+pytest_plugins = ["browser_support"]  # the session's Chromium (one Playwright per process)
 TINY = ReproduceSpec(
     pairs=(("mlp-residual", "mlp-plain"),),
     data=DataSpec(train_size=120, test_size=60),
@@ -113,37 +113,31 @@ def test_stop_and_bad_recipes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_report_opens_offline_in_chromium(tiny: tuple[ReproduceResult, list[str]]) -> None:
+def test_report_opens_offline_in_chromium(
+    tiny: tuple[ReproduceResult, list[str]], browser: Any
+) -> None:
     """Every figure is drawn with the network cut off: nothing is fetched at open time."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
     result, _ = tiny
     requested: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
+    page = browser.new_page()  # the suite's one Chromium (tests/browser_support.py)
+    try:
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
 
-            def block(route: Any) -> None:
-                if not route.request.url.startswith("file://"):
-                    requested.append(route.request.url)
-                    route.abort()
-                else:
-                    route.continue_()
+        def block(route: Any) -> None:
+            if not route.request.url.startswith("file://"):
+                requested.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
 
-            page.route("**/*", block)
-            page.goto(result.html_path.as_uri())
-            page.wait_for_function("document.querySelectorAll('.fig .main-svg').length >= 8")
-            drawn = page.evaluate("document.querySelectorAll('.fig.js-plotly-plot').length")
-            sections = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
-        finally:
-            browser.close()
+        page.route("**/*", block)
+        page.goto(result.html_path.as_uri())
+        page.wait_for_function("document.querySelectorAll('.fig .main-svg').length >= 8")
+        drawn = page.evaluate("document.querySelectorAll('.fig.js-plotly-plot').length")
+        sections = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
+    finally:
+        page.close()
     assert drawn == 8
     assert sections == [
         "recipe",
