@@ -99,7 +99,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="samples per forward pass")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument(
-        "--backend", default="local", help="local (the processes and GPUs of this host) or ray (chunks as Ray tasks)"
+        "--backend",
+        default="local",
+        help="local (the processes and GPUs of this host) or ray (chunks as Ray tasks)",
     )
     parser.add_argument(
         "--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or local)"
