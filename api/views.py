@@ -32,6 +32,7 @@ from api.story_schemas import (
     ReportSummary,
 )
 from landscape.storage import Group, Surface, Trajectory, describe
+from landscape.storage.summary import json_safe
 
 HESSIAN_GROUP = "hessian"  # landscape.analysis.GROUP_NAME
 GRADIENT_FLOW_GROUP = "gradient_flow"  # landscape.analysis.gradient_flow.GROUP_NAME
@@ -43,7 +44,7 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
     info = describe(surface)
     grid = info.grid
     group = surface.groups.get(HESSIAN_GROUP)
-    provenance = ProvenancePublic.model_validate(_json_safe(asdict(info.provenance)))
+    provenance = ProvenancePublic.model_validate(json_safe(asdict(info.provenance)))
     directions_info = surface.attrs.get("directions_info")
     if provenance.directions.kind == "hessian" and isinstance(directions_info, dict):
         eigenvalues = directions_info.get("eigenvalues") or []
@@ -140,16 +141,6 @@ def _json_array(values: np.ndarray) -> list[Any]:
     return as_object.tolist()  # type: ignore[no-any-return]
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def trajectory_public(trajectory: Trajectory | None) -> TrajectoryPublic | None:
     """The stored path as plain lists; never downsampled (a few dozen epochs at most)."""
     if trajectory is None:
@@ -219,7 +210,7 @@ def gradient_flow_public(group: Group) -> GradientFlowPublic:
     arrays, attrs = group
     flows = from_group(arrays, attrs)
     profiles = {
-        label: GradientFlowProfile.model_validate(_json_safe(flow.to_dict()))
+        label: GradientFlowProfile.model_validate(json_safe(flow.to_dict()))
         for label, flow in flows.items()
     }
     data = attrs.get("data") or {}
@@ -239,7 +230,7 @@ def report_summary(
     return ReportSummary(
         id=report_id,
         status="done" if report is not None else "pending",
-        recipe=_json_safe(recipe),
+        recipe=json_safe(recipe),
         job=job_public(job) if job is not None else None,
         html=f"/api/reports/{report_id}/html" if report is not None else None,
         wall_time_s=finite_or_none(float(report["wall_time_s"])) if report else None,

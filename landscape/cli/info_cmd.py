@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from landscape.storage.summary import json_safe
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -114,7 +116,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     summary = summary_dict(args.surface)
     if args.json:
-        print(json.dumps(_json_safe(summary), indent=2, sort_keys=True, default=str))
+        print(json.dumps(json_safe(summary), indent=2, sort_keys=True, default=str))
     else:
         print(format_summary(summary))
         if "hessian" in summary:
@@ -122,14 +124,3 @@ def run(args: argparse.Namespace) -> int:
 
             print(format_table(summary["hessian"]))
     return 0
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON: they become null, as in the API."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
