@@ -79,14 +79,17 @@ class ReproduceSpec:
     direction_seed: int = 0
     surface_seeds: int = 1
     curvature_points: int = 3  # per axis, on the first range
+    # Lanczos steps per curvature-map point (full reorthogonalization, residuals recorded):
+    # a fixed budget, because on trained deep nets λmin sits next to the cluster of near-zero
+    # eigenvalues and ARPACK's BE mode, run to a tolerance, took over 20 min for one 3×3 map
+    # of ResNet-56 on a 2-core CPU; a large |λmin/λmax| comes from a negative outlier, which
+    # a few dozen steps find (docs/reproduce.md compares the two).
+    curvature_steps: int = 30
     hessian_samples: int = 256
     top_eigenvalues: int = 3
     slq_probes: int = 3
     slq_steps: int = 40
-    # Relative accuracy of each Ritz value (ARPACK). 1e-2 is ample for |λmin/λmax| against a
-    # 0.1 threshold, and λmin (next to the cluster of near-zero eigenvalues) converges slowly:
-    # measured on a trained resnet20 on a 2-core CPU, one curvature point took ~14 s at 1e-2
-    # and several minutes at 1e-3.
+    # Relative accuracy of each top eigenvalue (ARPACK); 1e-2 is ample for a report.
     lanczos_tol: float = 1e-2
     model_args: tuple[tuple[str, int], ...] = ()  # for every net, e.g. (("width", 16),)
     device: DeviceName = "auto"
@@ -108,6 +111,8 @@ class ReproduceSpec:
         ):
             if value < 1:
                 raise SpecError(f"{name} must be >= 1, got {value}")
+        if self.curvature_steps < 2:
+            raise SpecError(f"curvature_steps must be >= 2, got {self.curvature_steps}")
         self.train_spec(self.pairs[0][0], self.seeds[0])  # checks epochs, lr, … now
 
     @classmethod
@@ -298,6 +303,7 @@ def _analysis(
         "checkpoint_sha256": file_digest(checkpoint),
         "surface": Path(surface_path).name,
         "curvature_points": spec.curvature_points,
+        "curvature_steps": spec.curvature_steps,
         "hessian_samples": spec.hessian_samples,
         "top": spec.top_eigenvalues,
         "tol": spec.lanczos_tol,
@@ -332,17 +338,28 @@ def _measure(
     x, y = load_data(spec.data, "train")
     subset = (x[: spec.hessian_samples], y[: spec.hessian_samples])
     started = time.perf_counter()
+    times: dict[str, float] = {}
+
+    def timed(part: str, clock: float) -> None:
+        times[part] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
     flow_trained = gradient_flow(model, (x, y))
     torch.manual_seed(seed)  # the initialization train_model starts from
     flow_init = gradient_flow(build(model_name, **meta["model_args"]), (x, y))
+    timed("gradient_flow", clock)
     lanczos = LanczosOptions(tol=spec.lanczos_tol, seed=seed)
+    clock = time.perf_counter()
     hessian = hessian_spectrum(
         model, subset, top=spec.top_eigenvalues, device=spec.device, options=lanczos
     )
+    timed("top_eigenvalues", clock)
+    clock = time.perf_counter()
     operator = HessianOperator(model, subset, device=spec.device)
     density = spectral_density(
         operator.matvec, operator.n, n_probes=spec.slq_probes, steps=spec.slq_steps, seed=seed
     )
+    timed("density", clock)
     surface = read_surface(surface_path)
     curvature = curvature_map(
         model,
@@ -352,8 +369,10 @@ def _measure(
         surface.y,
         n=spec.curvature_points,
         options=lanczos,
+        steps=spec.curvature_steps,
         device=spec.device,
     )
+    times["curvature"] = curvature.wall_time_s
     return {
         "gradient_flow": {"init": flow_init.to_dict(), "trained": flow_trained.to_dict()},
         "hessian": {
@@ -368,11 +387,16 @@ def _measure(
             "y": curvature.y,
             "lambda_min": curvature.lambda_min,
             "lambda_max": curvature.lambda_max,
+            "residual_min": curvature.residual_min,
+            "residual_max": curvature.residual_max,
+            "steps": curvature.steps,
+            "matvecs": curvature.matvecs,
             "nonconvex_fraction": curvature_nonconvex_fraction(
                 curvature.lambda_min, curvature.lambda_max
             ),
             "wall_time_s": curvature.wall_time_s,
         },
+        "analysis_times_s": times,
         "analysis_wall_time_s": time.perf_counter() - started,
     }
 

@@ -190,6 +190,42 @@ def test_curvature_map_matches_dense_at_each_point() -> None:
     np.testing.assert_allclose(cmap.ratio, np.abs(cmap.lambda_min / cmap.lambda_max))
 
 
+def test_fixed_step_curvature_map_brackets_the_dense_spectrum() -> None:
+    """Fixed-step Lanczos: with as many steps as parameters it is exact; with few, each end is
+    inside the spectrum (interlacing) and an eigenvalue lies within its residual norm."""
+    model, data = _tiny()
+    g = torch.Generator().manual_seed(4)
+    directions = [
+        {k: 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64)
+         for k, p in model.named_parameters()}
+        for _ in range(2)
+    ]  # fmt: skip
+    x = y = np.linspace(-1, 1, 3)
+    n_params = sum(p.numel() for p in model.parameters())
+    full = curvature_map(model, data, directions, x, y, n=3, steps=n_params, **F64)
+    few = curvature_map(model, data, directions, x, y, n=3, steps=4, **F64)
+    assert few.steps == 4 and few.matvecs == 9 * 4 and few.residual_min is not None
+    assert full.residual_max is not None and few.residual_max is not None
+    for j, yj in enumerate(full.y):
+        for i, xi in enumerate(full.x):
+            moved, _ = _tiny()
+            with torch.no_grad():
+                for name, p in moved.named_parameters():
+                    p.add_(xi * directions[0][name] + yj * directions[1][name])
+            exact = np.linalg.eigvalsh(_dense_hessian(moved, data, "cross_entropy"))
+            assert full.lambda_max[j, i] == pytest.approx(exact[-1], rel=1e-8)
+            assert full.lambda_min[j, i] == pytest.approx(exact[0], rel=1e-8, abs=1e-10)
+            assert exact[0] - 1e-10 <= few.lambda_min[j, i] <= few.lambda_max[j, i]
+            assert few.lambda_max[j, i] <= exact[-1] + 1e-10
+            for value, residual in (
+                (few.lambda_min[j, i], few.residual_min[j, i]),
+                (few.lambda_max[j, i], few.residual_max[j, i]),
+            ):
+                assert np.abs(exact - value).min() <= residual + 1e-10
+    with pytest.raises(SpecError, match="steps"):
+        curvature_map(model, data, directions, x, y, n=2, steps=1, **F64)
+
+
 def test_coarse_indices_and_bounds() -> None:
     np.testing.assert_array_equal(coarse_indices(51, 5), [0, 12, 25, 38, 50])
     np.testing.assert_array_equal(coarse_indices(3, 5), [0, 1, 2])

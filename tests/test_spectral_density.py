@@ -11,6 +11,7 @@ from landscape.analysis.hessian import HessianOperator
 from landscape.analysis.spectral_density import (
     gauss_quadrature,
     lanczos_tridiagonal,
+    ritz_extremes,
     spectral_density,
 )
 from landscape.errors import SpecError
@@ -48,6 +49,30 @@ def test_early_stop_on_an_exhausted_krylov_space() -> None:
     finite = result.nodes[np.isfinite(result.nodes)]
     np.testing.assert_allclose(np.sort(finite), [1.0, 2.0, 5.0], atol=1e-9)
     assert result.cdf(1.5) == pytest.approx(1 / 3, abs=0.15)
+
+
+def test_ritz_extremes_pin_outliers_in_few_steps() -> None:
+    """A bulk of 500 eigenvalues in [0, 1] and two outliers, -3 and 20, as in a trained net's
+    Hessian away from a minimum: 25 steps find both outliers to their residual norms."""
+    rng = np.random.default_rng(0)
+    eigenvalues = np.concatenate([rng.uniform(0, 1, 500), [-3.0, 20.0]])
+    q, _ = np.linalg.qr(rng.standard_normal((502, 502)))
+    a = (q * eigenvalues) @ q.T
+    ends = ritz_extremes(lambda v: a @ v, rng.standard_normal(502), 25)
+    assert ends.steps == 25
+    assert ends.low == pytest.approx(-3.0, abs=max(ends.low_residual, 1e-6))
+    assert ends.high == pytest.approx(20.0, abs=max(ends.high_residual, 1e-6))
+    assert ends.low_residual < 1e-3 and ends.high_residual < 1e-3
+    assert ends.low >= -3.0 - 1e-9 and ends.high <= 20.0 + 1e-9  # interlacing: from inside
+
+
+def test_ritz_extremes_exhausted_krylov_space_is_exact() -> None:
+    diag = np.repeat([-1.0, 2.0, 5.0], 10)
+    ends = ritz_extremes(lambda x: diag * x, np.ones(30), 20)
+    assert ends.steps == 3 and ends.low_residual == 0.0 and ends.high_residual == 0.0
+    assert ends.low == pytest.approx(-1.0) and ends.high == pytest.approx(5.0)
+    with pytest.raises(SpecError, match="steps"):
+        ritz_extremes(lambda x: diag * x, np.ones(30), 0)
 
 
 def _tiny_hessian() -> tuple[HessianOperator, np.ndarray]:

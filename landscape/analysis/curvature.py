@@ -6,6 +6,13 @@ plotted surface, the most negative and most positive Hessian eigenvalues and map
 where a projected bowl hides strong negative curvature in directions the plot cannot show.
 Each point costs a Lanczos run, so the map is taken on a coarse sub-grid of the surface's own
 coordinates (``n × n`` points, at most ``MAX_CURVATURE_GRID`` per axis), aligned with its cells.
+
+Two ways to run Lanczos at a point: ARPACK to a relative tolerance (``steps=None``), or a fixed
+number of steps with full reorthogonalization (``steps=k``), which costs exactly ``k`` products
+per point and records each end's residual norm. The fixed budget matters for trained deep nets:
+there ``λ_min`` sits next to the large cluster of near-zero eigenvalues and ARPACK needs hundreds
+of restarts to separate it, while the number the map exists for, a *large* ``|λ_min/λ_max|``,
+comes from a negative outlier that Lanczos finds in a few dozen steps.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from landscape.analysis.hessian import (
     LanczosOptions,
     lanczos_eigenvalues,
 )
+from landscape.analysis.spectral_density import ritz_extremes
 from landscape.errors import SpecError
 from landscape.specs import MAX_CURVATURE_GRID, DeviceName, LossName
 
@@ -39,6 +47,11 @@ class CurvatureMap:
     lambda_min: np.ndarray
     matvecs: int
     wall_time_s: float
+    # fixed-step Lanczos only: the number of steps and each end's residual norm (an eigenvalue
+    # of H lies within it); None after ARPACK, which converged to its tolerance instead
+    steps: int | None = None
+    residual_max: np.ndarray | None = None
+    residual_min: np.ndarray | None = None
 
     @property
     def ratio(self) -> np.ndarray:
@@ -71,13 +84,17 @@ def curvature_map(
     dtype: torch.dtype = torch.float32,
     batch_size: int = DEFAULT_BATCH_SIZE,
     options: LanczosOptions | None = None,
+    steps: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> CurvatureMap:
     """``λ_min`` and ``λ_max`` at an ``n × n`` sub-grid of the surface coordinates ``x``, ``y``
     (``n`` points in 1D) along ``directions`` (δ, then η), one Lanczos run per point with one
-    Ritz value from each end of the spectrum (``eigsh(which="BE")``)."""
+    Ritz value from each end of the spectrum: ARPACK's ``eigsh(which="BE")`` to
+    ``options.tol``, or, with ``steps``, that many steps from the same seeded start vector."""
     if not 1 <= n <= MAX_CURVATURE_GRID:
         raise SpecError(f"curvature grid must be 1..{MAX_CURVATURE_GRID} per axis, got {n}")
+    if steps is not None and steps < 2:
+        raise SpecError(f"curvature Lanczos steps must be >= 2, got {steps}")
     ndim = 1 if y is None else 2
     if len(directions) != ndim:
         raise SpecError(f"a {ndim}D curvature map needs {ndim} directions, got {len(directions)}")
@@ -90,12 +107,19 @@ def curvature_map(
     ys = None if y is None else np.asarray(y, dtype=np.float64)[coarse_indices(len(y), n)]
     shape = (len(xs),) if ys is None else (len(ys), len(xs))
     lambda_max, lambda_min = np.empty(shape), np.empty(shape)
+    residual_max, residual_min = np.full(shape, np.nan), np.full(shape, np.nan)
+    v0 = np.random.default_rng(options.seed).standard_normal(operator.n)
     total = int(np.prod(shape))
     for flat in range(total):
         index = np.unravel_index(flat, shape)  # row-major: x fastest, as the surface's
         coords = [xs[index[-1]]] if ys is None else [xs[index[1]], ys[index[0]]]
         operator.set_point(coords, directions)
-        low, high = lanczos_eigenvalues(operator, 2, "BE", options)
+        if steps is None:
+            low, high = lanczos_eigenvalues(operator, 2, "BE", options)
+        else:
+            ends = ritz_extremes(operator.matvec, v0, steps)
+            low, high = ends.low, ends.high
+            residual_min[index], residual_max[index] = ends.low_residual, ends.high_residual
         lambda_min[index], lambda_max[index] = low, high
         if on_progress is not None:
             on_progress(flat + 1, total)
@@ -106,4 +130,7 @@ def curvature_map(
         lambda_min=lambda_min,
         matvecs=operator.matvecs,
         wall_time_s=time.perf_counter() - start,
+        steps=steps,
+        residual_max=None if steps is None else residual_max,
+        residual_min=None if steps is None else residual_min,
     )

@@ -96,6 +96,13 @@ def lanczos_tridiagonal(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``steps`` Lanczos steps from ``v0`` with full reorthogonalization: the diagonal
     ``alpha`` and off-diagonal ``beta`` of ``T`` (shorter when a Krylov space is exhausted)."""
+    alpha, beta, _ = _lanczos(matvec, v0, steps)
+    return alpha, beta
+
+
+def _lanczos(matvec: MatVec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``alpha``, ``beta`` of ``T_m`` and ``β_m``, the norm of the last residual (0 when the
+    Krylov space is exhausted): ``H V_m = V_m T_m + β_m v_{m+1} e_mᵀ``."""
     n = len(v0)
     basis = np.zeros((min(steps, n), n))
     alpha: list[float] = []
@@ -110,11 +117,46 @@ def lanczos_tridiagonal(
         for _ in range(2):
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
         b = float(np.linalg.norm(w))
-        if j == min(steps, n) - 1 or b < 1e-10 * max(1.0, abs(a)):
-            break
+        if b < 1e-10 * max(1.0, abs(a)):
+            return np.asarray(alpha), np.asarray(beta), 0.0
+        if j == min(steps, n) - 1:
+            return np.asarray(alpha), np.asarray(beta), b
         beta.append(b)
         v = w / b
-    return np.asarray(alpha), np.asarray(beta[: len(alpha) - 1])
+    return np.asarray(alpha), np.asarray(beta), 0.0  # steps == 0 never reaches here
+
+
+@dataclass(frozen=True)
+class RitzExtremes:
+    """The smallest and largest Ritz values of a Lanczos run, each with its residual norm
+    ``‖Hy − θy‖ = β_m |s_{m,i}|``: ``H`` has an eigenvalue within that distance of ``θ``
+    (Parlett, *The Symmetric Eigenvalue Problem*, Thm 4.5.1), and by interlacing
+    ``λ_min <= low`` and ``high <= λ_max``."""
+
+    low: float
+    low_residual: float
+    high: float
+    high_residual: float
+    steps: int  # Lanczos steps taken (fewer than asked when the Krylov space ran out)
+
+
+def ritz_extremes(matvec: MatVec, v0: np.ndarray, steps: int) -> RitzExtremes:
+    """Both ends of the spectrum from ``steps`` products: Lanczos finds extreme, well separated
+    eigenvalues first, so a few dozen steps pin an outlier (a strong negative direction or the
+    top curvature) while an end buried in the bulk stays a bound from the inside."""
+    if steps < 1:
+        raise SpecError(f"Lanczos steps must be >= 1, got {steps}")
+    alpha, beta, last = _lanczos(matvec, v0, steps)
+    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    theta, vectors = np.linalg.eigh(t)
+    residuals = last * np.abs(vectors[-1])
+    return RitzExtremes(
+        low=float(theta[0]),
+        low_residual=float(residuals[0]),
+        high=float(theta[-1]),
+        high_residual=float(residuals[-1]),
+        steps=len(alpha),
+    )
 
 
 def gauss_quadrature(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
