@@ -211,6 +211,8 @@ class PointEvaluator:
         run it once to pay the compile now, and fall back to eager if anything fails."""
         eager = self._batch_fn
         start = time.perf_counter()
+        if self.device.type == "cpu":  # inductor's C++ path warns about CUDA it does not use
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         try:
             compiled = torch.compile(eager, dynamic=False)
             with torch.inference_mode(), self._autocast():

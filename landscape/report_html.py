@@ -84,6 +84,61 @@ def _recipe_section(report: dict[str, Any]) -> str:
     )
 
 
+def _findings_section(report: dict[str, Any]) -> str:
+    """The headline numbers first, computed from the sections below (report_findings.py)."""
+    found = report.get("findings")
+    if not found:
+        return ""
+    degradation = "".join(
+        f"<li>{_esc(d['pair'][0])} vs {_esc(d['pair'][1])}: training loss "
+        f"{d['skip_train_loss']:.3g} vs {d['plain_train_loss']:.3g}, test accuracy "
+        f"{d['skip_test_acc']:.3f} vs {d['plain_test_acc']:.3f}</li>"
+        for d in found["degradation"]
+    )
+    columns = sorted(
+        {(tuple(r["pair"]), r["half_width"]) for r in found["metric_rankings"]},
+        key=lambda c: (report["recipe"]["pairs"].index(list(c[0])), c[1]),
+    )
+    head = (
+        "<tr><th>metric</th>"
+        + "".join(f"<th>{_esc(p[1])} vs {_esc(p[0])}, ±{h:g}</th>" for p, h in columns)
+        + "</tr>"
+    )
+    cells: dict[str, dict[tuple[Any, float], dict[str, Any]]] = {}
+    for r in found["metric_rankings"]:
+        cells.setdefault(r["metric"], {})[(tuple(r["pair"]), r["half_width"])] = r
+    mark = {True: "yes", False: "no", None: "–"}
+    body = ""
+    for metric, row in cells.items():
+        body += f"<tr><th>{_esc(metric)}</th>"
+        for column in columns:
+            r = row.get(column)
+            body += (
+                "<td>–</td>"
+                if r is None
+                else f"<td>{mark[r['plain_rougher']]} "
+                f"({_fmt(r['plain'], 3)} vs {_fmt(r['skip'], 3)})</td>"
+            )
+        body += "</tr>"
+    flow = "".join(
+        f"<tr><th>{_esc(f['net'])}</th><td>{_fmt(f['init'], 3)}</td>"
+        f"<td>{_fmt(f['trained'], 3)}</td></tr>"
+        for f in found["gradient_flow"]
+    )
+    return (
+        "<section id='findings'><h2>Findings</h2><p>Read off the numbers below (first seed "
+        "for surfaces and analyses).</p><h3>Degradation (mean over seeds)</h3>"
+        f"<ul>{degradation}</ul><h3>Does each metric rank the plain net rougher?</h3>"
+        "<p>Each cell: whether the plain net comes out rougher or less convex than its "
+        "residual twin (values plain vs skip); a metric earns its place next to the pictures "
+        "only where it says yes where the pictures do.</p>"
+        f"<table>{head}{body}</table><h3>Gradient flow</h3><p>Mean ‖∂L/∂W‖ of the first "
+        "quarter of layers over the last quarter: far below 1, the gradient fades toward the "
+        "input; far above, it grows.</p><table><tr><th>net</th><th>at initialization</th>"
+        f"<th>trained</th></tr>{flow}</table></section>"
+    )
+
+
 def _degradation_section(report: dict[str, Any]) -> str:
     head = "<tr><th>net</th><th>train loss</th><th>train acc</th><th>test loss</th>"
     head += "<th>test acc</th></tr>"
@@ -167,10 +222,18 @@ def _metrics_section(report: dict[str, Any]) -> str:
 
 
 def _curvature_section(report: dict[str, Any], figs: _Figures) -> str:
+    steps = report["recipe"].get("curvature_steps")
+    method = (
+        f"{steps} Lanczos steps per point (full reorthogonalization; each end's residual "
+        "norm is in report.json)"
+        if steps
+        else "ARPACK Lanczos per point"
+    )
     parts = [
         "<section id='curvature'><h2>Curvature maps</h2><p>|min(λmin, 0)| / λmax of the "
         "full Hessian at a sub-grid of the close range (Li et al. 2018 Fig. 7): 0 is "
-        "convex in every direction, large is a saddle the plane hides.</p><div class='row'>"
+        "convex in every direction, large is a saddle the plane hides. Extremes by "
+        f"{_esc(method)}.</p><div class='row'>"
     ]
     for key, net in report["nets"].items():
         c = net["curvature"]
@@ -268,6 +331,7 @@ def render_report_html(report: dict[str, Any]) -> str:
 
     figs = _Figures()
     sections = [
+        _findings_section(report),
         _recipe_section(report),
         _degradation_section(report),
         _surfaces_section(report, figs),

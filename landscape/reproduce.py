@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from landscape.errors import CancelledError, SpecError
+from landscape.report_findings import findings
 from landscape.specs import (
     DataSpec,
     DeviceName,
@@ -227,6 +228,7 @@ def reproduce(
         "wall_time_s": time.perf_counter() - start,
     }
     plain: dict[str, Any] = _plain(report)
+    plain["findings"] = findings(plain)
     json_path = out / "report.json"
     json_path.write_text(json.dumps(plain, indent=1, allow_nan=False))
     html_path = write_report_html(plain, out / "report.html")

@@ -68,7 +68,14 @@ def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None
     page = result.html_path.read_text()
     assert not re.search(r"<script[^>]*src=", page)  # Plotly is inlined
     assert not re.search(r"<link[^>]*href=[\"']https?://", page)
+    found = report["findings"]
+    assert [d["pair"] for d in found["degradation"]] == [["mlp-residual", "mlp-plain"]]
+    ranked = {(r["metric"], r["half_width"]) for r in found["metric_rankings"]}
+    assert ("level_set_convexity", 1.0) in ranked and ("curvature_nonconvex", 0.25) in ranked
+    assert ("curvature_nonconvex", 1.0) not in ranked  # the map is on the first range only
+    assert len(net["curvature"]["residual_min"]) == 2 and net["curvature"]["steps"] == 30
     for section in (
+        "findings",
         "recipe",
         "degradation",
         "surfaces",
@@ -140,6 +147,7 @@ def test_report_opens_offline_in_chromium(
         page.close()
     assert drawn == 8
     assert sections == [
+        "findings",
         "recipe",
         "degradation",
         "surfaces",
