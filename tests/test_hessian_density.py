@@ -24,7 +24,7 @@ from landscape.analysis import (
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.cli import main
 from landscape.data import load_data
-from landscape.errors import SpecError
+from landscape.errors import SpecError, SurfaceFileError
 from landscape.models import build
 from landscape.specs import AnalysisSpec, DataSpec
 
@@ -120,6 +120,8 @@ def test_a_group_without_density_reads_as_before() -> None:
     assert density_from_group(arrays, attrs) is None
     summary = group_summary(arrays, attrs)
     assert "density" not in summary and summary["top_eigenvalues"] == []
+    with pytest.raises(SurfaceFileError, match="density_nodes"):
+        density_from_group({"density": np.ones(3)}, attrs)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import numpy as np
 from landscape.analysis.curvature import CurvatureMap
 from landscape.analysis.hessian import HessianResult
 from landscape.analysis.spectral_density import SpectralDensity
+from landscape.errors import SurfaceFileError
 
 GROUP_NAME = "hessian"
 ENCODING_TYPE = "hessian-spectrum"
@@ -88,6 +89,13 @@ def density_from_group(
     """The stored SLQ density (None when the group has none), with its own ``cdf``/``moment``."""
     if "density" not in arrays:
         return None
+    try:
+        return _density(arrays, attrs)
+    except KeyError as exc:
+        raise SurfaceFileError(f"hessian/ group has a density but no {exc.args[0]!r}") from exc
+
+
+def _density(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> SpectralDensity:
     nodes = np.asarray(arrays["density_nodes"], dtype=np.float64)
     return SpectralDensity(
         nodes=nodes,
