@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from api.db import SurfaceRecord
+from api.hessian_schemas import HessianRequest
 from api.planning import check_dataset, checkpoint_path, surface_path
-from api.schemas import HessianRequest
 from api.settings import Settings
 from landscape.errors import SpecError, SurfaceFileError
 from landscape.specs import AnalysisSpec, DataSpec, Split, from_dict, to_dict
@@ -31,7 +31,7 @@ class HessianPlan:
     surface_id: str
     surface_path: Path
     spec: AnalysisSpec
-    steps: int  # job progress units: the spectrum is one, each map point one
+    steps: int  # job progress units: the spectrum is one, the density one, each map point one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +65,18 @@ def check_limits(request: HessianRequest, settings: Settings) -> None:
             f"trace_samples = {request.trace_samples} is more than this server's limit of "
             f"{settings.max_trace_samples}"
         )
+    if request.density_probes > settings.max_density_probes:
+        raise SpecError(
+            f"density_probes = {request.density_probes} is more than this server's limit of "
+            f"{settings.max_density_probes} (each is a Lanczos run)"
+        )
+    steps_cap = settings.max_lanczos_steps
+    for name in ("density_steps", "curvature_steps"):
+        steps = getattr(request, name)
+        if steps is not None and steps > steps_cap:
+            raise SpecError(
+                f"{name} = {steps} is more than this server's limit of {steps_cap} Lanczos steps"
+            )
     if request.curvature_grid > settings.max_curvature_grid:
         raise SpecError(
             f"curvature_grid = {request.curvature_grid} is more than this server's limit of "
@@ -111,6 +123,9 @@ def plan_hessian(
         bottom=request.bottom,
         trace_samples=request.trace_samples if request.trace else 0,
         curvature_grid=request.curvature_grid,
+        curvature_steps=request.curvature_steps,
+        density_probes=request.density_probes,
+        density_steps=request.density_steps,
         device=settings.device,
     )
     return HessianPlan(
@@ -144,7 +159,11 @@ def covers(group: Group, plan: HessianPlan, surface: Surface) -> bool:
         samples = (attrs.get("settings") or {}).get("trace_samples")
         if "trace" not in attrs or samples != spec.trace_samples:
             return False
+    if spec.density_probes and not _same_density(attrs, spec):
+        return False
     if spec.curvature_grid:
+        if attrs.get("curvature_steps") != spec.curvature_steps:  # absent: ARPACK
+            return False
         from landscape.analysis.curvature import coarse_indices
 
         n = spec.curvature_grid
@@ -155,6 +174,16 @@ def covers(group: Group, plan: HessianPlan, surface: Surface) -> bool:
         ):
             return False
     return True
+
+
+def _same_density(attrs: dict[str, Any], spec: AnalysisSpec) -> bool:
+    """A stored density answers a request with the same probes, steps and seed (the numbers
+    are then the same ones, as probes are drawn from the seed)."""
+    return (
+        attrs.get("density_probes") == spec.density_probes
+        and attrs.get("density_steps") == spec.density_steps
+        and attrs.get("density_seed") == spec.seed
+    )
 
 
 def _same(stored: np.ndarray | None, wanted: np.ndarray) -> bool:

@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.hessian_schemas import CurvatureMapPublic, DensityPublic
 from landscape.specs import (
     MAX_ABS_COORDINATE,
-    MAX_CURVATURE_GRID,
     Ignore,
     LossName,
     Normalization,
@@ -178,35 +178,6 @@ class SurfaceRequest(_Strict):
         return self
 
 
-class HessianRequest(_Strict):
-    """A Hessian analysis of a complete surface's checkpoint (docs/format.md, "Curvature"):
-    extreme eigenvalues (Lanczos), the trace (Hutchinson 1989) and the ``|λ_min/λ_max|`` map
-    of Li et al. 2018 §6 on a ``curvature_grid``² subset of the surface's grid points."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"top": 3, "bottom": 1, "trace": True}]}
-    )
-
-    top: int = Field(3, ge=0, le=100, description="largest eigenvalues (server-capped)")
-    bottom: int = Field(1, ge=0, le=100, description="smallest eigenvalues (server-capped)")
-    trace: bool = Field(False, description="estimate tr(H) with Hutchinson probes")
-    trace_samples: int = Field(20, ge=1, le=100000, description="Hutchinson probes")
-    curvature_grid: int = Field(
-        0, ge=0, le=MAX_CURVATURE_GRID, description="map points per axis; 0: no map"
-    )
-    train_size: int | None = Field(
-        None, ge=1, description="training subset the Hessian is of; default: the surface's"
-    )
-
-    @model_validator(mode="after")
-    def _something_to_compute(self) -> HessianRequest:
-        if self.top + self.bottom == 0 and not self.trace and not self.curvature_grid:
-            raise ValueError(
-                "nothing to compute: ask for 'top', 'bottom', 'trace' or 'curvature_grid'"
-            )
-        return self
-
-
 class Progress(BaseModel):
     done: int = Field(description="grid points finished (analysis and report jobs: steps)")
     total: int = Field(description="grid points in the surface (analysis and report jobs: steps)")
@@ -348,18 +319,6 @@ class TrajectoryPublic(BaseModel):
     explained_variance: list[float] = Field(description="ratio of each direction, in [0, 1]")
 
 
-class CurvatureMapPublic(BaseModel):
-    """``|λ_min/λ_max|`` on a sub-grid: ``[j][i]`` at ``(x[i], y[j])``; 1D: flat lists."""
-
-    x: list[float]
-    y: list[float] | None
-    ratio: list[Any] = Field(description="null where λ_max = 0")
-    lambda_max: list[Any]
-    lambda_min: list[Any]
-    ratio_median: float | None
-    ratio_max: float | None
-
-
 class HessianPublic(HessianBrief):
     """The stored ``hessian/`` group of a surface, JSON-ready (NaN → null)."""
 
@@ -378,6 +337,7 @@ class HessianPublic(HessianBrief):
     curvature_wall_time_s: float | None
     created: str | None
     curvature: CurvatureMapPublic | None = Field(description="null without a map")
+    density: DensityPublic | None = Field(None, description="null without a density")
 
 
 class HessianCreated(BaseModel):

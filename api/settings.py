@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from landscape.specs import MAX_CURVATURE_GRID
+from landscape.specs import MAX_CURVATURE_GRID, MAX_DENSITY_PROBES, MAX_LANCZOS_STEPS
 
 # web/ sits next to api/ in a checkout; images that install the package copy it and set
 # LANDSCAPE_WEB_DIR instead.
@@ -72,6 +72,19 @@ class Settings(BaseSettings):
         ge=1,
         le=MAX_CURVATURE_GRID,
         description="cap on curvature map points per axis (at most the library's)",
+    )
+    max_density_probes: int = Field(
+        20,
+        ge=1,
+        le=MAX_DENSITY_PROBES,
+        description="cap on eigenvalue-density (SLQ) probes, each a Lanczos run",
+    )
+    max_lanczos_steps: int = Field(
+        100,
+        ge=2,
+        le=MAX_LANCZOS_STEPS,
+        description="cap on fixed Lanczos steps (density probes, map points); each step keeps "
+        "one basis vector of every parameter in memory",
     )
 
     # Reproduction reports (POST /api/reports): each trains nets × seeds models, then computes

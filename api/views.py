@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from api.db import Job, SurfaceRecord
+from api.hessian_schemas import CurvatureMapPublic, DensityPublic
 from api.jobs import iso, job_public
 from api.schemas import (
-    CurvatureMapPublic,
     GridPublic,
     HessianBrief,
     HessianPublic,
@@ -183,17 +183,8 @@ def hessian_public(group: Group) -> HessianPublic:
         curvature_matvecs=summary.get("curvature_matvecs"),
         curvature_wall_time_s=summary.get("curvature_wall_time_s"),
         created=summary.get("created"),
-        curvature=CurvatureMapPublic(
-            x=cmap["x"],
-            y=cmap["y"],
-            ratio=cmap["ratio"],
-            lambda_max=cmap["lambda_max"],
-            lambda_min=cmap["lambda_min"],
-            ratio_median=cmap["ratio_median"],
-            ratio_max=cmap["ratio_max"],
-        )
-        if cmap
-        else None,
+        curvature=CurvatureMapPublic.model_validate(cmap) if cmap else None,
+        density=DensityPublic.model_validate(summary["density"]) if "density" in summary else None,
     )
 
 

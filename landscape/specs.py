@@ -27,6 +27,9 @@ BackendName = Literal["local", "ray"]
 HessianDtype = Literal["float32", "float64"]
 
 MAX_CURVATURE_GRID = 15  # curvature map points per axis: 225 Lanczos runs is hours on a ResNet
+# Fixed-step Lanczos (density, curvature map) keeps every basis vector: steps × n_params float64.
+MAX_LANCZOS_STEPS = 200
+MAX_DENSITY_PROBES = 100  # SLQ probes: each is a full Lanczos run
 # Grid coordinates are multiples of filter-normalized directions: beyond |1000| a network's
 # weights are noise times 1000 and the loss overflows; a bound keeps such requests out.
 MAX_ABS_COORDINATE = 1000.0
@@ -213,8 +216,10 @@ class TrainSpec:
 @dataclass(frozen=True)
 class AnalysisSpec:
     """One Hessian analysis of a checkpoint (``landscape.analysis.analyze``): extreme
-    eigenvalues (Lanczos), the trace (Hutchinson, ``trace_samples`` probes; 0 for none) and,
-    over a surface's plane, the ``|λ_min/λ_max|`` map on ``curvature_grid``² points."""
+    eigenvalues (Lanczos), the trace (Hutchinson, ``trace_samples`` probes; 0 for none), the
+    eigenvalue density (SLQ, ``density_probes`` runs of ``density_steps``; 0 probes for none)
+    and, over a surface's plane, the ``|λ_min/λ_max|`` map on ``curvature_grid``² points
+    (ARPACK per point, or ``curvature_steps`` fixed Lanczos steps with residual norms)."""
 
     checkpoint: str
     data: DataSpec = field(default_factory=DataSpec)
@@ -224,6 +229,9 @@ class AnalysisSpec:
     bottom: int = 1
     trace_samples: int = 0
     curvature_grid: int = 0
+    curvature_steps: int | None = None
+    density_probes: int = 0
+    density_steps: int = 40
     tol: float = 1e-5
     maxiter: int | None = None
     seed: int = 0
@@ -236,7 +244,7 @@ class AnalysisSpec:
         check_choice("loss", self.loss, LossName)
         check_choice("device", self.device, DeviceName)
         check_choice("dtype", self.dtype, HessianDtype)
-        for name in ("top", "bottom", "trace_samples", "curvature_grid"):
+        for name in ("top", "bottom", "trace_samples", "curvature_grid", "density_probes"):
             if getattr(self, name) < 0:
                 raise SpecError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1:
@@ -246,12 +254,31 @@ class AnalysisSpec:
                 f"curvature_grid must be at most {MAX_CURVATURE_GRID} (one Lanczos run per "
                 f"point), got {self.curvature_grid}"
             )
-        if not (self.top or self.bottom or self.trace_samples or self.curvature_grid):
-            raise SpecError("nothing to compute: ask for top, bottom, trace or curvature_grid")
+        if self.density_probes > MAX_DENSITY_PROBES:
+            raise SpecError(
+                f"density_probes must be at most {MAX_DENSITY_PROBES}, got {self.density_probes}"
+            )
+        _check_steps("density_steps", self.density_steps)
+        if self.curvature_steps is not None:
+            _check_steps("curvature_steps", self.curvature_steps)
+            if not self.curvature_grid:
+                raise SpecError("curvature_steps sets the curvature map's Lanczos: ask for a map")
+        if not (self.spectrum or self.curvature_grid or self.density_probes):
+            raise SpecError(
+                "nothing to compute: ask for top, bottom, trace, density_probes or curvature_grid"
+            )
 
     @property
     def spectrum(self) -> bool:
         return bool(self.top or self.bottom or self.trace_samples)
+
+
+def _check_steps(name: str, steps: int) -> None:
+    if not 2 <= steps <= MAX_LANCZOS_STEPS:
+        raise SpecError(
+            f"{name} must be 2..{MAX_LANCZOS_STEPS} Lanczos steps (each keeps a basis vector "
+            f"of every parameter), got {steps}"
+        )
 
 
 SpecT = TypeVar("SpecT")

@@ -25,7 +25,8 @@ from api.db import make_engine
 from api.runners import hessian as hessian_runner
 from api.runners.base import JobContext, JobKind
 from api.worker import RUNNERS, Worker
-from landscape.analysis import LanczosOptions, hessian_spectrum
+from landscape.analysis import HessianOperator, LanczosOptions, hessian_spectrum
+from landscape.analysis.spectral_density import spectral_density
 from landscape.checkpoint import load_checkpoint
 from landscape.data import load_data
 from landscape.specs import DataSpec
@@ -125,6 +126,50 @@ def test_analysis_runs_and_matches_the_library(client: TestClient) -> None:
     assert cached["job"]["kind"] == "surface"
 
 
+def test_density_and_fixed_step_map_are_stored_served_and_cached(client: TestClient) -> None:
+    surface_id = computed_surface(client)
+    url = f"/api/surfaces/{surface_id}/hessian"
+    assert client.post(url, json={"top": 1, "bottom": 0}).status_code == 202
+    run_all(client)
+    assert client.get(url).json()["density"] is None
+    limits = client.get("/api/config").json()["limits"]  # what the page's form is bounded by
+    assert limits["max_density_probes"] == 20 and limits["max_lanczos_steps"] == 100
+
+    # A stored analysis without a density does not answer a request for one.
+    body = {"top": 1, "bottom": 0, "density_probes": 2, "density_steps": 10,
+            "curvature_grid": 2, "curvature_steps": 3}  # fmt: skip
+    reply = client.post(url, json=body)
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["job"]["progress"] == {"done": 0, "total": 1 + 1 + 2 * 2}
+    run_all(client)
+    hessian = client.get(url).json()
+    density = hessian["density"]
+    assert density["probes"] == 2 and density["steps"] == 10 and density["seed"] == 0
+    assert len(density["nodes"]) == 2 and len(density["nodes"][0]) == 10
+    assert len(density["grid"]) == len(density["density"]) > 0
+    assert 0.0 <= density["negative_fraction"] <= 1.0
+    assert hessian["curvature"]["steps"] == 3
+    assert np.array(hessian["curvature"]["residual_min"], dtype=float).shape == (2, 2)
+
+    # The service adds plumbing, not arithmetic: the library's density on the same data.
+    model, _ = load_checkpoint(_checkpoint(client))
+    operator = HessianOperator(
+        model, load_data(DataSpec(name="digits", train_size=200), "train"), device="cpu"
+    )
+    direct = spectral_density(operator.matvec, operator.n, n_probes=2, steps=10, seed=0)
+    np.testing.assert_allclose(density["nodes"], direct.nodes, rtol=1e-6)
+    np.testing.assert_allclose(density["density"], direct.density, rtol=1e-6, atol=1e-12)
+    assert density["negative_fraction"] == pytest.approx(direct.cdf(0.0))
+
+    # Asked again (or for less): stored; other probes, or the map by ARPACK: a new job.
+    for again in (body, {"top": 0, "bottom": 0, "density_probes": 2, "density_steps": 10}):
+        assert client.post(url, json=again).status_code == 200, again
+    assert client.post(url, json={**body, "density_probes": 3}).status_code == 202
+    run_all(client)
+    assert client.get(url).json()["density"]["probes"] == 3
+    assert client.post(url, json={**body, "curvature_steps": None}).status_code == 202
+
+
 def test_unknown_incomplete_and_busy_surfaces(client: TestClient) -> None:
     assert client.post("/api/surfaces/" + "ab" * 10 + "/hessian", json={}).status_code == 404
     assert client.get("/api/surfaces/" + "ab" * 10 + "/hessian").status_code == 404
@@ -167,6 +212,12 @@ def test_unknown_incomplete_and_busy_surfaces(client: TestClient) -> None:
         ({"top": 11}, "limit of 10 eigenvalues"),
         ({"trace": True, "trace_samples": 201}, "limit of 200"),
         ({"curvature_grid": 4}, "limit of 3 points per axis"),
+        ({"density_probes": 101}, "less than or equal to 100"),
+        ({"density_probes": 1, "density_steps": 1}, "greater than or equal to 2"),
+        ({"curvature_steps": 5}, "ask for 'curvature_grid'"),
+        ({"density_probes": 21}, "limit of 20"),
+        ({"density_probes": 1, "density_steps": 101}, "limit of 100 Lanczos steps"),
+        ({"curvature_grid": 2, "curvature_steps": 150}, "limit of 100 Lanczos steps"),
     ],
 )
 def test_bad_analysis_requests_are_422(tmp_path: Path, body: dict[str, Any], words: str) -> None:

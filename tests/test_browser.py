@@ -166,14 +166,16 @@ def test_curvature_panel_shows_the_hessian_computed_via_the_api(
     server: str, page: Any, artifacts_dir: Path, state: dict[str, Any]
 ) -> None:
     """POST /api/surfaces/{id}/hessian, then the surface view's Curvature panel shows the
-    same eigenvalues and draws the |λmin/λmax| map (a 2×2 heatmap: a few seconds of CPU)."""
+    same eigenvalues, draws the |λmin/λmax| map (a 2×2 heatmap: a few seconds of CPU) and the
+    eigenvalue density (a line on a log axis); the form asks for another density."""
     if "form_surface" not in state:
         reply = post_json(f"{server}/api/surfaces", {**SECOND_SURFACE, "model": "mlp-plain"})
         state["form_surface"] = (reply["surface"] or {}).get("id") or reply["job"]["surface_id"]
         if reply["job"] and reply["job"]["status"] != "done":
             assert wait_for_job(server, reply["job"]["id"]) == "done"
     surface_id = state["form_surface"]
-    body = {"top": 1, "bottom": 1, "curvature_grid": 2, "train_size": 100}
+    body = {"top": 1, "bottom": 1, "curvature_grid": 2, "train_size": 100,
+            "density_probes": 2, "density_steps": 10}  # fmt: skip
     reply = post_json(f"{server}/api/surfaces/{surface_id}/hessian", body)
     if reply["hessian"] is None:
         assert wait_for_job(server, reply["job"]["id"]) == "done"
@@ -192,19 +194,32 @@ def test_curvature_panel_shows_the_hessian_computed_via_the_api(
         " return [t.type, t.z.length, t.z[0].length]; }"
     )
     assert heatmap == ["heatmap", 2, 2]
+    page.wait_for_function("() => document.querySelector('.plot-density')?.dataset.ready")
+    drawn = page.evaluate(
+        "() => { const d = document.querySelector('.plot-density');"
+        " return [d.data[0].x.length, d.layout.yaxis.type]; }"
+    )
+    assert drawn == [len(hessian["density"]["grid"]), "log"]
+    negative = panel.locator("dd[data-stat='negative_fraction']").get_attribute("data-value")
+    assert float(negative) == hessian["density"]["negative_fraction"]
     page.screenshot(path=str(artifacts_dir / "browser-curvature.png"), full_page=True)
 
-    # The form: another analysis (two largest eigenvalues, no map) replaces the stored one.
+    # The form: another analysis (two largest eigenvalues, a density of 40-step probes, no map)
+    # replaces the stored one.
     page.fill("#c-top", "2")
     page.fill("#c-bottom", "0")
     page.fill("#c-curvature_grid", "0")
+    page.get_by_label("Density probes").fill("2")
     page.get_by_label("Estimate tr(H) (Hutchinson)").uncheck()
     page.get_by_label("Training samples").fill("100")
     panel.get_by_role("button", name="Compute curvature").click()
     panel.get_by_role("progressbar", name="Computing curvature").wait_for()
     panel.locator("dd[data-stat='top']").wait_for(timeout=JOB_TIMEOUT_MS)
     page.wait_for_selector(".plot-curvature", state="hidden")
-    assert len(get_json(f"{server}/api/surfaces/{surface_id}")["hessian"]["top_eigenvalues"]) == 2
+    replaced = get_json(f"{server}/api/surfaces/{surface_id}")["hessian"]
+    assert len(replaced["top_eigenvalues"]) == 2
+    assert replaced["density"]["probes"] == 2 and replaced["density"]["steps"] == 40
+    panel.get_by_text("density: 2 probes × 40 Lanczos steps").wait_for()
 
 
 def test_compare_view_links_two_real_surfaces(

@@ -81,6 +81,8 @@ def config(settings: SettingsDep) -> dict[str, Any]:
             "max_hessian_eigenvalues": settings.max_hessian_eigenvalues,
             "max_trace_samples": settings.max_trace_samples,
             "max_curvature_grid": settings.max_curvature_grid,
+            "max_density_probes": settings.max_density_probes,
+            "max_lanczos_steps": settings.max_lanczos_steps,
         },
         "presets": presets,
         # The request form starts from the demo's recipe, grid and directions.

@@ -13,11 +13,12 @@ from fastapi import APIRouter, Body, HTTPException, Response
 from api.analysis_planning import check_limits, covers, plan_hessian
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
+from api.hessian_schemas import HessianRequest
 from api.jobs import job_public
 from api.planning import surface_path
 from api.routes.surfaces import SurfaceId, read_or_410
 from api.runners.base import JobKind
-from api.schemas import HessianCreated, HessianPublic, HessianRequest
+from api.schemas import HessianCreated, HessianPublic
 from api.views import HESSIAN_GROUP, hessian_public
 from landscape.errors import SurfaceFileError
 
@@ -33,6 +34,10 @@ _EXAMPLES = {
     "map": {
         "summary": "the |λmin/λmax| map of Li et al. 2018 §6 on 5×5 grid points",
         "value": {"top": 1, "bottom": 1, "curvature_grid": 5},
+    },
+    "density": {
+        "summary": "the eigenvalue density: 5 SLQ probes of 40 Lanczos steps",
+        "value": {"top": 1, "bottom": 1, "density_probes": 5, "density_steps": 40},
     },
 }
 

@@ -1,10 +1,12 @@
 """``analyze``: one Hessian analysis from an ``AnalysisSpec``, the call the CLI and the API make.
 
-Spectrum (Lanczos extreme eigenvalues, Hutchinson trace) first, then the curvature map over a
-surface's plane; with a surface, the checkpoint's bytes must be the surface's and the result
-replaces the file's ``hessian/`` group in one atomic write (nothing is stored unless every step
-finished). Progress is ``on_progress(done, total)`` in steps: the spectrum is one step, each map
-point one; ``should_stop`` is asked between steps (one Lanczos run cannot be interrupted).
+Spectrum (Lanczos extreme eigenvalues, Hutchinson trace) first, then the eigenvalue density
+(stochastic Lanczos quadrature), then the curvature map over a surface's plane; with a
+surface, the checkpoint's bytes must be the surface's and the result replaces the file's
+``hessian/`` group in one atomic write (nothing is stored unless every step finished).
+Progress is ``on_progress(done, total)`` in steps: the spectrum is one step, the density one,
+each map point one; ``should_stop`` is asked between steps (one Lanczos run cannot be
+interrupted).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 
 from landscape.analysis.curvature import coarse_indices, curvature_map
 from landscape.analysis.group import GROUP_NAME, group_contents
-from landscape.analysis.hessian import LanczosOptions, hessian_spectrum
+from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
+from landscape.analysis.spectral_density import spectral_density
 from landscape.errors import CancelledError, CheckpointError, SpecError
 from landscape.specs import AnalysisSpec, to_dict
 
@@ -30,7 +33,7 @@ def analysis_steps(spec: AnalysisSpec, x: np.ndarray | None, y: np.ndarray | Non
         points = len(coarse_indices(len(x), spec.curvature_grid))
         if y is not None:
             points *= len(coarse_indices(len(y), spec.curvature_grid))
-    return int(spec.spectrum) + points
+    return int(spec.spectrum) + int(spec.density_probes > 0) + points
 
 
 def analyze(
@@ -70,11 +73,14 @@ def analyze(
     report(0)
     model, _ = load_checkpoint(spec.checkpoint)
     data = load_data(spec.data, spec.split)
-    common: dict[str, Any] = {
+    products: dict[str, Any] = {
         "loss": spec.loss,
         "device": spec.device,
         "dtype": getattr(torch, spec.dtype),
         "batch_size": spec.batch_size,
+    }
+    common = {
+        **products,
         "options": LanczosOptions(tol=spec.tol, maxiter=spec.maxiter, seed=spec.seed),
     }
     result = None
@@ -88,9 +94,20 @@ def analyze(
             **common,
         )
         report(1)
+    density = None
+    if spec.density_probes:
+        operator = HessianOperator(model, data, **products)
+        density = spectral_density(
+            operator.matvec,
+            operator.n,
+            n_probes=spec.density_probes,
+            steps=spec.density_steps,
+            seed=spec.seed,
+        )
+        report(int(spec.spectrum) + 1)
     curvature = None
     if spec.curvature_grid and stored is not None and surface is not None:
-        offset = int(spec.spectrum)
+        offset = int(spec.spectrum) + int(density is not None)
         curvature = curvature_map(
             model,
             data,
@@ -98,6 +115,7 @@ def analyze(
             stored.x,
             stored.y,
             n=spec.curvature_grid,
+            steps=spec.curvature_steps,
             on_progress=lambda done, _points: report(offset + done),
             **common,
         )
@@ -108,7 +126,7 @@ def analyze(
         "loss": spec.loss,
         "data": {**to_dict(spec.data), "data_root": None},
     }
-    arrays, attrs = group_contents(result, curvature, provenance)
+    arrays, attrs = group_contents(result, curvature, provenance, density=density)
     if surface is not None:
         storage.write_group(surface, GROUP_NAME, arrays, attrs)
     return arrays, attrs

@@ -15,16 +15,20 @@ import numpy as np
 
 from landscape.analysis.curvature import CurvatureMap
 from landscape.analysis.hessian import HessianResult
+from landscape.analysis.spectral_density import SpectralDensity
+from landscape.errors import SurfaceFileError
 
 GROUP_NAME = "hessian"
 ENCODING_TYPE = "hessian-spectrum"
-ENCODING_VERSION = "1"
+ENCODING_VERSION = "1"  # the density and curvature residuals are additions old readers skip
 
 
 def group_contents(
     result: HessianResult | None,
     curvature: CurvatureMap | None = None,
     attrs: Mapping[str, Any] | None = None,
+    *,
+    density: SpectralDensity | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Arrays and attrs of the ``hessian/`` group; ``attrs`` adds provenance (checkpoint sha,
     split, data spec) that the computation itself does not know."""
@@ -57,13 +61,62 @@ def group_contents(
         arrays["curvature_ratio"] = curvature.ratio
         out["curvature_matvecs"] = curvature.matvecs
         out["curvature_wall_time_s"] = curvature.wall_time_s
+        if curvature.residual_max is not None and curvature.residual_min is not None:
+            arrays["curvature_residual_max"] = curvature.residual_max
+            arrays["curvature_residual_min"] = curvature.residual_min
+            out["curvature_steps"] = curvature.steps
+    if density is not None:
+        arrays["density_nodes"] = density.nodes
+        arrays["density_weights"] = density.weights
+        arrays["density_grid"] = density.grid
+        arrays["density"] = density.density
+        out.update(
+            density_probes=len(density.nodes),
+            density_steps=density.settings.get("steps", density.steps),
+            density_seed=density.seed,
+            density_probe=density.probe,
+            density_sigma=density.sigma,
+            density_n=density.n,
+            density_matvecs=density.matvecs,
+            density_wall_time_s=density.wall_time_s,
+        )
     return arrays, out
+
+
+def density_from_group(
+    arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+) -> SpectralDensity | None:
+    """The stored SLQ density (None when the group has none), with its own ``cdf``/``moment``."""
+    if "density" not in arrays:
+        return None
+    try:
+        return _density(arrays, attrs)
+    except KeyError as exc:
+        raise SurfaceFileError(f"hessian/ group has a density but no {exc.args[0]!r}") from exc
+
+
+def _density(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> SpectralDensity:
+    nodes = np.asarray(arrays["density_nodes"], dtype=np.float64)
+    return SpectralDensity(
+        nodes=nodes,
+        weights=np.asarray(arrays["density_weights"], dtype=np.float64),
+        grid=np.asarray(arrays["density_grid"], dtype=np.float64),
+        density=np.asarray(arrays["density"], dtype=np.float64),
+        sigma=float(attrs["density_sigma"]),
+        n=int(attrs["density_n"]),
+        seed=int(attrs["density_seed"]),
+        probe=attrs["density_probe"],
+        steps=nodes.shape[1],
+        matvecs=int(attrs["density_matvecs"]),
+        wall_time_s=float(attrs["density_wall_time_s"]),
+        settings={"n_probes": len(nodes), "steps": int(attrs["density_steps"])},
+    )
 
 
 def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-ready view (lists, NaN → None) of a ``hessian/`` group, for the CLI and info."""
     summary: dict[str, Any] = {
-        k: _plain(v) for k, v in attrs.items() if not k.startswith("encoding-")
+        k: _plain(v) for k, v in attrs.items() if not k.startswith(("encoding-", "density_"))
     }
     top, bottom = arrays.get("top_eigenvalues"), arrays.get("bottom_eigenvalues")
     summary["top_eigenvalues"] = _plain(top) if top is not None else []
@@ -83,6 +136,39 @@ def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) ->
             "ratio_median": _plain(float(np.median(finite))) if finite.size else None,
             "ratio_max": _plain(float(finite.max())) if finite.size else None,
         }
+        if "curvature_residual_max" in arrays:
+            summary["curvature_map"].update(
+                steps=_plain(attrs.get("curvature_steps")),
+                residual_max=_plain(arrays["curvature_residual_max"]),
+                residual_min=_plain(arrays["curvature_residual_min"]),
+            )
+    density = density_from_group(arrays, attrs)
+    if density is not None:
+        summary["density"] = _density_summary(density)
+    return summary
+
+
+def _density_summary(density: SpectralDensity) -> dict[str, Any]:
+    """What the density plot and its one-line summary need; the nodes and weights recorded."""
+    summary: dict[str, Any] = _plain(
+        {
+            "probes": len(density.nodes),
+            "steps": density.settings["steps"],
+            "seed": density.seed,
+            "probe": density.probe,
+            "sigma": density.sigma,
+            "matvecs": density.matvecs,
+            "wall_time_s": density.wall_time_s,
+            "node_min": density.bottom,
+            "node_max": density.top,
+            "mean": density.moment(1),  # estimates tr(H)/n
+            "negative_fraction": density.cdf(0.0),
+            "grid": density.grid,
+            "density": density.density,
+            "nodes": density.nodes,
+            "weights": density.weights,
+        }
+    )
     return summary
 
 

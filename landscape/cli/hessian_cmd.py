@@ -1,7 +1,8 @@
 """``landscape hessian``: the curvature numbers of a checkpoint, optionally stored in its surface.
 
-Extreme Hessian eigenvalues (Lanczos), the trace (Hutchinson 1989) and, over a surface's plane,
-the ``|λ_min/λ_max|`` map of Li et al. 2018 §6. With ``--surface`` the data, loss and checkpoint
+Extreme Hessian eigenvalues (Lanczos), the trace (Hutchinson 1989), the eigenvalue density
+(stochastic Lanczos quadrature, Ghorbani et al. 2019) and, over a surface's plane, the
+``|λ_min/λ_max|`` map of Li et al. 2018 §6. With ``--surface`` the data, loss and checkpoint
 default to the surface's own, the checkpoint's bytes must match the file's, and the results
 replace the file's ``hessian/`` group (docs/format.md, "Curvature").
 """
@@ -22,9 +23,10 @@ from landscape.specs import AnalysisSpec, DataSpec
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "hessian",
-        help="Hessian eigenvalues, trace and curvature map of a checkpoint",
+        help="Hessian eigenvalues, trace, eigenvalue density and curvature map of a checkpoint",
         description="Compute the largest and smallest Hessian eigenvalues (Lanczos) and the "
-        "trace (Hutchinson) of the mean loss over a data split at a checkpoint; with "
+        "trace (Hutchinson) of the mean loss over a data split at a checkpoint, and with "
+        "--density-probes its eigenvalue density (stochastic Lanczos quadrature); with "
         "--surface, store them in that surface file's hessian/ group, and with "
         "--curvature-grid, map |λmin/λmax| over the surface's plane (Li et al. 2018 §6).",
     )
@@ -48,9 +50,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--curvature-grid", type=int, default=0, metavar="N",
         help="map |λmin/λmax| on N×N points of the surface's grid (needs --surface)",
     )  # fmt: skip
+    parser.add_argument(
+        "--curvature-steps", type=int, default=None, metavar="K",
+        help="K fixed Lanczos steps per map point, with residual norms (default: ARPACK to --tol)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--density-probes", type=int, default=0, metavar="N",
+        help="eigenvalue density from N random probes (stochastic Lanczos quadrature; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--density-steps", type=int, default=40, metavar="M",
+        help="Lanczos steps per density probe: M quadrature nodes each",
+    )  # fmt: skip
     parser.add_argument("--tol", type=float, default=1e-5, help="Lanczos relative tolerance")
     parser.add_argument("--maxiter", type=int, default=None, help="Lanczos restarts at most")
-    parser.add_argument("--seed", type=int, default=0, help="start vector and probe seed")
+    parser.add_argument("--seed", type=int, default=0, help="start vector and probes' seed")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per pass")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--dtype", default="float32", help="float32 or float64 products")
@@ -92,6 +106,9 @@ def _spec(args: argparse.Namespace) -> AnalysisSpec:
         bottom=args.bottom,
         trace_samples=args.trace_samples if args.trace else 0,
         curvature_grid=args.curvature_grid,
+        curvature_steps=args.curvature_steps,
+        density_probes=args.density_probes,
+        density_steps=args.density_steps,
         tol=args.tol,
         maxiter=args.maxiter,
         seed=args.seed,
@@ -117,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _progress_bar(quiet: bool, desc: str = "hessian") -> Any:
     """An ``on_progress(done, total)`` drawing a tqdm bar on stderr (the spectrum is one step,
-    each curvature map point one)."""
+    the density one, each curvature map point one)."""
     bar: Any = None
 
     def on_progress(done: int, total: int) -> None:
@@ -174,8 +191,30 @@ def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
             (f"curvature map {shape}", f"|λ_min/λ_max| median {_number(cmap['ratio_median'])}, "
                                        f"max {_number(cmap['ratio_max'])}")
         )  # fmt: skip
+        if cmap.get("steps"):
+            largest = _number(_largest(cmap.get("residual_max")))
+            rows.append(("map Lanczos", f"{cmap['steps']} steps a point, residuals <= {largest}"))
+    density = summary.get("density")
+    if density:
+        rows.append(("eigenvalue density", density_line(density)))
     width = max((len(name) for name, _ in rows), default=0)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     if stored:
         lines.append(f"  stored in {stored}")
     return "\n".join(lines)
+
+
+def density_line(density: dict[str, Any]) -> str:
+    """One line: where the SLQ nodes lie and the share of negative eigenvalues, cdf(0)."""
+    return (
+        f"nodes {_number(density['node_min'])} … {_number(density['node_max'])}, "
+        f"negative mass {_number(density['negative_fraction'])} "
+        f"(SLQ, {density['probes']} probes × {density['steps']} steps, seed {density['seed']})"
+    )
+
+
+def _largest(values: Any) -> float | None:
+    """The largest finite number in a nested list (None when there is none)."""
+    flat = [v for row in values or [] for v in (row if isinstance(row, list) else [row])]
+    finite = [v for v in flat if v is not None]
+    return max(finite) if finite else None

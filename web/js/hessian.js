@@ -1,9 +1,11 @@
-// The "Curvature" panel of a surface: Hessian numbers, a form to compute them, the |λmin/λmax| map.
+// The "Curvature" panel of a surface: Hessian numbers, a form to compute them, the |λmin/λmax| map
+// and the eigenvalue density.
 //
 // The numbers are `surface.hessian` (docs/api.md); "Compute curvature" POSTs
 // /api/surfaces/{id}/hessian and follows the job like a surface's. A plotted bowl can hide
 // negative curvature in directions the plot cannot show: λ_min < 0 says θ is a saddle, and the
-// map shows where (Li et al. 2018 §6).
+// map shows where (Li et al. 2018 §6). The density (stochastic Lanczos quadrature, as PyHessian
+// computes it) shows how all the curvature is spread: a bulk near 0, outliers, a negative tail.
 
 import { api } from "./api.js";
 import { fmt, h, markFieldError, replace } from "./dom.js";
@@ -16,7 +18,10 @@ const FIELDS = [
   ["top", "Largest eigenvalues", 3, 0, 10, "λ_max and the next ones: sharpness of the minimum."],
   ["bottom", "Smallest eigenvalues", 1, 0, 10, "λ_min < 0 means a saddle, not a minimum."],
   ["curvature_grid", "Map points per axis", 0, 0, 15, "|λmin/λmax| on this many grid points per axis (0: no map). Each costs a Lanczos run."],
+  ["density_probes", "Density probes", 0, 0, 20, "Eigenvalue density from this many random probes of 40 Lanczos steps (0: no density)."],
 ];
+// The server's caps (GET /api/config) for the fields above.
+const LIMITS = { top: "max_hessian_eigenvalues", bottom: "max_hessian_eigenvalues", curvature_grid: "max_curvature_grid", density_probes: "max_density_probes" };
 
 /**
  * The panel for surface `surfaceId`. `panel.update(surface)` shows its numbers (call it with
@@ -26,6 +31,7 @@ const FIELDS = [
 export function curvaturePanel(surfaceId, { onComputed, notify }) {
   const numbers = h("div", { class: "curvature-numbers", "aria-live": "polite" });
   const mapPlot = h("div", { class: "plot plot-curvature", role: "figure", "aria-label": "Curvature map |λmin/λmax|", hidden: true });
+  const densityPlot = h("div", { class: "plot plot-density", role: "figure", "aria-label": "Hessian eigenvalue density", hidden: true });
   const progressSlot = h("div", { class: "curvature-progress" });
   const errorBox = h("div", { class: "form-errors", role: "alert", tabindex: "-1", hidden: true });
   const inputs = Object.fromEntries(
@@ -45,6 +51,12 @@ export function curvaturePanel(surfaceId, { onComputed, notify }) {
       hint ? h("p", { class: "hint", id: `${input.id}-hint` }, hint) : null,
       h("p", { class: "field-error", id: `${input.id}-error`, hidden: true }));
   for (const [name, , , , , hint] of FIELDS) if (hint) inputs[name].setAttribute("aria-describedby", `c-${name}-hint`);
+  api.config().then(
+    ({ limits = {} }) => {
+      for (const [name, key] of Object.entries(LIMITS)) if (limits[key]) inputs[name].max = String(limits[key]);
+    },
+    () => {}, // the defaults above stand; the server still checks
+  );
 
   const form = h("form", { class: "curvature-form", novalidate: true },
     h("fieldset", {},
@@ -68,6 +80,7 @@ export function curvaturePanel(surfaceId, { onComputed, notify }) {
     h("p", { class: "hint" }, "Eigenvalues of the loss Hessian at the trained weights, over the whole training subset: large λ_max is a sharp minimum, negative λ_min a saddle (Li et al. 2018 §6)."),
     numbers,
     mapPlot,
+    densityPlot,
     progressSlot,
     form);
 
@@ -150,10 +163,11 @@ export function curvaturePanel(surfaceId, { onComputed, notify }) {
     setBusy(busy);
     replace(numbers, numberList(surface.hessian));
     drawMap(mapPlot, surface.hessian?.curvature, surface.ndim).catch((err) => notify?.(err.message));
+    drawDensity(densityPlot, surface.hessian?.density).catch((err) => notify?.(err.message));
   };
   panel.stop = () => {
     stopWatch?.();
-    if (window.Plotly && !mapPlot.hidden) window.Plotly.purge(mapPlot);
+    for (const div of [mapPlot, densityPlot]) if (window.Plotly && !div.hidden) window.Plotly.purge(div);
   };
   setBusy(false);
   return panel;
@@ -176,6 +190,14 @@ function numberList(hessian) {
       h("dd", { dataset: { stat: "trace", value: hessian.trace } }, `${fmt(hessian.trace)} ± ${fmt(hessian.trace_stderr)}`),
     ]);
   }
+  const density = hessian.density;
+  if (density) {
+    rows.push([
+      h("dt", {}, "negative mass"),
+      h("dd", { dataset: { stat: "negative_fraction", value: density.negative_fraction ?? "" } },
+        `${fmt(density.negative_fraction)} of eigenvalues ≤ 0 (density nodes ${fmt(density.node_min)} … ${fmt(density.node_max)})`),
+    ]);
+  }
   const more = (hessian.top_eigenvalues || []).slice(1);
   if (more.length) rows.push([h("dt", {}, "next largest"), h("dd", { dataset: { stat: "top" } }, more.map((v) => fmt(v)).join(", "))]);
   const list = h("dl", { class: "stats" }, rows);
@@ -183,6 +205,7 @@ function numberList(hessian) {
     hessian.n_params ? `${hessian.n_params.toLocaleString()} parameters` : null,
     hessian.n_samples ? `${hessian.n_samples} training samples` : null,
     hessian.trace_samples ? `${hessian.trace_samples} probes` : null,
+    density ? `density: ${density.probes} probes × ${density.steps} Lanczos steps, seed ${density.seed}` : null,
   ].filter(Boolean);
   return [list, facts.length ? h("p", { class: "hint" }, facts.join(" · ")) : null];
 }
@@ -216,6 +239,38 @@ async function drawMap(div, curvature, ndim) {
     font: { color: text },
     xaxis: { title: { text: "x" } },
     yaxis: { title: { text: ndim === 1 ? "|λmin/λmax|" : "y" } },
+  };
+  await Plotly.react(div, [trace], layout, PLOT_CONFIG);
+  div.dataset.ready = "true";
+}
+
+/** The SLQ eigenvalue density on a log axis (its Gaussian tails cut at 1e-6 of the peak, as
+ * the offline report does); hidden when none is stored. */
+async function drawDensity(div, density) {
+  if (!density) {
+    if (!div.hidden && window.Plotly) window.Plotly.purge(div);
+    div.hidden = true;
+    return;
+  }
+  div.hidden = false;
+  const Plotly = await loadPlotly();
+  const text = cssVar("--text", "#1d2433");
+  const floor = Math.max(...density.density.filter((v) => v !== null)) * 1e-6;
+  const trace = {
+    type: "scatter",
+    mode: "lines",
+    x: density.grid,
+    y: density.density.map((v) => Math.max(v ?? 0, floor)),
+    name: "density",
+    hovertemplate: "λ %{x:.3g}<br>density %{y:.3g}<extra></extra>",
+  };
+  const layout = {
+    margin: { l: 56, r: 16, t: 8, b: 40 },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "rgba(0,0,0,0)",
+    font: { color: text },
+    xaxis: { title: { text: "eigenvalue λ" } },
+    yaxis: { type: "log", title: { text: "density" } },
   };
   await Plotly.react(div, [trace], layout, PLOT_CONFIG);
   div.dataset.ready = "true";
