@@ -165,14 +165,29 @@ def test_tiny_model_uses_dense_fallback() -> None:
     np.testing.assert_allclose(result.bottom, exact[:3], atol=1e-12)
 
 
-def test_curvature_map_matches_dense_at_each_point() -> None:
-    model, data = _tiny()
-    g = torch.Generator().manual_seed(3)
-    directions = [
+def _random_directions(model: nn.Module, seed: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
         {k: 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64)
          for k, p in model.named_parameters()}
         for _ in range(2)
     ]  # fmt: skip
+
+
+def _dense_spectrum_at(
+    directions: list[dict[str, torch.Tensor]], xi: float, yj: float
+) -> np.ndarray:
+    """Eigenvalues of the dense Hessian of ``_tiny`` at ``θ + xδ + yη``."""
+    moved, data = _tiny()
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            p.add_(xi * directions[0][name] + yj * directions[1][name])
+    return np.linalg.eigvalsh(_dense_hessian(moved, data, "cross_entropy"))
+
+
+def test_curvature_map_matches_dense_at_each_point() -> None:
+    model, data = _tiny()
+    directions = _random_directions(model, seed=3)
     x, y = np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3)
     cmap = curvature_map(model, data, directions, x, y, n=2, options=EXACT, **F64)
     assert cmap.lambda_max.shape == (2, 2)
@@ -180,11 +195,7 @@ def test_curvature_map_matches_dense_at_each_point() -> None:
     np.testing.assert_array_equal(cmap.y, [-0.5, 0.5])
     for j, yj in enumerate(cmap.y):
         for i, xi in enumerate(cmap.x):
-            moved, _ = _tiny()
-            with torch.no_grad():
-                for name, p in moved.named_parameters():  # θ + xδ + yη
-                    p.add_(xi * directions[0][name] + yj * directions[1][name])
-            exact = np.linalg.eigvalsh(_dense_hessian(moved, data, "cross_entropy"))
+            exact = _dense_spectrum_at(directions, xi, yj)
             assert cmap.lambda_max[j, i] == pytest.approx(exact[-1], rel=1e-8)
             assert cmap.lambda_min[j, i] == pytest.approx(exact[0], rel=1e-8, abs=1e-10)
     np.testing.assert_allclose(cmap.ratio, np.abs(cmap.lambda_min / cmap.lambda_max))
@@ -194,12 +205,7 @@ def test_fixed_step_curvature_map_brackets_the_dense_spectrum() -> None:
     """Fixed-step Lanczos: with as many steps as parameters it is exact; with few, each end is
     inside the spectrum (interlacing) and an eigenvalue lies within its residual norm."""
     model, data = _tiny()
-    g = torch.Generator().manual_seed(4)
-    directions = [
-        {k: 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64)
-         for k, p in model.named_parameters()}
-        for _ in range(2)
-    ]  # fmt: skip
+    directions = _random_directions(model, seed=4)
     x = y = np.linspace(-1, 1, 3)
     n_params = sum(p.numel() for p in model.parameters())
     full = curvature_map(model, data, directions, x, y, n=3, steps=n_params, **F64)
@@ -208,11 +214,7 @@ def test_fixed_step_curvature_map_brackets_the_dense_spectrum() -> None:
     assert full.residual_max is not None and few.residual_max is not None
     for j, yj in enumerate(full.y):
         for i, xi in enumerate(full.x):
-            moved, _ = _tiny()
-            with torch.no_grad():
-                for name, p in moved.named_parameters():
-                    p.add_(xi * directions[0][name] + yj * directions[1][name])
-            exact = np.linalg.eigvalsh(_dense_hessian(moved, data, "cross_entropy"))
+            exact = _dense_spectrum_at(directions, xi, yj)
             assert full.lambda_max[j, i] == pytest.approx(exact[-1], rel=1e-8)
             assert full.lambda_min[j, i] == pytest.approx(exact[0], rel=1e-8, abs=1e-10)
             assert exact[0] - 1e-10 <= few.lambda_min[j, i] <= few.lambda_max[j, i]

@@ -75,6 +75,13 @@ def test_ritz_extremes_exhausted_krylov_space_is_exact() -> None:
         ritz_extremes(lambda x: diag * x, np.ones(30), 0)
 
 
+def test_a_spectrum_far_below_one_gets_its_steps() -> None:
+    """Exhaustion is judged relative to the spectrum's scale, not to 1."""
+    a = _symmetric(20) * 1e-12
+    result = spectral_density(lambda x: a @ x, 20, n_probes=1, steps=20, seed=0)
+    np.testing.assert_allclose(np.sort(result.nodes[0]), np.linalg.eigvalsh(a), atol=1e-20)
+
+
 def _tiny_hessian() -> tuple[HessianOperator, np.ndarray]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()

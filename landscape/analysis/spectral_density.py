@@ -117,7 +117,10 @@ def _lanczos(matvec: MatVec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np
         for _ in range(2):
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
         b = float(np.linalg.norm(w))
-        if b < 1e-10 * max(1.0, abs(a)):
+        # exhausted: the residual is rounding noise relative to the spectrum's scale so far
+        # (relative, so a Hessian whose eigenvalues are all tiny still gets its steps)
+        scale = max(abs(a), max(beta, default=0.0), max(map(abs, alpha)))
+        if b <= 1e-10 * scale:
             return np.asarray(alpha), np.asarray(beta), 0.0
         if j == min(steps, n) - 1:
             return np.asarray(alpha), np.asarray(beta), b
