@@ -102,7 +102,7 @@ def _findings_section(report: dict[str, Any]) -> str:
     head = (
         "<tr><th>metric</th>"
         + "".join(f"<th>{_esc(p[1])} vs {_esc(p[0])}, ±{h:g}</th>" for p, h in columns)
-        + "</tr>"
+        + "<th>yes / decided</th></tr>"
     )
     cells: dict[str, dict[tuple[Any, float], dict[str, Any]]] = {}
     for r in found["metric_rankings"]:
@@ -119,7 +119,8 @@ def _findings_section(report: dict[str, Any]) -> str:
                 else f"<td>{mark[r['plain_rougher']]} "
                 f"({_fmt(r['plain'], 3)} vs {_fmt(r['skip'], 3)})</td>"
             )
-        body += "</tr>"
+        decided = [r["plain_rougher"] for r in row.values() if r["plain_rougher"] is not None]
+        body += f"<td>{sum(decided)} / {len(decided)}</td></tr>"
     flow = "".join(
         f"<tr><th>{_esc(f['net'])}</th><td>{_fmt(f['init'], 3)}</td>"
         f"<td>{_fmt(f['trained'], 3)}</td></tr>"
@@ -182,10 +183,10 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
                     "colorbar": {"title": {"text": "log10 loss"}},
                     "contours": {"coloring": "heatmap"},
                 }
-                layout = {
+                layout = {  # square cells, axes no wider than the grid
                     "title": {"text": model},
-                    "xaxis": {"title": {"text": "x"}},
-                    "yaxis": {"title": {"text": "y"}, "scaleanchor": "x"},
+                    "xaxis": {"title": {"text": "x"}, "constrain": "domain"},
+                    "yaxis": {"title": {"text": "y"}, "scaleanchor": "x", "constrain": "domain"},
                 }
                 row.append(figs.div([trace], layout, 380))
             parts.append(f"<div class='row'>{''.join(row)}</div>")

@@ -28,6 +28,7 @@ import torch
 from landscape.errors import CancelledError, SpecError
 from landscape.report_findings import findings
 from landscape.specs import (
+    MAX_LANCZOS_STEPS,
     DataSpec,
     DeviceName,
     DirectionSpec,
@@ -108,12 +109,15 @@ class ReproduceSpec:
         for value, name in (
             (self.hessian_samples, "hessian_samples"),
             (self.slq_probes, "slq_probes"),
-            (self.slq_steps, "slq_steps"),
         ):
             if value < 1:
                 raise SpecError(f"{name} must be >= 1, got {value}")
-        if self.curvature_steps < 2:
-            raise SpecError(f"curvature_steps must be >= 2, got {self.curvature_steps}")
+        for value, name in (
+            (self.curvature_steps, "curvature_steps"),
+            (self.slq_steps, "slq_steps"),
+        ):
+            if not 2 <= value <= MAX_LANCZOS_STEPS:  # Lanczos keeps steps × n_params floats
+                raise SpecError(f"{name} must be 2..{MAX_LANCZOS_STEPS}, got {value}")
         self.train_spec(self.pairs[0][0], self.seeds[0])  # checks epochs, lr, … now
 
     @classmethod
