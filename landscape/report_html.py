@@ -188,7 +188,7 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
                     "xaxis": {"title": {"text": "x"}, "constrain": "domain"},
                     "yaxis": {"title": {"text": "y"}, "scaleanchor": "x", "constrain": "domain"},
                 }
-                row.append(figs.div([trace], layout, 380))
+                row.append(figs.div([trace], layout, 440))
             parts.append(f"<div class='row'>{''.join(row)}</div>")
     parts.append("</section>")
     return "".join(parts)

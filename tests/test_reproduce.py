@@ -109,7 +109,7 @@ def test_stop_and_bad_recipes(tmp_path: Path) -> None:
         ReproduceSpec(ranges=((0.0, 5),))
     with pytest.raises(SpecError, match="epochs"):
         ReproduceSpec(epochs=0)
-    with pytest.raises(SpecError, match="curvature_steps must be 2..200"):
+    with pytest.raises(SpecError, match=r"curvature_steps must be 2\.\.200"):
         ReproduceSpec(curvature_steps=1)
     with pytest.raises(SpecError, match="slq_steps"):
         ReproduceSpec(slq_steps=10_000)
