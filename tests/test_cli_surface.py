@@ -147,12 +147,23 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_points(checkpoint: Path, tmp_path: Path) -> None:
+def test_ctrl_c_keeps_finished_points(tmp_path: Path) -> None:
     """SIGINT to the whole process group (what a terminal's Ctrl-C does): exit 130, the
-    file stays partial and resumable, no traceback."""
+    file stays partial and resumable, no traceback. A resnet20 over 31×31 points, so the
+    rest of the surface takes seconds after the first chunk lands (a tiny MLP can finish
+    all of it between two polls, and a finished surface is not interrupted)."""
+    torch.manual_seed(0)
+    digits = {"in_channels": 1, "num_classes": 10, "image_size": 8}
+    checkpoint = save_checkpoint(
+        tmp_path / "resnet20.pt",
+        build("resnet20", **digits),
+        model_name="resnet20",
+        model_args=digits,
+        metadata={},
+    )
     out = tmp_path / "s.h5"
     code = "import sys; from landscape.cli import main; sys.exit(main(sys.argv[1:]))"
-    args = ["surface", "--checkpoint", str(checkpoint), "--grid", "21", "--train-size", "128",
+    args = ["surface", "--checkpoint", str(checkpoint), "--grid", "31", "--train-size", "256",
             "--workers", "2", "--no-compile", "--quiet", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args],

@@ -9,6 +9,7 @@ server's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -90,10 +91,12 @@ class Server:
         raise AssertionError("no VmRSS")
 
     def spooled(self) -> list[Path]:
-        """Files in the server's TMPDIR, or in the data folder's upload staging area."""
-        found = [p for p in self.spool.rglob("*") if p.is_file()]
-        checkpoints = self.data / "checkpoints"
-        found += [p for p in checkpoints.rglob("*") if p.is_file()] if checkpoints.exists() else []
+        """Files in the server's TMPDIR, or in the data folder's upload staging area (read
+        while the server creates and removes its staging folders: a vanished one is empty)."""
+        found: list[Path] = []
+        for folder in (self.spool, self.data / "checkpoints"):
+            with contextlib.suppress(FileNotFoundError):
+                found += [p for p in folder.rglob("*") if p.is_file()]
         return found
 
     def stop(self) -> None:

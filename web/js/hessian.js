@@ -210,68 +210,65 @@ function numberList(hessian) {
   return [list, facts.length ? h("p", { class: "hint" }, facts.join(" · ")) : null];
 }
 
-/** The |λmin/λmax| map as a heatmap (a curve for 1D surfaces); hidden when none is stored. */
-async function drawMap(div, curvature, ndim) {
-  if (!curvature) {
+/** One small figure of the panel, or the div hidden when there is nothing to draw:
+ * `figure(data)` gives the trace and the axes. */
+async function drawOrHide(div, data, figure) {
+  if (!data) {
     if (!div.hidden && window.Plotly) window.Plotly.purge(div);
     div.hidden = true;
     return;
   }
   div.hidden = false;
   const Plotly = await loadPlotly();
-  const text = cssVar("--text", "#1d2433");
-  const trace =
-    ndim === 1 || !curvature.y
-      ? { type: "scatter", mode: "lines+markers", x: curvature.x, y: curvature.ratio, name: "|λmin/λmax|" }
-      : {
-          type: "heatmap",
-          x: curvature.x,
-          y: curvature.y,
-          z: curvature.ratio,
-          colorscale: "Viridis",
-          colorbar: { title: { text: "|λmin/λmax|" } },
-          hovertemplate: "x %{x}<br>y %{y}<br>|λmin/λmax| %{z:.3g}<extra></extra>",
-        };
+  const { trace, xaxis, yaxis } = figure(data);
   const layout = {
-    margin: { l: 48, r: 16, t: 8, b: 40 },
+    margin: { l: 56, r: 16, t: 8, b: 40 },
     paper_bgcolor: "rgba(0,0,0,0)",
     plot_bgcolor: "rgba(0,0,0,0)",
-    font: { color: text },
-    xaxis: { title: { text: "x" } },
-    yaxis: { title: { text: ndim === 1 ? "|λmin/λmax|" : "y" } },
+    font: { color: cssVar("--text", "#1d2433") },
+    xaxis,
+    yaxis,
   };
   await Plotly.react(div, [trace], layout, PLOT_CONFIG);
   div.dataset.ready = "true";
 }
 
+/** The |λmin/λmax| map as a heatmap (a curve for 1D surfaces). */
+function drawMap(div, curvature, ndim) {
+  return drawOrHide(div, curvature, (c) => ({
+    trace:
+      ndim === 1 || !c.y
+        ? { type: "scatter", mode: "lines+markers", x: c.x, y: c.ratio, name: "|λmin/λmax|" }
+        : {
+            type: "heatmap",
+            x: c.x,
+            y: c.y,
+            z: c.ratio,
+            colorscale: "Viridis",
+            colorbar: { title: { text: "|λmin/λmax|" } },
+            hovertemplate: "x %{x}<br>y %{y}<br>|λmin/λmax| %{z:.3g}<extra></extra>",
+          },
+    xaxis: { title: { text: "x" } },
+    yaxis: { title: { text: ndim === 1 ? "|λmin/λmax|" : "y" } },
+  }));
+}
+
 /** The SLQ eigenvalue density on a log axis (its Gaussian tails cut at 1e-6 of the peak, as
- * the offline report does); hidden when none is stored. */
-async function drawDensity(div, density) {
-  if (!density) {
-    if (!div.hidden && window.Plotly) window.Plotly.purge(div);
-    div.hidden = true;
-    return;
-  }
-  div.hidden = false;
-  const Plotly = await loadPlotly();
-  const text = cssVar("--text", "#1d2433");
-  const floor = Math.max(...density.density.filter((v) => v !== null)) * 1e-6;
-  const trace = {
-    type: "scatter",
-    mode: "lines",
-    x: density.grid,
-    y: density.density.map((v) => Math.max(v ?? 0, floor)),
-    name: "density",
-    hovertemplate: "λ %{x:.3g}<br>density %{y:.3g}<extra></extra>",
-  };
-  const layout = {
-    margin: { l: 56, r: 16, t: 8, b: 40 },
-    paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)",
-    font: { color: text },
-    xaxis: { title: { text: "eigenvalue λ" } },
-    yaxis: { type: "log", title: { text: "density" } },
-  };
-  await Plotly.react(div, [trace], layout, PLOT_CONFIG);
-  div.dataset.ready = "true";
+ * the offline report does). */
+function drawDensity(div, density) {
+  return drawOrHide(div, density, (d) => {
+    const floor = Math.max(...d.density.filter((v) => v !== null)) * 1e-6;
+    return {
+      trace: {
+        type: "scatter",
+        mode: "lines",
+        x: d.grid,
+        y: d.density.map((v) => Math.max(v ?? 0, floor)),
+        name: "density",
+        hovertemplate: "λ %{x:.3g}<br>density %{y:.3g}<extra></extra>",
+      },
+      xaxis: { title: { text: "eigenvalue λ" } },
+      yaxis: { type: "log", title: { text: "density" } },
+    };
+  });
 }
