@@ -170,6 +170,7 @@ def test_ctrl_c_keeps_finished_points(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_as_a_foreground_job,
     )
     try:
         deadline = time.monotonic() + 120
@@ -188,6 +189,14 @@ def test_ctrl_c_keeps_finished_points(tmp_path: Path) -> None:
     assert "landscape/cli" not in err and "landscape/surface.py" not in err, err
     surface = read_surface(out)
     assert surface.status == "partial" and surface.done > 0
+
+
+def _as_a_foreground_job() -> None:
+    """Start the child with Ctrl-C deliverable, as a shell starts a foreground job, whatever
+    the test runner's own state: a suite started in the background (``cmd &``) ignores SIGINT,
+    and an ignored signal survives exec (as a blocked one is inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _done(path: Path) -> int:
