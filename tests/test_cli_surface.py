@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_support import error_line
 
 from landscape.checkpoint import save_checkpoint
 from landscape.cli import main
@@ -29,14 +30,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build("mlp-plain", **MODEL_ARGS)
     path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
     return save_checkpoint(path, model, model_name="mlp-plain", model_args=MODEL_ARGS, metadata={})
-
-
-def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def test_surface_info_plot_export(
@@ -75,7 +68,7 @@ def test_one_dimensional_and_bare_state_dict(
     out = tmp_path / "c.h5"
     args = ["surface", "--checkpoint", str(bare), "--dim", "1", "--grid", "5", *FAST]
     assert main([*args, "--out", str(out)]) == 2
-    assert "bare state_dict" in _error_line(capsys)
+    assert "bare state_dict" in error_line(capsys)
     extra = json.dumps({"depth": 1, "width": 8})
     assert main([*args, "--model", "mlp-plain", "--model-args", extra, "--out", str(out)]) == 0
     surface = read_surface(out)
@@ -111,7 +104,7 @@ def test_bad_input_is_one_line_and_exit_2(
     out = tmp_path / "s.h5"
     argv = ["surface", "--checkpoint", str(checkpoint), "--grid", "3", *FAST, "--out", str(out)]
     assert main([*argv, *extra]) == 2
-    assert message in _error_line(capsys)
+    assert message in error_line(capsys)
     assert not out.exists()
 
 
@@ -120,18 +113,18 @@ def test_missing_files_and_mismatched_partial(
 ) -> None:
     out = tmp_path / "s.h5"
     assert main(["surface", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(out)]) == 2
-    assert "nope.pt" in _error_line(capsys)
+    assert "nope.pt" in error_line(capsys)
     for command in (["info"], ["plot"], ["export", "--vtp", str(tmp_path / "x.vtp")]):
         assert main([*command, str(tmp_path / "absent.h5")]) == 2
-        assert "absent.h5" in _error_line(capsys)
+        assert "absent.h5" in error_line(capsys)
 
     base = ["surface", "--checkpoint", str(checkpoint), "--grid", "3", *FAST, "--out", str(out)]
     assert main(base) == 0
     capsys.readouterr()
     assert main([*base, "--seed", "7"]) == 2
-    assert "directions.seed" in _error_line(capsys)
+    assert "directions.seed" in error_line(capsys)
     assert main(["plot", str(out), "--metric", "test_loss"]) == 2
-    assert "unknown metric 'test_loss'" in _error_line(capsys)
+    assert "unknown metric 'test_loss'" in error_line(capsys)
 
 
 def test_real_process_prints_no_traceback(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_support import error_line
 from torch import nn
 from torch.func import functional_call
 
@@ -278,14 +279,6 @@ MODEL_ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8, "depth": 1, 
 FAST = ["--train-size", "48", "--device", "cpu", "--quiet"]
 
 
-def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 def test_cli_hessian_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.manual_seed(0)
     ckpt = save_checkpoint(
@@ -326,11 +319,11 @@ def test_cli_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         model_args=MODEL_ARGS, metadata={},
     )  # fmt: skip
     assert main(["hessian", "--checkpoint", str(ckpt), "--top", "-1"]) == 2
-    assert "top must be >= 0, got -1" in _error_line(capsys)
+    assert "top must be >= 0, got -1" in error_line(capsys)
     assert main(["hessian", "--checkpoint", str(ckpt), "--curvature-grid", "3"]) == 2
-    assert "needs --surface" in _error_line(capsys)
+    assert "needs --surface" in error_line(capsys)
     assert main(["hessian", "--checkpoint", str(ckpt), "--split", "val"]) == 2
-    assert "unknown split 'val'" in _error_line(capsys)
+    assert "unknown split 'val'" in error_line(capsys)
     surface = _surface_file(tmp_path / "s.h5")
     assert main(["hessian", "--checkpoint", str(ckpt), "--surface", str(surface)]) == 2
-    assert "not the one surface" in _error_line(capsys)
+    assert "not the one surface" in error_line(capsys)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_support import error_line
 from test_hessian import _dense_hessian
 
 from landscape import storage as store
@@ -140,14 +141,6 @@ def test_bad_density_settings(changes: dict[str, int], words: str) -> None:
         AnalysisSpec(checkpoint="c.pt", **changes)  # type: ignore[arg-type]
 
 
-def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 def test_cli_density_flags(surface: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     ckpt, out = surface
     capsys.readouterr()
@@ -179,4 +172,4 @@ def test_cli_density_flags(surface: tuple[Path, Path], capsys: pytest.CaptureFix
         (["--curvature-steps", "5"], "ask for a map"),
     ):  # fmt: skip
         assert main([*base, *extra]) == 2, extra
-        assert words in _error_line(capsys)
+        assert words in error_line(capsys)
