@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, HTTPException, Response
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
 from api.planning import surface_path
-from api.routes.hessian import _record_or_404
+from api.routes.analysis_jobs import record_or_404, submit_or_409
 from api.routes.surfaces import SurfaceId, read_or_410
 from api.runners.base import JobKind
 from api.story_planning import flow_covers, plan_gradient_flow
@@ -48,7 +48,7 @@ def create_gradient_flow(
     """Queue it (202 with the job; one already queued for the surface is shared), or 200 with
     the stored profiles when the file holds them for this checkpoint, subset and BN mode. 409
     while the surface is not complete, or while another job of it runs."""
-    record = _record_or_404(session, surface_id)
+    record = record_or_404(session, surface_id)
     path = surface_path(settings, surface_id)
     if not path.exists():
         raise SurfaceFileError(
@@ -65,13 +65,7 @@ def create_gradient_flow(
         )
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · gradient flow"
-    job, created = queue.submit_analysis(KIND, surface_id, label, request, 2, plan.to_json())
-    if not created and (job.kind != KIND or job.request != request):
-        raise HTTPException(
-            409,
-            f"surface {surface_id!r} is busy with job {job.id} ({job.kind or 'surface'}, "
-            f"{job.status}); wait for it or cancel it (DELETE /api/jobs/{job.id})",
-        )
+    job = submit_or_409(queue, KIND, surface_id, label, request, 2, plan.to_json())
     return GradientFlowCreated(job=job_public(job), gradient_flow=None)
 
 
@@ -85,7 +79,7 @@ def get_gradient_flow(
     surface_id: SurfaceId, session: SessionDep, settings: SettingsDep
 ) -> GradientFlowPublic:
     """404 until a gradient flow is stored."""
-    _record_or_404(session, surface_id)
+    record_or_404(session, surface_id)
     path = surface_path(settings, surface_id)
     surface = read_or_410(path, surface_id) if path.exists() else None
     group = surface.groups.get(GRADIENT_FLOW_GROUP) if surface is not None else None

@@ -11,11 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 
 from api.analysis_planning import check_limits, covers, plan_hessian
-from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.hessian_schemas import HessianRequest
 from api.jobs import job_public
 from api.planning import surface_path
+from api.routes.analysis_jobs import record_or_404, submit_or_409
 from api.routes.surfaces import SurfaceId, read_or_410
 from api.runners.base import JobKind
 from api.schemas import HessianCreated, HessianPublic
@@ -42,13 +42,6 @@ _EXAMPLES = {
 }
 
 
-def _record_or_404(session: SessionDep, surface_id: str) -> SurfaceRecord:
-    record = session.get(SurfaceRecord, surface_id)
-    if record is None:
-        raise HTTPException(404, f"no surface with id {surface_id!r}")
-    return record
-
-
 @router.post(
     "/{surface_id}/hessian",
     status_code=202,
@@ -71,7 +64,7 @@ def create_hessian(
     """Queue the analysis (202 with the job; the same analysis already queued or running is
     shared), or answer 200 with the stored numbers when the file already holds all of them.
     409 while the surface is not complete, or while another analysis of it runs."""
-    record = _record_or_404(session, surface_id)
+    record = record_or_404(session, surface_id)
     check_limits(body, settings)  # over a limit is 422 whatever the surface's state
     path = surface_path(settings, surface_id)
     if not path.exists():
@@ -88,15 +81,7 @@ def create_hessian(
         return HessianCreated(job=shown, hessian=hessian_public(group))
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · curvature"
-    job, created = queue.submit_analysis(
-        KIND, surface_id, label, request, plan.steps, plan.to_json()
-    )
-    if not created and (job.kind != KIND or job.request != request):
-        raise HTTPException(
-            409,
-            f"surface {surface_id!r} is busy with job {job.id} ({job.kind or 'surface'}, "
-            f"{job.status}); wait for it or cancel it (DELETE /api/jobs/{job.id})",
-        )
+    job = submit_or_409(queue, KIND, surface_id, label, request, plan.steps, plan.to_json())
     return HessianCreated(job=job_public(job), hessian=None)
 
 
@@ -108,7 +93,7 @@ def create_hessian(
 )
 def get_hessian(surface_id: SurfaceId, session: SessionDep, settings: SettingsDep) -> HessianPublic:
     """404 until an analysis is stored (also in `GET /api/surfaces/{id}` as `hessian`)."""
-    _record_or_404(session, surface_id)
+    record_or_404(session, surface_id)
     path = surface_path(settings, surface_id)
     group = read_or_410(path, surface_id).groups.get(HESSIAN_GROUP) if path.exists() else None
     if group is None:

@@ -21,8 +21,9 @@ import torch
 from landscape.analysis.curvature import coarse_indices, curvature_map
 from landscape.analysis.group import GROUP_NAME, group_contents
 from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
+from landscape.analysis.provenance import surface_of_checkpoint
 from landscape.analysis.spectral_density import spectral_density
-from landscape.errors import CancelledError, CheckpointError, SpecError
+from landscape.errors import CancelledError, SpecError
 from landscape.specs import AnalysisSpec, to_dict
 
 
@@ -51,15 +52,7 @@ def analyze(
     if spec.curvature_grid and surface is None:
         raise SpecError("a curvature map needs a surface (its directions and grid)")
     digest = file_digest(spec.checkpoint)
-    stored = None
-    if surface is not None:
-        stored = storage.read_surface(surface)
-        expected = str(stored.attrs.get("checkpoint_sha256", ""))
-        if digest != expected:
-            raise CheckpointError(
-                f"checkpoint {Path(spec.checkpoint).name} is not the one surface "
-                f"{Path(surface).name} was computed from (sha256 {expected[:12]}…)"
-            )
+    stored = surface_of_checkpoint(spec.checkpoint, digest, surface)
     x = stored.x if stored is not None else None
     y = stored.y if stored is not None else None
     total = analysis_steps(spec, x, y)

@@ -23,7 +23,8 @@ from landscape.analysis.gradient_flow import (
     gradient_flow,
     group_contents,
 )
-from landscape.errors import CancelledError, CheckpointError
+from landscape.analysis.provenance import surface_of_checkpoint
+from landscape.errors import CancelledError
 from landscape.specs import DataSpec, DeviceName, LossName, Split, to_dict
 
 FLOW_STEPS = 2  # init, trained
@@ -51,14 +52,8 @@ def analyze_gradient_flow(
     from landscape.models import build
 
     digest = file_digest(checkpoint)
-    if surface is not None:
-        stored = storage.read_surface(surface)
-        expected = str(stored.attrs.get("checkpoint_sha256", ""))
-        if digest != expected:
-            raise CheckpointError(
-                f"checkpoint {Path(checkpoint).name} is not the one surface "
-                f"{Path(surface).name} was computed from (sha256 {expected[:12]}…)"
-            )
+    stored = surface_of_checkpoint(checkpoint, digest, surface)
+    if stored is not None:
         data = data or stored.spec.data
         loss = loss or stored.spec.loss
     data = data or DataSpec()

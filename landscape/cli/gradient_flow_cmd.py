@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from landscape.analysis.flow_analyze import analyze_gradient_flow
     from landscape.analysis.gradient_flow import Mode
-    from landscape.cli.hessian_cmd import _progress_bar
+    from landscape.cli.progress import step_bar
     from landscape.specs import Split, check_choice
 
     if args.checkpoint is None and args.surface is None:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         batch_size=args.batch_size,
         device=args.device,
-        on_progress=_progress_bar(args.quiet, "gradient flow"),
+        on_progress=step_bar(args.quiet, "gradient flow"),
     )
     if args.json:
         print(json.dumps({k: f.to_dict() for k, f in flows.items()}, indent=2))

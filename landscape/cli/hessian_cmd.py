@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +119,10 @@ def _spec(args: argparse.Namespace) -> AnalysisSpec:
 
 def run(args: argparse.Namespace) -> int:
     from landscape.analysis import GROUP_NAME, analyze, group_summary
+    from landscape.cli.progress import step_bar
 
     spec = _spec(args)
-    arrays, attrs = analyze(spec, args.surface, on_progress=_progress_bar(args.quiet))
+    arrays, attrs = analyze(spec, args.surface, on_progress=step_bar(args.quiet, "hessian"))
     summary = group_summary(arrays, attrs)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -130,26 +130,6 @@ def run(args: argparse.Namespace) -> int:
         stored = f"{args.surface}:{GROUP_NAME}/" if args.surface is not None else None
         print(format_table(summary, stored=stored))
     return 0
-
-
-def _progress_bar(quiet: bool, desc: str = "hessian") -> Any:
-    """An ``on_progress(done, total)`` drawing a tqdm bar on stderr (the spectrum is one step,
-    the density one, each curvature map point one)."""
-    bar: Any = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar
-        if quiet:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="step", desc=desc, file=sys.stderr)
-        bar.update(done - bar.n)
-        if done == total:
-            bar.close()
-
-    return on_progress
 
 
 def _number(value: Any) -> str:

@@ -9,7 +9,6 @@ there: a rerun reuses finished work and an interrupted one resumes.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,25 +121,13 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from landscape.cli.progress import step_bar
     from landscape.reproduce import reproduce
 
     spec = spec_from_args(args)
-    bar: Any = None
+    bar = step_bar(args.quiet, "reproduce")
 
-    def on_progress(what: str, done: int, total: int) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="step", desc="reproduce", file=sys.stderr)
-        bar.set_postfix_str(what)
-        bar.update(done - bar.n)
-        if done == total:
-            bar.close()
-
-    result = reproduce(spec, args.out, on_progress=on_progress)
+    result = reproduce(spec, args.out, on_progress=lambda what, done, total: bar(done, total, what))
     print(f"report: {result.html_path}")
     print(f"numbers: {result.json_path}")
     print(f"wall time: {result.wall_time_s:.0f} s")
