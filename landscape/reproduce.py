@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.errors import CancelledError, SpecError
+from landscape.errors import CancelledError, SpecError, UnknownNameError
+from landscape.models import list_models
 from landscape.report_findings import findings
 from landscape.specs import (
     MAX_LANCZOS_STEPS,
@@ -100,6 +101,10 @@ class ReproduceSpec:
     def __post_init__(self) -> None:
         if not self.pairs or any(len(p) != 2 for p in self.pairs):
             raise SpecError("pairs must be (with shortcuts, without shortcuts) model names")
+        known = [info.name for info in list_models()]
+        for model in self.models:  # before any folder is made or net trained
+            if model not in known:
+                raise UnknownNameError("model", model, known)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SpecError(f"seeds must be distinct and at least one, got {self.seeds!r}")
         if not 1 <= self.surface_seeds <= len(self.seeds):

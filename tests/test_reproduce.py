@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from landscape.errors import CancelledError, SpecError
+from landscape.errors import CancelledError, SpecError, UnknownNameError
 from landscape.reproduce import ReproduceResult, ReproduceSpec, reproduce
 from landscape.specs import DataSpec, to_dict
 
@@ -105,6 +105,8 @@ def test_stop_and_bad_recipes(tmp_path: Path) -> None:
         ReproduceSpec(seeds=(0, 0))
     with pytest.raises(SpecError, match="pairs"):
         ReproduceSpec(pairs=())
+    with pytest.raises(UnknownNameError, match="unknown model 'nosuch'"):
+        ReproduceSpec(pairs=(("nosuch", "resnet20"),))
     with pytest.raises(SpecError, match="ranges"):
         ReproduceSpec(ranges=((0.0, 5),))
     with pytest.raises(SpecError, match="epochs"):
