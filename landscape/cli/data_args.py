@@ -1,8 +1,10 @@
-"""The data set options that ``train`` and ``surface`` share, and their one ``DataSpec``."""
+"""The data set options that ``train`` and ``surface`` share, and their one ``DataSpec``;
+the checkpoint-or-surface options that the analyses of a surface (hessian, gradient-flow) share."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from landscape.specs import DataSpec
 
@@ -23,3 +25,16 @@ def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
         test_size=args.test_size,
         download=args.download,
     )
+
+
+def add_analysis_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """What an analysis is of: a checkpoint or a surface's, and data defaulting to the surface's."""
+    parser.add_argument(
+        "--checkpoint", default=None, help="landscape checkpoint (default: the --surface's)"
+    )
+    parser.add_argument("--surface", type=Path, default=None, help="surface file to store into")
+    parser.add_argument(
+        "--dataset", default=None, help="data set name or file (default: the surface's, digits)"
+    )
+    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
+    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")

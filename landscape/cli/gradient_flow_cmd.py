@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from landscape.cli.data_args import add_analysis_source_arguments
 from landscape.errors import SpecError
 from landscape.specs import DataSpec
 
@@ -25,15 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "output, of the mean training loss at a checkpoint and at the initialization its "
         "training started from; with --surface, store them in that file's gradient_flow/ group.",
     )
-    parser.add_argument(
-        "--checkpoint", default=None, help="landscape checkpoint (default: the --surface's)"
-    )
-    parser.add_argument("--surface", type=Path, default=None, help="surface file to store into")
-    parser.add_argument(
-        "--dataset", default=None, help="data set name or file (default: the surface's, digits)"
-    )
-    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
-    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
+    add_analysis_source_arguments(parser)
     parser.add_argument("--split", default="train", help="train or test")
     parser.add_argument("--mode", default="train", help="BN in train (batch stats) or eval mode")
     parser.add_argument("--batch-size", type=int, default=128, help="samples per pass")

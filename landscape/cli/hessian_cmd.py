@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 from typing import Any
 
+from landscape.cli.data_args import add_analysis_source_arguments
 from landscape.errors import SpecError
 from landscape.specs import AnalysisSpec, DataSpec
 
@@ -29,15 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--surface, store them in that surface file's hessian/ group, and with "
         "--curvature-grid, map |λmin/λmax| over the surface's plane (Li et al. 2018 §6).",
     )
-    parser.add_argument(
-        "--checkpoint", default=None, help="landscape checkpoint (default: the --surface's)"
-    )
-    parser.add_argument("--surface", type=Path, default=None, help="surface file to store into")
-    parser.add_argument(
-        "--dataset", default=None, help="data set name or file (default: the surface's, digits)"
-    )
-    parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
-    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
+    add_analysis_source_arguments(parser)
     parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
     parser.add_argument("--split", default="train", help="train or test")
     parser.add_argument("--loss", default=None, help="cross_entropy or mse (default: surface's)")
