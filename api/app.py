@@ -37,8 +37,8 @@ from api.routes import (
     hessian,
     jobs,
     models,
-    reports,
-    surfaces,
+    report,
+    surface,
     web,
 )
 from api.routes import config as config_routes
@@ -124,7 +124,7 @@ def create_app(
     app.add_exception_handler(LandscapeError, landscape_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
-    routers = (surfaces, hessian, gradient_flow, reports, jobs, checkpoints, models, datasets)
+    routers = (surface, hessian, gradient_flow, report, jobs, checkpoints, models, datasets)
     for module in (*routers, health, web):
         app.include_router(module.router)
     app.include_router(config_routes.router)

@@ -1,6 +1,6 @@
 """Storage: the SQL tables (jobs, surfaces, checkpoints) and the engine/session factory.
 
-These are storage models; the wire shapes live in ``api/schemas.py``. Times are UNIX seconds
+These are storage models; the wire shapes live in ``api/schemas/surface.py``. Times are UNIX seconds
 (floats) so lease arithmetic is plain and identical on SQLite and Postgres. Tables are created
 on start-up (``create_all``); the schema is small and append-only, so the one migration step is
 ``_add_missing_columns``: nullable columns added since a database file was made are added to it.

@@ -22,8 +22,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.planning import plan_surface
-from api.schemas import SurfaceRequest
+from api.planning.surface import plan_surface
+from api.schemas.surface import SurfaceRequest
 
 log = logging.getLogger(__name__)
 

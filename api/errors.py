@@ -1,7 +1,7 @@
 """The one place where errors become HTTP responses (see landscape/errors.py).
 
 The table follows the docstring of ``landscape.errors``; ``status_for`` walks the class's MRO,
-so a new subclass inherits its parent's code and ``tests/test_api.py`` checks every class in
+so a new subclass inherits its parent's code and ``tests/api/test_api.py`` checks every class in
 the tree has one. Every message leaving here is redacted (no server path) and bounded; a 422
 names what is wrong and where, but never echoes the input back (it may be megabytes, or hold
 numbers JSON cannot carry).
@@ -29,7 +29,7 @@ from landscape.errors import (
     SurfaceFileError,
     UnknownNameError,
 )
-from landscape.safe_load import CheckpointTooLargeError
+from landscape.sources.safe_load import CheckpointTooLargeError
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
-from api.planning import Plan
+from api.planning.surface import Plan
 from api.redact import public_stored_error
-from api.schemas import JobPublic, Progress, TrainProgress
+from api.schemas.surface import JobPublic, Progress, TrainProgress
 
 log = logging.getLogger(__name__)
 

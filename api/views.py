@@ -13,9 +13,14 @@ from typing import Any
 import numpy as np
 
 from api.db import Job, SurfaceRecord
-from api.hessian_schemas import CurvatureMapPublic, DensityPublic
 from api.jobs import iso, job_public
-from api.schemas import (
+from api.schemas.hessian import CurvatureMapPublic, DensityPublic
+from api.schemas.story import (
+    GradientFlowProfile,
+    GradientFlowPublic,
+    ReportSummary,
+)
+from api.schemas.surface import (
     GridPublic,
     HessianBrief,
     HessianPublic,
@@ -25,11 +30,6 @@ from api.schemas import (
     SurfaceSummary,
     TrajectoryPublic,
     finite_or_none,
-)
-from api.story_schemas import (
-    GradientFlowProfile,
-    GradientFlowPublic,
-    ReportSummary,
 )
 from landscape.storage import Group, Surface, Trajectory, describe
 from landscape.storage.summary import json_safe

@@ -24,8 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from landscape.data import load_dataset
 from landscape.directions import make_directions
-from landscape.engine import GridEvaluator, reference_evaluate
-from landscape.engine_plan import cpu_count, cpu_model
+from landscape.engine.evaluator import GridEvaluator, reference_evaluate
+from landscape.engine.plan import cpu_count, cpu_model
 from landscape.models import build
 from landscape.specs import DirectionSpec, EngineOptions
 

@@ -177,7 +177,7 @@ def _hessian(
     by ``‖θ‖`` (coordinates comparable to filter-normalized ±1) unless normalization is
     ``none`` (unit length)."""
     from landscape.analysis.hessian import LanczosOptions
-    from landscape.hessian_directions import hessian_directions
+    from landscape.analysis.hessian_directions import hessian_directions
 
     if data is None:
         raise CheckpointError("Hessian directions need the data whose loss the Hessian is of")
@@ -272,7 +272,7 @@ def pca_directions(
 
 def _load_params(path: str, model: nn.Module) -> dict[str, Tensor]:
     """Parameters of the checkpoint at ``path``, which must fit ``model``'s parameter names."""
-    from landscape.checkpoint import load_checkpoint  # the zoo is only needed here
+    from landscape.sources.checkpoint import load_checkpoint  # the zoo is only needed here
 
     other, _ = load_checkpoint(path)
     params = model_parameters(other)

@@ -127,7 +127,7 @@ class DataSpec:
 class EngineOptions:
     """How grid points are evaluated. None of these change the numbers beyond fp32 rounding
     except ``precision``: ``auto`` is ``tf32`` on CUDA and ``fp32`` on CPU (see
-    ``landscape.engine_plan.resolve_precision``); ``tf32``/``bf16`` exist only on CUDA."""
+    ``landscape.engine.plan.resolve_precision``); ``tf32``/``bf16`` exist only on CUDA."""
 
     device: DeviceName = "auto"
     precision: Precision = "auto"

@@ -4,6 +4,12 @@ The file on disk is the only state: every finished chunk is recorded (``storage.
 before the next is awaited, so a killed run resumes from its uncomputed points, reusing the
 directions stored in the file (never regenerating them: a resumed surface must be the same
 surface). Summary numbers (``analysis.surface_metrics``) are computed once the grid is complete.
+
+``compute_module_surface`` is the notebook entry: any ``nn.Module`` and tensors, classification
+or regression head, with the same file, resume and cache semantics -- it *is*
+``compute_surface``, given a ``sources.module_source``. The module's key
+(``sources.modules.model_key``) stands where a checkpoint's sha256 stands, and the tensors'
+digest names the data, so the same module, weights and tensors resume (or return) the same file.
 """
 
 from __future__ import annotations
@@ -23,12 +29,19 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from landscape import storage as store
 from landscape.analysis.surface_metrics import surface_metrics
-from landscape.errors import CancelledError
-from landscape.model_source import REGRESSION_LOSS, ModelSource, checkpoint_source
-from landscape.specs import DirectionSpec, EngineOptions, SurfaceSpec
+from landscape.errors import CancelledError, SpecError
+from landscape.sources.model_source import (
+    REGRESSION_LOSS,
+    ModelSource,
+    checkpoint_source,
+    module_source,
+)
+from landscape.sources.modules import data_digest
+from landscape.specs import DataSpec, DirectionSpec, EngineOptions, GridSpec, LossName, SurfaceSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +71,16 @@ def compute_surface(
 ) -> Path:
     """Compute (or finish) the surface of ``spec`` into ``out`` and return ``out``.
 
-    ``source`` is the module and data to evaluate (``landscape.model_source``); by default the
-    checkpoint file and data set ``spec`` names. An existing ``out`` made from the same spec,
+    ``source`` is the module and data to evaluate (``sources.model_source``); by default
+    the checkpoint file and data set ``spec`` names. An existing ``out`` made from the same spec,
     model (checkpoint bytes or module key) and precision is resumed (or returned at once when
     complete); one from another request raises ``SurfaceFileError``. ``surface_id`` is
     recorded as the file's ``surface_id`` attr (the id a service lists it by). When
     ``should_stop()`` turns true, finished chunks are kept and ``CancelledError`` is raised.
     """
-    from landscape.devices import resolve_device
     from landscape.directions import make_directions
-    from landscape.engine_plan import resolve_precision
+    from landscape.engine.devices import resolve_device
+    from landscape.engine.plan import resolve_precision
 
     options = options or EngineOptions()
     # "auto" becomes what the device computes in: the file and the key name the real one.
@@ -148,13 +161,13 @@ def _make_evaluator(
 ) -> Any:
     """The engine for class labels; the exact per-point regression path for real targets."""
     if source.task == "regression":
-        from landscape.regression import RegressionEvaluator
+        from landscape.engine.regression import RegressionEvaluator
 
         source.engine_fallbacks = [
             "regression head: the engine computes classification losses only"
         ]
         return RegressionEvaluator(source.model, directions, source.data, options=options)
-    from landscape.backends import make_evaluator
+    from landscape.engine.backend import make_evaluator
 
     options = source.plan_engine(options)
     return make_evaluator(
@@ -306,8 +319,8 @@ def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[t
     """Per axis, the extent of the PCA trajectory (and the final weights at 0) × 1.2, so the
     whole path lands on the surface (Li et al. 2018, §7). PCA is deterministic, so the
     surface computed next finds the same directions and path."""
-    from landscape.checkpoint import load_checkpoint
     from landscape.directions import make_directions
+    from landscape.sources.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     _, info = make_directions(model, directions, ndim)
@@ -318,3 +331,49 @@ def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[t
         middle, half = (low + high) / 2, max((high - low) / 2 * AUTO_MARGIN, 1e-3)
         ranges.append((float(middle - half), float(middle + half)))
     return ranges
+
+
+def compute_module_surface(
+    model: nn.Module,
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    out: str | Path,
+    *,
+    grid: GridSpec | None = None,
+    directions: DirectionSpec | None = None,
+    loss: LossName | None = None,
+    options: EngineOptions | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    label: str | None = None,
+    extra_provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Compute (or finish) the surface of ``model`` on ``data`` (split name → ``(x, y)``).
+
+    ``loss`` defaults to cross-entropy for class labels; regression takes ``"mse"`` (plain
+    squared error; ``{split}_acc`` holds R²). Only random directions apply (the others name
+    checkpoint files). ``label`` names the model in the file (default: its class name);
+    ``extra_provenance`` adds root attrs (the ONNX loader's check report).
+    """
+    grid, directions = grid or GridSpec(), directions or DirectionSpec()
+    if directions.kind != "random":
+        raise SpecError("a model object takes random directions (the others name checkpoints)")
+    source = module_source(model, data, label=label, extra_provenance=extra_provenance)
+    loss = loss or ("mse" if source.task == "regression" else "cross_entropy")
+    if source.task == "regression" and loss != "mse":
+        raise SpecError(f"real-valued targets need loss 'mse', not {loss!r}")
+    spec = SurfaceSpec(
+        checkpoint=f"python:{source.provenance['model']}",
+        data=DataSpec(name=f"tensors:{data_digest(source.data)[:20]}"),
+        grid=grid,
+        directions=directions,
+        splits=tuple(source.data),  # type: ignore[arg-type]  # SurfaceSpec checks each name
+        loss=loss,
+    )
+    return compute_surface(
+        spec,
+        out,
+        options=options,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        source=source,
+    )

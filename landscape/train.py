@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.checkpoint import read_checkpoint_file, save_checkpoint
 from landscape.data import dataset_info, load_data
-from landscape.devices import resolve_device
+from landscape.engine.devices import resolve_device
 from landscape.errors import CancelledError, CheckpointError, SpecError, UnknownNameError
 from landscape.models import build, list_models
+from landscape.sources.checkpoint import read_checkpoint_file, save_checkpoint
 from landscape.specs import TrainSpec, to_dict
 
 logger = logging.getLogger(__name__)

@@ -113,8 +113,8 @@ def test_seed_reproducible_and_distinct_directions() -> None:
 
 
 def test_interpolation_direction_and_make_directions(tmp_path: Path) -> None:
-    from landscape.checkpoint import save_checkpoint
     from landscape.models import build
+    from landscape.sources.checkpoint import save_checkpoint
 
     args = {"in_channels": 1, "num_classes": 10, "image_size": 8}
     model, target = build("resnet20", **args).eval(), build("resnet20", **args).eval()
@@ -139,8 +139,8 @@ def test_interpolation_direction_and_make_directions(tmp_path: Path) -> None:
 
 
 def test_make_directions_pca_from_checkpoints(tmp_path: Path) -> None:
-    from landscape.checkpoint import save_checkpoint
     from landscape.models import build
+    from landscape.sources.checkpoint import save_checkpoint
 
     args = {"in_channels": 1, "num_classes": 10, "image_size": 8}
     model = build("mlp-plain", **args).eval()

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from landscape import storage as store
-from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.data import load_data
-from landscape.engine import reference_evaluate
+from landscape.engine.evaluator import reference_evaluate
 from landscape.errors import CancelledError, SurfaceFileError
 from landscape.models import build
+from landscape.sources.checkpoint import load_checkpoint, save_checkpoint
 from landscape.specs import DataSpec, DirectionSpec, EngineOptions, GridSpec, SurfaceSpec
 from landscape.surface import Progress, compute_surface
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape.checkpoint import load_checkpoint
 from landscape.data import load_dataset
 from landscape.errors import CancelledError, CheckpointError, SpecError, UnknownNameError
 from landscape.models import build
+from landscape.sources.checkpoint import load_checkpoint
 from landscape.specs import DataSpec, TrainSpec
 from landscape.train import partial_path, snapshot_dir, train_model
 

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_api import TINY, _state_dict_bytes, _upload, run_all
 
 from landscape import storage as store
-from landscape.checkpoint import load_checkpoint
 from landscape.cli import main as cli_main
-from landscape.plot import surface_figure
+from landscape.plot.figures import surface_figure
+from landscape.sources.checkpoint import load_checkpoint
 from landscape.specs import DataSpec, DirectionSpec, EngineOptions, GridSpec, SurfaceSpec, TrainSpec
 from landscape.surface import compute_surface
 from landscape.train import snapshot_dir, train_model
+from tests.api.test_api import TINY, _state_dict_bytes, _upload, run_all
 
 FAST = EngineOptions(device="cpu", workers=1, compile=False)
 EPOCHS = 3
@@ -148,9 +148,8 @@ def test_cli_train_snapshots_feed_a_pca_surface(
 
 @pytest.fixture
 def client(tmp_path: Path) -> Any:
-    from test_api import tiny_settings
-
     from api.app import create_app
+    from tests.api.test_api import tiny_settings
 
     with TestClient(create_app(tiny_settings(tmp_path / "data"))) as test_client:
         yield test_client

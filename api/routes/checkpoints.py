@@ -1,14 +1,14 @@
 """``/api/checkpoints``: list, and upload a trained model safely.
 
-Uploads are never unpickled: ``landscape.checkpoint.load_checkpoint`` reads ``.pt`` files with
-``torch.load(weights_only=True)`` (tensors and plain containers only) or safetensors. The file
-must load strictly into the named zoo model built for the named data set; it is then stored in
-our own checkpoint format under ``checkpoints/<id>.pt`` (id = sha256 of the uploaded bytes), so
-workers rebuild the model from the file alone.
+Uploads are never unpickled: ``landscape.sources.checkpoint.load_checkpoint`` reads ``.pt``
+files with ``torch.load(weights_only=True)`` (tensors and plain containers only) or
+safetensors. The file must load strictly into the named zoo model built for the named data
+set; it is then stored in our own checkpoint format under ``checkpoints/<id>.pt`` (id = sha256
+of the uploaded bytes), so workers rebuild the model from the file alone.
 
 An ``.onnx`` upload carries its own architecture as a declarative graph: it is checked by
-``landscape.onnx_import.load_onnx_model`` for the data set's sample shape (no custom operators,
-no external data, a conversion that reproduces ONNX Runtime) and stored as it came under
+``landscape.sources.onnx_import.load_onnx_model`` for the data set's sample shape (no custom
+operators, no external data, a conversion that reproduces ONNX Runtime) and stored as it came under
 ``checkpoints/<id>.onnx``; workers convert and check it again. TorchScript, ``torch.export``
 and pickled modules are refused: their loaders can unpickle or run code.
 """
@@ -30,14 +30,14 @@ from sqlalchemy import select
 from api.db import CheckpointRecord
 from api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import iso
-from api.planning import checkpoint_path
+from api.planning.surface import checkpoint_path
 from api.redact import truncate_value
-from api.schemas import CheckpointPublic
-from landscape.checkpoint import load_checkpoint, save_checkpoint
+from api.schemas.surface import CheckpointPublic
 from landscape.data import dataset_info, list_datasets
 from landscape.errors import CheckpointError, LandscapeError, ModelFormatError, UnknownNameError
 from landscape.models import build, list_models
-from landscape.safe_load import check_unpacked_size
+from landscape.sources.checkpoint import load_checkpoint, save_checkpoint
+from landscape.sources.safe_load import check_unpacked_size
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def _upload_onnx(
     settings: SettingsDep, session: SessionDep, file: UploadFile, name: str, dataset: str
 ) -> CheckpointPublic:
     """Check the graph (``load_onnx_model``) and keep the file as it came with its report."""
-    from landscape.onnx_import import OnnxLimits, load_onnx_model
+    from landscape.sources.onnx_import import OnnxLimits, load_onnx_model
 
     if importlib.util.find_spec("onnx2torch") is None:
         raise CheckpointError(

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from api.demo import CLOSE_GRID, DEMO_EPOCHS, DEMO_GRID, demo_request
 from api.deps import ReadAccess, SettingsDep
-from api.schemas import GridRequest, TrainRecipe
+from api.schemas.surface import GridRequest, TrainRecipe
 
 router = APIRouter(tags=["catalogue"], dependencies=[ReadAccess])
 

@@ -1,7 +1,7 @@
 """``/api/surfaces/{id}/hessian``: request and read the curvature analysis of a surface.
 
 A sub-resource of surfaces with its own file, so ``surfaces.py`` stays about surfaces; planning
-and the cache check are ``api/analysis_planning.py``, the work ``api/runners/hessian.py``.
+and the cache check are ``api/planning/hessian.py``, the work ``api/runners/hessian.py``.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Response
 
-from api.analysis_planning import check_limits, covers, plan_hessian
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.hessian_schemas import HessianRequest
 from api.jobs import job_public
-from api.planning import surface_path
-from api.routes.analysis_jobs import record_or_404, submit_or_409
-from api.routes.surfaces import SurfaceId, read_or_410
+from api.planning.hessian import check_limits, covers, plan_hessian
+from api.planning.surface import surface_path
+from api.routes.common import record_or_404, submit_or_409
+from api.routes.surface import SurfaceId, read_or_410
 from api.runners.base import JobKind
-from api.schemas import HessianCreated, HessianPublic
+from api.schemas.hessian import HessianRequest
+from api.schemas.surface import HessianCreated, HessianPublic
 from api.views import HESSIAN_GROUP, hessian_public
 from landscape.errors import SurfaceFileError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ReadAccess
-from api.schemas import ModelPublic
+from api.schemas.surface import ModelPublic
 from landscape.models import list_models
 
 router = APIRouter(prefix="/api/models", tags=["catalogue"], dependencies=[ReadAccess])

@@ -25,7 +25,7 @@ from api.deps import SettingsDep
 router = APIRouter(tags=["web"], include_in_schema=False)
 
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
-FIGURE_JS = Path(landscape.__file__).resolve().parent / "figure.js"
+FIGURE_JS = Path(landscape.__file__).resolve().parent / "plot" / "figure.js"
 DOCS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 DOCS_FILES = {
     "swagger-ui-bundle.js": "application/javascript",

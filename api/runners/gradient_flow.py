@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.planning.story import GradientFlowPlan
 from api.runners.base import JobContext
-from api.story_planning import GradientFlowPlan
 
 
 def run(plan_json: dict[str, Any], ctx: JobContext) -> None:

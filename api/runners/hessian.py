@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.analysis_planning import HessianPlan
+from api.planning.hessian import HessianPlan
 from api.runners.base import JobContext
 
 

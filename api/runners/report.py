@@ -1,4 +1,4 @@
-"""``report`` jobs: the stored ``ReportPlan`` → ``landscape.reproduce.reproduce``.
+"""``report`` jobs: the stored ``ReportPlan`` → ``landscape.report.reproduce.reproduce``.
 
 The same call ``landscape reproduce skip-vs-plain`` makes; its folder caches every training,
 surface and analysis, so a cancelled or crashed report resumes when it is requested again.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.planning.story import ReportPlan
 from api.runners.base import JobContext
-from api.story_planning import ReportPlan
 
 
 def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
-    from landscape.reproduce import ReproduceSpec, reproduce
+    from landscape.report.reproduce import ReproduceSpec, reproduce
 
     plan = ReportPlan.from_json(plan_json)
     reproduce(

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import CheckpointRecord
-from api.planning import Plan
+from api.planning.surface import Plan
 from api.runners.base import JobContext
 from landscape.errors import CancelledError
 
 if TYPE_CHECKING:
-    from landscape.model_source import ModelSource
+    from landscape.sources.model_source import ModelSource
 
 
 def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
@@ -55,8 +55,8 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
 def _onnx_source(plan: Plan, ctx: JobContext) -> ModelSource:
     """An uploaded ONNX graph, converted and checked again under this server's limits (the
     check report goes into the surface's provenance as ``onnx``)."""
-    from landscape.model_source import checkpoint_source
-    from landscape.onnx_import import OnnxLimits
+    from landscape.sources.model_source import checkpoint_source
+    from landscape.sources.onnx_import import OnnxLimits
 
     limits = OnnxLimits(max_bytes=ctx.settings.max_onnx_bytes)
     return checkpoint_source(plan.surface_spec, onnx_limits=limits)

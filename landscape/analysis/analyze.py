@@ -46,8 +46,8 @@ def analyze(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Compute the analysis; with ``surface``, store it there. Returns the group's contents."""
     from landscape import storage
-    from landscape.checkpoint import file_digest, load_checkpoint
     from landscape.data import load_data
+    from landscape.sources.checkpoint import file_digest, load_checkpoint
 
     if spec.curvature_grid and surface is None:
         raise SpecError("a curvature map needs a surface (its directions and grid)")

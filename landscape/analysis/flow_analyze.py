@@ -46,10 +46,10 @@ def analyze_gradient_flow(
     """``{"init": …, "trained": …}`` of the mean loss over ``data``'s ``split``; data and loss
     default to the surface's (else digits, cross-entropy), whose checkpoint must be this one."""
     from landscape import storage
-    from landscape.checkpoint import file_digest, load_checkpoint
     from landscape.data import load_data
-    from landscape.devices import resolve_device
+    from landscape.engine.devices import resolve_device
     from landscape.models import build
+    from landscape.sources.checkpoint import file_digest, load_checkpoint
 
     digest = file_digest(checkpoint)
     stored = surface_of_checkpoint(checkpoint, digest, surface)

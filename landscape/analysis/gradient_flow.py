@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.engine_core import per_sample_loss
+from landscape.engine.point_evaluator import per_sample_loss
 from landscape.errors import SpecError
 from landscape.specs import LossName, check_choice
 

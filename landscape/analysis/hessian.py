@@ -33,8 +33,8 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape.devices import resolve_device
-from landscape.engine_core import per_sample_loss
+from landscape.engine.devices import resolve_device
+from landscape.engine.point_evaluator import per_sample_loss
 from landscape.errors import SpecError
 from landscape.specs import DeviceName, LossName, check_choice
 

@@ -94,7 +94,7 @@ def _model_args(values: list[str]) -> tuple[tuple[str, int], ...]:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The ``ReproduceSpec``: the documented recipe with only the named values changed."""
-    from landscape.reproduce import ReproduceSpec
+    from landscape.report.reproduce import ReproduceSpec
 
     changes: dict[str, Any] = {"device": args.device, "workers": args.workers}
     if args.seeds is not None:
@@ -122,7 +122,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from landscape.cli.progress import step_bar
-    from landscape.reproduce import reproduce
+    from landscape.report.reproduce import reproduce
 
     spec = spec_from_args(args)
     bar = step_bar(args.quiet, "reproduce")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
-from landscape.custom import FACTORY_HELP
 from landscape.errors import CheckpointError, SpecError
+from landscape.sources.modules import FACTORY_HELP
 from landscape.specs import (
     DeviceName,
     DirectionKind,
@@ -193,13 +193,13 @@ def resolve_checkpoint(args: argparse.Namespace) -> str:
     """The checkpoint the spec names: ours as given; a bare state_dict (with ``--model``)
     wrapped once into a landscape checkpoint next to ``--out``, so its model name becomes
     part of the checkpoint bytes and hence of the surface's cache key."""
-    from landscape.checkpoint import (
+    from landscape.data import dataset_info
+    from landscape.sources.checkpoint import (
         FORMAT,
         file_digest,
         import_checkpoint,
         read_checkpoint_file,
     )
-    from landscape.data import dataset_info
 
     source = Path(args.checkpoint)
     content = read_checkpoint_file(source)
@@ -245,7 +245,7 @@ def _check_factory_arguments(args: argparse.Namespace) -> None:
     """Check ``--model-factory`` against the other options before any file is read: the
     factory replaces ``--model``, and only random and Hessian directions need no second
     checkpoint."""
-    from landscape.custom import load_factory
+    from landscape.sources.modules import load_factory
 
     if args.model is not None:
         raise SpecError("give --model (a zoo model) or --model-factory (your own code), not both")
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, checkpoint)
     source = None
     if args.model_factory is not None:
-        from landscape.model_source import checkpoint_source
+        from landscape.sources.model_source import checkpoint_source
 
         source = checkpoint_source(
             spec, factory=args.model_factory, factory_args=model_args_from(args)

@@ -1,0 +1,202 @@
+"""From story requests to library inputs: the gradient flow of a surface's checkpoint
+(``landscape.analysis.flow_analyze``) and a skip-vs-plain report (``landscape.report.reproduce``).
+
+Routes plan once and store the plan with the job; the runners execute it as stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from api.db import SurfaceRecord
+from api.planning.surface import check_dataset, checkpoint_path, surface_path
+from api.schemas.story import GradientFlowRequest, ReportRequest
+from api.settings import Settings
+from landscape.errors import SpecError, SurfaceFileError
+from landscape.report.reproduce import ReproduceSpec
+from landscape.specs import DataSpec, from_dict, to_dict
+from landscape.storage import Group, Surface
+
+REPORT_DATASET = "digits"  # the recipe's data set; a report request does not choose another
+
+
+@dataclass(frozen=True)
+class GradientFlowPlan:
+    surface_id: str
+    surface_path: Path
+    checkpoint: str
+    data: DataSpec
+    mode: str
+    device: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "surface_id": self.surface_id,
+            "surface_path": str(self.surface_path),
+            "checkpoint": self.checkpoint,
+            "data": to_dict(self.data),
+            "mode": self.mode,
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GradientFlowPlan:
+        return cls(
+            surface_id=data["surface_id"],
+            surface_path=Path(data["surface_path"]),
+            checkpoint=data["checkpoint"],
+            data=from_dict(DataSpec, data["data"]),
+            mode=data["mode"],
+            device=data["device"],
+        )
+
+
+def plan_gradient_flow(
+    record: SurfaceRecord, request: GradientFlowRequest, settings: Settings, surface: Surface
+) -> GradientFlowPlan:
+    """422 over the server's subset cap; 409 (SurfaceFileError) while the surface is not
+    complete or its checkpoint is gone."""
+    cap = settings.max_train_size
+    if cap is not None and request.train_size is not None and request.train_size > cap:
+        raise SpecError(f"train_size must be at most {cap} on this server")
+    if surface.status != "complete":
+        raise SurfaceFileError(
+            f"surface {record.id!r} is {surface.status} ({surface.done} of {surface.total} "
+            f"points); the gradient flow needs a complete surface: wait for its job"
+        )
+    checkpoint = checkpoint_path(settings, record.checkpoint_id)
+    if not checkpoint.exists():
+        raise SurfaceFileError(
+            f"the checkpoint of surface {record.id!r} is no longer on this server"
+        )
+    base = surface.spec.data
+    resolved = check_dataset(base.name, settings)
+    data = DataSpec(
+        name=base.name,
+        data_root=resolved.data_root,
+        train_size=request.train_size or base.train_size,
+        test_size=base.test_size,
+        download=resolved.download,
+    )
+    return GradientFlowPlan(
+        surface_id=record.id,
+        surface_path=surface_path(settings, record.id),
+        checkpoint=str(checkpoint),
+        data=data,
+        mode=request.mode,
+        device=settings.device,
+    )
+
+
+def flow_covers(group: Group, plan: GradientFlowPlan, surface: Surface) -> bool:
+    """True when the stored group is of this checkpoint, data subset and BN mode."""
+    _, attrs = group
+    data = attrs.get("data") or {}
+    flows = attrs.get("flows")
+    flows = json.loads(flows) if isinstance(flows, str) else (flows or {})
+    modes = {(info.get("settings") or {}).get("mode") for info in flows.values()}
+    return (
+        attrs.get("checkpoint_sha256") == surface.attrs.get("checkpoint_sha256")
+        and data.get("name") == plan.data.name
+        and data.get("train_size") == plan.data.train_size
+        and modes == {plan.mode}
+    )
+
+
+# ---------------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class ReportPlan:
+    report_id: str
+    out_dir: Path
+    spec: dict[str, Any]  # ReproduceSpec.to_dict
+    steps: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "report_id": self.report_id,
+            "out_dir": str(self.out_dir),
+            "spec": self.spec,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReportPlan:
+        return cls(
+            report_id=data["report_id"],
+            out_dir=Path(data["out_dir"]),
+            spec=dict(data["spec"]),
+            steps=int(data["steps"]),
+        )
+
+
+def report_steps(spec: ReproduceSpec) -> int:
+    """``reproduce``'s progress units: one per training, per surface, per net's analysis."""
+    surface_runs = len(spec.models) * spec.surface_seeds
+    return int(len(spec.models) * len(spec.seeds) + surface_runs * (len(spec.ranges) + 1))
+
+
+def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
+    """The recipe with the request's changes, checked against this server's caps (422)."""
+    from landscape.models import list_models
+
+    known = {m.name for m in list_models()}
+    for pair in request.pairs or ():
+        for name in pair:
+            if name not in known:
+                raise SpecError(f"unknown model {name!r}; see GET /api/models")
+    changes: dict[str, Any] = {"device": settings.device, "workers": settings.engine_workers}
+    if request.pairs is not None:
+        changes["pairs"] = tuple(tuple(p) for p in request.pairs)
+    if request.seeds is not None:
+        changes["seeds"] = tuple(request.seeds)
+    if request.epochs is not None:
+        changes["epochs"] = request.epochs
+    if request.ranges is not None:
+        changes["ranges"] = tuple(tuple(r) for r in request.ranges)
+    if request.model_args is not None:
+        changes["model_args"] = tuple(sorted(request.model_args.items()))
+    size_cap = settings.max_train_size
+    if size_cap is not None and (request.train_size or size_cap + 1) > size_cap:
+        raise SpecError(f"train_size must be given and at most {size_cap} on this server")
+    resolved = check_dataset(REPORT_DATASET, settings)
+    changes["data"] = DataSpec(
+        name=REPORT_DATASET,
+        data_root=resolved.data_root,
+        train_size=request.train_size,
+        test_size=request.test_size,
+        download=resolved.download,
+    )
+    spec = ReproduceSpec(**changes)
+    if spec.epochs > settings.max_report_epochs:
+        raise SpecError(
+            f"epochs = {spec.epochs} is more than this server's limit of "
+            f"{settings.max_report_epochs} for a report"
+        )
+    trainings = len(spec.models) * len(spec.seeds)
+    if trainings > settings.max_report_trainings:
+        raise SpecError(
+            f"{len(spec.models)} nets × {len(spec.seeds)} seeds = {trainings} trainings is more "
+            f"than this server's limit of {settings.max_report_trainings} for a report"
+        )
+    for _half, n in spec.ranges:
+        if n * n > settings.max_grid_points:
+            raise SpecError(
+                f"a {n}×{n} surface is larger than this server's limit of "
+                f"{settings.max_grid_points} points; use fewer points"
+            )
+    recipe = to_dict(spec)
+    key = {k: v for k, v in recipe.items() if k not in ("workers",)}
+    key["data"] = {**recipe["data"], "data_root": None, "download": None}
+    report_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return ReportPlan(
+        report_id=report_id,
+        out_dir=settings.reports_dir / report_id,
+        spec=recipe,
+        steps=report_steps(spec),
+    )

@@ -1,0 +1,257 @@
+"""From a validated request to library specs: which checkpoint, which surface file, which id.
+
+The route plans a request once (to answer at once with a surface id, a cached surface or a
+clear 422) and stores the plan with the job (``Plan.to_json``); the worker executes that stored
+plan, so the two can never disagree on a path, a key or an engine option. Analyses of finished
+surfaces are planned in ``api/planning/hessian.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api.db import CheckpointRecord
+from api.schemas.surface import SurfaceRequest
+from api.settings import Settings
+from landscape.data import dataset_info, list_datasets
+from landscape.engine.devices import resolve_device
+from landscape.engine.plan import resolve_precision
+from landscape.errors import DatasetNotFoundError, SpecError, UnknownNameError
+from landscape.models import list_models
+from landscape.specs import (
+    DataSpec,
+    DirectionSpec,
+    EngineOptions,
+    GridSpec,
+    SurfaceSpec,
+    TrainSpec,
+    from_dict,
+    to_dict,
+)
+from landscape.storage import surface_key
+from landscape.train import snapshot_dir
+
+DEFAULT_DATASET = "digits"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker needs to produce one surface."""
+
+    surface_id: str
+    surface_spec: SurfaceSpec
+    train_spec: TrainSpec | None  # None: an uploaded checkpoint; else trained unless cached
+    engine: EngineOptions  # how the points are evaluated; its precision is part of the id
+    checkpoint_id: str
+    checkpoint_path: Path
+    surface_path: Path
+    model: str
+    dataset: str
+    label: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as the job row stores it (plain JSON; ``from_json`` rebuilds it)."""
+        return {
+            "surface_id": self.surface_id,
+            "surface_spec": to_dict(self.surface_spec),
+            "train_spec": to_dict(self.train_spec) if self.train_spec is not None else None,
+            "engine": to_dict(self.engine),
+            "checkpoint_id": self.checkpoint_id,
+            "checkpoint_path": str(self.checkpoint_path),
+            "surface_path": str(self.surface_path),
+            "model": self.model,
+            "dataset": self.dataset,
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        train = data["train_spec"]
+        return cls(
+            surface_id=data["surface_id"],
+            surface_spec=from_dict(SurfaceSpec, data["surface_spec"]),
+            train_spec=from_dict(TrainSpec, train) if train is not None else None,
+            engine=from_dict(EngineOptions, data["engine"]),
+            checkpoint_id=data["checkpoint_id"],
+            checkpoint_path=Path(data["checkpoint_path"]),
+            surface_path=Path(data["surface_path"]),
+            model=data["model"],
+            dataset=data["dataset"],
+            label=data["label"],
+        )
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    """How this server evaluates grid points (its settings, library defaults otherwise)."""
+    options = EngineOptions(
+        device=settings.device,
+        precision=settings.engine_precision,
+        devices=settings.engine_devices,
+        workers=settings.engine_workers,
+        compile=settings.engine_compile,
+        backend=settings.engine_backend,
+        ray_address=settings.ray_address,
+    )
+    # The id names the precision the workers will compute in, never "auto".
+    resolved = resolve_precision(options, resolve_device(options.device))
+    return dataclasses.replace(options, precision=resolved)
+
+
+def checkpoint_path(settings: Settings, checkpoint_id: str, fmt: str | None = None) -> Path:
+    """``<id>.pt`` for landscape checkpoints, ``<id>.onnx`` for ONNX uploads (the suffix tells
+    ``landscape.sources.model_source.checkpoint_source`` how to load the file)."""
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    return settings.checkpoints_dir / f"{checkpoint_id}{suffix}"
+
+
+def surface_path(settings: Settings, surface_id: str) -> Path:
+    return settings.surfaces_dir / f"{surface_id}.h5"
+
+
+def trajectory_paths(
+    settings: Settings, checkpoint_id: str, train_spec: TrainSpec | None
+) -> tuple[str, ...]:
+    """The snapshots ``train_model`` will write for a recipe with ``snapshot_every`` (epoch 0,
+    then every ``snapshot_every`` epochs and the last): known before training, so the surface
+    id is too. Empty when the recipe takes no snapshots."""
+    if train_spec is None or train_spec.snapshot_every < 1:
+        return ()
+    every, epochs = train_spec.snapshot_every, train_spec.epochs
+    kept = sorted({0, epochs, *range(every, epochs + 1, every)})
+    folder = snapshot_dir(checkpoint_path(settings, checkpoint_id))
+    return tuple(str(folder / f"epoch_{epoch:03d}.pt") for epoch in kept)
+
+
+def train_digest(spec: TrainSpec) -> str:
+    """The trained checkpoint's id: a digest of the recipe, minus where/how it runs.
+
+    Device, data folder and download permission do not change what is learned (up to
+    nondeterministic kernels), so the same recipe is trained once per deployment.
+    """
+    recipe = to_dict(spec)
+    recipe.pop("device", None)
+    recipe["data"].pop("data_root", None)
+    recipe["data"].pop("download", None)
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_dataset(name: str, settings: Settings) -> DataSpec:
+    known = [info.name for info in list_datasets(settings.data_root)]
+    if name not in known:  # registered names only: a path here would reach the file system
+        raise UnknownNameError("data set", name, known)
+    info = dataset_info(name, settings.data_root)
+    if info.needs_files and not info.available and not settings.allow_download:
+        raise DatasetNotFoundError(
+            f"data set {name!r} has no files under the server's data folder and downloads are "
+            f"off (LANDSCAPE_ALLOW_DOWNLOAD); choose an available one from GET /api/datasets"
+        )
+    return DataSpec(
+        name=name,
+        data_root=str(settings.data_root) if info.needs_files else None,
+        download=settings.allow_download and info.needs_files,
+    )
+
+
+def _check_limits(request: SurfaceRequest, settings: Settings) -> None:
+    grid = request.grid
+    points = grid.nx * (grid.ny or 1)
+    if points > settings.max_grid_points:
+        shape = f"{grid.nx}×{grid.ny}" if grid.ny else f"{grid.nx}"
+        raise SpecError(
+            f"grid of {shape} = {points} points is larger than this server's limit of "
+            f"{settings.max_grid_points} points; use fewer points"
+        )
+    if request.train is not None and request.train.epochs > settings.max_epochs:
+        raise SpecError(
+            f"train.epochs = {request.train.epochs} is more than this server's limit of "
+            f"{settings.max_epochs}"
+        )
+    cap = settings.max_train_size
+    if cap is not None and (request.train_size or cap + 1) > cap:
+        raise SpecError(f"train_size must be at most {cap} on this server")
+
+
+def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) -> Plan:
+    """Resolve names and ids; raise a LandscapeError (→ 422) for anything unknown or too big."""
+    _check_limits(request, settings)
+    train_spec: TrainSpec | None = None
+    if request.checkpoint is not None:
+        record = session.get(CheckpointRecord, request.checkpoint)
+        if record is None or not checkpoint_path(settings, record.id, record.format).exists():
+            raise SpecError(
+                f"unknown checkpoint {request.checkpoint!r}; list them with GET /api/checkpoints"
+            )
+        model, checkpoint_id, checkpoint_format = record.model, record.id, record.format
+        dataset = request.dataset or record.dataset
+        data = check_dataset(dataset, settings)
+    else:
+        assert request.model is not None  # the schema asks for one of model/checkpoint
+        model = request.model
+        known = [info.name for info in list_models()]
+        if model not in known:
+            raise UnknownNameError("model", model, known)
+        dataset = request.dataset or DEFAULT_DATASET
+        data = check_dataset(dataset, settings)
+        recipe = request.train.model_dump() if request.train else {}
+        train_data = DataSpec(
+            name=data.name,
+            data_root=data.data_root,
+            train_size=request.train_size,
+            download=data.download,
+        )
+        # PCA directions need the per-epoch snapshots; they are part of this recipe's cache
+        # (snapshot_every enters the digest, so a random-direction recipe is not disturbed).
+        snapshot_every = 1 if request.directions.kind == "pca" else 0
+        train_spec = TrainSpec(
+            model=model,
+            data=train_data,
+            device=settings.device,
+            snapshot_every=snapshot_every,
+            **recipe,
+        )
+        checkpoint_id, checkpoint_format = train_digest(train_spec), None
+
+    grid = request.grid
+    spec = SurfaceSpec(
+        checkpoint=str(checkpoint_path(settings, checkpoint_id, checkpoint_format)),
+        data=DataSpec(
+            name=data.name,
+            data_root=data.data_root,
+            train_size=request.train_size,
+            test_size=request.test_size,
+            download=data.download,
+        ),
+        grid=GridSpec(x_range=grid.xrange, n_x=grid.nx, y_range=grid.yrange, n_y=grid.ny),
+        directions=DirectionSpec(
+            kind=request.directions.kind,
+            normalization=request.directions.normalization,
+            ignore=request.directions.ignore,
+            seed=request.directions.seed,
+            trajectory=trajectory_paths(settings, checkpoint_id, train_spec),
+        ),
+        splits=tuple(request.splits),
+        loss=request.loss,
+    )
+    engine = engine_options(settings)
+    surface_id = surface_key(spec, checkpoint_id, engine.precision)
+    label = request.label or f"{model} on {dataset}"
+    return Plan(
+        surface_id=surface_id,
+        surface_spec=spec,
+        train_spec=train_spec,
+        engine=engine,
+        checkpoint_id=checkpoint_id,
+        checkpoint_path=checkpoint_path(settings, checkpoint_id, checkpoint_format),
+        surface_path=surface_path(settings, surface_id),
+        model=model,
+        dataset=dataset,
+        label=label,
+    )

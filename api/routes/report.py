@@ -1,0 +1,147 @@
+"""``/api/reports``: skip-vs-plain reproductions (``landscape reproduce skip-vs-plain``) as
+jobs, their numbers as JSON and their offline HTML page.
+
+A report's id is a hash of its full recipe, so the same request is the same report: it is
+computed once (its folder caches every training, surface and analysis) and then served. The
+report job's ``surface_id`` is the report id (one active job per report). Planning is
+``api/planning/story.py``, the work ``api/runners/report.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+
+from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
+from api.jobs import JobQueue, job_public
+from api.planning.story import plan_report
+from api.runners.base import JobKind
+from api.schemas.story import ReportCreated, ReportRequest, ReportSummary
+from api.schemas.surface import ID_PATTERN
+from api.settings import Settings
+from api.views import report_summary
+
+KIND = JobKind.REPORT
+RECIPE_FILE = "recipe.json"  # written when the report is requested: what the folder is for
+
+router = APIRouter(prefix="/api/reports", tags=["reports"], dependencies=[ReadAccess])
+ReportId = Annotated[str, PathParam(pattern=ID_PATTERN, description="report id (hex)")]
+
+_EXAMPLES = {
+    "recipe": {"summary": "the documented recipe (docs/reproduce.md)", "value": {}},
+    "quick": {
+        "summary": "depth 20 only, one seed, 5 epochs",
+        "value": {"pairs": [["resnet20", "resnet20-noshort"]], "seeds": [0], "epochs": 5},
+    },
+}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _summary(folder: Path, queue: JobQueue) -> ReportSummary | None:
+    recipe = _read_json(folder / RECIPE_FILE)
+    if not isinstance(recipe, dict):
+        return None
+    report = _read_json(folder / "report.json")
+    job = queue.latest_for(folder.name, KIND)
+    return report_summary(folder.name, recipe, report if isinstance(report, dict) else None, job)
+
+
+def _folder_or_404(settings: Settings, report_id: str) -> Path:
+    folder = settings.reports_dir / report_id
+    if not (folder / RECIPE_FILE).exists():
+        raise HTTPException(404, f"no report with id {report_id!r}")
+    return folder
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ReportCreated,
+    dependencies=[WriteAccess],
+    responses={
+        200: {"model": ReportCreated, "description": "Already computed"},
+        **error_responses(401, 409, 422),
+    },
+    summary="Request a skip-vs-plain reproduction report",
+)
+def create_report(
+    body: Annotated[ReportRequest, Body(openapi_examples=_EXAMPLES)],
+    response: Response,
+    settings: SettingsDep,
+    queue: QueueDep,
+) -> ReportCreated:
+    """Queue the reproduction (202; the same recipe already queued or running is shared), or
+    200 when its report exists. Every field left out is the documented recipe's value; values
+    over this server's limits are 422."""
+    plan = plan_report(body, settings)
+    folder = plan.out_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECIPE_FILE).write_text(json.dumps(plan.spec, indent=1))
+    summary = _summary(folder, queue)
+    assert summary is not None, "the recipe was just written"
+    if summary.status == "done":
+        response.status_code = 200
+        return ReportCreated(job=summary.job, report=summary)
+    request = body.model_dump(mode="json", exclude_none=True)
+    label = "skip vs plain · " + ", ".join(f"{a}/{b}" for a, b in plan.spec["pairs"])
+    job, created = queue.submit_analysis(
+        KIND, plan.report_id, label, request, plan.steps, plan.to_json()
+    )
+    if not created and job.kind != KIND:  # pragma: no cover - report ids are never surface ids
+        raise HTTPException(409, f"report {plan.report_id!r} is busy with job {job.id}")
+    summary = summary.model_copy(update={"job": job_public(job)})
+    return ReportCreated(job=job_public(job), report=summary)
+
+
+@router.get("", response_model=list[ReportSummary], summary="List reports, newest first")
+def list_reports(settings: SettingsDep, queue: QueueDep) -> list[ReportSummary]:
+    folders = sorted(
+        (p for p in settings.reports_dir.glob("*") if (p / RECIPE_FILE).exists()),
+        key=lambda p: (p / RECIPE_FILE).stat().st_mtime,
+        reverse=True,
+    )
+    return [s for s in (_summary(p, queue) for p in folders) if s is not None]
+
+
+@router.get(
+    "/{report_id}",
+    response_model=dict[str, Any],
+    responses=error_responses(401, 404, 422),
+    summary="Every number of a report (report.json)",
+)
+def get_report(report_id: ReportId, settings: SettingsDep) -> Any:
+    """The report's JSON (format ``landscape-reproduce/1``, docs/reproduce.md); 404 until its
+    job has finished (see ``GET /api/reports`` for its progress)."""
+    folder = _folder_or_404(settings, report_id)
+    report = _read_json(folder / "report.json")
+    if report is None:
+        raise HTTPException(404, f"report {report_id!r} is not finished yet")
+    return report
+
+
+@router.get(
+    "/{report_id}/html",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "one self-contained offline page"},
+        **error_responses(401, 404, 422),
+    },
+    summary="The report as one offline HTML page",
+)
+def report_html(report_id: ReportId, settings: SettingsDep) -> Any:
+    folder = _folder_or_404(settings, report_id)
+    page = folder / "report.html"
+    if not page.exists():
+        raise HTTPException(404, f"report {report_id!r} is not finished yet")
+    return FileResponse(page, media_type="text/html")

@@ -1,0 +1,98 @@
+"""Wire models of the Hessian analysis (``/api/surfaces/{id}/hessian``): the request, and the
+curvature map and eigenvalue density inside ``HessianPublic`` (api/schemas/surface.py), which the
+surface views embed. Limits that depend on settings are checked in ``api/planning/hessian.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from landscape.specs import MAX_CURVATURE_GRID, MAX_DENSITY_PROBES, MAX_LANCZOS_STEPS
+
+
+class HessianRequest(BaseModel):
+    """A Hessian analysis of a complete surface's checkpoint (docs/format.md, "Curvature"):
+    extreme eigenvalues (Lanczos), the trace (Hutchinson 1989), the eigenvalue density
+    (stochastic Lanczos quadrature, Ghorbani et al. 2019) and the ``|λ_min/λ_max|`` map of
+    Li et al. 2018 §6 on a ``curvature_grid``² subset of the surface's grid points."""
+
+    # Unknown fields are an error (a typo must not silently do nothing); NaN/inf are refused.
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [{"top": 3, "bottom": 1, "trace": True}]},
+    )
+
+    top: int = Field(3, ge=0, le=100, description="largest eigenvalues (server-capped)")
+    bottom: int = Field(1, ge=0, le=100, description="smallest eigenvalues (server-capped)")
+    trace: bool = Field(False, description="estimate tr(H) with Hutchinson probes")
+    trace_samples: int = Field(20, ge=1, le=100000, description="Hutchinson probes")
+    density_probes: int = Field(
+        0, ge=0, le=MAX_DENSITY_PROBES, description="SLQ density probes (server-capped); 0: none"
+    )
+    density_steps: int = Field(
+        40, ge=2, le=MAX_LANCZOS_STEPS, description="Lanczos steps (nodes) per density probe"
+    )
+    curvature_grid: int = Field(
+        0, ge=0, le=MAX_CURVATURE_GRID, description="map points per axis; 0: no map"
+    )
+    curvature_steps: int | None = Field(
+        None,
+        ge=2,
+        le=MAX_LANCZOS_STEPS,
+        description="fixed Lanczos steps per map point, with residual norms; null: ARPACK",
+    )
+    train_size: int | None = Field(
+        None, ge=1, description="training subset the Hessian is of; default: the surface's"
+    )
+
+    @model_validator(mode="after")
+    def _something_to_compute(self) -> HessianRequest:
+        wanted = self.top + self.bottom + self.density_probes + self.curvature_grid
+        if wanted == 0 and not self.trace:
+            raise ValueError(
+                "nothing to compute: ask for 'top', 'bottom', 'trace', 'density_probes' or "
+                "'curvature_grid'"
+            )
+        if self.curvature_steps is not None and not self.curvature_grid:
+            raise ValueError("'curvature_steps' sets the map's Lanczos: ask for 'curvature_grid'")
+        return self
+
+
+class CurvatureMapPublic(BaseModel):
+    """``|λ_min/λ_max|`` on a sub-grid: ``[j][i]`` at ``(x[i], y[j])``; 1D: flat lists."""
+
+    x: list[float]
+    y: list[float] | None
+    ratio: list[Any] = Field(description="null where λ_max = 0")
+    lambda_max: list[Any]
+    lambda_min: list[Any]
+    ratio_median: float | None
+    ratio_max: float | None
+    steps: int | None = Field(None, description="fixed Lanczos steps per point; null: ARPACK")
+    residual_max: list[Any] | None = Field(None, description="‖Hy − θy‖ of λ_max (fixed steps)")
+    residual_min: list[Any] | None = Field(None, description="‖Hy − θy‖ of λ_min (fixed steps)")
+
+
+class DensityPublic(BaseModel):
+    """The Hessian's eigenvalue density by stochastic Lanczos quadrature: ``density[k]`` at
+    ``grid[k]`` (Gaussian-smoothed nodes); per probe, ``nodes`` (Ritz values, null past an
+    exhausted Krylov space) and their ``weights``."""
+
+    probes: int
+    steps: int = Field(description="Lanczos steps asked per probe")
+    seed: int
+    probe: str = Field(description="rademacher or gaussian")
+    sigma: float = Field(description="the smoothing kernel's standard deviation")
+    matvecs: int
+    wall_time_s: float
+    node_min: float | None
+    node_max: float | None
+    mean: float | None = Field(description="estimate of tr(H) / n_params")
+    negative_fraction: float | None = Field(description="share of eigenvalues <= 0, cdf(0)")
+    grid: list[float | None]
+    density: list[float | None]
+    nodes: list[list[float | None]]
+    weights: list[list[float | None]]

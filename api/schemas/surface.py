@@ -1,0 +1,408 @@
+"""Wire schemas: what clients send and receive (see docs/api.md), apart from storage (db.py).
+
+Request models check shape and single-field ranges; checks that need settings or the library
+(grid size limit, known model/data set/checkpoint) happen in ``api/planning/surface.py`` and surface
+as 422 ``{"detail": "<message>"}`` through the one LandscapeError handler.
+
+Longer than the project's ~400-line guide on purpose: it is the whole wire vocabulary, read as
+one page next to docs/api.md; each model is a few declarative lines, no logic to separate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from api.schemas.hessian import CurvatureMapPublic, DensityPublic
+from landscape.specs import (
+    MAX_ABS_COORDINATE,
+    Ignore,
+    LossName,
+    Normalization,
+    OptimizerName,
+    ScheduleName,
+    Split,
+    TrainSpec,
+)
+
+# Ids are hex digests or uuid4 hex: opaque, never paths.
+ID_PATTERN = r"^[0-9a-f]{8,64}$"
+
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "model": "resnet20-noshort",
+    "dataset": "digits",
+    "train": {"epochs": 10},
+    "grid": {"nx": 21, "ny": 21, "xrange": [-1, 1], "yrange": [-1, 1]},
+    "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
+}
+
+
+class _Strict(BaseModel):
+    # Unknown fields are an error (a typo must not silently do nothing); NaN/inf are refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _recipe_default(name: str) -> Any:
+    """The library's default for a ``TrainSpec`` field: one place for each number."""
+    return {f.name: f.default for f in dataclasses.fields(TrainSpec)}[name]
+
+
+class TrainRecipe(_Strict):
+    """How the worker trains a zoo model before computing its surface (He et al. 2016 §4.2)."""
+
+    epochs: int = Field(
+        _recipe_default("epochs"), ge=1, description="training epochs (limited by the server)"
+    )
+    batch_size: int = Field(_recipe_default("batch_size"), ge=1, le=65536)
+    optimizer: OptimizerName = _recipe_default("optimizer")
+    lr: float = Field(_recipe_default("lr"), gt=0, le=100)
+    momentum: float = Field(_recipe_default("momentum"), ge=0, le=1)
+    weight_decay: float = Field(_recipe_default("weight_decay"), ge=0, le=1)
+    schedule: ScheduleName = _recipe_default("schedule")
+    warmup_epochs: int = Field(
+        _recipe_default("warmup_epochs"),
+        ge=0,
+        description="epochs at lr/10 before the schedule (He et al.'s ResNet-110 warm-up)",
+    )
+    seed: int = Field(_recipe_default("seed"), ge=0, le=2**31 - 1)
+
+
+def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, float] | None:
+    if value is not None and not value[0] < value[1]:
+        raise ValueError(f"{name} must be [min, max] with min < max, got {list(value)}")
+    return value
+
+
+MAX_SUBSET = 10_000_000  # samples: above any data set landscape reads into memory
+Coordinate = Annotated[float, Field(ge=-MAX_ABS_COORDINATE, le=MAX_ABS_COORDINATE)]
+
+
+class GridRequest(_Strict):
+    """Grid of coordinates along the two directions; ``ny: null`` or ``dim: 1`` gives a curve."""
+
+    nx: int = Field(21, ge=2, le=100001, description="points along x")
+    ny: int | None = Field(21, ge=2, le=100001, description="points along y; null for 1D")
+    xrange: tuple[Coordinate, Coordinate] = Field(
+        (-1.0, 1.0), description="[min, max] of x, min < max"
+    )
+    yrange: tuple[Coordinate, Coordinate] | None = Field(
+        (-1.0, 1.0), description="[min, max] of y, min < max; null for 1D"
+    )
+    dim: Literal[1, 2] | None = Field(None, description="1 for a curve; default from ny")
+
+    @field_validator("xrange")
+    @classmethod
+    def _x_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(value, "xrange")  # type: ignore[return-value]
+
+    @field_validator("yrange")
+    @classmethod
+    def _y_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _check_range(value, "yrange")
+
+    @model_validator(mode="after")
+    def _one_or_two_dims(self) -> GridRequest:
+        if self.dim == 1 or self.ny is None:
+            self.dim, self.ny, self.yrange = 1, None, None
+        else:
+            self.dim = 2
+            if self.yrange is None:
+                self.yrange = (-1.0, 1.0)
+        return self
+
+
+class DirectionsRequest(_Strict):
+    """Random directions, normalized per filter (Li et al. 2018 §4) unless asked otherwise;
+    ``pca``: the top-2 principal directions of the training trajectory (Li et al. 2018 §7),
+    for a zoo ``model`` only (it is trained with per-epoch snapshots); ``hessian``: the top-2
+    Hessian eigenvectors of the first split's loss (the sharpest plane), scaled by the weights'
+    norm (unit length with normalization ``none``), Lanczos seeded by ``seed``."""
+
+    kind: Literal["random", "pca", "hessian"] = "random"
+    normalization: Normalization = "filter"
+    ignore: Ignore = "biasbn"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class SurfaceRequest(_Strict):
+    """A surface to compute: a zoo ``model`` (trained first) or an uploaded ``checkpoint`` id."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    model: str | None = Field(None, max_length=100, description="zoo name, see GET /api/models")
+    checkpoint: str | None = Field(
+        None, pattern=ID_PATTERN, description="checkpoint id from GET /api/checkpoints"
+    )
+    dataset: str | None = Field(
+        None,
+        max_length=100,
+        description="data set name (GET /api/datasets); default digits, "
+        "or the checkpoint's data set",
+    )
+    train: TrainRecipe | None = Field(None, description="training recipe for a zoo model")
+    train_size: int | None = Field(
+        None, ge=1, le=MAX_SUBSET, description="deterministic training subset"
+    )
+    test_size: int | None = Field(
+        None, ge=1, le=MAX_SUBSET, description="deterministic test subset"
+    )
+    grid: GridRequest = Field(default_factory=GridRequest)
+    directions: DirectionsRequest = Field(default_factory=DirectionsRequest)
+    splits: list[Split] = Field(["train"], min_length=1, max_length=2)
+    loss: LossName = "cross_entropy"
+    label: str | None = Field(None, max_length=200, description="display name")
+
+    @model_validator(mode="after")
+    def _model_or_checkpoint(self) -> SurfaceRequest:
+        if (self.model is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of 'model' (a zoo name) or 'checkpoint' (an id)")
+        if self.checkpoint is not None and self.train is not None:
+            raise ValueError("'train' goes with 'model'; a checkpoint is already trained")
+        if len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits must not repeat, got {self.splits}")
+        if self.directions.kind == "pca":
+            if self.checkpoint is not None:
+                raise ValueError(
+                    "directions.kind 'pca' needs the training trajectory, which an uploaded "
+                    "checkpoint does not have: give a zoo 'model' (trained here with per-epoch "
+                    "snapshots) or use directions.kind 'random'"
+                )
+            if self.train is not None and self.train.epochs < 2:
+                raise ValueError(
+                    "directions.kind 'pca' needs train.epochs >= 2 (at least 3 snapshots: "
+                    "the start and every epoch)"
+                )
+        return self
+
+
+class Progress(BaseModel):
+    done: int = Field(description="grid points finished (analysis and report jobs: steps)")
+    total: int = Field(description="grid points in the surface (analysis and report jobs: steps)")
+
+
+class TrainProgress(BaseModel):
+    """Training of a zoo model before its surface: the grid points stay 0/N meanwhile."""
+
+    epoch: int = Field(description="epochs finished (0 before the first ends)")
+    epochs: int = Field(description="epochs in the recipe")
+    loss: float | None = Field(None, description="training loss of the last finished epoch")
+    acc: float | None = Field(None, description="training accuracy of the last finished epoch")
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it; ``surface_id`` is known from the start."""
+
+    id: str
+    kind: Literal["surface", "hessian", "gradient_flow", "report"] = Field(
+        "surface",
+        description="a surface; the Hessian analysis or gradient flow of surface_id; or a "
+        "reproduction report (surface_id is then the report's id)",
+    )
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    stage: Literal["queued", "training", "computing", "finished"]
+    progress: Progress
+    train: TrainProgress | None = Field(
+        None, description="null unless the job trains a model; kept after training ends"
+    )
+    eta_seconds: float | None
+    error: str | None
+    surface_id: str | None
+    label: str
+    cancel_requested: bool = False
+    request: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class HessianBrief(BaseModel):
+    """The headline curvature numbers (lists, gallery cards); null where not computed."""
+
+    lambda_max: float | None = Field(description="largest Hessian eigenvalue")
+    lambda_min: float | None = Field(description="smallest Hessian eigenvalue")
+    ratio: float | None = Field(description="|λ_min/λ_max| (Li et al. 2018 §6)")
+    trace: float | None = Field(description="Hutchinson estimate of tr(H)")
+    curvature_map: bool = Field(description="whether a curvature map is stored")
+
+
+class GridPublic(BaseModel):
+    nx: int
+    ny: int | None
+    xrange: list[float]
+    yrange: list[float] | None
+
+
+class TrainRecipePublic(BaseModel):
+    """The recipe that trained the surface's checkpoint (every key present, null if unknown)."""
+
+    epochs: int | None
+    optimizer: str | None
+    lr: float | None
+    momentum: float | None
+    weight_decay: float | None
+    schedule: str | None
+    warmup_epochs: int | None
+    batch_size: int | None
+    seed: int | None
+
+
+class FinalNumbersPublic(BaseModel):
+    """The trained checkpoint's final numbers over each whole split (null if unknown)."""
+
+    train_loss: float | None
+    train_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+
+
+class DirectionsPublic(BaseModel):
+    kind: str
+    normalization: str
+    ignore: str
+    seed: int
+    eigenvalues: list[float] | None = Field(
+        None, description="kind hessian: the Hessian eigenvalues along x and y (else null)"
+    )
+
+
+class ProvenancePublic(BaseModel):
+    """Where a surface's numbers came from."""
+
+    train: TrainRecipePublic | None = Field(description="null: not trained by this service")
+    final: FinalNumbersPublic | None = Field(description="null: not known")
+    directions: DirectionsPublic
+    engine: dict[str, Any] = Field(
+        description="device, precision, points per call, workers, wall time, …"
+    )
+    checkpoint_sha256: str | None
+
+
+class SurfaceSummary(BaseModel):
+    """A surface without its arrays (``stats`` values may be null while partial).
+
+    ``status`` is ``unreadable`` when its file is damaged: ``error`` says why, and posting its
+    request again recomputes it."""
+
+    id: str
+    label: str
+    status: Literal["partial", "complete", "unreadable"]
+    error: str | None = Field(None, description="why an unreadable surface cannot be read")
+    model: str
+    dataset: str
+    ndim: int
+    grid: GridPublic
+    metrics: list[str]
+    done: int = Field(description="grid points computed (finite or not)")
+    total: int
+    nonfinite: int = Field(0, description="points computed to NaN or ±inf (a diverged model)")
+    precision: str | None = Field(None, description="fp32, tf32 or bf16 arithmetic")
+    created: str
+    stats: dict[str, float | None]
+    provenance: ProvenancePublic | None = Field(None, description="null while unreadable")
+    hessian: HessianBrief | None = Field(
+        None, description="key curvature numbers once an analysis is stored; else null"
+    )
+    gradient_flow: bool = Field(
+        False, description="a gradient flow is stored (GET /api/surfaces/{id}/gradient-flow)"
+    )
+
+
+class TrajectoryPublic(BaseModel):
+    """The training path on a PCA surface, in the grid's units (final weights at 0, 0)."""
+
+    x: list[float]
+    y: list[float] | None = Field(description="null on a 1D curve")
+    epochs: list[int]
+    explained_variance: list[float] = Field(description="ratio of each direction, in [0, 1]")
+
+
+class HessianPublic(HessianBrief):
+    """The stored ``hessian/`` group of a surface, JSON-ready (NaN → null)."""
+
+    top_eigenvalues: list[float | None] = Field(description="largest first")
+    bottom_eigenvalues: list[float | None] = Field(description="smallest first")
+    trace_stderr: float | None
+    trace_samples: int | None = Field(description="Hutchinson probes; null without a trace")
+    split: str | None
+    loss: str | None
+    train_size: int | None = Field(description="training subset; null: the whole split")
+    n_params: int | None
+    n_samples: int | None
+    matvecs: int | None = Field(description="Hessian-vector products for the spectrum")
+    wall_time_s: float | None
+    curvature_matvecs: int | None
+    curvature_wall_time_s: float | None
+    created: str | None
+    curvature: CurvatureMapPublic | None = Field(description="null without a map")
+    density: DensityPublic | None = Field(None, description="null without a density")
+
+
+class HessianCreated(BaseModel):
+    """202: ``job`` queued (or shared), ``hessian`` null; 200: ``hessian`` already stored."""
+
+    job: JobPublic | None
+    hessian: HessianPublic | None
+
+
+class SurfaceData(SurfaceSummary):
+    """A surface with arrays for plotting: ``values[m]`` has ny rows of nx (1D: a flat list)."""
+
+    x: list[float]
+    y: list[float] | None
+    values: dict[str, list[list[float | None]] | list[float | None]]
+    trajectory: TrajectoryPublic | None = Field(None, description="PCA surfaces only")
+    hessian: HessianPublic | None = Field(None, description="the stored Hessian analysis, or null")
+
+
+class SurfaceCreated(BaseModel):
+    """202: ``job`` queued or shared, ``surface`` null; 200: ``surface`` already computed."""
+
+    job: JobPublic | None
+    surface: SurfaceSummary | None
+
+
+class ModelPublic(BaseModel):
+    name: str
+    description: str
+    source: str = Field("zoo", description="'zoo', or 'plugin <distribution> <version>'")
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    description: str
+    available: bool
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    model: str
+    dataset: str
+    source: Literal["upload", "trained"]
+    format: Literal["landscape", "onnx"] = "landscape"
+    filename: str
+    created: str
+    metadata: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    jobs: dict[str, int]
+    workers: int
+
+
+class ErrorMessage(BaseModel):
+    """``detail`` is a plain message, or FastAPI's list of field errors for a malformed body."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a not-yet-computed point (NaN) or an overflow is sent as null."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,461 @@
+"""Skip vs plain, measured: one recipe fixed in advance, every number the story needs, one report.
+
+``reproduce(spec, out_dir)`` trains each net of each pair (with and without shortcuts) under
+``spec``'s recipe for every seed, then measures, per net: the degradation table (final train /
+test loss and accuracy, mean ± spread over seeds), loss surfaces over each range of
+``spec.ranges`` (first seed; filter-normalized random directions, Li et al. 2018), the
+surface metrics and scale-free shape metrics, a curvature map (``|λ_min/λ_max|``, Li et al.
+§6), the top Hessian eigenvalues and the SLQ eigenvalue density, and the gradient flow at
+initialization and after training. It writes ``report.json`` (every number) and an offline
+``report.html``. Everything is cached under ``out_dir``: a rerun with the same recipe reuses
+checkpoints, surfaces and analyses, and an interrupted one resumes (the library's own rules).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from landscape.errors import CancelledError, SpecError, UnknownNameError
+from landscape.models import list_models
+from landscape.report.findings import findings
+from landscape.specs import (
+    MAX_LANCZOS_STEPS,
+    DataSpec,
+    DeviceName,
+    DirectionSpec,
+    EngineOptions,
+    GridSpec,
+    SurfaceSpec,
+    TrainSpec,
+    to_dict,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT_FORMAT = "landscape-reproduce/1"
+Progress = Callable[[str, int, int], None]  # (what is running, steps done, steps in all)
+
+
+@dataclass(frozen=True)
+class ReproduceSpec:
+    """The recipe, fixed before any result is seen (docs/reproduce.md says why each value).
+
+    Training follows He et al. 2016 §4.2 scaled to small data: SGD lr 0.1, momentum 0.9,
+    weight decay 5e-4, batch 128, cosine decay; nets in ``warmup_models`` first train
+    ``warmup_epochs`` at lr/10 (He et al. warm up ResNet-110 so). ``ranges`` are (half-width,
+    points per axis) of square grids centred on each trained net: a close one where the plain
+    net's non-convex shoulders show and a wide one where its loss climbs orders of magnitude.
+    Surfaces, curvature maps and Hessian numbers are computed for the first ``surface_seeds``
+    seeds (they cost far more than training); the Hessian uses the first ``hessian_samples``
+    training images (a fixed subset).
+    """
+
+    pairs: tuple[tuple[str, str], ...] = (
+        ("resnet20", "resnet20-noshort"),
+        ("resnet56", "resnet56-noshort"),
+    )
+    data: DataSpec = field(default_factory=DataSpec)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_models: tuple[str, ...] = (
+        "resnet56",
+        "resnet56-noshort",
+        "resnet110",
+        "resnet110-noshort",
+    )
+    ranges: tuple[tuple[float, int], ...] = ((0.25, 31), (1.0, 21))
+    direction_seed: int = 0
+    surface_seeds: int = 1
+    curvature_points: int = 3  # per axis, on the first range
+    # Lanczos steps per curvature-map point (full reorthogonalization, residuals recorded):
+    # a fixed budget, because on trained deep nets λmin sits next to the cluster of near-zero
+    # eigenvalues and ARPACK's BE mode, run to a tolerance, took over 20 min for one 3×3 map
+    # of ResNet-56 on a 2-core CPU; a large |λmin/λmax| comes from a negative outlier, which
+    # a few dozen steps find (docs/reproduce.md compares the two).
+    curvature_steps: int = 30
+    hessian_samples: int = 256
+    top_eigenvalues: int = 3
+    slq_probes: int = 3
+    slq_steps: int = 40
+    # Relative accuracy of each top eigenvalue (ARPACK); 1e-2 is ample for a report.
+    lanczos_tol: float = 1e-2
+    model_args: tuple[tuple[str, int], ...] = ()  # for every net, e.g. (("width", 16),)
+    device: DeviceName = "auto"
+    workers: int | None = None  # surface engine processes on a CPU (None: one per core)
+
+    def __post_init__(self) -> None:
+        if not self.pairs or any(len(p) != 2 for p in self.pairs):
+            raise SpecError("pairs must be (with shortcuts, without shortcuts) model names")
+        known = [info.name for info in list_models()]
+        for model in self.models:  # before any folder is made or net trained
+            if model not in known:
+                raise UnknownNameError("model", model, known)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise SpecError(f"seeds must be distinct and at least one, got {self.seeds!r}")
+        if not 1 <= self.surface_seeds <= len(self.seeds):
+            raise SpecError(f"surface_seeds must be 1..{len(self.seeds)}, got {self.surface_seeds}")
+        if not self.ranges or any(h <= 0 or n < 3 for h, n in self.ranges):
+            raise SpecError(f"ranges must be (half-width > 0, points >= 3), got {self.ranges!r}")
+        for value, name in (
+            (self.hessian_samples, "hessian_samples"),
+            (self.slq_probes, "slq_probes"),
+        ):
+            if value < 1:
+                raise SpecError(f"{name} must be >= 1, got {value}")
+        for value, name in (
+            (self.curvature_steps, "curvature_steps"),
+            (self.slq_steps, "slq_steps"),
+        ):
+            if not 2 <= value <= MAX_LANCZOS_STEPS:  # Lanczos keeps steps × n_params floats
+                raise SpecError(f"{name} must be 2..{MAX_LANCZOS_STEPS}, got {value}")
+        self.train_spec(self.pairs[0][0], self.seeds[0])  # checks epochs, lr, … now
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReproduceSpec:
+        """Rebuild from ``to_dict`` output (JSON lists back to tuples); unknown keys fail."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SpecError(f"unknown ReproduceSpec field(s): {', '.join(sorted(unknown))}")
+        kwargs = dict(data)
+        if isinstance(kwargs.get("data"), dict):
+            kwargs["data"] = DataSpec(**kwargs["data"])
+        for key in ("pairs", "ranges", "model_args"):
+            if key in kwargs:
+                kwargs[key] = tuple(tuple(item) for item in kwargs[key])
+        for key in ("seeds", "warmup_models"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(m for pair in self.pairs for m in pair)
+
+    def train_spec(self, model: str, seed: int) -> TrainSpec:
+        warmup = self.warmup_epochs if model in self.warmup_models else 0
+        return TrainSpec(
+            model=model,
+            data=self.data,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule="cosine",
+            warmup_epochs=warmup,
+            seed=seed,
+            device=self.device,
+            model_args=dict(self.model_args),
+        )
+
+    def grid(self, half_width: float, n: int) -> GridSpec:
+        return GridSpec((-half_width, half_width), n, (-half_width, half_width), n)
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    report: dict[str, Any]
+    json_path: Path
+    html_path: Path
+    wall_time_s: float
+
+
+def _key(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def reproduce(
+    spec: ReproduceSpec,
+    out_dir: str | Path,
+    *,
+    on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ReproduceResult:
+    """Run (or finish) the recipe into ``out_dir``; returns the report and where it is."""
+    from landscape.report.html import write_report_html
+
+    out = Path(out_dir)
+    for sub in ("checkpoints", "surfaces", "analysis"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    surface_runs = [(m, s) for m in spec.models for s in spec.seeds[: spec.surface_seeds]]
+    total = len(spec.models) * len(spec.seeds) + len(surface_runs) * (len(spec.ranges) + 1)
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        if should_stop is not None and should_stop():
+            raise CancelledError(f"reproduction stopped before {what}; rerun to resume")
+        if on_progress is not None:
+            on_progress(what, done, total)
+        log.info("reproduce [%d/%d] %s", done, total, what)
+        done += 1
+
+    trained: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in spec.models}
+    for model in spec.models:
+        for seed in spec.seeds:
+            step(f"train {model} seed {seed}")
+            trained[model][seed] = _train(spec.train_spec(model, seed), out, should_stop)
+    nets: dict[str, dict[str, Any]] = {}
+    for model, seed in surface_runs:
+        checkpoint = trained[model][seed]["checkpoint"]
+        surfaces = []
+        for half, n in spec.ranges:
+            step(f"surface {model} seed {seed} ±{half:g} {n}×{n}")
+            surfaces.append(_surface(spec, checkpoint, half, n, out, should_stop))
+        step(f"Hessian and gradient flow {model} seed {seed}")
+        analysis = _analysis(spec, model, seed, checkpoint, surfaces[0]["path"], out)
+        nets[f"{model}/seed{seed}"] = {
+            "model": model,
+            "seed": seed,
+            "surfaces": surfaces,
+            **analysis,
+        }
+    report = {
+        "format": REPORT_FORMAT,
+        "recipe": to_dict(spec),
+        "train_specs": {m: to_dict(spec.train_spec(m, spec.seeds[0])) for m in spec.models},
+        "degradation": _degradation(spec, trained),
+        "runs": {m: {str(s): r for s, r in per.items()} for m, per in trained.items()},
+        "nets": nets,
+        "hardware": _hardware(),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    plain: dict[str, Any] = _plain(report)
+    plain["findings"] = findings(plain)
+    json_path = out / "report.json"
+    json_path.write_text(json.dumps(plain, indent=1, allow_nan=False))
+    html_path = write_report_html(plain, out / "report.html")
+    if on_progress is not None:
+        on_progress("report written", total, total)
+    return ReproduceResult(plain, json_path, html_path, plain["wall_time_s"])
+
+
+def _train(
+    train_spec: TrainSpec, out: Path, should_stop: Callable[[], bool] | None
+) -> dict[str, Any]:
+    """Train once per recipe: an existing checkpoint of the same spec is reused."""
+    from landscape.sources.checkpoint import load_checkpoint
+    from landscape.train import train_model
+
+    recipe = to_dict(train_spec)
+    path = out / "checkpoints" / f"{train_spec.model}-s{train_spec.seed}-{_key(recipe)}.pt"
+    if path.exists():
+        _, meta = load_checkpoint(path)
+    else:
+        meta = train_model(train_spec, path, should_stop=should_stop)
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc", "wall_time_s", "epochs")
+    return {"checkpoint": str(path), **{k: meta[k] for k in keys}}
+
+
+def _surface(
+    spec: ReproduceSpec,
+    checkpoint: str,
+    half: float,
+    n: int,
+    out: Path,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    """One surface over ±``half`` (``compute_surface`` resumes or reuses its file)."""
+    from landscape.analysis.shape_metrics import shape_metrics
+    from landscape.analysis.surface_metrics import surface_metrics
+    from landscape.storage import read_surface
+    from landscape.surface import compute_surface
+
+    surface_spec = SurfaceSpec(
+        checkpoint=checkpoint,
+        data=spec.data,
+        grid=spec.grid(half, n),
+        directions=DirectionSpec(seed=spec.direction_seed),
+        splits=("train",),
+    )
+    path = out / "surfaces" / f"{Path(checkpoint).stem}-r{half:g}-n{n}.h5"
+    options = EngineOptions(device=spec.device, workers=spec.workers)
+    compute_surface(surface_spec, path, options=options, should_stop=should_stop)
+    surface = read_surface(path)
+    loss = surface.values["train_loss"]
+    metrics = surface_metrics(surface.x, surface.y, surface.values, ("train_loss",))
+    return {
+        "path": str(path),
+        "half_width": half,
+        "n": n,
+        "x": surface.x,
+        "y": surface.y,
+        "train_loss": loss,
+        "train_acc": surface.values["train_acc"],
+        "metrics": metrics,
+        "shape": shape_metrics(loss),
+        "wall_time_s": surface.attrs.get("wall_time_s"),
+    }
+
+
+def _analysis(
+    spec: ReproduceSpec, model: str, seed: int, checkpoint: str, surface_path: str, out: Path
+) -> dict[str, Any]:
+    """Curvature map, Hessian spectrum and density, gradient flow; cached by their inputs."""
+    from landscape.sources.checkpoint import file_digest
+
+    settings = {
+        "checkpoint_sha256": file_digest(checkpoint),
+        "surface": Path(surface_path).name,
+        "curvature_points": spec.curvature_points,
+        "curvature_steps": spec.curvature_steps,
+        "hessian_samples": spec.hessian_samples,
+        "top": spec.top_eigenvalues,
+        "tol": spec.lanczos_tol,
+        "probes": spec.slq_probes,
+        "steps": spec.slq_steps,
+        "data": to_dict(spec.data),
+        "init": to_dict(spec.train_spec(model, seed)),
+    }
+    cache = out / "analysis" / f"{Path(checkpoint).stem}-{_key(settings)}.json"
+    if cache.exists():
+        cached: dict[str, Any] = json.loads(cache.read_text())
+        return cached
+    result = _plain(_measure(spec, model, seed, checkpoint, surface_path))
+    cache.write_text(json.dumps(result, allow_nan=False))
+    return dict(result)
+
+
+def _measure(
+    spec: ReproduceSpec, model_name: str, seed: int, checkpoint: str, surface_path: str
+) -> dict[str, Any]:
+    from landscape.analysis.curvature import curvature_map
+    from landscape.analysis.gradient_flow import gradient_flow
+    from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
+    from landscape.analysis.shape_metrics import curvature_nonconvex_fraction
+    from landscape.analysis.spectral_density import spectral_density
+    from landscape.data import load_data
+    from landscape.models import build
+    from landscape.sources.checkpoint import load_checkpoint
+    from landscape.storage import read_directions, read_surface
+
+    model, meta = load_checkpoint(checkpoint)
+    x, y = load_data(spec.data, "train")
+    subset = (x[: spec.hessian_samples], y[: spec.hessian_samples])
+    started = time.perf_counter()
+    times: dict[str, float] = {}
+
+    def timed(part: str, clock: float) -> None:
+        times[part] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    flow_trained = gradient_flow(model, (x, y))
+    torch.manual_seed(seed)  # the initialization train_model starts from
+    flow_init = gradient_flow(build(model_name, **meta["model_args"]), (x, y))
+    timed("gradient_flow", clock)
+    lanczos = LanczosOptions(tol=spec.lanczos_tol, seed=seed)
+    clock = time.perf_counter()
+    hessian = hessian_spectrum(
+        model, subset, top=spec.top_eigenvalues, device=spec.device, options=lanczos
+    )
+    timed("top_eigenvalues", clock)
+    clock = time.perf_counter()
+    operator = HessianOperator(model, subset, device=spec.device)
+    density = spectral_density(
+        operator.matvec, operator.n, n_probes=spec.slq_probes, steps=spec.slq_steps, seed=seed
+    )
+    timed("density", clock)
+    surface = read_surface(surface_path)
+    curvature = curvature_map(
+        model,
+        subset,
+        read_directions(surface_path),
+        surface.x,
+        surface.y,
+        n=spec.curvature_points,
+        options=lanczos,
+        steps=spec.curvature_steps,
+        device=spec.device,
+    )
+    times["curvature"] = curvature.wall_time_s
+    return {
+        "gradient_flow": {"init": flow_init.to_dict(), "trained": flow_trained.to_dict()},
+        "hessian": {
+            "top_eigenvalues": hessian.top,
+            "n_params": hessian.n_params,
+            "n_samples": hessian.n_samples,
+            "matvecs": hessian.matvecs,
+        },
+        "density": density.to_dict(),
+        "curvature": {
+            "x": curvature.x,
+            "y": curvature.y,
+            "lambda_min": curvature.lambda_min,
+            "lambda_max": curvature.lambda_max,
+            "residual_min": curvature.residual_min,
+            "residual_max": curvature.residual_max,
+            "steps": curvature.steps,
+            "matvecs": curvature.matvecs,
+            "nonconvex_fraction": curvature_nonconvex_fraction(
+                curvature.lambda_min, curvature.lambda_max
+            ),
+            "wall_time_s": curvature.wall_time_s,
+        },
+        "analysis_times_s": times,
+        "analysis_wall_time_s": time.perf_counter() - started,
+    }
+
+
+def _degradation(
+    spec: ReproduceSpec, trained: dict[str, dict[int, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per net: each final number's mean, sample std (spread) and min/max over seeds."""
+    rows = []
+    for model in spec.models:
+        row: dict[str, Any] = {"model": model, "seeds": list(spec.seeds)}
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            values = np.asarray([trained[model][s][key] for s in spec.seeds], dtype=np.float64)
+            row[key] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "min": float(values.min()),
+                "max": float(values.max()),
+                "values": values.tolist(),
+            }
+        rows.append(row)
+    return rows
+
+
+def _hardware() -> dict[str, Any]:
+    """The CPU model and cores (and GPU) that every measured time in the report is from."""
+    import os
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in
+             (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]  # fmt: skip
+    cpu = names[0] if names else platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
+
+
+def _plain(value: Any) -> Any:
+    """NumPy → lists/floats, non-finite floats → None, so the JSON is strict."""
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

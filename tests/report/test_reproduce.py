@@ -1,0 +1,165 @@
+"""The skip-vs-plain reproduction end to end on a tiny recipe: both files, every section
+filled, nothing fetched from the network, cached work reused on a rerun."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from landscape.errors import CancelledError, SpecError, UnknownNameError
+from landscape.report.reproduce import ReproduceResult, ReproduceSpec, reproduce
+from landscape.specs import DataSpec, to_dict
+
+pytest_plugins = ["browser_support"]  # the session's Chromium (one Playwright per process)
+TINY = ReproduceSpec(
+    pairs=(("mlp-residual", "mlp-plain"),),
+    data=DataSpec(train_size=120, test_size=60),
+    seeds=(0, 1),
+    epochs=1,
+    model_args=(("depth", 2), ("width", 16)),
+    warmup_models=(),
+    ranges=((0.25, 5), (1.0, 5)),
+    curvature_points=2,
+    hessian_samples=32,
+    slq_probes=2,
+    slq_steps=8,
+    device="cpu",
+    workers=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReproduceResult, list[str]]:
+    stages: list[str] = []
+    out = tmp_path_factory.mktemp("reproduce")
+    result = reproduce(TINY, out, on_progress=lambda what, done, total: stages.append(what))
+    return result, stages
+
+
+@pytest.mark.slow
+def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None:
+    result, stages = tiny
+    tmp_path = result.json_path.parent
+    assert result.json_path.exists() and result.html_path.exists()
+    assert stages[0] == "train mlp-residual seed 0" and stages[-1] == "report written"
+    report = json.loads(result.json_path.read_text())
+    assert report["recipe"]["epochs"] == 1
+    table = {row["model"]: row for row in report["degradation"]}
+    assert set(table) == {"mlp-residual", "mlp-plain"}
+    for row in table.values():
+        values = row["test_acc"]["values"]
+        assert len(values) == 2 and row["test_acc"]["mean"] == pytest.approx(sum(values) / 2)
+    assert set(report["nets"]) == {"mlp-residual/seed0", "mlp-plain/seed0"}  # surface seeds: 1
+    net = report["nets"]["mlp-plain/seed0"]
+    assert [s["n"] for s in net["surfaces"]] == [5, 5]
+    assert len(net["surfaces"][0]["train_loss"]) == 5
+    assert net["surfaces"][0]["metrics"]["convex_fraction"] is not None
+    flow = net["gradient_flow"]["trained"]
+    assert flow["depth"] == list(range(1, len(flow["names"]) + 1))
+    assert flow["names"][0] == "stem.weight" and flow["names"][-1] == "head.weight"
+    assert len(net["density"]["nodes"]) == 2 and net["density"]["steps"] == 8
+    assert len(net["hessian"]["top_eigenvalues"]) == 3
+    assert len(net["curvature"]["lambda_min"]) == 2
+
+    page = result.html_path.read_text()
+    assert not re.search(r"<script[^>]*src=", page)  # Plotly is inlined
+    assert not re.search(r"<link[^>]*href=[\"']https?://", page)
+    found = report["findings"]
+    assert [d["pair"] for d in found["degradation"]] == [["mlp-residual", "mlp-plain"]]
+    ranked = {(r["metric"], r["half_width"]) for r in found["metric_rankings"]}
+    assert ("level_set_convexity", 1.0) in ranked and ("curvature_nonconvex", 0.25) in ranked
+    assert ("curvature_nonconvex", 1.0) not in ranked  # the map is on the first range only
+    assert len(net["curvature"]["residual_min"]) == 2 and net["curvature"]["steps"] == 30
+    for section in (
+        "findings",
+        "recipe",
+        "degradation",
+        "surfaces",
+        "metrics",
+        "curvature",
+        "spectra",
+        "gradient-flow",
+    ):
+        body = page.split(f"<section id='{section}'>", 1)[1].split("</section>", 1)[0]
+        assert "<table>" in body or 'class="fig"' in body, section
+    # 2 pairs × 2 ranges... here 1 pair: 4 surfaces + 2 curvature + 1 density + 1 flow
+    assert page.count('class="fig"') == 8
+    assert page.count("Plotly.newPlot(") == 8
+
+    # a rerun reuses every checkpoint, surface and analysis
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.suffix in {".pt", ".h5"}}
+    again = reproduce(TINY, tmp_path)
+    assert again.report["degradation"] == report["degradation"]
+    assert again.report["nets"] == report["nets"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_stop_and_bad_recipes(tmp_path: Path) -> None:
+    with pytest.raises(CancelledError, match="stopped"):
+        reproduce(TINY, tmp_path, should_stop=lambda: True)
+    with pytest.raises(SpecError, match="seeds"):
+        ReproduceSpec(seeds=(0, 0))
+    with pytest.raises(SpecError, match="pairs"):
+        ReproduceSpec(pairs=())
+    with pytest.raises(UnknownNameError, match="unknown model 'nosuch'"):
+        ReproduceSpec(pairs=(("nosuch", "resnet20"),))
+    with pytest.raises(SpecError, match="ranges"):
+        ReproduceSpec(ranges=((0.0, 5),))
+    with pytest.raises(SpecError, match="epochs"):
+        ReproduceSpec(epochs=0)
+    with pytest.raises(SpecError, match=r"curvature_steps must be 2\.\.200"):
+        ReproduceSpec(curvature_steps=1)
+    with pytest.raises(SpecError, match="slq_steps"):
+        ReproduceSpec(slq_steps=10_000)
+    spec = ReproduceSpec()
+    assert ReproduceSpec.from_dict(json.loads(json.dumps(to_dict(TINY)))) == TINY
+    with pytest.raises(SpecError, match="unknown ReproduceSpec"):
+        ReproduceSpec.from_dict({"epoch": 3})
+    assert spec.train_spec("resnet56-noshort", 2).warmup_epochs == 1
+    assert spec.train_spec("resnet20", 2).warmup_epochs == 0
+    assert spec.train_spec("resnet20", 2).lr == 0.1 and spec.train_spec("resnet20", 2).seed == 2
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_opens_offline_in_chromium(
+    tiny: tuple[ReproduceResult, list[str]], browser: Any
+) -> None:
+    """Every figure is drawn with the network cut off: nothing is fetched at open time."""
+    result, _ = tiny
+    requested: list[str] = []
+    page = browser.new_page()  # the suite's one Chromium (tests/browser_support.py)
+    try:
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def block(route: Any) -> None:
+            if not route.request.url.startswith("file://"):
+                requested.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
+
+        page.route("**/*", block)
+        page.goto(result.html_path.as_uri())
+        page.wait_for_function("document.querySelectorAll('.fig .main-svg').length >= 8")
+        drawn = page.evaluate("document.querySelectorAll('.fig.js-plotly-plot').length")
+        sections = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
+    finally:
+        page.close()
+    assert drawn == 8
+    assert sections == [
+        "findings",
+        "recipe",
+        "degradation",
+        "surfaces",
+        "metrics",
+        "curvature",
+        "spectra",
+        "gradient-flow",
+    ]
+    assert not errors and not requested
