@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.jobs import JobQueue
-from api.schemas.surface import ErrorMessage
+from api.schemas.common import ErrorMessage
 from api.settings import Settings
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
 from api.planning.surface import Plan
 from api.redact import public_stored_error
-from api.schemas.surface import JobPublic, Progress, TrainProgress
+from api.schemas.common import JobPublic, Progress, TrainProgress
 
 log = logging.getLogger(__name__)
 

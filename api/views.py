@@ -14,22 +14,17 @@ import numpy as np
 
 from api.db import Job, SurfaceRecord
 from api.jobs import iso, job_public
-from api.schemas.hessian import CurvatureMapPublic, DensityPublic
-from api.schemas.story import (
-    GradientFlowProfile,
-    GradientFlowPublic,
-    ReportSummary,
-)
+from api.schemas.common import finite_or_none
+from api.schemas.gradient_flow import GradientFlowProfile, GradientFlowPublic
+from api.schemas.hessian import CurvatureMapPublic, DensityPublic, HessianBrief, HessianPublic
+from api.schemas.report import ReportSummary
 from api.schemas.surface import (
     GridPublic,
-    HessianBrief,
-    HessianPublic,
     ProvenancePublic,
     SurfaceData,
     SurfaceRequest,
     SurfaceSummary,
     TrajectoryPublic,
-    finite_or_none,
 )
 from landscape.storage import Group, Surface, Trajectory, describe
 from landscape.storage.summary import json_safe

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from api.db import SurfaceRecord
-from api.planning.surface import check_dataset, checkpoint_path, surface_path
+from api.planning.common import analysis_inputs, surface_path
 from api.schemas.hessian import HessianRequest
 from api.settings import Settings
-from landscape.errors import SpecError, SurfaceFileError
-from landscape.specs import AnalysisSpec, DataSpec, Split, from_dict, to_dict
+from landscape.errors import SpecError
+from landscape.specs import AnalysisSpec, Split, from_dict, to_dict
 from landscape.storage import Group, Surface
 
 SPLIT: Split = "train"  # the Hessian of the plotted training loss, as the CLI's default
@@ -82,9 +82,6 @@ def check_limits(request: HessianRequest, settings: Settings) -> None:
             f"curvature_grid = {request.curvature_grid} is more than this server's limit of "
             f"{settings.max_curvature_grid} points per axis (one Lanczos run per point)"
         )
-    size_cap = settings.max_train_size
-    if size_cap is not None and request.train_size is not None and request.train_size > size_cap:
-        raise SpecError(f"train_size must be at most {size_cap} on this server")
 
 
 def plan_hessian(
@@ -96,27 +93,12 @@ def plan_hessian(
     from landscape.analysis.analyze import analysis_steps
 
     check_limits(request, settings)
-    if surface.status != "complete":
-        raise SurfaceFileError(
-            f"surface {record.id!r} is {surface.status} ({surface.done} of {surface.total} "
-            f"points); the Hessian analysis needs a complete surface: wait for its job"
-        )
-    checkpoint = checkpoint_path(settings, record.checkpoint_id)
-    if not checkpoint.exists():
-        raise SurfaceFileError(
-            f"the checkpoint of surface {record.id!r} is no longer on this server"
-        )
-    base = surface.spec.data
-    resolved = check_dataset(base.name, settings)  # today's data folder, not the file's
+    checkpoint, data = analysis_inputs(
+        record, surface, settings, analysis="Hessian analysis", train_size=request.train_size
+    )
     spec = AnalysisSpec(
         checkpoint=str(checkpoint),
-        data=DataSpec(
-            name=base.name,
-            data_root=resolved.data_root,
-            train_size=request.train_size or base.train_size,
-            test_size=base.test_size,
-            download=resolved.download,
-        ),
+        data=data,
         split=SPLIT,
         loss=surface.spec.loss,
         top=request.top,

@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.db import CheckpointRecord
+from api.planning.common import check_dataset, checkpoint_path, surface_path
 from api.schemas.surface import SurfaceRequest
 from api.settings import Settings
-from landscape.data import dataset_info, list_datasets
 from landscape.engine.devices import resolve_device
 from landscape.engine.plan import resolve_precision
-from landscape.errors import DatasetNotFoundError, SpecError, UnknownNameError
+from landscape.errors import SpecError, UnknownNameError
 from landscape.models import list_models
 from landscape.specs import (
     DataSpec,
@@ -104,17 +104,6 @@ def engine_options(settings: Settings) -> EngineOptions:
     return dataclasses.replace(options, precision=resolved)
 
 
-def checkpoint_path(settings: Settings, checkpoint_id: str, fmt: str | None = None) -> Path:
-    """``<id>.pt`` for landscape checkpoints, ``<id>.onnx`` for ONNX uploads (the suffix tells
-    ``landscape.sources.model_source.checkpoint_source`` how to load the file)."""
-    suffix = ".onnx" if fmt == "onnx" else ".pt"
-    return settings.checkpoints_dir / f"{checkpoint_id}{suffix}"
-
-
-def surface_path(settings: Settings, surface_id: str) -> Path:
-    return settings.surfaces_dir / f"{surface_id}.h5"
-
-
 def trajectory_paths(
     settings: Settings, checkpoint_id: str, train_spec: TrainSpec | None
 ) -> tuple[str, ...]:
@@ -141,23 +130,6 @@ def train_digest(spec: TrainSpec) -> str:
     recipe["data"].pop("download", None)
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def check_dataset(name: str, settings: Settings) -> DataSpec:
-    known = [info.name for info in list_datasets(settings.data_root)]
-    if name not in known:  # registered names only: a path here would reach the file system
-        raise UnknownNameError("data set", name, known)
-    info = dataset_info(name, settings.data_root)
-    if info.needs_files and not info.available and not settings.allow_download:
-        raise DatasetNotFoundError(
-            f"data set {name!r} has no files under the server's data folder and downloads are "
-            f"off (LANDSCAPE_ALLOW_DOWNLOAD); choose an available one from GET /api/datasets"
-        )
-    return DataSpec(
-        name=name,
-        data_root=str(settings.data_root) if info.needs_files else None,
-        download=settings.allow_download and info.needs_files,
-    )
 
 
 def _check_limits(request: SurfaceRequest, settings: Settings) -> None:

@@ -30,9 +30,9 @@ from sqlalchemy import select
 from api.db import CheckpointRecord
 from api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import iso
-from api.planning.surface import checkpoint_path
+from api.planning.common import checkpoint_path
 from api.redact import truncate_value
-from api.schemas.surface import CheckpointPublic
+from api.schemas.common import CheckpointPublic
 from landscape.data import dataset_info, list_datasets
 from landscape.errors import CheckpointError, LandscapeError, ModelFormatError, UnknownNameError
 from landscape.models import build, list_models

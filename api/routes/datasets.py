@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ReadAccess, SettingsDep
-from api.schemas.surface import DatasetPublic
+from api.schemas.common import DatasetPublic
 from landscape.data import list_datasets
 
 router = APIRouter(prefix="/api/datasets", tags=["catalogue"], dependencies=[ReadAccess])

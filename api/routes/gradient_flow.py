@@ -1,7 +1,7 @@
 """``/api/surfaces/{id}/gradient-flow``: request and read the gradient flow of a surface's
 checkpoint (per-layer ``‖∂L/∂W‖``, at initialization and trained), stored in its file.
 
-Planning is ``api/planning/story.py``, the work ``api/runners/gradient_flow.py``.
+Planning is ``api/planning/gradient_flow.py``, the work ``api/runners/gradient_flow.py``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from fastapi import APIRouter, Body, HTTPException, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
-from api.planning.story import flow_covers, plan_gradient_flow
-from api.planning.surface import surface_path
+from api.planning.common import surface_path
+from api.planning.gradient_flow import flow_covers, plan_gradient_flow
 from api.routes.common import record_or_404, submit_or_409
 from api.routes.surface import SurfaceId, read_or_410
 from api.runners.base import JobKind
-from api.schemas.story import GradientFlowCreated, GradientFlowPublic, GradientFlowRequest
+from api.schemas.gradient_flow import GradientFlowCreated, GradientFlowPublic, GradientFlowRequest
 from api.views import GRADIENT_FLOW_GROUP, gradient_flow_public
 from landscape.errors import SurfaceFileError
 

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Request
 
 from api.deps import QueueDep
-from api.schemas.surface import Health
+from api.schemas.common import Health
 
 router = APIRouter(tags=["health"])
 

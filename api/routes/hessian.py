@@ -12,13 +12,12 @@ from fastapi import APIRouter, Body, HTTPException, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
+from api.planning.common import surface_path
 from api.planning.hessian import check_limits, covers, plan_hessian
-from api.planning.surface import surface_path
 from api.routes.common import record_or_404, submit_or_409
 from api.routes.surface import SurfaceId, read_or_410
 from api.runners.base import JobKind
-from api.schemas.hessian import HessianRequest
-from api.schemas.surface import HessianCreated, HessianPublic
+from api.schemas.hessian import HessianCreated, HessianPublic, HessianRequest
 from api.views import HESSIAN_GROUP, hessian_public
 from landscape.errors import SurfaceFileError
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from api.db import TERMINAL, Job
 from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
-from api.schemas.surface import ID_PATTERN, JobPublic
+from api.schemas.common import ID_PATTERN, JobPublic
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[ReadAccess])
 

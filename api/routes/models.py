@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ReadAccess
-from api.schemas.surface import ModelPublic
+from api.schemas.common import ModelPublic
 from landscape.models import list_models
 
 router = APIRouter(prefix="/api/models", tags=["catalogue"], dependencies=[ReadAccess])

@@ -4,7 +4,7 @@ jobs, their numbers as JSON and their offline HTML page.
 A report's id is a hash of its full recipe, so the same request is the same report: it is
 computed once (its folder caches every training, surface and analysis) and then served. The
 report job's ``surface_id`` is the report id (one active job per report). Planning is
-``api/planning/story.py``, the work ``api/runners/report.py``.
+``api/planning/report.py``, the work ``api/runners/report.py``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from fastapi.responses import FileResponse
 
 from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
 from api.jobs import JobQueue, job_public
-from api.planning.story import plan_report
+from api.planning.report import plan_report
 from api.runners.base import JobKind
-from api.schemas.story import ReportCreated, ReportRequest, ReportSummary
-from api.schemas.surface import ID_PATTERN
+from api.schemas.common import ID_PATTERN
+from api.schemas.report import ReportCreated, ReportRequest, ReportSummary
 from api.settings import Settings
 from api.views import report_summary
 

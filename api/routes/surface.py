@@ -15,10 +15,11 @@ from sqlalchemy import select
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
-from api.planning.surface import plan_surface, surface_path
+from api.planning.common import surface_path
+from api.planning.surface import plan_surface
+from api.schemas.common import ID_PATTERN
 from api.schemas.surface import (
     EXAMPLE_REQUEST,
-    ID_PATTERN,
     SurfaceCreated,
     SurfaceData,
     SurfaceRequest,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.planning.story import GradientFlowPlan
+from api.planning.gradient_flow import GradientFlowPlan
 from api.runners.base import JobContext
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.planning.story import ReportPlan
+from api.planning.report import ReportPlan
 from api.runners.base import JobContext
 
 

@@ -1,6 +1,7 @@
 """Wire models of the Hessian analysis (``/api/surfaces/{id}/hessian``): the request, and the
-curvature map and eigenvalue density inside ``HessianPublic`` (api/schemas/surface.py), which the
-surface views embed. Limits that depend on settings are checked in ``api/planning/hessian.py``.
+stored analysis as clients read it (``HessianPublic``, with its curvature map and eigenvalue
+density), which the surface views embed. Limits that depend on settings are checked in
+``api/planning/hessian.py``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.schemas.common import JobPublic
 from landscape.specs import MAX_CURVATURE_GRID, MAX_DENSITY_PROBES, MAX_LANCZOS_STEPS
 
 
@@ -96,3 +98,41 @@ class DensityPublic(BaseModel):
     density: list[float | None]
     nodes: list[list[float | None]]
     weights: list[list[float | None]]
+
+
+class HessianBrief(BaseModel):
+    """The headline curvature numbers (lists, gallery cards); null where not computed."""
+
+    lambda_max: float | None = Field(description="largest Hessian eigenvalue")
+    lambda_min: float | None = Field(description="smallest Hessian eigenvalue")
+    ratio: float | None = Field(description="|λ_min/λ_max| (Li et al. 2018 §6)")
+    trace: float | None = Field(description="Hutchinson estimate of tr(H)")
+    curvature_map: bool = Field(description="whether a curvature map is stored")
+
+
+class HessianPublic(HessianBrief):
+    """The stored ``hessian/`` group of a surface, JSON-ready (NaN → null)."""
+
+    top_eigenvalues: list[float | None] = Field(description="largest first")
+    bottom_eigenvalues: list[float | None] = Field(description="smallest first")
+    trace_stderr: float | None
+    trace_samples: int | None = Field(description="Hutchinson probes; null without a trace")
+    split: str | None
+    loss: str | None
+    train_size: int | None = Field(description="training subset; null: the whole split")
+    n_params: int | None
+    n_samples: int | None
+    matvecs: int | None = Field(description="Hessian-vector products for the spectrum")
+    wall_time_s: float | None
+    curvature_matvecs: int | None
+    curvature_wall_time_s: float | None
+    created: str | None
+    curvature: CurvatureMapPublic | None = Field(description="null without a map")
+    density: DensityPublic | None = Field(None, description="null without a density")
+
+
+class HessianCreated(BaseModel):
+    """202: ``job`` queued (or shared), ``hessian`` null; 200: ``hessian`` already stored."""
+
+    job: JobPublic | None
+    hessian: HessianPublic | None

@@ -1,22 +1,20 @@
-"""Wire schemas: what clients send and receive (see docs/api.md), apart from storage (db.py).
+"""Wire schemas of surfaces (``/api/surfaces``): the request (model, data set, training
+recipe, grid, directions) and what clients read back (summary, provenance, arrays).
 
 Request models check shape and single-field ranges; checks that need settings or the library
-(grid size limit, known model/data set/checkpoint) happen in ``api/planning/surface.py`` and surface
-as 422 ``{"detail": "<message>"}`` through the one LandscapeError handler.
-
-Longer than the project's ~400-line guide on purpose: it is the whole wire vocabulary, read as
-one page next to docs/api.md; each model is a few declarative lines, no logic to separate.
+(grid size limit, known model/data set/checkpoint) happen in ``api/planning/surface.py`` and
+surface as 422 ``{"detail": "<message>"}`` through the one LandscapeError handler.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.schemas.hessian import CurvatureMapPublic, DensityPublic
+from api.schemas.common import ID_PATTERN, MAX_SUBSET, JobPublic, Strict
+from api.schemas.hessian import HessianBrief, HessianPublic
 from landscape.specs import (
     MAX_ABS_COORDINATE,
     Ignore,
@@ -28,9 +26,6 @@ from landscape.specs import (
     TrainSpec,
 )
 
-# Ids are hex digests or uuid4 hex: opaque, never paths.
-ID_PATTERN = r"^[0-9a-f]{8,64}$"
-
 EXAMPLE_REQUEST: dict[str, Any] = {
     "model": "resnet20-noshort",
     "dataset": "digits",
@@ -40,17 +35,12 @@ EXAMPLE_REQUEST: dict[str, Any] = {
 }
 
 
-class _Strict(BaseModel):
-    # Unknown fields are an error (a typo must not silently do nothing); NaN/inf are refused.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
 def _recipe_default(name: str) -> Any:
     """The library's default for a ``TrainSpec`` field: one place for each number."""
     return {f.name: f.default for f in dataclasses.fields(TrainSpec)}[name]
 
 
-class TrainRecipe(_Strict):
+class TrainRecipe(Strict):
     """How the worker trains a zoo model before computing its surface (He et al. 2016 §4.2)."""
 
     epochs: int = Field(
@@ -76,11 +66,10 @@ def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, f
     return value
 
 
-MAX_SUBSET = 10_000_000  # samples: above any data set landscape reads into memory
 Coordinate = Annotated[float, Field(ge=-MAX_ABS_COORDINATE, le=MAX_ABS_COORDINATE)]
 
 
-class GridRequest(_Strict):
+class GridRequest(Strict):
     """Grid of coordinates along the two directions; ``ny: null`` or ``dim: 1`` gives a curve."""
 
     nx: int = Field(21, ge=2, le=100001, description="points along x")
@@ -114,7 +103,7 @@ class GridRequest(_Strict):
         return self
 
 
-class DirectionsRequest(_Strict):
+class DirectionsRequest(Strict):
     """Random directions, normalized per filter (Li et al. 2018 §4) unless asked otherwise;
     ``pca``: the top-2 principal directions of the training trajectory (Li et al. 2018 §7),
     for a zoo ``model`` only (it is trained with per-epoch snapshots); ``hessian``: the top-2
@@ -127,7 +116,7 @@ class DirectionsRequest(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
-class SurfaceRequest(_Strict):
+class SurfaceRequest(Strict):
     """A surface to compute: a zoo ``model`` (trained first) or an uploaded ``checkpoint`` id."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REQUEST]})
@@ -176,56 +165,6 @@ class SurfaceRequest(_Strict):
                     "the start and every epoch)"
                 )
         return self
-
-
-class Progress(BaseModel):
-    done: int = Field(description="grid points finished (analysis and report jobs: steps)")
-    total: int = Field(description="grid points in the surface (analysis and report jobs: steps)")
-
-
-class TrainProgress(BaseModel):
-    """Training of a zoo model before its surface: the grid points stay 0/N meanwhile."""
-
-    epoch: int = Field(description="epochs finished (0 before the first ends)")
-    epochs: int = Field(description="epochs in the recipe")
-    loss: float | None = Field(None, description="training loss of the last finished epoch")
-    acc: float | None = Field(None, description="training accuracy of the last finished epoch")
-
-
-class JobPublic(BaseModel):
-    """A job as clients see it; ``surface_id`` is known from the start."""
-
-    id: str
-    kind: Literal["surface", "hessian", "gradient_flow", "report"] = Field(
-        "surface",
-        description="a surface; the Hessian analysis or gradient flow of surface_id; or a "
-        "reproduction report (surface_id is then the report's id)",
-    )
-    status: Literal["queued", "running", "done", "failed", "cancelled"]
-    stage: Literal["queued", "training", "computing", "finished"]
-    progress: Progress
-    train: TrainProgress | None = Field(
-        None, description="null unless the job trains a model; kept after training ends"
-    )
-    eta_seconds: float | None
-    error: str | None
-    surface_id: str | None
-    label: str
-    cancel_requested: bool = False
-    request: dict[str, Any]
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-
-
-class HessianBrief(BaseModel):
-    """The headline curvature numbers (lists, gallery cards); null where not computed."""
-
-    lambda_max: float | None = Field(description="largest Hessian eigenvalue")
-    lambda_min: float | None = Field(description="smallest Hessian eigenvalue")
-    ratio: float | None = Field(description="|λ_min/λ_max| (Li et al. 2018 §6)")
-    trace: float | None = Field(description="Hutchinson estimate of tr(H)")
-    curvature_map: bool = Field(description="whether a curvature map is stored")
 
 
 class GridPublic(BaseModel):
@@ -319,34 +258,6 @@ class TrajectoryPublic(BaseModel):
     explained_variance: list[float] = Field(description="ratio of each direction, in [0, 1]")
 
 
-class HessianPublic(HessianBrief):
-    """The stored ``hessian/`` group of a surface, JSON-ready (NaN → null)."""
-
-    top_eigenvalues: list[float | None] = Field(description="largest first")
-    bottom_eigenvalues: list[float | None] = Field(description="smallest first")
-    trace_stderr: float | None
-    trace_samples: int | None = Field(description="Hutchinson probes; null without a trace")
-    split: str | None
-    loss: str | None
-    train_size: int | None = Field(description="training subset; null: the whole split")
-    n_params: int | None
-    n_samples: int | None
-    matvecs: int | None = Field(description="Hessian-vector products for the spectrum")
-    wall_time_s: float | None
-    curvature_matvecs: int | None
-    curvature_wall_time_s: float | None
-    created: str | None
-    curvature: CurvatureMapPublic | None = Field(description="null without a map")
-    density: DensityPublic | None = Field(None, description="null without a density")
-
-
-class HessianCreated(BaseModel):
-    """202: ``job`` queued (or shared), ``hessian`` null; 200: ``hessian`` already stored."""
-
-    job: JobPublic | None
-    hessian: HessianPublic | None
-
-
 class SurfaceData(SurfaceSummary):
     """A surface with arrays for plotting: ``values[m]`` has ny rows of nx (1D: a flat list)."""
 
@@ -362,47 +273,3 @@ class SurfaceCreated(BaseModel):
 
     job: JobPublic | None
     surface: SurfaceSummary | None
-
-
-class ModelPublic(BaseModel):
-    name: str
-    description: str
-    source: str = Field("zoo", description="'zoo', or 'plugin <distribution> <version>'")
-
-
-class DatasetPublic(BaseModel):
-    name: str
-    description: str
-    available: bool
-    in_channels: int
-    image_size: int
-    num_classes: int
-
-
-class CheckpointPublic(BaseModel):
-    id: str
-    model: str
-    dataset: str
-    source: Literal["upload", "trained"]
-    format: Literal["landscape", "onnx"] = "landscape"
-    filename: str
-    created: str
-    metadata: dict[str, Any]
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    version: str
-    jobs: dict[str, int]
-    workers: int
-
-
-class ErrorMessage(BaseModel):
-    """``detail`` is a plain message, or FastAPI's list of field errors for a malformed body."""
-
-    detail: str | list[dict[str, Any]]
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: a not-yet-computed point (NaN) or an overflow is sent as null."""
-    return value if math.isfinite(value) else None

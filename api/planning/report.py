@@ -1,7 +1,5 @@
-"""From story requests to library inputs: the gradient flow of a surface's checkpoint
-(``landscape.analysis.flow_analyze``) and a skip-vs-plain report (``landscape.report.reproduce``).
-
-Routes plan once and store the plan with the job; the runners execute it as stored.
+"""From a report request to a ``ReproduceSpec`` (``landscape.report.reproduce``), checked
+against this server's caps; the route plans once, the runner executes the stored plan.
 """
 
 from __future__ import annotations
@@ -12,102 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api.db import SurfaceRecord
-from api.planning.surface import check_dataset, checkpoint_path, surface_path
-from api.schemas.story import GradientFlowRequest, ReportRequest
+from api.planning.common import check_dataset
+from api.schemas.report import ReportRequest
 from api.settings import Settings
-from landscape.errors import SpecError, SurfaceFileError
+from landscape.errors import SpecError
 from landscape.report.reproduce import ReproduceSpec
-from landscape.specs import DataSpec, from_dict, to_dict
-from landscape.storage import Group, Surface
+from landscape.specs import DataSpec, to_dict
 
 REPORT_DATASET = "digits"  # the recipe's data set; a report request does not choose another
-
-
-@dataclass(frozen=True)
-class GradientFlowPlan:
-    surface_id: str
-    surface_path: Path
-    checkpoint: str
-    data: DataSpec
-    mode: str
-    device: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "surface_id": self.surface_id,
-            "surface_path": str(self.surface_path),
-            "checkpoint": self.checkpoint,
-            "data": to_dict(self.data),
-            "mode": self.mode,
-            "device": self.device,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GradientFlowPlan:
-        return cls(
-            surface_id=data["surface_id"],
-            surface_path=Path(data["surface_path"]),
-            checkpoint=data["checkpoint"],
-            data=from_dict(DataSpec, data["data"]),
-            mode=data["mode"],
-            device=data["device"],
-        )
-
-
-def plan_gradient_flow(
-    record: SurfaceRecord, request: GradientFlowRequest, settings: Settings, surface: Surface
-) -> GradientFlowPlan:
-    """422 over the server's subset cap; 409 (SurfaceFileError) while the surface is not
-    complete or its checkpoint is gone."""
-    cap = settings.max_train_size
-    if cap is not None and request.train_size is not None and request.train_size > cap:
-        raise SpecError(f"train_size must be at most {cap} on this server")
-    if surface.status != "complete":
-        raise SurfaceFileError(
-            f"surface {record.id!r} is {surface.status} ({surface.done} of {surface.total} "
-            f"points); the gradient flow needs a complete surface: wait for its job"
-        )
-    checkpoint = checkpoint_path(settings, record.checkpoint_id)
-    if not checkpoint.exists():
-        raise SurfaceFileError(
-            f"the checkpoint of surface {record.id!r} is no longer on this server"
-        )
-    base = surface.spec.data
-    resolved = check_dataset(base.name, settings)
-    data = DataSpec(
-        name=base.name,
-        data_root=resolved.data_root,
-        train_size=request.train_size or base.train_size,
-        test_size=base.test_size,
-        download=resolved.download,
-    )
-    return GradientFlowPlan(
-        surface_id=record.id,
-        surface_path=surface_path(settings, record.id),
-        checkpoint=str(checkpoint),
-        data=data,
-        mode=request.mode,
-        device=settings.device,
-    )
-
-
-def flow_covers(group: Group, plan: GradientFlowPlan, surface: Surface) -> bool:
-    """True when the stored group is of this checkpoint, data subset and BN mode."""
-    _, attrs = group
-    data = attrs.get("data") or {}
-    flows = attrs.get("flows")
-    flows = json.loads(flows) if isinstance(flows, str) else (flows or {})
-    modes = {(info.get("settings") or {}).get("mode") for info in flows.values()}
-    return (
-        attrs.get("checkpoint_sha256") == surface.attrs.get("checkpoint_sha256")
-        and data.get("name") == plan.data.name
-        and data.get("train_size") == plan.data.train_size
-        and modes == {plan.mode}
-    )
-
-
-# ---------------------------------------------------------------------------------- reports
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""From a gradient-flow request on a surface to library inputs
+(``landscape.analysis.flow_analyze``); the route plans once, the runner executes the stored plan.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from api.db import SurfaceRecord
+from api.planning.common import analysis_inputs, surface_path
+from api.schemas.gradient_flow import GradientFlowRequest
+from api.settings import Settings
+from landscape.specs import DataSpec, from_dict, to_dict
+from landscape.storage import Group, Surface
+
+
+@dataclass(frozen=True)
+class GradientFlowPlan:
+    surface_id: str
+    surface_path: Path
+    checkpoint: str
+    data: DataSpec
+    mode: str
+    device: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "surface_id": self.surface_id,
+            "surface_path": str(self.surface_path),
+            "checkpoint": self.checkpoint,
+            "data": to_dict(self.data),
+            "mode": self.mode,
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GradientFlowPlan:
+        return cls(
+            surface_id=data["surface_id"],
+            surface_path=Path(data["surface_path"]),
+            checkpoint=data["checkpoint"],
+            data=from_dict(DataSpec, data["data"]),
+            mode=data["mode"],
+            device=data["device"],
+        )
+
+
+def plan_gradient_flow(
+    record: SurfaceRecord, request: GradientFlowRequest, settings: Settings, surface: Surface
+) -> GradientFlowPlan:
+    """422 over the server's subset cap; 409 (SurfaceFileError) while the surface is not
+    complete or its checkpoint is gone."""
+    checkpoint, data = analysis_inputs(
+        record, surface, settings, analysis="gradient flow", train_size=request.train_size
+    )
+    return GradientFlowPlan(
+        surface_id=record.id,
+        surface_path=surface_path(settings, record.id),
+        checkpoint=str(checkpoint),
+        data=data,
+        mode=request.mode,
+        device=settings.device,
+    )
+
+
+def flow_covers(group: Group, plan: GradientFlowPlan, surface: Surface) -> bool:
+    """True when the stored group is of this checkpoint, data subset and BN mode."""
+    _, attrs = group
+    data = attrs.get("data") or {}
+    flows = attrs.get("flows")
+    flows = json.loads(flows) if isinstance(flows, str) else (flows or {})
+    modes = {(info.get("settings") or {}).get("mode") for info in flows.values()}
+    return (
+        attrs.get("checkpoint_sha256") == surface.attrs.get("checkpoint_sha256")
+        and data.get("name") == plan.data.name
+        and data.get("train_size") == plan.data.train_size
+        and modes == {plan.mode}
+    )

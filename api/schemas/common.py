@@ -1,0 +1,107 @@
+"""Wire schemas every job kind shares: ids, jobs and their progress, the zoo, data sets,
+checkpoints, health and errors (docs/api.md); apart from storage (``api/db.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Ids are hex digests or uuid4 hex: opaque, never paths.
+ID_PATTERN = r"^[0-9a-f]{8,64}$"
+
+
+class Strict(BaseModel):
+    """Request bodies: an unknown field is an error (a typo must not silently do nothing);
+    NaN and infinities are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+MAX_SUBSET = 10_000_000  # samples: above any data set landscape reads into memory
+
+
+class Progress(BaseModel):
+    done: int = Field(description="grid points finished (analysis and report jobs: steps)")
+    total: int = Field(description="grid points in the surface (analysis and report jobs: steps)")
+
+
+class TrainProgress(BaseModel):
+    """Training of a zoo model before its surface: the grid points stay 0/N meanwhile."""
+
+    epoch: int = Field(description="epochs finished (0 before the first ends)")
+    epochs: int = Field(description="epochs in the recipe")
+    loss: float | None = Field(None, description="training loss of the last finished epoch")
+    acc: float | None = Field(None, description="training accuracy of the last finished epoch")
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it; ``surface_id`` is known from the start."""
+
+    id: str
+    kind: Literal["surface", "hessian", "gradient_flow", "report"] = Field(
+        "surface",
+        description="a surface; the Hessian analysis or gradient flow of surface_id; or a "
+        "reproduction report (surface_id is then the report's id)",
+    )
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    stage: Literal["queued", "training", "computing", "finished"]
+    progress: Progress
+    train: TrainProgress | None = Field(
+        None, description="null unless the job trains a model; kept after training ends"
+    )
+    eta_seconds: float | None
+    error: str | None
+    surface_id: str | None
+    label: str
+    cancel_requested: bool = False
+    request: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class ModelPublic(BaseModel):
+    name: str
+    description: str
+    source: str = Field("zoo", description="'zoo', or 'plugin <distribution> <version>'")
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    description: str
+    available: bool
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    model: str
+    dataset: str
+    source: Literal["upload", "trained"]
+    format: Literal["landscape", "onnx"] = "landscape"
+    filename: str
+    created: str
+    metadata: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    jobs: dict[str, int]
+    workers: int
+
+
+class ErrorMessage(BaseModel):
+    """``detail`` is a plain message, or FastAPI's list of field errors for a malformed body."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a not-yet-computed point (NaN) or an overflow is sent as null."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,55 @@
+"""Wire models of the skip-vs-plain reproduction reports (``/api/reports``,
+``landscape.report.reproduce``). Built only by ``api/views.py``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas.common import MAX_SUBSET, JobPublic, Strict
+
+
+class ReportRequest(Strict):
+    """A skip-vs-plain reproduction (docs/reproduce.md); every field left out is the
+    documented recipe's value, each capped by this server's limits."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {},
+                {"pairs": [["resnet20", "resnet20-noshort"]], "seeds": [0], "epochs": 5},
+            ]
+        },
+    )
+
+    pairs: list[tuple[str, str]] | None = Field(
+        None, min_length=1, max_length=4, description="(with shortcuts, without) zoo names"
+    )
+    seeds: list[int] | None = Field(None, min_length=1, max_length=10)
+    epochs: int | None = Field(None, ge=1)
+    train_size: int | None = Field(None, ge=1, le=MAX_SUBSET)
+    test_size: int | None = Field(None, ge=1, le=MAX_SUBSET)
+    ranges: list[tuple[float, int]] | None = Field(
+        None, min_length=1, max_length=4, description="(half-width, points per axis) per surface"
+    )
+    model_args: dict[str, int] | None = Field(None, description="for every net, e.g. width")
+
+
+class ReportSummary(BaseModel):
+    """A report the server holds or computes: ``status`` ``done`` once its files exist."""
+
+    id: str
+    status: Literal["done", "pending"]
+    recipe: dict[str, Any] = Field(description="the full ReproduceSpec it runs")
+    job: JobPublic | None = Field(description="its newest job, null if none is known")
+    html: str | None = Field(description="the offline report page, once done")
+    wall_time_s: float | None
+
+
+class ReportCreated(BaseModel):
+    """202: ``job`` queued (or shared); 200: the report exists already."""
+
+    job: JobPublic | None
+    report: ReportSummary
