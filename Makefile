@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,15 +21,19 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(VENV)/bin/landscape serve --host $(HOST) --port $(PORT) --demo
 
+# ruff (check, format) and mypy, as the pre-commit hooks run them
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-
-test: $(VENV)/.installed-dev
-	bash scripts/ensure-test-tools.sh
-	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+test: $(VENV)/.installed-dev lint
+	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest
+
+# the edit loop: lint and every test not marked slow or browser (a few minutes)
+test-fast: $(VENV)/.installed-dev lint
+	$(PY) -m pytest -m "not slow and not browser"
 
 # on a CUDA machine the GPU benchmark (ResNet-56, 50k CIFAR-shaped samples, a few minutes)
 bench: $(VENV)/.installed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +27,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _restore_rng_state() -> Iterator[None]:
     """Each test starts from the same seeds and leaves global RNG state as it found it."""
     torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     np_state = np.random.get_state()
     py_state = random.getstate()
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # seeds every CUDA device too
     np.random.seed(0)
     random.seed(0)
     yield
     torch.set_rng_state(torch_state)
+    if cuda_states is not None:
+        torch.cuda.set_rng_state_all(cuda_states)
     np.random.set_state(np_state)
     random.setstate(py_state)
+
+
+@pytest.fixture
+def no_code_loading(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every loader that can unpickle or run code, replaced by one that records the call."""
+    calls: list[str] = []
+
+    def spy(name: str, real: object) -> object:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            return real(*args, **kwargs)  # type: ignore[operator]
+
+        return wrapper
+
+    for owner, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
+                        (torch, "load"), (torch.jit, "load"), (torch.export, "load")]:  # fmt: skip
+        monkeypatch.setattr(owner, name, spy(f"{owner.__name__}.{name}", getattr(owner, name)))
+    return calls
 
 
 @pytest.fixture

@@ -1,1 +1,2 @@
-"""."""
+"""From a validated request to the plan a job stores, one module per job kind (``surface``,
+``hessian``, ``gradient_flow``, ``report``) and ``common`` for what they share."""

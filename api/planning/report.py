@@ -14,7 +14,7 @@ from api.planning.common import check_dataset
 from api.schemas.report import ReportRequest
 from api.settings import Settings
 from landscape.errors import SpecError
-from landscape.report.reproduce import ReproduceSpec
+from landscape.report.recipe import ReproduceSpec
 from landscape.specs import DataSpec, to_dict
 
 REPORT_DATASET = "digits"  # the recipe's data set; a report request does not choose another

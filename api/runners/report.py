@@ -13,7 +13,8 @@ from api.runners.base import JobContext
 
 
 def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
-    from landscape.report.reproduce import ReproduceSpec, reproduce
+    from landscape.report.recipe import ReproduceSpec
+    from landscape.report.reproduce import reproduce
 
     plan = ReportPlan.from_json(plan_json)
     reproduce(

@@ -94,7 +94,7 @@ def _model_args(values: list[str]) -> tuple[tuple[str, int], ...]:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The ``ReproduceSpec``: the documented recipe with only the named values changed."""
-    from landscape.report.reproduce import ReproduceSpec
+    from landscape.report.recipe import ReproduceSpec
 
     changes: dict[str, Any] = {"device": args.device, "workers": args.workers}
     if args.seeds is not None:

@@ -88,7 +88,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", default="auto",
         help="auto (tf32 on CUDA, fp32 on CPU), fp32 (strict), tf32 or bf16 (CUDA only); "
-        "loss error vs fp32 on an H200, ResNet-56: tf32 ~3e-4, bf16 ~3-5e-3 relative",
+        "each precision's error vs strict fp32: docs/performance.md",
     )  # fmt: skip
     parser.add_argument(
         "--devices", type=int, nargs="+", default=None, metavar="GPU",

@@ -21,7 +21,7 @@ from landscape.specs import EngineOptions, ResolvedPrecision
 
 Data = Mapping[str, tuple[Tensor, Tensor]]
 
-_CPU_ACTIVATION_BYTES = 2**20  # largest activation per batch: about one core's L2 (measured)
+_CPU_ACTIVATION_BYTES = 2**20  # largest activation per batch: about one core's L2
 
 
 def cpu_count() -> int:
@@ -111,8 +111,8 @@ def cpu_model() -> str:
 # noise of a timed call is a few per cent, so a smaller gain may be none at all.
 K_MARGIN = 0.9
 K_CANDIDATES = (1, 2, 4, 8)
-# One point's pass above this many seconds already fills the device (CIFAR-sized data on an
-# H200: K = 5 changed compiled time by 1–7 %, eager bf16 lost 43 %): no trial, K = 1.
+# One point's pass above this many seconds already fills the device (CIFAR-sized data on a
+# GPU, docs/performance.md; ``python -m bench.surface_gpu`` times K there): no trial, K = 1.
 K_TRIAL_MAX_S = 0.05
 
 
@@ -159,8 +159,8 @@ def activation_bytes_per_sample(module: nn.Module, data: Data) -> int:
 
 
 def pick_batch_size(module: nn.Module, data: Data, device: torch.device) -> int:
-    """CPU: the largest activation of a batch about cache-sized (measured best for 32×32
-    inputs, PERF-NOTES); CUDA: the whole split, capped by memory."""
+    """CPU: the largest activation of a batch about cache-sized (best for 32×32 inputs,
+    docs/performance.md); CUDA: the whole split, capped by memory."""
     n_max = max(x.shape[0] for x, _ in data.values())
     per_sample = activation_bytes_per_sample(module, data)
     if device.type == "cuda":

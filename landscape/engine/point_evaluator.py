@@ -181,7 +181,8 @@ class PointEvaluator:
 
     def _choose_k(self) -> None:
         """Time K grid points per call (eager, at θ) for each candidate K and keep the best;
-        see ``choose_points_per_call``. Compiling afterwards keeps the ranking (measured)."""
+        see ``choose_points_per_call``. The ranking is taken as compile's too (compile is decided
+        afterwards); ``python -m bench.surface_gpu`` times compiled K on a GPU."""
         start = time.perf_counter()
         zeros = np.zeros((1, self.ndim))
 
@@ -282,8 +283,9 @@ class PointEvaluator:
             self._compile()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on CUDA when asked (``precision="bf16"``: 3–5e-3 relative error in
-        the loss on an H200); losses are still computed from float32 logits."""
+        """bf16 autocast on CUDA when asked (``precision="bf16"``; its error against strict
+        fp32 is what ``python -m bench.surface_gpu`` prints); losses are still computed from
+        float32 logits."""
         if self.config.precision == "bf16" and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()

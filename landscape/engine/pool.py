@@ -193,9 +193,6 @@ class WorkerPool:
                 if slot.pending.pop(task_id, None) is not None:
                     yield task_id, values, elapsed
 
-    def pending_ids(self) -> set[int]:
-        return {t for s in self._slots for t in s.pending}
-
     def _receive(self, slot: _Slot) -> tuple[Any, Any, float, dict[str, Any]] | None:
         """The next message of ``slot``, or ``None`` when its process is gone."""
         try:

@@ -18,23 +18,19 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from landscape.errors import CancelledError, SpecError, UnknownNameError
-from landscape.models import list_models
+from landscape.errors import CancelledError
 from landscape.report.findings import findings
+from landscape.report.recipe import ReproduceSpec
 from landscape.specs import (
-    MAX_LANCZOS_STEPS,
-    DataSpec,
-    DeviceName,
     DirectionSpec,
     EngineOptions,
-    GridSpec,
     SurfaceSpec,
     TrainSpec,
     to_dict,
@@ -42,129 +38,11 @@ from landscape.specs import (
 
 log = logging.getLogger(__name__)
 
+
 REPORT_FORMAT = "landscape-reproduce/1"
+
+
 Progress = Callable[[str, int, int], None]  # (what is running, steps done, steps in all)
-
-
-@dataclass(frozen=True)
-class ReproduceSpec:
-    """The recipe, fixed before any result is seen (docs/reproduce.md says why each value).
-
-    Training follows He et al. 2016 §4.2 scaled to small data: SGD lr 0.1, momentum 0.9,
-    weight decay 5e-4, batch 128, cosine decay; nets in ``warmup_models`` first train
-    ``warmup_epochs`` at lr/10 (He et al. warm up ResNet-110 so). ``ranges`` are (half-width,
-    points per axis) of square grids centred on each trained net: a close one where the plain
-    net's non-convex shoulders show and a wide one where its loss climbs orders of magnitude.
-    Surfaces, curvature maps and Hessian numbers are computed for the first ``surface_seeds``
-    seeds (they cost far more than training); the Hessian uses the first ``hessian_samples``
-    training images (a fixed subset).
-    """
-
-    pairs: tuple[tuple[str, str], ...] = (
-        ("resnet20", "resnet20-noshort"),
-        ("resnet56", "resnet56-noshort"),
-    )
-    data: DataSpec = field(default_factory=DataSpec)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_models: tuple[str, ...] = (
-        "resnet56",
-        "resnet56-noshort",
-        "resnet110",
-        "resnet110-noshort",
-    )
-    ranges: tuple[tuple[float, int], ...] = ((0.25, 31), (1.0, 21))
-    direction_seed: int = 0
-    surface_seeds: int = 1
-    curvature_points: int = 3  # per axis, on the first range
-    # Lanczos steps per curvature-map point (full reorthogonalization, residuals recorded):
-    # a fixed budget, because on trained deep nets λmin sits next to the cluster of near-zero
-    # eigenvalues and ARPACK's BE mode, run to a tolerance, took over 20 min for one 3×3 map
-    # of ResNet-56 on a 2-core CPU; a large |λmin/λmax| comes from a negative outlier, which
-    # a few dozen steps find (docs/reproduce.md compares the two).
-    curvature_steps: int = 30
-    hessian_samples: int = 256
-    top_eigenvalues: int = 3
-    slq_probes: int = 3
-    slq_steps: int = 40
-    # Relative accuracy of each top eigenvalue (ARPACK); 1e-2 is ample for a report.
-    lanczos_tol: float = 1e-2
-    model_args: tuple[tuple[str, int], ...] = ()  # for every net, e.g. (("width", 16),)
-    device: DeviceName = "auto"
-    workers: int | None = None  # surface engine processes on a CPU (None: one per core)
-
-    def __post_init__(self) -> None:
-        if not self.pairs or any(len(p) != 2 for p in self.pairs):
-            raise SpecError("pairs must be (with shortcuts, without shortcuts) model names")
-        known = [info.name for info in list_models()]
-        for model in self.models:  # before any folder is made or net trained
-            if model not in known:
-                raise UnknownNameError("model", model, known)
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise SpecError(f"seeds must be distinct and at least one, got {self.seeds!r}")
-        if not 1 <= self.surface_seeds <= len(self.seeds):
-            raise SpecError(f"surface_seeds must be 1..{len(self.seeds)}, got {self.surface_seeds}")
-        if not self.ranges or any(h <= 0 or n < 3 for h, n in self.ranges):
-            raise SpecError(f"ranges must be (half-width > 0, points >= 3), got {self.ranges!r}")
-        for value, name in (
-            (self.hessian_samples, "hessian_samples"),
-            (self.slq_probes, "slq_probes"),
-        ):
-            if value < 1:
-                raise SpecError(f"{name} must be >= 1, got {value}")
-        for value, name in (
-            (self.curvature_steps, "curvature_steps"),
-            (self.slq_steps, "slq_steps"),
-        ):
-            if not 2 <= value <= MAX_LANCZOS_STEPS:  # Lanczos keeps steps × n_params floats
-                raise SpecError(f"{name} must be 2..{MAX_LANCZOS_STEPS}, got {value}")
-        self.train_spec(self.pairs[0][0], self.seeds[0])  # checks epochs, lr, … now
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReproduceSpec:
-        """Rebuild from ``to_dict`` output (JSON lists back to tuples); unknown keys fail."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise SpecError(f"unknown ReproduceSpec field(s): {', '.join(sorted(unknown))}")
-        kwargs = dict(data)
-        if isinstance(kwargs.get("data"), dict):
-            kwargs["data"] = DataSpec(**kwargs["data"])
-        for key in ("pairs", "ranges", "model_args"):
-            if key in kwargs:
-                kwargs[key] = tuple(tuple(item) for item in kwargs[key])
-        for key in ("seeds", "warmup_models"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
-
-    @property
-    def models(self) -> tuple[str, ...]:
-        return tuple(m for pair in self.pairs for m in pair)
-
-    def train_spec(self, model: str, seed: int) -> TrainSpec:
-        warmup = self.warmup_epochs if model in self.warmup_models else 0
-        return TrainSpec(
-            model=model,
-            data=self.data,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule="cosine",
-            warmup_epochs=warmup,
-            seed=seed,
-            device=self.device,
-            model_args=dict(self.model_args),
-        )
-
-    def grid(self, half_width: float, n: int) -> GridSpec:
-        return GridSpec((-half_width, half_width), n, (-half_width, half_width), n)
 
 
 @dataclass(frozen=True)

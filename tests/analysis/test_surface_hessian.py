@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from cli_support import tiny_mlp_checkpoint
 
 from landscape import storage as store
 from landscape.analysis.hessian import LanczosOptions
@@ -15,20 +15,15 @@ from landscape.analysis.hessian_directions import hessian_directions
 from landscape.cli import main
 from landscape.data import load_data
 from landscape.engine.evaluator import reference_evaluate
-from landscape.models import build
-from landscape.sources.checkpoint import load_checkpoint, save_checkpoint
+from landscape.sources.checkpoint import load_checkpoint
 from landscape.specs import DataSpec
 
-MODEL_ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8, "depth": 1, "width": 8}
 FAST = ["--train-size", "64", "--workers", "1", "--no-compile", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build("mlp-plain", **MODEL_ARGS)
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    return save_checkpoint(path, model, model_name="mlp-plain", model_args=MODEL_ARGS, metadata={})
+    return tiny_mlp_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def test_hessian_surface_through_the_cli(

@@ -6,7 +6,6 @@ no step unpickles or loads code."""
 from __future__ import annotations
 
 import copy
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,24 +44,6 @@ def onnx_file(tmp_path: Path) -> Path:
         model.bn.running_mean.uniform_(-0.5, 0.5)
         model.bn.running_var.uniform_(0.5, 2.0)
     return export(model, tmp_path / "net.onnx")
-
-
-@pytest.fixture
-def no_code_loading(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every loader that can unpickle or run code, replaced by one that records the call."""
-    calls: list[str] = []
-
-    def spy(name: str, real: object) -> object:
-        def wrapper(*args: object, **kwargs: object) -> object:
-            calls.append(name)
-            return real(*args, **kwargs)  # type: ignore[operator]
-
-        return wrapper
-
-    for owner, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
-                        (torch, "load"), (torch.jit, "load"), (torch.export, "load")]:  # fmt: skip
-        monkeypatch.setattr(owner, name, spy(f"{owner.__name__}.{name}", getattr(owner, name)))
-    return calls
 
 
 def _upload(client: TestClient, path: Path, **form: str) -> object:

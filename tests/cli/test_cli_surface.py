@@ -13,23 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_support import error_line
+from cli_support import MODEL_ARGS, error_line, tiny_mlp_checkpoint
 
 from landscape.cli import main
 from landscape.models import build
 from landscape.sources.checkpoint import save_checkpoint
 from landscape.storage import read_surface
 
-MODEL_ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8, "depth": 1, "width": 8}
 FAST = ["--train-size", "48", "--workers", "1", "--no-compile", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build("mlp-plain", **MODEL_ARGS)
-    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
-    return save_checkpoint(path, model, model_name="mlp-plain", model_args=MODEL_ARGS, metadata={})
+    return tiny_mlp_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def test_surface_info_plot_export(

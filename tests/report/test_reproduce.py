@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from landscape.errors import CancelledError, SpecError, UnknownNameError
-from landscape.report.reproduce import ReproduceResult, ReproduceSpec, reproduce
+from landscape.report.recipe import ReproduceSpec
+from landscape.report.reproduce import ReproduceResult, reproduce
 from landscape.specs import DataSpec, to_dict
 
 pytest_plugins = ["browser_support"]  # the session's Chromium (one Playwright per process)
@@ -29,6 +30,18 @@ TINY = ReproduceSpec(
     slq_steps=8,
     device="cpu",
     workers=1,
+)
+
+# The report page's sections, in order.
+SECTIONS = (
+    "findings",
+    "recipe",
+    "degradation",
+    "surfaces",
+    "metrics",
+    "curvature",
+    "spectra",
+    "gradient-flow",
 )
 
 
@@ -74,16 +87,7 @@ def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None
     assert ("level_set_convexity", 1.0) in ranked and ("curvature_nonconvex", 0.25) in ranked
     assert ("curvature_nonconvex", 1.0) not in ranked  # the map is on the first range only
     assert len(net["curvature"]["residual_min"]) == 2 and net["curvature"]["steps"] == 30
-    for section in (
-        "findings",
-        "recipe",
-        "degradation",
-        "surfaces",
-        "metrics",
-        "curvature",
-        "spectra",
-        "gradient-flow",
-    ):
+    for section in SECTIONS:
         body = page.split(f"<section id='{section}'>", 1)[1].split("</section>", 1)[0]
         assert "<table>" in body or 'class="fig"' in body, section
     # 2 pairs × 2 ranges... here 1 pair: 4 surfaces + 2 curvature + 1 density + 1 flow
@@ -152,14 +156,5 @@ def test_report_opens_offline_in_chromium(
     finally:
         page.close()
     assert drawn == 8
-    assert sections == [
-        "findings",
-        "recipe",
-        "degradation",
-        "surfaces",
-        "metrics",
-        "curvature",
-        "spectra",
-        "gradient-flow",
-    ]
+    assert sections == list(SECTIONS)
     assert not errors and not requested
