@@ -194,7 +194,7 @@ def download_surface(surface_id: SurfaceId, session: SessionDep, settings: Setti
 )
 async def surface_html(surface_id: SurfaceId, session: SessionDep, settings: SettingsDep) -> Any:
     """Plotly page with its JavaScript embedded (works offline); rebuilt when the file changes."""
-    from landscape.plot.figures import write_html
+    from landscape.plot.html import write_html
 
     _record_or_404(session, settings, surface_id)
     h5 = surface_path(settings, surface_id)

@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.plot.figures import export_vtp
+    from landscape.plot.vtp import export_vtp
     from landscape.storage import read_surface
 
     out = export_vtp(read_surface(args.surface), args.vtp, args.metric, log=args.log)

@@ -41,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.plot.figures import write_html
+    from landscape.plot.html import write_html
     from landscape.storage import read_surface
 
     surface = read_surface(args.surface)

@@ -1,13 +1,15 @@
 // The one figure definition of a surface: the web page draws it (served at /vendor/figure.js)
 // and `landscape plot` embeds this file in its standalone HTML export, so both show the same
 // scales, clamp, labels and title. No imports and no DOM access: plain data in, Plotly out.
+// landscape/plot/scale.py reads LOSS_CAP, LOG_DECADES, CAPPED_COLOR and VIRIDIS from this file
+// for the Python figures: keep them `export const NAME = <literal>;`.
 
 // Far from the minimum, filter-normalized losses of deep plain nets reach 1e8 and flatten
 // everything else to a plane. Li et al. (2018) draw losses up to 10: so does a linear view
 // unless a range is set; values above are drawn *at* the cap, in grey, and the figure says so.
 export const LOSS_CAP = 10;
 // A loss whose values span this many decades is drawn on a log scale unless the user says not.
-const LOG_DECADES = 2;
+export const LOG_DECADES = 2;
 export const CAPPED_COLOR = "#9a9a9a";
 
 // Viridis at 9 stops (matplotlib): Plotly's colour scale and the canvas previews.

@@ -1,5 +1,8 @@
-"""Figures of surfaces: Plotly figures for notebooks, the standalone HTML export (the web
-page's own figure, see ``plot_html``) and ParaView ``.vtp`` for publication renders.
+"""Plotly figures of surfaces for notebooks and comparisons, on the web page's scale rules.
+
+The rules (a log scale for losses spanning decades, linear losses clamped at ``LOSS_CAP`` with
+the clamped top in grey, the titles saying so) are figure.js's, read through
+``landscape.plot.scale``, so a notebook figure shows what the page and the HTML export show.
 
 Plotly's ``surface`` takes ``z`` as ``(ny, nx)`` with ``z[j][i]`` at ``(x[i], y[j])`` -- the
 layout of the file -- so arrays go in untransposed. NaN (not yet computed) becomes a gap.
@@ -8,40 +11,65 @@ layout of the file -- so arrays go in untransposed. NaN (not yet computed) becom
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from landscape.errors import SpecError, UnknownNameError
-from landscape.plot.html import write_html
+from landscape.errors import SpecError
+from landscape.plot.scale import (
+    Scale,
+    cap_note,
+    clamp_display,
+    colorscale,
+    decade_ticks,
+    log10_values,
+    metric_label,
+    metric_values,
+    scale_for,
+    value_title,
+)
 from landscape.storage import Surface
 
-COLORSCALE = "Viridis"
-
-__all__ = ["comparison_figure", "export_vtp", "surface_figure", "write_html"]
+__all__ = ["comparison_figure", "surface_figure"]
 
 
-def _metric_values(surface: Surface, metric: str) -> np.ndarray:
-    if metric not in surface.values:
-        raise UnknownNameError("metric", metric, list(surface.values))
-    return surface.values[metric]
+def _scale(arrays: Sequence[np.ndarray], metric: str, log: bool | None) -> Scale:
+    """The page's scale; a log scale asked for over values <= 0 is an error rather than gaps."""
+    if log:
+        for values in arrays:
+            log10_values(values, metric)
+    return scale_for(arrays, metric, log=log)
 
 
-def _log_values(values: np.ndarray, metric: str) -> np.ndarray:
-    """log10 of a metric; non-positive values cannot be drawn on a log scale."""
-    finite = values[np.isfinite(values)]
-    if finite.size and finite.min() <= 0:
-        raise SpecError(
-            f"cannot use a log scale for {metric!r}: it has values <= 0 "
-            f"(min {float(finite.min()):.3g})"
-        )
-    with np.errstate(invalid="ignore"):
-        logged: np.ndarray = np.log10(values)
-    return logged
+def _hover_text(values: np.ndarray) -> np.ndarray:
+    """The true values for hover (what is drawn may be clamped or log10)."""
+    flat = [
+        "not computed yet" if not math.isfinite(v) else f"{v:.5g}" for v in values.ravel().tolist()
+    ]
+    return np.asarray(flat, dtype=object).reshape(values.shape)
+
+
+def _titled(title: str, scale: Scale) -> str:
+    """The figure title, with the clamp in words under it when there is one."""
+    note = cap_note(scale)
+    if not note:
+        return title
+    return f"{title}<br><sup>{note}</sup>" if title else f"<sup>{note}</sup>"
+
+
+def _value_axis(scale: Scale, title: str) -> dict[str, Any]:
+    """A value axis (3D z or colour bar) on the scale: title, decade labels on log scales."""
+    axis: dict[str, Any] = {"title": {"text": title}}
+    axis.update(decade_ticks(scale) or {})
+    return axis
+
+
+def _full_range(scale: Scale) -> list[float] | None:
+    low, high = scale.range
+    return [low, high] if low is not None and high is not None and low < high else None
 
 
 def _title(surface: Surface) -> str:
@@ -52,37 +80,48 @@ def _title(surface: Surface) -> str:
     return f"{model} on {surface.spec.data.name}, {size}{status}"
 
 
-def surface_figure(surface: Surface, metric: str = "train_loss", *, log: bool = False) -> go.Figure:
+def surface_figure(
+    surface: Surface, metric: str = "train_loss", *, log: bool | None = None
+) -> go.Figure:
     """A 2D surface as 3D surface + contour side by side; a 1D one as its curve, with the
-    matching accuracy on a second axis (loss and accuracy move on different scales)."""
-    values = _metric_values(surface, metric)
+    matching accuracy on a second axis (loss and accuracy move on different scales).
+
+    ``log``: None draws as the page does (log for losses spanning two decades or more; linear
+    losses above the cap drawn at the cap, in grey); True/False force the scale.
+    """
+    values = metric_values(surface, metric)
+    scale = _scale([values], metric, log)
     if surface.y is None:
-        return _curve_figure(surface, metric, log=log)
-    z = _log_values(values, metric) if log else values
-    label = f"log10 {metric}" if log else metric
+        return _curve_figure(surface, metric, scale)
+    z = clamp_display(values, scale)
+    name, title = metric_label(metric), value_title(metric, scale)
+    low, high = scale.range
+    common: dict[str, Any] = {
+        "x": surface.x,
+        "y": surface.y,
+        "z": z,
+        "text": _hover_text(values),
+        "hovertemplate": f"x %{{x:.4f}}<br>y %{{y:.4f}}<br>{name} %{{text}}<extra></extra>",
+        "colorscale": colorscale(scale.capped),
+        "name": metric,
+    }
     fig = make_subplots(
         rows=1,
         cols=2,
         specs=[[{"type": "surface"}, {"type": "contour"}]],
-        subplot_titles=(f"{label} surface", f"{label} contours"),
+        subplot_titles=(f"{name} surface", f"{name} contours"),
         column_widths=[0.55, 0.45],
     )
-    fig.add_trace(
-        go.Surface(
-            x=surface.x, y=surface.y, z=z, colorscale=COLORSCALE, name=label, showscale=False
-        ),
-        row=1,
-        col=1,
-    )
+    fig.add_trace(go.Surface(**common, cmin=low, cmax=high, showscale=False), row=1, col=1)
     fig.add_trace(
         go.Contour(
-            x=surface.x,
-            y=surface.y,
-            z=z,
-            colorscale=COLORSCALE,
-            name=label,
-            colorbar={"title": {"text": label}},
-            contours={"coloring": "heatmap", "showlabels": True},
+            **common,
+            zauto=False,
+            zmin=low,
+            zmax=high,
+            colorbar=_value_axis(scale, title),
+            # labels would be log10 units on a log scale: the colour bar has the decades
+            contours={"coloring": "heatmap", "showlabels": not scale.log},
         ),
         row=1,
         col=2,
@@ -90,9 +129,16 @@ def surface_figure(surface: Surface, metric: str = "train_loss", *, log: bool = 
     if surface.trajectory is not None:
         _add_trajectory(fig, surface, z)
     x_title, y_title = axis_titles(surface)
+    zaxis = _value_axis(scale, title)
+    if (full := _full_range(scale)) is not None:
+        zaxis["range"] = full
     fig.update_layout(
-        title=_title(surface),
-        scene={"xaxis_title": x_title, "yaxis_title": y_title, "zaxis_title": label},
+        title=_titled(_title(surface), scale),
+        scene={
+            "xaxis": {"title": {"text": x_title}},
+            "yaxis": {"title": {"text": y_title}},
+            "zaxis": zaxis,
+        },
         height=600,
     )
     fig.update_xaxes(title_text=x_title, row=1, col=2)
@@ -176,9 +222,21 @@ def bilinear(
     return np.where(inside, out, np.nan)
 
 
-def _curve_figure(surface: Surface, metric: str, *, log: bool) -> go.Figure:
+def _curve_figure(surface: Surface, metric: str, scale: Scale) -> go.Figure:
+    """The curve on a log axis (true values) or clamped to the linear range, as the page."""
+    values = surface.values[metric]
+    y = values if scale.log else clamp_display(values, scale)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=surface.x, y=surface.values[metric], name=metric, mode="lines"))
+    fig.add_trace(
+        go.Scatter(
+            x=surface.x,
+            y=y,
+            name=metric,
+            mode="lines",
+            text=_hover_text(values),
+            hovertemplate=f"x %{{x:.4f}}<br>{metric_label(metric)} %{{text}}<extra></extra>",
+        )
+    )
     partner = _partner_metric(metric)
     if partner in surface.values:
         fig.add_trace(
@@ -192,11 +250,15 @@ def _curve_figure(surface: Surface, metric: str, *, log: bool) -> go.Figure:
             secondary_y=True,
         )
         fig.update_yaxes(title_text=partner, secondary_y=True)
-    if log:
-        _log_values(surface.values[metric], metric)  # same error as 2D for values <= 0
-    fig.update_yaxes(title_text=metric, type="log" if log else "linear", secondary_y=False)
+    axis: dict[str, Any] = {
+        "title_text": value_title(metric, scale),
+        "type": "log" if scale.log else "linear",
+    }
+    if (full := _full_range(scale)) is not None:
+        axis["range"] = full  # log10 units on a log axis, as Plotly wants
+    fig.update_yaxes(**axis, secondary_y=False)
     fig.update_xaxes(title_text="x")
-    fig.update_layout(title=_title(surface), height=500)
+    fig.update_layout(title=_titled(_title(surface), scale), height=500)
     return fig
 
 
@@ -210,41 +272,51 @@ def comparison_figure(
     surfaces: Sequence[Surface],
     metric: str = "train_loss",
     *,
-    log: bool = False,
+    log: bool | None = None,
     titles: Sequence[str] | None = None,
 ) -> go.Figure:
-    """Several surfaces side by side on one shared value range, so heights compare at a glance
-    (e.g. ResNet-56 with and without shortcuts)."""
+    """Several surfaces side by side on one shared scale, so heights compare at a glance (e.g.
+    ResNet-56 with and without shortcuts): as the web compare view, log when the losses of
+    all of them together span decades, one clamp and one range for all."""
     if not surfaces:
         raise SpecError("comparison_figure needs at least one surface")
     ndims = {s.ndim for s in surfaces}
     if len(ndims) != 1:
         raise SpecError("cannot compare 1D curves with 2D surfaces in one figure")
-    arrays = [_metric_values(s, metric) for s in surfaces]
-    if log:
-        arrays = [_log_values(a, metric) for a in arrays]
-    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays])
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    raw = [metric_values(s, metric) for s in surfaces]
+    scale = _scale(raw, metric, log)
     names = list(titles) if titles else [_title(s) for s in surfaces]
-    label = f"log10 {metric}" if log else metric
+    title = value_title(metric, scale)
+    low, high = scale.range
+    full = _full_range(scale)
     n = len(surfaces)
     if ndims == {1}:
         fig = make_subplots(rows=1, cols=n, subplot_titles=names, shared_yaxes=True)
-        for k, (s, z) in enumerate(zip(surfaces, arrays, strict=True), start=1):
-            fig.add_trace(go.Scatter(x=s.x, y=z, name=names[k - 1], mode="lines"), row=1, col=k)
-        fig.update_yaxes(range=[low, high], title_text=label, row=1, col=1)
-        fig.update_layout(height=450)
+        for k, (s, values) in enumerate(zip(surfaces, raw, strict=True), start=1):
+            y = values if scale.log else clamp_display(values, scale)
+            fig.add_trace(go.Scatter(x=s.x, y=y, name=names[k - 1], mode="lines"), row=1, col=k)
+        fig.update_yaxes(type="log" if scale.log else "linear")
+        fig.update_yaxes(title_text=title, row=1, col=1)
+        if full is not None:
+            fig.update_yaxes(range=full, row=1, col=1)
+        fig.update_layout(height=450, title=_titled("", scale) or None)
         return fig
     fig = make_subplots(rows=1, cols=n, specs=[[{"type": "surface"}] * n], subplot_titles=names)
-    for k, (s, z) in enumerate(zip(surfaces, arrays, strict=True), start=1):
+    zaxis = _value_axis(scale, title)
+    if full is not None:
+        zaxis["range"] = full
+    for k, (s, values) in enumerate(zip(surfaces, raw, strict=True), start=1):
         fig.add_trace(
             go.Surface(
                 x=s.x,
                 y=s.y,
-                z=z,
+                z=clamp_display(values, scale),
+                text=_hover_text(values),
+                hovertemplate=f"{metric_label(metric)} %{{text}}<extra>{names[k - 1]}</extra>",
                 cmin=low,
                 cmax=high,
-                colorscale=COLORSCALE,
+                colorscale=colorscale(scale.capped),
+                colorbar=_value_axis(scale, title),
                 showscale=k == n,
                 name=names[k - 1],
             ),
@@ -252,81 +324,6 @@ def comparison_figure(
             col=k,
         )
         scene = "scene" if k == 1 else f"scene{k}"
-        fig.update_layout(
-            {scene: {"zaxis": {"range": [low, high], "title": label}, "aspectmode": "cube"}}
-        )
-    fig.update_layout(height=550)
+        fig.update_layout({scene: {"zaxis": zaxis, "aspectmode": "cube"}})
+    fig.update_layout(height=550, title=_titled("", scale) or None)
     return fig
-
-
-def export_vtp(
-    surface: Surface, out: str | Path, metric: str = "train_loss", *, log: bool = False
-) -> Path:
-    """The surface as ParaView XML PolyData (as the reference tool's ``h52vtp``).
-
-    2D: one point per grid point at ``(x, y, value)`` and a quad per grid cell whose four
-    corners are computed; 1D: a polyline at ``(x, 0, value)``. Every metric rides along as
-    point data (NaN where not computed); uncomputed points sit at z = 0 outside any cell.
-    """
-    values = _metric_values(surface, metric)
-    z = _log_values(values, metric) if log else values
-    if surface.y is None:
-        xx, yy = surface.x, np.zeros_like(surface.x)
-        ok = np.isfinite(z)
-        cells = [[i, i + 1] for i in range(len(z) - 1) if ok[i] and ok[i + 1]]
-        cell_tag = "Lines"
-    else:
-        xx, yy = np.meshgrid(surface.x, surface.y)  # (ny, nx), row-major like the values
-        ny, nx = z.shape
-        ok = np.isfinite(z)
-        cells = [
-            [j * nx + i, j * nx + i + 1, (j + 1) * nx + i + 1, (j + 1) * nx + i]
-            for j in range(ny - 1)
-            for i in range(nx - 1)
-            if ok[j, i] and ok[j, i + 1] and ok[j + 1, i + 1] and ok[j + 1, i]
-        ]
-        cell_tag = "Polys"
-    points = np.stack([xx.ravel(), yy.ravel(), np.where(np.isfinite(z), z, 0.0).ravel()], axis=1)
-    n_points = len(points)
-
-    root = ET.Element("VTKFile", type="PolyData", version="0.1", byte_order="LittleEndian")
-    piece = ET.SubElement(
-        ET.SubElement(root, "PolyData"),
-        "Piece",
-        NumberOfPoints=str(n_points),
-        NumberOfVerts="0",
-        NumberOfLines=str(len(cells) if cell_tag == "Lines" else 0),
-        NumberOfStrips="0",
-        NumberOfPolys=str(len(cells) if cell_tag == "Polys" else 0),
-    )
-    point_data = ET.SubElement(piece, "PointData", Scalars=metric)
-    for name, array in surface.values.items():
-        _data_array(point_data, name, "Float64", array.ravel())
-    _data_array(ET.SubElement(piece, "Points"), "Points", "Float64", points.ravel(), components=3)
-    connectivity = np.asarray(cells, dtype=np.int64).ravel()
-    offsets = np.cumsum([len(c) for c in cells], dtype=np.int64)
-    block = ET.SubElement(piece, cell_tag)
-    _data_array(block, "connectivity", "Int64", connectivity)
-    _data_array(block, "offsets", "Int64", offsets)
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
-    return out
-
-
-def _data_array(
-    parent: ET.Element, name: str, vtk_type: str, data: np.ndarray, *, components: int = 1
-) -> None:
-    element = ET.SubElement(
-        parent,
-        "DataArray",
-        type=vtk_type,
-        Name=name,
-        NumberOfComponents=str(components),
-        format="ascii",
-    )
-    if vtk_type.startswith("Float"):
-        element.text = " ".join("nan" if math.isnan(v) else repr(float(v)) for v in data)
-    else:
-        element.text = " ".join(str(int(v)) for v in data)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from landscape.errors import SpecError, UnknownNameError
-from landscape.plot.figures import comparison_figure, export_vtp, surface_figure, write_html
-from landscape.plot.html import FIGURE_JS, PLOTLY_JS
+from landscape.plot.figures import comparison_figure, surface_figure
+from landscape.plot.html import FIGURE_JS, PLOTLY_JS, write_html
+from landscape.plot.vtp import export_vtp
 from landscape.specs import GridSpec, SurfaceSpec
 from landscape.storage import Surface, grid_coordinates
 
