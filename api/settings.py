@@ -95,7 +95,17 @@ class Settings(BaseSettings):
     )
 
     workers: int = Field(1, ge=0, description="in-process job workers started with the app")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where this process's workers run jobs (read at run time)"
+    )
+    # The API of a GPU deployment runs on a CPU container: it declares each job's precision
+    # against the workers' device, which it names here instead of probing its own.
+    compute_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="the device the service's workers compute on, against which the API "
+        "declares precision=auto; auto: this process's own device (landscape serve). Give the "
+        "API and every worker the same value",
+    )
     engine_workers: int | None = Field(None, ge=1, description="CPU processes per surface")
     engine_compile: bool = Field(True, description="torch.compile the per-point forward")
     engine_precision: Literal["auto", "fp32", "tf32", "bf16"] = Field(

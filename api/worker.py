@@ -5,6 +5,10 @@ A worker is a thread (``landscape serve`` starts them next to the API; ``landsca
 runs them alone). While a job runs, a heartbeat thread renews the job's lease and watches its
 cancel flag; the runner's ``should_stop`` reads those flags, so cancel and shutdown stop the
 work at the next chunk (or training batch, or analysis step) and partial files stay resumable.
+
+Jobs run where this process's settings say (``LANDSCAPE_DEVICE``), not where they were planned.
+On CUDA, one job at a time per process: precision switches and free-memory reads are global to
+the process, so worker threads take turns and more concurrent GPU jobs take more processes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from api.db import Job
 from api.jobs import JobQueue, new_worker_id
 from api.redact import public_error
 from api.runners import gradient_flow, hessian, report, surface
-from api.runners.base import JobContext, JobKind, Runner
+from api.runners.base import JobContext, JobKind, Runner, worker_device
 from api.settings import Settings
 from landscape.errors import CancelledError, SpecError
 
@@ -36,6 +40,11 @@ RUNNERS: Mapping[JobKind, Runner] = MappingProxyType(
         JobKind.REPORT: report.run,
     }
 )
+
+# Held by a CUDA worker thread from claiming a job to recording its outcome, so the other
+# threads of this process leave queued jobs queued (for another process) instead of claiming
+# them and waiting.
+_CUDA_LOCK = threading.Lock()
 
 
 class Worker:
@@ -54,6 +63,7 @@ class Worker:
         self.runners = runners
         self.stop = stop or threading.Event()
         self.id = new_worker_id()
+        self.device_lock = _CUDA_LOCK if _on_cuda(settings) else None
 
     def run_forever(self) -> None:
         log.info("worker %s started", self.id)
@@ -67,7 +77,18 @@ class Worker:
         log.info("worker %s stopped", self.id)
 
     def run_once(self) -> bool:
-        """Run one job if any is waiting; True when a job was taken."""
+        """Run one job if any is waiting; True when a job was taken. A CUDA worker claims one
+        only while no other thread of this process runs one (else it idles a poll)."""
+        if self.device_lock is None:
+            return self._claim_and_run()
+        if not self.device_lock.acquire(blocking=False):
+            return False
+        try:
+            return self._claim_and_run()
+        finally:
+            self.device_lock.release()
+
+    def _claim_and_run(self) -> bool:
         job = self.queue.claim(self.id)
         if job is None:
             return False
@@ -135,6 +156,7 @@ class Worker:
         finally:
             done_beating.set()
             heart.join()
+            _free_cuda_cache()
 
     def _runner(self, job: Job) -> Runner:
         try:
@@ -193,6 +215,23 @@ class WorkerPool:
             log.warning(
                 "%d worker(s) still busy at shutdown; their leases will lapse", len(self.threads)
             )
+
+
+def _on_cuda(settings: Settings) -> bool:
+    """Whether this process's jobs run on CUDA (and so take turns on it)."""
+    try:
+        return worker_device(settings).type == "cuda"
+    except SpecError:  # CUDA asked for, none here: every job fails saying so, none computes
+        return False
+
+
+def _free_cuda_cache() -> None:
+    """Hand the allocator's cached blocks back after a job, so the next job (or another
+    process on this GPU) sizes its batches from the memory really free."""
+    import torch
+
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # unannotated in torch
+        torch.cuda.empty_cache()
 
 
 def _stored_plan(job: Job) -> dict[str, Any]:

@@ -1,19 +1,56 @@
 """What every job kind's planning shares: where the service keeps checkpoints and surfaces,
-which data sets it may read, and the inputs of an analysis of a surface it holds.
+which data sets it may read, the inputs of an analysis of a surface it holds, and the precision
+it declares.
+
+A stored plan says *what* a job computes (specs and a declared precision, which enters the
+surface id), never *where*: the API of a GPU deployment runs on a CPU, so device and engine
+processes are set by the worker executing the plan (``api/runners/base.py``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from api.db import SurfaceRecord
 from api.settings import Settings
 from landscape.data import dataset_info, list_datasets
+from landscape.engine.devices import resolve_device
+from landscape.engine.plan import resolve_precision
 from landscape.errors import DatasetNotFoundError, SpecError, SurfaceFileError, UnknownNameError
-from landscape.specs import (
-    DataSpec,
-)
+from landscape.specs import DataSpec, EngineOptions, Precision, ResolvedPrecision, to_dict
 from landscape.storage import Surface
+
+# Fields of library specs that say where a job runs; the worker fills them in from its settings.
+WHERE_FIELDS = frozenset({"device", "workers"})
+
+
+def stored_spec(spec: Any) -> dict[str, Any]:
+    """``to_dict(spec)`` without the fields saying where it runs, as a job's plan stores it:
+    a value there would be the API's, not the worker's (rebuilt with their defaults)."""
+    return {key: value for key, value in to_dict(spec).items() if key not in WHERE_FIELDS}
+
+
+def compute_device(settings: Settings) -> torch.device:
+    """The device the service's workers compute on (``LANDSCAPE_COMPUTE_DEVICE``). A named
+    device is taken as said, not probed: the API process of a GPU deployment has no GPU."""
+    if settings.compute_device == "auto":  # API and workers are one process (landscape serve)
+        return resolve_device(settings.device)
+    return torch.device(settings.compute_device)
+
+
+def declared_precision(settings: Settings, requested: Precision) -> ResolvedPrecision:
+    """The precision a job declares (and its id names): ``requested`` resolved against the
+    workers' compute device, so ``auto`` is tf32 for GPU workers even when planned on a CPU."""
+    device = compute_device(settings)
+    try:
+        return resolve_precision(EngineOptions(precision=requested), device)
+    except SpecError as exc:
+        raise SpecError(
+            f"{exc} (the service's compute device, LANDSCAPE_COMPUTE_DEVICE, is {device.type})"
+        ) from exc
 
 
 def checkpoint_path(settings: Settings, checkpoint_id: str, fmt: str | None = None) -> Path:

@@ -1,5 +1,6 @@
 """From a gradient-flow request on a surface to library inputs
-(``landscape.analysis.flow_analyze``); the route plans once, the runner executes the stored plan.
+(``landscape.analysis.flow_analyze``); the route plans once, the runner executes the stored plan
+on the device of the worker running it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class GradientFlowPlan:
     checkpoint: str
     data: DataSpec
     mode: str
-    device: str
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,18 +33,17 @@ class GradientFlowPlan:
             "checkpoint": self.checkpoint,
             "data": to_dict(self.data),
             "mode": self.mode,
-            "device": self.device,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GradientFlowPlan:
+        """Also rows of the version that stored the API's device: it is not read."""
         return cls(
             surface_id=data["surface_id"],
             surface_path=Path(data["surface_path"]),
             checkpoint=data["checkpoint"],
             data=from_dict(DataSpec, data["data"]),
             mode=data["mode"],
-            device=data["device"],
         )
 
 
@@ -62,7 +61,6 @@ def plan_gradient_flow(
         checkpoint=str(checkpoint),
         data=data,
         mode=request.mode,
-        device=settings.device,
     )
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from api.db import SurfaceRecord
-from api.planning.common import analysis_inputs, surface_path
+from api.planning.common import analysis_inputs, stored_spec, surface_path
 from api.schemas.hessian import HessianRequest
 from api.settings import Settings
 from landscape.errors import SpecError
-from landscape.specs import AnalysisSpec, Split, from_dict, to_dict
+from landscape.specs import AnalysisSpec, Split, from_dict
 from landscape.storage import Group, Surface
 
 SPLIT: Split = "train"  # the Hessian of the plotted training loss, as the CLI's default
@@ -37,7 +37,7 @@ class HessianPlan:
         return {
             "surface_id": self.surface_id,
             "surface_path": str(self.surface_path),
-            "spec": to_dict(self.spec),
+            "spec": stored_spec(self.spec),  # the device is the worker's (api/runners/base.py)
             "steps": self.steps,
         }
 
@@ -108,7 +108,6 @@ def plan_hessian(
         curvature_steps=request.curvature_steps,
         density_probes=request.density_probes,
         density_steps=request.density_steps,
-        device=settings.device,
     )
     return HessianPlan(
         surface_id=record.id,

@@ -1,5 +1,9 @@
 """From a report request to a ``ReproduceSpec`` (``landscape.report.reproduce``), checked
 against this server's caps; the route plans once, the runner executes the stored plan.
+
+``reproduce`` computes at precision ``auto`` on the device it runs on, so the plan declares
+that precision for the workers' compute device; it enters the report id, as a surface's does
+its id, and a worker whose device would compute another refuses the job.
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api.planning.common import check_dataset
+from api.planning.common import check_dataset, declared_precision, stored_spec
 from api.schemas.report import ReportRequest
 from api.settings import Settings
 from landscape.errors import SpecError
 from landscape.report.recipe import ReproduceSpec
-from landscape.specs import DataSpec, to_dict
+from landscape.specs import DataSpec
 
 REPORT_DATASET = "digits"  # the recipe's data set; a report request does not choose another
 
@@ -24,8 +28,9 @@ REPORT_DATASET = "digits"  # the recipe's data set; a report request does not ch
 class ReportPlan:
     report_id: str
     out_dir: Path
-    spec: dict[str, Any]  # ReproduceSpec.to_dict
+    spec: dict[str, Any]  # ReproduceSpec.to_dict, less device and workers (the worker's)
     steps: int
+    precision: str | None  # reproduce's auto on the workers' device; None in older rows
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,15 +38,19 @@ class ReportPlan:
             "out_dir": str(self.out_dir),
             "spec": self.spec,
             "steps": self.steps,
+            "precision": self.precision,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReportPlan:
+        """Also rows of the version that declared no precision (and stored the API's device
+        and processes in ``spec``, which the runner replaces with its own)."""
         return cls(
             report_id=data["report_id"],
             out_dir=Path(data["out_dir"]),
             spec=dict(data["spec"]),
             steps=int(data["steps"]),
+            precision=data.get("precision"),
         )
 
 
@@ -60,7 +69,7 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
         for name in pair:
             if name not in known:
                 raise SpecError(f"unknown model {name!r}; see GET /api/models")
-    changes: dict[str, Any] = {"device": settings.device, "workers": settings.engine_workers}
+    changes: dict[str, Any] = {}
     if request.pairs is not None:
         changes["pairs"] = tuple(tuple(p) for p in request.pairs)
     if request.seeds is not None:
@@ -100,8 +109,9 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
                 f"a {n}×{n} surface is larger than this server's limit of "
                 f"{settings.max_grid_points} points; use fewer points"
             )
-    recipe = to_dict(spec)
-    key = {k: v for k, v in recipe.items() if k not in ("workers",)}
+    recipe = stored_spec(spec)
+    precision = declared_precision(settings, "auto")
+    key = {**recipe, "precision": precision}
     key["data"] = {**recipe["data"], "data_root": None, "download": None}
     report_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return ReportPlan(
@@ -109,4 +119,5 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
         out_dir=settings.reports_dir / report_id,
         spec=recipe,
         steps=report_steps(spec),
+        precision=precision,
     )

@@ -2,13 +2,14 @@
 
 The route plans a request once (to answer at once with a surface id, a cached surface or a
 clear 422) and stores the plan with the job (``Plan.to_json``); the worker executes that stored
-plan, so the two can never disagree on a path, a key or an engine option. Analyses of finished
-surfaces are planned in ``api/planning/hessian.py``.
+plan, so the two can never disagree on a path, a key or a precision. Where and how the points
+are evaluated (device, processes, compile, backend) is the worker's own setting, read when it
+runs the job (``api/runners/base.py``). Analyses of finished surfaces are planned in
+``api/planning/hessian.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -18,17 +19,20 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.db import CheckpointRecord
-from api.planning.common import check_dataset, checkpoint_path, surface_path
+from api.planning.common import (
+    check_dataset,
+    checkpoint_path,
+    declared_precision,
+    stored_spec,
+    surface_path,
+)
 from api.schemas.surface import SurfaceRequest
 from api.settings import Settings
-from landscape.engine.devices import resolve_device
-from landscape.engine.plan import resolve_precision
 from landscape.errors import SpecError, UnknownNameError
 from landscape.models import list_models
 from landscape.specs import (
     DataSpec,
     DirectionSpec,
-    EngineOptions,
     GridSpec,
     SurfaceSpec,
     TrainSpec,
@@ -48,7 +52,7 @@ class Plan:
     surface_id: str
     surface_spec: SurfaceSpec
     train_spec: TrainSpec | None  # None: an uploaded checkpoint; else trained unless cached
-    engine: EngineOptions  # how the points are evaluated; its precision is part of the id
+    precision: str  # declared for the workers' device, never "auto"; part of the id
     checkpoint_id: str
     checkpoint_path: Path
     surface_path: Path
@@ -61,8 +65,8 @@ class Plan:
         return {
             "surface_id": self.surface_id,
             "surface_spec": to_dict(self.surface_spec),
-            "train_spec": to_dict(self.train_spec) if self.train_spec is not None else None,
-            "engine": to_dict(self.engine),
+            "train_spec": stored_spec(self.train_spec) if self.train_spec is not None else None,
+            "precision": self.precision,
             "checkpoint_id": self.checkpoint_id,
             "checkpoint_path": str(self.checkpoint_path),
             "surface_path": str(self.surface_path),
@@ -73,12 +77,16 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
+        """Also rows stored before plans left the device out: their ``engine`` options held the
+        precision (the rest, the API's device and processes, is ignored, as the worker's own
+        settings say where it runs; so is their training device)."""
         train = data["train_spec"]
+        precision = data["precision"] if "precision" in data else data["engine"]["precision"]
         return cls(
             surface_id=data["surface_id"],
             surface_spec=from_dict(SurfaceSpec, data["surface_spec"]),
             train_spec=from_dict(TrainSpec, train) if train is not None else None,
-            engine=from_dict(EngineOptions, data["engine"]),
+            precision=precision,
             checkpoint_id=data["checkpoint_id"],
             checkpoint_path=Path(data["checkpoint_path"]),
             surface_path=Path(data["surface_path"]),
@@ -86,22 +94,6 @@ class Plan:
             dataset=data["dataset"],
             label=data["label"],
         )
-
-
-def engine_options(settings: Settings) -> EngineOptions:
-    """How this server evaluates grid points (its settings, library defaults otherwise)."""
-    options = EngineOptions(
-        device=settings.device,
-        precision=settings.engine_precision,
-        devices=settings.engine_devices,
-        workers=settings.engine_workers,
-        compile=settings.engine_compile,
-        backend=settings.engine_backend,
-        ray_address=settings.ray_address,
-    )
-    # The id names the precision the workers will compute in, never "auto".
-    resolved = resolve_precision(options, resolve_device(options.device))
-    return dataclasses.replace(options, precision=resolved)
 
 
 def trajectory_paths(
@@ -185,7 +177,6 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         train_spec = TrainSpec(
             model=model,
             data=train_data,
-            device=settings.device,
             snapshot_every=snapshot_every,
             **recipe,
         )
@@ -212,14 +203,14 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         splits=tuple(request.splits),
         loss=request.loss,
     )
-    engine = engine_options(settings)
-    surface_id = surface_key(spec, checkpoint_id, engine.precision)
+    precision = declared_precision(settings, settings.engine_precision)
+    surface_id = surface_key(spec, checkpoint_id, precision)
     label = request.label or f"{model} on {dataset}"
     return Plan(
         surface_id=surface_id,
         surface_spec=spec,
         train_spec=train_spec,
-        engine=engine,
+        precision=precision,
         checkpoint_id=checkpoint_id,
         checkpoint_path=checkpoint_path(settings, checkpoint_id, checkpoint_format),
         surface_path=surface_path(settings, surface_id),

@@ -1,5 +1,6 @@
 """``GET /api/config``: the server's limits, ready-made comparisons and form defaults, so the
-web page validates and fills its forms from the server instead of restating them."""
+web page validates and fills its forms from the server instead of restating them; and the
+device its workers compute on with the precision surfaces are declared in (part of their id)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter
 
 from api.demo import CLOSE_GRID, DEMO_EPOCHS, DEMO_GRID, demo_request
 from api.deps import ReadAccess, SettingsDep
+from api.planning.common import compute_device, declared_precision
 from api.schemas.surface import GridRequest, TrainRecipe
 
 router = APIRouter(tags=["catalogue"], dependencies=[ReadAccess])
@@ -83,6 +85,10 @@ def config(settings: SettingsDep) -> dict[str, Any]:
             "max_curvature_grid": settings.max_curvature_grid,
             "max_density_probes": settings.max_density_probes,
             "max_lanczos_steps": settings.max_lanczos_steps,
+        },
+        "compute": {
+            "device": compute_device(settings).type,
+            "precision": declared_precision(settings, settings.engine_precision),
         },
         "presets": presets,
         # The request form starts from the demo's recipe, grid and directions.

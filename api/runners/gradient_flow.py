@@ -1,7 +1,8 @@
 """``gradient_flow`` jobs: the stored ``GradientFlowPlan`` → ``analyze_gradient_flow``.
 
 The same call ``landscape gradient-flow --surface`` makes: the flow at initialization, then
-trained, stored as the file's ``gradient_flow/`` group once both finished.
+trained, stored as the file's ``gradient_flow/`` group once both finished; on this worker's
+device.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
         plan.data,
         plan.surface_path,
         mode=plan.mode,  # type: ignore[arg-type]
-        device=plan.device,  # type: ignore[arg-type]
+        device=ctx.settings.device,
         on_progress=ctx.on_progress,
         should_stop=ctx.should_stop,
     )

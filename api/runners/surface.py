@@ -1,13 +1,15 @@
 """``surface`` jobs: the stored ``Plan`` → ``train_model`` when needed, then ``compute_surface``
 (of a landscape checkpoint, or of an uploaded ONNX graph, converted and checked again).
 
-The same library calls as ``landscape train`` + ``landscape surface``. Training holds a file
-lock per checkpoint, so two jobs needing one model train it once.
+The same library calls as ``landscape train`` + ``landscape surface``, on this worker's device
+with its engine settings (``engine_options``) and the plan's declared precision. Training holds
+a file lock per checkpoint, so two jobs needing one model train it once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import CheckpointRecord
 from api.planning.surface import Plan
-from api.runners.base import JobContext
+from api.runners.base import JobContext, engine_options
 from landscape.errors import CancelledError
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
 
     ctx.settings.ensure_dirs()
     plan = Plan.from_json(plan_json)
+    options = engine_options(ctx.settings, plan.precision)  # refused before any training
     if plan.train_spec is not None and _needs_training(plan):
         _train(plan, ctx)
 
@@ -44,7 +47,7 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
     compute_surface(
         plan.surface_spec,
         plan.surface_path,
-        options=plan.engine,
+        options=options,
         on_progress=on_progress,
         should_stop=ctx.should_stop,
         surface_id=plan.surface_id,
@@ -66,8 +69,9 @@ def _train(plan: Plan, ctx: JobContext) -> None:
     from landscape.train import train_model
 
     assert plan.train_spec is not None
+    spec = dataclasses.replace(plan.train_spec, device=ctx.settings.device)
     total = plan.surface_spec.grid.n_points
-    start = {"epoch": 0, "epochs": plan.train_spec.epochs, "loss": None, "acc": None}
+    start = {"epoch": 0, "epochs": spec.epochs, "loss": None, "acc": None}
     ctx.report(stage="training", done=0, total=total, eta=None, train=start)
     with _file_lock(plan.checkpoint_path.with_suffix(".lock"), ctx.should_stop):
         if not _needs_training(plan):  # another worker has just trained it
@@ -86,7 +90,7 @@ def _train(plan: Plan, ctx: JobContext) -> None:
             ctx.report(stage="training", eta=eta, train=train)
 
         metadata = train_model(
-            plan.train_spec, plan.checkpoint_path, on_epoch=on_epoch, should_stop=ctx.should_stop
+            spec, plan.checkpoint_path, on_epoch=on_epoch, should_stop=ctx.should_stop
         )
         _register_trained(ctx.sessions, plan, metadata)
 
