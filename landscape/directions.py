@@ -17,7 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from landscape.errors import CheckpointError
-from landscape.specs import DirectionSpec, Ignore, LossName, Normalization, check_choice
+from landscape.specs import (
+    DeviceName,
+    DirectionSpec,
+    Ignore,
+    LossName,
+    Normalization,
+    check_choice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +122,14 @@ def make_directions(
     *,
     data: tuple[Tensor, Tensor] | None = None,
     loss: LossName = "cross_entropy",
+    device: DeviceName | str | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """``ndim`` directions (x, then y) for ``model`` as ``spec`` asks, and their provenance.
 
     The provenance dict holds plain values (JSON-ready) to store with the surface. ``hessian``
-    directions are the top eigenvectors of the Hessian of the mean ``loss`` over ``data``.
+    directions are the top eigenvectors of the Hessian of the mean ``loss`` over ``data``,
+    computed on ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``; None: where the model's
+    parameters are) — the model stays where it is, and the directions are on its device.
     """
     if ndim not in (1, 2):
         raise ValueError(f"ndim must be 1 or 2, got {ndim}")
@@ -155,7 +165,7 @@ def make_directions(
                 )
             )
     elif spec.kind == "hessian":
-        dirs, hessian_info = _hessian(model, spec, ndim, data, loss)
+        dirs, hessian_info = _hessian(model, spec, ndim, data, loss, device)
         info.update(hessian_info)
     else:
         snapshots = [_load_params(path, model) for path in spec.trajectory]
@@ -171,8 +181,10 @@ def _hessian(
     ndim: int,
     data: tuple[Tensor, Tensor] | None,
     loss: LossName,
+    device: DeviceName | str | None,
 ) -> tuple[list[Direction], dict[str, Any]]:
-    """Top Hessian eigenvectors (Lanczos seeded by ``spec.seed``). Filter or layer
+    """Top Hessian eigenvectors (Lanczos seeded by ``spec.seed``), products on ``device``, in
+    strict fp32 (the engine's precision policy for Hessian products). Filter or layer
     normalization would change which direction an eigenvector is, so it is scaled as a whole:
     by ``‖θ‖`` (coordinates comparable to filter-normalized ±1) unless normalization is
     ``none`` (unit length)."""
@@ -181,14 +193,13 @@ def _hessian(
 
     if data is None:
         raise CheckpointError("Hessian directions need the data whose loss the Hessian is of")
-    device = next(model.parameters()).device
     dirs, info = hessian_directions(
         model,
         data,
         ndim,
         scale="unit" if spec.normalization == "none" else "weight",
         loss=loss,
-        device=device.type,
+        device=str(next(model.parameters()).device) if device is None else device,
         options=LanczosOptions(seed=spec.seed),
     )
     params = model_parameters(model)

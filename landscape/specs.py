@@ -25,6 +25,9 @@ Precision = Literal["auto", "fp32", "tf32", "bf16"]
 ResolvedPrecision = Literal["fp32", "tf32", "bf16"]
 BackendName = Literal["local", "ray"]
 HessianDtype = Literal["float32", "float64"]
+# torch.compile: True when the measured saving pays, False never, "always" forced (tests,
+# benchmarks, the GPU check); see ``landscape.engine.plan.plan_compile``.
+CompileMode = bool | Literal["always"]
 
 MAX_CURVATURE_GRID = 15  # curvature map points per axis: 225 Lanczos runs is hours on a ResNet
 # Fixed-step Lanczos (density, curvature map) keeps every basis vector: steps × n_params float64.
@@ -135,7 +138,7 @@ class EngineOptions:
     batch_size: int | None = None  # samples per forward pass; None: engine picks
     workers: int | None = None  # CPU processes; None: one per core
     devices: tuple[int, ...] | None = None  # CUDA device indices; None: every visible GPU
-    compile: bool = True  # torch.compile the per-point forward when it pays
+    compile: CompileMode = True  # torch.compile the per-point forward: when it pays/never/always
     backend: BackendName = "local"  # "ray": chunks run as Ray tasks across a cluster
     ray_address: str | None = None  # None: join RAY_ADDRESS or start a local Ray instance
 
@@ -143,6 +146,11 @@ class EngineOptions:
         check_choice("device", self.device, DeviceName)
         check_choice("backend", self.backend, BackendName)
         check_choice("precision", self.precision, Precision)
+        if not (isinstance(self.compile, bool) or self.compile == "always"):
+            raise SpecError(
+                "compile must be True (compile when the measured saving pays), False (never) "
+                f"or 'always' (forced), got {self.compile!r}"
+            )
         if self.devices is not None:
             if not self.devices or any(
                 not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.devices

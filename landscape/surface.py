@@ -101,6 +101,7 @@ def compute_surface(
             spec.grid.ndim,
             data=source.data[spec.splits[0]],
             loss=spec.loss,
+            device=options.device,  # Hessian directions: products on the engine's device
         )
         directions = list(made)
         x, y = store.grid_coordinates(spec.grid)

@@ -24,15 +24,20 @@ from torch import Tensor, nn
 
 from landscape.data import dataset_info, load_data
 from landscape.engine.devices import resolve_device
+from landscape.engine.precision import compute_in
 from landscape.errors import CancelledError, CheckpointError, SpecError, UnknownNameError
 from landscape.models import build, list_models
 from landscape.sources.checkpoint import read_checkpoint_file, save_checkpoint
-from landscape.specs import TrainSpec, to_dict
+from landscape.specs import ResolvedPrecision, TrainSpec, to_dict
 
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "landscape-train-state/1"
 EVAL_BATCH = 1024
+# Strict fp32 (TF32 off for convolutions and matmuls, the engine's precision policy): with
+# PyTorch's default TF32 convolutions the same recipe would train other weights on an Ampere-
+# or-later GPU than elsewhere (docs/performance.md: ~3e-4 relative error per forward pass).
+TRAIN_PRECISION: ResolvedPrecision = "fp32"
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -181,6 +186,17 @@ def train_model(
     if spec.model not in known:  # fail before any data is read
         raise UnknownNameError("model", spec.model, known)
     device = resolve_device(spec.device)
+    with compute_in(TRAIN_PRECISION, device):  # PyTorch's TF32 switches as before afterwards
+        return _train(spec, out, device, on_epoch, should_stop)
+
+
+def _train(
+    spec: TrainSpec,
+    out: Path,
+    device: torch.device,
+    on_epoch: EpochCallback | None,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Any]:
     x_train, y_train = load_data(spec.data, "train", device=device)
     x_test, y_test = load_data(spec.data, "test", device=device)
     run = _Run(spec, device)
@@ -293,6 +309,7 @@ def _metadata(
         "test_acc": test_acc,
         "history": run.history,
         "device": str(device),
+        "precision": TRAIN_PRECISION,
         "versions": _versions(),
         "wall_time_s": run.wall_s,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -21,6 +21,8 @@ is a saddle, not a minimum (Li et al. 2018 §6; Ghorbani et al. 2019 for spectra
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -34,9 +36,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape.engine.devices import resolve_device
-from landscape.engine.point_evaluator import per_sample_loss
+from landscape.engine.forward import per_sample_loss
+from landscape.engine.precision import compute_in, resolve
 from landscape.errors import SpecError
-from landscape.specs import DeviceName, LossName, check_choice
+from landscape.specs import DeviceName, LossName, ResolvedPrecision, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,10 @@ class HessianOperator:
     """``v ↦ H v`` for the mean loss over ``data`` at a point ``θ + Σ c_k d_k`` (default θ).
 
     Vectors are flat over ``named_parameters()`` in order; ``matvec`` takes and returns float64
-    NumPy arrays (the Lanczos side), the products run on ``device`` in ``dtype``.
+    NumPy arrays (the Lanczos side), the products run on ``device`` in ``dtype``, in strict
+    ``fp32`` unless ``precision`` is ``tf32`` (the engine's policy, ``compute_in``: TF32 is
+    off for the products and PyTorch's switches are as before after each). The caller's model
+    is left as it is: a copy moves where it must.
     """
 
     def __init__(
@@ -78,19 +84,23 @@ class HessianOperator:
         device: DeviceName | str = "auto",
         dtype: torch.dtype = torch.float32,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: ResolvedPrecision = "fp32",
     ) -> None:
         check_choice("loss", loss, LossName)
         if batch_size < 1:
             raise SpecError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in ("fp32", "tf32"):
+            # Lanczos needs products accurate to ~1e-6 (``LanczosOptions``); bf16 is 1e-2
+            raise SpecError(f"Hessian products are computed in fp32 or tf32, got {precision!r}")
         x, y = data
         if len(x) == 0 or len(x) != len(y):
             raise SpecError(f"Hessian needs a non-empty data split, got {len(x)} inputs")
         known = device in ("auto", "cpu", "cuda")
         self.device = resolve_device(device) if known else torch.device(device)
+        self.precision = resolve(precision, self.device)  # refuses tf32 off CUDA
         self.dtype = dtype
         self.loss: LossName = loss
-        # eval mode: BN running statistics fixed, so H is that of the plotted loss function
-        self.model = model.to(self.device, dtype).eval()
+        self.model = _on(model, self.device, dtype)
         self.theta = {k: p.detach().clone() for k, p in self.model.named_parameters()}
         self.buffers = {k: b.detach() for k, b in self.model.named_buffers()}
         self.shapes = {k: p.shape for k, p in self.theta.items()}
@@ -110,7 +120,7 @@ class HessianOperator:
         """One forward pass first, so a model/data mismatch is a clear error, not a trace."""
         xb, yb = self.batches[0]
         try:
-            with torch.no_grad():
+            with torch.no_grad(), compute_in(self.precision, self.device):
                 logits = self._logits(self.point, xb[:1])
         except RuntimeError as exc:
             raise SpecError(
@@ -145,6 +155,15 @@ class HessianOperator:
         params = {k: p.detach().requires_grad_(True) for k, p in self.point.items()}
         leaves = list(params.values())
         total = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+        with compute_in(self.precision, self.device):
+            self._accumulate(params, leaves, vs, total)
+        self.matvecs += 1
+        return total / self.n_samples
+
+    def _accumulate(
+        self, params: dict[str, Tensor], leaves: list[Tensor], vs: dict[str, Tensor], total: Tensor
+    ) -> None:
+        """Add each batch's ``H_batch v`` (the Hessian of its loss *sum*) into ``total``."""
         for xb, yb in self.batches:
             loss_sum = per_sample_loss(self._logits(params, xb), yb, self.loss).sum()
             grads = torch.autograd.grad(loss_sum, leaves, create_graph=True, allow_unused=True)
@@ -156,8 +175,6 @@ class HessianOperator:
                 continue
             hv = torch.autograd.grad(dot, leaves, allow_unused=True)
             total += self.flatten(hv).double()  # exact sum over batches, in float64
-        self.matvecs += 1
-        return total / self.n_samples
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """The float64 NumPy face of ``hvp`` that ``LinearOperator`` calls."""
@@ -190,6 +207,19 @@ class HessianOperator:
         h = np.stack([self.matvec(eye[i]) for i in range(self.n)], axis=1)
         symmetric: np.ndarray = (h + h.T) / 2  # equal up to rounding; eigvalsh reads one half
         return symmetric
+
+
+def _on(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """``model`` in eval mode on ``device`` with floating-point tensors in ``dtype``: the model
+    itself when it already is, else a copy — the caller's model is never moved, cast or
+    switched out of training mode. Eval mode fixes BN's running statistics, so ``H`` is that
+    of the plotted loss function."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    fits = all(t.device == device and (t.dtype == dtype or not t.is_floating_point())
+               for t in tensors)  # fmt: skip
+    if fits and not model.training:
+        return model
+    return copy.deepcopy(model).to(device, dtype).eval()
 
 
 def lanczos_eigenvalues(
@@ -286,18 +316,21 @@ def hessian_spectrum(
     dtype: torch.dtype = torch.float32,
     batch_size: int = DEFAULT_BATCH_SIZE,
     options: LanczosOptions | None = None,
+    precision: ResolvedPrecision = "fp32",
 ) -> HessianResult:
     """The ``top`` largest and ``bottom`` smallest Hessian eigenvalues (Lanczos) and, with
     ``trace_samples > 0``, the Hutchinson trace, of the mean ``loss`` over ``data`` at the
-    model's parameters. The model is moved to ``device``/``dtype`` and put in eval mode."""
+    model's parameters, in eval mode on ``device``/``dtype`` (a copy of the model where it
+    must move); products in strict ``fp32`` unless ``precision`` is ``tf32``."""
     options = options or LanczosOptions()
     if top < 0 or bottom < 0 or trace_samples < 0:
         raise SpecError(f"top, bottom, trace_samples must be >= 0, got {top}, {bottom}, "
                         f"{trace_samples}")  # fmt: skip
     start = time.perf_counter()
     operator = HessianOperator(
-        model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size
-    )
+        model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size,
+        precision=precision,
+    )  # fmt: skip
     high = lanczos_eigenvalues(operator, top, "LA", options)[::-1].copy()
     low = lanczos_eigenvalues(operator, bottom, "SA", options)
     trace = stderr = None
@@ -309,6 +342,7 @@ def hessian_spectrum(
         "loss": loss,
         "device": str(operator.device),
         "dtype": str(dtype).removeprefix("torch."),
+        "precision": operator.precision,
         "batch_size": batch_size,
         "tol": options.tol,
         "maxiter": options.maxiter,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from landscape.analysis.hessian import DEFAULT_BATCH_SIZE, HessianOperator, LanczosOptions
 from landscape.errors import SpecError
-from landscape.specs import DeviceName, LossName
+from landscape.specs import DeviceName, LossName, ResolvedPrecision
 
 Scale = Literal["unit", "weight"]
 Direction = dict[str, Tensor]
@@ -78,9 +78,11 @@ def hessian_directions(
     device: DeviceName | str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     options: LanczosOptions | None = None,
+    precision: ResolvedPrecision = "fp32",
 ) -> tuple[list[Direction], dict[str, Any]]:
     """``ndim`` directions (x = top eigenvector, y = second) keyed by ``named_parameters()``
-    names, float32 on the CPU like ``make_directions``'s, and their provenance (eigenvalues,
+    names, float32 on the CPU like ``make_directions``'s whatever ``device`` the products ran
+    on (the model itself is not moved), and their provenance (eigenvalues, device, precision,
     settings), JSON-ready. ``data`` is the split whose mean loss the Hessian is of."""
     if ndim not in (1, 2):
         raise SpecError(f"ndim must be 1 or 2, got {ndim}")
@@ -90,8 +92,9 @@ def hessian_directions(
     dtypes = {p.dtype for p in model.parameters()}
     dtype = torch.float64 if dtypes == {torch.float64} else torch.float32
     operator = HessianOperator(
-        model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size
-    )
+        model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size,
+        precision=precision,
+    )  # fmt: skip
     values, vectors = top_eigenvectors(operator, ndim, options)
     factor = 1.0
     if scale == "weight":
@@ -107,6 +110,8 @@ def hessian_directions(
         "scale": scale,
         "scale_factor": factor,
         "loss": loss,
+        "device": str(operator.device),
+        "precision": operator.precision,
         "n_samples": operator.n_samples,
         "matvecs": operator.matvecs,
         "tol": options.tol,

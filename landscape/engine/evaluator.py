@@ -28,18 +28,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape.engine.batches import split_batches
 from landscape.engine.bn_fold import densify_small_convs, fold_batchnorm
 from landscape.engine.devices import resolve_device
 from landscape.engine.plan import (
     DEFAULT_POINTS,
-    compile_pays,
     max_points_per_call,
     pick_batch_size,
+    plan_compile,
     plan_worker_devices,
     resolve_precision,
 )
-from landscape.engine.point_evaluator import CoreConfig, PointEvaluator, split_batches
+from landscape.engine.point_evaluator import CoreConfig, PointEvaluator
 from landscape.engine.pool import WorkerPool
+from landscape.engine.precision import DTYPE_LABEL
 from landscape.engine.reference import reference_evaluate
 from landscape.errors import SpecError
 from landscape.specs import EngineOptions, LossName, check_choice
@@ -87,6 +89,7 @@ class GridEvaluator:
         self._closed = False
         self._core: PointEvaluator | None = None
         self._pool: WorkerPool | None = None
+        self._info_at_close: list[dict[str, Any]] | None = None
         self.worker_devices = plan_worker_devices(self.device, options)
         if len(self.worker_devices) > 1:  # they import torch while this process prepares
             self._pool = self._start_pool(self.worker_devices)
@@ -141,24 +144,27 @@ class GridEvaluator:
                 module = traced if self.n_dense else module
         has_conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
         self.channels_last = has_conv and all(x.dim() == 4 for x, _ in data.values())
-        self.batch_size = options.batch_size or pick_batch_size(module, data, self.device)
+        # sized by the memory of the (first) device that computes, e.g. cuda:1 for devices=(1,)
+        sizing = torch.device(self.worker_devices[0])
+        self.batch_size = options.batch_size or pick_batch_size(module, data, sizing)
         # CPU: K = 1 (measured); CUDA: 0 = each evaluator times candidate K on its device
         points_per_call = options.points_per_call or (0 if self.device.type == "cuda" else 1)
         n_workers = len(self.worker_devices)
+        compile_mode, compile_reason = plan_compile(
+            options.compile, module, data, self.device, n_points=n_points, workers=n_workers
+        )
         config = CoreConfig(
             loss=loss,
             device=str(self.device),
             batch_size=self.batch_size,
             points_per_call=points_per_call,
-            compile=options.compile
-            and compile_pays(module, data, self.device, n_points=n_points, workers=n_workers),
-            # CPU: each process times its first points eagerly, then compiles if it pays
-            compile_share=-(-(n_points or DEFAULT_POINTS) // n_workers)
-            if self.device.type == "cpu"
-            else 0,
+            compile=compile_mode,
+            # each process weighs compiling against its share of the points
+            compile_share=-(-(n_points or DEFAULT_POINTS) // n_workers),
+            compile_reason=compile_reason,
             channels_last=self.channels_last,
             precision=self.precision,
-            max_points_per_call=max_points_per_call(module, data, self.batch_size, self.device),
+            max_points_per_call=max_points_per_call(module, data, self.batch_size, sizing),
             k_reason="set by the caller"
             if options.points_per_call
             else "CPU: one point fills a core; batching points measured slower",
@@ -184,9 +190,11 @@ class GridEvaluator:
         return int(self._worker_info()[0].get("points_per_call", 1))
 
     def _worker_info(self) -> list[dict[str, Any]]:
+        if self._info_at_close is not None:
+            return self._info_at_close
         if self._core is not None:
             return [self._core.describe()]
-        return self._pool.info if self._pool is not None else [{}]
+        return (self._pool.info if self._pool is not None else None) or [{}]
 
     # -- public ----------------------------------------------------------------------------
     def evaluate(self, coords: np.ndarray) -> Results:
@@ -214,27 +222,34 @@ class GridEvaluator:
         yield from self._imap_workers(chunks)
 
     def describe(self) -> dict[str, Any]:
-        """Provenance of how the numbers were computed (precision, K and why, devices), and
-        timings."""
+        """Provenance of how the numbers were computed (precision, K and why, compile and why,
+        devices), and timings. ``compiled`` is whether the compiled path computed the points
+        in every worker (false when compile was off or did not pay, failed, was rejected by
+        the check against eager, or fell back at run time)."""
         info = self._worker_info()
         compile_s = [w.get("compile_s", 0.0) for w in info]
         errors = [w["compile_error"] for w in info if w.get("compile_error")]
         ks = sorted({int(w.get("points_per_call", 1)) for w in info})
+        compiled = all(bool(w.get("compiled")) for w in info)
         method = "vmap" if max(ks) > 1 else "per-point"
         return {
             "device": str(self.device),
             "devices": list(self.worker_devices),
             "precision": self.precision,
-            "dtype": {"fp32": "float32", "tf32": "tf32", "bf16": "bf16"}[self.precision],
-            "method": method + (" + compile" if all(w.get("compiled") for w in info) else ""),
-            "compile_reason": info[0].get("compile_reason", ""),
+            "dtype": DTYPE_LABEL[self.precision],
+            "method": method + (" + compile" if compiled else ""),
+            "compiled": compiled,
+            "compile_reason": str(info[0].get("compile_reason", "")),
             "bn_folded": self.n_bn_folded,
             "dense_convs": self.n_dense,
             "channels_last": self.channels_last,
             "points_per_call": max(ks),  # workers time K each; on one device type they agree
             "points_per_call_by_worker": [int(w.get("points_per_call", 1)) for w in info],
             "points_per_call_reason": info[0].get("k_reason", ""),
-            "batch_size": self.batch_size,
+            # the largest batch in use: planned, or halved after out-of-memory errors
+            "batch_size": min(int(w.get("batch_size", self.batch_size)) for w in info),
+            "oom_retries": sum(int(w.get("oom_retries", 0)) for w in info),
+            "host_syncs": sum(int(w.get("host_syncs", 0)) for w in info),
             "workers": self.n_workers,
             "worker_restarts": self._pool.restarts if self._pool is not None else 0,
             "compile_errors": errors,
@@ -252,10 +267,17 @@ class GridEvaluator:
         return self._pool.pids() if self._pool is not None else []
 
     def close(self) -> None:
-        """Stop the workers: politely when idle, killed at once when work is in flight."""
+        """Stop the workers (politely when idle, killed at once when work is in flight) and
+        drop the in-process core with its model, directions and data: on a GPU their memory
+        is free when this returns. ``describe()`` still answers, from a snapshot."""
         if self._closed:
             return
         self._closed = True
+        if self._core is not None or self._pool is not None:
+            self._info_at_close = self._worker_info()
+        if self._core is not None:
+            self._core.close()
+            self._core = None
         if self._pool is not None:
             self._pool.close(kill=bool(self._in_flight))
 

@@ -1,23 +1,28 @@
 """How the engine splits its work on a device: precision, batch size, grid points per call,
-worker processes and the devices they run on.
+whether torch.compile pays, worker processes and the devices they run on.
 
 Measured choices (``docs/performance.md``): on CPU fp32, one grid point per call with
 cache-sized batches and one single-threaded process per core; on CUDA TF32 by default, the
 whole split resident, one process per visible GPU, and the points per call timed per workload.
+On both, compile when the measured eager time per point × the points left × the saving of the
+device and precision exceeds the compile's cost (``COMPILE_COST``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from landscape.engine.precision import resolve
 from landscape.errors import SpecError
-from landscape.specs import EngineOptions, ResolvedPrecision
+from landscape.specs import CompileMode, EngineOptions, ResolvedPrecision
 
 Data = Mapping[str, tuple[Tensor, Tensor]]
 
@@ -33,32 +38,9 @@ def cpu_count() -> int:
 
 
 def resolve_precision(options: EngineOptions, device: torch.device | str) -> ResolvedPrecision:
-    """The precision the engine computes in on ``device``: ``auto`` is ``tf32`` on CUDA (the
-    tensor cores; PyTorch's own default for cuDNN convolutions) and ``fp32`` elsewhere.
-
-    ``tf32``/``bf16`` on a CPU are refused: TF32 does not exist there, and bf16 ran 7× slower
-    than fp32 on a CPU without native bf16 — a silent fallback would mislabel the surface.
-    Measured error of the loss vs strict fp32: ``docs/performance.md``."""
-    kind = torch.device(device).type
-    if options.precision == "auto":
-        return "tf32" if kind == "cuda" else "fp32"
-    if kind != "cuda" and options.precision != "fp32":
-        raise SpecError(
-            f"precision {options.precision!r} needs a CUDA device (this run is on {kind}); "
-            "use precision fp32 or auto"
-        )
-    return options.precision
-
-
-def configure_cuda(precision: ResolvedPrecision) -> None:
-    """Per-process CUDA switches: cuDNN autotuning (hundreds of identical-shape calls), TF32
-    tensor cores for convs and matmuls unless strict ``fp32`` (``bf16`` runs under autocast;
-    what is left in fp32 may use TF32)."""
-    torch.backends.cudnn.benchmark = True
-    tf32 = precision != "fp32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    """The precision the engine computes in on ``device`` (``landscape.engine.precision.resolve``:
+    ``auto`` is ``tf32`` on CUDA and ``fp32`` elsewhere; ``tf32``/``bf16`` off CUDA are refused)."""
+    return resolve(options.precision, device)
 
 
 def visible_cuda_devices() -> int:
@@ -122,8 +104,9 @@ def choose_points_per_call(
     """The grid points per call with the best measured time per point, and why.
 
     ``time_per_point(k)`` times one call of ``k`` points (after a warm-up) and returns seconds
-    per point. K = 1 is timed first; when one point alone is slow the device is already full
-    and K = 1 is kept without trying more; another K must beat K = 1 by ``K_MARGIN``."""
+    per point, or ``math.inf`` when ``k`` points do not fit in memory (no larger K is tried
+    then). K = 1 is timed first; when one point alone is slow the device is already full and
+    K = 1 is kept without trying more; another K must beat K = 1 by ``K_MARGIN``."""
     t1 = time_per_point(1)
     if t1 > K_TRIAL_MAX_S:
         return 1, f"one point per call takes {t1 * 1e3:.0f} ms: the device is already full"
@@ -131,8 +114,13 @@ def choose_points_per_call(
     for k in candidates:
         if k != 1:
             timings[k] = time_per_point(k)
+            if math.isinf(timings[k]):
+                break
     best = min(timings, key=lambda k: timings[k])
-    shown = ", ".join(f"K={k}: {t * 1e3:.2f}" for k, t in timings.items())
+    shown = ", ".join(
+        f"K={k}: {t * 1e3:.2f}" if math.isfinite(t) else f"K={k}: out of memory"
+        for k, t in timings.items()
+    )
     if best != 1 and timings[best] < K_MARGIN * t1:
         return best, f"timed ms/point {shown}"
     return 1, f"timed ms/point {shown}; no K beat K=1 by {100 * (1 - K_MARGIN):.0f} %"
@@ -158,14 +146,23 @@ def activation_bytes_per_sample(module: nn.Module, data: Data) -> int:
     return max(max(sizes), x[0].numel() * 4)
 
 
+def free_cuda_bytes(device: torch.device) -> int:
+    """Bytes new tensors on ``device`` can take: what the driver reports free plus what this
+    process's caching allocator holds reserved but unused. ``mem_get_info`` counts those cached
+    blocks as used, so an evaluator made after another in the same process (the API's worker),
+    or sizing again after an out-of-memory error, would otherwise see less than there is."""
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free + max(0, cached))
+
+
 def pick_batch_size(module: nn.Module, data: Data, device: torch.device) -> int:
     """CPU: the largest activation of a batch about cache-sized (best for 32×32 inputs,
     docs/performance.md); CUDA: the whole split, capped by memory."""
     n_max = max(x.shape[0] for x, _ in data.values())
     per_sample = activation_bytes_per_sample(module, data)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(max(1, min(n_max, free // (16 * per_sample))))
+        return int(max(1, min(n_max, free_cuda_bytes(device) // (16 * per_sample))))
     return int(max(16, min(n_max, _CPU_ACTIVATION_BYTES // per_sample)))
 
 
@@ -177,36 +174,64 @@ def max_points_per_call(
     points does not pay there: measured, docs/performance.md)."""
     if device.type != "cuda":
         return 1
-    free, _ = torch.cuda.mem_get_info(device)
+    free = free_cuda_bytes(device)
     per_sample = activation_bytes_per_sample(module, data)
     weights = sum(p.numel() * 4 for p in module.parameters())
     per_point = 4 * per_sample * batch_size + 2 * weights
     return int(max(1, min(64, (free // 2) // per_point)))
 
 
-# CPU cost model for torch.compile, measured on a 2-core machine (resnet20 on digits, BN
-# folded, tiny convs dense, batch 256): compiling saves ~12 % per point in one process and
-# ~25 % with two single-thread workers side by side, and costs ~5 s per worker with inductor's
-# on-disk cache warm (10–15 s cold). The per-point time it is weighed against is *measured*
-# in each worker on its first points (``compile_after_measuring``), not assumed: a constant
-# rate taken from one machine chose eager on another 2-core machine that then reached 55 % of
-# its floor. Up front, only grids too small to pay even on a slow core skip the measurement.
-_CPU_COMPILE_SAVING = 0.25
-_CPU_COMPILE_S = 6.0
+@dataclass(frozen=True)
+class CompileCost:
+    """What torch.compile costs on a device type (seconds per split: each split's batch shape
+    is its own graph) and the fraction of the eager time per point it saves, by precision."""
+
+    seconds: float
+    saving: Mapping[ResolvedPrecision, float]
+
+
+# CPU, measured on a 2-core machine (resnet20 on digits, BN folded, tiny convs dense, batch
+# 256): compiling saves ~12 % per point in one process and ~25 % with two single-thread workers
+# side by side, and costs ~5 s per worker with inductor's on-disk cache warm (10–15 s cold).
+# CUDA, measured on one H200 (ResNet-56, BN folded, 50,000 CIFAR-shaped samples; the GPU
+# section of docs/performance.md, ``python -m bench.surface_gpu``): compiled vs eager saves
+# ~11 % per point in fp32, ~30 % in tf32 and ~36 % in bf16; a compile takes 10–30 s per split
+# (docs/performance.md: 5–30 s per precision), so 30 s. Before these figures, CUDA compiled any
+# net over 1 GFLOP per point up front: a 21×21 resnet20 surface on digits (~1 ms per point
+# eager, 0.4 s in all) paid 10–30 s of compile per split to save a tenth of a second.
+#
+# The per-point time the saving is weighed against is *measured* in each worker (its first
+# points eagerly, or on CUDA the K trial), not assumed: a constant rate taken from one machine
+# chose eager on another 2-core machine that then reached 55 % of its floor.
+COMPILE_COST: dict[str, CompileCost] = {
+    "cpu": CompileCost(6.0, {"fp32": 0.25}),
+    "cuda": CompileCost(30.0, {"fp32": 0.11, "tf32": 0.30, "bf16": 0.36}),
+}
 _CPU_SLOW_FLOPS_PER_CORE = 20e9  # a slow core's rate: the optimistic bound of the up-front check
-_MIN_COMPILE_FLOP = 1e9  # forward work per grid point below which compiling cannot pay
 DEFAULT_POINTS = 21 * 21  # the grid assumed when the caller does not say how many points
 
 
-def compile_after_measuring(eager_s_per_point: float, points_left: int) -> tuple[bool, str]:
+def compile_after_measuring(
+    eager_s_per_point: float,
+    points_left: int,
+    device_type: str = "cpu",
+    precision: ResolvedPrecision = "fp32",
+    *,
+    splits: int = 1,
+) -> tuple[bool, str]:
     """Whether compiling now pays for the ``points_left`` this process will still evaluate,
-    given its measured eager time per point; and why."""
-    saving_s = points_left * eager_s_per_point * _CPU_COMPILE_SAVING
+    given its measured eager time per point, on ``device_type`` in ``precision``; and why,
+    with the numbers."""
+    cost = COMPILE_COST[device_type]
+    saving = cost.saving[precision]
+    saving_s = points_left * eager_s_per_point * saving
+    compile_s = cost.seconds * splits
     why = (
-        f"measured eager {eager_s_per_point * 1e3:.0f} ms/point × {points_left} points left × "
-        f"{_CPU_COMPILE_SAVING:.0%} saving = {saving_s:.1f} s vs ~{_CPU_COMPILE_S:.0f} s compile"
+        f"measured eager {eager_s_per_point * 1e3:.1f} ms/point × {points_left} points left × "
+        f"{saving:.0%} saving ({device_type} {precision}) = {saving_s:.1f} s vs ~{compile_s:.0f} s "
+        f"compile ({splits} split{'s' if splits != 1 else ''})"
     )
-    return saving_s > _CPU_COMPILE_S, why
+    return saving_s > compile_s, why
 
 
 def forward_flops(module: nn.Module, data: Data) -> float:
@@ -221,24 +246,52 @@ def forward_flops(module: nn.Module, data: Data) -> float:
     return float(counter.get_total_flops() * n_samples)
 
 
+def _cpu_upfront_saving_s(module: nn.Module, data: Data, points_per_worker: float) -> float:
+    """The most compiling could save a CPU worker: its points at a slow core's rate."""
+    flops = forward_flops(module, data)
+    return points_per_worker * flops / _CPU_SLOW_FLOPS_PER_CORE * COMPILE_COST["cpu"].saving["fp32"]
+
+
 def compile_pays(
     module: nn.Module,
     data: Data,
-    device: torch.device | None = None,
+    device: torch.device,
     *,
     n_points: int | None = None,
     workers: int = 1,
 ) -> bool:
-    """Whether torch.compile may save more time than it costs over the points to evaluate.
+    """Whether torch.compile *may* save more time than it costs over the points to evaluate:
+    the up-front check, before anything is timed.
 
-    On CPU this is the up-front check only: ``False`` for grids too small to pay even on a
-    slow core; otherwise the workers time their first points
-    eagerly and decide (``compile_after_measuring``). Elsewhere (CUDA): compile unless the net
-    is under ~1 GFLOP per point.
-    """
-    flops = forward_flops(module, data)
-    if device is None or device.type != "cpu":
-        return flops >= _MIN_COMPILE_FLOP
+    CPU: ``False`` for grids too small to pay even on a slow core. CUDA: ``True`` — a GPU's
+    eager time per point spans 1 ms to 1 s for these nets, so only the measurement
+    (``compile_after_measuring``, after the K trial) can tell."""
+    if device.type != "cpu":
+        return True
     points_per_worker = (n_points or DEFAULT_POINTS) / max(1, workers)
-    saving_s = points_per_worker * flops / _CPU_SLOW_FLOPS_PER_CORE * _CPU_COMPILE_SAVING
-    return bool(saving_s > _CPU_COMPILE_S)
+    return _cpu_upfront_saving_s(module, data, points_per_worker) > COMPILE_COST["cpu"].seconds
+
+
+def plan_compile(
+    option: CompileMode,
+    module: nn.Module,
+    data: Data,
+    device: torch.device,
+    *,
+    n_points: int | None,
+    workers: int,
+) -> tuple[CompileMode, str]:
+    """What each worker is told, and why: ``"always"`` (compile up front, forced), ``False``
+    (stay eager) or ``True`` (time eager points, then ``compile_after_measuring`` decides)."""
+    if option == "always":
+        return "always", "forced: EngineOptions.compile='always'"
+    if not option:
+        return False, "off: EngineOptions.compile=False"
+    if not compile_pays(module, data, device, n_points=n_points, workers=workers):
+        per_worker = (n_points or DEFAULT_POINTS) / max(1, workers)
+        saving_s = _cpu_upfront_saving_s(module, data, per_worker)
+        return False, (
+            f"CPU: {per_worker:.0f} points per worker save at most {saving_s:.1f} s even on a "
+            f"slow core, under ~{COMPILE_COST['cpu'].seconds:.0f} s of compile"
+        )
+    return True, "to be decided on the measured eager time per point"

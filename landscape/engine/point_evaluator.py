@@ -1,33 +1,41 @@
-"""Evaluation of grid points inside one process: ``θ + Σ c_k d_k`` → loss and accuracy sums.
+"""The per-process core of the engine: grid points in, loss and accuracy sums out.
 
 ``PointEvaluator`` is what ``GridEvaluator`` runs in-process or in each worker process. It
 holds the (possibly BN-folded) model, θ and the directions stacked per parameter, and the data
-already on the device in equal-sized, padded batches — equal shapes mean one compilation, and
-padded samples are masked out of the sums so they change nothing.
+already on the device in equal-sized, padded batches (``landscape.engine.batches``). The
+per-batch functions and their compiled forms live in ``landscape.engine.forward``; each call
+runs inside the precision policy of ``landscape.engine.precision``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from landscape.engine.plan import (
-    K_CANDIDATES,
-    choose_points_per_call,
-    compile_after_measuring,
-    configure_cuda,
+from landscape.engine.batches import SplitBatches, halve_batches, split_batches, to_device
+from landscape.engine.forward import (
+    BatchFn,
+    batch_sums,
+    batch_sums_k,
+    compile_limits,
+    compiled,
+    per_sample_loss,
 )
-from landscape.specs import LossName, ResolvedPrecision
+from landscape.engine.plan import K_CANDIDATES, choose_points_per_call, compile_after_measuring
+from landscape.engine.precision import compute_in
+from landscape.specs import CompileMode, LossName, ResolvedPrecision
+
+# the names callers have imported from here since before the split into batches/forward
+__all__ = ["CoreConfig", "PointEvaluator", "SplitBatches", "per_sample_loss", "split_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -38,76 +46,34 @@ log = logging.getLogger(__name__)
 _COMPILE_TOLERANCE = {"fp32": (1e-4, 0.0), "tf32": (2e-3, 1e-3), "bf16": (3e-2, 5e-3)}
 
 
-def per_sample_loss(logits: Tensor, y: Tensor, loss: LossName) -> Tensor:
-    """Per-sample loss, shape ``(B,)``.
-
-    ``mse`` follows the reference tool (Li et al. 2018 code): squared error between
-    ``softmax(logits)`` and the one-hot target, averaged over classes.
-    """
-    if loss == "cross_entropy":
-        return F.cross_entropy(logits, y, reduction="none")
-    probs = logits.softmax(dim=1)
-    target = F.one_hot(y, logits.shape[1]).to(probs.dtype)
-    return (probs - target).pow(2).mean(dim=1)
-
-
-@dataclass
-class SplitBatches:
-    """One split's data as equal-shaped batches on the device; ``mask`` marks real samples."""
-
-    xs: list[Tensor]
-    ys: list[Tensor]
-    masks: list[Tensor]
-    n: int
-
-
 @dataclass
 class CoreConfig:
     """What a ``PointEvaluator`` needs besides tensors (plain values: it crosses processes)."""
 
     loss: LossName
     device: str
-    batch_size: int
+    batch_size: int  # the largest batch of any split; halved on out-of-memory errors
     points_per_call: int  # 0: time candidates on this device and keep the best
-    compile: bool
+    # False: eager. True: time eager points first (CUDA: at θ, the K trial or K as set; CPU:
+    # the first call), then compile if the saving over ``compile_share`` points pays.
+    # "always": compile up front.
+    compile: CompileMode
     channels_last: bool
     precision: ResolvedPrecision = "fp32"
     max_points_per_call: int = 8  # the largest K tried when ``points_per_call`` is 0
-    # > 0 (with ``compile``): the points this process expects; compile only once timing the
-    # first points eagerly shows it pays (CPU). 0: compile up front.
-    compile_share: int = 0
+    compile_share: int = 0  # the grid points this process expects to evaluate
     k_reason: str = ""
     compile_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def split_batches(
-    x: Tensor, y: Tensor, batch_size: int, device: torch.device, channels_last: bool
-) -> SplitBatches:
-    """Cut ``(x, y)`` into batches of equal size (≤ ``batch_size``), the last one padded."""
-    n = x.shape[0]
-    n_batches = max(1, -(-n // batch_size))
-    size = -(-n // n_batches)  # balanced: padding is < n_batches samples in all
-    xs, ys, masks = [], [], []
-    for start in range(0, n, size):
-        xb, yb = x[start : start + size], y[start : start + size]
-        pad = size - xb.shape[0]
-        mask = torch.ones(size, dtype=torch.bool)
-        if pad:
-            xb = torch.cat([xb, xb.new_zeros((pad, *xb.shape[1:]))])
-            yb = torch.cat([yb, yb.new_zeros(pad)])
-            mask[size - pad :] = False
-        xb = xb.to(device=device, dtype=torch.float32)
-        if channels_last and xb.dim() == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        xs.append(xb)
-        ys.append(yb.to(device))
-        masks.append(mask.to(device))
-    return SplitBatches(xs, ys, masks, n)
-
-
 class PointEvaluator:
-    """Loss/accuracy of ``module`` at ``θ + Σ c_k d_k`` over every split, in one process."""
+    """Loss/accuracy of ``module`` at ``θ + Σ c_k d_k`` over every split, in one process.
+
+    It holds no reference to itself (no bound methods in attributes): dropping it after
+    ``close()`` frees its tensors — on a GPU, their memory — at once, without waiting for the
+    cyclic collector.
+    """
 
     def __init__(
         self,
@@ -119,12 +85,8 @@ class PointEvaluator:
     ) -> None:
         self.config = config
         self.device = torch.device(config.device)
-        if self.device.type == "cuda":
-            if self.device.index is not None:
-                torch.cuda.set_device(self.device)
-            configure_cuda(config.precision)
         self.module = module.to(self.device).eval()
-        self.data = {split: _to_device(b, self.device) for split, b in data.items()}
+        self.data = {split: to_device(b, self.device) for split, b in data.items()}
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
 
         def place(t: Tensor) -> Tensor:
@@ -138,172 +100,264 @@ class PointEvaluator:
         # (ndim, *shape) per moving parameter: a grid point is θ + coefs @ D
         self.stacked = {n: torch.stack([place(d[n]) for d in directions]) for n in moving}
         self.ndim = len(directions)
-        self._batch_fn: Callable[..., tuple[Tensor, Tensor]] = self._eager_batch
+        self.compiled = False  # whether the compiled functions compute the points now
         self.compile_error: str | None = None
-        if config.points_per_call == 0:
-            self._choose_k()
-        if config.points_per_call > 1:
-            self._batch_fn = self._eager_batch_k
-        self._measure_first = bool(config.compile and config.compile_share > 0)
-        self.compiled = False
-        self.config.timings.setdefault("compile_s", 0.0)
-        if config.compile and not self._measure_first:
-            self._compile()
+        self.host_syncs = 0  # device → host transfers of results: one per group of K points
+        self.oom_retries = 0
+        self._fitted = False  # a group of points has fit in memory: no more halving after
+        config.timings.setdefault("compile_s", 0.0)
+        trial = config.points_per_call == 0
+        # The eager time per point that compiling is weighed against: on CUDA timed at θ after
+        # a warm-up (the K trial, or K as set), since the first points' time would include
+        # cuDNN's autotuning; on CPU that of the first points evaluated, at no extra cost.
+        self._measure_first = config.compile is True and self.device.type == "cpu" and not trial
+        with self._computing():
+            eager_s = self._choose_k() if trial else math.nan
+            if config.compile == "always":
+                self._compile()
+            elif config.compile is True and not self._measure_first:
+                if not trial:
+                    eager_s = self._eager_s_per_point()
+                self._decide_compile(eager_s, points_done=0)
 
-    # -- the per-batch functions -------------------------------------------------------------
-    def _eager_batch(
-        self, params: dict[str, Tensor], x: Tensor, y: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Loss sum (float64) and correct count of one batch at one grid point."""
-        logits = functional_call(self.module, params, (x,))
-        per = per_sample_loss(logits.float(), y, self.config.loss)
-        loss_sum = torch.where(mask, per, torch.zeros_like(per)).double().sum()
-        correct = ((logits.argmax(dim=1) == y) & mask).sum()
-        return loss_sum, correct
-
-    def _eager_batch_k(
-        self, params: dict[str, Tensor], x: Tensor, y: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """The same for K grid points at once: moving params carry a leading K dimension."""
-        moving = {n: params[n] for n in self.stacked}
-        static = {n: params[n] for n in self.static}
-
-        def one(p: dict[str, Tensor]) -> Tensor:
-            logits: Tensor = functional_call(self.module, {**static, **p}, (x,))
-            return logits
-
-        logits = torch.vmap(one)(moving)  # (K, B, classes)
-        k, b, c = logits.shape
-        per = per_sample_loss(logits.reshape(k * b, c).float(), y.repeat(k), self.config.loss)
-        per = torch.where(mask.repeat(k), per, torch.zeros_like(per)).view(k, b)
-        correct = ((logits.argmax(dim=2) == y) & mask).sum(dim=1)
-        return per.double().sum(dim=1), correct
-
-    def _choose_k(self) -> None:
-        """Time K grid points per call (eager, at θ) for each candidate K and keep the best;
-        see ``choose_points_per_call``. The ranking is taken as compile's too (compile is decided
-        afterwards); ``python -m bench.surface_gpu`` times compiled K on a GPU."""
-        start = time.perf_counter()
-        zeros = np.zeros((1, self.ndim))
-
-        def time_per_point(k: int) -> float:
-            self.config.points_per_call = k
-            self._batch_fn = self._eager_batch_k if k > 1 else self._eager_batch
-            best = float("inf")
-            with torch.inference_mode(), self._autocast():
-                for attempt in range(3):  # warm-up (cuDNN autotune, allocator), best of two
-                    t0 = time.perf_counter()
-                    params = self._params_at(np.repeat(zeros, k, axis=0))
-                    for batches in self.data.values():
-                        self._split_sums(params, batches)  # ends in .cpu(): synchronized
-                    if attempt:
-                        best = min(best, time.perf_counter() - t0)
-            return best / k
-
-        candidates = [k for k in K_CANDIDATES if k <= max(1, self.config.max_points_per_call)]
-        k, reason = choose_points_per_call(time_per_point, candidates)
-        self.config.points_per_call = k
-        self.config.k_reason = reason
-        self._batch_fn = self._eager_batch
-        self.config.timings["choose_k_s"] = time.perf_counter() - start
-
-    def _compile(self) -> None:
-        """torch.compile the per-batch function (weights are inputs: no per-point recompiles),
-        run it once to pay the compile now, and fall back to eager if anything fails."""
-        eager = self._batch_fn
-        start = time.perf_counter()
-        if self.device.type == "cpu":  # inductor's C++ path warns about CUDA it does not use
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        try:
-            compiled = torch.compile(eager, dynamic=False)
-            with torch.inference_mode(), self._autocast():
-                for split in self.data.values():
-                    ref = eager(self._params_at(np.zeros((self._k(), self.ndim))), *_b0(split))
-                    got = compiled(self._params_at(np.zeros((self._k(), self.ndim))), *_b0(split))
-                    rtol, flips = _COMPILE_TOLERANCE[self.config.precision]
-                    max_flips = max(1, int(flips * split.xs[0].shape[0]))
-                    if not torch.allclose(ref[0], got[0], rtol=rtol) or not bool(
-                        (ref[1] - got[1]).abs().max() <= max_flips
-                    ):
-                        raise RuntimeError(f"compiled result {got} differs from eager {ref}")
-            self._batch_fn = compiled
-            self.compiled = True
-        except Exception as exc:  # compile is an optimization: eager is always correct
-            self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("torch.compile failed, evaluating eagerly: %s", self.compile_error)
-        self.config.timings["compile_s"] = time.perf_counter() - start
+    # -- computing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _computing(self) -> Iterator[None]:
+        """The precision policy (flags restored on exit), no autograd, the compile budget."""
+        with (
+            compute_in(self.config.precision, self.device, autotune=True),
+            torch.inference_mode(),
+            compile_limits(),
+        ):
+            yield
 
     def _k(self) -> int:
         return self.config.points_per_call
 
     def _params_at(self, coefs: np.ndarray) -> dict[str, Tensor]:
-        """θ + Σ_k c_k d_k for one point (``coefs`` shape ``(1, ndim)`` with K = 1) or K points."""
-        c = torch.as_tensor(coefs, dtype=torch.float32, device=self.device)
-        out = dict(self.static)
-        for n, base in self.base.items():
-            d = self.stacked[n]
-            if self._k() == 1:
+        """The moving parameters at ``θ + Σ_j c_j d_j``: for one point (``coefs`` of shape
+        ``(1, ndim)``) each as θ's; for K points with a leading K dimension. One point's
+        coefficients are Python floats: no transfer to the device."""
+        if self._k() == 1:
+            out = {}
+            for n, base in self.base.items():
                 p = base.clone()
                 for j in range(self.ndim):
-                    p.add_(d[j], alpha=float(coefs[0, j]))
-            else:
-                p = base.unsqueeze(0) + torch.einsum("kj,j...->k...", c, d)
-            out[n] = p
-        return out
+                    p.add_(self.stacked[n][j], alpha=float(coefs[0, j]))
+                out[n] = p
+            return out
+        c = torch.as_tensor(coefs, dtype=torch.float32, device=self.device)
+        return {
+            n: base.unsqueeze(0) + torch.einsum("kj,j...->k...", c, self.stacked[n])
+            for n, base in self.base.items()
+        }
+
+    def _head(self, coefs: np.ndarray) -> tuple[BatchFn, tuple[Any, ...]]:
+        """The eager per-batch function for the current K and its leading arguments."""
+        moving = self._params_at(coefs)
+        if self._k() == 1:
+            return batch_sums, (self.module, self.config.loss, {**self.static, **moving})
+        return batch_sums_k, (self.module, self.config.loss, self.static, moving)
+
+    def _group_values(self, coefs: np.ndarray) -> np.ndarray:
+        """Loss sums and correct counts, shape ``(splits, 2, K)``, at the K points of ``coefs``;
+        every split's sums are stacked on the device and cross to the host in one transfer."""
+        fn, head = self._head(coefs)
+        if self.compiled:
+            fn = compiled(fn)
+        rows = []
+        for batches in self.data.values():
+            loss_sum: Tensor | None = None
+            correct: Tensor | None = None
+            for x, y, mask in zip(batches.xs, batches.ys, batches.masks, strict=True):
+                ls, cs = fn(*head, x, y, mask)
+                loss_sum = ls if loss_sum is None else loss_sum + ls
+                correct = cs if correct is None else correct + cs
+            assert loss_sum is not None and correct is not None
+            rows.append(torch.stack([loss_sum.reshape(-1), correct.reshape(-1).double()]))
+        values: np.ndarray = torch.stack(rows).cpu().numpy()
+        self.host_syncs += 1
+        return values
+
+    def _values(self, coefs: np.ndarray) -> np.ndarray:
+        """``_group_values``; a compiled path that fails at run time (other than out of memory)
+        is dropped for eager, recorded, and the group computed again."""
+        if not self.compiled:
+            return self._group_values(coefs)
+        try:
+            return self._group_values(coefs)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            self.compiled = False
+            self.compile_error = f"fell back to eager: {type(exc).__name__}: {exc}"[:500]
+            log.warning("compiled evaluation failed, evaluating eagerly: %s", self.compile_error)
+        return self._group_values(coefs)
+
+    # -- out of memory -----------------------------------------------------------------------
+    def _batch_size(self) -> int:
+        return max(b.size for b in self.data.values())
+
+    def _check_retry(self, *, shrink_k: bool) -> None:
+        """Called inside ``except OutOfMemoryError``: re-raises it once a group of points has
+        fit (the memory sufficed before: the error is not the sizing's), or when there is
+        nothing left to halve — K (with ``shrink_k``) and the batch both 1."""
+        if self._fitted or not ((shrink_k and self._k() > 1) or self._batch_size() > 1):
+            raise  # the OutOfMemoryError being handled
+
+    def _shrink(self, *, shrink_k: bool) -> None:
+        """Halve K (with ``shrink_k``, when > 1) or else the largest batches, for a retry.
+        Called after the ``except`` block, once the failed attempt's tensors are freed."""
+        self.oom_retries += 1
+        if shrink_k and self._k() > 1:
+            self.config.points_per_call = self._k() // 2
+        else:
+            cap = -(-self._batch_size() // 2)
+            self.data = {s: halve_batches(b) if b.size > cap else b for s, b in self.data.items()}
+            self.config.batch_size = cap
+        log.warning(
+            "out of GPU memory: retrying with %d point(s) per call, batch %d",
+            self._k(), self.config.batch_size,
+        )  # fmt: skip
+
+    # -- choosing K and compiling ------------------------------------------------------------
+    def _choose_k(self) -> float:
+        """Time K grid points per call (eager, at θ) for each candidate K, keep the best (see
+        ``choose_points_per_call``) and return its eager seconds per point. K points that do
+        not fit end the trial; one point that does not fit halves the batch. The ranking is
+        taken as compile's too; ``python -m bench.surface_gpu`` times compiled K on a GPU."""
+        start = time.perf_counter()
+        timings: dict[int, float] = {}
+
+        def time_per_point(k: int) -> float:
+            self.config.points_per_call = k
+            while True:
+                try:
+                    timings[k] = self._time_group(k)
+                    return timings[k]
+                except torch.cuda.OutOfMemoryError:
+                    if k > 1:
+                        self.oom_retries += 1
+                        return math.inf
+                    self._check_retry(shrink_k=False)
+                self._shrink(shrink_k=False)
+
+        candidates = [k for k in K_CANDIDATES if k <= max(1, self.config.max_points_per_call)]
+        k, reason = choose_points_per_call(time_per_point, candidates)
+        self.config.points_per_call = k
+        self.config.k_reason = reason
+        self.config.timings["choose_k_s"] = time.perf_counter() - start
+        return timings[k]
+
+    def _time_group(self, k: int) -> float:
+        """Best of two timed calls of K points at θ after a warm-up (cuDNN autotuning, the
+        allocator), per point; each call ends in its transfer to the host, so it is timed
+        whole."""
+        zeros = np.zeros((k, self.ndim))
+        best = math.inf
+        for attempt in range(3):
+            t0 = time.perf_counter()
+            self._values(zeros)
+            if attempt:
+                best = min(best, time.perf_counter() - t0)
+        return best / k
+
+    def _eager_s_per_point(self) -> float:
+        """Eager seconds per point at the K set, timed like the K trial; out of memory halves
+        K or the batch first."""
+        while True:
+            try:
+                return self._time_group(self._k())
+            except torch.cuda.OutOfMemoryError:
+                self._check_retry(shrink_k=True)
+            self._shrink(shrink_k=True)
+
+    def _decide_compile(self, eager_s_per_point: float, points_done: int) -> None:
+        """After timing eager points: compile if the measured saving pays for the rest."""
+        self._measure_first = False
+        left = max(0, self.config.compile_share - points_done)
+        pays, why = compile_after_measuring(
+            eager_s_per_point, left, self.device.type, self.config.precision, splits=len(self.data)
+        )
+        self.config.compile_reason = why
+        if pays:
+            self._compile()
+
+    def _compile(self) -> None:
+        """Switch to the compiled per-batch functions, paying the compile now on each split's
+        first batch at θ, checked against eager; eager stays if anything fails."""
+        start = time.perf_counter()
+        if self.device.type == "cpu":  # inductor's C++ path warns about CUDA it does not use
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        try:
+            while True:
+                try:
+                    self._check_compiled()
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    self._check_retry(shrink_k=True)
+                self._shrink(shrink_k=True)
+            self.compiled = True
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # compile is an optimization: eager is always correct
+            self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("torch.compile failed, evaluating eagerly: %s", self.compile_error)
+        self.config.timings["compile_s"] = time.perf_counter() - start
+
+    def _check_compiled(self) -> None:
+        """The compiled function against eager on each split's first batch at θ: losses within
+        the precision's tolerance, at most that share of predictions flipped."""
+        eager, head = self._head(np.zeros((self._k(), self.ndim)))
+        rtol, flips = _COMPILE_TOLERANCE[self.config.precision]
+        for split in self.data.values():
+            batch = (split.xs[0], split.ys[0], split.masks[0])
+            ref = eager(*head, *batch)
+            got = compiled(eager)(*head, *batch)
+            max_flips = max(1, int(flips * split.size))
+            if not torch.allclose(ref[0], got[0], rtol=rtol) or not bool(
+                (ref[1] - got[1]).abs().max() <= max_flips
+            ):
+                raise RuntimeError(f"compiled result {got} differs from eager {ref}")
 
     # -- public --------------------------------------------------------------------------------
     def evaluate(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         """``{split}_loss``/``{split}_acc`` (float64, shape ``(K,)``) at each row of ``coords``."""
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim)
-        k = self._k()
         out = {f"{s}_{m}": np.empty(len(coords)) for s in self.data for m in ("loss", "acc")}
         started = time.perf_counter()
-        with torch.inference_mode(), self._autocast():
-            for start in range(0, len(coords), k):
+        with self._computing():
+            start = 0
+            while start < len(coords):
+                k = self._k()
                 group = coords[start : start + k]
                 real = len(group)
                 if real < k:  # pad the last group with copies: one compiled shape
                     group = np.concatenate([group, np.repeat(group[-1:], k - real, axis=0)])
-                params = self._params_at(group)
-                for split, batches in self.data.items():
-                    loss_sum, correct = self._split_sums(params, batches)
-                    out[f"{split}_loss"][start : start + real] = loss_sum[:real] / batches.n
-                    out[f"{split}_acc"][start : start + real] = correct[:real] / batches.n
-        if self._measure_first and len(coords):
-            self._decide_compile((time.perf_counter() - started) / len(coords), len(coords))
+                try:
+                    values: np.ndarray | None = self._values(group)
+                except torch.cuda.OutOfMemoryError:
+                    self._check_retry(shrink_k=True)
+                    values = None
+                if values is None:  # retried with the same points, K or the batch halved
+                    self._shrink(shrink_k=True)
+                    continue
+                self._fitted = True
+                for i, (split, batches) in enumerate(self.data.items()):
+                    out[f"{split}_loss"][start : start + real] = values[i, 0, :real] / batches.n
+                    out[f"{split}_acc"][start : start + real] = values[i, 1, :real] / batches.n
+                start += real
+            if self._measure_first and len(coords):
+                self._decide_compile((time.perf_counter() - started) / len(coords), len(coords))
         return out
 
-    def _decide_compile(self, eager_s_per_point: float, points_done: int) -> None:
-        """After the first eager points (real results): compile if it pays for the rest."""
-        self._measure_first = False
-        left = max(0, self.config.compile_share - points_done)
-        pays, why = compile_after_measuring(eager_s_per_point, left)
-        self.config.compile_reason = why
-        if pays:
-            self._compile()
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on CUDA when asked (``precision="bf16"``; its error against strict
-        fp32 is what ``python -m bench.surface_gpu`` prints); losses are still computed from
-        float32 logits."""
-        if self.config.precision == "bf16" and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _split_sums(
-        self, params: dict[str, Tensor], batches: SplitBatches
-    ) -> tuple[np.ndarray, np.ndarray]:
-        loss_sum: Tensor | None = None
-        correct: Tensor | None = None
-        for x, y, mask in zip(batches.xs, batches.ys, batches.masks, strict=True):
-            ls, cs = self._batch_fn(params, x, y, mask)
-            loss_sum = ls if loss_sum is None else loss_sum + ls
-            correct = cs if correct is None else correct + cs
-        assert loss_sum is not None and correct is not None
-        return (
-            loss_sum.reshape(-1).cpu().numpy().astype(np.float64),
-            correct.reshape(-1).cpu().numpy().astype(np.float64),
-        )
+    def close(self) -> None:
+        """Let go of θ, the directions and the data, and move the model's own tensors to the
+        meta device: a BN-folded module is a torch.fx GraphModule, which sits in a reference
+        cycle with its graph, so dropping it would leave its weights on the device until the
+        cyclic collector ran. The evaluator cannot evaluate afterwards."""
+        self.data, self.static, self.base, self.stacked = {}, {}, {}, {}
+        self.module.to("meta")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -313,19 +367,8 @@ class PointEvaluator:
             "k_reason": self.config.k_reason,
             "compiled": self.compiled,
             "compile_reason": self.config.compile_reason,
+            "batch_size": self.config.batch_size,
+            "oom_retries": self.oom_retries,
+            "host_syncs": self.host_syncs,
             **self.config.timings,
         }
-
-
-def _to_device(batches: SplitBatches, device: torch.device) -> SplitBatches:
-    """The batches on ``device`` (a no-op where they already are; memory format kept)."""
-    return SplitBatches(
-        [x.to(device) for x in batches.xs],
-        [y.to(device) for y in batches.ys],
-        [m.to(device) for m in batches.masks],
-        batches.n,
-    )
-
-
-def _b0(split: SplitBatches) -> tuple[Tensor, Tensor, Tensor]:
-    return split.xs[0], split.ys[0], split.masks[0]

@@ -151,6 +151,7 @@ class WorkerPool:
             with contextlib.suppress(Exception):
                 slot.conn.close()
         self._slots = []
+        self._payload = None  # the model, directions and data kept for restarts
 
     # -- work ---------------------------------------------------------------------------------
     def run(self, pieces: Iterator[Piece]) -> Iterator[tuple[int, Results, float]]:
@@ -298,6 +299,8 @@ def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
 
     torch.set_num_threads(1)
     try:
+        if device.startswith("cuda"):  # its own process: its GPU is the current device for good
+            torch.cuda.set_device(device)
         payload = conn.recv()
         module, params, dirs, batches, config = payload
         config.device = device

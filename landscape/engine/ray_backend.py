@@ -8,6 +8,7 @@ outright resumes from the file like any local run. Each Ray worker process build
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -98,7 +99,8 @@ class RayEvaluator:
         self.options = options
         self.slots = self.n_gpus or self.n_cpus
         self._run_id = uuid.uuid4().hex
-        cpu_model = model.cpu()
+        # A copy: the caller's model keeps its device (a GPU model stays where it is).
+        cpu_model = copy.deepcopy(model).cpu()
         # Each worker sees about its share of the points when judging whether compiling pays.
         share = None if n_points is None else max(1, n_points // self.slots)
         payload = (cpu_model, [dict(d) for d in directions], data, loss, worker_options, share)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from landscape.engine.point_evaluator import per_sample_loss
+from landscape.engine.forward import per_sample_loss
 from landscape.specs import LossName, check_choice
 
 Data = Mapping[str, tuple[Tensor, Tensor]]

@@ -2,7 +2,9 @@
 
 The engine's losses are classification losses, so a module with floating-point targets is
 evaluated here, one grid point at a time through ``functional_call``, sums in float64. Its
-``{split}_acc`` holds R² (``model_source.REGRESSION_LOSS`` says so in the file).
+``{split}_acc`` holds R² (``model_source.REGRESSION_LOSS`` says so in the file). It computes
+in the resolved precision under the engine's precision policy (``landscape.engine.precision``),
+as the classification engine does, and records it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape.engine.devices import resolve_device
+from landscape.engine.plan import resolve_precision
+from landscape.engine.precision import DTYPE_LABEL, compute_in
 from landscape.specs import EngineOptions
 
 Data = Mapping[str, tuple[Tensor, Tensor]]
@@ -34,6 +38,7 @@ class RegressionEvaluator:
     ) -> None:  # fmt: skip
         start = time.perf_counter()
         self.device = resolve_device(options.device)
+        self.precision = resolve_precision(options, self.device)  # refuses tf32/bf16 on CPU
         self.module = copy.deepcopy(model).to(self.device).eval()
         self.params = {
             n: p.detach().to(self.device, torch.float32) for n, p in self.module.named_parameters()
@@ -58,6 +63,7 @@ class RegressionEvaluator:
         self.prepare_s = time.perf_counter() - start
         self.eval_s = 0.0
         self.points_done = 0
+        self.host_syncs = 0  # device → host transfers of results: one per grid point
 
     def imap(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[int, Results]]:
         for index, chunk in enumerate(chunks):
@@ -68,7 +74,7 @@ class RegressionEvaluator:
         start = time.perf_counter()
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, len(self.dirs))
         out = {f"{s}_{m}": np.empty(len(coords)) for s in self.splits for m in ("loss", "acc")}
-        with torch.inference_mode():
+        with compute_in(self.precision, self.device), torch.inference_mode():
             for i, point in enumerate(coords):
                 weights = {}
                 for n, p in self.params.items():
@@ -76,13 +82,20 @@ class RegressionEvaluator:
                     for c, d in zip(point, self.dirs, strict=True):
                         value.add_(d[n], alpha=float(c))
                     weights[n] = value
-                for split, (batches, n_values, sst) in self.splits.items():
-                    sse = 0.0
+                sses = []
+                for batches, _, _ in self.splits.values():
+                    sse = torch.zeros((), dtype=torch.float64, device=self.device)
                     for xb, yb in batches:
                         pred = functional_call(self.module, {**weights, **self.buffers}, (xb,))
-                        sse += float((pred.reshape(len(xb), -1).double() - yb).pow(2).sum())
-                    out[f"{split}_loss"][i] = sse / n_values
-                    out[f"{split}_acc"][i] = _r2(sse, sst)
+                        sse += (pred.reshape(len(xb), -1).double() - yb).pow(2).sum()
+                    sses.append(sse)
+                totals = torch.stack(sses).cpu().tolist()  # every split's sum in one transfer
+                self.host_syncs += 1
+                for (split, (_, n_values, sst)), total in zip(
+                    self.splits.items(), totals, strict=True
+                ):
+                    out[f"{split}_loss"][i] = total / n_values
+                    out[f"{split}_acc"][i] = _r2(total, sst)
         self.eval_s += time.perf_counter() - start
         self.points_done += len(coords)
         return out
@@ -90,11 +103,16 @@ class RegressionEvaluator:
     def describe(self) -> dict[str, Any]:
         return {
             "device": str(self.device),
-            "dtype": "float32",
+            "precision": self.precision,
+            "dtype": DTYPE_LABEL[self.precision],
             "method": "generic per-point (regression)",
+            "compiled": False,
+            "compile_reason": "regression path: eager, one point at a time",
             "bn_folded": 0,
             "points_per_call": 1,
             "batch_size": self.batch_size,
+            "oom_retries": 0,
+            "host_syncs": self.host_syncs,
             "workers": 1,
             "timings": {
                 "prepare_s": self.prepare_s,

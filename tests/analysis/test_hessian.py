@@ -327,3 +327,35 @@ def test_cli_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     surface = _surface_file(tmp_path / "s.h5")
     assert main(["hessian", "--checkpoint", str(ckpt), "--surface", str(surface)]) == 2
     assert "not the one surface" in error_line(capsys)
+
+
+def test_operator_leaves_the_callers_model_as_it_is(tiny_dense: np.ndarray) -> None:
+    """A float32 model in training mode, products asked for in float64: the operator works on
+    an eval-mode copy; the caller's parameters keep their objects, device, dtype, values and
+    its mode. A model already as asked (float64, eval, CPU) is used as it is, not copied."""
+    model, data = _tiny()
+    model = model.float().train()
+    before = [(p, p.device, p.dtype, p.detach().clone()) for p in model.parameters()]
+    op = HessianOperator(model, data, **F64)
+    v = np.random.default_rng(2).standard_normal(op.n)
+    np.testing.assert_allclose(op.matvec(v), tiny_dense @ v, rtol=1e-5, atol=1e-6)  # eval mode
+    assert model.training and op.model is not model
+    for p, (same, device, dtype, value) in zip(model.parameters(), before, strict=True):
+        assert p is same and p.device == device and p.dtype == dtype and torch.equal(p, value)
+    ready, _ = _tiny()
+    assert HessianOperator(ready.eval(), data, **F64).model is ready
+    result = hessian_spectrum(model, data, top=1, **F64)
+    assert result.settings["precision"] == "fp32" and model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.gpu
+def test_products_on_cuda_leave_the_model_on_the_cpu(tiny_dense: np.ndarray) -> None:
+    model, data = _tiny()
+    params = list(model.parameters())
+    op = HessianOperator(model, data, device="cuda", dtype=torch.float64)
+    v = np.random.default_rng(3).standard_normal(op.n)
+    np.testing.assert_allclose(op.matvec(v), tiny_dense @ v, rtol=1e-8, atol=1e-10)
+    assert op.device.type == "cuda" and op.precision == "fp32"
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    assert all(p.device.type == "cpu" for p in params)

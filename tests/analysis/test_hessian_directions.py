@@ -57,3 +57,29 @@ def test_bad_arguments() -> None:
         hessian_directions(model, data, 3)
     with pytest.raises(SpecError, match="scale"):
         hessian_directions(model, data, scale="filter")  # type: ignore[arg-type]
+
+
+def test_directions_are_on_the_cpu_and_the_model_is_not_moved() -> None:
+    from landscape.directions import make_directions
+    from landscape.specs import DirectionSpec
+
+    model, data = _tiny()
+    params = [(p, p.dtype) for p in model.parameters()]
+    dirs, info = make_directions(model, DirectionSpec(kind="hessian"), 2, data=data, device="cpu")
+    assert info["device"] == "cpu" and info["precision"] == "fp32"
+    assert all(t.device.type == "cpu" for d in dirs for t in d.values())
+    assert [(p, p.dtype) for p in model.parameters()] == params
+
+
+@pytest.mark.gpu
+def test_directions_computed_on_cuda_equal_the_cpu_ones() -> None:
+    model, data = _tiny()
+    exact = LanczosOptions(tol=1e-10)
+    on_cpu, _ = hessian_directions(model, data, 2, device="cpu", options=exact)
+    on_gpu, info = hessian_directions(model, data, 2, device="cuda", options=exact)
+    assert info["device"].startswith("cuda") and info["precision"] == "fp32"
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    for a, b in zip(on_cpu, on_gpu, strict=True):
+        for name in a:
+            assert b[name].device.type == "cpu" and b[name].dtype == torch.float32
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5)
