@@ -44,6 +44,7 @@ from api.routes import (
 from api.routes import config as config_routes
 from api.runners.base import JobKind, Runner
 from api.settings import Settings, get_settings
+from api.timeouts import BodyTimeout
 from api.worker import RUNNERS, WorkerPool
 from landscape.errors import LandscapeError
 
@@ -130,6 +131,7 @@ def create_app(
     app.include_router(config_routes.router)
     app.mount("/static", StaticFiles(directory=settings.web_dir, check_dir=False), name="static")
     app.add_middleware(RequestGuard, settings=settings, queue=queue, routes=lambda: app.routes)
+    app.add_middleware(BodyTimeout)  # added last: outermost, so it times the guard's reads too
     app.openapi = lambda: honest_openapi(app, settings)  # type: ignore[method-assign]
     return app
 

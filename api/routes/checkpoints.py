@@ -139,8 +139,10 @@ def upload_checkpoint(
     """Validated by building `model` for `dataset`'s shape and loading the weights strictly:
     a mismatch is a 422 naming the first differing tensor. An `.onnx` file is validated by
     converting it and comparing the module with ONNX Runtime on the data set's sample shape:
-    custom operators, external data, malformed graphs and inexact conversions are 422s.
-    Identical uploads give the same id."""
+    custom operators, external data, malformed graphs, graphs over the cost limits and inexact
+    conversions are 422s. Identical uploads give the same id: the same bytes with the same
+    model and data set answer the earlier record; with another data set they are checked for
+    it and the record names it from then on; as another model they are a 422."""
     if content_length is not None and content_length > settings.max_upload_bytes + 65536:
         raise HTTPException(
             413, f"upload larger than this server's limit of {settings.max_upload_bytes} bytes"
@@ -169,7 +171,14 @@ def upload_checkpoint(
         checkpoint_id = _copy_limited(file, tmp, settings.max_upload_bytes)
         existing = session.get(CheckpointRecord, checkpoint_id)
         if existing is not None and checkpoint_path(settings, checkpoint_id).exists():
-            return checkpoint_public(existing)
+            if existing.model != model:
+                raise CheckpointError(
+                    f"file {name!r} is already checkpoint {checkpoint_id} of model "
+                    f"{existing.model!r}; its id is the digest of its bytes, and surfaces are "
+                    "keyed by that id, so the same bytes cannot also be another model"
+                )
+            if existing.dataset == dataset:
+                return checkpoint_public(existing)
         shape = {
             "in_channels": info.in_channels,
             "num_classes": info.num_classes,
@@ -183,9 +192,9 @@ def upload_checkpoint(
         except Exception as exc:  # untrusted bytes: any reader failure is the file's fault
             log.info("upload %s rejected: %r", name, exc)
             raise CheckpointError(f"cannot read {name!r} as a checkpoint: {exc}") from exc
-        metadata = small_metadata(
-            _json_safe({**metadata, "uploaded_as": name, "sha256": checkpoint_id})
-        )
+        # Cut to a few levels before anything walks it: a pickle can nest lists 200,000 deep
+        # without recursing, and json or torch.save would then recurse past Python's limit.
+        metadata = small_metadata({**metadata, "uploaded_as": name, "sha256": checkpoint_id})
         converted = Path(tmp_dir) / "converted.pt"
         save_checkpoint(
             converted,

@@ -169,13 +169,16 @@ def get_surface(
     response_class=FileResponse,
     responses={
         200: {"content": {"application/x-hdf5": {}}, "description": "the HDF5 file"},
-        **error_responses(401, 404, 422),
+        **error_responses(401, 404, 410, 422),
     },
     summary="Download the HDF5 file",
 )
 def download_surface(surface_id: SurfaceId, session: SessionDep, settings: SettingsDep) -> Any:
-    """The self-describing HDF5 file (see docs/format.md); partial while its job runs."""
+    """The self-describing HDF5 file (see docs/format.md); partial while its job runs. A file
+    that does not read back (truncated, corrupt) is 410, as on every route of the surface:
+    a download must not hand out what the service itself cannot read."""
     _record_or_404(session, settings, surface_id)
+    read_or_410(surface_path(settings, surface_id), surface_id)
     return FileResponse(
         surface_path(settings, surface_id),
         media_type="application/x-hdf5",

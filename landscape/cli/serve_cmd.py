@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from api.app import RedactTokens, create_app
     from api.demo import enqueue_demo
     from api.settings import Settings
+    from api.timeouts import HeadTimeoutProtocol
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        http=HeadTimeoutProtocol,  # closes connections whose request head dawdles
         timeout_graceful_shutdown=5,  # SSE streams must not hold up a restart
     )
     return 0

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from landscape.errors import CheckpointError, LandscapeError
 from landscape.models import build, list_models
+from landscape.sources.safe_load import is_zip_archive
 
 FORMAT = "landscape-checkpoint/1"
 
@@ -131,7 +131,7 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
     """Say what is wrong without torch's advice to turn off ``weights_only``."""
     if path.suffix == SAFETENSORS_SUFFIX:
         return f"not a valid safetensors file ({type(exc).__name__})"
-    if not zipfile.is_zipfile(path):
+    if not is_zip_archive(path):
         return "not a torch checkpoint (corrupt, truncated or another format)"
     if "weights only" in str(exc).lower():
         return (
@@ -171,6 +171,7 @@ def load_checkpoint(
     """
     content = read_checkpoint_file(path, map_location)
     if isinstance(content, dict) and content.get("format") == FORMAT:
+        _check_layout(content, path)
         name = str(content["model"])
         if model_name is not None and model_name != name:
             raise CheckpointError(
@@ -229,6 +230,21 @@ def import_checkpoint(
     return written
 
 
+def _check_layout(content: dict[str, Any], path: str | Path) -> None:
+    """Our format's fields have the types the loader relies on (a file is untrusted data)."""
+    required: dict[str, type] = {"model": str, "state_dict": dict}
+    optional: dict[str, type] = {"model_args": dict, "metadata": dict}
+    for key, kind in {**required, **optional}.items():
+        if not isinstance(content.get(key, None if key in required else kind()), kind):
+            raise CheckpointError(
+                f"checkpoint {_name(path)} is malformed: {key!r} must be a {kind.__name__}"
+            )
+    if not all(isinstance(value, Tensor) for value in content["state_dict"].values()):
+        raise CheckpointError(
+            f"checkpoint {_name(path)} is malformed: a state_dict entry is not a tensor"
+        )
+
+
 def _bare_state_dict(content: Any, path: str | Path) -> dict[str, Tensor]:
     """Accept ``{name: tensor}``, or one nested under a common key, minus a DataParallel prefix."""
     if isinstance(content, dict):
@@ -249,7 +265,7 @@ def _bare_state_dict(content: Any, path: str | Path) -> dict[str, Tensor]:
 def _build(name: str, args: dict[str, Any], path: str | Path) -> nn.Module:
     try:
         return build(name, **args)
-    except LandscapeError as exc:
+    except (LandscapeError, TypeError, ValueError) as exc:  # the file's model_args do not fit
         raise CheckpointError(f"cannot rebuild the model of {_name(path)}: {exc}") from exc
 
 

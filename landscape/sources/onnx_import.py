@@ -9,11 +9,15 @@ a pickle is code. ONNX is a protobuf message: parsing it builds data, never call
 What is refused, before conversion (``UnsafeModelError``): files over the size limit, tensors
 stored outside the file (``external_data`` names a path the *server* would read), model-local
 functions, operators outside the standard ``ai.onnx`` domain (custom ops need native code),
-more nodes than the limit. Then ``onnx.checker.check_model(full_check=True)`` must pass, the
-graph must have one input and one output, and ``onnx2torch`` must convert it
-(``ModelFormatError`` otherwise). Finally the module and ONNX Runtime run a seeded random batch;
-their outputs must agree within ``rtol``/``atol``. The numbers go into the check report, which
-the caller keeps in the surface's provenance.
+more nodes than the limit. Then ``onnx.checker.check_model(full_check=True)`` must pass and the
+graph must have one input and one output (``ModelFormatError`` otherwise). Before anything is
+converted or run, ``onnx_bounds`` reads the cost of the check's batch from the inferred shapes
+and refuses a graph over the limits (elements per tensor and in all, estimated FLOPs, shapes
+unknown until run time, control flow; ``UnsafeModelError``). Then ``onnx2torch`` must convert
+it (``ModelFormatError`` otherwise). Finally ONNX Runtime (in a child process with a memory and
+a time limit, ``onnx_sandbox``) and the module run a seeded random batch; their outputs must
+agree within ``rtol``/``atol``. The numbers go into the check report, which the caller keeps
+in the surface's provenance.
 """
 
 from __future__ import annotations
@@ -31,17 +35,29 @@ import torch
 from torch import fx, nn
 
 from landscape.errors import ModelFormatError, UnsafeModelError
+from landscape.sources.onnx_bounds import graph_cost
+from landscape.sources.onnx_shapes import STANDARD_DOMAINS
 
-STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 _SAFE_NAME = re.compile(r"[^0-9A-Za-z_]")
 
 
 @dataclass(frozen=True)
 class OnnxLimits:
-    """What an upload may be, and how closely the conversion must match ONNX Runtime."""
+    """What an upload may be, and how closely the conversion must match ONNX Runtime.
+
+    The cost bounds hold at the check's batch (``check_batch`` samples), the batch the check
+    runs; a surface's forward passes cost the same per sample. The zoo's largest model,
+    DenseNet-BC-100 on 32 × 32 images, needs 0.66 M elements in its largest tensor, 37 M in
+    all and 1.8 GFLOP at that batch: the bounds leave it a margin of 7 to 25.
+    """
 
     max_bytes: int = 256 * 2**20
     max_nodes: int = 20_000
+    max_tensor_elements: int = 2**24  # one intermediate: 64 MiB in float32
+    max_total_elements: int = 2**28  # all intermediates together: 1 GiB in float32
+    max_flops: int = 2 * 10**10  # one forward pass of the check's batch
+    check_memory_bytes: int = 2 * 2**30  # ONNX Runtime's address space (child process)
+    check_timeout_s: float = 60.0  # ONNX Runtime's run, session creation included
     check_batch: int = 3  # an odd size: a graph exported with a fixed batch size shows up
     check_seed: int = 0
     rtol: float = 1e-4
@@ -79,8 +95,9 @@ def load_onnx_model(
     except Exception as exc:
         raise ModelFormatError(f"invalid ONNX graph: {_first_line(exc)}") from exc
     input_name, output_name = _single_io(model, sample_input_shape, limits)
+    cost = graph_cost(model, input_name, (limits.check_batch, *sample_input_shape), limits)
     module = _convert(model)
-    check = _check_against_onnxruntime(raw, module, input_name, sample_input_shape, limits)
+    check = _check_against_onnxruntime(path, module, input_name, sample_input_shape, limits)
     report: dict[str, Any] = {
         "format": "onnx",
         "sha256": hashlib.sha256(raw).hexdigest(),
@@ -92,6 +109,7 @@ def load_onnx_model(
         "input": input_name,
         "output": output_name,
         "parameters": sum(p.numel() for p in module.parameters()),
+        "cost": {**cost, "batch": limits.check_batch},
         "check": check,
         "limits": asdict(limits),
     }
@@ -233,25 +251,28 @@ def _resolve(module: nn.Module, target: str) -> Any:
 
 
 def _check_against_onnxruntime(
-    raw: bytes,
+    path: Path,
     module: nn.Module,
     input_name: str,
     sample_shape: tuple[int, ...],
     limits: OnnxLimits,
 ) -> dict[str, Any]:
-    import onnxruntime
+    """ONNX Runtime's output (``onnx_sandbox``: a child process within the limits) against the
+    converted module's, on a seeded random batch."""
+    from importlib.metadata import version
+
+    from landscape.sources.onnx_sandbox import run_onnxruntime
 
     generator = torch.Generator().manual_seed(limits.check_seed)
     x = torch.randn((limits.check_batch, *sample_shape), generator=generator)
-    try:
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(
-            raw, sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        (expected,) = session.run(None, {input_name: x.numpy()})[:1]
-    except Exception as exc:
-        raise ModelFormatError(f"ONNX Runtime cannot run the graph: {_first_line(exc)}") from exc
+    expected = run_onnxruntime(
+        path,
+        x.numpy(),
+        input_name,
+        memory_bytes=limits.check_memory_bytes,
+        timeout_s=limits.check_timeout_s,
+        max_output_elements=limits.max_tensor_elements,
+    )
     try:
         with torch.inference_mode():
             got = module(x)
@@ -266,7 +287,7 @@ def _check_against_onnxruntime(
     diff = np.abs(got.double().numpy() - expected)
     scale = float(np.abs(expected).max()) if expected.size else 0.0
     report = {
-        "reference": f"onnxruntime {onnxruntime.__version__}",
+        "reference": f"onnxruntime {version('onnxruntime')}",
         "input_shape": [limits.check_batch, *sample_shape],
         "seed": limits.check_seed,
         "max_abs_error": float(diff.max()) if diff.size else 0.0,

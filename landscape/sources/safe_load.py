@@ -35,11 +35,21 @@ def unpacked_size(path: Path) -> int:
     """The bytes a reader would allocate for ``path``: the sum of a zip archive's declared
     uncompressed entry sizes, or a safetensors file's declared tensor bytes (checked against
     the file's length); other files (legacy torch format) cannot expand beyond their size."""
-    if zipfile.is_zipfile(path):
+    if is_zip_archive(path):
         return _zip_size(path)
     if path.suffix.lower() == ".safetensors":
         return _safetensors_size(path)
     return path.stat().st_size
+
+
+def is_zip_archive(path: Path) -> bool:
+    """``zipfile.is_zipfile`` for untrusted bytes, which it may raise on (``BadZipFile`` for an
+    end record claiming several disks) instead of answering: a complaint means a broken zip,
+    which the zip reader then names."""
+    try:
+        return zipfile.is_zipfile(path)
+    except Exception:  # the reader's complaint about the bytes: a zip, and a broken one
+        return True
 
 
 def check_unpacked_size(path: Path, limit: int) -> int:
@@ -57,8 +67,8 @@ def _zip_size(path: Path) -> int:
     try:
         with zipfile.ZipFile(path) as archive:
             return sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"not a readable zip archive: {exc}") from exc
+    except Exception as exc:  # untrusted bytes: whatever the zip reader raises is the file's
+        raise CheckpointError(f"not a readable zip archive ({type(exc).__name__}: {exc})") from exc
 
 
 def _safetensors_size(path: Path) -> int:
@@ -72,7 +82,9 @@ def _safetensors_size(path: Path) -> int:
             raise CheckpointError(f"safetensors header of {header_len} bytes is too large")
         try:
             header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except RecursionError as exc:  # '[' * 200_000: the parser recurses once per level
+            raise CheckpointError("safetensors header is nested too deeply to be read") from exc
+        except ValueError as exc:  # UnicodeDecodeError included
             raise CheckpointError(f"safetensors header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise CheckpointError("safetensors header is not a JSON object")
