@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -84,6 +85,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.shutting_down = asyncio.Event()
+        # The start-up heap (torch, the app) is permanent: moved out of the collector's sight,
+        # a full collection no longer pauses every thread (/healthz included) for ~0.25 s.
+        gc.collect()
+        gc.freeze()
         pool = app.state.pool
         if pool is not None:
             pool.start()

@@ -7,10 +7,16 @@ in order, before a route (or a multipart parser spooling to a temp file) sees a 
    is answered 401 at once;
 2. a declared ``Content-Length`` over the route's limit is answered 413 at once, and a body
    sent without one (chunked) is counted as it streams and cut off at the limit (413);
-3. a JSON body (bounded by 2.) holding ``NaN``, ``Infinity`` or a number beyond float range is
-   answered 422: non-finite numbers have one meaning here, invalid;
-4. a job submission from a client (by address) with too many queued or running jobs, or while
-   the whole queue is full, is answered 429 (checked and submitted under one lock).
+3. a request with more than one ``Content-Type`` header is answered 400: this guard and the
+   route would each read another one (the route the first, a scan the last), so a JSON body
+   could pass as text here and be parsed as JSON there;
+4. a JSON body (bounded by 2.) holding ``NaN``, ``Infinity`` or a number beyond float range is
+   answered 422: non-finite numbers have one meaning here, invalid (the request schemas refuse
+   them too);
+5. a job submission (surface, Hessian, gradient flow, report) from a client (by address) with
+   too many queued or running jobs, or while the whole queue is full, is answered 429; the
+   route gets the client's ``Quota`` (``api/quota.py``) for jobs counting as more than one, and
+   checks and submits under the same lock.
 
 It also completes ``Allow`` on 405 answers from every route matching the path.
 """
@@ -21,7 +27,6 @@ import json
 import math
 import re
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,15 +36,14 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.jobs import JobQueue
+from api.quota import RETRY_AFTER, SCOPE_KEY, Quota, SubmissionLedger
 from api.settings import Settings
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 UPLOAD_PATH = "/api/checkpoints"
 MULTIPART_SLACK = 64 * 1024  # form field names, boundaries and headers around the file
-SUBMISSION = re.compile(r"^/api/surfaces(?:/[^/]+/hessian)?/?$")
-MAX_CLIENTS_TRACKED = 10_000
-MAX_JOBS_TRACKED_PER_CLIENT = 1_000
+SUBMISSION = re.compile(r"^/api/(?:surfaces(?:/[^/]+/(?:hessian|gradient-flow))?|reports)/?$")
 
 
 class BodyTooLarge(HTTPException):
@@ -91,25 +95,6 @@ def find_non_finite(body: bytes) -> list[str | int] | None:
     return None
 
 
-class SubmissionLedger:
-    """Which jobs each client submitted (recent ones, bounded), to count its active ones."""
-
-    def __init__(self) -> None:
-        self._jobs: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
-
-    def jobs_of(self, client: str) -> list[str]:
-        return list(self._jobs.get(client, ()))
-
-    def record(self, client: str, job_id: str) -> None:
-        jobs = self._jobs.setdefault(client, OrderedDict())
-        self._jobs.move_to_end(client)
-        jobs[job_id] = None
-        while len(jobs) > MAX_JOBS_TRACKED_PER_CLIENT:
-            jobs.popitem(last=False)
-        while len(self._jobs) > MAX_CLIENTS_TRACKED:
-            self._jobs.popitem(last=False)
-
-
 def _json_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> Message:
     return {"status": status, "detail": detail, "headers": headers or {}}
 
@@ -141,8 +126,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refuse_early(method, path, headers)
+        pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = dict(pairs)
+        content_types = sum(name == "content-type" for name, _ in pairs)
+        refusal = self._refuse_early(method, path, headers, content_types)
         if refusal is not None:
             await _send_json(send, refusal)
             return
@@ -174,13 +161,17 @@ class RequestGuard:
         # concurrent submissions would all pass the check.
         async with self._submitting:
             client = _client(scope)
-            refusal = await anyio.to_thread.run_sync(self._refuse_over_quota, client)
-            if refusal is not None:
-                await _send_json(send, refusal)
+            quota = Quota(self.queue, self.settings, tuple(self.ledger.jobs_of(client)))
+            no_room = await anyio.to_thread.run_sync(quota.refusal)
+            if no_room is not None:
+                await _send_json(send, _json_response(429, no_room, RETRY_AFTER))
                 return
+            scope[SCOPE_KEY] = quota
             await self._call_app(scope, receive, send, submission=True)
 
-    def _refuse_early(self, method: str, path: str, headers: dict[str, str]) -> Message | None:
+    def _refuse_early(
+        self, method: str, path: str, headers: dict[str, str], content_types: int
+    ) -> Message | None:
         token = self.settings.api_token
         if method in WRITE_METHODS and token is not None:
             scheme, _, given = headers.get("authorization", "").partition(" ")
@@ -192,6 +183,8 @@ class RequestGuard:
                     "this server needs 'Authorization: Bearer <token>' (LANDSCAPE_API_TOKEN)",
                     {"WWW-Authenticate": "Bearer"},
                 )
+        if content_types > 1:
+            return _json_response(400, "more than one Content-Type header")
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
@@ -201,26 +194,6 @@ class RequestGuard:
                 return _json_response(
                     413, f"request body larger than this server's limit of {limit} bytes"
                 )
-        return None
-
-    def _refuse_over_quota(self, client: str) -> Message | None:
-        total = self.queue.count_active()
-        if total >= self.settings.max_active_jobs:
-            return _json_response(
-                429,
-                f"the job queue is full ({total} queued or running, limit "
-                f"{self.settings.max_active_jobs}); try again when some have finished",
-                {"Retry-After": "30"},
-            )
-        mine = self.queue.count_active(self.ledger.jobs_of(client))
-        if mine >= self.settings.max_active_jobs_per_client:
-            return _json_response(
-                429,
-                f"you have {mine} jobs queued or running (limit "
-                f"{self.settings.max_active_jobs_per_client} per client); wait for one to "
-                "finish or cancel one",
-                {"Retry-After": "30"},
-            )
         return None
 
     async def _call_app(self, scope: Scope, receive: Receive, send: Send, submission: bool) -> None:

@@ -14,17 +14,18 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
 from api.planning.surface import Plan
 from api.redact import public_stored_error
+from api.runners.base import JobKind
 from api.schemas.common import JobPublic, Progress, TrainProgress
 
 log = logging.getLogger(__name__)
@@ -133,14 +134,19 @@ class JobQueue:
         request: dict[str, Any],
         total: int,
         plan: dict[str, Any],
+        admit: Callable[[], None] | None = None,
     ) -> tuple[Job, bool]:
-        """A new queued ``kind`` job for a finished surface, or the surface's active job
-        (``False``: the caller decides whether it is the same analysis or a conflict)."""
+        """A new queued ``kind`` job for a finished surface (or a report), or the active job
+        of that id (``False``: the caller decides whether it is the same analysis or a
+        conflict). ``admit`` runs only before a new job is stored, so a request sharing an
+        active job is never refused by it (``Quota.admit`` raises 429)."""
         for _ in range(3):
             with self.sessions() as session:
                 existing = self._active_for(session, surface_id)
                 if existing is not None:
                     return existing, False
+                if admit is not None:
+                    admit()
                 job = Job(
                     id=uuid.uuid4().hex,
                     kind=kind,
@@ -164,6 +170,12 @@ class JobQueue:
         return session.scalars(
             select(Job).where(Job.surface_id == surface_id, Job.status.in_(ACTIVE))
         ).first()
+
+    def active_of_kind(self, kind: str) -> list[Job]:
+        """Queued and running jobs of one kind, oldest first."""
+        with self.sessions() as session:
+            query = select(Job).where(Job.kind == kind, Job.status.in_(ACTIVE))
+            return list(session.scalars(query.order_by(Job.created_at)))
 
     def active_for(self, surface_id: str) -> Job | None:
         with self.sessions() as session:
@@ -189,11 +201,15 @@ class JobQueue:
         with self.sessions() as session:
             return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
 
-    def count_active(self, job_ids: Collection[str] | None = None) -> int:
-        """Queued + running jobs, all of them or those among ``job_ids`` (queue limits)."""
+    def active_load(self, job_ids: Collection[str] | None = None) -> int:
+        """Queued + running jobs, all of them or those among ``job_ids``, each counted as the
+        jobs it runs (the queue limits, ``api/quota.py``): a report as its progress total (its
+        trainings, surfaces and per-net analyses, known when it is planned), any other kind
+        as one."""
         if job_ids is not None and not job_ids:
             return 0
-        query = select(func.count()).select_from(Job).where(Job.status.in_(ACTIVE))
+        weight = case((Job.kind == JobKind.REPORT.value, Job.total), else_=1)
+        query = select(func.coalesce(func.sum(weight), 0)).where(Job.status.in_(ACTIVE))
         if job_ids is not None:
             query = query.where(Job.id.in_(list(job_ids)))
         with self.sessions() as session:

@@ -87,6 +87,23 @@ class Settings(BaseSettings):
         "one basis vector of every parameter in memory",
     )
 
+    # Budgets of one job, estimated from its plan before it is queued (api/planning/cost.py):
+    # over one, the request is a 422 naming it. The defaults fit a 24 GB, 2-core CPU box
+    # (docs/deploy.md gives a GPU box's).
+    max_model_params: int = Field(20_000_000, ge=1, description="parameters of a job's largest net")
+    max_job_memory_bytes: int = Field(
+        8 * 2**30,
+        ge=1,
+        description="estimated peak memory of one job: weights, optimizer state, activations, "
+        "Lanczos basis and data",
+    )
+    max_job_flops: float = Field(
+        5e14,
+        gt=0,
+        allow_inf_nan=False,
+        description="estimated FLOPs of one job (5e14: about an hour on a 2-core CPU)",
+    )
+
     # Reproduction reports (POST /api/reports): each trains nets × seeds models, then computes
     # surfaces and Hessian numbers for them; the recipe's defaults fit these caps.
     max_report_epochs: int = Field(30, ge=1, description="cap on a report's training epochs")

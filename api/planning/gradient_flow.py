@@ -12,6 +12,7 @@ from typing import Any
 
 from api.db import SurfaceRecord
 from api.planning.common import analysis_inputs, surface_path
+from api.planning.cost import check_budget, data_shape, flow_estimate, surface_cost
 from api.schemas.gradient_flow import GradientFlowRequest
 from api.settings import Settings
 from landscape.specs import DataSpec, from_dict, to_dict
@@ -62,6 +63,14 @@ def plan_gradient_flow(
         data=data,
         mode=request.mode,
     )
+
+
+def check_flow_budget(plan: GradientFlowPlan, surface: Surface, settings: Settings) -> None:
+    """422 when the gradient flow's estimated cost is over a budget; asked only once the stored
+    profiles are known not to answer the request."""
+    shape = data_shape(plan.data)
+    net = surface_cost(surface, Path(plan.checkpoint), shape)
+    check_budget(flow_estimate(plan.data, net, shape), settings)
 
 
 def flow_covers(group: Group, plan: GradientFlowPlan, surface: Surface) -> bool:

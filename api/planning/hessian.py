@@ -15,6 +15,7 @@ import numpy as np
 
 from api.db import SurfaceRecord
 from api.planning.common import analysis_inputs, stored_spec, surface_path
+from api.planning.cost import check_budget, data_shape, hessian_estimate, surface_cost
 from api.schemas.hessian import HessianRequest
 from api.settings import Settings
 from landscape.errors import SpecError
@@ -115,6 +116,16 @@ def plan_hessian(
         spec=spec,
         steps=analysis_steps(spec, surface.x, surface.y),
     )
+
+
+def check_hessian_budget(plan: HessianPlan, surface: Surface, settings: Settings) -> None:
+    """422 when the analysis's estimated cost is over a budget; asked only once the stored
+    analysis is known not to cover the request (a stored answer costs nothing)."""
+    spec = plan.spec
+    map_points = plan.steps - int(spec.spectrum) - int(spec.density_probes > 0)  # one step each
+    shape = data_shape(spec.data)
+    net = surface_cost(surface, Path(spec.checkpoint), shape)
+    check_budget(hessian_estimate(spec, map_points, net, shape), settings)
 
 
 def covers(group: Group, plan: HessianPlan, surface: Surface) -> bool:

@@ -3,18 +3,25 @@ against this server's caps; the route plans once, the runner executes the stored
 
 ``reproduce`` computes at precision ``auto`` on the device it runs on, so the plan declares
 that precision for the workers' compute device; it enters the report id, as a surface's does
-its id, and a worker whose device would compute another refuses the job.
+its id, and a worker whose device would compute another refuses the job. Every net's model
+arguments are checked and the whole report is costed (``api/planning/cost.py``) before it is
+queued; in the queue limits it counts as its steps (trainings, surfaces, per-net analyses).
+
+A report's folder is made by its job when it starts (``write_recipe``) and removed again if the
+job ends without output there (``discard_if_empty``), so a request alone leaves nothing on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from api.planning.common import check_dataset, declared_precision, stored_spec
+from api.planning.cost import check_budget, data_shape, net_cost, report_estimate
 from api.schemas.report import ReportRequest
 from api.settings import Settings
 from landscape.errors import SpecError
@@ -22,6 +29,8 @@ from landscape.report.recipe import ReproduceSpec
 from landscape.specs import DataSpec
 
 REPORT_DATASET = "digits"  # the recipe's data set; a report request does not choose another
+RECIPE_FILE = "recipe.json"  # what the folder is for: written when its job starts
+REPORT_FILE = "report.json"  # every number: written when the report is done
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,8 @@ def report_steps(spec: ReproduceSpec) -> int:
 
 
 def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
-    """The recipe with the request's changes, checked against this server's caps (422)."""
+    """The recipe with the request's changes, checked against this server's caps, every net's
+    model arguments and, unless the report is done already, the job budgets (422)."""
     from landscape.models import list_models
 
     known = {m.name for m in list_models()}
@@ -109,11 +119,15 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
                 f"a {n}×{n} surface is larger than this server's limit of "
                 f"{settings.max_grid_points} points; use fewer points"
             )
+    shape = data_shape(spec.data)
+    nets = {model: net_cost(model, dict(spec.model_args), shape) for model in spec.models}
     recipe = stored_spec(spec)
     precision = declared_precision(settings, "auto")
     key = {**recipe, "precision": precision}
     key["data"] = {**recipe["data"], "data_root": None, "download": None}
     report_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    if not (settings.reports_dir / report_id / REPORT_FILE).exists():  # a done one is served
+        check_budget(report_estimate(spec, nets, shape), settings)
     return ReportPlan(
         report_id=report_id,
         out_dir=settings.reports_dir / report_id,
@@ -121,3 +135,20 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
         steps=report_steps(spec),
         precision=precision,
     )
+
+
+def write_recipe(plan: ReportPlan) -> None:
+    """Make the report's folder with its recipe (the job starting it)."""
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    (plan.out_dir / RECIPE_FILE).write_text(json.dumps(plan.spec, indent=1))
+
+
+def discard_if_empty(folder: Path) -> None:
+    """Remove a report folder holding nothing but its recipe (and the empty folders
+    ``reproduce`` makes first): a job cancelled or failed before it wrote anything leaves
+    nothing to resume from. A folder with a checkpoint, surface or partial training in it is
+    kept, so requesting the report again resumes it (``DELETE /api/reports/{id}`` removes it)."""
+    recipe = folder / RECIPE_FILE
+    if any(p.is_file() and p != recipe for p in folder.rglob("*")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)

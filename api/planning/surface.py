@@ -26,6 +26,7 @@ from api.planning.common import (
     stored_spec,
     surface_path,
 )
+from api.planning.cost import check_budget, checkpoint_cost, data_shape, surface_estimate
 from api.schemas.surface import SurfaceRequest
 from api.settings import Settings
 from landscape.errors import SpecError, UnknownNameError
@@ -144,7 +145,8 @@ def _check_limits(request: SurfaceRequest, settings: Settings) -> None:
 
 
 def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) -> Plan:
-    """Resolve names and ids; raise a LandscapeError (→ 422) for anything unknown or too big."""
+    """Resolve names and ids; raise a LandscapeError (→ 422) for anything unknown or too big,
+    the job's estimated cost over one of this server's budgets included."""
     _check_limits(request, settings)
     train_spec: TrainSpec | None = None
     if request.checkpoint is not None:
@@ -156,6 +158,8 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         model, checkpoint_id, checkpoint_format = record.model, record.id, record.format
         dataset = request.dataset or record.dataset
         data = check_dataset(dataset, settings)
+        recorded = (record.details or {}).get("model_args")  # as the checkpoint file has them
+        model_args: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     else:
         assert request.model is not None  # the schema asks for one of model/checkpoint
         model = request.model
@@ -181,6 +185,7 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
             **recipe,
         )
         checkpoint_id, checkpoint_format = train_digest(train_spec), None
+        model_args = dict(train_spec.model_args)
 
     grid = request.grid
     spec = SurfaceSpec(
@@ -205,6 +210,14 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
     )
     precision = declared_precision(settings, settings.engine_precision)
     surface_id = surface_key(spec, checkpoint_id, precision)
+    # A surface whose file exists was admitted before: its cached answer (or the rest of a
+    # partial one) is not refused when budgets change; a cached checkpoint is not retrained.
+    if not surface_path(settings, surface_id).exists():
+        checkpoint = checkpoint_path(settings, checkpoint_id, checkpoint_format)
+        shape = data_shape(data)
+        net = checkpoint_cost(model, model_args, checkpoint, shape)
+        pending = None if checkpoint.exists() else train_spec
+        check_budget(surface_estimate(spec, pending, net, shape), settings)
     label = request.label or f"{model} on {dataset}"
     return Plan(
         surface_id=surface_id,

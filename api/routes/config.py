@@ -1,6 +1,7 @@
-"""``GET /api/config``: the server's limits, ready-made comparisons and form defaults, so the
-web page validates and fills its forms from the server instead of restating them; and the
-device its workers compute on with the precision surfaces are declared in (part of their id)."""
+"""``GET /api/config``: the server's limits and job budgets, ready-made comparisons and form
+defaults, so the web page validates and fills its forms from the server instead of restating
+them; and the device its workers compute on with the precision surfaces are declared in (part
+of their id)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,17 @@ def config(settings: SettingsDep) -> dict[str, Any]:
             "max_curvature_grid": settings.max_curvature_grid,
             "max_density_probes": settings.max_density_probes,
             "max_lanczos_steps": settings.max_lanczos_steps,
+            "max_report_epochs": settings.max_report_epochs,
+            "max_report_trainings": settings.max_report_trainings,
+            "max_active_jobs": settings.max_active_jobs,
+            "max_active_jobs_per_client": settings.max_active_jobs_per_client,
+        },
+        # Every job's estimated cost is checked against these before it is queued
+        # (api/planning/cost.py): FLOPs, peak memory and the largest net's parameters.
+        "budgets": {
+            "max_job_flops": settings.max_job_flops,
+            "max_job_memory_bytes": settings.max_job_memory_bytes,
+            "max_model_params": settings.max_model_params,
         },
         "compute": {
             "device": compute_device(settings).type,

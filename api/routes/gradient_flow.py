@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, HTTPException, Response
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
 from api.planning.common import surface_path
-from api.planning.gradient_flow import flow_covers, plan_gradient_flow
+from api.planning.gradient_flow import check_flow_budget, flow_covers, plan_gradient_flow
 from api.routes.common import record_or_404, submit_or_409
 from api.routes.surface import SurfaceId, read_or_410
 from api.runners.base import JobKind
@@ -47,7 +47,8 @@ def create_gradient_flow(
 ) -> GradientFlowCreated:
     """Queue it (202 with the job; one already queued for the surface is shared), or 200 with
     the stored profiles when the file holds them for this checkpoint, subset and BN mode. 409
-    while the surface is not complete, or while another job of it runs."""
+    while the surface is not complete, or while another job of it runs; 422 when the flow to
+    compute is over this server's budgets."""
     record = record_or_404(session, surface_id)
     path = surface_path(settings, surface_id)
     if not path.exists():
@@ -63,6 +64,7 @@ def create_gradient_flow(
         return GradientFlowCreated(
             job=job_public(latest) if latest else None, gradient_flow=gradient_flow_public(group)
         )
+    check_flow_budget(plan, surface, settings)
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · gradient flow"
     job = submit_or_409(queue, KIND, surface_id, label, request, 2, plan.to_json())

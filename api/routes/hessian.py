@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, HTTPException, Response
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.jobs import job_public
 from api.planning.common import surface_path
-from api.planning.hessian import check_limits, covers, plan_hessian
+from api.planning.hessian import check_hessian_budget, check_limits, covers, plan_hessian
 from api.routes.common import record_or_404, submit_or_409
 from api.routes.surface import SurfaceId, read_or_410
 from api.runners.base import JobKind
@@ -62,7 +62,8 @@ def create_hessian(
 ) -> HessianCreated:
     """Queue the analysis (202 with the job; the same analysis already queued or running is
     shared), or answer 200 with the stored numbers when the file already holds all of them.
-    409 while the surface is not complete, or while another analysis of it runs."""
+    409 while the surface is not complete, or while another analysis of it runs; 422 over a
+    limit, or when the analysis to run is over this server's budgets."""
     record = record_or_404(session, surface_id)
     check_limits(body, settings)  # over a limit is 422 whatever the surface's state
     path = surface_path(settings, surface_id)
@@ -78,6 +79,7 @@ def create_hessian(
         latest = queue.latest_for(surface_id, KIND)
         shown = job_public(latest) if latest else None
         return HessianCreated(job=shown, hessian=hessian_public(group))
+    check_hessian_budget(plan, surface, settings)
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · curvature"
     job = submit_or_409(queue, KIND, surface_id, label, request, plan.steps, plan.to_json())

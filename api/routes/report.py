@@ -3,13 +3,16 @@ jobs, their numbers as JSON and their offline HTML page.
 
 A report's id is a hash of its full recipe, so the same request is the same report: it is
 computed once (its folder caches every training, surface and analysis) and then served. The
-report job's ``surface_id`` is the report id (one active job per report). Planning is
-``api/planning/report.py``, the work ``api/runners/report.py``.
+report job's ``surface_id`` is the report id (one active job per report). A report is known
+while its job is active or its folder exists: the job makes the folder when it starts and
+removes it when it ends without output; ``DELETE`` removes a report that no job is running.
+Planning is ``api/planning/report.py``, the work ``api/runners/report.py``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +22,8 @@ from fastapi.responses import FileResponse
 
 from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
 from api.jobs import JobQueue, job_public
-from api.planning.report import plan_report
+from api.planning.report import RECIPE_FILE, REPORT_FILE, plan_report
+from api.quota import QuotaDep
 from api.runners.base import JobKind
 from api.schemas.common import ID_PATTERN
 from api.schemas.report import ReportCreated, ReportRequest, ReportSummary
@@ -27,7 +31,6 @@ from api.settings import Settings
 from api.views import report_summary
 
 KIND = JobKind.REPORT
-RECIPE_FILE = "recipe.json"  # written when the report is requested: what the folder is for
 
 router = APIRouter(prefix="/api/reports", tags=["reports"], dependencies=[ReadAccess])
 ReportId = Annotated[str, PathParam(pattern=ID_PATTERN, description="report id (hex)")]
@@ -52,7 +55,7 @@ def _summary(folder: Path, queue: JobQueue) -> ReportSummary | None:
     recipe = _read_json(folder / RECIPE_FILE)
     if not isinstance(recipe, dict):
         return None
-    report = _read_json(folder / "report.json")
+    report = _read_json(folder / REPORT_FILE)
     job = queue.latest_for(folder.name, KIND)
     return report_summary(folder.name, recipe, report if isinstance(report, dict) else None, job)
 
@@ -71,7 +74,7 @@ def _folder_or_404(settings: Settings, report_id: str) -> Path:
     dependencies=[WriteAccess],
     responses={
         200: {"model": ReportCreated, "description": "Already computed"},
-        **error_responses(401, 409, 422),
+        **error_responses(401, 409, 422, 429),
     },
     summary="Request a skip-vs-plain reproduction report",
 )
@@ -80,38 +83,52 @@ def create_report(
     response: Response,
     settings: SettingsDep,
     queue: QueueDep,
+    quota: QuotaDep,
 ) -> ReportCreated:
     """Queue the reproduction (202; the same recipe already queued or running is shared), or
     200 when its report exists. Every field left out is the documented recipe's value; values
-    over this server's limits are 422."""
+    over this server's limits or budgets are 422. In the queue limits a report counts as its
+    trainings, surfaces and analyses (429 when they do not fit)."""
     plan = plan_report(body, settings)
-    folder = plan.out_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RECIPE_FILE).write_text(json.dumps(plan.spec, indent=1))
-    summary = _summary(folder, queue)
-    assert summary is not None, "the recipe was just written"
-    if summary.status == "done":
+    done = _summary(plan.out_dir, queue) if (plan.out_dir / REPORT_FILE).exists() else None
+    if done is not None:
         response.status_code = 200
-        return ReportCreated(job=summary.job, report=summary)
+        return ReportCreated(job=done.job, report=done)
     request = body.model_dump(mode="json", exclude_none=True)
     label = "skip vs plain · " + ", ".join(f"{a}/{b}" for a, b in plan.spec["pairs"])
     job, created = queue.submit_analysis(
-        KIND, plan.report_id, label, request, plan.steps, plan.to_json()
+        KIND,
+        plan.report_id,
+        label,
+        request,
+        plan.steps,
+        plan.to_json(),
+        admit=lambda: quota.admit(plan.steps),
     )
     if not created and job.kind != KIND:  # pragma: no cover - report ids are never surface ids
         raise HTTPException(409, f"report {plan.report_id!r} is busy with job {job.id}")
-    summary = summary.model_copy(update={"job": job_public(job)})
+    summary = report_summary(plan.report_id, plan.spec, None, job)
     return ReportCreated(job=job_public(job), report=summary)
 
 
 @router.get("", response_model=list[ReportSummary], summary="List reports, newest first")
 def list_reports(settings: SettingsDep, queue: QueueDep) -> list[ReportSummary]:
-    folders = sorted(
-        (p for p in settings.reports_dir.glob("*") if (p / RECIPE_FILE).exists()),
-        key=lambda p: (p / RECIPE_FILE).stat().st_mtime,
-        reverse=True,
-    )
-    return [s for s in (_summary(p, queue) for p in folders) if s is not None]
+    """Every report with a folder, and those whose job is queued and has not made one yet."""
+    listed: list[tuple[float, ReportSummary]] = []
+    for folder in settings.reports_dir.glob("*"):
+        try:
+            made = (folder / RECIPE_FILE).stat().st_mtime
+        except OSError:  # not a report's folder, or removed meanwhile
+            continue
+        summary = _summary(folder, queue)
+        if summary is not None:
+            listed.append((made, summary))
+    known = {summary.id for _, summary in listed}
+    for job in queue.active_of_kind(KIND):
+        if job.surface_id not in known and job.plan is not None:
+            summary = report_summary(job.surface_id, job.plan["spec"], None, job)
+            listed.append((job.created_at, summary))
+    return [summary for _, summary in sorted(listed, key=lambda x: x[0], reverse=True)]
 
 
 @router.get(
@@ -124,7 +141,7 @@ def get_report(report_id: ReportId, settings: SettingsDep) -> Any:
     """The report's JSON (format ``landscape-reproduce/1``, docs/reproduce.md); 404 until its
     job has finished (see ``GET /api/reports`` for its progress)."""
     folder = _folder_or_404(settings, report_id)
-    report = _read_json(folder / "report.json")
+    report = _read_json(folder / REPORT_FILE)
     if report is None:
         raise HTTPException(404, f"report {report_id!r} is not finished yet")
     return report
@@ -145,3 +162,26 @@ def report_html(report_id: ReportId, settings: SettingsDep) -> Any:
     if not page.exists():
         raise HTTPException(404, f"report {report_id!r} is not finished yet")
     return FileResponse(page, media_type="text/html")
+
+
+@router.delete(
+    "/{report_id}",
+    status_code=204,
+    dependencies=[WriteAccess],
+    responses=error_responses(401, 404, 409, 422),
+    summary="Delete a report and everything it computed",
+)
+def delete_report(report_id: ReportId, settings: SettingsDep, queue: QueueDep) -> Response:
+    """Removes the report's folder (its trainings, surfaces, analyses and pages). 409 while its
+    job is queued or running: cancel it first (``DELETE /api/jobs/{id}``); 404 for a report
+    this server does not know."""
+    job = queue.active_for(report_id)
+    if job is not None:
+        raise HTTPException(
+            409,
+            f"report {report_id!r} has job {job.id} {job.status}; cancel it first "
+            f"(DELETE /api/jobs/{job.id}), then delete the report",
+        )
+    folder = _folder_or_404(settings, report_id)
+    shutil.rmtree(folder)
+    return Response(status_code=204)

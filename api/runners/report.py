@@ -1,8 +1,9 @@
 """``report`` jobs: the stored ``ReportPlan`` → ``landscape.report.reproduce.reproduce``.
 
 The same call ``landscape reproduce skip-vs-plain`` makes, on this worker's device with its
-engine processes; its folder caches every training, surface and analysis, so a cancelled or
-crashed report resumes when it is requested again.
+engine processes. The job makes the report's folder when it starts; its folder caches every
+training, surface and analysis, so a cancelled or crashed report resumes when it is requested
+again, and a job that ends before writing anything there removes the folder it made.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from api.planning.report import ReportPlan
+from api.planning.report import ReportPlan, discard_if_empty, write_recipe
 from api.runners.base import JobContext, worker_device
 from landscape.engine.plan import resolve_precision
 from landscape.errors import SpecError
@@ -37,9 +38,14 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
     spec = dataclasses.replace(
         ReproduceSpec.from_dict(plan.spec), device=settings.device, workers=settings.engine_workers
     )
-    reproduce(
-        spec,
-        plan.out_dir,
-        on_progress=lambda _what, done, total: ctx.on_progress(done, total),
-        should_stop=ctx.should_stop,
-    )
+    write_recipe(plan)
+    try:
+        reproduce(
+            spec,
+            plan.out_dir,
+            on_progress=lambda _what, done, total: ctx.on_progress(done, total),
+            should_stop=ctx.should_stop,
+        )
+    except Exception:  # cancelled, released at shutdown, or failed: the worker records which
+        discard_if_empty(plan.out_dir)
+        raise

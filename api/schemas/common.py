@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # Ids are hex digests or uuid4 hex: opaque, never paths.
 ID_PATTERN = r"^[0-9a-f]{8,64}$"
@@ -15,9 +15,30 @@ ID_PATTERN = r"^[0-9a-f]{8,64}$"
 
 class Strict(BaseModel):
     """Request bodies: an unknown field is an error (a typo must not silently do nothing);
-    NaN and infinities are refused."""
+    NaN and infinities are refused whatever the guard saw (a schema is the last word on its
+    own fields); and types are strict: ``"1"`` or ``true`` is not an integer, ``"0.5"`` not a
+    number, ``1`` not a boolean (an integer is still a number). Every request model derives
+    from this one."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+def _list_as_tuple(value: Any) -> Any:
+    """JSON has no tuples: a list stands for one (strict mode alone refuses a list where a
+    tuple is declared); its items are still validated strictly."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _no_bool(value: Any) -> Any:
+    """``true`` equals 1 to Python, so a ``Literal[1, 2]`` would take it even in strict mode."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# Annotate request fields with these: ``Annotated[tuple[float, float], JsonTuple]``.
+JsonTuple = BeforeValidator(_list_as_tuple)
+NotBool = BeforeValidator(_no_bool)
 
 
 MAX_SUBSET = 10_000_000  # samples: above any data set landscape reads into memory

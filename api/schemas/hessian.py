@@ -10,20 +10,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.schemas.common import JobPublic
+from api.schemas.common import MAX_SUBSET, JobPublic, Strict
 from landscape.specs import MAX_CURVATURE_GRID, MAX_DENSITY_PROBES, MAX_LANCZOS_STEPS
 
 
-class HessianRequest(BaseModel):
+class HessianRequest(Strict):
     """A Hessian analysis of a complete surface's checkpoint (docs/format.md, "Curvature"):
     extreme eigenvalues (Lanczos), the trace (Hutchinson 1989), the eigenvalue density
     (stochastic Lanczos quadrature, Ghorbani et al. 2019) and the ``|λ_min/λ_max|`` map of
     Li et al. 2018 §6 on a ``curvature_grid``² subset of the surface's grid points."""
 
-    # Unknown fields are an error (a typo must not silently do nothing); NaN/inf are refused.
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
         json_schema_extra={"examples": [{"top": 3, "bottom": 1, "trace": True}]},
     )
 
@@ -47,7 +44,10 @@ class HessianRequest(BaseModel):
         description="fixed Lanczos steps per map point, with residual norms; null: ARPACK",
     )
     train_size: int | None = Field(
-        None, ge=1, description="training subset the Hessian is of; default: the surface's"
+        None,
+        ge=1,
+        le=MAX_SUBSET,
+        description="training subset the Hessian is of; default: the surface's",
     )
 
     @model_validator(mode="after")

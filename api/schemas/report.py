@@ -3,19 +3,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas.common import MAX_SUBSET, JobPublic, Strict
+from api.schemas.common import MAX_SUBSET, JobPublic, JsonTuple, Strict
+from landscape.specs import MAX_ABS_COORDINATE
+
+ModelName = Annotated[str, Field(max_length=100)]
+Pair = Annotated[tuple[ModelName, ModelName], JsonTuple]
+HalfWidth = Annotated[float, Field(gt=0, le=MAX_ABS_COORDINATE)]
+Points = Annotated[int, Field(ge=3, le=100001)]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class ReportRequest(Strict):
     """A skip-vs-plain reproduction (docs/reproduce.md); every field left out is the
-    documented recipe's value, each capped by this server's limits."""
+    documented recipe's value, each capped by this server's limits and budgets; model
+    arguments are checked against every net's own (``landscape.models.check_model_args``)."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {},
@@ -24,17 +31,19 @@ class ReportRequest(Strict):
         },
     )
 
-    pairs: list[tuple[str, str]] | None = Field(
+    pairs: list[Pair] | None = Field(
         None, min_length=1, max_length=4, description="(with shortcuts, without) zoo names"
     )
-    seeds: list[int] | None = Field(None, min_length=1, max_length=10)
-    epochs: int | None = Field(None, ge=1)
+    seeds: list[Seed] | None = Field(None, min_length=1, max_length=10)
+    epochs: int | None = Field(None, ge=1, description="limited by the server")
     train_size: int | None = Field(None, ge=1, le=MAX_SUBSET)
     test_size: int | None = Field(None, ge=1, le=MAX_SUBSET)
-    ranges: list[tuple[float, int]] | None = Field(
+    ranges: list[Annotated[tuple[HalfWidth, Points], JsonTuple]] | None = Field(
         None, min_length=1, max_length=4, description="(half-width, points per axis) per surface"
     )
-    model_args: dict[str, int] | None = Field(None, description="for every net, e.g. width")
+    model_args: dict[Annotated[str, Field(max_length=100)], int] | None = Field(
+        None, max_length=16, description="for every net, e.g. width (checked per model)"
+    )
 
 
 class ReportSummary(BaseModel):

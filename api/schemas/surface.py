@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.schemas.common import ID_PATTERN, MAX_SUBSET, JobPublic, Strict
+from api.schemas.common import ID_PATTERN, MAX_SUBSET, JobPublic, JsonTuple, NotBool, Strict
 from api.schemas.hessian import HessianBrief, HessianPublic
 from landscape.specs import (
     MAX_ABS_COORDINATE,
@@ -67,6 +67,7 @@ def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, f
 
 
 Coordinate = Annotated[float, Field(ge=-MAX_ABS_COORDINATE, le=MAX_ABS_COORDINATE)]
+Range = Annotated[tuple[Coordinate, Coordinate], JsonTuple]
 
 
 class GridRequest(Strict):
@@ -74,13 +75,11 @@ class GridRequest(Strict):
 
     nx: int = Field(21, ge=2, le=100001, description="points along x")
     ny: int | None = Field(21, ge=2, le=100001, description="points along y; null for 1D")
-    xrange: tuple[Coordinate, Coordinate] = Field(
-        (-1.0, 1.0), description="[min, max] of x, min < max"
+    xrange: Range = Field((-1.0, 1.0), description="[min, max] of x, min < max")
+    yrange: Range | None = Field((-1.0, 1.0), description="[min, max] of y, min < max; null for 1D")
+    dim: Annotated[Literal[1, 2], NotBool] | None = Field(
+        None, description="1 for a curve; default from ny"
     )
-    yrange: tuple[Coordinate, Coordinate] | None = Field(
-        (-1.0, 1.0), description="[min, max] of y, min < max; null for 1D"
-    )
-    dim: Literal[1, 2] | None = Field(None, description="1 for a curve; default from ny")
 
     @field_validator("xrange")
     @classmethod

@@ -4,7 +4,9 @@ one call the CLI and the API make; with a surface, stored as the file's ``gradie
 The initialization is the model the checkpoint's training started from: the same zoo net and
 arguments, built after ``torch.manual_seed(seed)`` with the training seed from the checkpoint's
 metadata (0 when it records none), as ``train_model`` does. Progress is two steps (init,
-trained); nothing is stored unless both finished.
+trained); nothing is stored unless both finished. For a recurrent net each flow also holds
+``‖∂L/∂h_t‖`` per time step (``GradientFlow.time_grad_norm``, stored as
+``<label>/time_grad_norm``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,13 @@ Definitions (the ``gradient_flow/`` group of a surface file, docs/format.md):
   uses batch statistics, as during training (the gradient then depends on the batching, as
   SGD's does); the caller's model is never modified (a copy is used, so running statistics
   stay as they were). In ``eval`` mode BN uses running statistics: the plotted loss.
+- *Through time* (recurrent nets, ``landscape.models.recurrent``): the same loss's gradient
+  with respect to each step's hidden state, ``‖∂L/∂h_t‖`` for ``t = 1 … T`` (Frobenius over
+  every sample and unit), kept by a forward hook that calls ``retain_grad`` on each output of
+  the net's first ``RecurrentCell``. ``∂L/∂h_t`` is the total derivative: every path from
+  ``h_t`` to the loss, the LSTM's cell state included. Bengio et al. 1994 and Hochreiter &
+  Schmidhuber 1997 explain the RNN's failure on long sequences by this norm vanishing
+  toward ``t = 1``; the gates are meant to keep it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from torch import Tensor, nn
 
 from landscape.engine.point_evaluator import per_sample_loss
 from landscape.errors import SpecError
+from landscape.models.recurrent import RecurrentCell
 from landscape.specs import LossName, check_choice
 
 GROUP_NAME = "gradient_flow"
@@ -53,6 +61,8 @@ class GradientFlow:
     loss: float  # the mean loss the gradient is of
     n_samples: int
     settings: dict[str, Any] = field(default_factory=dict)
+    # (T,) ‖∂L/∂h_t‖ per time step, index ``t`` = step ``t + 1``; None for non-recurrent nets
+    time_grad_norm: np.ndarray | None = None
 
     @property
     def depth(self) -> np.ndarray:
@@ -68,9 +78,15 @@ class GradientFlow:
     def input_to_output_ratio(self, fraction: float = 0.25) -> float:
         """Mean gradient norm over the first ``fraction`` of layers divided by that over the
         last ``fraction``: well below 1 means the gradient decays toward the input."""
-        k = max(1, round(len(self.names) * fraction))
-        last = float(np.mean(self.grad_norm[-k:]))
-        return float(np.mean(self.grad_norm[:k]) / last) if last > 0 else float("nan")
+        return _quarter_ratio(self.grad_norm, fraction)
+
+    def through_time_ratio(self, fraction: float = 0.25) -> float | None:
+        """The same over time steps: mean ``‖∂L/∂h_t‖`` of the first ``fraction`` of steps
+        over that of the last; well below 1, the gradient fades before it reaches the first
+        rows. None for a net without a recurrent cell."""
+        if self.time_grad_norm is None:
+            return None
+        return _quarter_ratio(self.time_grad_norm, fraction)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (lists, plain floats)."""
@@ -83,8 +99,16 @@ class GradientFlow:
             "loss": self.loss,
             "n_samples": self.n_samples,
             "input_to_output_ratio": self.input_to_output_ratio(),
+            "time_grad_norm": None if self.time_grad_norm is None else self.time_grad_norm.tolist(),
+            "through_time_ratio": self.through_time_ratio(),
             "settings": dict(self.settings),
         }
+
+
+def _quarter_ratio(values: np.ndarray, fraction: float) -> float:
+    k = max(1, round(len(values) * fraction))
+    last = float(np.mean(values[-k:]))
+    return float(np.mean(values[:k]) / last) if last > 0 else float("nan")
 
 
 def forward_layers(model: nn.Module, example: Tensor) -> list[str]:
@@ -137,13 +161,18 @@ def gradient_flow(
     work.train(mode == "train")
     work.zero_grad(set_to_none=True)
     loss_sum = 0.0
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        if mode == "train" and len(yb) < 2 and start:  # BN cannot use a batch of one
-            continue
-        batch_loss = per_sample_loss(work(xb), yb, loss).sum()
-        (batch_loss / len(y)).backward()  # type: ignore[no-untyped-call]
-        loss_sum += float(batch_loss.detach())
+    steps = _StepStates(work)
+    try:
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            if mode == "train" and len(yb) < 2 and start:  # BN cannot use a batch of one
+                continue
+            batch_loss = per_sample_loss(work(xb), yb, loss).sum()
+            (batch_loss / len(y)).backward()  # type: ignore[no-untyped-call]
+            loss_sum += float(batch_loss.detach())
+            steps.collect()
+    finally:
+        steps.close()
     grads, weights = [], []
     for name in names:
         p = params[name]
@@ -156,7 +185,41 @@ def gradient_flow(
         loss=loss_sum / len(y),
         n_samples=len(y),
         settings={"mode": mode, "loss": loss, "batch_size": batch_size},
+        time_grad_norm=steps.norms(),
     )
+
+
+class _StepStates:
+    """``‖∂L/∂h_t‖`` of the model's first recurrent cell, summed in square over batches (the
+    full split's ``h_t`` is the batches' stacked, so its norm is the root of their sum)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        cells = [m for m in model.modules() if isinstance(m, RecurrentCell)]
+        self.states: list[Tensor] = []
+        self.squares: list[float] = []
+        self.handle = cells[0].register_forward_hook(self._keep) if cells else None
+
+    def _keep(self, _module: nn.Module, _inputs: Any, output: tuple[Tensor, ...]) -> None:
+        if output[0].requires_grad:
+            output[0].retain_grad()
+            self.states.append(output[0])
+
+    def collect(self) -> None:
+        """After a batch's backward: add its per-step squared norms, forget its states."""
+        if self.handle is None:
+            return
+        if not self.squares:
+            self.squares = [0.0] * len(self.states)
+        for t, h in enumerate(self.states):
+            self.squares[t] += 0.0 if h.grad is None else float(h.grad.double().pow(2).sum())
+        self.states = []
+
+    def norms(self) -> np.ndarray | None:
+        return None if self.handle is None else np.sqrt(np.asarray(self.squares))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
 
 
 # ------------------------------------------------------------------------------ HDF5 group
@@ -174,6 +237,8 @@ def group_contents(
             raise SpecError(f"{label!r} is not a label for a gradient flow")
         arrays[f"{label}/grad_norm"] = flow.grad_norm
         arrays[f"{label}/weight_norm"] = flow.weight_norm
+        if flow.time_grad_norm is not None:  # recurrent nets; older readers skip the entry
+            arrays[f"{label}/time_grad_norm"] = flow.time_grad_norm
         meta[label] = {
             "names": list(flow.names),
             "loss": flow.loss,
@@ -202,14 +267,16 @@ def from_group(
         )
     meta = attrs["flows"]
     meta = json.loads(meta) if isinstance(meta, str) else meta
-    return {
-        label: GradientFlow(
+    flows = {}
+    for label, info in meta.items():
+        time = arrays.get(f"{label}/time_grad_norm")
+        flows[label] = GradientFlow(
             names=tuple(info["names"]),
             grad_norm=np.asarray(arrays[f"{label}/grad_norm"], dtype=np.float64),
             weight_norm=np.asarray(arrays[f"{label}/weight_norm"], dtype=np.float64),
             loss=float(info["loss"]),
             n_samples=int(info["n_samples"]),
             settings=dict(info["settings"]),
+            time_grad_norm=None if time is None else np.asarray(time, dtype=np.float64),
         )
-        for label, info in meta.items()
-    }
+    return flows

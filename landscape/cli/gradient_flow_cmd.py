@@ -2,7 +2,9 @@
 trained, optionally stored as its surface file's ``gradient_flow/`` group (docs/format.md).
 
 A plain deep net's gradient decays toward the input; a residual one's does not (He et al. 2016):
-the table shows ``‖∂L/∂W‖`` per layer, input first, and the input-to-output ratio of each.
+the table shows ``‖∂L/∂W‖`` per layer, input first, and the input-to-output ratio of each. For
+a recurrent net a second table shows ``‖∂L/∂h_t‖`` per time step, first row first, and the
+ratio of the first quarter of steps to the last (Bengio et al. 1994's vanishing gradient).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="per-layer gradient norms at initialization and trained",
         description="Measure ‖∂L/∂W‖ and ‖∂L/∂W‖/‖W‖ for every conv/linear layer, input to "
         "output, of the mean training loss at a checkpoint and at the initialization its "
-        "training started from; with --surface, store them in that file's gradient_flow/ group.",
+        "training started from (for recurrent nets also ‖∂L/∂h_t‖ per time step); with "
+        "--surface, store them in that file's gradient_flow/ group.",
     )
     add_analysis_source_arguments(parser)
     parser.add_argument("--split", default="train", help="train or test")
@@ -82,6 +85,15 @@ def run(args: argparse.Namespace) -> int:
         f"  input/output gradient ratio: init {init.input_to_output_ratio():.3g}, "
         f"trained {trained.input_to_output_ratio():.3g}"
     )
+    if init.time_grad_norm is not None and trained.time_grad_norm is not None:
+        print(f"  {'step':>5}  {'':<32} {'‖∂L/∂h_t‖ init':>14} {'‖∂L/∂h_t‖ trained':>16}")
+        steps = zip(init.time_grad_norm, trained.time_grad_norm, strict=True)
+        for step, (g0, g1) in enumerate(steps, start=1):
+            print(f"  {step:>5}  {'':<32} {g0:>14.4g} {g1:>16.4g}")
+        print(
+            f"  first/last steps gradient ratio: init {init.through_time_ratio():.3g}, "
+            f"trained {trained.through_time_ratio():.3g}"
+        )
     if args.surface is not None:
         print(f"  stored in {args.surface}:gradient_flow/", file=sys.stdout)
     return 0

@@ -3,7 +3,9 @@
 Trains each net of each pair with and without shortcuts under the recipe of docs/reproduce.md
 (defaults of ``ReproduceSpec``), measures surfaces, curvature, spectra and gradient flow, and
 writes ``report.json`` and an offline ``report.html`` into ``--out``. Everything is cached
-there: a rerun reuses finished work and an interrupted one resumes.
+there: a rerun reuses finished work and an interrupted one resumes. ``--family`` picks whose
+identity path is on trial (ResNet shortcuts by default; highway gates, the Transformer's
+residual stream, the LSTM's and GRU's gates through time), ``--quick`` the smaller recipe.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from landscape.errors import SpecError
+from landscape.errors import SpecError, UnknownNameError
 from landscape.specs import DataSpec
 
 STORIES = ("skip-vs-plain",)
@@ -22,14 +24,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "reproduce",
         help="reproduce the skip-vs-plain story into one offline report",
-        description="Train depths 20 and 56 with and without shortcuts under one fixed recipe "
-        "(docs/reproduce.md), measure their loss surfaces, curvature, Hessian spectra and "
-        "gradient flow, and write report.json and an offline report.html into --out.",
+        description="Train nets with and without their identity path under one fixed recipe "
+        "(docs/reproduce.md; ResNet-20 and -56 by default, --family for highway nets, "
+        "Transformers or recurrent nets), measure their loss surfaces, curvature, Hessian "
+        "spectra and gradient flow, and write report.json and an offline report.html.",
     )
     parser.add_argument("story", choices=STORIES, help="which story to reproduce")
     parser.add_argument(
-        "--out", type=Path, default=Path("cache/skip-vs-plain"), help="report and cache folder"
+        "--family", default="resnet",
+        help="resnet (default), highway, transformer or recurrent: the pairs to compare",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help="the smaller recipe (2 seeds, smaller grids)"
     )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="report and cache folder (default cache/skip-vs-plain[-FAMILY][-quick])",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs per net")
     parser.add_argument(
@@ -93,9 +104,12 @@ def _model_args(values: list[str]) -> tuple[tuple[str, int], ...]:
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
-    """The ``ReproduceSpec``: the documented recipe with only the named values changed."""
-    from landscape.report.recipe import ReproduceSpec
+    """The ``ReproduceSpec``: the family's documented recipe with only the named values
+    changed (``--model-arg`` adds to or replaces the family's own model arguments)."""
+    from landscape.report.recipe import FAMILIES, family_spec
 
+    if args.family not in FAMILIES:
+        raise UnknownNameError("family", args.family, list(FAMILIES))
     changes: dict[str, Any] = {"device": args.device, "workers": args.workers}
     if args.seeds is not None:
         changes["seeds"] = tuple(args.seeds)
@@ -106,7 +120,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     if args.ranges is not None:
         changes["ranges"] = _ranges(args.ranges)
     if args.model_args is not None:
-        changes["model_args"] = _model_args(args.model_args)
+        merged = dict(FAMILIES[args.family].model_args) | dict(_model_args(args.model_args))
+        changes["model_args"] = tuple(merged.items())
     if args.dataset or args.data_root or args.download or args.train_size or args.test_size:
         changes["data"] = DataSpec(
             name=args.dataset or "digits",
@@ -117,7 +132,16 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         )
     if args.workers is not None and args.workers < 1:
         raise SpecError(f"--workers must be >= 1, got {args.workers}")
-    return ReproduceSpec(**changes)
+    return family_spec(args.family, quick=args.quick, **changes)
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    """``--out``, else a folder per family and recipe size (caches are keyed by inputs, but
+    each folder's report.json is one report)."""
+    if args.out is not None:
+        return Path(args.out)
+    family = "" if args.family == "resnet" else f"-{args.family}"
+    return Path(f"cache/skip-vs-plain{family}{'-quick' if args.quick else ''}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     bar = step_bar(args.quiet, "reproduce")
 
-    result = reproduce(spec, args.out, on_progress=lambda what, done, total: bar(done, total, what))
+    result = reproduce(
+        spec, out_dir(args), on_progress=lambda what, done, total: bar(done, total, what)
+    )
     print(f"report: {result.html_path}")
     print(f"numbers: {result.json_path}")
     print(f"wall time: {result.wall_time_s:.0f} s")

@@ -9,8 +9,9 @@ they are loaded on the first lookup and then listed and built like the zoo's own
 
 from __future__ import annotations
 
+import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,8 +34,20 @@ class ModelInfo:
     source: str = "zoo"  # or "plugin <distribution> <version>"
 
 
+# Inclusive bounds of a numeric model argument, e.g. ``(1, 1024)`` for a width.
+ArgRange = tuple[int, int] | tuple[float, float]
+
 _REGISTRY: dict[str, tuple[Builder, str]] = {}
 _SOURCES: dict[str, str] = {}  # plugin models only
+_ARG_RANGES: dict[str, dict[str, ArgRange]] = {}  # declared by register_model, else none
+
+# The data set's shape: given to every builder by ``build``, never a model argument.
+SHAPE_KEYS = ("in_channels", "num_classes", "image_size")
+# Arguments of a model that declares no range: enough for any sane width or depth, far too
+# little for a request to make the process allocate unbounded memory in one call.
+GENERIC_INT_BOUND = 1 << 16
+GENERIC_FLOAT_BOUND = 1e6
+GENERIC_STR_CHARS = 100
 _plugins_lock = threading.RLock()  # re-entrant: a plugin may look the zoo up while imported
 _plugins_state = "pending"  # → "loading" → "done"
 
@@ -58,16 +71,121 @@ def _load_plugins() -> None:
             _plugins_state = "done"
 
 
-def register_model(name: str, description: str) -> Callable[[_BuilderT], _BuilderT]:
-    """Register a builder under ``name``; a second registration of a name is a bug, so it raises."""
+def register_model(
+    name: str, description: str, *, arg_ranges: Mapping[str, ArgRange] | None = None
+) -> Callable[[_BuilderT], _BuilderT]:
+    """Register a builder under ``name``; a second registration of a name is a bug, so it raises.
+
+    ``arg_ranges`` bounds the builder's numeric keyword arguments (inclusive), checked by
+    ``check_model_args`` before anything is built; arguments without a declared range get the
+    generic bounds. A range for a keyword the builder does not take is a bug, so it raises.
+    """
 
     def decorator(builder: _BuilderT) -> _BuilderT:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
+        ranges = dict(arg_ranges or {})
+        keywords = _keywords(builder)
+        stray = [] if keywords is None else sorted(set(ranges) - set(keywords))
+        if stray:
+            raise ValueError(f"model {name!r} declares ranges for arguments it lacks: {stray}")
         _REGISTRY[name] = (builder, description)
+        _ARG_RANGES[name] = ranges
         return builder
 
     return decorator
+
+
+def _keywords(builder: Builder) -> dict[str, inspect.Parameter] | None:
+    """The builder's own keyword parameters (the data set's shape left out), or None when it
+    takes ``**kwargs`` and so names no fixed set."""
+    parameters = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {
+        p.name: p
+        for p in parameters
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and p.name not in SHAPE_KEYS
+    }
+
+
+def check_model_args(name: str, args: Mapping[str, Any]) -> None:
+    """Refuse (``SpecError``) arguments ``build(name, **args)`` must not get: keys the builder
+    does not take (the message lists those it does), the data set's shape, values of another
+    type than the builder's default, and numbers outside the model's declared range (or, with
+    none declared, the generic bounds). Cheap and allocation-free, so the API checks a request
+    with it before queueing and ``build`` before constructing anything."""
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise UnknownNameError("model", name, sorted(_REGISTRY))
+    keywords = _keywords(_REGISTRY[name][0])
+    ranges = _ARG_RANGES.get(name, {})
+    for key, value in args.items():
+        if key in SHAPE_KEYS:
+            raise SpecError(f"{key} is set by the data set, not a model argument of {name!r}")
+        if keywords is not None and key not in keywords:
+            valid = ", ".join(sorted(keywords)) or "none"
+            raise SpecError(f"model {name!r} takes no argument {key!r}; its arguments: {valid}")
+        default = keywords[key].default if keywords is not None else inspect.Parameter.empty
+        _check_value(name, key, value, default, ranges.get(key))
+
+
+_KIND_WORDS = {
+    "bool": "true or false",
+    "int": "an integer",
+    "number": "a number",
+    "str": "a string",
+    "any": "a number, a string or true/false",
+}
+
+
+def _expected_kind(default: Any, bounds: ArgRange | None) -> str:
+    """What a value must be: a declared range makes it a number (an integer when both bounds
+    are); otherwise the type of the builder's default says, and no default allows any scalar."""
+    if bounds is not None:
+        return "int" if all(isinstance(b, int) for b in bounds) else "number"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "number"
+    if isinstance(default, str):
+        return "str"
+    return "any"
+
+
+def _check_value(name: str, key: str, value: Any, default: Any, bounds: ArgRange | None) -> None:
+    what = f"argument {key!r} of model {name!r}"
+    kind = _expected_kind(default, bounds)
+    if isinstance(value, bool):  # before int: a bool is an int to Python, never a width
+        if kind not in ("bool", "any"):
+            raise SpecError(f"{what} must be {_KIND_WORDS[kind]}, got {value!r}")
+        return
+    if isinstance(value, str):
+        if kind not in ("str", "any"):
+            raise SpecError(f"{what} must be {_KIND_WORDS[kind]}, got a string")
+        if len(value) > GENERIC_STR_CHARS:
+            raise SpecError(f"{what} must be at most {GENERIC_STR_CHARS} characters")
+        return
+    numeric = kind in ("number", "any") and isinstance(value, int | float)
+    if numeric or (kind == "int" and isinstance(value, int)):
+        integral = kind == "int" or (kind == "any" and isinstance(value, int))
+        generic = GENERIC_INT_BOUND if integral else GENERIC_FLOAT_BOUND
+        low, high = bounds or (-generic, generic)
+        if not low <= value <= high:  # NaN compares false: refused too
+            raise SpecError(f"{what} must be in [{low}, {high}], got {_shown(value)}")
+        return
+    shown = _shown(value) if isinstance(value, int | float) else type(value).__name__
+    raise SpecError(f"{what} must be {_KIND_WORDS[kind]}, got {shown}")
+
+
+def _shown(value: float) -> str:
+    """A number for a message: an integer too long to print (or to echo) by its size."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)
 
 
 def build(
@@ -84,6 +202,7 @@ def build(
     ):
         if not isinstance(value, int) or value < 1:
             raise SpecError(f"{key} must be a positive integer, got {value!r}")
+    check_model_args(name, kwargs)
     builder, _ = _REGISTRY[name]
     try:
         model = builder(
@@ -122,15 +241,19 @@ def list_models() -> list[ModelInfo]:
 
 
 # Importing the families registers them.
-from landscape.models import densenet, mlp, resnet  # noqa: E402
+from landscape.models import densenet, highway, mlp, recurrent, resnet, transformer  # noqa: E402
 
 __all__ = [
     "ModelInfo",
     "build",
+    "check_model_args",
     "densenet",
+    "highway",
     "list_models",
     "mlp",
     "model_identity",
+    "recurrent",
     "register_model",
     "resnet",
+    "transformer",
 ]

@@ -83,9 +83,15 @@ class DenseNetBC(nn.Module):
         return logits
 
 
+# Huang et al. use growth rates 12 to 40; parameters grow with its square.
+ARG_RANGES = {"growth": (1, 48)}
+
+
 def _register(depth: int) -> None:
     @register_model(
-        f"densenet-bc-{depth}", f"DenseNet-BC-{depth}, growth rate 12 (Huang et al. 2017)"
+        f"densenet-bc-{depth}",
+        f"DenseNet-BC-{depth}, growth rate 12 (Huang et al. 2017)",
+        arg_ranges=ARG_RANGES,
     )
     def builder(
         *, in_channels: int, num_classes: int, image_size: int, growth: int = 12

@@ -63,7 +63,16 @@ class MLP(nn.Module):
         return logits
 
 
-@register_model("mlp-plain", "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width)")
+# Wide enough for every experiment here; the service's budgets (parameters, memory, FLOPs)
+# then decide what a deployment runs. A width of 10⁴ would be 10⁸ weights per layer.
+ARG_RANGES = {"depth": (1, 64), "width": (1, 1024)}
+
+
+@register_model(
+    "mlp-plain",
+    "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width)",
+    arg_ranges=ARG_RANGES,
+)
 def mlp_plain(
     *, in_channels: int, num_classes: int, image_size: int, depth: int = 4, width: int = 128
 ) -> nn.Module:
@@ -71,7 +80,9 @@ def mlp_plain(
     return MLP(features, num_classes, depth=depth, width=width, residual=False)
 
 
-@register_model("mlp-residual", "MLP of Linear-ReLU-Linear blocks with identity adds")
+@register_model(
+    "mlp-residual", "MLP of Linear-ReLU-Linear blocks with identity adds", arg_ranges=ARG_RANGES
+)
 def mlp_residual(
     *, in_channels: int, num_classes: int, image_size: int, depth: int = 4, width: int = 128
 ) -> nn.Module:

@@ -6,12 +6,23 @@ the way the pictures do*, so for every pair, range and metric this module record
 and whether the plain net comes out rougher; the report shows the table, whichever way each
 row comes out. Nothing here is tuned to a result: the direction of every metric (is higher
 rougher?) is fixed by its definition (docs/metrics.md).
+
+``family_verdicts`` asks the same three questions of every pair, whatever its family (ResNet,
+highway, Transformer, recurrent): does the identity path (a) lower the final training loss,
+(b) keep the gradient within an order of magnitude from the output back to the input (over
+layers) or to the first step (over time), (c) make the surface smoother by these metrics.
+Each answer is "yes", "no" or "no difference" by a rule fixed below, or None where a number
+is missing (a net whose training diverged has no surface or gradient flow).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from landscape.report.recipe import family_of
+
+DECADE = 10.0  # (b): "within an order of magnitude" is a ratio in [1/10, 10]
 
 # metric → True when a higher value means a rougher / less convex surface
 ROUGHER_WHEN_HIGHER: dict[str, bool] = {
@@ -48,6 +59,8 @@ def metric_rankings(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for skip, plain in report["recipe"]["pairs"]:
         net_skip, net_plain = nets[f"{skip}/seed{seed}"], nets[f"{plain}/seed{seed}"]
+        if net_skip.get("diverged") or net_plain.get("diverged"):
+            continue
         for index, (half, n) in enumerate(report["recipe"]["ranges"]):
             for name, higher_is_rougher in ROUGHER_WHEN_HIGHER.items():
                 a = surface_metric(net_skip, index, name)
@@ -76,12 +89,16 @@ def gradient_flow_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
     initialization and trained (≪ 1: the gradient fades toward the input; ≫ 1: it grows)."""
     rows = []
     for key, net in report["nets"].items():
+        if net.get("diverged"):
+            continue
         flow = net["gradient_flow"]
         rows.append(
             {
                 "net": key,
                 "init": flow["init"].get("input_to_output_ratio"),
                 "trained": flow["trained"].get("input_to_output_ratio"),
+                "init_through_time": flow["init"].get("through_time_ratio"),
+                "trained_through_time": flow["trained"].get("through_time_ratio"),
             }
         )
     return rows
@@ -103,10 +120,99 @@ def degradation_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _lower_loss(skip: list[float | None], plain: list[float | None]) -> str:
+    """(a): "yes" when every seed of the identity-path net ends below every seed of its twin,
+    "no" the other way round, else "no difference"; a diverged run (None) counts as +∞."""
+    a = [math.inf if v is None else v for v in skip]
+    b = [math.inf if v is None else v for v in plain]
+    if max(a) < min(b):
+        return "yes"
+    if max(b) < min(a):
+        return "no"
+    return "no difference"
+
+
+def _flow_ratio(net: dict[str, Any], label: str) -> float | None:
+    """The net's gradient ratio: over time steps for a recurrent net, else over layers."""
+    if net.get("diverged"):
+        return None
+    flow = net["gradient_flow"][label]
+    value = flow.get("through_time_ratio")
+    if value is None:
+        value = flow.get("input_to_output_ratio")
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _within_decade(skip: float | None, plain: float | None) -> str | None:
+    """(b): "yes" when the identity-path net's ratio is within a decade and its twin's is not,
+    "no difference" when both are, "no" when the identity-path net's is not."""
+    if skip is None or plain is None:
+        return None
+    inside = [1 / DECADE <= r <= DECADE for r in (skip, plain)]
+    if not inside[0]:
+        return "no"
+    return "no difference" if inside[1] else "yes"
+
+
+def _smoother(rows: list[dict[str, Any]]) -> tuple[str | None, int, int]:
+    """(c): "yes" when more decided metric rows rank the plain net rougher than smoother, "no"
+    when fewer, "no difference" when as many; with the counts (rougher, decided)."""
+    decided = [r["plain_rougher"] for r in rows if r["plain_rougher"] is not None]
+    rougher = sum(decided)
+    if not decided:
+        return None, 0, 0
+    if 2 * rougher == len(decided):
+        return "no difference", rougher, len(decided)
+    return ("yes" if 2 * rougher > len(decided) else "no"), rougher, len(decided)
+
+
+def family_verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per pair, in recipe order: its family and the three answers with the numbers behind
+    them (the deeper pair of a family is the one that speaks for "at depth")."""
+    table = {row["model"]: row for row in report["degradation"]}
+    seed = report["recipe"]["seeds"][0]
+    nets = report["nets"]
+    rankings = metric_rankings(report)
+    rows = []
+    for skip, plain in report["recipe"]["pairs"]:
+        losses = [table[m]["train_loss"]["values"] for m in (skip, plain)]
+        net_skip, net_plain = nets[f"{skip}/seed{seed}"], nets[f"{plain}/seed{seed}"]
+        over_time = not net_skip.get("diverged") and (
+            net_skip["gradient_flow"]["init"].get("through_time_ratio") is not None
+        )
+        flow = {
+            label: {
+                "skip": _flow_ratio(net_skip, label),
+                "plain": _flow_ratio(net_plain, label),
+            }
+            for label in ("init", "trained")
+        }
+        smoother, rougher, decided = _smoother([r for r in rankings if r["pair"] == [skip, plain]])
+        rows.append(
+            {
+                "family": family_of(skip),
+                "pair": [skip, plain],
+                "lower_loss": _lower_loss(*losses),
+                "train_loss": {"skip": losses[0], "plain": losses[1]},
+                "gradient_over": "time steps" if over_time else "layers",
+                "gradient_ratio": flow,
+                "gradient_within_decade": {
+                    label: _within_decade(ratios["skip"], ratios["plain"])
+                    for label, ratios in flow.items()
+                },
+                "smoother": smoother,
+                "metrics_plain_rougher": rougher,
+                "metrics_decided": decided,
+            }
+        )
+    return rows
+
+
 def findings(report: dict[str, Any]) -> dict[str, Any]:
     """Everything above, as stored under ``report["findings"]``."""
     return {
         "degradation": degradation_summary(report),
         "metric_rankings": metric_rankings(report),
         "gradient_flow": gradient_flow_summary(report),
+        "families": family_verdicts(report),
     }

@@ -49,9 +49,9 @@ class _Figures:
         index = len(self.scripts)
         payload = json.dumps({"data": data, "layout": {"height": height, **layout}})
         payload = payload.replace("</", "<\\/")
-        self.scripts.append(
-            f"Plotly.newPlot('fig{index}', {payload}.data, {payload}.layout, "
-            "{responsive: true, displaylogo: false});"
+        self.scripts.append(  # the figure's JSON once, in a block of its own
+            f"{{const f = {payload}; Plotly.newPlot('fig{index}', f.data, f.layout, "
+            "{responsive: true, displaylogo: false});}"
         )
         return f'<div class="fig" id="fig{index}"></div>'
 
@@ -91,8 +91,8 @@ def _findings_section(report: dict[str, Any]) -> str:
         return ""
     degradation = "".join(
         f"<li>{_esc(d['pair'][0])} vs {_esc(d['pair'][1])}: training loss "
-        f"{d['skip_train_loss']:.3g} vs {d['plain_train_loss']:.3g}, test accuracy "
-        f"{d['skip_test_acc']:.3f} vs {d['plain_test_acc']:.3f}</li>"
+        f"{_fmt(d['skip_train_loss'], 3)} vs {_fmt(d['plain_train_loss'], 3)}, test accuracy "
+        f"{_fmt(d['skip_test_acc'], 3)} vs {_fmt(d['plain_test_acc'], 3)}</li>"
         for d in found["degradation"]
     )
     columns = sorted(
@@ -123,20 +123,60 @@ def _findings_section(report: dict[str, Any]) -> str:
         body += f"<td>{sum(decided)} / {len(decided)}</td></tr>"
     flow = "".join(
         f"<tr><th>{_esc(f['net'])}</th><td>{_fmt(f['init'], 3)}</td>"
-        f"<td>{_fmt(f['trained'], 3)}</td></tr>"
+        f"<td>{_fmt(f['trained'], 3)}</td><td>{_fmt(f.get('init_through_time'), 3)}</td>"
+        f"<td>{_fmt(f.get('trained_through_time'), 3)}</td></tr>"
         for f in found["gradient_flow"]
     )
     return (
         "<section id='findings'><h2>Findings</h2><p>Read off the numbers below (first seed "
-        "for surfaces and analyses).</p><h3>Degradation (mean over seeds)</h3>"
+        f"for surfaces and analyses).</p>{_families_table(found.get('families', []))}"
+        f"<h3>Degradation (mean over seeds)</h3>"
         f"<ul>{degradation}</ul><h3>Does each metric rank the plain net rougher?</h3>"
         "<p>Each cell: whether the plain net comes out rougher or less convex than its "
         "residual twin (values plain vs skip); a metric earns its place next to the pictures "
         "only where it says yes where the pictures do.</p>"
         f"<table>{head}{body}</table><h3>Gradient flow</h3><p>Mean ‖∂L/∂W‖ of the first "
         "quarter of layers over the last quarter: far below 1, the gradient fades toward the "
-        "input; far above, it grows.</p><table><tr><th>net</th><th>at initialization</th>"
-        f"<th>trained</th></tr>{flow}</table></section>"
+        "input; far above, it grows. For recurrent nets the same of ‖∂L/∂h_t‖ over the "
+        "first and last quarter of the time steps.</p><table><tr><th>net</th>"
+        "<th>layers, at initialization</th><th>layers, trained</th><th>time, at "
+        f"initialization</th><th>time, trained</th></tr>{flow}</table></section>"
+    )
+
+
+def _families_table(rows: list[dict[str, Any]]) -> str:
+    """Per pair: does the identity path (a) lower the loss, (b) keep the gradient within a
+    decade, (c) smooth the surface (findings.family_verdicts, whose rules say how)."""
+    if not rows:
+        return ""
+    body = ""
+    for r in rows:
+        losses = r["train_loss"]
+        loss = (
+            "/".join(_fmt(v, 3) for v in losses["skip"])
+            + " vs "
+            + "/".join(_fmt(v, 3) for v in losses["plain"])
+        )
+        flow = "; ".join(
+            f"{label}: {_fmt(r['gradient_within_decade'][label])} "
+            f"({_fmt(ratio['skip'], 2)} vs {_fmt(ratio['plain'], 2)})"
+            for label, ratio in r["gradient_ratio"].items()
+        )
+        body += (
+            f"<tr><th>{_esc(r['family'])}</th><td>{_esc(r['pair'][0])} vs "
+            f"{_esc(r['pair'][1])}</td><td>{_fmt(r['lower_loss'])} ({loss})</td>"
+            f"<td>{flow} over {_esc(r['gradient_over'])}</td><td>{_fmt(r['smoother'])} "
+            f"({r['metrics_plain_rougher']} of {r['metrics_decided']})</td></tr>"
+        )
+    return (
+        "<h3>Across families: what the identity path does</h3><p>(a) every seed of the net "
+        "with the identity path ends with a lower training loss than every seed of its twin "
+        "(per-seed losses, identity path vs plain); (b) its first-quarter / last-quarter "
+        "gradient ratio is within [0.1, 10] and its twin's is not (ratios, identity path vs "
+        "plain); (c) more of the metric rows below rank the plain net rougher than smoother. "
+        "The deeper pair of a family speaks for depth.</p><table><tr><th>family</th>"
+        "<th>pair</th><th>(a) lower training loss</th><th>(b) gradient within a decade</th>"
+        f"<th>(c) smoother surface</th></tr>{body}</table>"
     )
 
 
@@ -146,7 +186,7 @@ def _degradation_section(report: dict[str, Any]) -> str:
     body = ""
     for row in report["degradation"]:
         cells = "".join(
-            f"<td>{row[k]['mean']:.4g} ± {row[k]['std']:.2g}</td>"
+            f"<td>{_fmt(row[k]['mean'])} ± {_fmt(row[k]['std'], 2)}</td>"
             for k in ("train_loss", "train_acc", "test_loss", "test_acc")
         )
         body += f"<tr><th>{_esc(row['model'])}</th>{cells}</tr>"
@@ -173,6 +213,9 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
             parts.append(f"<h3>{_esc(skip)} vs {_esc(plain)}, ±{half:g} ({n}×{n})</h3>")
             row = []
             for model, key in ((skip, k_skip), (plain, k_plain)):
+                if nets[key].get("diverged"):
+                    row.append(f"<p class='fig'>{_esc(model)}: training diverged</p>")
+                    continue
                 s = nets[key]["surfaces"][index]
                 trace = {
                     "type": "contour",
@@ -203,7 +246,7 @@ def _metrics_section(report: dict[str, Any]) -> str:
         + "</tr>"
     )
     body = ""
-    for key, net in report["nets"].items():
+    for key, net in _measured(report):
         for s in net["surfaces"]:
             m = s["metrics"]
             cells = [
@@ -236,7 +279,7 @@ def _curvature_section(report: dict[str, Any], figs: _Figures) -> str:
         "convex in every direction, large is a saddle the plane hides. Extremes by "
         f"{_esc(method)}.</p><div class='row'>"
     ]
-    for key, net in report["nets"].items():
+    for key, net in _measured(report):
         c = net["curvature"]
         low, high = np.asarray(c["lambda_min"], float), np.asarray(c["lambda_max"], float)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -265,7 +308,7 @@ def _density_section(report: dict[str, Any], figs: _Figures) -> str:
     nets = report["nets"]
     for skip, plain, k_skip, k_plain in _pair_nets(report):
         traces = []
-        for model, key in ((skip, k_skip), (plain, k_plain)):
+        for model, key in _measured_pair(nets, skip, plain, k_skip, k_plain):
             d = nets[key]["density"]
             floor = max(d["density"]) * 1e-6  # log axis: cut the Gaussian tails' zeros
             dens = [max(v, floor) for v in d["density"]]
@@ -288,36 +331,58 @@ def _density_section(report: dict[str, Any], figs: _Figures) -> str:
     return "".join(parts)
 
 
+# (gradient_flow entry, x axis, title suffix): over layers, and over time for recurrent nets
+FLOW_SERIES = (("grad_norm", "depth", ""), ("time_grad_norm", "step", ", through time"))
+
+
 def _flow_section(report: dict[str, Any], figs: _Figures) -> str:
     parts = [
         "<section id='gradient-flow'><h2>Gradient flow</h2><p>‖∂L/∂W‖ per conv/linear "
         "layer over depth (1 = input), at initialization and trained, log scale: the "
-        "identity shortcut's 'highway' (He et al. 2016) as data.</p><div class='row'>"
+        "identity shortcut's 'highway' (He et al. 2016) as data. For recurrent nets also "
+        "‖∂L/∂h_t‖ per time step (1 = first row): the gradient through time (Bengio et al. "
+        "1994; Hochreiter &amp; Schmidhuber 1997).</p><div class='row'>"
     ]
     nets = report["nets"]
     for skip, plain, k_skip, k_plain in _pair_nets(report):
-        traces = []
-        for model, key, dash in ((skip, k_skip, "solid"), (plain, k_plain, "dash")):
-            for label in ("init", "trained"):
-                f = nets[key]["gradient_flow"][label]
-                traces.append(
-                    {
-                        "type": "scatter",
-                        "mode": "lines+markers",
-                        "x": f["depth"],
-                        "y": f["grad_norm"],
-                        "name": f"{model} {label}",
-                        "line": {"dash": dash},
-                    }
-                )
-        layout = {
-            "title": {"text": f"{skip} vs {plain}"},
-            "xaxis": {"title": {"text": "depth"}},
-            "yaxis": {"type": "log", "title": {"text": "gradient norm"}},
-        }
-        parts.append(figs.div(traces, layout, 400))
+        pair = _measured_pair(nets, skip, plain, k_skip, k_plain)
+        for series, axis, suffix in FLOW_SERIES:
+            traces = []
+            for model, key in pair:
+                for label in ("init", "trained"):
+                    values = nets[key]["gradient_flow"][label].get(series)
+                    if values is None:  # no time steps in a feedforward net
+                        continue
+                    traces.append(
+                        {
+                            "type": "scatter",
+                            "mode": "lines+markers",
+                            "x": list(range(1, len(values) + 1)),
+                            "y": values,
+                            "name": f"{model} {label}",
+                            "line": {"dash": "solid" if model == skip else "dash"},
+                        }
+                    )
+            if traces:
+                layout = {
+                    "title": {"text": f"{skip} vs {plain}{suffix}"},
+                    "xaxis": {"title": {"text": axis}},
+                    "yaxis": {"type": "log", "title": {"text": "gradient norm"}},
+                }
+                parts.append(figs.div(traces, layout, 400))
     parts.append("</div></section>")
     return "".join(parts)
+
+
+def _measured(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The nets with measurements (a diverged net has none)."""
+    return [(k, net) for k, net in report["nets"].items() if not net.get("diverged")]
+
+
+def _measured_pair(
+    nets: dict[str, Any], skip: str, plain: str, k_skip: str, k_plain: str
+) -> list[tuple[str, str]]:
+    return [(m, k) for m, k in ((skip, k_skip), (plain, k_plain)) if not nets[k].get("diverged")]
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}
@@ -344,12 +409,21 @@ def render_report_html(report: dict[str, Any]) -> str:
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Skip vs plain: the report"
         f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
-        "<h1>Skip connections vs plain nets, measured</h1>"
+        f"<h1>{_esc(_title(report))}</h1>"
         + "".join(sections)
         + "<script>"
         + "\n".join(figs.scripts)
         + "</script></body></html>"
     )
+
+
+def _title(report: dict[str, Any]) -> str:
+    families = list(
+        dict.fromkeys(r["family"] for r in report.get("findings", {}).get("families", []))
+    )
+    if families in ([], ["resnet"]):
+        return "Skip connections vs plain nets, measured"
+    return f"Identity paths vs plain twins ({', '.join(families)}), measured"
 
 
 def write_report_html(report: dict[str, Any], path: str | Path) -> Path:

@@ -1,5 +1,13 @@
 """The skip-vs-plain recipe: which pairs, seeds, training, surfaces and analyses a report
 runs, fixed in advance and checked before any folder is made or net trained.
+
+``ReproduceSpec()`` is the ResNet story (He et al. 2016; Li et al. 2018). The same identity
+path, learned layers perturbing it instead of replacing it, recurs across depth and time, and
+``family_spec`` gives each family its pairs under the same recipe: ``highway`` (Srivastava et
+al. 2015), ``transformer`` (the residual stream, Vaswani et al. 2017) and ``recurrent`` (the
+LSTM's cell state, Hochreiter & Schmidhuber 1997, and the GRU's update gate, Cho et al. 2014,
+each against the tanh RNN). ``quick=True`` is a smaller recipe for a 2-core CPU
+(docs/reproduce.md gives its times).
 """
 
 from __future__ import annotations
@@ -95,7 +103,8 @@ class ReproduceSpec:
         ):
             if not 2 <= value <= MAX_LANCZOS_STEPS:  # Lanczos keeps steps × n_params floats
                 raise SpecError(f"{name} must be 2..{MAX_LANCZOS_STEPS}, got {value}")
-        self.train_spec(self.pairs[0][0], self.seeds[0])  # checks epochs, lr, … now
+        for model in self.models:  # checks epochs, lr, warm-up of every net now
+            self.train_spec(model, self.seeds[0])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReproduceSpec:
@@ -116,7 +125,8 @@ class ReproduceSpec:
 
     @property
     def models(self) -> tuple[str, ...]:
-        return tuple(m for pair in self.pairs for m in pair)
+        """Every net once, in pair order (``rnn`` is the twin of both ``lstm`` and ``gru``)."""
+        return tuple(dict.fromkeys(m for pair in self.pairs for m in pair))
 
     def train_spec(self, model: str, seed: int) -> TrainSpec:
         warmup = self.warmup_epochs if model in self.warmup_models else 0
@@ -137,3 +147,75 @@ class ReproduceSpec:
 
     def grid(self, half_width: float, n: int) -> GridSpec:
         return GridSpec((-half_width, half_width), n, (-half_width, half_width), n)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family's pairs (identity path, plain twin), the nets that warm up, their arguments."""
+
+    pairs: tuple[tuple[str, str], ...]
+    warmup_models: tuple[str, ...]
+    model_args: tuple[tuple[str, int], ...] = ()
+    quick_epochs: int = 30
+
+
+FAMILIES: dict[str, Family] = {
+    "resnet": Family(ReproduceSpec.pairs, ReproduceSpec.warmup_models, quick_epochs=15),
+    # FC highway nets at the paper's depths 10 and 50. The gate bias is -4 rather than the
+    # model's default -2: the carry path multiplies the signal by (1 - σ(b)) per layer, which
+    # over 49 layers is 0.88^49 = 0.002 at b = -2 (no identity path left; highway-50 diverged
+    # for two of three seeds under this recipe) and 0.98^49 = 0.41 at b = -4.
+    "highway": Family(
+        (("highway-10", "highway-10-noshort"), ("highway-50", "highway-50-noshort")),
+        ("highway-50", "highway-50-noshort"),
+        (("gate_bias", -4),),
+    ),
+    "transformer": Family(
+        (
+            ("transformer-6", "transformer-6-noresidual"),
+            ("transformer-18", "transformer-18-noresidual"),
+        ),
+        ("transformer-18", "transformer-18-noresidual", "transformer-18-postln"),
+        quick_epochs=15,
+    ),
+    # one sequence length: the image's rows (8 steps on digits)
+    "recurrent": Family((("lstm", "rnn"), ("gru", "rnn")), ()),
+}
+# The quick recipe, one for every family (sized for the costliest, the Transformers, whose
+# many small ops make each surface point and Hessian product several times a ResNet's on a
+# CPU): two seeds (still a spread), 15×15 and 11×11 grids, a 2×2 curvature map, the Hessian
+# on 128 images with 2 SLQ probes of 30 steps; epochs per family (``Family.quick_epochs``).
+QUICK: dict[str, Any] = {
+    "seeds": (0, 1),
+    "ranges": ((0.25, 15), (1.0, 11)),
+    "curvature_points": 2,
+    "hessian_samples": 128,
+    "slq_probes": 2,
+    "slq_steps": 30,
+}
+
+
+def family_spec(family: str, *, quick: bool = False, **changes: Any) -> ReproduceSpec:
+    """The recipe for ``family`` (``FAMILIES``), quick or not, with ``changes`` on top;
+    ``family_spec("resnet") == ReproduceSpec()``."""
+    if family not in FAMILIES:
+        raise UnknownNameError("family", family, list(FAMILIES))
+    chosen = FAMILIES[family]
+    base: dict[str, Any] = {
+        "pairs": chosen.pairs,
+        "warmup_models": chosen.warmup_models,
+        "model_args": chosen.model_args,
+    }
+    if quick:
+        base |= {**QUICK, "epochs": chosen.quick_epochs}
+    return ReproduceSpec(**{**base, **changes})
+
+
+def family_of(model: str) -> str:
+    """The family a model name belongs to (its name's first part for other zoo models)."""
+    if model in ("rnn", "lstm", "gru"):
+        return "recurrent"
+    for family in ("resnet", "highway", "transformer"):
+        if model.startswith(family):
+            return family
+    return model.split("-")[0]

@@ -9,6 +9,8 @@ surface metrics and scale-free shape metrics, a curvature map (``|λ_min/λ_max|
 initialization and after training. It writes ``report.json`` (every number) and an offline
 ``report.html``. Everything is cached under ``out_dir``: a rerun with the same recipe reuses
 checkpoints, surfaces and analyses, and an interrupted one resumes (the library's own rules).
+A net whose training diverged (non-finite final loss) keeps its degradation row and is marked
+``diverged`` instead of measured: a plain deep net that cannot be trained is a result too.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +95,12 @@ def reproduce(
     nets: dict[str, dict[str, Any]] = {}
     for model, seed in surface_runs:
         checkpoint = trained[model][seed]["checkpoint"]
+        if not math.isfinite(trained[model][seed]["train_loss"]):
+            # NaN weights: no surface, Hessian or gradient to measure; the report says so
+            for _ in range(len(spec.ranges) + 1):
+                step(f"skip {model} seed {seed}: its training diverged")
+            nets[f"{model}/seed{seed}"] = {"model": model, "seed": seed, "diverged": True}
+            continue
         surfaces = []
         for half, n in spec.ranges:
             step(f"surface {model} seed {seed} ±{half:g} {n}×{n}")

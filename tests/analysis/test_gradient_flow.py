@@ -1,4 +1,5 @@
-"""Gradient flow against a hand-computed autograd reference, forward order, the HDF5 group."""
+"""Gradient flow against a hand-computed autograd reference, forward order, through time for
+recurrent nets, the HDF5 group."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from landscape.analysis.gradient_flow import (
     group_contents,
 )
 from landscape.errors import SpecError
+from landscape.models import build
 from landscape.models.resnet import CifarResNet
 from landscape.specs import GridSpec, SurfaceSpec
 
@@ -110,17 +112,72 @@ def test_group_round_trip(tmp_path: Path) -> None:
         provenance={"checkpoint_sha256": "ab" * 32},
     )
     model = _Reversed()
-    flows = {"init": gradient_flow(model, _data()), "trained": gradient_flow(model, _data(9))}
+    rnn = build("rnn", in_channels=1, num_classes=3, image_size=4, hidden=3)
+    rnn_data = (torch.randn(9, 1, 4, 4), torch.randint(0, 3, (9,)))
+    flows = {
+        "init": gradient_flow(model, _data()),
+        "trained": gradient_flow(model, _data(9)),
+        "rnn": gradient_flow(rnn, rnn_data),
+    }
     arrays, attrs = group_contents(flows, {"split": "train"})
+    assert "init/time_grad_norm" not in arrays and arrays["rnn/time_grad_norm"].shape == (4,)
     store.write_group(path, GROUP_NAME, arrays, attrs)
     group = store.read_group(path, GROUP_NAME)
     assert group is not None
     back = from_group(*group)
-    assert set(back) == {"init", "trained"}
+    assert set(back) == {"init", "trained", "rnn"}
     for label, flow in flows.items():
         assert back[label].names == flow.names
         np.testing.assert_array_equal(back[label].grad_norm, flow.grad_norm)
         assert back[label].n_samples == flow.n_samples
+    assert back["init"].time_grad_norm is None  # a group written before the entry reads so
+    np.testing.assert_array_equal(back["rnn"].time_grad_norm, flows["rnn"].time_grad_norm)
     assert group[1]["split"] == "train"
     with pytest.raises(SpecError, match="not a gradient-flow"):
         from_group(group[0], {**group[1], "encoding-type": "hessian-spectrum"})
+
+
+def _unrolled_state_grads(model: nn.Module, x: Tensor, y: Tensor, kind: str) -> list[float]:
+    """‖∂L/∂h_t‖ by hand: PyTorch's own cell (same weights) unrolled over the rows, every
+    h_t kept, one autograd.grad of the full-data mean loss with respect to all of them."""
+    cell_type = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell}[kind]
+    ours = model.cell
+    cell = cell_type(ours.ih.in_features, ours.hidden)
+    with torch.no_grad():
+        cell.weight_ih.copy_(ours.ih.weight)
+        cell.weight_hh.copy_(ours.hh.weight)
+        cell.bias_ih.copy_(ours.ih.bias)
+        cell.bias_hh.copy_(ours.hh.bias)
+    seq = x[:, 0]  # one channel: (N, rows, columns)
+    h = torch.zeros(len(x), ours.hidden)
+    c = torch.zeros_like(h)
+    states = []
+    for t in range(seq.shape[1]):
+        if kind == "lstm":
+            h, c = cell(seq[:, t], (h, c))
+        else:
+            h = cell(seq[:, t], h)
+        states.append(h)
+    loss = F.cross_entropy(model.head(h), y)
+    return [float(g.double().norm()) for g in torch.autograd.grad(loss, states)]
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_through_time_matches_autograd_on_a_tiny_recurrent_net(kind: str) -> None:
+    torch.manual_seed(0)
+    model = build(kind, in_channels=1, num_classes=3, image_size=5, hidden=4)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(37, 1, 5, 5, generator=g), torch.randint(0, 3, (37,), generator=g)
+    expected = _unrolled_state_grads(model, x, y, kind)
+    flow = gradient_flow(model, (x, y), batch_size=10)  # 4 batches, one of 7
+    assert flow.time_grad_norm is not None and len(flow.time_grad_norm) == 5
+    np.testing.assert_allclose(flow.time_grad_norm, expected, rtol=1e-5)
+    # first quarter of 5 steps = 1 step, over the last one
+    assert flow.through_time_ratio() == pytest.approx(expected[0] / expected[-1], rel=1e-5)
+    assert flow.names == ("cell.ih.weight", "cell.hh.weight", "head.weight")
+    as_dict = flow.to_dict()
+    assert as_dict["time_grad_norm"] == pytest.approx(expected, rel=1e-5)
+    assert as_dict["through_time_ratio"] == pytest.approx(expected[0] / expected[-1], rel=1e-5)
+    feedforward = gradient_flow(_Reversed(), _data())
+    assert feedforward.time_grad_norm is None and feedforward.through_time_ratio() is None
+    assert feedforward.to_dict()["time_grad_norm"] is None

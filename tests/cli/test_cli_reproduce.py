@@ -3,6 +3,7 @@ files written, flows stored in the surface file equal to the library's, one-line
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -61,6 +62,7 @@ def test_reproduce_writes_the_report(tmp_path: Path) -> None:
         (["--range", "0.25"], "--range takes HALF:N"),
         (["--pairs", "resnet20"], "--pairs takes SKIP:PLAIN"),
         (["--seeds", "1", "1"], "seeds must be distinct"),
+        (["--family", "densenet"], "unknown family 'densenet'"),
     ],
 )
 def test_reproduce_bad_input_is_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
@@ -69,6 +71,25 @@ def test_reproduce_bad_input_is_one_line(args: list[str], needle: str, tmp_path:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], done.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+def test_family_and_quick_choose_the_recipe() -> None:
+    from landscape.cli import build_parser
+    from landscape.cli.reproduce_cmd import out_dir, spec_from_args
+    from landscape.report.recipe import ReproduceSpec, family_spec
+
+    def parse(*args: str) -> argparse.Namespace:
+        return build_parser().parse_args(["reproduce", "skip-vs-plain", *args])
+
+    default = parse()
+    assert spec_from_args(default) == ReproduceSpec(device="auto")  # today's recipe
+    assert out_dir(default) == Path("cache/skip-vs-plain")
+    args = parse("--family", "highway", "--quick", "--model-arg", "width=16", "--epochs", "3")
+    spec = spec_from_args(args)
+    assert spec.pairs == family_spec("highway").pairs and spec.seeds == (0, 1)
+    assert spec.epochs == 3 and dict(spec.model_args) == {"gate_bias": -4, "width": 16}
+    assert out_dir(args) == Path("cache/skip-vs-plain-highway-quick")
+    assert out_dir(parse("--family", "recurrent", "--out", "x")) == Path("x")
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +140,22 @@ def test_gradient_flow_json_and_errors(trained: Path, capsys: pytest.CaptureFixt
     assert main([*args, "--mode", "sideways"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sideways" in err
+
+
+def test_gradient_flow_through_time_of_a_recurrent_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = {"in_channels": 1, "num_classes": 10, "image_size": 8, "hidden": 8}
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        tmp_path / "lstm.pt", build("lstm", **args), model_name="lstm", model_args=args,
+        metadata={"seed": 0},
+    )  # fmt: skip
+    common = ["gradient-flow", "--checkpoint", str(path), "--train-size", "32", "--quiet"]
+    assert main([*common, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "‖∂L/∂h_t‖ init" in printed and "first/last steps gradient ratio" in printed
+    assert main([*common, "--device", "cpu", "--json"]) == 0
+    flows = json.loads(capsys.readouterr().out)
+    assert len(flows["trained"]["time_grad_norm"]) == 8
+    assert flows["init"]["time_grad_norm"] == flows["trained"]["time_grad_norm"]  # untrained

@@ -27,7 +27,11 @@ def _net(values: np.ndarray, lambda_min: list[float], flow: float) -> dict[str, 
 
 
 def _row(model: str, loss: float) -> dict[str, Any]:
-    return {"model": model, "train_loss": {"mean": loss}, "test_acc": {"mean": 1 - loss}}
+    return {
+        "model": model,
+        "train_loss": {"mean": loss, "values": [loss]},
+        "test_acc": {"mean": 1 - loss},
+    }
 
 
 def test_a_rippled_bowl_ranks_rougher_than_a_bowl() -> None:
@@ -55,3 +59,77 @@ def test_a_rippled_bowl_ranks_rougher_than_a_bowl() -> None:
 
     report["nets"]["plain/seed0"] = report["nets"]["skip/seed0"]  # the same surface: a tie
     assert all(r["plain_rougher"] is None for r in findings(report)["metric_rankings"])
+
+
+def _flows(net: dict[str, Any], init: float, trained: float, over_time: bool = False) -> None:
+    key = "through_time_ratio" if over_time else "input_to_output_ratio"
+    for label, value in (("init", init), ("trained", trained)):
+        flow = {"input_to_output_ratio": 1.0, "through_time_ratio": None, key: value}
+        net["gradient_flow"][label] = flow
+
+
+def _seeds(model: str, values: list[float | None]) -> dict[str, Any]:
+    finite = [v for v in values if v is not None]
+    mean = sum(finite) / len(finite) if len(finite) == len(values) else None
+    return {
+        "model": model,
+        "train_loss": {"mean": mean, "values": values},
+        "test_acc": {"mean": None if mean is None else 1 - mean},
+    }
+
+
+def test_family_verdicts_follow_their_rules() -> None:
+    """(a) seed ranges apart or not, (b) ratios inside [0.1, 10] or not, over layers or time
+    steps, (c) the metric table's majority; a diverged net answers nothing it cannot."""
+    x, y = np.meshgrid(np.linspace(-1, 1, 21), np.linspace(-1, 1, 21))
+    bowl = 0.1 + x**2 + y**2
+    rippled = bowl + 0.3 * np.sin(9 * x) * np.sin(9 * y) + 0.4
+    nets = {
+        "highway-50": _net(bowl, [0.0], 1.0),
+        "highway-50-noshort": _net(rippled, [-0.5], 1.0),
+        "lstm": _net(bowl, [0.0], 1.0),
+        "rnn": _net(bowl, [0.0], 1.0),
+        "transformer-18": _net(bowl, [0.0], 1.0),
+    }
+    _flows(nets["highway-50"], init=0.9, trained=20.0)
+    _flows(nets["highway-50-noshort"], init=0.001, trained=0.5)
+    _flows(nets["lstm"], init=0.05, trained=0.5, over_time=True)
+    _flows(nets["rnn"], init=0.006, trained=2.0, over_time=True)
+    pairs = [
+        ["highway-50", "highway-50-noshort"],
+        ["lstm", "rnn"],
+        ["transformer-18", "transformer-18-noresidual"],
+    ]
+    report = {
+        "recipe": {"seeds": [0, 1], "pairs": pairs, "ranges": [[1.0, 21]]},
+        "nets": {
+            **{f"{m}/seed0": net for m, net in nets.items()},
+            "transformer-18-noresidual/seed0": {"diverged": True},
+        },
+        "degradation": [
+            _seeds("highway-50", [0.01, 0.02]),
+            _seeds("highway-50-noshort", [0.5, 2.3]),
+            _seeds("lstm", [0.1, 0.4]),
+            _seeds("rnn", [0.3, 0.2]),
+            _seeds("transformer-18", [0.3, 0.4]),
+            _seeds("transformer-18-noresidual", [None, 2.3]),
+        ],
+    }
+    found = findings(report)
+    highway, recurrent, transformer = found["families"]
+    assert [r["family"] for r in found["families"]] == ["highway", "recurrent", "transformer"]
+    assert highway["lower_loss"] == "yes" and highway["gradient_over"] == "layers"
+    assert highway["gradient_within_decade"] == {"init": "yes", "trained": "no"}
+    assert highway["smoother"] == "yes"
+    assert highway["metrics_plain_rougher"] > highway["metrics_decided"] / 2
+    assert recurrent["lower_loss"] == "no difference"  # 0.1..0.4 overlaps 0.2..0.3
+    assert recurrent["gradient_over"] == "time steps"  # not the layer ratio of 1.0
+    assert recurrent["gradient_ratio"]["init"] == {"skip": 0.05, "plain": 0.006}
+    assert recurrent["gradient_within_decade"] == {"init": "no", "trained": "no difference"}
+    assert recurrent["smoother"] is None and recurrent["metrics_decided"] == 0  # a tie
+    assert transformer["lower_loss"] == "yes"  # a diverged seed counts as +∞
+    assert transformer["gradient_within_decade"] == {"init": None, "trained": None}
+    assert transformer["smoother"] is None
+    assert not [r for r in found["metric_rankings"] if r["pair"] == pairs[2]]
+    assert "transformer-18-noresidual/seed0" not in {f["net"] for f in found["gradient_flow"]}
+    assert {f["net"]: f["init_through_time"] for f in found["gradient_flow"]}["lstm/seed0"] == 0.05

@@ -1,5 +1,6 @@
 """The skip-vs-plain reproduction end to end on a tiny recipe: both files, every section
-filled, nothing fetched from the network, cached work reused on a rerun."""
+filled, nothing fetched from the network, cached work reused on a rerun; the families'
+recipes, the recurrent family end to end, a diverged net reported instead of failing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 
 from landscape.errors import CancelledError, SpecError, UnknownNameError
-from landscape.report.recipe import ReproduceSpec
+from landscape.models import build
+from landscape.report.recipe import FAMILIES, ReproduceSpec, family_of, family_spec
 from landscape.report.reproduce import ReproduceResult, reproduce
 from landscape.specs import DataSpec, to_dict
 
@@ -158,3 +160,82 @@ def test_report_opens_offline_in_chromium(
     assert drawn == 8
     assert sections == list(SECTIONS)
     assert not errors and not requested
+
+
+def test_family_recipes() -> None:
+    assert family_spec("resnet") == ReproduceSpec()
+    for name, family in FAMILIES.items():
+        spec = family_spec(name)
+        assert spec.pairs == family.pairs and spec.seeds == (0, 1, 2) and spec.epochs == 30
+        assert {family_of(m) for m in spec.models} == {name}
+        quick = family_spec(name, quick=True, device="cpu")
+        assert quick.seeds == (0, 1) and quick.epochs == family.quick_epochs
+        assert quick.ranges == ((0.25, 15), (1.0, 11)) and quick.device == "cpu"
+        for model in spec.models:  # every net of the family builds with the family's arguments
+            spec.train_spec(model, 0)
+            build(model, in_channels=1, image_size=8, **dict(spec.model_args))
+    recurrent = family_spec("recurrent")
+    assert recurrent.models == ("lstm", "rnn", "gru")  # rnn is trained and measured once
+    assert family_spec("highway").model_args == (("gate_bias", -4),)
+    with pytest.raises(UnknownNameError, match="unknown family 'densenet'"):
+        family_spec("densenet")
+    # every net's warm-up is checked up front, not after the first nets trained
+    with pytest.raises(SpecError, match="warmup_epochs"):
+        ReproduceSpec(epochs=1)
+    assert family_of("mlp-plain") == "mlp" and family_of("resnet56-noshort") == "resnet"
+
+
+@pytest.mark.slow
+def test_recurrent_family_end_to_end(tmp_path: Path) -> None:
+    """rnn against lstm and gru: gradient flow through time in the numbers, the figures and
+    the findings; a net that diverges is reported as such instead of failing the report."""
+    spec = family_spec(
+        "recurrent",
+        data=DataSpec(train_size=120, test_size=60),
+        seeds=(0, 1),
+        epochs=1,
+        model_args=(("hidden", 8),),
+        ranges=((0.25, 5),),
+        curvature_points=2,
+        hessian_samples=32,
+        slq_probes=2,
+        slq_steps=8,
+        device="cpu",
+        workers=1,
+    )
+    result = reproduce(spec, tmp_path / "recurrent")
+    report = result.report
+    assert [row["model"] for row in report["degradation"]] == ["lstm", "rnn", "gru"]
+    flow = report["nets"]["rnn/seed0"]["gradient_flow"]["init"]
+    assert len(flow["time_grad_norm"]) == 8 and flow["through_time_ratio"] is not None
+    rows = report["findings"]["families"]
+    assert [r["pair"] for r in rows] == [["lstm", "rnn"], ["gru", "rnn"]]
+    assert all(r["family"] == "recurrent" and r["gradient_over"] == "time steps" for r in rows)
+    assert all(r["lower_loss"] in ("yes", "no", "no difference") for r in rows)
+    page = result.html_path.read_text()
+    assert "Across families" in page and page.count(", through time") == 2
+    assert "<h1>Identity paths vs plain twins (recurrent), measured</h1>" in page
+    # 2 pairs × (2 surfaces + density + 2 flows) with rnn's surfaces drawn in both pairs,
+    # + 3 curvature maps (one per net)
+    assert page.count('class="fig"') == 2 * (2 + 1 + 2) + 3
+
+    diverging = ReproduceSpec(
+        pairs=(("mlp-residual", "mlp-plain"),),
+        data=DataSpec(train_size=64, test_size=32),
+        seeds=(0,),
+        epochs=1,
+        lr=1e30,  # the weights overflow to NaN in the first steps
+        model_args=(("depth", 2), ("width", 8)),
+        warmup_models=(),
+        ranges=((0.25, 3),),
+        device="cpu",
+        workers=1,
+    )
+    result = reproduce(diverging, tmp_path / "diverging")
+    assert result.report["nets"]["mlp-plain/seed0"] == {
+        "model": "mlp-plain",
+        "seed": 0,
+        "diverged": True,
+    }
+    assert result.report["findings"]["families"][0]["smoother"] is None
+    assert result.html_path.read_text().count("training diverged") == 2

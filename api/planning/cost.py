@@ -1,0 +1,426 @@
+"""What a job will cost, estimated from its plan before it is queued: every formula in one place.
+
+A request names a model and how much work to do with it, so its cost is known before anything
+runs. ``net_cost`` builds the model on PyTorch's ``meta`` device (shapes without storage: no
+memory is allocated in the server, whatever the width) and counts its parameters, the FLOPs of
+one sample's forward pass (matrix products and convolutions, by the formulas of
+``torch.utils.flop_counter``) and the activation bytes that forward keeps for the backward pass
+(``saved_tensors_hooks``). Each job kind multiplies those by what its plan does (samples,
+epochs, grid points, Hessian-vector products) into an ``Estimate``: total FLOPs, peak memory
+and the largest net's parameters. ``check_budget`` compares that with this server's budgets
+(``LANDSCAPE_MAX_JOB_FLOPS``, ``LANDSCAPE_MAX_JOB_MEMORY_BYTES``, ``LANDSCAPE_MAX_MODEL_PARAMS``)
+and refuses the job (422) naming the budget and the estimate.
+
+These are estimates, not measurements; each constant below says what it assumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.autograd.graph import saved_tensors_hooks
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from api.settings import Settings
+from landscape.data import dataset_info
+from landscape.errors import LandscapeError, SpecError
+from landscape.models import SHAPE_KEYS, build, check_model_args, list_models
+from landscape.report.recipe import ReproduceSpec
+from landscape.specs import AnalysisSpec, DataSpec, SurfaceSpec, TrainSpec
+from landscape.storage import Surface
+
+# A training step is a forward and a backward pass; the backward computes gradients for both
+# the inputs and the weights of every layer, twice the forward's products.
+TRAIN_FACTOR = 3
+# A Hessian-vector product by double backward differentiates the gradient's graph again:
+# about two gradients.
+HVP_FACTOR = 2 * TRAIN_FACTOR
+# scipy's eigsh keeps a Krylov space of ncv = max(2k + 1, 20) vectors and typically converges
+# within ten restarts at the tolerances used here; a tolerance-driven run has no fixed cost.
+ARPACK_RESTARTS = 10
+# Samples per forward pass of a surface evaluation and of a Hessian product (the engine sizes
+# its own batches to free memory; AnalysisSpec's batch_size), for the memory estimates.
+EVAL_BATCH = 256
+HESSIAN_BATCH = 256
+FLOW_BATCH = 128  # landscape.analysis.gradient_flow's batch, the training batch
+FLOAT_BYTES = 4
+BASIS_BYTES = 8  # Lanczos basis vectors are float64 (numpy)
+# A costing runs in the API process: every so often it hands the GIL to the server's other
+# threads, so one costing never holds up /healthz or another request for long (without it,
+# /healthz waited 250-360 ms behind costing five zoo nets on a loaded 2-core box; 20-40 with).
+YIELD_EVERY_S = 0.002
+YIELD_FOR_S = 0.0002
+# The splits of the registered data sets (digits: the stratified 80/20 split of 1797 images).
+SPLIT_SIZES: dict[str, dict[str, int]] = {
+    "digits": {"train": 1437, "test": 360},
+    "cifar10": {"train": 50_000, "test": 10_000},
+    "cifar100": {"train": 50_000, "test": 10_000},
+    "mnist": {"train": 60_000, "test": 10_000},
+    "fashion-mnist": {"train": 60_000, "test": 10_000},
+}
+UNKNOWN_SPLIT_SIZE = 10_000_000  # a data set missing above counts as the largest subset allowed
+
+Shape = tuple[int, int, int]  # (in_channels, image_size, num_classes)
+
+
+@dataclass(frozen=True)
+class NetCost:
+    """One net, measured on the meta device (per sample: FLOPs of its forward pass, bytes it
+    keeps for the backward)."""
+
+    params: int
+    flops: int
+    activation_bytes: int
+
+
+@dataclass(frozen=True)
+class Work:
+    """One part of a job: its FLOPs and the memory it holds while it runs."""
+
+    flops: float
+    memory_bytes: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one job costs: FLOPs of all its parts, the peak memory of the largest (they run
+    one after another), the largest net's parameters."""
+
+    what: str
+    parts: tuple[tuple[str, Work], ...]
+    params: int
+
+    @property
+    def flops(self) -> float:
+        return sum(work.flops for _, work in self.parts)
+
+    @property
+    def memory_bytes(self) -> float:
+        return max(work.memory_bytes for _, work in self.parts)
+
+
+def data_shape(data: DataSpec) -> Shape:
+    info = dataset_info(data.name, data.data_root)
+    return info.in_channels, info.image_size, info.num_classes
+
+
+def split_size(data: DataSpec, split: str) -> int:
+    """Samples a job reads of ``split``: its subset, at most the split's size."""
+    full = SPLIT_SIZES.get(data.name, {}).get(split, UNKNOWN_SPLIT_SIZE)
+    subset = data.train_size if split == "train" else data.test_size
+    return min(full, subset) if subset is not None else full
+
+
+def net_cost(model: str, args: Mapping[str, Any], shape: Shape) -> NetCost:
+    """A zoo or plugin model's cost with ``args`` for data of ``shape``; its arguments are
+    checked first (``check_model_args``), then its builder's own checks run on the meta
+    device: anything it refuses is a ``SpecError`` (422) before the job is queued."""
+    check_model_args(model, args)
+    with _collector_paused():
+        return _measured(model, tuple(sorted(args.items())), shape)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A costing's thousands of short-lived objects (the meta net) are freed by reference
+    counting when it returns; with the cyclic collector paused meanwhile they are never
+    promoted into its old generation, whose growth sets off full collections of the whole
+    server heap (torch's included: 200-250 ms on a loaded 2-core box, every thread paused).
+    Another costing running at the same time leaves the collector to the first to end."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
+def file_cost(path: Path) -> NetCost:
+    """A model without a builder here (an ONNX upload): float32 parameters from the file's
+    size, two FLOPs per parameter per sample (as a dense net); its activations are not known
+    (the upload limit bounds the file)."""
+    params = path.stat().st_size // FLOAT_BYTES
+    return NetCost(params=params, flops=2 * params, activation_bytes=0)
+
+
+def checkpoint_cost(model: str, model_args: Mapping[str, Any], path: Path, shape: Shape) -> NetCost:
+    """The net of a checkpoint (``model_args`` as the checkpoint records them, the data set's
+    shape included): built from its builder when this server has one, else by its file."""
+    if model not in {info.name for info in list_models()}:
+        return file_cost(path)
+    return net_cost(model, {k: v for k, v in model_args.items() if k not in SHAPE_KEYS}, shape)
+
+
+def surface_cost(surface: Surface, checkpoint: Path, shape: Shape) -> NetCost:
+    """The net a surface was computed for (an analysis of it), from the model its file
+    records."""
+    args = surface.attrs.get("model_args")
+    model = str(surface.attrs.get("model", ""))
+    return checkpoint_cost(model, args if isinstance(args, dict) else {}, checkpoint, shape)
+
+
+class _MetaCosting(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's own
+    """Runs a costing's operations on meta tensors and counts their FLOPs with the formulas of
+    ``torch.utils.flop_counter``. Not ``FlopCounterMode`` itself: its module tracker installs
+    process-wide module hooks, which would reach the real forward passes of a job worker
+    thread of this process. Initializers (random and constant fills, meaningless without
+    values) are skipped; and every ``YIELD_EVERY_S`` the thread sleeps a moment so the
+    server's other threads get the GIL (a bare release would not hand it over)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.flops = 0
+        self._ran_since = time.monotonic()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if time.monotonic() - self._ran_since > YIELD_EVERY_S:
+            time.sleep(YIELD_FOR_S)
+            self._ran_since = time.monotonic()
+        if func in _FILLS:
+            return args[0]
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is None:  # counted through its decomposition, as FlopCounterMode does
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+        out = func(*args, **kwargs)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+_FILLS = frozenset(
+    {
+        torch.ops.aten.normal_.default,
+        torch.ops.aten.uniform_.default,
+        torch.ops.aten.fill_.Scalar,
+        torch.ops.aten.zero_.default,
+    }
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _measured(model: str, args: tuple[tuple[str, Any], ...], shape: Shape) -> NetCost:
+    channels, size, classes = shape
+    try:
+        with torch.device("meta"), _MetaCosting():
+            net = build(
+                model, in_channels=channels, num_classes=classes, image_size=size, **dict(args)
+            )
+    except LandscapeError:
+        raise
+    except Exception as exc:  # a builder's own refusal (e.g. heads not dividing d_model)
+        raise SpecError(f"model {model!r} cannot be built with {dict(args)}: {exc}") from exc
+    weights = {id(p) for p in net.parameters()}
+    saved = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        if id(tensor) not in weights:
+            saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    batch = 2  # not 1: BatchNorm refuses a single value per channel in training mode
+    net.train()
+    try:
+        with _MetaCosting() as counter, saved_tensors_hooks(pack, _unpacked):
+            net(torch.empty((batch, channels, size, size), device="meta"))
+    except Exception as exc:
+        raise SpecError(
+            f"cannot estimate the cost of model {model!r}: its forward pass does not run on "
+            f"shapes alone ({type(exc).__name__}: {exc})"
+        ) from exc
+    params = sum(p.numel() for p in net.parameters())
+    return NetCost(params, counter.flops // batch, saved // batch)
+
+
+def _unpacked(tensor: Any) -> Any:
+    return tensor
+
+
+def _data_bytes(samples: int, shape: Shape) -> float:
+    channels, size, _ = shape
+    return float(samples * channels * size * size * FLOAT_BYTES)
+
+
+def arpack_products(k: int) -> int:
+    """Hessian-vector products of one ARPACK run for ``k`` eigenvalues (0 for none)."""
+    return ARPACK_RESTARTS * _krylov(k) if k else 0
+
+
+def _krylov(k: int) -> int:
+    return max(2 * k + 1, 20)
+
+
+def training(net: NetCost, samples: int, epochs: int, batch: int, optimizer: str) -> Work:
+    """FLOPs: TRAIN_FACTOR forwards per sample and epoch. Memory: weights, gradients and the
+    optimizer's state (SGD's momentum, Adam's two moments) in float32, and one batch's saved
+    activations with their gradients."""
+    state = 2 if optimizer == "adam" else 1
+    return Work(
+        flops=float(TRAIN_FACTOR * net.flops * samples * epochs),
+        memory_bytes=float(FLOAT_BYTES * net.params * (2 + state))
+        + 2.0 * net.activation_bytes * batch,
+    )
+
+
+def evaluation(net: NetCost, points: int, samples: int, directions: int) -> Work:
+    """A surface: one forward over the samples per grid point. Memory: the weights, the
+    perturbed copy and the directions, and one batch's activations."""
+    return Work(
+        flops=float(points) * net.flops * samples,
+        memory_bytes=float(FLOAT_BYTES * net.params * (directions + 2))
+        + float(net.activation_bytes * EVAL_BATCH),
+    )
+
+
+def hessian_products(net: NetCost, samples: int, products: int, basis: int) -> Work:
+    """``products`` Hessian-vector products over the samples. Memory: weights, gradient,
+    product and probe in float32, the Lanczos basis (``basis`` float64 vectors) and one
+    batch's forward and backward graphs (kept for the double backward)."""
+    return Work(
+        flops=float(HVP_FACTOR) * net.flops * samples * products,
+        memory_bytes=float(net.params * (4 * FLOAT_BYTES + basis * BASIS_BYTES))
+        + 3.0 * net.activation_bytes * min(samples, HESSIAN_BATCH),
+    )
+
+
+def gradients(net: NetCost, samples: int, count: int) -> Work:
+    """``count`` full-data gradients (gradient flow: at initialization and trained)."""
+    return Work(
+        flops=float(count * TRAIN_FACTOR * net.flops * samples),
+        memory_bytes=float(3 * FLOAT_BYTES * net.params)
+        + 2.0 * net.activation_bytes * min(samples, FLOW_BATCH),
+    )
+
+
+def _with_data(work: Work, samples: int, shape: Shape) -> Work:
+    """The data set's tensors are in memory for the whole part."""
+    return Work(work.flops, work.memory_bytes + _data_bytes(samples, shape))
+
+
+def surface_estimate(
+    spec: SurfaceSpec, train: TrainSpec | None, net: NetCost, shape: Shape
+) -> Estimate:
+    """A surface job: training its zoo model when ``train`` is given (not yet cached), the
+    directions (``hessian``: an ARPACK run for the top two eigenvectors), then every point."""
+    parts: list[tuple[str, Work]] = []
+    if train is not None:
+        n = split_size(train.data, "train")
+        work = training(net, n, train.epochs, train.batch_size, train.optimizer)
+        parts.append(("training", _with_data(work, n, shape)))
+    samples = sum(split_size(spec.data, split) for split in spec.splits)
+    ndim = 1 if spec.grid.n_y is None else 2
+    if spec.directions.kind == "hessian":
+        n = split_size(spec.data, spec.splits[0])
+        work = hessian_products(net, n, arpack_products(2), _krylov(2))
+        parts.append(("directions", _with_data(work, n, shape)))
+    work = evaluation(net, spec.grid.n_points, samples, ndim)
+    parts.append(("surface", _with_data(work, samples, shape)))
+    return Estimate("surface", tuple(parts), net.params)
+
+
+def hessian_estimate(spec: AnalysisSpec, map_points: int, net: NetCost, shape: Shape) -> Estimate:
+    """A Hessian analysis: ARPACK for the top and bottom eigenvalues, Hutchinson probes, the
+    density's fixed-step Lanczos runs, and one run per curvature-map point (fixed steps, or
+    ARPACK for both ends)."""
+    per_point = spec.curvature_steps or arpack_products(2)
+    products = (
+        arpack_products(spec.top)
+        + arpack_products(spec.bottom)
+        + spec.trace_samples
+        + spec.density_probes * spec.density_steps
+        + map_points * per_point
+    )
+    basis = max(
+        _krylov(spec.top) if spec.top else 0,
+        _krylov(spec.bottom) if spec.bottom else 0,
+        spec.density_steps if spec.density_probes else 0,
+        (spec.curvature_steps or _krylov(2)) if map_points else 0,
+    )
+    n = split_size(spec.data, spec.split)
+    work = _with_data(hessian_products(net, n, products, basis), n, shape)
+    return Estimate("Hessian analysis", (("Hessian products", work),), net.params)
+
+
+def flow_estimate(data: DataSpec, net: NetCost, shape: Shape) -> Estimate:
+    """Gradient flow: one full-data gradient at initialization, one trained."""
+    n = split_size(data, "train")
+    work = _with_data(gradients(net, n, 2), n, shape)
+    return Estimate("gradient flow", (("gradients", work),), net.params)
+
+
+def report_estimate(spec: ReproduceSpec, nets: Mapping[str, NetCost], shape: Shape) -> Estimate:
+    """A report: every net's trainings, then for its first ``surface_seeds`` seeds a surface
+    per range and the analyses (gradient flow; top eigenvalues, density and curvature map on
+    ``hessian_samples`` images)."""
+    n = split_size(spec.data, "train")
+    h = min(spec.hessian_samples, n)
+    train, surfaces, analyses = Work(0.0, 0.0), Work(0.0, 0.0), Work(0.0, 0.0)
+    for model in spec.models:
+        net = nets[model]
+        step = training(net, n, spec.epochs, spec.batch_size, "sgd")
+        train = _sum(train, step, len(spec.seeds))
+        for _half, points in spec.ranges:
+            surfaces = _sum(surfaces, evaluation(net, points * points, n, 2), spec.surface_seeds)
+        products = (
+            arpack_products(spec.top_eigenvalues)
+            + spec.slq_probes * spec.slq_steps
+            + spec.curvature_points**2 * spec.curvature_steps
+        )
+        basis = max(_krylov(spec.top_eigenvalues), spec.slq_steps, spec.curvature_steps)
+        hessian = hessian_products(net, h, products, basis)
+        flow = gradients(net, n, 2)
+        both = Work(hessian.flops + flow.flops, max(hessian.memory_bytes, flow.memory_bytes))
+        analyses = _sum(analyses, both, spec.surface_seeds)
+    parts = tuple(
+        (name, _with_data(work, n, shape))
+        for name, work in (("trainings", train), ("surfaces", surfaces), ("analyses", analyses))
+    )
+    return Estimate("report", parts, max(net.params for net in nets.values()))
+
+
+def _sum(total: Work, work: Work, times: int) -> Work:
+    """``times`` runs of ``work`` one after another: FLOPs add up, memory is the largest."""
+    return Work(total.flops + times * work.flops, max(total.memory_bytes, work.memory_bytes))
+
+
+def check_budget(estimate: Estimate, settings: Settings) -> None:
+    """Refuse (``SpecError``, 422) a job over one of this server's budgets, naming the budget,
+    its value and the job's estimate."""
+    what = estimate.what
+    if estimate.params > settings.max_model_params:
+        raise SpecError(
+            f"this {what}'s model has {estimate.params:,} parameters, more than this server's "
+            f"budget LANDSCAPE_MAX_MODEL_PARAMS = {settings.max_model_params:,}; choose a "
+            "smaller model or smaller model_args"
+        )
+    if estimate.memory_bytes > settings.max_job_memory_bytes:
+        raise SpecError(
+            f"this {what} needs an estimated {_gib(estimate.memory_bytes)} of memory, more "
+            f"than this server's budget LANDSCAPE_MAX_JOB_MEMORY_BYTES = "
+            f"{_gib(settings.max_job_memory_bytes)}; use a smaller model, batch or subset"
+        )
+    if estimate.flops > settings.max_job_flops:
+        parts = ", ".join(f"{name} {work.flops:.2g}" for name, work in estimate.parts)
+        raise SpecError(
+            f"this {what} is an estimated {estimate.flops:.2g} FLOPs ({parts}), more than "
+            f"this server's budget LANDSCAPE_MAX_JOB_FLOPS = {settings.max_job_flops:.2g}; "
+            "ask for fewer epochs, seeds, samples or grid points, or a smaller model"
+        )
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.3g} GiB"
