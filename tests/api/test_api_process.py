@@ -31,7 +31,7 @@ JOB: dict[str, Any] = {
     "model": "resnet20",
     "dataset": "digits",
     "train": {"epochs": 1},
-    "train_size": 64,
+    "train_size": 512,
     "grid": {"nx": 7, "ny": 7},
 }
 ENV = {
