@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,65 +17,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.test_api_process import free_port, wait_for
+from tests.server_support import ServeProcess, family_rss
 
 pytestmark = pytest.mark.slow
 
-SERVE = "from landscape.cli import main; raise SystemExit(main())"
 MLP_PAIR = [["mlp-residual", "mlp-plain"]]
 SMALL = {"pairs": MLP_PAIR, "seeds": [0], "epochs": 1, "train_size": 96, "ranges": [[0.25, 3]]}
 
 
-def rss_with_children(pid: int) -> int:
-    """VmRSS of ``pid`` and of every process below it, in bytes."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
-        except FileNotFoundError:  # exited meanwhile
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-        for task in tasks:
-            try:
-                stack += [int(child) for child in (task / "children").read_text().split()]
-            except FileNotFoundError:
-                continue
-    return total
-
-
-class Server:
+class Server(ServeProcess):
     """``landscape serve`` with its default in-process worker: whatever it queued would run."""
 
     def __init__(self, root: Path) -> None:
-        self.data = root / "data"
-        self.port = free_port()
         env = {**os.environ, "LANDSCAPE_DEVICE": "cpu", "LANDSCAPE_WORKERS": "1"}
         env.pop("LANDSCAPE_API_TOKEN", None)
-        self.log = (root / "serve.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, "serve", "--data-dir", str(self.data),
-             "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_for(self._healthy, 90, "server start")
-
-    def _healthy(self) -> bool:
-        assert self.proc.poll() is None, "server exited during start-up"
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        self.log.close()
+        super().__init__(root, env)
 
 
 @pytest.fixture
@@ -101,7 +55,7 @@ class Watcher(threading.Thread):
         last = 0.0
         with httpx.Client(timeout=10) as client:
             while not self.halt.is_set():
-                self.max_rss = max(self.max_rss, rss_with_children(self.server.proc.pid))
+                self.max_rss = max(self.max_rss, family_rss(self.server.proc.pid))
                 if time.monotonic() - last > 0.05:
                     started = time.monotonic()
                     assert client.get(f"{self.server.url}/healthz").status_code == 200
@@ -134,7 +88,7 @@ def test_over_budget_and_huge_requests_are_refused_before_queueing(server: Serve
         # on a loaded 2-core box), which is no cost of a budget check.
         warm_up = client.post("/api/reports", json={"ranges": [[1.0, 201]]})
         assert warm_up.status_code == 422 and "LANDSCAPE_MAX_JOB_FLOPS" in warm_up.text
-        idle = rss_with_children(server.proc.pid)
+        idle = family_rss(server.proc.pid)
         refusals: list[tuple[dict[str, Any], str]] = [
             (  # the documented recipe, but 6 seeds of ResNet-110 on 201×201 grids
                 {

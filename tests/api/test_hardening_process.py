@@ -15,8 +15,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,24 +28,21 @@ import torch
 
 from landscape.models import build
 from tests.api.test_api import DIGITS_SHAPE
-from tests.api.test_api_process import free_port, wait_for
 from tests.api.test_hardening import NON_FINITE, zip_bomb
+from tests.server_support import ServeProcess
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "correct-horse-battery-staple"
 UPLOAD_LIMIT = 2_000_000
-SERVE = "from landscape.cli import main; raise SystemExit(main())"
 
 
-class Server:
+class Server(ServeProcess):
     """``landscape serve`` with a token, no job workers, its TMPDIR pointed at ``spool``."""
 
     def __init__(self, root: Path) -> None:
         self.spool = root / "spool"
         self.spool.mkdir(parents=True)
-        self.data = root / "data"
-        self.port = free_port()
         env = {
             **os.environ,
             "TMPDIR": str(self.spool),
@@ -57,32 +52,7 @@ class Server:
             "LANDSCAPE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
             "LANDSCAPE_MAX_ACTIVE_JOBS_PER_CLIENT": "5",
         }
-        self.log = (root / "serve.log").open("w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SERVE,
-                "serve",
-                "--data-dir",
-                str(self.data),
-                "--port",
-                str(self.port),
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_for(self._healthy, 90, "server start")
-
-    def _healthy(self) -> bool:
-        assert self.proc.poll() is None, "server exited during start-up"
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        super().__init__(root, env)
 
     def rss(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -98,12 +68,6 @@ class Server:
             with contextlib.suppress(FileNotFoundError):
                 found += [p for p in folder.rglob("*") if p.is_file()]
         return found
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        self.log.close()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 
 from api.timeouts import BODY_GRACE_S, HEAD_TIMEOUT_S
 from tests.api.test_hardening_process import TOKEN, Server
+from tests.server_support import family_rss
 
 pytestmark = pytest.mark.slow
 
@@ -28,27 +29,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     started = Server(tmp_path)
     yield started
     started.stop()
-
-
-def _family_rss(pid: int) -> int:
-    """VmRSS of ``pid`` and of every process descending from it, in bytes."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-    family, grew = {pid}, True
-    while grew:
-        more = {child for child, parent in parents.items() if parent in family} - family
-        family |= more
-        grew = bool(more)
-    total = 0
-    for member in family:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
 
 
 class Sampler(threading.Thread):
@@ -64,7 +44,7 @@ class Sampler(threading.Thread):
         last = 0.0
         with httpx.Client(timeout=10) as client:
             while not self.halt.is_set():
-                self.max_rss = max(self.max_rss, _family_rss(self.server.proc.pid))
+                self.max_rss = max(self.max_rss, family_rss(self.server.proc.pid))
                 if time.monotonic() - last > 0.05:
                     started = time.monotonic()
                     assert client.get(f"{self.server.url}/healthz").status_code == 200
@@ -106,7 +86,7 @@ def test_onnx_bombs_are_refused_before_they_run_and_the_server_stays_small(
     # An ordinary refused upload first, so the one-time import of the onnx package is paid
     # before the idle memory is read (it is not what the bombs would cost).
     assert _upload_onnx(server, b"not a graph").status_code == 422
-    idle = _family_rss(server.proc.pid)
+    idle = family_rss(server.proc.pid)
     with Sampler(server) as sampler:
         time.sleep(0.3)
         for raw, node in ((bomb, "'fill_big' (ConstantOfShape)"), (heavy, "'MatMul1' (MatMul)")):
