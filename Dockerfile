@@ -76,6 +76,7 @@ COPY docs/metrics.md ./docs/metrics.md
 #   docker run --rm --gpus all --entrypoint python landscape \
 #       scripts/gpu-check.py --device cuda --out /tmp/gpu-check
 COPY scripts/gpu-check.py ./scripts/gpu-check.py
+COPY scripts/gpu_check ./scripts/gpu_check
 
 RUN useradd --create-home --uid 1000 landscape \
     && mkdir -p /data \
