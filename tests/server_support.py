@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -64,3 +66,34 @@ def family_rss(pid: int) -> int:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
     return total
+
+
+class HealthSampler(threading.Thread):
+    """The server family's memory every few milliseconds, and ``/healthz``'s latency every
+    50 ms, until stopped (``max_rss`` in bytes, ``health`` in seconds)."""
+
+    def __init__(self, server: ServeProcess) -> None:
+        super().__init__(daemon=True)
+        self.server, self.halt = server, threading.Event()
+        self.max_rss = 0
+        self.health: list[float] = []
+
+    def run(self) -> None:
+        last = 0.0
+        with httpx.Client(timeout=10) as client:
+            while not self.halt.is_set():
+                self.max_rss = max(self.max_rss, family_rss(self.server.proc.pid))
+                if time.monotonic() - last > 0.05:
+                    started = time.monotonic()
+                    assert client.get(f"{self.server.url}/healthz").status_code == 200
+                    self.health.append(time.monotonic() - started)
+                    last = time.monotonic()
+                time.sleep(0.005)
+
+    def __enter__(self) -> HealthSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.halt.set()
+        self.join(30)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server_support import ServeProcess, family_rss
+from tests.server_support import HealthSampler, ServeProcess, family_rss
 
 pytestmark = pytest.mark.slow
 
@@ -39,37 +38,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     started = Server(tmp_path)
     yield started
     started.stop()
-
-
-class Watcher(threading.Thread):
-    """Samples the server's memory every few milliseconds and times ``/healthz`` every 50 ms."""
-
-    def __init__(self, server: Server) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-        self.max_rss = 0
-        self.health: list[float] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        last = 0.0
-        with httpx.Client(timeout=10) as client:
-            while not self.halt.is_set():
-                self.max_rss = max(self.max_rss, family_rss(self.server.proc.pid))
-                if time.monotonic() - last > 0.05:
-                    started = time.monotonic()
-                    assert client.get(f"{self.server.url}/healthz").status_code == 200
-                    self.health.append(time.monotonic() - started)
-                    last = time.monotonic()
-                time.sleep(0.005)
-
-    def __enter__(self) -> Watcher:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.halt.set()
-        self.join(30)
 
 
 def _raw_post(port: int, path: str, body: bytes, content_types: list[str]) -> str:
@@ -110,7 +78,7 @@ def test_over_budget_and_huge_requests_are_refused_before_queueing(server: Serve
             ({**SMALL, "epochs": "1"}, "valid integer"),
         ]
         nan_report = json.dumps({**SMALL, "ranges": [[0.25, 3]]}).replace("0.25", "NaN")
-        with Watcher(server) as watcher:
+        with HealthSampler(server) as watcher:
             for body, needle in refusals:
                 answer = client.post("/api/reports", json=body)
                 assert answer.status_code == 422 and needle in answer.text, (body, answer.text)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from api.timeouts import BODY_GRACE_S, HEAD_TIMEOUT_S
 from tests.api.test_hardening_process import TOKEN, Server
-from tests.server_support import family_rss
+from tests.server_support import HealthSampler, family_rss
 
 pytestmark = pytest.mark.slow
 
@@ -29,36 +28,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     started = Server(tmp_path)
     yield started
     started.stop()
-
-
-class Sampler(threading.Thread):
-    """The server family's memory every few milliseconds, and ``/healthz``'s latency every
-    50 ms, until stopped."""
-
-    def __init__(self, server: Server) -> None:
-        super().__init__(daemon=True)
-        self.server, self.halt = server, threading.Event()
-        self.max_rss, self.health = 0, [0.0]
-
-    def run(self) -> None:
-        last = 0.0
-        with httpx.Client(timeout=10) as client:
-            while not self.halt.is_set():
-                self.max_rss = max(self.max_rss, family_rss(self.server.proc.pid))
-                if time.monotonic() - last > 0.05:
-                    started = time.monotonic()
-                    assert client.get(f"{self.server.url}/healthz").status_code == 200
-                    self.health.append(time.monotonic() - started)
-                    last = time.monotonic()
-                time.sleep(0.005)
-
-    def __enter__(self) -> Sampler:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.halt.set()
-        self.join(30)
 
 
 def _upload_onnx(server: Server, raw: bytes) -> httpx.Response:
@@ -87,7 +56,7 @@ def test_onnx_bombs_are_refused_before_they_run_and_the_server_stays_small(
     # before the idle memory is read (it is not what the bombs would cost).
     assert _upload_onnx(server, b"not a graph").status_code == 422
     idle = family_rss(server.proc.pid)
-    with Sampler(server) as sampler:
+    with HealthSampler(server) as sampler:
         time.sleep(0.3)
         for raw, node in ((bomb, "'fill_big' (ConstantOfShape)"), (heavy, "'MatMul1' (MatMul)")):
             answer = _upload_onnx(server, raw)
