@@ -25,7 +25,7 @@ from api.planning.cost import check_budget, data_shape, net_cost, report_estimat
 from api.schemas.report import ReportRequest
 from api.settings import Settings
 from landscape.errors import SpecError
-from landscape.report.recipe import ReproduceSpec
+from landscape.report.recipe import FAMILIES, ReproduceSpec, family_spec
 from landscape.specs import DataSpec
 
 REPORT_DATASET = "digits"  # the recipe's data set; a report request does not choose another
@@ -89,7 +89,8 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
     if request.ranges is not None:
         changes["ranges"] = tuple(tuple(r) for r in request.ranges)
     if request.model_args is not None:
-        changes["model_args"] = tuple(sorted(request.model_args.items()))
+        merged = dict(FAMILIES[request.family].model_args) | request.model_args
+        changes["model_args"] = tuple(sorted(merged.items()))
     size_cap = settings.max_train_size
     if size_cap is not None and (request.train_size or size_cap + 1) > size_cap:
         raise SpecError(f"train_size must be given and at most {size_cap} on this server")
@@ -101,7 +102,7 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
         test_size=request.test_size,
         download=resolved.download,
     )
-    spec = ReproduceSpec(**changes)
+    spec = family_spec(request.family, quick=request.quick, **changes)
     if spec.epochs > settings.max_report_epochs:
         raise SpecError(
             f"epochs = {spec.epochs} is more than this server's limit of "

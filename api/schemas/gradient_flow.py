@@ -35,6 +35,12 @@ class GradientFlowProfile(BaseModel):
     input_to_output_ratio: float | None = Field(
         description="mean gradient norm of the first quarter of layers over the last quarter"
     )
+    time_grad_norm: list[float | None] | None = Field(
+        None, description="recurrent nets: ‖∂L/∂h_t‖ per time step, first step first"
+    )
+    through_time_ratio: float | None = Field(
+        None, description="recurrent nets: mean of the first quarter of steps over the last"
+    )
     settings: dict[str, Any]
 
 

@@ -15,6 +15,7 @@ Pair = Annotated[tuple[ModelName, ModelName], JsonTuple]
 HalfWidth = Annotated[float, Field(gt=0, le=MAX_ABS_COORDINATE)]
 Points = Annotated[int, Field(ge=3, le=100001)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+FamilyName = Literal["resnet", "highway", "transformer", "recurrent"]  # report.recipe.FAMILIES
 
 
 class ReportRequest(Strict):
@@ -26,11 +27,18 @@ class ReportRequest(Strict):
         json_schema_extra={
             "examples": [
                 {},
+                {"family": "transformer", "quick": True},
                 {"pairs": [["resnet20", "resnet20-noshort"]], "seeds": [0], "epochs": 5},
             ]
         },
     )
 
+    family: FamilyName = Field(
+        "resnet",
+        description="whose identity path is on trial: resnet shortcuts, highway gates, the "
+        "Transformer's residual stream or the LSTM's and GRU's gates through time",
+    )
+    quick: bool = Field(False, description="the family's smaller recipe (docs/reproduce.md)")
     pairs: list[Pair] | None = Field(
         None, min_length=1, max_length=4, description="(with shortcuts, without) zoo names"
     )
@@ -42,7 +50,10 @@ class ReportRequest(Strict):
         None, min_length=1, max_length=4, description="(half-width, points per axis) per surface"
     )
     model_args: dict[Annotated[str, Field(max_length=100)], int] | None = Field(
-        None, max_length=16, description="for every net, e.g. width (checked per model)"
+        None,
+        max_length=16,
+        description="for every net, e.g. width (checked per model); added to or replacing "
+        "the family's own (highway: gate_bias -4)",
     )
 
 

@@ -140,3 +140,62 @@ def test_report_limits_are_422(client: TestClient, change: dict[str, Any], needl
     refused = client.post("/api/reports", json={**TINY_REPORT, **change})
     assert refused.status_code == 422 and needle in refused.text, refused.text
     assert client.get("/api/reports").json() == []
+
+
+# a Hessian analysis of fixed cost (5 Lanczos steps on 32 images): ARPACK's top eigenvalue
+# of a barely trained Transformer can take minutes to converge
+HESSIAN_SMALL = {"top": 0, "bottom": 0, "density_probes": 1, "density_steps": 5, "train_size": 32}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["highway-10-noshort", "transformer-6-noresidual", "lstm", "rnn"])
+def test_identity_families_through_the_api(client: TestClient, model: str) -> None:
+    """Each new family trains, yields a surface, a Hessian analysis and gradient flow over
+    REST; a recurrent net's flow also runs through its time steps (8 rows of digits)."""
+    surface_id = _surface(client, model=model, train_size=96)
+    replies = []
+    for route, body in (("hessian", HESSIAN_SMALL), ("gradient-flow", {})):
+        replies.append(client.post(f"/api/surfaces/{surface_id}/{route}", json=body))
+        assert replies[-1].status_code == 202, replies[-1].text
+        run_all(client)  # one job per surface at a time
+    for reply in replies:
+        job = client.get(f"/api/jobs/{reply.json()['job']['id']}").json()
+        assert job["status"] == "done", job["error"]
+    summary = client.get(f"/api/surfaces/{surface_id}").json()
+    assert summary["gradient_flow"] is True
+    hessian = client.get(f"/api/surfaces/{surface_id}/hessian").json()
+    assert hessian["density"]["matvecs"] >= 5
+    profiles = client.get(f"/api/surfaces/{surface_id}/gradient-flow").json()
+    steps = profiles["trained"]["time_grad_norm"]
+    if model in ("lstm", "rnn"):
+        assert len(steps) == 8 and all(g > 0 for g in steps)
+        assert profiles["init"]["through_time_ratio"] > 0
+    else:
+        assert steps is None and profiles["trained"]["through_time_ratio"] is None
+
+
+def test_report_family_recipe_and_its_model_args(tmp_path: Path) -> None:
+    """The family's own model arguments (highway: gate_bias -4) stay unless the request
+    replaces them; the quick recipe is the CLI's; an unknown family is a 422."""
+    settings = tiny_settings(tmp_path / "data", max_active_jobs_per_client=1000)
+    with TestClient(create_app(settings)) as client:
+        _queue_family_reports(client)
+
+
+def _queue_family_reports(client: TestClient) -> None:
+    base = {"train_size": 96, "test_size": 48}
+    highway = client.post("/api/reports", json={**base, "family": "highway", "epochs": 2})
+    assert highway.status_code == 202, highway.text
+    recipe = highway.json()["report"]["recipe"]
+    assert recipe["pairs"][0] == ["highway-10", "highway-10-noshort"]
+    assert dict(recipe["model_args"]) == {"gate_bias": -4}
+    replaced = client.post(
+        "/api/reports",
+        json={**base, "family": "highway", "epochs": 2, "model_args": {"gate_bias": -1}},
+    )
+    assert dict(replaced.json()["report"]["recipe"]["model_args"]) == {"gate_bias": -1}
+    quick = client.post("/api/reports", json={**base, "family": "transformer", "quick": True})
+    assert quick.status_code == 202, quick.text
+    assert quick.json()["report"]["recipe"]["seeds"] == [0, 1]
+    unknown = client.post("/api/reports", json={**base, "family": "capsule"})
+    assert unknown.status_code == 422 and "family" in unknown.text

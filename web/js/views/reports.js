@@ -5,9 +5,24 @@ import { api, links } from "../api.js";
 import { badge, fmtDuration, h, replace } from "../dom.js";
 import { ACTIVE, progressPanel, watchJob } from "../jobs.js";
 
+const FAMILIES = [
+  ["resnet", "ResNet shortcuts (resnet20/56 vs -noshort)"],
+  ["highway", "Highway gates (highway-10/50 vs -noshort)"],
+  ["transformer", "Transformer residual stream (transformer-6/18 vs -noresidual)"],
+  ["recurrent", "Gates through time (lstm, gru vs rnn)"],
+];
+
+// the request body: the server's recipe for the family, nothing else chosen here
+const reportRequest = (family, quick) => ({ family, quick });
+
 export async function render(root, _match, { notify }) {
   const list = h("div", { class: "report-list", "aria-live": "polite" }, h("p", { class: "hint" }, "Loading…"));
   const start = h("button", { type: "button", class: "button button-primary", id: "start-report" }, "Start the skip-vs-plain report");
+  // the families of `landscape reproduce --family` (docs/reproduce.md), each an identity path on trial
+  const family = h("select", { id: "report-family", "aria-label": "Identity path on trial" },
+    FAMILIES.map(([value, label]) => h("option", { value }, label)));
+  const quick = h("input", { type: "checkbox", id: "report-quick" });
+  const quickLabel = h("label", { for: "report-quick" }, quick, " quick recipe");
   const stops = [];
   let stopped = false;
 
@@ -16,8 +31,8 @@ export async function render(root, _match, { notify }) {
     h("div", { class: "view-header" },
       h("div", {},
         h("h1", { tabindex: "-1" }, "Reports"),
-        h("p", { class: "lead" }, "The residual-learning story measured: ResNet-20 and -56 trained with and without shortcuts under one fixed recipe, with their degradation table, loss surfaces, curvature, Hessian spectra and gradient flow, in one page that opens offline.")),
-      h("div", { class: "header-actions" }, start)),
+        h("p", { class: "lead" }, "The residual-learning story measured: nets trained with and without their identity path (ResNet shortcuts by default; highway gates, the Transformer's residual stream, LSTM and GRU gates through time) under one fixed recipe, with their degradation table, loss surfaces, curvature, Hessian spectra and gradient flow, in one page that opens offline.")),
+      h("div", { class: "header-actions" }, family, quickLabel, start)),
     list,
   );
 
@@ -70,7 +85,7 @@ export async function render(root, _match, { notify }) {
   start.addEventListener("click", async () => {
     start.disabled = true;
     try {
-      await api.createReport({});
+      await api.createReport(reportRequest(family.value, quick.checked));
       await show();
     } catch (err) {
       notify(err.message);
