@@ -199,3 +199,13 @@ def _queue_family_reports(client: TestClient) -> None:
     assert quick.json()["report"]["recipe"]["seeds"] == [0, 1]
     unknown = client.post("/api/reports", json={**base, "family": "capsule"})
     assert unknown.status_code == 422 and "family" in unknown.text
+
+
+def test_report_families_of_the_api_are_the_recipes() -> None:
+    """The request's family names are ``landscape reproduce --family``'s, no more, no fewer."""
+    from typing import get_args
+
+    from api.schemas.report import FamilyName
+    from landscape.report.recipe import FAMILIES
+
+    assert set(get_args(FamilyName)) == set(FAMILIES)

@@ -12,9 +12,6 @@ const FAMILIES = [
   ["recurrent", "Gates through time (lstm, gru vs rnn)"],
 ];
 
-// the request body: the server's recipe for the family, nothing else chosen here
-const reportRequest = (family, quick) => ({ family, quick });
-
 export async function render(root, _match, { notify }) {
   const list = h("div", { class: "report-list", "aria-live": "polite" }, h("p", { class: "hint" }, "Loading…"));
   const start = h("button", { type: "button", class: "button button-primary", id: "start-report" }, "Start the skip-vs-plain report");
@@ -85,7 +82,7 @@ export async function render(root, _match, { notify }) {
   start.addEventListener("click", async () => {
     start.disabled = true;
     try {
-      await api.createReport(reportRequest(family.value, quick.checked));
+      await api.createReport({ family: family.value, quick: quick.checked }); // the server's recipe for it
       await show();
     } catch (err) {
       notify(err.message);
