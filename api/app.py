@@ -37,13 +37,16 @@ from api.routes import (
     health,
     hessian,
     jobs,
+    losses,
     models,
     report,
+    sharpness,
     surface,
     web,
 )
 from api.routes import config as config_routes
 from api.runners.base import JobKind, Runner
+from api.schedule import QueuePolicy
 from api.settings import Settings, get_settings
 from api.timeouts import BodyTimeout
 from api.worker import RUNNERS, WorkerPool
@@ -80,7 +83,7 @@ def create_app(
     settings.ensure_dirs()
     engine = make_engine(settings.db_url)
     sessions = make_sessionmaker(engine)
-    queue = JobQueue(sessions, settings.lease_seconds)
+    queue = JobQueue(sessions, settings.lease_seconds, QueuePolicy.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,7 +133,8 @@ def create_app(
     app.add_exception_handler(LandscapeError, landscape_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
-    routers = (surface, hessian, gradient_flow, report, jobs, checkpoints, models, datasets)
+    routers = (surface, hessian, gradient_flow, sharpness, report, jobs, checkpoints, models,
+               losses, datasets)  # fmt: skip
     for module in (*routers, health, web):
         app.include_router(module.router)
     app.include_router(config_routes.router)

@@ -60,6 +60,10 @@ class Job(Base):
     # The plan the route made (``Plan.to_json`` / ``HessianPlan.to_json``), run as stored by
     # the worker; never on the wire (it holds server paths). NULL in rows of older versions.
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Estimated FLOPs of the whole job (``api/planning/job_cost.py``), stored when it is queued:
+    # the fair queue orders by it and learns seconds per FLOP from finished jobs. NULL: not
+    # priced (a kind without a pricer, or rows of older versions).
+    cost_flops: Mapped[float | None] = mapped_column(Float, nullable=True)
     done: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

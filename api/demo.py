@@ -13,6 +13,10 @@ contrast Li et al. describe is visible (docs/reproduce.md measures it).
 30 epochs: with 1437 images that is only 360 SGD steps. At 10 epochs resnet56 itself is still
 far from trained (train accuracy 0.35–0.48 over two seeds), which would show an unfinished
 net, not the shortcut's effect; at 30 it reaches 0.95–0.98 while resnet56-noshort is at 0.70.
+
+Each net trains with the reproduction report's recipe (``ReproduceSpec.train_spec``, seed 0):
+the same optimizer, schedule and warm-up (one epoch at lr/10 for the 56-layer nets) as the
+README's recipe, so a demo surface and the report's first seed are of the same net.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fastapi import FastAPI
 
 from api.planning.surface import plan_surface
 from api.schemas.surface import SurfaceRequest
+from landscape.report.recipe import ReproduceSpec
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,14 @@ DEMO_GRID: dict[str, Any] = {"nx": 21, "ny": 21, "xrange": [-1, 1], "yrange": [-
 CLOSE_GRID: dict[str, Any] = {"nx": 31, "ny": 31, "xrange": [-0.25, 0.25], "yrange": [-0.25, 0.25]}
 DEMO_MODELS = ("resnet20", "resnet20-noshort", "resnet56", "resnet56-noshort")
 CLOSE_MODELS = ("resnet56", "resnet56-noshort")
-DEMO_EPOCHS = 30  # the same in web/js/presets.js, so presets open the demo's surfaces
+DEMO_EPOCHS = ReproduceSpec().epochs  # 30; presets send these requests (api/routes/config.py)
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule")
+
+
+def demo_recipe(model: str) -> dict[str, Any]:
+    """The report's training recipe for ``model`` (seed 0), as a request's ``train``."""
+    spec = ReproduceSpec().train_spec(model, seed=0)
+    return {key: getattr(spec, key) for key in RECIPE_KEYS} | {"warmup_epochs": spec.warmup_epochs}
 
 
 def demo_request(model: str, grid: dict[str, Any] = DEMO_GRID) -> SurfaceRequest:
@@ -41,7 +53,7 @@ def demo_request(model: str, grid: dict[str, Any] = DEMO_GRID) -> SurfaceRequest
         {
             "model": model,
             "dataset": "digits",
-            "train": {"epochs": DEMO_EPOCHS},
+            "train": demo_recipe(model),
             "grid": grid,
             "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
             "label": f"{model} on digits{', ±0.25' if close else ''} (demo)",

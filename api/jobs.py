@@ -5,16 +5,21 @@ transaction, so two workers — threads, processes or hosts sharing one database
 same job: the loser's UPDATE matches no row. A claim is a lease that the running worker renews;
 a lapsed lease means the worker died and the job may be taken over (it resumes from its
 partial HDF5 file).
+
+Which queued job a worker takes, and when each queued job is expected to start, follow the
+fair-queue rule of ``api/schedule.py``: an express lane for short jobs, shortest-first with an
+aging bound for the rest, by the FLOPs each job is estimated at when it is queued.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,19 +28,28 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
+from api.planning.job_cost import job_flops
 from api.planning.surface import Plan
 from api.redact import public_stored_error
 from api.runners.base import JobKind
-from api.schemas.common import JobPublic, Progress, TrainProgress
+from api.schedule import Lane, QueuePolicy, Throughput, claim_order, schedule
+from api.schemas.common import JobEstimate, JobPublic, Progress, TrainProgress
 
 log = logging.getLogger(__name__)
 
 _HOST = socket.gethostname()
+_EXPRESS = "-express"  # ends the id of an express-lane worker, so estimates know its lane
+RATE_SAMPLES = 50  # finished jobs the measured rate is fitted to (the newest)
 
 
-def new_worker_id() -> str:
+def new_worker_id(lane: Lane = "general") -> str:
     """``host:pid:random``: lets a restarted server on the same host spot its dead workers."""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    suffix = _EXPRESS if lane == "express" else ""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def worker_lane(worker_id: str | None) -> Lane:
+    return "express" if worker_id and worker_id.endswith(_EXPRESS) else "general"
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -44,7 +58,8 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
 
 
-def job_public(job: Job) -> JobPublic:
+def job_public(job: Job, estimate: JobEstimate | None = None) -> JobPublic:
+    """The wire shape; ``estimate`` from ``JobQueue.estimates`` (routes that have it)."""
     return JobPublic(
         id=job.id,
         kind=job.kind or "surface",
@@ -61,6 +76,7 @@ def job_public(job: Job) -> JobPublic:
         created_at=iso(job.created_at) or "",
         started_at=iso(job.started_at),
         finished_at=iso(job.finished_at),
+        estimate=estimate,
     )
 
 
@@ -85,13 +101,20 @@ def _worker_is_dead(worker_id: str, live_here: set[str]) -> bool:
 class JobQueue:
     """Queue operations; each method is one short transaction on its own session."""
 
-    def __init__(self, sessions: sessionmaker[Session], lease_seconds: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        lease_seconds: float,
+        policy: QueuePolicy | None = None,
+    ) -> None:
         self.sessions = sessions
         self.lease_seconds = lease_seconds
+        self.policy = policy or QueuePolicy()
 
     # --- API side -------------------------------------------------------------------------
     def submit(self, plan: Plan, request: dict[str, Any]) -> tuple[Job, bool]:
         """The active job for this surface, or a new queued one; ``True`` when new."""
+        stored = plan.to_json()
         for _ in range(3):
             with self.sessions() as session:
                 existing = self._active_for(session, plan.surface_id)
@@ -114,7 +137,8 @@ class JobQueue:
                     surface_id=plan.surface_id,
                     label=plan.label,
                     request=request,
-                    plan=plan.to_json(),
+                    plan=stored,
+                    cost_flops=job_flops(JobKind.SURFACE.value, stored, session),
                     total=plan.surface_spec.grid.n_points,
                 )
                 session.add(job)
@@ -154,6 +178,7 @@ class JobQueue:
                     label=label,
                     request=request,
                     plan=plan,
+                    cost_flops=job_flops(kind, plan, session),
                     total=total,
                 )
                 session.add(job)
@@ -249,28 +274,30 @@ class JobQueue:
         return job
 
     # --- worker side ----------------------------------------------------------------------
-    def claim(self, worker_id: str) -> Job | None:
-        """Take the oldest queued job (or one whose worker's lease lapsed), or None."""
+    def claim(self, worker_id: str, lane: Lane = "general") -> Job | None:
+        """Take the next job of ``lane`` by the fair-queue rule (``api/schedule.py``), a job
+        whose worker's lease lapsed first (it ran already), or None."""
         t = now()
+        claimable = ((Job.status == "queued") & ~Job.cancel_requested) | (
+            (Job.status == "running") & (Job.lease_expires_at < t)
+        )
         with self.sessions() as session:
-            candidates = session.scalars(
-                select(Job.id)
-                .where(
-                    ((Job.status == "queued") & ~Job.cancel_requested)
-                    | ((Job.status == "running") & (Job.lease_expires_at < t))
-                )
-                .order_by(Job.created_at)
-                .limit(8)
+            rows = session.execute(
+                select(Job.id, Job.status, Job.created_at, Job.cost_flops).where(claimable)
             ).all()
-        for job_id in candidates:
+        if not rows:
+            return None
+        rate = self.throughput()
+        waiting = {row.id: rate.waiting(row.id, row.created_at, row.cost_flops) for row in rows}
+        lapsed = {row.id for row in rows if row.status == "running"}
+        ordered = claim_order(waiting.values(), lane, t, self.policy)
+        ordered.sort(key=lambda job: job.id not in lapsed)  # stable: the rule's order otherwise
+        for candidate in ordered:
+            job_id = candidate.id
             with self.sessions() as session, session.begin():
                 result = session.execute(
                     update(Job)
-                    .where(
-                        Job.id == job_id,
-                        ((Job.status == "queued") & ~Job.cancel_requested)
-                        | ((Job.status == "running") & (Job.lease_expires_at < t)),
-                    )
+                    .where(Job.id == job_id, claimable)
                     .values(
                         status="running",
                         worker_id=worker_id,
@@ -284,9 +311,73 @@ class JobQueue:
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     job = session.get(Job, job_id)
                     assert job is not None and job.worker_id == worker_id
-                    log.info("worker %s claimed job %s", worker_id, job_id)
+                    log.info("worker %s (%s lane) claimed job %s", worker_id, lane, job_id)
                     return job
         return None
+
+    # --- estimates ------------------------------------------------------------------------
+    def throughput(self) -> Throughput:
+        """Seconds per FLOP, fitted to the newest jobs that finished here in one run (a
+        resumed job ran only its rest, so it would read as too fast)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Job.cost_flops, Job.started_at, Job.finished_at)
+                .where(
+                    Job.status == "done",
+                    Job.attempts == 1,
+                    Job.cost_flops.is_not(None),
+                    Job.started_at.is_not(None),
+                    Job.finished_at.is_not(None),
+                )
+                .order_by(Job.finished_at.desc())
+                .limit(RATE_SAMPLES)
+            ).all()
+        runs = [
+            (flops, end - start)
+            for flops, start, end in rows
+            if flops is not None and start is not None and end is not None
+        ]
+        return Throughput.fit(runs, self.policy.prior_rate)
+
+    def estimates(
+        self, hypothetical: Mapping[str, float | None] | None = None
+    ) -> dict[str, JobEstimate]:
+        """Every active job's estimate: the running jobs' expected ends, then the rule replayed
+        over the queued ones (``api/schedule.py``); with ``hypothetical`` jobs (id → FLOPs)
+        queued now as well, for an estimate before anything is queued."""
+        t = now()
+        rate = self.throughput()
+        with self.sessions() as session:
+            active = list(session.scalars(select(Job).where(Job.status.in_(ACTIVE))))
+        busy: list[tuple[Lane, float]] = []
+        out: dict[str, JobEstimate] = {}
+        for job in active:
+            if job.status != "running":
+                continue
+            seconds = rate.seconds(job.cost_flops)
+            end = _expected_end(job, seconds, t, self.policy.aging_seconds)
+            lane = worker_lane(job.worker_id)
+            busy.append((lane, end))
+            out[job.id] = _estimate(job.cost_flops, rate, job.started_at or t, end, lane)
+        extra = dict(hypothetical or {})
+        flops = {
+            job.id: job.cost_flops
+            for job in active
+            if job.status == "queued" and not job.cancel_requested
+        }
+        created = {job.id: job.created_at for job in active}
+        queued = [rate.waiting(i, created.get(i, t), f) for i, f in {**flops, **extra}.items()]
+        for job_id, slot in schedule(queued, busy, self.policy, t).items():
+            estimate = _estimate(
+                {**flops, **extra}[job_id], rate, slot.start_at, slot.end_at, slot.lane
+            )
+            out[job_id] = estimate.model_copy(update={"position": slot.position})
+        return out
+
+    def public(self, job: Job) -> JobPublic:
+        """``job_public`` with the job's queue estimate when it is active."""
+        estimate = self.estimates().get(job.id) if job.status in ACTIVE else None
+        return job_public(job, estimate)
 
     def _update_mine(self, job_id: str, owner: str, **values: Any) -> bool:
         """Change a job only while ``owner`` still holds it (a lost lease changes nothing)."""
@@ -381,3 +472,28 @@ class JobQueue:
         if count:
             log.info("requeued %d job(s) left running by a dead process", count)
         return count
+
+
+def _expected_end(job: Job, seconds: float | None, t: float, unknown_s: float) -> float:
+    """A running job's expected end: from its own reported ETA when it has one, else from its
+    estimated run time (unknown: the aging bound); never before ``t``. Whole seconds, so an
+    event stream does not see a new estimate on every poll."""
+    if job.eta_seconds is not None:
+        end = job.updated_at + job.eta_seconds
+    else:
+        end = (job.started_at or t) + (seconds if seconds is not None else unknown_s)
+    return float(math.ceil(max(end, t)))
+
+
+def _estimate(
+    flops: float | None, rate: Throughput, start: float, end: float | None, lane: Lane
+) -> JobEstimate:
+    seconds = rate.seconds(flops)
+    return JobEstimate(
+        flops=flops,
+        seconds=None if seconds is None else round(seconds, 1),
+        start_at=iso(round(start)),
+        end_at=iso(round(end)) if end is not None else None,
+        lane=lane,
+        basis=rate.basis,
+    )

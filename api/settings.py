@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     api_token: str | None = Field(None, description="when set, POST/DELETE need Bearer <token>")
     protect_reads: bool = Field(False, description="also require the token on GET endpoints")
 
-    max_grid_points: int = Field(40401, ge=1, description="nx × ny limit per surface (201²)")
+    max_grid_points: int = Field(40401, ge=1, description="nx × ny (× nz) limit per surface (201²)")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="checkpoint file size")
     max_onnx_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="ONNX upload size (also bounded by max_upload_bytes)"
@@ -112,6 +112,27 @@ class Settings(BaseSettings):
     )
 
     workers: int = Field(1, ge=0, description="in-process job workers started with the app")
+    # The fair queue (api/schedule.py, docs/deploy.md): short jobs have a lane of their own,
+    # long ones start shortest-first until they have waited queue_aging_seconds.
+    express_workers: int = Field(
+        1, ge=0, description="extra workers taking only jobs estimated under express_max_seconds"
+    )
+    express_max_seconds: float = Field(
+        120.0, ge=0, allow_inf_nan=False, description="the express lane's cut-off (estimated run)"
+    )
+    queue_aging_seconds: float = Field(
+        1800.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="a job queued this long goes ahead of every younger one",
+    )
+    flops_per_second: float = Field(
+        3e9,
+        gt=0,
+        allow_inf_nan=False,
+        description="FLOP rate assumed until jobs have finished here (then it is measured); "
+        "3e9: the zoo's small-batch training and evaluation on a 2-core CPU",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where this process's workers run jobs (read at run time)"
     )

@@ -56,6 +56,8 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
             ny=grid.n_y,
             xrange=list(grid.x_range),
             yrange=list(grid.y_range) if grid.y_range is not None else None,
+            nz=grid.n_z,
+            zrange=list(grid.z_range) if grid.z_range is not None else None,
         ),
         metrics=list(info.metrics),
         done=info.done,
@@ -74,7 +76,7 @@ def unreadable_summary(record: SurfaceRecord, error: str) -> SurfaceSummary:
     """A surface whose file cannot be read, described from its request alone."""
     request = SurfaceRequest.model_validate(record.request)
     grid = request.grid
-    total = grid.nx * (grid.ny or 1)
+    total = grid.points
     metrics = [f"{split}_{m}" for split in request.splits for m in ("loss", "acc")]
     return SurfaceSummary(
         id=record.id,
@@ -83,12 +85,14 @@ def unreadable_summary(record: SurfaceRecord, error: str) -> SurfaceSummary:
         error=error,
         model=record.model,
         dataset=record.dataset,
-        ndim=1 if grid.ny is None else 2,
+        ndim=grid.dim or 2,
         grid=GridPublic(
             nx=grid.nx,
             ny=grid.ny,
             xrange=list(grid.xrange),
             yrange=list(grid.yrange) if grid.yrange is not None else None,
+            nz=grid.nz,
+            zrange=list(grid.zrange) if grid.zrange is not None else None,
         ),
         metrics=metrics,
         done=0,
@@ -104,19 +108,22 @@ def surface_data(
     """The summary plus the arrays, each axis downsampled to at most ``max_points``."""
     summary = surface_summary(record, surface)
     ix = _even_indices(len(surface.x), max_points)
-    y: list[float] | None = None
-    if surface.y is None:
-        values = {m: _json_array(v[ix]) for m, v in surface.values.items()}
-    else:
+    y = z = None
+    picks = [ix]  # the arrays' axes, last first: (nz, ny, nx), (ny, nx) or (nx,)
+    if surface.y is not None:
         iy = _even_indices(len(surface.y), max_points)
-        y = [float(v) for v in surface.y[iy]]
-        values = {m: _json_array(v[np.ix_(iy, ix)]) for m, v in surface.values.items()}
+        y, picks = [float(v) for v in surface.y[iy]], [iy, *picks]
+    if surface.z is not None:
+        iz = _even_indices(len(surface.z), max_points)
+        z, picks = [float(v) for v in surface.z[iz]], [iz, *picks]
+    values = {m: _json_array(v[np.ix_(*picks)]) for m, v in surface.values.items()}
     group = surface.groups.get(HESSIAN_GROUP)
     return SurfaceData(
         **summary.model_dump(exclude={"hessian"}),
         hessian=hessian_public(group) if group is not None else None,
         x=[float(v) if math.isfinite(v) else 0.0 for v in surface.x[ix]],
         y=y,
+        z=z,
         values=values,
         trajectory=trajectory_public(surface.trajectory),
     )

@@ -2,9 +2,12 @@
 the outcome.
 
 A worker is a thread (``landscape serve`` starts them next to the API; ``landscape worker``
-runs them alone). While a job runs, a heartbeat thread renews the job's lease and watches its
-cancel flag; the runner's ``should_stop`` reads those flags, so cancel and shutdown stop the
-work at the next chunk (or training batch, or analysis step) and partial files stay resumable.
+runs them alone). Each serves a lane of the fair queue (``api/schedule.py``): the general
+workers take any job, shortest first with an aging bound; the express workers
+(``LANDSCAPE_EXPRESS_WORKERS``) only short ones, so a small job never waits for a long one.
+While a job runs, a heartbeat thread renews the job's lease and watches its cancel flag;
+the runner's ``should_stop`` reads those flags, so cancel and shutdown stop the work at the
+next chunk (or training batch, or analysis step) and partial files stay resumable.
 
 Jobs run where this process's settings say (``LANDSCAPE_DEVICE``), not where they were planned.
 On CUDA, one job at a time per process: precision switches and free-memory reads are global to
@@ -25,8 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db import Job
 from api.jobs import JobQueue, new_worker_id
 from api.redact import public_error
-from api.runners import gradient_flow, hessian, report, surface
+from api.runners import gradient_flow, hessian, report, sharpness, surface
 from api.runners.base import JobContext, JobKind, Runner, worker_device
+from api.schedule import Lane, QueuePolicy
 from api.settings import Settings
 from landscape.errors import CancelledError, SpecError
 
@@ -37,6 +41,7 @@ RUNNERS: Mapping[JobKind, Runner] = MappingProxyType(
         JobKind.SURFACE: surface.run,
         JobKind.HESSIAN: hessian.run,
         JobKind.GRADIENT_FLOW: gradient_flow.run,
+        JobKind.SHARPNESS: sharpness.run,
         JobKind.REPORT: report.run,
     }
 )
@@ -58,11 +63,13 @@ class Worker:
         *,
         runners: Mapping[JobKind, Runner] = RUNNERS,
         stop: threading.Event | None = None,
+        lane: Lane = "general",
     ) -> None:
         self.queue, self.settings, self.sessions = queue, settings, sessions
         self.runners = runners
         self.stop = stop or threading.Event()
-        self.id = new_worker_id()
+        self.lane = lane
+        self.id = new_worker_id(lane)
         self.device_lock = _CUDA_LOCK if _on_cuda(settings) else None
 
     def run_forever(self) -> None:
@@ -89,7 +96,7 @@ class Worker:
             self.device_lock.release()
 
     def _claim_and_run(self) -> bool:
-        job = self.queue.claim(self.id)
+        job = self.queue.claim(self.id, self.lane)
         if job is None:
             return False
         self._run(job)
@@ -177,7 +184,8 @@ class Worker:
 
 
 class WorkerPool:
-    """N worker threads sharing one stop flag; ``stop()`` lets each finish its chunk."""
+    """N general and ``express`` express-lane worker threads sharing one stop flag; ``stop()``
+    lets each finish its chunk."""
 
     def __init__(
         self,
@@ -187,11 +195,14 @@ class WorkerPool:
         count: int,
         *,
         runners: Mapping[JobKind, Runner] = RUNNERS,
+        express: int | None = None,
     ) -> None:
         self.stop_event = threading.Event()
+        lanes: list[Lane] = ["general"] * count
+        lanes += ["express"] * (settings.express_workers if express is None else express)
         self.workers = [
-            Worker(queue, settings, sessions, runners=runners, stop=self.stop_event)
-            for _ in range(count)
+            Worker(queue, settings, sessions, runners=runners, stop=self.stop_event, lane=lane)
+            for lane in lanes
         ]
         self.queue = queue
         self.threads: list[threading.Thread] = []
@@ -200,7 +211,9 @@ class WorkerPool:
         self.queue.recover({worker.id for worker in self.workers})
         for index, worker in enumerate(self.workers):
             thread = threading.Thread(
-                target=worker.run_forever, name=f"landscape-worker-{index}", daemon=True
+                target=worker.run_forever,
+                name=f"landscape-worker-{index}-{worker.lane}",
+                daemon=True,
             )
             thread.start()
             self.threads.append(thread)
@@ -250,5 +263,5 @@ def standalone_pool(
 
     settings.ensure_dirs()
     sessions = make_sessionmaker(make_engine(settings.db_url))
-    queue = JobQueue(sessions, settings.lease_seconds)
+    queue = JobQueue(sessions, settings.lease_seconds, QueuePolicy.from_settings(settings))
     return WorkerPool(queue, settings, sessions, max(1, settings.workers), runners=runners)

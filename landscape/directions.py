@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,8 +71,11 @@ def normalize_direction(
     - ``filter`` (Li et al. 2018, §4: filter-wise normalization): for every output filter or
       neuron ``i`` (index 0 of a weight tensor), ``d_i ← d_i / ‖d_i‖ · ‖θ_i‖``.
     - ``layer``: the same rule with a whole parameter tensor as the unit.
-    - ``weight``: the same rule with all the (non-ignored) parameters as one vector, so
-      ``‖d‖ = ‖θ‖`` overall — the coarsest granularity.
+    - ``weight`` (Li et al.'s code, ``net_plotter.normalize_direction(norm='weight')``):
+      elementwise ``d ← d ⊙ θ``, so each weight moves in proportion to its own size.
+    - ``global``: the ``filter`` rule with all the (non-ignored) parameters as one vector, so
+      ``‖d‖ = ‖θ‖`` overall — the coarsest granularity (what ``weight`` meant in files whose
+      root lacks the ``weight_normalization`` attr; docs/format.md).
     - ``none``: the Gaussian as drawn.
 
     1-D parameters (biases, BN affine) are zeroed for ``ignore="biasbn"`` (Li et al. §4: they
@@ -95,6 +98,8 @@ def normalize_direction(
             )
         if p.dim() <= 1 and ignore == "biasbn":
             d.zero_()
+        elif normalization == "weight":
+            d.mul_(p.detach())  # Li et al.'s code: direction.mul_(weights)
         elif normalization == "filter" and p.dim() > 1:
             # Li et al. 2018, §4: d_i ← d_i / ‖d_i‖ · ‖θ_i‖ per output filter i
             d_norm = d.flatten(1).norm(dim=1)
@@ -104,7 +109,7 @@ def normalize_direction(
         elif normalization in ("filter", "layer"):
             d.mul_(p.detach().norm() / (d.norm() + _EPS))
         out[name] = d
-    if normalization == "weight":
+    if normalization == "global":
         # whole-model granularity: one scale for every kept tensor, ‖d‖ = ‖θ‖ over them
         kept = [n for n, p in params.items() if not (p.dim() <= 1 and ignore == "biasbn")]
         d_sq = sum(float(out[n].double().pow(2).sum()) for n in kept)
@@ -121,18 +126,19 @@ def make_directions(
     ndim: int,
     *,
     data: tuple[Tensor, Tensor] | None = None,
-    loss: LossName = "cross_entropy",
+    loss: str = "cross_entropy",
     device: DeviceName | str | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
-    """``ndim`` directions (x, then y) for ``model`` as ``spec`` asks, and their provenance.
+    """``ndim`` directions (x, then y, then z) for ``model`` as ``spec`` asks, and their
+    provenance.
 
     The provenance dict holds plain values (JSON-ready) to store with the surface. ``hessian``
     directions are the top eigenvectors of the Hessian of the mean ``loss`` over ``data``,
     computed on ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``; None: where the model's
     parameters are) — the model stays where it is, and the directions are on its device.
     """
-    if ndim not in (1, 2):
-        raise ValueError(f"ndim must be 1 or 2, got {ndim}")
+    if ndim not in (1, 2, 3):
+        raise ValueError(f"ndim must be 1, 2 or 3, got {ndim}")
     params = model_parameters(model)
     info: dict[str, Any] = {
         "kind": spec.kind,
@@ -152,10 +158,10 @@ def make_directions(
         assert spec.target_checkpoint is not None  # DirectionSpec checks it
         dirs = [interpolation_direction(params, _load_params(spec.target_checkpoint, model))]
         info["target_checkpoint"] = spec.target_checkpoint
-        if ndim == 2:
-            # y: a filter-normalized random direction. It is not orthogonalized against x: in
-            # the >10⁵ dimensions of these nets two independent Gaussians are nearly orthogonal
-            # (cosine ~ 1/√n), and projecting would break its filter-wise norms.
+        for _ in range(ndim - 1):
+            # y (and z): filter-normalized random directions, not orthogonalized against x: in
+            # the >10⁵ dimensions of these nets independent Gaussians are nearly orthogonal
+            # (cosine ~ 1/√n), and projecting would break their filter-wise norms.
             dirs.append(
                 random_direction(
                     params,
@@ -180,7 +186,7 @@ def _hessian(
     spec: DirectionSpec,
     ndim: int,
     data: tuple[Tensor, Tensor] | None,
-    loss: LossName,
+    loss: str,
     device: DeviceName | str | None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """Top Hessian eigenvectors (Lanczos seeded by ``spec.seed``), products on ``device``, in
@@ -193,12 +199,13 @@ def _hessian(
 
     if data is None:
         raise CheckpointError("Hessian directions need the data whose loss the Hessian is of")
+    check_choice("loss of Hessian directions", loss, LossName)  # losses of the outputs alone
     dirs, info = hessian_directions(
         model,
         data,
         ndim,
         scale="unit" if spec.normalization == "none" else "weight",
-        loss=loss,
+        loss=cast(LossName, loss),
         device=str(next(model.parameters()).device) if device is None else device,
         options=LanczosOptions(seed=spec.seed),
     )

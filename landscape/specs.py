@@ -13,12 +13,14 @@ from typing import Any, Literal, TypeVar, get_args
 
 from landscape.errors import SpecError, UnknownNameError
 
-Normalization = Literal["filter", "layer", "weight", "none"]
+Normalization = Literal["filter", "layer", "weight", "global", "none"]
 Ignore = Literal["biasbn", "none"]
 DirectionKind = Literal["random", "interpolate", "pca", "hessian"]
 Split = Literal["train", "test"]
-LossName = Literal["cross_entropy", "mse"]
-OptimizerName = Literal["sgd", "adam"]
+# The built-in losses of the outputs alone, which Hessian analyses take; surfaces and training
+# take any loss ``landscape.losses`` resolves (its name is the spec's ``loss``).
+LossName = Literal["cross_entropy", "mse", "mse_onehot"]
+OptimizerName = Literal["sgd", "adam", "gd"]  # gd: full-batch, one step per epoch
 ScheduleName = Literal["cosine", "step", "constant"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "tf32", "bf16"]
@@ -38,6 +40,13 @@ MAX_DENSITY_PROBES = 100  # SLQ probes: each is a full Lanczos run
 MAX_ABS_COORDINATE = 1000.0
 
 
+def check_loss_name(name: object) -> None:
+    """A loss name's form only: which names exist depends on the installed plugins, and a
+    stored spec must read back without them (``landscape.losses.get_loss`` resolves it)."""
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise SpecError(f"loss must be a non-empty name of at most 200 characters, got {name!r}")
+
+
 def check_choice(kind: str, value: object, literal: Any) -> None:
     """Raise UnknownNameError unless ``value`` is one of the Literal's members."""
     choices = get_args(literal)
@@ -47,12 +56,15 @@ def check_choice(kind: str, value: object, literal: Any) -> None:
 
 @dataclass(frozen=True)
 class GridSpec:
-    """Grid coordinates: ``n_x`` points over ``x_range``; ``n_y is None`` means a 1D curve."""
+    """Grid coordinates: ``n_x`` points over ``x_range``; ``n_y is None`` means a 1D curve,
+    ``n_z`` (with ``z_range``) a 3D volume along a third direction."""
 
     x_range: tuple[float, float] = (-1.0, 1.0)
     n_x: int = 21
     y_range: tuple[float, float] | None = (-1.0, 1.0)
     n_y: int | None = 21
+    z_range: tuple[float, float] | None = None
+    n_z: int | None = None
 
     def __post_init__(self) -> None:
         _check_axis("x", self.x_range, self.n_x)
@@ -60,14 +72,20 @@ class GridSpec:
             raise SpecError("a 1D grid has neither n_y nor y_range; a 2D grid needs both")
         if self.n_y is not None and self.y_range is not None:
             _check_axis("y", self.y_range, self.n_y)
+        if (self.n_z is None) != (self.z_range is None):
+            raise SpecError("a 3D grid needs both n_z and z_range; a 1D or 2D grid neither")
+        if self.n_z is not None and self.z_range is not None:
+            if self.n_y is None:
+                raise SpecError("a 3D grid needs n_y and y_range too")
+            _check_axis("z", self.z_range, self.n_z)
 
     @property
     def ndim(self) -> int:
-        return 1 if self.n_y is None else 2
+        return 1 if self.n_y is None else 2 if self.n_z is None else 3
 
     @property
     def n_points(self) -> int:
-        return self.n_x * (self.n_y or 1)
+        return self.n_x * (self.n_y or 1) * (self.n_z or 1)
 
 
 def _check_axis(name: str, value_range: tuple[float, float], n: int) -> None:
@@ -171,14 +189,14 @@ class SurfaceSpec:
     grid: GridSpec = field(default_factory=GridSpec)
     directions: DirectionSpec = field(default_factory=DirectionSpec)
     splits: tuple[Split, ...] = ("train",)
-    loss: LossName = "cross_entropy"
+    loss: str = "cross_entropy"  # a ``landscape.losses`` name: resolved when computed
 
     def __post_init__(self) -> None:
         if not self.splits:
             raise SpecError("splits must name at least one of: train, test")
         for split in self.splits:
             check_choice("split", split, Split)
-        check_choice("loss", self.loss, LossName)
+        check_loss_name(self.loss)
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -195,6 +213,7 @@ class TrainSpec:
     model_args: dict[str, int | float | str] = field(default_factory=dict)  # e.g. depth, width
     epochs: int = 10
     batch_size: int = 128
+    loss: str = "cross_entropy"  # a ``landscape.losses`` name, as a surface's
     optimizer: OptimizerName = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -204,11 +223,17 @@ class TrainSpec:
     seed: int = 0
     device: DeviceName = "auto"
     snapshot_every: int = 0  # save a per-epoch snapshot every N epochs (0: none)
+    # λmax of the full-batch training loss every N epochs (gd: steps), warm-started Lanczos
+    # (landscape.analysis.sharpness; Cohen et al. 2021); 0: never
+    sharpness_every: int = 0
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OptimizerName)
+        if self.sharpness_every < 0:
+            raise SpecError(f"sharpness_every must be >= 0, got {self.sharpness_every}")
         check_choice("schedule", self.schedule, ScheduleName)
         check_choice("device", self.device, DeviceName)
+        check_loss_name(self.loss)
         if self.epochs < 1:
             raise SpecError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -227,17 +252,19 @@ class AnalysisSpec:
     eigenvalues (Lanczos), the trace (Hutchinson, ``trace_samples`` probes; 0 for none), the
     eigenvalue density (SLQ, ``density_probes`` runs of ``density_steps``; 0 probes for none)
     and, over a surface's plane, the ``|λ_min/λ_max|`` map on ``curvature_grid``² points
-    (ARPACK per point, or ``curvature_steps`` fixed Lanczos steps with residual norms)."""
+    (ARPACK per point, or ``curvature_steps`` fixed Lanczos steps with residual norms); the
+    eigenvalues by ARPACK, or with ``spectrum_steps`` one fixed-step Lanczos run."""
 
     checkpoint: str
     data: DataSpec = field(default_factory=DataSpec)
     split: Split = "train"
-    loss: LossName = "cross_entropy"
+    loss: str = "cross_entropy"  # a LossName: a surface's loss may be any, this checks it
     top: int = 3
     bottom: int = 1
     trace_samples: int = 0
     curvature_grid: int = 0
     curvature_steps: int | None = None
+    spectrum_steps: int | None = None
     density_probes: int = 0
     density_steps: int = 40
     tol: float = 1e-5
@@ -267,6 +294,8 @@ class AnalysisSpec:
                 f"density_probes must be at most {MAX_DENSITY_PROBES}, got {self.density_probes}"
             )
         _check_steps("density_steps", self.density_steps)
+        if self.spectrum_steps is not None:
+            _check_steps("spectrum_steps", self.spectrum_steps)
         if self.curvature_steps is not None:
             _check_steps("curvature_steps", self.curvature_steps)
             if not self.curvature_grid:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from landscape import storage as store
 from landscape.analysis.surface_metrics import surface_metrics
 from landscape.errors import CancelledError, SpecError
+from landscape.losses import Loss, LossFn, get_loss, resolve_loss
 from landscape.sources.model_source import (
     REGRESSION_LOSS,
     ModelSource,
@@ -41,7 +42,7 @@ from landscape.sources.model_source import (
     module_source,
 )
 from landscape.sources.modules import data_digest
-from landscape.specs import DataSpec, DirectionSpec, EngineOptions, GridSpec, LossName, SurfaceSpec
+from landscape.specs import DataSpec, DirectionSpec, EngineOptions, GridSpec, SurfaceSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,13 @@ def compute_surface(
     should_stop: Callable[[], bool] | None = None,
     surface_id: str | None = None,
     source: ModelSource | None = None,
+    loss: str | Loss | LossFn | None = None,
 ) -> Path:
     """Compute (or finish) the surface of ``spec`` into ``out`` and return ``out``.
+
+    ``loss`` (a name, ``Loss`` or ``loss(model, inputs, targets)`` callable; docs/losses.md)
+    replaces ``spec.loss``, its identity taking the field's place: in the key, the file and
+    the resume check.
 
     ``source`` is the module and data to evaluate (``sources.model_source``); by default
     the checkpoint file and data set ``spec`` names. An existing ``out`` made from the same spec,
@@ -82,6 +88,9 @@ def compute_surface(
     from landscape.engine.devices import resolve_device
     from landscape.engine.plan import resolve_precision
 
+    if loss is not None:
+        spec = dataclasses.replace(spec, loss=resolve_loss(loss).name)
+    get_loss(spec.loss)  # an unknown name fails before any file is touched
     options = options or EngineOptions()
     # "auto" becomes what the device computes in: the file and the key name the real one.
     precision = resolve_precision(options, resolve_device(options.device))
@@ -120,7 +129,8 @@ def compute_surface(
         )
 
     surface = store.read_surface(out)
-    missing = surface.missing()
+    # Coarse to fine (storage.order): the page can draw the whole shape after a few chunks.
+    missing = store.in_point_order(surface.missing(), surface.computed.shape)
     total = spec.grid.n_points
     previous_wall = float(surface.attrs.get("wall_time_s", 0.0) or 0.0)
     if len(missing) == 0:
@@ -137,7 +147,7 @@ def compute_surface(
         try:
             if should_stop is not None and should_stop():
                 raise CancelledError("surface computation cancelled before it started")
-            coords = [store.flat_coordinates(surface.x, surface.y, c) for c in chunks]
+            coords = [store.flat_coordinates(surface.x, surface.y, c, surface.z) for c in chunks]
             for index, results in _stoppable(evaluator.imap(coords), should_stop):
                 writer.append(chunks[index], results)
                 report(len(chunks[index]))
@@ -216,7 +226,8 @@ def _stoppable(
 
 
 def plan_chunks(missing: np.ndarray, chunk_size: int) -> list[np.ndarray]:
-    """Split the flat indices still to compute into consecutive chunks of ``chunk_size``."""
+    """Split the flat indices still to compute (in computing order) into consecutive chunks
+    of ``chunk_size``."""
     assert chunk_size >= 1, "chunk size must be positive"
     return [missing[i : i + chunk_size] for i in range(0, len(missing), chunk_size)]
 
@@ -236,7 +247,7 @@ def _finish(
     out: Path, spec: SurfaceSpec, engine_info: Mapping[str, Any] | None, wall_time_s: float
 ) -> None:
     surface = store.read_surface(out)
-    metrics = surface_metrics(surface.x, surface.y, surface.values, spec.metric_names)
+    metrics = _metrics(surface, spec.metric_names)
     attrs: dict[str, Any] = {"wall_time_s": wall_time_s}
     if engine_info is not None:
         attrs["engine"] = dict(engine_info)
@@ -245,6 +256,20 @@ def _finish(
             if engine_info.get(key) is not None:
                 attrs[key] = str(engine_info[key])
     store.mark_complete(out, metrics=metrics, attrs=attrs)
+
+
+def _metrics(surface: store.Surface, names: tuple[str, ...]) -> dict[str, float]:
+    """The summary numbers; a volume's shape numbers are those of its plane through θ (the
+    z slice nearest 0), its minima and maxima over the whole volume."""
+    if surface.z is None:
+        return surface_metrics(surface.x, surface.y, surface.values, names)
+    k = int(np.argmin(np.abs(surface.z)))
+    metrics = surface_metrics(surface.x, surface.y, {m: surface.values[m][k] for m in names})
+    for m in names:
+        finite = surface.values[m][np.isfinite(surface.values[m])]
+        metrics[f"{m}_min"] = float(finite.min()) if finite.size else math.nan
+        metrics[f"{m}_max"] = float(finite.max()) if finite.size else math.nan
+    return metrics
 
 
 def _trajectory(spec: SurfaceSpec, directions_info: dict[str, Any]) -> store.Trajectory | None:
@@ -294,6 +319,9 @@ def _provenance(
     elif not source.known_architecture:
         provenance["task"] = "classification"
         provenance["loss_definition"] = spec.loss
+    if source.task != "regression":
+        loss = get_loss(spec.loss)
+        provenance["loss_formula"], provenance["loss_source"] = loss.formula, loss.source
     return {**source.provenance, **provenance}
 
 
@@ -341,7 +369,7 @@ def compute_module_surface(
     *,
     grid: GridSpec | None = None,
     directions: DirectionSpec | None = None,
-    loss: LossName | None = None,
+    loss: str | Loss | LossFn | None = None,
     options: EngineOptions | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -350,8 +378,9 @@ def compute_module_surface(
 ) -> Path:
     """Compute (or finish) the surface of ``model`` on ``data`` (split name → ``(x, y)``).
 
-    ``loss`` defaults to cross-entropy for class labels; regression takes ``"mse"`` (plain
-    squared error; ``{split}_acc`` holds R²). Only random directions apply (the others name
+    ``loss`` defaults to cross-entropy for class labels (any name, ``Loss`` or
+    ``loss(model, inputs, targets)`` callable: docs/losses.md); regression takes ``"mse"``
+    (plain squared error; ``{split}_acc`` holds R²). Only random directions apply (the others name
     checkpoint files). ``label`` names the model in the file (default: its class name);
     ``extra_provenance`` adds root attrs (the ONNX loader's check report).
     """
@@ -359,16 +388,17 @@ def compute_module_surface(
     if directions.kind != "random":
         raise SpecError("a model object takes random directions (the others name checkpoints)")
     source = module_source(model, data, label=label, extra_provenance=extra_provenance)
-    loss = loss or ("mse" if source.task == "regression" else "cross_entropy")
-    if source.task == "regression" and loss != "mse":
-        raise SpecError(f"real-valued targets need loss 'mse', not {loss!r}")
+    name = resolve_loss(loss).name if loss is not None else None
+    name = name or ("mse" if source.task == "regression" else "cross_entropy")
+    if source.task == "regression" and name != "mse":
+        raise SpecError(f"real-valued targets need loss 'mse', not {name!r}")
     spec = SurfaceSpec(
         checkpoint=f"python:{source.provenance['model']}",
         data=DataSpec(name=f"tensors:{data_digest(source.data)[:20]}"),
         grid=grid,
         directions=directions,
         splits=tuple(source.data),  # type: ignore[arg-type]  # SurfaceSpec checks each name
-        loss=loss,
+        loss=name,
     )
     return compute_surface(
         spec,

@@ -16,19 +16,19 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.data import dataset_info, load_data
 from landscape.engine.devices import resolve_device
 from landscape.engine.precision import compute_in
 from landscape.errors import CancelledError, CheckpointError, SpecError, UnknownNameError
+from landscape.losses import get_loss, losses_and_outputs, mean_loss
 from landscape.models import build, list_models
 from landscape.sources.checkpoint import read_checkpoint_file, save_checkpoint
-from landscape.specs import ResolvedPrecision, TrainSpec, to_dict
+from landscape.specs import LossName, ResolvedPrecision, TrainSpec, check_choice, to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -54,22 +54,29 @@ def snapshot_dir(out: Path) -> Path:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATCH
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int = EVAL_BATCH,
+    loss: str = "cross_entropy",
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in eval mode (BN running statistics)."""
+    """Mean ``loss`` (``landscape.losses``) and accuracy in eval mode (BN running statistics)."""
+    resolved = get_loss(loss)
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
         target = y[start : start + batch_size]
-        loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+        per, logits = losses_and_outputs(resolved, model, x[start : start + batch_size], target)
+        loss_sum += float(per.double().sum())
         correct += int((logits.argmax(1) == target).sum())
     model.train(was_training)
     return loss_sum / len(y), correct / len(y)
 
 
 def _optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
+    if spec.optimizer == "gd":  # full-batch gradient descent: θ ← θ − η∇L, no momentum
+        return torch.optim.SGD(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
@@ -132,6 +139,8 @@ class _Run:
         self.shuffle = torch.Generator().manual_seed(spec.seed)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.sharpness: list[dict[str, Any]] = []  # spec.sharpness_every > 0
+        self.sharpness_vector: Tensor | None = None  # the warm start of the next Lanczos
         self.wall_s = 0.0
 
     def state(self, spec: TrainSpec) -> dict[str, Any]:
@@ -145,6 +154,8 @@ class _Run:
             "shuffle_rng": self.shuffle.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
+            "sharpness": self.sharpness,
+            "sharpness_vector": self.sharpness_vector,
             "wall_s": self.wall_s,
         }
 
@@ -166,6 +177,8 @@ class _Run:
             raise CheckpointError(f"{path} is damaged ({exc}); delete it to restart") from exc
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        self.sharpness = list(state.get("sharpness", []))
+        self.sharpness_vector = state.get("sharpness_vector")
         self.wall_s = float(state["wall_s"])
 
 
@@ -185,6 +198,7 @@ def train_model(
     known = [info.name for info in list_models()]
     if spec.model not in known:  # fail before any data is read
         raise UnknownNameError("model", spec.model, known)
+    get_loss(spec.loss)
     device = resolve_device(spec.device)
     with compute_in(TRAIN_PRECISION, device):  # PyTorch's TF32 switches as before afterwards
         return _train(spec, out, device, on_epoch, should_stop)
@@ -209,8 +223,10 @@ def _train(
     if partial.exists():
         run.restore(read_checkpoint_file(partial, map_location=device), partial, spec)
         logger.info("resuming %s from epoch %d", out, run.epoch)
-    elif spec.snapshot_every > 0:
-        _snapshot(run, spec, out)  # epoch 0: the start of the trajectory
+    else:
+        if spec.snapshot_every > 0:
+            _snapshot(run, spec, out)  # epoch 0: the start of the trajectory
+        _track_sharpness(run, spec, (x_train, y_train), device)  # step 0: where it rises from
     started = time.perf_counter() - run.wall_s
     run.model.train()
     while run.epoch < spec.epochs:
@@ -218,7 +234,7 @@ def _train(
         run.epoch += 1
         lr = run.optimizer.param_groups[0]["lr"]
         run.scheduler.step()
-        test_loss, test_acc = evaluate(run.model, x_test, y_test)
+        test_loss, test_acc = evaluate(run.model, x_test, y_test, loss=spec.loss)
         run.wall_s = time.perf_counter() - started
         record = {
             "epoch": run.epoch, "epochs": spec.epochs, "lr": lr,
@@ -230,6 +246,7 @@ def _train(
             run.epoch % spec.snapshot_every == 0 or run.epoch == spec.epochs
         ):
             _snapshot(run, spec, out)
+        _track_sharpness(run, spec, (x_train, y_train), device, lr)
         if run.epoch < spec.epochs:
             _save_state(run, spec, partial)
         if on_epoch is not None:
@@ -248,6 +265,8 @@ def _train_epoch(
     run: _Run, spec: TrainSpec, x: Tensor, y: Tensor, should_stop: Callable[[], bool] | None
 ) -> tuple[float, float]:
     """One pass in a seeded order; returns the running (train-mode) loss and accuracy."""
+    if spec.optimizer == "gd":
+        return _gd_step(run, spec, x, y, should_stop)
     order = torch.randperm(len(y), generator=run.shuffle).to(x.device)
     loss_sum, correct, seen = torch.zeros((), device=x.device), torch.zeros((), device=x.device), 0
     for start in range(0, len(y), spec.batch_size):
@@ -256,8 +275,7 @@ def _train_epoch(
             continue
         if should_stop is not None and should_stop():
             raise CancelledError(f"training stopped during epoch {run.epoch + 1}; rerun to resume")
-        logits = run.model(x[index])
-        loss = F.cross_entropy(logits, y[index])
+        loss, logits = _batch_loss(spec, run.model, x[index], y[index])
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         run.optimizer.step()
@@ -265,6 +283,67 @@ def _train_epoch(
         correct += (logits.detach().argmax(1) == y[index]).sum()
         seen += len(index)
     return float(loss_sum) / seen, float(correct) / seen
+
+
+def _gd_step(
+    run: _Run, spec: TrainSpec, x: Tensor, y: Tensor, should_stop: Callable[[], bool] | None
+) -> tuple[float, float]:
+    """One full-batch gradient step (an "epoch" of ``gd``): the gradient of the mean loss over
+    the whole split, summed over chunks of ``batch_size`` (exact for nets without BatchNorm;
+    BN sees per-chunk statistics); returns the loss and accuracy before the step."""
+    if should_stop is not None and should_stop():
+        raise CancelledError(f"training stopped at step {run.epoch + 1}; rerun to resume")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_sum, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    for start in range(0, len(y), spec.batch_size):
+        target = y[start : start + spec.batch_size]
+        mean, logits = _batch_loss(spec, run.model, x[start : start + spec.batch_size], target)
+        chunk = mean * (len(target) / len(y))
+        chunk.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+        loss_sum += chunk.detach()
+        correct += (logits.detach().argmax(1) == target).sum()
+    run.optimizer.step()
+    return float(loss_sum), float(correct) / len(y)
+
+
+def _batch_loss(
+    spec: TrainSpec, model: nn.Module, x: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The mean training loss of a batch and the outputs: the one place training reads the
+    loss (``landscape.losses``: it may see the model, a weight penalty its parameters)."""
+    return mean_loss(get_loss(spec.loss), model, x, target)
+
+
+def _track_sharpness(
+    run: _Run,
+    spec: TrainSpec,
+    train: tuple[Tensor, Tensor],
+    device: torch.device,
+    lr: float | None = None,
+) -> None:
+    """Every ``sharpness_every`` steps (and at the first and last): λmax of the full-batch
+    training loss, warm-started from the last eigenvector (Cohen et al. 2021 §3)."""
+    every = spec.sharpness_every
+    if every < 1 or (run.epoch % every and run.epoch != spec.epochs):
+        return
+    from landscape.analysis.sharpness import SharpnessTracker
+
+    tracker = SharpnessTracker(train, loss=_sharpness_loss(spec), device=device)
+    if run.sharpness_vector is not None:
+        tracker.vector = run.sharpness_vector.numpy()
+    result = tracker.measure(run.model)
+    run.sharpness_vector = torch.from_numpy(result.vector)
+    lr = run.optimizer.param_groups[0]["lr"] if lr is None else lr
+    run.sharpness.append({
+        "step": run.epoch, "lambda_max": result.lambda_max, "loss": result.loss,
+        "lr": lr, "two_over_lr": 2.0 / lr, "matvecs": result.matvecs,
+    })  # fmt: skip
+
+
+def _sharpness_loss(spec: TrainSpec) -> LossName:
+    """The loss whose Hessian is tracked: the one ``_batch_loss`` trains."""
+    check_choice("loss of sharpness tracking", spec.loss, LossName)  # of the outputs alone
+    return cast(LossName, spec.loss)
 
 
 def _save_state(run: _Run, spec: TrainSpec, partial: Path) -> None:
@@ -291,8 +370,8 @@ def _metadata(
     test: tuple[Tensor, Tensor],
 ) -> dict[str, Any]:
     """Final numbers are measured in eval mode over the whole split, not the running averages."""
-    train_loss, train_acc = evaluate(run.model, *train)
-    test_loss, test_acc = evaluate(run.model, *test)
+    train_loss, train_acc = evaluate(run.model, *train, loss=spec.loss)
+    test_loss, test_acc = evaluate(run.model, *test, loss=spec.loss)
     return {
         "model": spec.model,
         "model_args": run.model_args,
@@ -308,6 +387,7 @@ def _metadata(
         "test_loss": test_loss,
         "test_acc": test_acc,
         "history": run.history,
+        **({"sharpness": run.sharpness} if spec.sharpness_every > 0 else {}),
         "device": str(device),
         "precision": TRAIN_PRECISION,
         "versions": _versions(),

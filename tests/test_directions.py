@@ -70,14 +70,14 @@ def test_ignore_none_keeps_and_normalizes_one_dimensional_params() -> None:
             torch.testing.assert_close(d[name].norm(), p.norm(), rtol=1e-5, atol=1e-7)
 
 
-def test_layer_weight_and_none_normalizations() -> None:
+def test_layer_global_and_none_normalizations() -> None:
     model = conv_net()
     params = model_parameters(model)
     weights = [n for n, p in params.items() if p.dim() > 1]
     layer = draw(model, normalization="layer")
     for name in weights:
         torch.testing.assert_close(layer[name].norm(), params[name].norm(), rtol=1e-5, atol=0)
-    whole = draw(model, normalization="weight")
+    whole = draw(model, normalization="global")
     total_d = torch.sqrt(sum(whole[n].pow(2).sum() for n in weights))
     total_w = torch.sqrt(sum(params[n].pow(2).sum() for n in weights))
     torch.testing.assert_close(total_d, total_w, rtol=1e-5, atol=0)
@@ -85,6 +85,37 @@ def test_layer_weight_and_none_normalizations() -> None:
     generator = torch.Generator().manual_seed(1)
     gauss = torch.randn(params[weights[0]].shape, generator=generator)
     torch.testing.assert_close(raw[weights[0]], gauss)
+
+
+def _li_normalize_directions_for_weights(
+    direction: list[torch.Tensor], weights: list[torch.Tensor], norm: str, ignore: str
+) -> None:
+    """A copy of Li et al.'s ``net_plotter.normalize_directions_for_weights`` (with its
+    ``normalize_direction``), tomgoldstein/loss-landscape, for the ``weight`` rule."""
+    for d, w in zip(direction, weights, strict=True):
+        if d.dim() <= 1:
+            if ignore == "biasbn":
+                d.fill_(0)
+            else:
+                d.copy_(w)
+        elif norm == "weight":
+            d.mul_(w)
+        else:
+            raise AssertionError(f"this copy keeps only norm='weight', not {norm!r}")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weight_normalization_is_li_elementwise_rule(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {"conv.weight": (5, 3, 3, 3), "conv.bias": (5,), "fc.weight": (7, 45), "fc.bias": (7,)}
+    params = {n: torch.randn(s, generator=generator) * 3 for n, s in shapes.items()}
+    raw = {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
+    ours = normalize_direction(raw, params, normalization="weight", ignore="biasbn")
+    li = [raw[n].clone() for n in shapes]
+    _li_normalize_directions_for_weights(li, list(params.values()), "weight", "biasbn")
+    for name, expected in zip(shapes, li, strict=True):
+        torch.testing.assert_close(ours[name], expected, rtol=0, atol=0)
+    assert not torch.allclose(ours["fc.weight"], raw["fc.weight"])  # the rule did something
 
 
 def test_unknown_normalization_is_an_error() -> None:
@@ -189,3 +220,43 @@ def test_pca_matches_independent_numpy() -> None:
         assert abs(abs(got @ u) - 1) < 1e-4  # same component up to sign
         assert abs(np.linalg.norm(got) - 1) < 1e-4
     assert all(not dirs[0][n].any() for n, p in params.items() if p.dim() == 1)
+
+
+def test_old_meaning_weight_file_reads_as_global(tmp_path: Path) -> None:
+    """A file written before ``weight`` meant Li et al.'s rule (no ``weight_normalization``
+    attr) reads as ``global`` with a note; a request for today's ``weight`` never resumes it."""
+    import h5py
+
+    from landscape.errors import SurfaceFileError
+    from landscape.specs import GridSpec, SurfaceSpec
+    from landscape.storage import check_matches, create_surface_file, read_surface, surface_key
+    from landscape.storage.grid import grid_coordinates
+
+    grid = GridSpec(x_range=(-1.0, 1.0), n_x=3, y_range=(-1.0, 1.0), n_y=3)
+    spec = SurfaceSpec(
+        checkpoint="c.pt", grid=grid, directions=DirectionSpec(normalization="weight")
+    )
+    params = model_parameters(conv_net())
+    x, y = grid_coordinates(grid)
+    paths = {}
+    for name in ("new", "old"):
+        paths[name] = create_surface_file(
+            tmp_path / f"{name}.h5", spec, x=x, y=y, directions=[params, params],
+            provenance={"checkpoint_sha256": "sha", "normalization": "weight"},
+        )  # fmt: skip
+    with h5py.File(paths["old"], "a") as f:
+        del f.attrs["weight_normalization"]  # as every file before the attr was written
+    new, old = read_surface(paths["new"]), read_surface(paths["old"])
+    assert new.spec.directions.normalization == "weight" and "normalization_note" not in new.attrs
+    assert old.spec.directions.normalization == "global"
+    assert (
+        old.attrs["normalization"] == "global"
+        and "global rescale" in old.attrs["normalization_note"]
+    )
+    with pytest.raises(SurfaceFileError, match=r"directions\.normalization"):
+        check_matches(paths["old"], spec, "sha")
+    global_spec = SurfaceSpec(
+        checkpoint="c.pt", grid=grid, directions=DirectionSpec(normalization="global")
+    )
+    check_matches(paths["old"], global_spec, "sha")  # its meaning: the global rescale
+    assert surface_key(spec, "sha") != surface_key(global_spec, "sha")

@@ -322,7 +322,7 @@ def surface_estimate(
         work = training(net, n, train.epochs, train.batch_size, train.optimizer)
         parts.append(("training", _with_data(work, n, shape)))
     samples = sum(split_size(spec.data, split) for split in spec.splits)
-    ndim = 1 if spec.grid.n_y is None else 2
+    ndim = spec.grid.ndim
     if spec.directions.kind == "hessian":
         n = split_size(spec.data, spec.splits[0])
         work = hessian_products(net, n, arpack_products(2), _krylov(2))
@@ -360,6 +360,16 @@ def flow_estimate(data: DataSpec, net: NetCost, shape: Shape) -> Estimate:
     n = split_size(data, "train")
     work = _with_data(gradients(net, n, 2), n, shape)
     return Estimate("gradient flow", (("gradients", work),), net.params)
+
+
+def sharpness_estimate(data: DataSpec, net: NetCost, shape: Shape, snapshots: int) -> Estimate:
+    """Sharpness: one ARPACK run for λmax per snapshot (landscape.analysis.sharpness: a
+    Krylov basis of 12, at most 50 restarts — bounded here by the same restarts as the
+    Hessian's, warm starts converge in one or two)."""
+    n = split_size(data, "train")
+    products = snapshots * arpack_products(1)
+    work = _with_data(hessian_products(net, n, products, _krylov(1)), n, shape)
+    return Estimate("sharpness", (("Hessian products", work),), net.params)
 
 
 def report_estimate(spec: ReproduceSpec, nets: Mapping[str, NetCost], shape: Shape) -> Estimate:

@@ -111,6 +111,10 @@ def trajectory_paths(
     return tuple(str(folder / f"epoch_{epoch:03d}.pt") for epoch in kept)
 
 
+# recipe fields added after checkpoints were first stored, with the value they had before
+_RECIPE_FIELDS_ADDED_LATER: dict[str, object] = {"loss": "cross_entropy", "sharpness_every": 0}
+
+
 def train_digest(spec: TrainSpec) -> str:
     """The trained checkpoint's id: a digest of the recipe, minus where/how it runs.
 
@@ -121,15 +125,18 @@ def train_digest(spec: TrainSpec) -> str:
     recipe.pop("device", None)
     recipe["data"].pop("data_root", None)
     recipe["data"].pop("download", None)
+    for name, default in _RECIPE_FIELDS_ADDED_LATER.items():
+        if recipe.get(name) == default:  # ids of recipes older than the field stay the same
+            recipe.pop(name)
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_limits(request: SurfaceRequest, settings: Settings) -> None:
     grid = request.grid
-    points = grid.nx * (grid.ny or 1)
+    points = grid.points
     if points > settings.max_grid_points:
-        shape = f"{grid.nx}×{grid.ny}" if grid.ny else f"{grid.nx}"
+        shape = "×".join(str(n) for n in (grid.nx, grid.ny, grid.nz) if n is not None)
         raise SpecError(
             f"grid of {shape} = {points} points is larger than this server's limit of "
             f"{settings.max_grid_points} points; use fewer points"
@@ -197,7 +204,14 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
             test_size=request.test_size,
             download=data.download,
         ),
-        grid=GridSpec(x_range=grid.xrange, n_x=grid.nx, y_range=grid.yrange, n_y=grid.ny),
+        grid=GridSpec(
+            x_range=grid.xrange,
+            n_x=grid.nx,
+            y_range=grid.yrange,
+            n_y=grid.ny,
+            z_range=grid.zrange,
+            n_z=grid.nz,
+        ),
         directions=DirectionSpec(
             kind=request.directions.kind,
             normalization=request.directions.normalization,

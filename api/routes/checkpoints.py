@@ -36,7 +36,7 @@ from api.schemas.common import CheckpointPublic
 from landscape.data import dataset_info, list_datasets
 from landscape.errors import CheckpointError, LandscapeError, ModelFormatError, UnknownNameError
 from landscape.models import build, list_models
-from landscape.sources.checkpoint import load_checkpoint, save_checkpoint
+from landscape.sources.checkpoint import load_checkpoint, recorded_model, save_checkpoint
 from landscape.sources.safe_load import check_unpacked_size
 
 log = logging.getLogger(__name__)
@@ -157,18 +157,15 @@ def upload_checkpoint(
     if suffix == ".onnx":
         return _upload_onnx(settings, session, file, name, dataset)
     models = [m.name for m in list_models()]
-    if model is None:
-        raise CheckpointError(
-            f"file {name!r} holds weights only: name its architecture in the form field "
-            f"'model' (one of: {', '.join(models)})"
-        )
-    if model not in models:
+    if model is not None and model not in models:
         raise UnknownNameError("model", model, models)
     info = dataset_info(dataset, settings.data_root)
     settings.ensure_dirs()
     with tempfile.TemporaryDirectory(dir=settings.checkpoints_dir) as tmp_dir:
         tmp = Path(tmp_dir) / f"upload{suffix}"
         checkpoint_id = _copy_limited(file, tmp, settings.max_upload_bytes)
+        if model is None:  # a `landscape train` checkpoint names its own model
+            model = _recorded_model(settings, tmp, name, models)
         existing = session.get(CheckpointRecord, checkpoint_id)
         if existing is not None and checkpoint_path(settings, checkpoint_id).exists():
             if existing.model != model:
@@ -215,6 +212,21 @@ def upload_checkpoint(
     stored = session.merge(record)
     session.commit()
     return checkpoint_public(stored)
+
+
+def _recorded_model(settings: SettingsDep, path: Path, name: str, models: list[str]) -> str:
+    """The zoo model the uploaded file records, read safely (``weights_only``, after the
+    server-wide unpacked-size cap); a bare state_dict must be named in the form."""
+    check_unpacked_size(path, settings.max_checkpoint_unpacked_bytes)
+    recorded = recorded_model(path)
+    if recorded is None:
+        raise CheckpointError(
+            f"file {name!r} holds weights only (a bare state_dict): name its architecture in "
+            f"the form field 'model' (one of: {', '.join(models)})"
+        )
+    if recorded not in models:
+        raise UnknownNameError("model", recorded, models)
+    return recorded
 
 
 def _upload_onnx(

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -15,9 +16,22 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
 from api.db import TERMINAL, Job
-from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
+from api.deps import (
+    QueueDep,
+    ReadAccess,
+    SessionDep,
+    SettingsDep,
+    WriteAccess,
+    error_responses,
+)
 from api.jobs import job_public
+from api.planning.job_cost import job_flops
+from api.planning.report import REPORT_FILE, plan_report
+from api.planning.surface import plan_surface
 from api.schemas.common import ID_PATTERN, JobPublic
+from api.schemas.estimate import EstimateReply, EstimateRequest, PlannedJob
+from landscape.errors import SurfaceFileError
+from landscape.storage import read_surface
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[ReadAccess])
 
@@ -47,17 +61,19 @@ def list_jobs(
         total = int(session.scalar(select(func.count()).select_from(Job)) or 0)
         page = list(session.scalars(newest_first.offset(offset).limit(limit)))
     response.headers["X-Total-Count"] = str(total)
-    return [job_public(job) for job in page]
+    estimates = queue.estimates()
+    return [job_public(job, estimates.get(job.id)) for job in page]
 
 
 @router.get(
     "/{job_id}",
     response_model=JobPublic,
     responses=error_responses(401, 404, 422),
-    summary="A job's status, progress and ETA",
+    summary="A job's status, progress, queue position and ETA",
 )
 def get_job(job_id: JobId, queue: QueueDep) -> JobPublic:
-    return job_public(_job_or_404(queue, job_id))
+    """`estimate` says where an active job stands in the fair queue (docs/api.md)."""
+    return queue.public(_job_or_404(queue, job_id))
 
 
 @router.delete(
@@ -75,6 +91,80 @@ def cancel_job(job_id: JobId, queue: QueueDep, settings: SettingsDep) -> JobPubl
     job = queue.cancel(job_id, wait_seconds=settings.cancel_wait_seconds)
     assert job is not None
     return job_public(job)
+
+
+@router.post(
+    "/estimate",
+    response_model=EstimateReply,
+    responses=error_responses(401, 422),
+    summary="What requests would queue and how long they would take (queues nothing)",
+)
+def estimate_jobs(
+    body: EstimateRequest, queue: QueueDep, settings: SettingsDep, session: SessionDep
+) -> EstimateReply:
+    """Plans each request as its POST would (a request it would refuse is 422 here too) and
+    says what POSTing it now would do: nothing (`cached`), share a job (`active`), resume a
+    cancelled or failed one (`resume`: a page asks first), or queue a `new` one; with each
+    job's estimated cost and, were they all queued now, its place in the fair queue."""
+    planned: list[tuple[PlannedJob, float | None]] = []
+    for request in body.surfaces:
+        plan = plan_surface(request, settings, session)
+        complete = _complete(plan.surface_path)
+        flops = None if complete else job_flops("surface", plan.to_json(), session)
+        planned.append((_planned(queue, "surface", plan.label, plan.surface_id, complete), flops))
+    for report in body.reports:
+        report_plan = plan_report(report, settings)
+        complete = (report_plan.out_dir / REPORT_FILE).exists()
+        flops = None if complete else job_flops("report", report_plan.to_json(), session)
+        label = "skip vs plain · " + ", ".join(f"{a}/{b}" for a, b in report_plan.spec["pairs"])
+        planned.append((_planned(queue, "report", label, report_plan.report_id, complete), flops))
+    queued = {item.id: flops for item, flops in planned if item.action in ("new", "resume")}
+    estimates = queue.estimates(hypothetical=queued)
+    jobs = []
+    for item, _flops in planned:
+        key = item.job.id if item.action == "active" and item.job else item.id
+        jobs.append(item.model_copy(update={"estimate": estimates.get(key)}))
+    mine = [estimates[i] for i in queued if i in estimates]
+    seconds = [e.seconds for e in mine]
+    ends = [e.end_at for e in mine]
+    return EstimateReply(
+        jobs=jobs,
+        new_jobs=len(queued),
+        seconds=None if None in seconds else sum(s for s in seconds if s is not None),
+        end_at=None if None in ends else max((e for e in ends if e is not None), default=None),
+        basis=queue.throughput().basis,
+    )
+
+
+def _complete(path: Path) -> bool:
+    try:
+        return path.exists() and read_surface(path).status == "complete"
+    except SurfaceFileError:
+        return False  # set aside and recomputed by the POST
+
+
+def _planned(
+    queue: QueueDep, kind: Literal["surface", "report"], label: str, key: str, complete: bool
+) -> PlannedJob:
+    active = queue.active_for(key)
+    latest = queue.latest_for(key, kind)
+    action: Literal["cached", "active", "resume", "new"]
+    if active is not None:
+        action, job = "active", active
+    elif complete:
+        action, job = "cached", None
+    elif latest is not None and latest.status in ("cancelled", "failed"):
+        action, job = "resume", latest
+    else:
+        action, job = "new", None
+    return PlannedJob(
+        kind=kind,
+        label=label,
+        id=key,
+        action=action,
+        job=job_public(job) if job is not None else None,
+        estimate=None,
+    )
 
 
 def _sse(event: str, data: str) -> str:
@@ -107,7 +197,10 @@ async def job_events(
             job = await run_in_threadpool(queue.get, job_id)
             if job is None:  # deleted under us
                 return
-            data = job_public(job).model_dump_json()
+            # Queued jobs carry their position and estimated start, which move as the jobs
+            # ahead of them run: a change there is an event too.
+            public = await run_in_threadpool(queue.public, job)
+            data = public.model_dump_json()
             if job.status in TERMINAL:
                 yield _sse(job.status, data)
                 return

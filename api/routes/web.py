@@ -17,7 +17,7 @@ import fastapi_offline
 import plotly
 from fastapi import APIRouter, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 import landscape
 from api.deps import SettingsDep
@@ -34,6 +34,28 @@ DOCS_FILES = {
 }
 # docs/ sits next to web/ in a checkout and in the image (api/ may be installed elsewhere).
 METRICS_DOC = Path("docs") / "metrics.md"
+
+# The papers docs/metrics.md cites by author and year: each mention links to its entry in the
+# page's reference list (where the paper's own address is).
+REFERENCES = {
+    "Li et al. 2018": (
+        "li2018",
+        "H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein. Visualizing the Loss Landscape of "
+        "Neural Nets. NeurIPS 2018.",
+        "https://arxiv.org/abs/1712.09913",
+    ),
+    "Keskar et al. 2017": (
+        "keskar2017",
+        "N. S. Keskar, D. Mudigere, J. Nocedal, M. Smelyanskiy, P. T. P. Tang. On Large-Batch "
+        "Training for Deep Learning: Generalization Gap and Sharp Minima. ICLR 2017.",
+        "https://arxiv.org/abs/1609.04836",
+    ),
+}
+# The page's icon (the same curve as index.html's), so /help pages and /docs ask for no 404.
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><path d="M2 26 C8 10 12 22 '
+    '16 12 S24 4 30 26Z" fill="#3563e9"/></svg>'
+)
 
 _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>landscape</title>
 <p>The web client is not installed here (no index.html under LANDSCAPE_WEB_DIR).
@@ -52,6 +74,12 @@ def _installed(path: Path, media_type: str) -> FileResponse:
     if not path.is_file():  # pragma: no cover - a broken install
         raise HTTPException(404, f"{path.name} is missing from the installed packages")
     return FileResponse(path, media_type=media_type)
+
+
+@router.get("/favicon.ico")
+@router.get("/favicon.svg")
+def favicon() -> Response:
+    return Response(FAVICON_SVG, media_type="image/svg+xml")
 
 
 @router.get("/vendor/plotly.min.js")
@@ -101,7 +129,29 @@ def _inline(text: str) -> str:
     text = html.escape(text, quote=False)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"(?<![*\w])\*([^*\s][^*]*)\*(?![*\w])", r"<em>\1</em>", text)
+    for cited, (anchor, _entry, _url) in REFERENCES.items():
+        text = text.replace(cited, f'<a href="#ref-{anchor}">{cited}</a>')
     return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
+
+
+def _navigation(source: str) -> str:
+    """Links back to the page and to every second-level heading: the doc is long."""
+    headings = [m.group(1) for m in re.finditer(r"^## (.*)$", source, flags=re.M)]
+    items = "".join(f'<li><a href="#{_slug(t)}">{html.escape(t)}</a></li>' for t in headings)
+    return (
+        '<nav class="doc-nav" aria-label="On this page"><p><a href="/">← Back to the surfaces'
+        f'</a></p><ul>{items}<li><a href="#references">References</a></li></ul></nav>'
+    )
+
+
+def _references(source: str) -> str:
+    cited = [(key, ref) for key, ref in REFERENCES.items() if key in source]
+    items = "".join(
+        f'<li id="ref-{anchor}">{html.escape(entry)} <a href="{url}">{html.escape(url)}</a></li>'
+        for _key, (anchor, entry, url) in cited
+    )
+    return f'<h2 id="references">References</h2><ol class="references">{items}</ol>'
 
 
 def markdown_page(source: str, title: str) -> str:
@@ -149,7 +199,10 @@ def markdown_page(source: str, title: str) -> str:
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)} · landscape</title>"
+        f'<link rel="icon" href="/favicon.svg" type="image/svg+xml">'
         f'<link rel="stylesheet" href="/static/style.css"></head>'
-        f'<body><main class="doc">{body}<p><a href="/">Back to the page</a></p></main>'
+        f"<body>{_navigation(source)}"
+        f'<main class="doc">{body}{_references(source)}'
+        f'<p><a href="/">Back to the page</a></p></main>'
         "</body></html>"
     )

@@ -30,6 +30,7 @@ class JobKind(StrEnum):
     SURFACE = "surface"  # compute a surface file (training its zoo model first if needed)
     HESSIAN = "hessian"  # add the hessian/ group to a complete surface
     GRADIENT_FLOW = "gradient_flow"  # add the gradient_flow/ group to a complete surface
+    SHARPNESS = "sharpness"  # add the sharpness/ group (λmax along training) to a surface
     REPORT = "report"  # a skip-vs-plain reproduction (its job's surface_id is the report id)
 
 

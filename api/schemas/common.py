@@ -58,11 +58,28 @@ class TrainProgress(BaseModel):
     acc: float | None = Field(None, description="training accuracy of the last finished epoch")
 
 
+class JobEstimate(BaseModel):
+    """When the fair queue expects a job to run (api/schedule.py, docs/api.md): its estimated
+    cost in FLOPs, turned into seconds by a rate this server measured from finished jobs."""
+
+    flops: float | None = Field(description="estimated FLOPs of the whole job; null: unknown")
+    seconds: float | None = Field(description="estimated run time; null: unknown")
+    position: int | None = Field(
+        None, description="queued jobs: 1 = the next to start; null once it runs"
+    )
+    start_at: str | None = Field(None, description="estimated start (ISO 8601, UTC)")
+    end_at: str | None = Field(None, description="estimated end (ISO 8601, UTC); null: unknown")
+    lane: Literal["express", "general"] | None = Field(
+        None, description="express: short jobs' own worker; general: every other job"
+    )
+    basis: str = Field(description="how seconds were obtained from FLOPs, in words")
+
+
 class JobPublic(BaseModel):
     """A job as clients see it; ``surface_id`` is known from the start."""
 
     id: str
-    kind: Literal["surface", "hessian", "gradient_flow", "report"] = Field(
+    kind: Literal["surface", "hessian", "gradient_flow", "sharpness", "report"] = Field(
         "surface",
         description="a surface; the Hessian analysis or gradient flow of surface_id; or a "
         "reproduction report (surface_id is then the report's id)",
@@ -82,12 +99,21 @@ class JobPublic(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    estimate: JobEstimate | None = Field(
+        None, description="queued and running jobs: position, estimated start and end"
+    )
 
 
 class ModelPublic(BaseModel):
     name: str
     description: str
     source: str = Field("zoo", description="'zoo', or 'plugin <distribution> <version>'")
+
+
+class LossPublic(BaseModel):
+    name: str
+    formula: str = Field(description="what the loss computes, per sample")
+    source: str = Field(description="'builtin', or 'plugin <distribution> <version>'")
 
 
 class DatasetPublic(BaseModel):

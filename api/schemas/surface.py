@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.schemas.common import ID_PATTERN, MAX_SUBSET, JobPublic, JsonTuple, NotBool, Strict
 from api.schemas.hessian import HessianBrief, HessianPublic
+from landscape.losses import PYTHON_PREFIX, get_loss
 from landscape.specs import (
     MAX_ABS_COORDINATE,
     Ignore,
-    LossName,
     Normalization,
     OptimizerName,
     ScheduleName,
@@ -71,14 +71,19 @@ Range = Annotated[tuple[Coordinate, Coordinate], JsonTuple]
 
 
 class GridRequest(Strict):
-    """Grid of coordinates along the two directions; ``ny: null`` or ``dim: 1`` gives a curve."""
+    """Grid of coordinates along the two directions; ``ny: null`` or ``dim: 1`` gives a curve,
+    ``nz`` (or ``dim: 3``) a volume along a third direction."""
 
     nx: int = Field(21, ge=2, le=100001, description="points along x")
     ny: int | None = Field(21, ge=2, le=100001, description="points along y; null for 1D")
     xrange: Range = Field((-1.0, 1.0), description="[min, max] of x, min < max")
     yrange: Range | None = Field((-1.0, 1.0), description="[min, max] of y, min < max; null for 1D")
-    dim: Annotated[Literal[1, 2], NotBool] | None = Field(
-        None, description="1 for a curve; default from ny"
+    nz: int | None = Field(None, ge=2, le=100001, description="points along z; null unless 3D")
+    zrange: Range | None = Field(
+        None, description="[min, max] of z, min < max (3D; default: xrange)"
+    )
+    dim: Annotated[Literal[1, 2, 3], NotBool] | None = Field(
+        None, description="1 for a curve, 3 for a volume; default from ny and nz"
     )
 
     @field_validator("xrange")
@@ -91,15 +96,35 @@ class GridRequest(Strict):
     def _y_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         return _check_range(value, "yrange")
 
+    @field_validator("zrange")
+    @classmethod
+    def _z_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _check_range(value, "zrange")
+
     @model_validator(mode="after")
-    def _one_or_two_dims(self) -> GridRequest:
+    def _one_two_or_three_dims(self) -> GridRequest:
+        volume = self.dim == 3 or (self.dim is None and self.nz is not None)
+        if not volume and (self.nz is not None or self.zrange is not None):
+            raise ValueError(f"nz and zrange make a volume: they need dim 3, not {self.dim}")
+        if volume and self.ny is None:
+            raise ValueError("a 3D grid needs ny too")
         if self.dim == 1 or self.ny is None:
             self.dim, self.ny, self.yrange = 1, None, None
         else:
-            self.dim = 2
+            self.dim = 3 if volume else 2
             if self.yrange is None:
                 self.yrange = (-1.0, 1.0)
+        if self.dim == 3:
+            self.nz = self.nz or self.nx
+            self.zrange = self.zrange or self.xrange
+        else:
+            self.nz, self.zrange = None, None
         return self
+
+    @property
+    def points(self) -> int:
+        """Grid points to compute: what the server's limit counts."""
+        return self.nx * (self.ny or 1) * (self.nz or 1)
 
 
 class DirectionsRequest(Strict):
@@ -140,8 +165,19 @@ class SurfaceRequest(Strict):
     grid: GridRequest = Field(default_factory=GridRequest)
     directions: DirectionsRequest = Field(default_factory=DirectionsRequest)
     splits: list[Split] = Field(["train"], min_length=1, max_length=2)
-    loss: LossName = "cross_entropy"
+    loss: str = Field(
+        "cross_entropy", max_length=200, description="a loss name from GET /api/losses"
+    )
     label: str | None = Field(None, max_length=200, description="display name")
+
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, value: str) -> str:
+        """Registered names only (built-ins, installed plugins): the service never runs code
+        a client sends, so a Python callable's ``python:`` identity is refused here."""
+        if value.startswith(PYTHON_PREFIX):
+            raise ValueError(f"loss {value!r}: a Python callable runs only in-process")
+        return get_loss(value).name
 
     @model_validator(mode="after")
     def _model_or_checkpoint(self) -> SurfaceRequest:
@@ -171,6 +207,8 @@ class GridPublic(BaseModel):
     ny: int | None
     xrange: list[float]
     yrange: list[float] | None
+    nz: int | None = Field(None, description="points along z of a volume; else null")
+    zrange: list[float] | None = None
 
 
 class TrainRecipePublic(BaseModel):
@@ -258,11 +296,15 @@ class TrajectoryPublic(BaseModel):
 
 
 class SurfaceData(SurfaceSummary):
-    """A surface with arrays for plotting: ``values[m]`` has ny rows of nx (1D: a flat list)."""
+    """A surface with arrays for plotting: ``values[m]`` has ny rows of nx (1D: a flat list;
+    a volume: nz slices of ny rows of nx)."""
 
     x: list[float]
     y: list[float] | None
-    values: dict[str, list[list[float | None]] | list[float | None]]
+    z: list[float] | None = Field(None, description="z coordinates of a volume; else null")
+    values: dict[
+        str, list[list[list[float | None]]] | list[list[float | None]] | list[float | None]
+    ]
     trajectory: TrajectoryPublic | None = Field(None, description="PCA surfaces only")
     hessian: HessianPublic | None = Field(None, description="the stored Hessian analysis, or null")
 

@@ -26,6 +26,23 @@ from landscape.analysis.spectral_density import spectral_density
 from landscape.errors import CancelledError, SpecError
 from landscape.specs import AnalysisSpec, to_dict
 
+ARPACK_GUESS = 60  # products ARPACK takes for one end on a trained net, roughly
+
+
+def analysis_costs(spec: AnalysisSpec, x: np.ndarray | None, y: np.ndarray | None) -> list[int]:
+    """Estimated Hessian-vector products of each progress step, in order, so a progress bar's
+    ETA can weigh them (a spectrum step can cost as much as the whole map). ARPACK's count is
+    a guess: ``ARPACK_GUESS`` per end."""
+    arpack = ARPACK_GUESS * (int(spec.top > 0) + int(spec.bottom > 0))
+    costs = []
+    if spec.spectrum:
+        costs.append((spec.spectrum_steps or arpack) + spec.trace_samples)
+    if spec.density_probes:
+        costs.append(spec.density_probes * spec.density_steps)
+    points = analysis_steps(spec, x, y) - len(costs)
+    costs += [spec.curvature_steps or 2 * ARPACK_GUESS] * points
+    return costs
+
 
 def analysis_steps(spec: AnalysisSpec, x: np.ndarray | None, y: np.ndarray | None) -> int:
     """Progress units of ``spec`` on a surface with coordinates ``x``, ``y``."""
@@ -84,6 +101,7 @@ def analyze(
             top=spec.top,
             bottom=spec.bottom,
             trace_samples=spec.trace_samples,
+            steps=spec.spectrum_steps,
             **common,
         )
         report(1)

@@ -9,7 +9,9 @@ coordinates (``n × n`` points, at most ``MAX_CURVATURE_GRID`` per axis), aligne
 
 Two ways to run Lanczos at a point: ARPACK to a relative tolerance (``steps=None``), or a fixed
 number of steps with full reorthogonalization (``steps=k``), which costs exactly ``k`` products
-per point and records each end's residual norm. The fixed budget matters for trained deep nets:
+per point. Either way each point records both ends' residual norms and whether they are within
+``tol`` of the point's spectral scale (``converged``): a map point that did not converge says
+so. The fixed budget matters for trained deep nets:
 there ``λ_min`` sits next to the large cluster of near-zero eigenvalues and ARPACK needs hundreds
 of restarts to separate it, while the number the map exists for, a *large* ``|λ_min/λ_max|``,
 comes from a negative outlier that Lanczos finds in a few dozen steps.
@@ -29,7 +31,7 @@ from landscape.analysis.hessian import (
     DEFAULT_BATCH_SIZE,
     HessianOperator,
     LanczosOptions,
-    lanczos_eigenvalues,
+    lanczos_ritz,
 )
 from landscape.analysis.spectral_density import ritz_extremes
 from landscape.errors import SpecError
@@ -47,11 +49,24 @@ class CurvatureMap:
     lambda_min: np.ndarray
     matvecs: int
     wall_time_s: float
-    # fixed-step Lanczos only: the number of steps and each end's residual norm (an eigenvalue
-    # of H lies within it); None after ARPACK, which converged to its tolerance instead
+    # each end's residual norm ‖Hv − θv‖ (an eigenvalue of H lies within it); steps: the
+    # fixed Lanczos steps per point, None for ARPACK
+    residual_max: np.ndarray
+    residual_min: np.ndarray
+    tol: float  # relative: see ``tolerance``
     steps: int | None = None
-    residual_max: np.ndarray | None = None
-    residual_min: np.ndarray | None = None
+
+    @property
+    def tolerance(self) -> np.ndarray:
+        """Per point, the residual each end may have: ``tol · max(|λ_min|, |λ_max|)``."""
+        scale: np.ndarray = np.maximum(np.abs(self.lambda_min), np.abs(self.lambda_max))
+        return self.tol * scale
+
+    @property
+    def converged(self) -> np.ndarray:
+        """Per point: both ends' residuals within ``tolerance``."""
+        limit = self.tolerance
+        return (self.residual_max <= limit) & (self.residual_min <= limit)
 
     @property
     def ratio(self) -> np.ndarray:
@@ -115,12 +130,14 @@ def curvature_map(
         coords = [xs[index[-1]]] if ys is None else [xs[index[1]], ys[index[0]]]
         operator.set_point(coords, directions)
         if steps is None:
-            low, high = lanczos_eigenvalues(operator, 2, "BE", options)
+            (low, high), (low_res, high_res) = lanczos_ritz(operator, 2, "BE", options)
         else:
             ends = ritz_extremes(operator.matvec, v0, steps)
-            low, high = ends.low, ends.high
-            residual_min[index], residual_max[index] = ends.low_residual, ends.high_residual
+            low, high, low_res, high_res = (
+                ends.low, ends.high, ends.low_residual, ends.high_residual
+            )  # fmt: skip
         lambda_min[index], lambda_max[index] = low, high
+        residual_min[index], residual_max[index] = low_res, high_res
         if on_progress is not None:
             on_progress(flat + 1, total)
     return CurvatureMap(
@@ -130,7 +147,8 @@ def curvature_map(
         lambda_min=lambda_min,
         matvecs=operator.matvecs,
         wall_time_s=time.perf_counter() - start,
+        residual_max=residual_max,
+        residual_min=residual_min,
+        tol=options.tol,
         steps=steps,
-        residual_max=None if steps is None else residual_max,
-        residual_min=None if steps is None else residual_min,
     )

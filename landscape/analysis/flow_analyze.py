@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -57,7 +57,7 @@ def analyze_gradient_flow(
     stored = surface_of_checkpoint(checkpoint, digest, surface)
     if stored is not None:
         data = data or stored.spec.data
-        loss = loss or stored.spec.loss
+        loss = loss or cast(LossName, stored.spec.loss)  # gradient_flow checks it
     data = data or DataSpec()
     loss = loss or "cross_entropy"
 

@@ -42,7 +42,11 @@ def group_contents(
     if result is not None:
         arrays["top_eigenvalues"] = np.asarray(result.top, dtype=np.float64)
         arrays["bottom_eigenvalues"] = np.asarray(result.bottom, dtype=np.float64)
+        arrays["top_residuals"] = np.asarray(result.top_residuals, dtype=np.float64)
+        arrays["bottom_residuals"] = np.asarray(result.bottom_residuals, dtype=np.float64)
         out.update(
+            tolerance=result.tolerance,
+            converged=result.converged,
             n_params=result.n_params,
             n_samples=result.n_samples,
             matvecs=result.matvecs,
@@ -61,9 +65,11 @@ def group_contents(
         arrays["curvature_ratio"] = curvature.ratio
         out["curvature_matvecs"] = curvature.matvecs
         out["curvature_wall_time_s"] = curvature.wall_time_s
-        if curvature.residual_max is not None and curvature.residual_min is not None:
-            arrays["curvature_residual_max"] = curvature.residual_max
-            arrays["curvature_residual_min"] = curvature.residual_min
+        arrays["curvature_residual_max"] = curvature.residual_max
+        arrays["curvature_residual_min"] = curvature.residual_min
+        arrays["curvature_converged"] = curvature.converged
+        out["curvature_tol"] = curvature.tol
+        if curvature.steps is not None:
             out["curvature_steps"] = curvature.steps
     if density is not None:
         arrays["density_nodes"] = density.nodes
@@ -121,6 +127,9 @@ def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) ->
     top, bottom = arrays.get("top_eigenvalues"), arrays.get("bottom_eigenvalues")
     summary["top_eigenvalues"] = _plain(top) if top is not None else []
     summary["bottom_eigenvalues"] = _plain(bottom) if bottom is not None else []
+    for name in ("top_residuals", "bottom_residuals"):
+        if name in arrays:
+            summary[name] = _plain(arrays[name])
     if top is not None and bottom is not None and len(top) and len(bottom) and top[0] != 0:
         summary["ratio"] = _plain(abs(bottom[0] / top[0]))  # Li et al. 2018 §6
     if "curvature_ratio" in arrays:
@@ -141,6 +150,13 @@ def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) ->
                 steps=_plain(attrs.get("curvature_steps")),
                 residual_max=_plain(arrays["curvature_residual_max"]),
                 residual_min=_plain(arrays["curvature_residual_min"]),
+            )
+        if "curvature_converged" in arrays:
+            converged = np.asarray(arrays["curvature_converged"], dtype=bool)
+            summary["curvature_map"].update(
+                tol=_plain(attrs.get("curvature_tol")),
+                converged=converged.tolist(),
+                not_converged=int((~converged).sum()),
             )
     density = density_from_group(arrays, attrs)
     if density is not None:

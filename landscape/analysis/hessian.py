@@ -13,6 +13,11 @@ by the Hessian"), each costing about two gradient evaluations.
 - Extreme eigenvalues: Lanczos (Lanczos 1950), as implemented by ARPACK's implicitly restarted
   variant (Lehoucq & Sorensen 1996) behind ``scipy.sparse.linalg.eigsh``; vectors are float64
   on the CPU side, the start vector is seeded, so runs are reproducible.
+- Fixed-step Lanczos (``steps=k``): one run of exactly ``k`` products from the seeded start
+  vector gives both ends at once, a bounded cost where ARPACK can restart for an hour.
+- Every eigenvalue carries its residual norm ``‖Hv − θv‖`` (an eigenvalue of ``H`` lies within
+  it) and counts as converged when that is at most ``tol`` times the largest ``|θ|`` computed
+  (``tolerance``): a result says whether it can be trusted, whichever way it was computed.
 - Trace: Hutchinson's estimator (Hutchinson 1989): ``E[zᵀHz] = tr(H)`` for Rademacher ``z``.
 
 Large positive eigenvalues mean sharp minima (Keskar et al. 2017); negative ones mean the point
@@ -35,6 +40,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from landscape.analysis.spectral_density import ritz_values
 from landscape.engine.devices import resolve_device
 from landscape.engine.forward import per_sample_loss
 from landscape.engine.precision import compute_in, resolve
@@ -222,43 +228,67 @@ def _on(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module
     return copy.deepcopy(model).to(device, dtype).eval()
 
 
+def tolerance(tol: float, values: np.ndarray) -> float:
+    """The residual norm an eigenvalue may have and count as converged: ``tol`` times the
+    spectrum's scale, the largest ``|θ|`` computed. Relative to the scale, not to each value,
+    because a ``λ_min`` next to the bulk of near-zero eigenvalues could never meet ``tol·|θ|``
+    while its distance to the true eigenvalue is already negligible beside ``λ_max``."""
+    finite = np.abs(np.asarray(values, dtype=np.float64))
+    finite = finite[np.isfinite(finite)]
+    return float(tol * finite.max()) if finite.size else 0.0
+
+
 def lanczos_eigenvalues(
     operator: HessianOperator, k: int, which: Which, options: LanczosOptions
 ) -> np.ndarray:
-    """``k`` eigenvalues from one end (``LA``/``SA``) or both (``BE``), ascending.
+    """``k`` eigenvalues from one end (``LA``/``SA``) or both (``BE``), ascending."""
+    return lanczos_ritz(operator, k, which, options)[0]
+
+
+def lanczos_ritz(
+    operator: HessianOperator, k: int, which: Which, options: LanczosOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` eigenvalues (ascending) and their residual norms ``‖Hv − θv‖``: ARPACK to
+    ``options.tol``, then ``k`` more products to measure each residual.
 
     ARPACK needs ``k < n`` and a Krylov space wider than ``k``; below that (toy models) the
     Hessian is small enough to build from ``n`` products and diagonalize exactly.
     """
     if k < 1:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     n = operator.n
     if n < 2 * k + 2:
         values = np.linalg.eigvalsh(operator.dense())
         if which == "LA":
-            return values[-k:]
-        if which == "SA":
-            return values[:k]
-        low = values[: k // 2]
-        high = values[len(values) - (k - k // 2) :]
-        return np.concatenate([low, high])
+            chosen = values[-k:]
+        elif which == "SA":
+            chosen = values[:k]
+        else:
+            chosen = np.concatenate([values[: k // 2], values[len(values) - (k - k // 2) :]])
+        return chosen, np.zeros(len(chosen))  # exact up to rounding
     v0 = np.random.default_rng(options.seed).standard_normal(n)
     try:
-        values = eigsh(
+        values, vectors = eigsh(
             operator.as_linear_operator(),
             k=k,
             which=which,
             tol=options.tol,
             maxiter=options.maxiter,
             v0=v0,
-            return_eigenvectors=False,
         )
     except ArpackNoConvergence as exc:
         raise SpecError(
             f"Lanczos found {len(exc.eigenvalues)} of {k} eigenvalues ({which}) within "
-            f"maxiter={options.maxiter}, tol={options.tol}; raise maxiter or tol"
+            f"maxiter={options.maxiter}, tol={options.tol}; raise maxiter or tol, or use "
+            "fixed steps"
         ) from exc
-    return np.sort(np.asarray(values, dtype=np.float64))
+    order = np.argsort(values)
+    values, vectors = np.asarray(values, dtype=np.float64)[order], vectors[:, order]
+    residuals = np.array(
+        [np.linalg.norm(operator.matvec(vectors[:, i]) - values[i] * vectors[:, i])
+         for i in range(k)]
+    )  # fmt: skip
+    return values, residuals
 
 
 def hutchinson_trace(operator: HessianOperator, samples: int, seed: int) -> tuple[float, float]:
@@ -289,6 +319,15 @@ class HessianResult:
     matvecs: int  # Hessian-vector products spent
     wall_time_s: float
     settings: dict[str, Any] = field(default_factory=dict)
+    top_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ‖Hv − θv‖ each
+    bottom_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tolerance: float = 0.0  # the residual each may have to count as converged (``tolerance``)
+
+    @property
+    def converged(self) -> bool:
+        """Every computed eigenvalue's residual is within ``tolerance``."""
+        residuals = np.concatenate([self.top_residuals, self.bottom_residuals])
+        return bool(np.all(residuals <= self.tolerance))
 
     @property
     def eigenvalues(self) -> np.ndarray:
@@ -317,11 +356,13 @@ def hessian_spectrum(
     batch_size: int = DEFAULT_BATCH_SIZE,
     options: LanczosOptions | None = None,
     precision: ResolvedPrecision = "fp32",
+    steps: int | None = None,
 ) -> HessianResult:
     """The ``top`` largest and ``bottom`` smallest Hessian eigenvalues (Lanczos) and, with
     ``trace_samples > 0``, the Hutchinson trace, of the mean ``loss`` over ``data`` at the
     model's parameters, in eval mode on ``device``/``dtype`` (a copy of the model where it
-    must move); products in strict ``fp32`` unless ``precision`` is ``tf32``."""
+    must move); products in strict ``fp32`` unless ``precision`` is ``tf32``. ``steps``: one
+    fixed-step Lanczos run for both ends instead of ARPACK (see the module docstring)."""
     options = options or LanczosOptions()
     if top < 0 or bottom < 0 or trace_samples < 0:
         raise SpecError(f"top, bottom, trace_samples must be >= 0, got {top}, {bottom}, "
@@ -331,8 +372,14 @@ def hessian_spectrum(
         model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size,
         precision=precision,
     )  # fmt: skip
-    high = lanczos_eigenvalues(operator, top, "LA", options)[::-1].copy()
-    low = lanczos_eigenvalues(operator, bottom, "SA", options)
+    if steps is not None and (top or bottom):
+        v0 = np.random.default_rng(options.seed).standard_normal(operator.n)
+        theta, residuals = ritz_values(operator.matvec, v0, steps)
+        high, high_res = theta[::-1][:top].copy(), residuals[::-1][:top].copy()
+        low, low_res = theta[:bottom], residuals[:bottom]
+    else:
+        high, high_res = (a[::-1].copy() for a in lanczos_ritz(operator, top, "LA", options))
+        low, low_res = lanczos_ritz(operator, bottom, "SA", options)
     trace = stderr = None
     if trace_samples:
         trace, stderr = hutchinson_trace(operator, trace_samples, options.seed)
@@ -346,6 +393,7 @@ def hessian_spectrum(
         "batch_size": batch_size,
         "tol": options.tol,
         "maxiter": options.maxiter,
+        "steps": steps,
         "seed": options.seed,
         "trace_samples": trace_samples,
     }
@@ -359,4 +407,7 @@ def hessian_spectrum(
         matvecs=operator.matvecs,
         wall_time_s=wall,
         settings=settings,
+        top_residuals=high_res,
+        bottom_residuals=low_res,
+        tolerance=tolerance(options.tol, np.concatenate([high, low])),
     )

@@ -143,22 +143,28 @@ class RitzExtremes:
     steps: int  # Lanczos steps taken (fewer than asked when the Krylov space ran out)
 
 
-def ritz_extremes(matvec: MatVec, v0: np.ndarray, steps: int) -> RitzExtremes:
-    """Both ends of the spectrum from ``steps`` products: Lanczos finds extreme, well separated
-    eigenvalues first, so a few dozen steps pin an outlier (a strong negative direction or the
-    top curvature) while an end buried in the bulk stays a bound from the inside."""
+def ritz_values(matvec: MatVec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every Ritz value of ``steps`` Lanczos steps from ``v0``, ascending, with its residual
+    norm ``β_m |s_{m,i}|`` (see ``RitzExtremes``)."""
     if steps < 1:
         raise SpecError(f"Lanczos steps must be >= 1, got {steps}")
     alpha, beta, last = _lanczos(matvec, v0, steps)
     t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
     theta, vectors = np.linalg.eigh(t)
-    residuals = last * np.abs(vectors[-1])
+    return theta, last * np.abs(vectors[-1])
+
+
+def ritz_extremes(matvec: MatVec, v0: np.ndarray, steps: int) -> RitzExtremes:
+    """Both ends of the spectrum from ``steps`` products: Lanczos finds extreme, well separated
+    eigenvalues first, so a few dozen steps pin an outlier (a strong negative direction or the
+    top curvature) while an end buried in the bulk stays a bound from the inside."""
+    theta, residuals = ritz_values(matvec, v0, steps)
     return RitzExtremes(
         low=float(theta[0]),
         low_residual=float(residuals[0]),
         high=float(theta[-1]),
         high_residual=float(residuals[-1]),
-        steps=len(alpha),
+        steps=len(theta),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from landscape.errors import LandscapeError
@@ -18,6 +19,7 @@ SUBCOMMANDS = (
     "export",
     "hessian",
     "gradient_flow",
+    "sharpness",
     "reproduce",
     "serve",
     "worker",
@@ -37,7 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_from_cwd() -> None:
+    """Let ``--model-factory mynets:make_net`` find ``mynets.py`` in the folder the command
+    runs from, as ``python -m`` would: the ``landscape`` script's own ``sys.path`` starts at
+    its bin folder. Appended, not prepended, so a local file never shadows an installed
+    package."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _import_from_cwd()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -1,8 +1,9 @@
 """``landscape gradient-flow``: per-layer gradient norms of a checkpoint, at initialization and
 trained, optionally stored as its surface file's ``gradient_flow/`` group (docs/format.md).
 
-A plain deep net's gradient decays toward the input; a residual one's does not (He et al. 2016):
-the table shows ``‖∂L/∂W‖`` per layer, input first, and the input-to-output ratio of each. For
+The table shows ``‖∂L/∂W‖`` per layer, input first, and the input-to-output ratio of each, in
+words made from the number (``grows 286× toward the input``, ``flat within 2×``): whether a
+net's gradient fades or explodes toward the input is measured, not assumed. For
 a recurrent net a second table shows ``‖∂L/∂h_t‖`` per time step, first row first, and the
 ratio of the first quarter of steps to the last (Bengio et al. 1994's vanishing gradient).
 """
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape.analysis.flow_analyze import analyze_gradient_flow
     from landscape.analysis.gradient_flow import Mode
     from landscape.cli.progress import step_bar
+    from landscape.report.findings import flow_phrase
     from landscape.specs import Split, check_choice
 
     if args.checkpoint is None and args.surface is None:
@@ -81,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     rows = zip(trained.depth, trained.names, init.grad_norm, trained.grad_norm, strict=True)
     for depth, layer, g0, g1 in rows:
         print(f"  {depth:>5}  {layer:<32} {g0:>14.4g} {g1:>16.4g}")
+    ratios = init.input_to_output_ratio(), trained.input_to_output_ratio()
     print(
-        f"  input/output gradient ratio: init {init.input_to_output_ratio():.3g}, "
-        f"trained {trained.input_to_output_ratio():.3g}"
+        f"  input/output gradient ratio: init {ratios[0]:.3g} ({flow_phrase(ratios[0])}), "
+        f"trained {ratios[1]:.3g} ({flow_phrase(ratios[1])})"
     )
     if init.time_grad_norm is not None and trained.time_grad_norm is not None:
         print(f"  {'step':>5}  {'':<32} {'‖∂L/∂h_t‖ init':>14} {'‖∂L/∂h_t‖ trained':>16}")

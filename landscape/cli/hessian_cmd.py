@@ -5,6 +5,12 @@ Extreme Hessian eigenvalues (Lanczos), the trace (Hutchinson 1989), the eigenval
 ``|λ_min/λ_max|`` map of Li et al. 2018 §6. With ``--surface`` the data, loss and checkpoint
 default to the surface's own, the checkpoint's bytes must match the file's, and the results
 replace the file's ``hessian/`` group (docs/format.md, "Curvature").
+
+Defaults are sized to finish in minutes on a CPU: the Hessian of the first ``--samples`` (256)
+samples of the split, and ``--steps`` (30) fixed Lanczos steps for the eigenvalues and each
+map point, which cost exactly that many products where ARPACK can restart for an hour on a
+trained net. Every eigenvalue is printed with whether it converged (its residual within
+``--tol`` of the spectrum's scale), so a cut-short result is never mistaken for an answer.
 """
 
 from __future__ import annotations
@@ -12,16 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from landscape.cli.data_args import add_analysis_source_arguments
 from landscape.errors import SpecError
 from landscape.specs import AnalysisSpec, DataSpec
 
+if TYPE_CHECKING:
+    from landscape.storage import Surface
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "hessian",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="Hessian eigenvalues, trace, eigenvalue density and curvature map of a checkpoint",
         description="Compute the largest and smallest Hessian eigenvalues (Lanczos) and the "
         "trace (Hutchinson) of the mean loss over a data split at a checkpoint, and with "
@@ -32,7 +42,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_analysis_source_arguments(parser)
     parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
     parser.add_argument("--split", default="train", help="train or test")
-    parser.add_argument("--loss", default=None, help="cross_entropy or mse (default: surface's)")
+    parser.add_argument(
+        "--loss", default=None, help="cross_entropy, mse or mse_onehot (default: surface's)"
+    )
     parser.add_argument("--top", type=int, default=3, help="largest eigenvalues to compute")
     parser.add_argument("--bottom", type=int, default=1, help="smallest eigenvalues to compute")
     parser.add_argument("--trace", action="store_true", help="estimate the trace (Hutchinson)")
@@ -43,7 +55,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--curvature-steps", type=int, default=None, metavar="K",
-        help="K fixed Lanczos steps per map point, with residual norms (default: ARPACK to --tol)",
+        help="Lanczos steps per map point (default: --steps)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--steps", type=int, default=30, metavar="K",
+        help="fixed Lanczos steps for the eigenvalues and each map point (0: ARPACK to --tol)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--samples", type=int, default=256, metavar="N",
+        help="Hessian of the mean loss over the first N samples of the split (0: all)",
     )  # fmt: skip
     parser.add_argument(
         "--density-probes", type=int, default=0, metavar="N",
@@ -53,7 +73,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--density-steps", type=int, default=40, metavar="M",
         help="Lanczos steps per density probe: M quadrature nodes each",
     )  # fmt: skip
-    parser.add_argument("--tol", type=float, default=1e-5, help="Lanczos relative tolerance")
+    parser.add_argument(
+        "--tol", type=float, default=1e-3,
+        help="converged when each eigenvalue's residual is <= tol × the largest |eigenvalue| "
+        "(also ARPACK's tolerance)",
+    )  # fmt: skip
     parser.add_argument("--maxiter", type=int, default=None, help="Lanczos restarts at most")
     parser.add_argument("--seed", type=int, default=0, help="start vector and probes' seed")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per pass")
@@ -65,8 +89,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _spec(args: argparse.Namespace) -> AnalysisSpec:
-    """The analysis, defaults from the surface; every bad value fails before any loading."""
+def _spec(args: argparse.Namespace) -> tuple[AnalysisSpec, Surface | None]:
+    """The analysis (defaults from the surface) and the surface read for them; every bad
+    value fails before any loading."""
     if args.checkpoint is None and args.surface is None:
         raise SpecError("name a --checkpoint (or a --surface whose checkpoint to use)")
     if args.curvature_grid and args.surface is None:
@@ -80,15 +105,30 @@ def _spec(args: argparse.Namespace) -> AnalysisSpec:
     assert checkpoint is not None, "checked above"
     base = surface.spec.data if surface is not None else DataSpec()
     same_data = args.dataset is None
+    if args.trace_samples < 1:
+        raise SpecError(f"--trace-samples must be >= 1, got {args.trace_samples}")
+    for flag, value in (("--steps", args.steps), ("--samples", args.samples)):
+        if value < 0:
+            raise SpecError(f"{flag} must be >= 0, got {value}")
+    train_size = args.train_size or (base.train_size if same_data else None)
+    test_size = args.test_size or (base.test_size if same_data else None)
+    if args.samples and args.split == "train":
+        train_size = min(train_size or args.samples, args.samples)
+    elif args.samples:
+        test_size = min(test_size or args.samples, args.samples)
     data = DataSpec(
         name=args.dataset or base.name,
         data_root=args.data_root or (base.data_root if same_data else None),
-        train_size=args.train_size or (base.train_size if same_data else None),
-        test_size=args.test_size or (base.test_size if same_data else None),
+        train_size=train_size,
+        test_size=test_size,
     )
-    if args.trace_samples < 1:
-        raise SpecError(f"--trace-samples must be >= 1, got {args.trace_samples}")
-    return AnalysisSpec(
+    if args.steps == 1:
+        raise SpecError("--steps must be 0 (ARPACK) or at least 2, got 1")
+    steps = args.steps or None
+    curvature_steps = args.curvature_steps
+    if curvature_steps is None and args.curvature_grid:
+        curvature_steps = steps
+    spec = AnalysisSpec(
         checkpoint=checkpoint,
         data=data,
         split=args.split,
@@ -97,7 +137,8 @@ def _spec(args: argparse.Namespace) -> AnalysisSpec:
         bottom=args.bottom,
         trace_samples=args.trace_samples if args.trace else 0,
         curvature_grid=args.curvature_grid,
-        curvature_steps=args.curvature_steps,
+        curvature_steps=curvature_steps,
+        spectrum_steps=steps,
         density_probes=args.density_probes,
         density_steps=args.density_steps,
         tol=args.tol,
@@ -107,14 +148,18 @@ def _spec(args: argparse.Namespace) -> AnalysisSpec:
         device=args.device,
         dtype=args.dtype,
     )
+    return spec, surface
 
 
 def run(args: argparse.Namespace) -> int:
     from landscape.analysis import GROUP_NAME, analyze, group_summary
+    from landscape.analysis.analyze import analysis_costs
     from landscape.cli.progress import step_bar
 
-    spec = _spec(args)
-    arrays, attrs = analyze(spec, args.surface, on_progress=step_bar(args.quiet, "hessian"))
+    spec, surface = _spec(args)
+    costs = analysis_costs(spec, surface.x if surface else None, surface.y if surface else None)
+    bar = step_bar(args.quiet, "hessian", weights=costs)
+    arrays, attrs = analyze(spec, args.surface, on_progress=bar)
     summary = group_summary(arrays, attrs)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -153,6 +198,8 @@ def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
             ("trace", f"{_number(summary['trace'])} ± {_number(summary.get('trace_stderr'))} "
                       f"(Hutchinson, {samples} probes)")
         )  # fmt: skip
+    if summary.get("top_eigenvalues") or summary.get("bottom_eigenvalues"):
+        rows.append(("converged", convergence_line(summary)))
     if "matvecs" in summary:
         rows.append(("cost", f"{summary['matvecs']} Hessian-vector products, "
                              f"{summary.get('wall_time_s', 0.0):.1f} s"))  # fmt: skip
@@ -163,9 +210,7 @@ def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
             (f"curvature map {shape}", f"|λ_min/λ_max| median {_number(cmap['ratio_median'])}, "
                                        f"max {_number(cmap['ratio_max'])}")
         )  # fmt: skip
-        if cmap.get("steps"):
-            largest = _number(_largest(cmap.get("residual_max")))
-            rows.append(("map Lanczos", f"{cmap['steps']} steps a point, residuals <= {largest}"))
+        rows.append(("map Lanczos", map_convergence_line(cmap)))
     density = summary.get("density")
     if density:
         rows.append(("eigenvalue density", density_line(density)))
@@ -174,6 +219,32 @@ def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
     if stored:
         lines.append(f"  stored in {stored}")
     return "\n".join(lines)
+
+
+def convergence_line(summary: dict[str, Any]) -> str:
+    """``yes`` or "NOT converged (residual r vs tol t)" for the spectrum's eigenvalues."""
+    if "converged" not in summary:
+        return "unknown (file written before convergence was recorded)"
+    residuals = [*(summary.get("top_residuals") or []), *(summary.get("bottom_residuals") or [])]
+    largest, tol = _number(_largest(residuals)), _number(summary.get("tolerance"))
+    if summary["converged"]:
+        return f"yes (residuals <= {largest}, tol {tol})"
+    return f"NOT converged (residual {largest} vs tol {tol}): raise --steps"
+
+
+def map_convergence_line(cmap: dict[str, Any]) -> str:
+    """How the map's Lanczos ran and how many of its points did not converge."""
+    how = f"{cmap['steps']} steps a point" if cmap.get("steps") else "ARPACK"
+    largest = _number(_largest(_flat(cmap.get("residual_max")) + _flat(cmap.get("residual_min"))))
+    if "not_converged" not in cmap:
+        return f"{how}, residuals <= {largest}"
+    points = len(_flat(cmap["converged"]))
+    if cmap["not_converged"] == 0:
+        return f"{how}, all {points} points converged (residuals <= {largest})"
+    return (
+        f"{how}, {cmap['not_converged']} of {points} points NOT converged (residual "
+        f"{largest} vs tol {_number(cmap.get('tol'))} × the point's largest |λ|): raise --steps"
+    )
 
 
 def density_line(density: dict[str, Any]) -> str:
@@ -185,8 +256,12 @@ def density_line(density: dict[str, Any]) -> str:
     )
 
 
+def _flat(values: Any) -> list[Any]:
+    """A list or a list of rows (a 2D map), flattened."""
+    return [v for row in values or [] for v in (row if isinstance(row, list) else [row])]
+
+
 def _largest(values: Any) -> float | None:
     """The largest finite number in a nested list (None when there is none)."""
-    flat = [v for row in values or [] for v in (row if isinstance(row, list) else [row])]
-    finite = [v for v in flat if v is not None]
+    finite = [v for v in _flat(values) if v is not None]
     return max(finite) if finite else None

@@ -53,6 +53,8 @@ def summary_dict(path: Path) -> dict[str, Any]:
             "ny": grid.n_y,
             "xrange": list(grid.x_range),
             "yrange": list(grid.y_range) if grid.y_range is not None else None,
+            "nz": grid.n_z,
+            "zrange": list(grid.z_range) if grid.z_range is not None else None,
         },
         "metrics": list(info.metrics),
         "done": info.done,
@@ -75,7 +77,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable view of ``summary_dict``."""
     spec, prov, grid = summary["spec"], summary["provenance"], summary["grid"]
     pct = 100 * summary["done"] / summary["total"] if summary["total"] else 0
-    if summary["ndim"] == 2:
+    if summary["ndim"] == 3:
+        shape = (
+            f"3D {grid['nx']}×{grid['ny']}×{grid['nz']}, x {grid['xrange']}, "
+            f"y {grid['yrange']}, z {grid['zrange']}"
+        )
+    elif summary["ndim"] == 2:
         shape = f"2D {grid['nx']}×{grid['ny']}, x {grid['xrange']}, y {grid['yrange']}"
     else:
         shape = f"1D {grid['nx']} points, x {grid['xrange']}"

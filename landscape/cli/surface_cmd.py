@@ -22,7 +22,6 @@ from landscape.specs import (
     EngineOptions,
     GridSpec,
     Ignore,
-    LossName,
     Normalization,
     Precision,
     Split,
@@ -60,7 +59,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="HDF5 surface file to write")
-    parser.add_argument("--dim", type=int, default=2, help="1 (curve) or 2 (surface)")
+    parser.add_argument(
+        "--dim", type=int, default=2, help="1 (curve), 2 (surface) or 3 (volume along x, y, z)"
+    )
     parser.add_argument("--grid", type=int, default=grid.n_x, help="points along x")
     parser.add_argument("--grid-y", type=int, default=None, help="points along y (default: --grid)")
     parser.add_argument(
@@ -71,6 +72,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--yrange", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
         help="y range (default: --range)",
+    )  # fmt: skip
+    parser.add_argument("--grid-z", type=int, default=None, help="points along z (--dim 3)")
+    parser.add_argument(
+        "--zrange", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+        help="z range with --dim 3 (default: --range)",
     )  # fmt: skip
     parser.add_argument(
         "--directions",
@@ -83,7 +89,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, help="second checkpoint (interpolate)")
     parser.add_argument("--trajectory", nargs="+", default=[], help="snapshots (pca)")
     parser.add_argument("--splits", nargs="+", default=["train"], help="train and/or test")
-    parser.add_argument("--loss", default="cross_entropy", help="cross_entropy or mse")
+    parser.add_argument(
+        "--loss", default=None,
+        help="loss name (default cross_entropy): mse, mse_onehot, label_smoothing_0.1, "
+        "cross_entropy_l2_0.0005, an installed plugin's (docs/losses.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--loss-factory", default=None, metavar="MODULE:CALLABLE",
+        help="your own loss: a callable loss(model, inputs, targets) returning per-sample "
+        "losses, imported from an installed module or PYTHONPATH",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--precision", default="auto",
@@ -117,14 +132,18 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         ("direction kind", args.directions, DirectionKind),
         ("normalization", args.normalization, Normalization),
         ("ignore", args.ignore, Ignore),
-        ("loss", args.loss, LossName),
     ):
         check_choice(kind, value, literal)
     for split in args.splits:
         check_choice("split", split, Split)
-    if args.dim not in (1, 2):
-        raise SpecError(f"--dim must be 1 or 2, got {args.dim}")
+    if args.dim not in (1, 2, 3):
+        raise SpecError(f"--dim must be 1, 2 or 3, got {args.dim}")
+    if args.dim != 3 and (args.grid_z is not None or args.zrange is not None):
+        raise SpecError(f"--grid-z and --zrange need --dim 3, got --dim {args.dim}")
     x_range = _parse_range(args.range, args.directions)
+    z_axis: dict[str, Any] = {}
+    if args.dim == 3:
+        z_axis = {"z_range": tuple(args.zrange or x_range), "n_z": args.grid_z or args.grid}
     if args.dim == 1:
         if args.grid_y is not None or args.yrange is not None:
             raise SpecError("--grid-y and --yrange make no sense with --dim 1")
@@ -135,6 +154,7 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
             n_x=args.grid,
             y_range=tuple(args.yrange or x_range),
             n_y=args.grid_y or args.grid,
+            **z_axis,
         )
     directions = DirectionSpec(
         kind=args.directions,
@@ -151,8 +171,20 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         grid=grid,
         directions=directions,
         splits=tuple(dict.fromkeys(args.splits)),
-        loss=args.loss,
+        loss=loss_from_args(args),
     )
+
+
+def loss_from_args(args: argparse.Namespace) -> str:
+    """The loss ``--loss`` names or ``--loss-factory`` imports, as the spec's name: checked
+    (and a factory imported) before any file is touched."""
+    from landscape.losses import get_loss, load_loss_factory
+
+    if args.loss_factory is not None:
+        if args.loss is not None:
+            raise SpecError("give --loss (a registered loss) or --loss-factory (yours), not both")
+        return load_loss_factory(args.loss_factory).name
+    return get_loss(args.loss or "cross_entropy").name
 
 
 def _parse_range(values: list[str], kind: str) -> tuple[float, float]:
@@ -292,8 +324,10 @@ def run(args: argparse.Namespace) -> int:
 
         ranges = auto_ranges(checkpoint, spec_from_args(args, checkpoint).directions, args.dim)
         args.range = [str(v) for v in ranges[0]]
-        if args.dim == 2 and args.yrange is None:
+        if args.dim >= 2 and args.yrange is None:
             args.yrange = list(ranges[1])
+        if args.dim == 3 and args.zrange is None:
+            args.zrange = list(ranges[2])
     spec = spec_from_args(args, checkpoint)
     source = None
     if args.model_factory is not None:

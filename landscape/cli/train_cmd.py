@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
+from landscape.cli.surface_cmd import loss_from_args
 from landscape.errors import SpecError
 from landscape.specs import (
     DeviceName,
@@ -38,11 +39,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--optimizer", default=defaults.optimizer, help="sgd or adam")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="with --optimizer gd: number of full-batch steps (one step is one epoch of gd)",
+    )
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="step size η")
+    parser.add_argument(
+        "--optimizer",
+        default=defaults.optimizer,
+        help="sgd, adam or gd (full-batch gradient descent, no momentum)",
+    )
     parser.add_argument("--momentum", type=float, default=defaults.momentum)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument(
+        "--loss", default=None, help="loss trained (default cross_entropy; docs/losses.md)"
+    )
+    parser.add_argument(
+        "--loss-factory", default=None, metavar="MODULE:CALLABLE",
+        help="your own loss(model, inputs, targets) returning per-sample losses",
+    )  # fmt: skip
     parser.add_argument("--schedule", default=defaults.schedule, help="cosine, step or constant")
     parser.add_argument(
         "--warmup-epochs", type=int, default=0, help="epochs at lr/10 first (He et al. §4.2)"
@@ -51,6 +69,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
     parser.add_argument(
         "--snapshot-every", type=int, default=0, help="save weights every N epochs (0: never)"
+    )
+    parser.add_argument(
+        "--sharpness-every",
+        type=int,
+        default=0,
+        help="λmax of the full-batch training loss every N epochs (gd: steps), kept in the "
+        "checkpoint's metadata (0: never)",
     )
     parser.set_defaults(func=run)
     return parser
@@ -62,21 +87,31 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
     check_choice("schedule", args.schedule, ScheduleName)
     check_choice("device", args.device, DeviceName)
     data = data_spec_from_args(args)
+    epochs = args.epochs
+    if args.steps is not None:
+        if args.optimizer != "gd":
+            raise SpecError(
+                f"--steps counts full-batch steps of --optimizer gd; with {args.optimizer!r} "
+                "use --epochs"
+            )
+        epochs = args.steps
     return TrainSpec(
         model=args.model,
         data=data,
         model_args=parse_model_args(args.model_arg),
-        epochs=args.epochs,
+        epochs=epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
+        loss=loss_from_args(args),
         schedule=args.schedule,
         warmup_epochs=args.warmup_epochs,
         seed=args.seed,
         device=args.device,
         snapshot_every=args.snapshot_every,
+        sharpness_every=args.sharpness_every,
     )
 
 
@@ -105,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     with tqdm(
-        total=spec.epochs, desc=f"train {spec.model}", unit="epoch", file=sys.stderr, delay=1.0
+        total=spec.epochs,
+        desc=f"train {spec.model}",
+        unit="step" if spec.optimizer == "gd" else "epoch",
+        file=sys.stderr,
+        delay=1.0,
     ) as bar:
 
         def on_epoch(record: dict[str, Any]) -> None:
@@ -123,4 +162,13 @@ def run(args: argparse.Namespace) -> int:
         f"test acc {metadata['test_acc']:.4f} ({metadata['wall_time_s']:.1f} s on "
         f"{metadata['device']})"
     )
+    tracked = metadata.get("sharpness") or []
+    if tracked:
+        first, last = tracked[0], tracked[-1]
+        peak = max(r["lambda_max"] for r in tracked)
+        print(
+            f"sharpness λmax: {first['lambda_max']:.4g} at step {first['step']}, max {peak:.4g}, "
+            f"{last['lambda_max']:.4g} at step {last['step']} (2/η = {last['two_over_lr']:.4g}; "
+            f"{len(tracked)} measurements in the checkpoint's metadata)"
+        )
     return 0

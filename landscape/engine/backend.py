@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 from torch import Tensor, nn
 
-from landscape.specs import BackendName, EngineOptions, LossName, check_choice
+from landscape.losses import Loss, LossFn
+from landscape.specs import BackendName, EngineOptions, check_choice
 
 Results = dict[str, np.ndarray]
 
@@ -35,7 +36,7 @@ def make_evaluator(
     directions: list[Mapping[str, Tensor]],
     data: Mapping[str, tuple[Tensor, Tensor]],
     *,
-    loss: LossName,
+    loss: str | Loss | LossFn,
     options: EngineOptions,
     n_points: int | None = None,
 ) -> Evaluator:

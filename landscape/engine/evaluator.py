@@ -44,7 +44,8 @@ from landscape.engine.pool import WorkerPool
 from landscape.engine.precision import DTYPE_LABEL
 from landscape.engine.reference import reference_evaluate
 from landscape.errors import SpecError
-from landscape.specs import EngineOptions, LossName, check_choice
+from landscape.losses import Loss, LossFn, resolve_loss
+from landscape.specs import EngineOptions
 
 __all__ = ["GridEvaluator", "reference_evaluate"]
 
@@ -66,13 +67,14 @@ class GridEvaluator:
         directions: list[Mapping[str, Tensor]],
         data: Data,
         *,
-        loss: LossName = "cross_entropy",
+        loss: str | Loss | LossFn = "cross_entropy",
         options: EngineOptions | None = None,
         n_points: int | None = None,
     ) -> None:
         """``n_points``: how many grid points will be evaluated, if known (compiling is
-        weighed against it; ``None`` assumes a 21×21 grid)."""
-        check_choice("loss", loss, LossName)
+        weighed against it; ``None`` assumes a 21×21 grid). ``loss``: a name, ``Loss`` or
+        ``loss(model, inputs, targets)`` callable (``landscape.losses``)."""
+        self.loss = resolve_loss(loss)
         options = options or EngineOptions()
         if not directions:
             raise SpecError("GridEvaluator needs at least one direction")
@@ -95,7 +97,7 @@ class GridEvaluator:
             self._pool = self._start_pool(self.worker_devices)
         try:
             module, params, dirs, batches, config = self._prepare(
-                model, directions, data, loss, options, n_points
+                model, directions, data, self.loss, options, n_points
             )
         except BaseException:
             self.close()
@@ -121,22 +123,24 @@ class GridEvaluator:
         model: nn.Module,
         directions: list[Mapping[str, Tensor]],
         data: Data,
-        loss: LossName,
+        loss: Loss,
         options: EngineOptions,
         n_points: int | None,
     ) -> tuple[nn.Module, dict[str, Tensor], list[dict[str, Tensor]], dict[str, Any], CoreConfig]:
-        """Fold BN, densify tiny convs (CPU), pick batch size, K and compile; cut the data."""
+        """Fold BN, densify tiny convs (CPU), pick batch size, K and compile; cut the data.
+        A loss that sees the model gets the model as it is: folding or densifying would
+        change the parameters it sees, and it runs eager."""
         model = copy.deepcopy(model).cpu().eval()  # the caller's model is left untouched
         params = {n: p.detach().to(torch.float32) for n, p in model.named_parameters()}
         dirs = [{n: d[n].detach().to("cpu", torch.float32) for n in params} for d in directions]
-        folded = fold_batchnorm(model, params, dirs)
+        folded = None if loss.sees_model else fold_batchnorm(model, params, dirs)
         module: nn.Module = folded.module if folded is not None else model
         if folded is not None:
             params, dirs = folded.params, folded.directions
         self.n_bn_folded = folded.n_folded if folded is not None else 0
         # CPU: convs on tiny maps (3×3 on 2×2) as one exact dense matmul; on GPUs leave them
         self.n_dense = 0
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and not loss.sees_model:
             example = next(iter(data.values()))[0]
             traced = module if folded is not None else _trace(module)
             if traced is not None:
@@ -153,6 +157,8 @@ class GridEvaluator:
         compile_mode, compile_reason = plan_compile(
             options.compile, module, data, self.device, n_points=n_points, workers=n_workers
         )
+        if loss.sees_model:
+            compile_mode, compile_reason = False, f"loss {loss.name!r} sees the model: eager"
         config = CoreConfig(
             loss=loss,
             device=str(self.device),
@@ -253,6 +259,9 @@ class GridEvaluator:
             "workers": self.n_workers,
             "worker_restarts": self._pool.restarts if self._pool is not None else 0,
             "compile_errors": errors,
+            "loss": self.loss.name,
+            "loss_sees_model": self.loss.sees_model,
+            "vmap_errors": [w["vmap_error"] for w in info if w.get("vmap_error")],
             "timings": {
                 "prepare_s": self.prepare_s,
                 "compile_s": max(compile_s, default=0.0),

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 import torch._dynamo  # at import, not from inside an evaluator: see compile_limits
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape.specs import LossName
+from landscape.errors import SpecError
+from landscape.losses import Loss, get_loss, losses_and_outputs
 
 BatchFn = Callable[..., tuple[Tensor, Tensor]]
 
@@ -36,17 +36,38 @@ BatchFn = Callable[..., tuple[Tensor, Tensor]]
 _RECOMPILE_LIMIT = 64
 
 
-def per_sample_loss(logits: Tensor, y: Tensor, loss: LossName) -> Tensor:
-    """Per-sample loss, shape ``(B,)``.
+def per_sample_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
+    """Per-sample loss, shape ``(B,)``, of a loss that needs only the outputs (``mse`` is Li et
+    al. 2018's: softmax against one-hot; ``landscape.losses`` defines each)."""
+    of_logits = get_loss(loss).of_logits
+    if of_logits is None:
+        raise SpecError(f"loss {loss!r} sees the model's weights, not only its outputs")
+    return of_logits(logits, y)
 
-    ``mse`` follows the reference tool (Li et al. 2018 code): squared error between
-    ``softmax(logits)`` and the one-hot target, averaged over classes.
-    """
-    if loss == "cross_entropy":
-        return F.cross_entropy(logits, y, reduction="none")
-    probs = logits.softmax(dim=1)
-    target = F.one_hot(y, logits.shape[1]).to(probs.dtype)
-    return (probs - target).pow(2).mean(dim=1)
+
+class _LossCall(nn.Module):
+    """``loss(model, x, y)`` as a forward, so ``functional_call`` puts a grid point's weights
+    into the very model a loss that sees the model is handed."""
+
+    def __init__(self, model: nn.Module, loss: Loss) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return losses_and_outputs(self.loss, self.model, x, y)
+
+
+def losses_at(
+    module: nn.Module, loss: Loss, params: dict[str, Tensor], x: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per-sample losses ``(B,)`` and logits at ``params``."""
+    if loss.of_logits is not None:
+        logits = logits_at(module, params, x)
+        return loss.of_logits(logits.float(), y), logits
+    out: tuple[Tensor, Tensor] = functional_call(
+        _LossCall(module, loss), {f"model.{n}": t for n, t in params.items()}, (x, y)
+    )
+    return out
 
 
 def logits_at(module: nn.Module, params: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -57,32 +78,36 @@ def logits_at(module: nn.Module, params: dict[str, Tensor], x: Tensor) -> Tensor
 
 
 def batch_sums(
-    module: nn.Module, loss: LossName, params: dict[str, Tensor], x: Tensor, y: Tensor,
+    module: nn.Module, loss: Loss, params: dict[str, Tensor], x: Tensor, y: Tensor,
     mask: Tensor,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Loss sum (float64) and correct count of one batch at one grid point; ``mask`` marks the
     real samples (padding counts for nothing)."""
-    logits = logits_at(module, params, x)
-    per = per_sample_loss(logits.float(), y, loss)
+    per, logits = losses_at(module, loss, params, x, y)
     loss_sum = torch.where(mask, per, torch.zeros_like(per)).double().sum()
     correct = ((logits.argmax(dim=1) == y) & mask).sum()
     return loss_sum, correct
 
 
 def batch_sums_k(
-    module: nn.Module, loss: LossName, static: dict[str, Tensor], moving: dict[str, Tensor],
+    module: nn.Module, loss: Loss, static: dict[str, Tensor], moving: dict[str, Tensor],
     x: Tensor, y: Tensor, mask: Tensor,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """The same for K grid points at once: ``moving`` parameters carry a leading K dimension,
-    ``static`` ones (moved by no direction) are shared; both results have shape ``(K,)``."""
+    ``static`` ones (moved by no direction) are shared; both results have shape ``(K,)``. A
+    loss that sees the model runs inside the vmap, on each point's weights."""
+    if loss.of_logits is None:
+        per, logits = torch.vmap(lambda p: losses_at(module, loss, {**static, **p}, x, y))(moving)
+        k, b = per.shape
+    else:
 
-    def one(p: dict[str, Tensor]) -> Tensor:
-        return logits_at(module, {**static, **p}, x)
+        def one(p: dict[str, Tensor]) -> Tensor:
+            return logits_at(module, {**static, **p}, x)
 
-    logits = torch.vmap(one)(moving)  # (K, B, classes)
-    k, b, c = logits.shape
-    per = per_sample_loss(logits.reshape(k * b, c).float(), y.repeat(k), loss)
-    per = torch.where(mask.repeat(k), per, torch.zeros_like(per)).view(k, b)
+        logits = torch.vmap(one)(moving)  # (K, B, classes)
+        k, b, c = logits.shape
+        per = loss.of_logits(logits.reshape(k * b, c).float(), y.repeat(k))
+    per = torch.where(mask.repeat(k), per.reshape(-1), torch.zeros_like(per.reshape(-1))).view(k, b)
     correct = ((logits.argmax(dim=2) == y) & mask).sum(dim=1)
     return per.double().sum(dim=1), correct
 

@@ -32,7 +32,8 @@ from landscape.engine.forward import (
 )
 from landscape.engine.plan import K_CANDIDATES, choose_points_per_call, compile_after_measuring
 from landscape.engine.precision import compute_in
-from landscape.specs import CompileMode, LossName, ResolvedPrecision
+from landscape.losses import Loss
+from landscape.specs import CompileMode, ResolvedPrecision
 
 # the names callers have imported from here since before the split into batches/forward
 __all__ = ["CoreConfig", "PointEvaluator", "SplitBatches", "per_sample_loss", "split_batches"]
@@ -50,7 +51,7 @@ _COMPILE_TOLERANCE = {"fp32": (1e-4, 0.0), "tf32": (2e-3, 1e-3), "bf16": (3e-2, 
 class CoreConfig:
     """What a ``PointEvaluator`` needs besides tensors (plain values: it crosses processes)."""
 
-    loss: LossName
+    loss: Loss
     device: str
     batch_size: int  # the largest batch of any split; halved on out-of-memory errors
     points_per_call: int  # 0: time candidates on this device and keep the best
@@ -106,6 +107,9 @@ class PointEvaluator:
         self.oom_retries = 0
         self._fitted = False  # a group of points has fit in memory: no more halving after
         config.timings.setdefault("compile_s", 0.0)
+        self.vmap_error: str | None = None  # why a loss that sees the model runs per point
+        if config.loss.sees_model and config.points_per_call != 1:
+            self._check_vmap()
         trial = config.points_per_call == 0
         # The eager time per point that compiling is weighed against: on CUDA timed at θ after
         # a warm-up (the K trial, or K as set), since the first points' time would include
@@ -193,6 +197,28 @@ class PointEvaluator:
             self.compile_error = f"fell back to eager: {type(exc).__name__}: {exc}"[:500]
             log.warning("compiled evaluation failed, evaluating eagerly: %s", self.compile_error)
         return self._group_values(coefs)
+
+    def _check_vmap(self) -> None:
+        """Run a loss that sees the model on two points under ``torch.vmap`` once, at θ; one
+        that cannot be vmapped (``.item()``, data-dependent Python) is evaluated one point per
+        call instead -- each point then exactly as the naive loop -- and the reason kept."""
+        wanted, self.config.points_per_call = self.config.points_per_call, 2
+        split = next(iter(self.data.values()))
+        try:
+            with self._computing():
+                fn, head = self._head(np.zeros((2, self.ndim)))
+                fn(*head, split.xs[0], split.ys[0], split.masks[0])
+        except torch.cuda.OutOfMemoryError:
+            pass  # a sizing matter: the K trial or the retries handle it
+        except Exception as exc:
+            self.vmap_error = f"{type(exc).__name__}: {exc}"[:500]
+            wanted = 1
+            self.config.k_reason = (
+                f"loss {self.config.loss.name!r} fails under torch.vmap: one point per call"
+            )
+            log.warning("loss %s cannot be vmapped, one point per call: %s",
+                        self.config.loss.name, self.vmap_error)  # fmt: skip
+        self.config.points_per_call = wanted
 
     # -- out of memory -----------------------------------------------------------------------
     def _batch_size(self) -> int:
@@ -363,6 +389,7 @@ class PointEvaluator:
         return {
             "device": str(self.device),
             "compile_error": self.compile_error,
+            "vmap_error": self.vmap_error,
             "points_per_call": self.config.points_per_call,
             "k_reason": self.config.k_reason,
             "compiled": self.compiled,

@@ -11,6 +11,19 @@ go to a restarted worker (a bounded number of restarts per pool).
 
 Workers also die with their parent whatever kills it: ``PR_SET_PDEATHSIG`` on Linux, and a
 watchdog thread everywhere that exits when the parent pid changes.
+
+Workers never import the parent's ``__main__``. Multiprocessing's spawn (and forkserver)
+normally re-runs the parent's main script in each child as ``__mp_main__``, so a user's script
+without an ``if __name__ == "__main__":`` guard ran its whole computation again in every
+worker, each rewriting the same surface file. A worker needs nothing from that script: its
+target lives in this module, and the model arrives pickled. So ``_without_main`` drops the
+main-module entries from the preparation data of *our* processes only (matched by name; other
+code's processes keep the standard behaviour). Hiding ``__main__.__file__`` while starting
+would race with other threads (the API server), and a child that notices it is re-importing
+``__main__`` can no longer undo what the script did before calling us. In a notebook there is
+no main file to run, so nothing changes there. The one cost: a model whose class is defined in
+the script itself cannot be unpickled by a worker, so ``load`` refuses it with that reason and
+the evaluator computes in-process.
 """
 
 from __future__ import annotations
@@ -18,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import logging
+import multiprocessing.spawn
 import os
 import signal
 import sys
@@ -26,7 +41,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -46,6 +61,10 @@ _WATCHDOG_PERIOD_S = 0.5
 _WORKER_GLIBC_TUNABLES = (
     "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=536870912"
 )
+
+_WORKER_NAME = "landscape-engine-worker"  # process name prefix: see _without_main
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+_install_lock = threading.Lock()
 
 Results = dict[str, np.ndarray]
 Piece = tuple[int, np.ndarray]  # (task id, coords)
@@ -74,6 +93,7 @@ class WorkerPool:
         import torch.multiprocessing as mp
 
         self._ctx = mp.get_context("spawn")  # safe with threads in the parent (API server)
+        _install_without_main()
         self.devices = list(devices)
         self.max_restarts = 2 * len(devices) if max_restarts is None else max_restarts
         self.restarts = 0
@@ -84,7 +104,10 @@ class WorkerPool:
     def _spawn(self, device: str) -> _Slot:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_worker_main, args=(child_conn, os.getpid(), device), daemon=True
+            target=_worker_main,
+            args=(child_conn, os.getpid(), device),
+            name=f"{_WORKER_NAME}-{device}",
+            daemon=True,
         )
         with _worker_env():
             proc.start()
@@ -107,6 +130,13 @@ class WorkerPool:
     def load(self, payload: tuple[Any, ...], timeout: float = WORKER_START_TIMEOUT_S) -> None:
         """Give every worker the evaluator's inputs and wait until each has built (and
         compiled) its ``PointEvaluator``; raises if one cannot."""
+        in_main = _classes_in_main(payload[0])
+        if in_main:
+            raise RuntimeError(
+                f"the model's {', '.join(in_main)} is defined in the script being run "
+                "(__main__), which engine workers do not import; define it in a module "
+                "you import to use every core"
+            )
         self._payload = payload
         for slot in self._slots:
             self._send_payload(slot)
@@ -222,6 +252,41 @@ class WorkerPool:
         new = self._spawn(slot.device)
         self._slots[self._slots.index(slot)] = new
         self._await_ready(new, WORKER_START_TIMEOUT_S)
+
+
+def _classes_in_main(module: Any) -> list[str]:
+    """Names of the classes among ``module``'s submodules that live in ``__main__``."""
+    from torch import nn
+
+    if not isinstance(module, nn.Module):
+        return []
+    return sorted({type(m).__name__ for m in module.modules() if type(m).__module__ == "__main__"})
+
+
+def _without_main(
+    get_preparation_data: Callable[[str], dict[str, Any]],
+) -> Callable[[str], dict[str, Any]]:
+    """``get_preparation_data`` minus the main-module entries for engine workers (by name)."""
+
+    @functools.wraps(get_preparation_data)
+    def prepare(name: str) -> dict[str, Any]:
+        data = get_preparation_data(name)
+        if name.startswith(_WORKER_NAME):
+            for key in _MAIN_KEYS:
+                data.pop(key, None)
+        return data
+
+    prepare.landscape_without_main = True  # type: ignore[attr-defined]
+    return prepare
+
+
+def _install_without_main() -> None:
+    """Wrap ``multiprocessing.spawn.get_preparation_data`` once (popen_spawn_posix and
+    popen_forkserver look it up at each start)."""
+    with _install_lock:
+        current = multiprocessing.spawn.get_preparation_data
+        if not getattr(current, "landscape_without_main", False):
+            setattr(multiprocessing.spawn, "get_preparation_data", _without_main(current))  # noqa: B010
 
 
 def _by_value(batches: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import numpy as np
 from torch import Tensor, nn
 
 from landscape.errors import SpecError
-from landscape.specs import EngineOptions, LossName
+from landscape.losses import Loss, LossFn, resolve_loss
+from landscape.specs import EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class RayEvaluator:
         directions: list[Mapping[str, Tensor]],
         data: dict[str, tuple[Tensor, Tensor]],
         *,
-        loss: LossName = "cross_entropy",
+        loss: str | Loss | LossFn = "cross_entropy",
         options: EngineOptions | None = None,
         n_points: int | None = None,
     ) -> None:
@@ -103,6 +104,8 @@ class RayEvaluator:
         cpu_model = copy.deepcopy(model).cpu()
         # Each worker sees about its share of the points when judging whether compiling pays.
         share = None if n_points is None else max(1, n_points // self.slots)
+        # a Loss, not a name: a Python callable's name means nothing in another process
+        loss = resolve_loss(loss)
         payload = (cpu_model, [dict(d) for d in directions], data, loss, worker_options, share)
         self._payload_ref = ray.put(payload)
         self._task = ray.remote(_evaluate_chunk).options(

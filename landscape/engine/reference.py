@@ -10,8 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from landscape.engine.forward import per_sample_loss
-from landscape.specs import LossName, check_choice
+from landscape.losses import Loss, LossFn, losses_and_outputs, resolve_loss
 
 Data = Mapping[str, tuple[Tensor, Tensor]]
 Results = dict[str, np.ndarray]
@@ -23,12 +22,13 @@ def reference_evaluate(
     coords: np.ndarray,
     data: Data,
     *,
-    loss: LossName = "cross_entropy",
+    loss: str | Loss | LossFn = "cross_entropy",
     batch_size: int = 128,
 ) -> Results:
     """The naive per-point loop of the original tool: for each point copy ``θ + Σ c_k d_k``
-    into the model's parameters, then iterate a DataLoader in eval mode. Restores θ after."""
-    check_choice("loss", loss, LossName)
+    into the model's parameters, then iterate a DataLoader in eval mode; a loss that sees the
+    model is handed the model itself, holding the point's weights. Restores θ after."""
+    resolved = resolve_loss(loss)
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, len(directions))
     model.eval()
     theta = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -45,8 +45,8 @@ def reference_evaluate(
                     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
                     total, correct = 0.0, 0
                     for xb, yb in loader:
-                        logits = model(xb)
-                        total += float(per_sample_loss(logits, yb, loss).double().sum())
+                        per, logits = losses_and_outputs(resolved, model, xb, yb)
+                        total += float(per.double().sum())
                         correct += int((logits.argmax(dim=1) == yb).sum())
                     out[f"{split}_loss"][i] = total / len(x)
                     out[f"{split}_acc"][i] = correct / len(x)

@@ -2,11 +2,14 @@
 
 Both variants share one class; ``residual`` toggles the identity add around each
 Linear-ReLU-Linear block, so ``mlp-plain`` and ``mlp-residual`` have identical parameters.
+``activation="tanh"`` swaps every ReLU for tanh: the smooth nets Cohen et al. 2021 train to the
+edge of stability (docs/sharpness.md).
 """
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -15,40 +18,58 @@ from torch import Tensor, nn
 from landscape.errors import SpecError
 from landscape.models import register_model
 
+Activation = Literal["relu", "tanh"]
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tanh}
+
 
 class MLPBlock(nn.Module):
-    """Linear-ReLU-Linear, with the input added back when ``residual``; ReLU after."""
+    """Linear-act-Linear, with the input added back when ``residual``; the activation after."""
 
-    def __init__(self, width: int, residual: bool) -> None:
+    def __init__(self, width: int, residual: bool, activation: Activation = "relu") -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, width)
         self.fc2 = nn.Linear(width, width)
         self.residual = residual
+        self.act = _ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.fc2(F.relu(self.fc1(x)))
-        return F.relu(x + out if self.residual else out)
+        out = self.fc2(self.act(self.fc1(x)))
+        return self.act(x + out if self.residual else out)
 
 
 class MLP(nn.Module):
     """Flatten → Linear to ``width`` → ``depth`` blocks → Linear to the classes."""
 
     def __init__(
-        self, in_features: int, num_classes: int, *, depth: int, width: int, residual: bool
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        depth: int,
+        width: int,
+        residual: bool,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        if activation not in get_args(Activation):
+            raise SpecError(
+                f"MLP activation must be one of {list(get_args(Activation))}, got {activation!r}"
+            )
         if not isinstance(depth, int) or depth < 1:
             raise SpecError(f"MLP depth (number of blocks) must be an integer >= 1, got {depth!r}")
         if not isinstance(width, int) or width < 1:
             raise SpecError(f"MLP width must be an integer >= 1, got {width!r}")
         self.stem = nn.Linear(in_features, width)
-        self.blocks = nn.Sequential(*(MLPBlock(width, residual) for _ in range(depth)))
+        act = cast(Activation, activation)
+        self.blocks = nn.Sequential(*(MLPBlock(width, residual, act) for _ in range(depth)))
         self.head = nn.Linear(width, num_classes)
+        self.act = _ACTIVATIONS[act]
         # He et al. 2015 init for ReLU nets: PyTorch's default Linear init shrinks the signal
-        # by ~√3 per layer, so a plain MLP starts with vanishing activations and stalls.
+        # by ~√3 per layer, so a plain MLP starts with vanishing activations and stalls; tanh
+        # gets its own gain (5/3), which keeps it out of saturation.
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.kaiming_normal_(module.weight, nonlinearity=act)
                 nn.init.zeros_(module.bias)
         if residual:
             # Each identity add doubles the signal's variance; scaling the branch's last layer
@@ -58,7 +79,7 @@ class MLP(nn.Module):
                     cast(MLPBlock, block).fc2.weight.mul_(depth**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.stem(torch.flatten(x, 1)))
+        out = self.act(self.stem(torch.flatten(x, 1)))
         logits: Tensor = self.head(self.blocks(out))
         return logits
 
@@ -70,21 +91,37 @@ ARG_RANGES = {"depth": (1, 64), "width": (1, 1024)}
 
 @register_model(
     "mlp-plain",
-    "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width)",
+    "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width, activation relu|tanh)",
     arg_ranges=ARG_RANGES,
 )
 def mlp_plain(
-    *, in_channels: int, num_classes: int, image_size: int, depth: int = 4, width: int = 128
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    depth: int = 4,
+    width: int = 128,
+    activation: str = "relu",
 ) -> nn.Module:
     features = in_channels * image_size * image_size
-    return MLP(features, num_classes, depth=depth, width=width, residual=False)
+    return MLP(
+        features, num_classes, depth=depth, width=width, residual=False, activation=activation
+    )
 
 
 @register_model(
     "mlp-residual", "MLP of Linear-ReLU-Linear blocks with identity adds", arg_ranges=ARG_RANGES
 )
 def mlp_residual(
-    *, in_channels: int, num_classes: int, image_size: int, depth: int = 4, width: int = 128
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    depth: int = 4,
+    width: int = 128,
+    activation: str = "relu",
 ) -> nn.Module:
     features = in_channels * image_size * image_size
-    return MLP(features, num_classes, depth=depth, width=width, residual=True)
+    return MLP(
+        features, num_classes, depth=depth, width=width, residual=True, activation=activation
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import plotly
 
-from landscape.errors import UnknownNameError
+from landscape.errors import SpecError, UnknownNameError
 from landscape.storage import Surface
 
 FIGURE_JS = Path(__file__).resolve().parent / "figure.js"
@@ -143,6 +143,11 @@ def write_html(
     """
     if metric not in surface.values:
         raise UnknownNameError("metric", metric, list(surface.values))
+    if surface.z is not None:
+        raise SpecError(
+            f"a standalone page draws a curve or a surface, and this is a {surface.ndim}D "
+            "volume: open it in the web page (volume view with a z slider)"
+        )
     data = surface_data(surface)
     title = _title(data)
     options = "".join(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from landscape.errors import SpecError
 from landscape.plot.scale import log10_values, metric_values
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ def export_vtp(
     corners are computed; 1D: a polyline at ``(x, 0, value)``. Every metric rides along as
     point data (NaN where not computed); uncomputed points sit at z = 0 outside any cell.
     """
+    if surface.z is not None:
+        raise SpecError("VTP export takes a curve or a surface, not a 3D volume")
     values = metric_values(surface, metric)
     z = log10_values(values, metric) if log else values
     if surface.y is None:

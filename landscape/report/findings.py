@@ -84,23 +84,53 @@ def metric_rankings(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+FLAT_FACTOR = 2.0  # a first/last-quarter gradient ratio within [1/2, 2] reads as "flat"
+
+
+def flow_phrase(ratio: float | None) -> str:
+    """What a first-quarter / last-quarter gradient ratio says, worded from the number alone
+    (a fixed sentence such as "a plain net's gradient decays toward the input" is contradicted
+    by plain-56 at initialization, whose gradient grows 286× toward the input)."""
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return "no ratio"
+    if ratio >= FLAT_FACTOR:
+        return f"grows {ratio:.3g}× toward the input"
+    if ratio <= 1 / FLAT_FACTOR:
+        return f"decays {1 / ratio:.3g}× toward the input"
+    return f"flat within {FLAT_FACTOR:g}× (ratio {ratio:.2g})"
+
+
+def loss_phrase(skip: float | None, plain: float | None) -> str:
+    """How the plain net's training loss compares with its identity-path twin's, in words."""
+    if skip is None or plain is None or not (math.isfinite(skip) and math.isfinite(plain)):
+        return "not comparable (a run diverged)"
+    if skip <= 0 or plain <= 0:
+        return "not comparable (a loss of 0)"
+    factor = plain / skip
+    if factor >= FLAT_FACTOR:
+        return f"the plain net's is {factor:.3g}× higher"
+    if factor <= 1 / FLAT_FACTOR:
+        return f"the plain net's is {1 / factor:.3g}× lower"
+    return f"within {FLAT_FACTOR:g}× of each other"
+
+
 def gradient_flow_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Per net: mean ‖∂L/∂W‖ of the first quarter of layers over that of the last quarter, at
-    initialization and trained (≪ 1: the gradient fades toward the input; ≫ 1: it grows)."""
+    initialization and trained, each with its ``flow_phrase``."""
     rows = []
     for key, net in report["nets"].items():
         if net.get("diverged"):
             continue
         flow = net["gradient_flow"]
-        rows.append(
-            {
-                "net": key,
-                "init": flow["init"].get("input_to_output_ratio"),
-                "trained": flow["trained"].get("input_to_output_ratio"),
-                "init_through_time": flow["init"].get("through_time_ratio"),
-                "trained_through_time": flow["trained"].get("through_time_ratio"),
-            }
-        )
+        row = {
+            "net": key,
+            "init": flow["init"].get("input_to_output_ratio"),
+            "trained": flow["trained"].get("input_to_output_ratio"),
+            "init_through_time": flow["init"].get("through_time_ratio"),
+            "trained_through_time": flow["trained"].get("through_time_ratio"),
+        }
+        row["reading"] = {k: flow_phrase(row[k]) for k in ("init", "trained")}
+        rows.append(row)
     return rows
 
 
@@ -115,6 +145,9 @@ def degradation_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
             "plain_train_loss": table[plain]["train_loss"]["mean"],
             "skip_test_acc": table[skip]["test_acc"]["mean"],
             "plain_test_acc": table[plain]["test_acc"]["mean"],
+            "reading": loss_phrase(
+                table[skip]["train_loss"]["mean"], table[plain]["train_loss"]["mean"]
+            ),
         }
         for skip, plain in report["recipe"]["pairs"]
     ]

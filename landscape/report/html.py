@@ -92,7 +92,8 @@ def _findings_section(report: dict[str, Any]) -> str:
     degradation = "".join(
         f"<li>{_esc(d['pair'][0])} vs {_esc(d['pair'][1])}: training loss "
         f"{_fmt(d['skip_train_loss'], 3)} vs {_fmt(d['plain_train_loss'], 3)}, test accuracy "
-        f"{_fmt(d['skip_test_acc'], 3)} vs {_fmt(d['plain_test_acc'], 3)}</li>"
+        f"{_fmt(d['skip_test_acc'], 3)} vs {_fmt(d['plain_test_acc'], 3)}"
+        f"{'; training loss: ' + _esc(d['reading']) if d.get('reading') else ''}</li>"
         for d in found["degradation"]
     )
     columns = sorted(
@@ -122,8 +123,9 @@ def _findings_section(report: dict[str, Any]) -> str:
         decided = [r["plain_rougher"] for r in row.values() if r["plain_rougher"] is not None]
         body += f"<td>{sum(decided)} / {len(decided)}</td></tr>"
     flow = "".join(
-        f"<tr><th>{_esc(f['net'])}</th><td>{_fmt(f['init'], 3)}</td>"
-        f"<td>{_fmt(f['trained'], 3)}</td><td>{_fmt(f.get('init_through_time'), 3)}</td>"
+        f"<tr><th>{_esc(f['net'])}</th><td>{_fmt(f['init'], 3)}{_reading(f, 'init')}</td>"
+        f"<td>{_fmt(f['trained'], 3)}{_reading(f, 'trained')}</td>"
+        f"<td>{_fmt(f.get('init_through_time'), 3)}</td>"
         f"<td>{_fmt(f.get('trained_through_time'), 3)}</td></tr>"
         for f in found["gradient_flow"]
     )
@@ -142,6 +144,12 @@ def _findings_section(report: dict[str, Any]) -> str:
         "<th>layers, at initialization</th><th>layers, trained</th><th>time, at "
         f"initialization</th><th>time, trained</th></tr>{flow}</table></section>"
     )
+
+
+def _reading(row: dict[str, Any], key: str) -> str:
+    """`` (grows 286× toward the input)``: the words findings.flow_phrase made of the number."""
+    reading = (row.get("reading") or {}).get(key)
+    return f" ({_esc(reading)})" if reading else ""
 
 
 def _families_table(rows: list[dict[str, Any]]) -> str:
@@ -183,21 +191,27 @@ def _families_table(rows: list[dict[str, Any]]) -> str:
 def _degradation_section(report: dict[str, Any]) -> str:
     head = "<tr><th>net</th><th>train loss</th><th>train acc</th><th>test loss</th>"
     head += "<th>test acc</th></tr>"
+    n = len(report["recipe"]["seeds"])
     body = ""
     for row in report["degradation"]:
         cells = "".join(
-            f"<td>{_fmt(row[k]['mean'])} ± {_fmt(row[k]['std'], 2)}</td>"
+            f"<td>{_mean_sd(row[k], n)}</td>"
             for k in ("train_loss", "train_acc", "test_loss", "test_acc")
         )
         body += f"<tr><th>{_esc(row['model'])}</th>{cells}</tr>"
-    n = len(report["recipe"]["seeds"])
+    spread = f"mean ± sample standard deviation over {n} seeds" if n > 1 else "1 seed (no spread)"
     return (
         "<section id='degradation'><h2>Degradation table</h2>"
-        f"<p>Final numbers in eval mode over the whole split; mean ± sample standard "
-        f"deviation over {n} seed(s). A deep plain net that trains worse than its shallower "
-        f"twin is the degradation problem (He et al. 2016).</p>"
+        f"<p>Final numbers in eval mode over the whole split; {spread}. A deep plain net "
+        "that trains worse than its shallower twin is the degradation problem (He et al. 2016).</p>"
         f"<table>{head}{body}</table></section>"
     )
+
+
+def _mean_sd(stat: dict[str, Any], seeds: int) -> str:
+    """``mean ± sd``, or the mean alone for one seed: "± 0" would claim a measured spread."""
+    mean = _fmt(stat["mean"])
+    return f"{mean} ± {_fmt(stat['std'], 2)}" if seeds > 1 else mean
 
 
 def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
@@ -211,6 +225,7 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
     for skip, plain, k_skip, k_plain in _pair_nets(report):
         for index, (half, n) in enumerate(report["recipe"]["ranges"]):
             parts.append(f"<h3>{_esc(skip)} vs {_esc(plain)}, ±{half:g} ({n}×{n})</h3>")
+            low, high = _shared_log_range(nets, (k_skip, k_plain), index)
             row = []
             for model, key in ((skip, k_skip), (plain, k_plain)):
                 if nets[key].get("diverged"):
@@ -225,16 +240,33 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
                     "colorscale": "Viridis",
                     "colorbar": {"title": {"text": "log10 loss"}},
                     "contours": {"coloring": "heatmap"},
+                    # one colour range for the pair, as the page's compare view
+                    **({"zmin": low, "zmax": high, "zauto": False} if low is not None else {}),
                 }
-                layout = {  # square cells, axes no wider than the grid
+                layout = {  # square cells, axes no wider than the grid; δ, η as on the page
                     "title": {"text": model},
-                    "xaxis": {"title": {"text": "x"}, "constrain": "domain"},
-                    "yaxis": {"title": {"text": "y"}, "scaleanchor": "x", "constrain": "domain"},
+                    "xaxis": {"title": {"text": "δ"}, "constrain": "domain"},
+                    "yaxis": {"title": {"text": "η"}, "scaleanchor": "x", "constrain": "domain"},
                 }
                 row.append(figs.div([trace], layout, 440))
             parts.append(f"<div class='row'>{''.join(row)}</div>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _shared_log_range(
+    nets: dict[str, Any], keys: tuple[str, str], index: int
+) -> tuple[float | None, float | None]:
+    """The log10 training-loss range both surfaces of a pair are coloured on (the page's
+    figure rules, ``landscape.plot.scale``), so equal colours mean equal losses."""
+    from landscape.plot.scale import scale_for
+
+    arrays = [
+        np.asarray(nets[k]["surfaces"][index]["train_loss"], dtype=np.float64)
+        for k in keys
+        if not nets[k].get("diverged")
+    ]
+    return scale_for(arrays, "train_loss", log=True).range
 
 
 def _metrics_section(report: dict[str, Any]) -> str:

@@ -127,6 +127,16 @@ def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
         ) from exc
 
 
+def recorded_model(path: str | Path) -> str | None:
+    """The model name a landscape checkpoint records (``landscape train`` writes it), or None
+    for a bare state_dict; read as every checkpoint is, never unpickled (``weights_only``)."""
+    content = read_checkpoint_file(path)
+    if isinstance(content, dict) and content.get("format") == FORMAT:
+        _check_layout(content, path)
+        return str(content["model"])
+    return None
+
+
 def _why_unreadable(path: Path, exc: Exception) -> str:
     """Say what is wrong without torch's advice to turn off ``weights_only``."""
     if path.suffix == SAFETENSORS_SUFFIX:

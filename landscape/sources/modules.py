@@ -105,36 +105,41 @@ def data_digest(data: Mapping[str, tuple[Tensor, Tensor]]) -> str:
 # --------------------------------------------------------------------------- --model-factory
 
 
-def load_factory(spec: str) -> Callable[..., nn.Module]:
-    """The callable named by ``package.module:attribute[.attribute…]`` (imports the module)."""
+def load_factory(
+    spec: str, *, option: str = "--model-factory", returns: str = "an nn.Module"
+) -> Callable[..., Any]:
+    """The callable named by ``package.module:attribute[.attribute…]`` (imports the module).
+
+    ``option`` and ``returns`` name the flag and what its callable gives in the messages, so
+    ``--loss-factory`` (``landscape.losses``) resolves by the same rules and reads the same."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name.strip() or not attr_path.strip() or ":" in attr_path:
         raise SpecError(
-            f"--model-factory wants 'package.module:callable', got {spec!r} "
+            f"{option} wants 'package.module:callable', got {spec!r} "
             "(for example 'my_project.nets:make_net')"
         )
     try:
         target: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise SpecError(
-            f"--model-factory {spec!r}: cannot import module {module_name!r} ({exc}); "
+            f"{option} {spec!r}: cannot import module {module_name!r} ({exc}); "
             "is it installed, or on PYTHONPATH?"
         ) from exc
     except Exception as exc:  # the user's module raised while being imported
         raise SpecError(
-            f"--model-factory {spec!r}: importing {module_name!r} failed: "
-            f"{type(exc).__name__}: {exc}"
+            f"{option} {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            raise SpecError(f"--model-factory {spec!r}: {module_name!r} has no attribute {part!r}")
+            raise SpecError(f"{option} {spec!r}: {module_name!r} has no attribute {part!r}")
         target = getattr(target, part)
     if not callable(target):
         raise SpecError(
-            f"--model-factory {spec!r} names a {type(target).__name__}, not a callable "
-            "that returns an nn.Module"
+            f"{option} {spec!r} names a {type(target).__name__}, not a callable "
+            f"that returns {returns}"
         )
-    return target  # type: ignore[no-any-return]  # callable, checked above
+    factory: Callable[..., Any] = target  # callable, checked above
+    return factory
 
 
 def build_from_factory(factory: Callable[..., nn.Module], spec: str, **kwargs: Any) -> nn.Module:

@@ -1,15 +1,17 @@
 """The HDF5 surface file: the contract between the worker, the API, the web page and users.
 
 Layout and every attribute are documented in ``docs/format.md``; this package is its only
-writer. ``keys`` says what identifies a surface, ``grid`` how points are laid out, ``hdf5`` how
-files are opened and swapped atomically, ``journal`` how chunks are appended cheaply,
-``surface_file`` how a file is created and read, ``writer`` how it changes after creation, and
-``summary`` what a surface is without its arrays.
+writer. ``keys`` says what identifies a surface, ``grid`` how points are laid out, ``order`` in
+which order they are computed (coarse to fine), ``hdf5`` how files are opened and swapped
+atomically, ``journal`` how chunks are appended cheaply, ``surface_file`` how a file is
+created and read, ``writer`` how it changes after creation, and ``summary`` what a surface is
+without its arrays.
 """
 
-from landscape.storage.grid import flat_coordinates, grid_coordinates, grid_shape
+from landscape.storage.grid import flat_coordinates, grid_coordinates, grid_shape, z_coordinates
 from landscape.storage.journal import journal_path
 from landscape.storage.keys import FORMAT, surface_key
+from landscape.storage.order import in_point_order, point_order
 from landscape.storage.summary import Provenance, SurfaceInfo, describe
 from landscape.storage.surface_file import (
     Group,
@@ -47,9 +49,11 @@ __all__ = [
     "fold_journal",
     "grid_coordinates",
     "grid_shape",
+    "in_point_order",
     "journal_path",
     "mark_complete",
     "missing_points",
+    "point_order",
     "read_directions",
     "read_group",
     "read_surface",
@@ -58,4 +62,5 @@ __all__ = [
     "update_attrs",
     "write_group",
     "write_points",
+    "z_coordinates",
 ]

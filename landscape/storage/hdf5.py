@@ -26,7 +26,7 @@ from landscape.specs import SurfaceSpec, from_dict
 from landscape.storage.keys import FORMAT, FORMAT_NAME
 
 LOCK_RETRY_S = 10.0  # how long to wait for another process's HDF5 lock before giving up
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 def _is_lock_error(exc: OSError) -> bool:

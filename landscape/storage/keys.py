@@ -18,8 +18,20 @@ from typing import Any
 from landscape.specs import DataSpec, DirectionSpec, SurfaceSpec, to_dict
 
 FORMAT_NAME = "landscape-surface"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
+# What the key hashes, not the file layout: version 3 only added volumes, so 1D and 2D
+# surfaces keep the keys they had under version 2 and stay cached.
+KEY_SCHEME = f"{FORMAT_NAME}/2"
+
+# Written to every file's root since ``weight`` normalization became Li et al.'s elementwise
+# ``d ⊙ θ``; a file without it that says ``weight`` was rescaled globally (now ``global``).
+WEIGHT_RULE_ATTR = "weight_normalization"
+WEIGHT_RULE = "elementwise"
+LEGACY_WEIGHT_NOTE = (
+    "written when normalization 'weight' meant one global rescale (‖d‖ = ‖θ‖ over the whole "
+    "model): read as 'global'; 'weight' now means Li et al.'s elementwise d ⊙ θ"
+)
 
 # Spec fields that locate inputs without changing the numbers: left out of the key so the CLI
 # and the API (different data roots, a download flag) find the same surface.
@@ -31,7 +43,7 @@ def surface_key(spec: SurfaceSpec, checkpoint_sha256: str, precision: str = "fp3
     payload = _key_payload(spec)
     blob = json.dumps(
         {
-            "format": FORMAT,
+            "format": KEY_SCHEME,
             "checkpoint_sha256": checkpoint_sha256,
             "precision": precision,
             "spec": payload,
@@ -47,13 +59,25 @@ def _key_payload(spec: SurfaceSpec) -> dict[str, Any]:
     del payload["checkpoint"]
     for name in _KEY_IGNORED_DATA_FIELDS:
         payload["data"].pop(name, None)
+    if payload["grid"]["n_z"] is None:  # not a volume: the key it had before volumes
+        del payload["grid"]["n_z"], payload["grid"]["z_range"]
     directions = payload["directions"]
+    if directions["normalization"] == "weight":  # never the key of an old-meaning file
+        directions["weight_rule"] = WEIGHT_RULE
     # Snapshots and the target enter by file name: their folder is where they live, not what
     # they hold (the checkpoint's sha256 already ties them to one training run).
     directions["trajectory"] = [Path(p).name for p in directions["trajectory"]]
     if directions["target_checkpoint"] is not None:
         directions["target_checkpoint"] = Path(directions["target_checkpoint"]).name
     return payload
+
+
+def read_as_written(spec: SurfaceSpec, attrs: Mapping[str, Any]) -> SurfaceSpec:
+    """A stored spec in the meaning its file was written in: an old-meaning ``weight`` (no
+    ``WEIGHT_RULE_ATTR``) is the ``global`` rescale, so a resume or a comparison sees it so."""
+    if spec.directions.normalization == "weight" and WEIGHT_RULE_ATTR not in attrs:
+        return replace(spec, directions=replace(spec.directions, normalization="global"))
+    return spec
 
 
 def spec_differences(a: SurfaceSpec, b: SurfaceSpec) -> list[str]:

@@ -4,6 +4,8 @@ Format ``landscape-surface/2`` adds to version 1 a ``computed`` mask (so a point
 or inf -- a diverged model -- is told apart from one not computed yet), the ``precision`` and
 ``generation`` root attrs, and paths stored relative to the file's folder. Version 1 files are
 read (their mask is "no metric is NaN") and upgraded in place, atomically, when resumed.
+Format ``landscape-surface/3`` adds volumes: a ``z`` axis, a third direction and metrics shaped
+``(nz, ny, nx)``; its 1D and 2D files are laid out as in version 2.
 """
 
 from __future__ import annotations
@@ -23,22 +25,27 @@ import torch
 from landscape.errors import SurfaceFileError
 from landscape.specs import SurfaceSpec, to_dict
 from landscape.storage import hdf5
-from landscape.storage.grid import grid_shape
+from landscape.storage.grid import grid_shape, z_coordinates
 from landscape.storage.hdf5 import attr_to_python, name, open_file, python_to_attr, read_array
 from landscape.storage.journal import journal_path, read_journal
 from landscape.storage.keys import (
     FORMAT,
     FORMAT_NAME,
+    LEGACY_WEIGHT_NOTE,
+    WEIGHT_RULE,
+    WEIGHT_RULE_ATTR,
     portable_spec,
+    read_as_written,
     resolved_spec,
     spec_differences,
     surface_key,
 )
 
 ENCODING_VERSION = "1"
+AXES = ("x", "y", "z")  # direction k of the grid, as the file names its group
 COMPUTED = "computed"
 # Top-level entries that are the surface itself; anything else is an optional group.
-CORE_ENTRIES = frozenset({"x", "y", "directions", "metrics", "trajectory", COMPUTED})
+CORE_ENTRIES = frozenset({"x", "y", "z", "directions", "metrics", "trajectory", COMPUTED})
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class Surface:
     trajectory: Trajectory | None = None  # the trajectory/ group (PCA directions only)
     groups: dict[str, Group] = field(default_factory=dict)  # optional groups, e.g. hessian
     version: int = 2
+    z: np.ndarray | None = None  # (nz,) of a volume, whose values are (nz, ny, nx)
 
     def __post_init__(self) -> None:
         if self.computed.size == 0 and self.values:
@@ -91,7 +99,7 @@ class Surface:
 
     @property
     def ndim(self) -> int:
-        return 1 if self.y is None else 2
+        return 1 if self.y is None else 2 if self.z is None else 3
 
     @property
     def total(self) -> int:
@@ -114,7 +122,8 @@ class Surface:
         return str(self.attrs.get("precision", "fp32"))
 
     def missing(self) -> np.ndarray:
-        """Flat indices (row-major over ``(ny, nx)``) of points not computed yet, ascending."""
+        """Flat indices (row-major over the values' shape) of points not computed yet,
+        ascending."""
         return np.flatnonzero(~self.computed.reshape(-1)).astype(np.int64)
 
 
@@ -136,7 +145,8 @@ def create_surface_file(
 
     ``provenance`` must hold ``checkpoint_sha256`` (it makes the key); its other entries become
     root attrs (containers as JSON text). ``trajectory`` (PCA directions) goes to the
-    ``trajectory/`` group. The file appears atomically, complete or not at all.
+    ``trajectory/`` group. A volume's ``z`` comes from the spec's grid. The file appears
+    atomically, complete or not at all.
     """
     path = Path(path)
     if "checkpoint_sha256" not in provenance:
@@ -157,6 +167,7 @@ def create_surface_file(
             f.attrs["spec"] = json.dumps(to_dict(portable_spec(spec, path.parent)), sort_keys=True)
             f.attrs["key"] = surface_key(spec, str(provenance["checkpoint_sha256"]), precision)
             f.attrs["precision"] = precision
+            f.attrs[WEIGHT_RULE_ATTR] = WEIGHT_RULE  # its absence marks an old-meaning "weight"
             f.attrs["generation"] = uuid.uuid4().hex
             f.attrs["status"] = "partial"
             f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -165,18 +176,23 @@ def create_surface_file(
                 if value is not None:
                     f.attrs[key] = python_to_attr(value)
             f.create_dataset("x", data=x).attrs["description"] = "x coordinate of column i"
-            if ndim == 2:
+            if ndim >= 2:
                 y = np.asarray(y, dtype=np.float64)
                 f.create_dataset("y", data=y).attrs["description"] = "y coordinate of row j"
+            if ndim == 3:
+                f.create_dataset("z", data=z_coordinates(spec.grid)).attrs["description"] = (
+                    "z coordinate of slice k"
+                )
+            where = "[k, j, i] at (x[i], y[j], z[k])" if ndim == 3 else "[j, i] at (x[i], y[j])"
             for metric in spec.metric_names:
                 ds = f.create_dataset(metric, data=np.full(shape, np.nan, dtype=np.float64))
-                ds.attrs["description"] = "value [j, i] at (x[i], y[j]); see computed"
+                ds.attrs["description"] = f"value {where}; see computed"
             mask = f.create_dataset(COMPUTED, data=np.zeros(shape, dtype=np.uint8))
             mask.attrs["description"] = "1 where the point was evaluated (its value may be NaN)"
             group = f.create_group("directions")
             group.attrs["encoding-type"] = "direction-set"
             group.attrs["encoding-version"] = ENCODING_VERSION
-            for axis, direction in zip(("x", "y")[:ndim], directions, strict=True):
+            for axis, direction in zip(AXES[:ndim], directions, strict=True):
                 sub = group.create_group(axis)
                 for param, tensor in direction.items():
                     sub.create_dataset(param, data=_tensor_to_numpy(tensor))
@@ -224,6 +240,12 @@ def check_matches(
         stored_sha = str(attr_to_python(f.attrs.get("checkpoint_sha256", "")))
         stored_precision = str(attr_to_python(f.attrs.get("precision", "fp32")))
         status = str(attr_to_python(f.attrs.get("status", "partial")))
+    if stored.loss != spec.loss:
+        raise SurfaceFileError(
+            f"{name(path)} holds a {status} surface computed with loss {stored.loss!r}; "
+            f"resuming it with {spec.loss!r} would mix two losses in one surface: "
+            f"compute it with loss {stored.loss!r} again, or choose another --out"
+        )
     if stored_precision != precision:
         raise SurfaceFileError(
             f"{name(path)} holds a {status} surface computed in precision {stored_precision!r}; "
@@ -246,8 +268,8 @@ def check_matches(
 
 def _stored_spec(f: h5py.File, path: Path, version: int) -> SurfaceSpec:
     """The spec with usable paths: version 2 stores them relative to the file's folder,
-    version 1 as the writer was given them."""
-    spec = hdf5.read_spec(f, path)
+    version 1 as the writer was given them; an old-meaning ``weight`` reads as ``global``."""
+    spec = read_as_written(hdf5.read_spec(f, path), f.attrs)
     return resolved_spec(spec, path.parent) if version >= 2 else spec
 
 
@@ -269,9 +291,11 @@ def _read_surface(path: Path) -> Surface:
         version = hdf5.format_version(f, path)
         spec = _stored_spec(f, path, version)
         x = read_array(f, "x", path).astype(np.float64)
-        y = read_array(f, "y", path).astype(np.float64) if spec.grid.ndim == 2 else None
+        y = read_array(f, "y", path).astype(np.float64) if spec.grid.ndim >= 2 else None
+        z = read_array(f, "z", path).astype(np.float64) if spec.grid.ndim == 3 else None
         values = {m: read_array(f, m, path).astype(np.float64) for m in spec.metric_names}
         expected = (len(x),) if y is None else (len(y), len(x))
+        expected = expected if z is None else (len(z), *expected)
         for metric, array in values.items():
             if array.shape != expected:
                 raise SurfaceFileError(
@@ -285,6 +309,9 @@ def _read_surface(path: Path) -> Surface:
             attrs = {k: attr_to_python(v) for k, v in f.attrs.items()}
         except (OSError, RuntimeError) as exc:
             raise SurfaceFileError(f"{name(path)}: cannot read its attributes: {exc}") from exc
+        if WEIGHT_RULE_ATTR not in attrs and spec.directions.normalization == "global":
+            attrs["normalization"] = "global"  # "global" was never written without the attr
+            attrs["normalization_note"] = LEGACY_WEIGHT_NOTE
         metrics: dict[str, float] = {}
         if "metrics" in f:
             metrics = {k: float(v) for k, v in f["metrics"].attrs.items() if k[:9] != "encoding-"}
@@ -309,6 +336,7 @@ def _read_surface(path: Path) -> Surface:
         trajectory=trajectory,
         groups=groups,
         version=version,
+        z=z,
     )
 
 
@@ -355,13 +383,13 @@ def _read_group(f: h5py.File, key: str, path: Path) -> Group:
 
 
 def read_directions(path: str | Path) -> list[dict[str, torch.Tensor]]:
-    """The stored directions (x, then y) keyed by parameter name, as CPU tensors."""
+    """The stored directions (x, then y, then z) keyed by parameter name, as CPU tensors."""
     path = Path(path)
     with open_file(path, "r") as f:
         hdf5.format_version(f, path)
         ndim = hdf5.read_spec(f, path).grid.ndim
         directions = []
-        for axis in ("x", "y")[:ndim]:
+        for axis in AXES[:ndim]:
             key = f"directions/{axis}"
             if key not in f:
                 raise SurfaceFileError(f"{name(path)}: cannot read {key!r}: missing group")
@@ -372,5 +400,5 @@ def read_directions(path: str | Path) -> list[dict[str, torch.Tensor]]:
 
 
 def missing_points(path: str | Path) -> np.ndarray:
-    """Flat indices (row-major over ``(ny, nx)``) of points not computed yet, ascending."""
+    """Flat indices (row-major over the values' shape) of points not computed yet, ascending."""
     return read_surface(path).missing()

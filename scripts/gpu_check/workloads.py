@@ -325,6 +325,7 @@ def _pool_directly(
 
     from landscape.engine.point_evaluator import CoreConfig
     from landscape.engine.pool import WorkerPool
+    from landscape.losses import resolve_loss
 
     try:
         from landscape.engine.batches import split_batches
@@ -339,7 +340,7 @@ def _pool_directly(
         s: split_batches(x, y, batch, torch.device("cpu"), True) for s, (x, y) in data.items()
     }
     config = CoreConfig(
-        loss="cross_entropy",
+        loss=resolve_loss("cross_entropy"),
         device=device,
         batch_size=batch,
         points_per_call=1,

@@ -208,7 +208,7 @@ def test_delete_report_removes_it_and_is_409_while_its_job_runs(client: TestClie
     ("model_args", "needle"),
     [
         ({"width": 1_000_000}, "'width' of model 'mlp-residual' must be in [1, 1024]"),
-        ({"bogus": 1}, "takes no argument 'bogus'; its arguments: depth, width"),
+        ({"bogus": 1}, "takes no argument 'bogus'; its arguments: activation, depth, width"),
         ({"depth": -5}, "'depth' of model 'mlp-residual' must be in [1, 64]"),
         ({"width": 2**70}, "an integer of 71 bits"),
         ({"in_channels": 3}, "set by the data set"),
@@ -296,7 +296,10 @@ def test_cli_train_refuses_a_bad_model_arg_in_one_line(
             "--device", "cpu", "--out", str(tmp_path / "m.pt")]  # fmt: skip
     assert main([*args, "--model-arg", "bogus=1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "takes no argument 'bogus'; its arguments: depth, width" in err and "\n" not in err
+    assert (
+        "takes no argument 'bogus'; its arguments: activation, depth, width" in err
+        and "\n" not in err
+    )
     assert main([*args, "--model-arg", "width=100000"]) == 2
     assert "must be in [1, 1024]" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()

@@ -16,6 +16,7 @@ from landscape.engine.evaluator import GridEvaluator, reference_evaluate
 from landscape.engine.plan import compile_after_measuring, compile_pays, plan_compile
 from landscape.engine.point_evaluator import CoreConfig, PointEvaluator, split_batches
 from landscape.errors import SpecError
+from landscape.losses import resolve_loss
 from landscape.specs import EngineOptions
 from tests.engine.test_engine import ConvBNNet, assert_same, noshort_net, setup
 
@@ -67,7 +68,14 @@ def test_the_k_trial_measurement_decides_compile_at_once() -> None:
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     batches = {s: split_batches(x, y, 96, torch.device("cpu"), True) for s, (x, y) in data.items()}
     config = CoreConfig(
-        "cross_entropy", "cpu", 96, 0, True, True, max_points_per_call=2, compile_share=9
+        resolve_loss("cross_entropy"),
+        "cpu",
+        96,
+        0,
+        True,
+        True,
+        max_points_per_call=2,
+        compile_share=9,
     )
     core = PointEvaluator(model, params, dirs, batches, config)
     info = core.describe()

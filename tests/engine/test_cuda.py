@@ -20,6 +20,7 @@ from landscape.engine.batches import split_batches
 from landscape.engine.evaluator import GridEvaluator, reference_evaluate
 from landscape.engine.point_evaluator import CoreConfig
 from landscape.engine.pool import WorkerPool
+from landscape.losses import resolve_loss
 from landscape.specs import DataSpec, EngineOptions, TrainSpec
 from landscape.train import train_model
 from tests.engine.test_engine import ConvBNNet, setup, zoo
@@ -92,7 +93,9 @@ def test_two_workers_on_one_gpu_survive_a_killed_worker() -> None:
     model, dirs, data = setup(ConvBNNet, n=600)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     batches = {s: split_batches(x, y, 64, torch.device("cpu"), True) for s, (x, y) in data.items()}
-    config = CoreConfig("cross_entropy", "cuda:0", 64, 1, False, True, precision="fp32")
+    config = CoreConfig(
+        resolve_loss("cross_entropy"), "cuda:0", 64, 1, False, True, precision="fp32"
+    )
     chunks = [np.random.default_rng(i).uniform(-1, 1, size=(6, 2)) for i in range(12)]
     pool = WorkerPool(["cuda:0", "cuda:0"])
     try:

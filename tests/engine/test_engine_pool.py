@@ -20,6 +20,7 @@ from landscape.engine.plan import plan_worker_devices
 from landscape.engine.point_evaluator import CoreConfig, split_batches
 from landscape.engine.pool import WorkerLost, WorkerPool
 from landscape.errors import SpecError
+from landscape.losses import resolve_loss
 from landscape.specs import EngineOptions
 from tests.engine.test_engine import ConvBNNet, _alive, setup
 
@@ -49,7 +50,7 @@ def _payload() -> tuple[object, ...]:
     model, dirs, data = setup(ConvBNNet)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     batches = {s: split_batches(x, y, 32, torch.device("cpu"), True) for s, (x, y) in data.items()}
-    config = CoreConfig("cross_entropy", "cpu", 32, 1, False, True)
+    config = CoreConfig(resolve_loss("cross_entropy"), "cpu", 32, 1, False, True)
     return model, params, dirs, batches, config
 
 

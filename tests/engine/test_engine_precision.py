@@ -11,6 +11,7 @@ from landscape.engine.evaluator import GridEvaluator, reference_evaluate
 from landscape.engine.plan import K_TRIAL_MAX_S, choose_points_per_call, resolve_precision
 from landscape.engine.point_evaluator import CoreConfig, PointEvaluator, split_batches
 from landscape.errors import SpecError
+from landscape.losses import resolve_loss
 from landscape.specs import EngineOptions
 from tests.engine.test_engine import ConvBNNet, assert_same, setup, zoo
 
@@ -56,7 +57,9 @@ def test_measured_k_on_a_real_evaluator_gives_the_reference_values() -> None:
     model, dirs, data = setup(zoo("resnet20"))
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     batches = {s: split_batches(x, y, 96, torch.device("cpu"), True) for s, (x, y) in data.items()}
-    config = CoreConfig("cross_entropy", "cpu", 96, 0, False, True, max_points_per_call=4)
+    config = CoreConfig(
+        resolve_loss("cross_entropy"), "cpu", 96, 0, False, True, max_points_per_call=4
+    )
     core = PointEvaluator(model, params, dirs, batches, config)
     info = core.describe()
     assert info["points_per_call"] in (1, 2, 4) and "ms" in info["k_reason"]

@@ -16,6 +16,7 @@ import landscape.engine.forward as forward
 from landscape.engine import plan
 from landscape.engine.evaluator import GridEvaluator, reference_evaluate
 from landscape.engine.point_evaluator import CoreConfig, PointEvaluator, split_batches
+from landscape.losses import resolve_loss
 from landscape.specs import EngineOptions
 from tests.engine.test_engine import ConvBNNet, assert_same, setup
 
@@ -101,7 +102,9 @@ def test_k_trial_out_of_memory_ends_the_trial_or_halves_the_batch(
     model, dirs, data = setup(ConvBNNet)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     batches = {s: split_batches(x, y, 96, torch.device("cpu"), True) for s, (x, y) in data.items()}
-    config = CoreConfig("cross_entropy", "cpu", 96, 0, False, True, max_points_per_call=8)
+    config = CoreConfig(
+        resolve_loss("cross_entropy"), "cpu", 96, 0, False, True, max_points_per_call=8
+    )
     first = OutOfMemory(times=1)  # the first call: one point per call, the whole split
     batched = OutOfMemory(times=10**6, when=_batched)
 

@@ -19,7 +19,7 @@ from landscape.specs import DataSpec, DirectionSpec, GridSpec, SurfaceSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SHA = "ab" * 32
-PINNED_KEY = "7fe7991f75370a8b43fc"  # landscape-surface/2
+PINNED_KEY = "7fe7991f75370a8b43fc"  # key scheme landscape-surface/2
 
 
 def _spec(**grid: object) -> SurfaceSpec:
@@ -56,7 +56,7 @@ def test_layout_is_ny_by_nx_and_not_transposed(tmp_path: Path) -> None:
     store.write_points(path, flat, values)
 
     with h5py.File(path, "r") as f:  # plain h5py, as docs/format.md promises
-        assert f.attrs["format"] == "landscape-surface/2"
+        assert f.attrs["format"] == "landscape-surface/3"
         assert f.attrs["status"] == "partial"
         assert json.loads(f.attrs["spec"])["grid"]["n_x"] == 5
         assert f["x"].shape == (5,) and f["y"].shape == (3,)
@@ -247,8 +247,8 @@ def test_check_matches_refuses_a_different_request(tmp_path: Path) -> None:
 def test_newer_or_foreign_files_are_refused_clearly(tmp_path: Path) -> None:
     path = _create(tmp_path / "s.h5", _spec())
     with h5py.File(path, "r+") as f:
-        f.attrs["format"] = "landscape-surface/3"
-    with pytest.raises(SurfaceFileError, match=r"landscape-surface/3.*upgrade"):
+        f.attrs["format"] = "landscape-surface/4"
+    with pytest.raises(SurfaceFileError, match=r"landscape-surface/4.*upgrade"):
         store.read_surface(path)
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
@@ -391,4 +391,4 @@ def test_a_v1_partial_file_is_upgraded_when_resumed(tmp_path: Path) -> None:
     writer.append(np.array([3]), {"train_loss": np.array([np.inf]), "train_acc": np.array([0.5])})
     writer.close()
     surface = store.read_surface(path)
-    assert surface.version == 2 and surface.missing().tolist() == [8] and surface.nonfinite == 1
+    assert surface.version == 3 and surface.missing().tolist() == [8] and surface.nonfinite == 1

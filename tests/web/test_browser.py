@@ -330,6 +330,8 @@ def test_preset_opens_comparison_and_cancel_stops_both_jobs(
 ) -> None:
     page.goto(f"{server}/#/")
     page.get_by_role("button", name="ResNet-20 vs ResNet-20 without shortcuts").click()
+    # The page says what the preset would queue and asks first (web/js/presets.js).
+    page.locator("dialog.plan-dialog").get_by_role("button", name="Start", exact=True).click()
     page.wait_for_url("**/#/compare/*")
     ids = page.url.rsplit("/", 1)[1].split(",")
     assert len(ids) == 2

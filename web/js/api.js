@@ -105,6 +105,7 @@ export const api = {
     return configPromise;
   },
   models: () => request("GET", "/api/models"),
+  losses: () => request("GET", "/api/losses"),
   datasets: () => request("GET", "/api/datasets"),
   checkpoints: () => request("GET", "/api/checkpoints"),
   uploadCheckpoint: (form) => request("POST", "/api/checkpoints", { body: form }),

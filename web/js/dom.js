@@ -64,6 +64,7 @@ export function fmtGrid(grid, ndim) {
   if (ndim === 1 || grid.ny === null || grid.ny === undefined) {
     return `${grid.nx} points on ${range(grid.xrange)}`;
   }
+  if (ndim === 3 && grid.nz) return `${grid.nx}×${grid.ny}×${grid.nz} on ${range(grid.xrange)}×${range(grid.yrange)}×${range(grid.zrange)}`;
   const sameRange = JSON.stringify(grid.xrange) === JSON.stringify(grid.yrange);
   return sameRange
     ? `${grid.nx}×${grid.ny} on ${range(grid.xrange)}²`

@@ -1,8 +1,9 @@
 // The "Gradient flow" panel: ‖∂L/∂W‖ per layer over depth (log scale), at initialization
 // (dashed) and trained (solid), for one surface or several on one plot (compare page).
 //
-// A plain deep net's gradient decays toward the input; a residual one's does not: the
-// "gradient highway" of He et al. 2016, as data (docs/api.md, gradient flow). Each surface
+// Whether a net's gradient fades or grows toward the input is read off the measured ratio
+// (flowPhrase), never a fixed sentence: plain-56 at initialization grows 286× toward the
+// input (docs/api.md, gradient flow). Each surface
 // without a stored profile gets a "Compute" button that POSTs /api/surfaces/{id}/gradient-flow
 // and follows the job.
 
@@ -11,6 +12,16 @@ import { fmt, h, replace } from "./dom.js";
 import { ACTIVE, progressPanel, watchJob } from "./jobs.js";
 import { PLOT_CONFIG } from "/vendor/figure.js";
 import { cssVar, loadPlotly } from "./plots.js";
+
+const FLAT_FACTOR = 2; // as landscape/report/findings.py: a ratio within [1/2, 2] reads "flat"
+
+/** What a first/last-quarter gradient ratio says, worded from the number (findings.flow_phrase). */
+export function flowPhrase(ratio) {
+  if (typeof ratio !== "number" || !Number.isFinite(ratio) || ratio <= 0) return "no ratio";
+  if (ratio >= FLAT_FACTOR) return `grows ${fmt(ratio, 3)}× toward the input`;
+  if (ratio <= 1 / FLAT_FACTOR) return `decays ${fmt(1 / ratio, 3)}× toward the input`;
+  return `flat within ${FLAT_FACTOR}× (ratio ${fmt(ratio, 2)})`;
+}
 
 const COLOURS = ["#3563e9", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#5c940d"];
 
@@ -21,12 +32,15 @@ export function gradientFlowPanel(surfaces, { notify }) {
   const plot = h("div", { class: "plot plot-flow", role: "figure", "aria-label": "Gradient norm per layer over depth (logarithmic axis)", hidden: true });
   const summary = h("dl", { class: "stats flow-summary", "aria-live": "polite" });
   const rows = h("div", { class: "flow-rows" });
+  // recurrent nets: ‖∂L/∂h_t‖ per time step, the LSTM's and GRU's identity path through time
+  const timePlot = h("div", { class: "plot plot-flow-time", role: "figure", "aria-label": "Gradient norm per time step (logarithmic axis)", hidden: true });
   const panel = h(
     "section",
     { class: "flow-panel", "aria-labelledby": "flow-title" },
     h("h2", { class: "section-title", id: "flow-title" }, "Gradient flow"),
-    h("p", { class: "hint" }, "‖∂L/∂W‖ of the training loss for every conv/linear layer, input (depth 1) to output, at initialization (dashed) and trained (solid). A plain deep net's gradient decays toward the input; shortcuts carry it undiminished (He et al. 2016)."),
+    h("p", { class: "hint" }, "‖∂L/∂W‖ of the training loss for every conv/linear layer, input (depth 1) to output, at initialization (dashed) and trained (solid). Below each: the mean of the first quarter of layers over the last quarter, and what that number says."),
     plot,
+    timePlot,
     summary,
     rows,
   );
@@ -41,7 +55,7 @@ export function gradientFlowPanel(surfaces, { notify }) {
       summary,
       shown.flatMap((s) => {
         const flow = flows.get(s.id);
-        return [h("dt", {}, s.label), h("dd", {}, `input/output gradient ratio: init ${fmt(flow.init?.input_to_output_ratio, 3)}, trained ${fmt(flow.trained?.input_to_output_ratio, 3)}`)];
+        return [h("dt", {}, s.label), h("dd", {}, `input/output gradient ratio: init ${fmt(flow.init?.input_to_output_ratio, 3)} (${flowPhrase(flow.init?.input_to_output_ratio)}), trained ${fmt(flow.trained?.input_to_output_ratio, 3)} (${flowPhrase(flow.trained?.input_to_output_ratio)})`)];
       }),
     );
     if (!shown.length) return;
@@ -84,9 +98,38 @@ export function gradientFlowPanel(surfaces, { notify }) {
       await Plotly.react(plot, traces, layout, PLOT_CONFIG);
       plot.dataset.ready = "true";
       plot.dataset.traces = String(traces.length);
+      await drawThroughTime(Plotly, shown, layout);
     } catch (err) {
       notify(err.message);
     }
+  };
+
+  const drawThroughTime = async (Plotly, shown, layout) => {
+    const traces = shown.flatMap((s) => {
+      const flow = flows.get(s.id);
+      const colour = COLOURS[surfaces.indexOf(s) % COLOURS.length];
+      return [["init", "dash"], ["trained", "solid"]]
+        .filter(([which]) => flow[which]?.time_grad_norm)
+        .map(([which, dash]) => ({
+          type: "scatter",
+          mode: "lines+markers",
+          name: `${s.label} · ${which}`,
+          x: flow[which].time_grad_norm.map((_, t) => t + 1),
+          y: flow[which].time_grad_norm,
+          hovertemplate: "step %{x}<br>‖∂L/∂h_t‖ %{y:.3g}<extra></extra>",
+          line: { color: colour, dash },
+        }));
+    });
+    timePlot.hidden = traces.length === 0;
+    if (!traces.length) return;
+    const timeLayout = {
+      ...layout,
+      xaxis: { ...layout.xaxis, title: { text: "time step (1 = first row read)" } },
+      yaxis: { ...layout.yaxis, title: { text: "‖∂L/∂h_t‖" } },
+    };
+    await Plotly.react(timePlot, traces, timeLayout, PLOT_CONFIG);
+    timePlot.dataset.ready = "true";
+    timePlot.dataset.traces = String(traces.length);
   };
 
   const load = async (s) => {
@@ -164,6 +207,7 @@ export function gradientFlowPanel(surfaces, { notify }) {
     stopped = true;
     for (const stop of stops) stop();
     if (window.Plotly && !plot.hidden) window.Plotly.purge(plot);
+    if (window.Plotly && !timePlot.hidden) window.Plotly.purge(timePlot);
   };
   return panel;
 }

@@ -90,7 +90,8 @@ export function watchJob(jobId, { onUpdate, onEnd }) {
 export function waitingWords(job) {
   if (job.status === "cancelled") return "Cancelled before any point was computed.";
   if (job.status === "failed") return "The job failed before any point was computed.";
-  return "Waiting for the first points…";
+  const queued = queueWords(job);
+  return queued ? `Waiting: ${queued}.` : "Waiting for the first points…";
 }
 
 /**
@@ -104,6 +105,32 @@ export function trainingProgress(job) {
   if (!train.epoch) return { percent, text: `Training: starting ${train.epochs} epochs` };
   const loss = typeof train.loss === "number" ? ` (loss ${fmt(train.loss, 2)})` : "";
   return { percent, text: `Training: epoch ${train.epoch} of ${train.epochs}${loss}` };
+}
+
+const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+
+/**
+ * Where a queued job stands, in words, from its `estimate` (docs/api.md, "The queue"), e.g.
+ * "position 1 in the queue (express lane): starts in about 5 s, done by about 14:02" — or ""
+ * when the server sent no estimate. The times are the server's estimate from each job's
+ * FLOPs and the rate it measured; `estimate.basis` says which rate.
+ */
+export function queueWords(job) {
+  const estimate = job.estimate;
+  if (!estimate || job.status !== "queued" || !estimate.position) return "";
+  const lane = estimate.lane === "express" ? " (express lane for short jobs)" : "";
+  const ahead = estimate.position - 1;
+  const behind = ahead ? `, ${ahead} job${ahead === 1 ? "" : "s"} ahead` : ", next to start";
+  const wait = (Date.parse(estimate.start_at) - Date.now()) / 1000;
+  const starts = wait > 5 ? `starts in about ${fmtDuration(wait)} (${clock(estimate.start_at)})` : "starts now";
+  const ends = estimate.end_at ? `, done by about ${clock(estimate.end_at)}` : "";
+  return `position ${estimate.position} in the queue${lane}${behind}: ${starts}${ends}`;
+}
+
+/** "about 2 min 10 s on this server" from an estimate, or "" when its length is unknown. */
+export function costWords(estimate) {
+  if (!estimate || estimate.seconds === null || estimate.seconds === undefined) return "";
+  return `about ${fmtDuration(estimate.seconds)} on this server`;
 }
 
 const STAGE_WORDS = {
@@ -208,14 +235,17 @@ export function progressPanel({ label = "Progress", onCancel, onResume, unit = "
     else if (training) {
       const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
       text = `${training.text}${eta}.`;
+    } else if (queueWords(job)) {
+      text = `Waiting: ${queueWords(job)}.`;
     } else {
       const stage = stageWords[job.stage] || "Working";
       const points = total ? ` — ${done} of ${total} ${unit} (${percent}%)` : "";
       const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
       text = `${stage}${points}${eta}.`;
     }
+    status.title = job.estimate?.basis ? `Estimate: ${job.estimate.basis}` : "";
     status.textContent = text;
-    const bucket = `${job.status}:${job.stage}:${Math.floor(percent / 10)}`;
+    const bucket = `${job.status}:${job.stage}:${Math.floor(percent / 10)}:${job.estimate?.position || ""}`;
     if (bucket !== lastAnnounced) {
       lastAnnounced = bucket;
       live.textContent = text;

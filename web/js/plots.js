@@ -1,6 +1,6 @@
 // Plotly figures for surfaces (loaded on first use), canvas previews and linked cameras.
 
-import { PLOT_CONFIG, figure, leaveWheelToPage } from "/vendor/figure.js";
+import { PLOT_CONFIG, figure, leaveWheelToPage, metricLabel } from "/vendor/figure.js";
 
 export { scaleFor } from "/vendor/figure.js";
 
@@ -79,7 +79,7 @@ export async function draw(div, surface, options) {
       const compact = nextOptions.compact || narrow;
       const { data, layout } = figure(next, { ...nextOptions, compact, narrow, theme: theme() });
       leaveWheelToPage(div);
-      await Plotly.react(div, data, layout, PLOT_CONFIG);
+      await Plotly.react(div, data, layout, imageConfig(Plotly, next, nextOptions));
       for (const w of waiters) w.resolve(div);
       args = slot.next;
       slot.next = null;
@@ -95,10 +95,55 @@ export async function draw(div, surface, options) {
   return div;
 }
 
-/** Save a plot as PNG through Plotly. */
-export async function downloadPng(div, filename) {
+/** The title a saved image carries: which surface, of which model on which data. */
+export function pngTitle(surface, metric) {
+  const name = surface.label || surface.model || "surface";
+  const what = [surface.model && !name.includes(surface.model) ? surface.model : null, surface.dataset && `on ${surface.dataset}`]
+    .filter(Boolean)
+    .join(" ");
+  return [name, what, metric].filter(Boolean).join(" · ");
+}
+
+/** A file name for a saved image: the surface's label (or model) and the start of its id. */
+export function pngName(surface) {
+  const slug = String(surface.label || surface.model || "surface").toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+  return `${slug || "surface"}-${String(surface.id || "").slice(0, 8)}`.replace(/-$/, "");
+}
+
+/**
+ * The figure's mode bar with its camera button saving the image titled (Plotly's own saves
+ * the bare plot, named "newplot"), as the page's PNG button does.
+ */
+function imageConfig(Plotly, surface, options) {
+  const title = pngTitle(surface, options?.metric ? metricLabel(options.metric) : null);
+  return {
+    ...PLOT_CONFIG,
+    modeBarButtonsToRemove: [...PLOT_CONFIG.modeBarButtonsToRemove, "toImage"],
+    modeBarButtonsToAdd: [
+      {
+        name: "Download plot as a PNG (titled)",
+        icon: Plotly.Icons.camera,
+        click: (gd) => downloadPng(gd, pngName(surface), { title }),
+      },
+    ],
+  };
+}
+
+/** Save a plot as PNG through Plotly, with `title` drawn above it. */
+export async function downloadPng(div, filename, { title } = {}) {
   const Plotly = await loadPlotly();
-  await Plotly.downloadImage(div, { format: "png", filename, width: 1200, height: 900 });
+  const layout = { ...div.layout };
+  if (title) {
+    layout.title = { text: title, x: 0.5, xanchor: "center", font: { size: 18 } };
+    layout.margin = { ...(div.layout.margin || {}), t: Math.max(div.layout.margin?.t ?? 0, 64) };
+  }
+  const url = await Plotly.toImage({ data: div.data, layout }, { format: "png", width: 1200, height: 900 });
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${filename}.png`;
+  document.body.append(link);
+  link.click();
+  link.remove();
 }
 
 /** Free a plot's WebGL context and listeners. */

@@ -95,3 +95,57 @@ function legend(metric, scale, colours) {
     scale.capped ? h("span", { class: "legend-cap" }, h("span", { class: "legend-swatch", style: `background:${CAPPED_COLOR}` }), capNote(scale)) : null,
   );
 }
+
+// ---------------------------------------------------------------- partial surfaces, filled in
+// Points are computed coarse to fine (docs/format.md, "Point order"): after a few percent of a
+// grid every few rows and columns hold points, so the whole shape can be drawn early, filled
+// in between them. The fill is linear along each row through its computed points, then along
+// each column through the rows so filled (ends held at the nearest value): cheap, and exact at
+// every computed point, which the real values replace as they arrive.
+
+/** Linear fill of the nulls of one line through its known entries; null if it has none. */
+function fillLine(line) {
+  const known = [];
+  line.forEach((v, i) => { if (v !== null && Number.isFinite(v)) known.push(i); });
+  if (!known.length) return null;
+  const out = line.slice();
+  for (let i = 0; i < line.length; i++) {
+    if (out[i] !== null && Number.isFinite(out[i])) continue;
+    let k = 0;
+    while (k < known.length && known[k] < i) k++;
+    const right = known[Math.min(k, known.length - 1)];
+    const left = known[Math.max(k - 1, 0)];
+    const t = right === left ? 0 : (i - left) / (right - left);
+    out[i] = line[left] + (line[right] - line[left]) * Math.min(1, Math.max(0, t));
+  }
+  return out;
+}
+
+/** A (ny × nx) grid with nulls → the same grid filled everywhere (or null: no point at all). */
+export function fillGrid(rows) {
+  const byRow = rows.map(fillLine);
+  const nx = rows[0]?.length || 0;
+  const out = rows.map(() => new Array(nx).fill(null));
+  for (let i = 0; i < nx; i++) {
+    const column = fillLine(byRow.map((r) => (r ? r[i] : null)));
+    if (!column) return null;
+    column.forEach((v, j) => { out[j][i] = v; });
+  }
+  return out;
+}
+
+/**
+ * A partial 2D surface drawn whole: every metric's gaps filled from its computed points, with
+ * `preview = {done, total}` saying so. Anything else (complete, 1D, no points) as it is.
+ */
+export function previewSurface(surface) {
+  if (surface.status !== "partial" || surface.ndim !== 2 || !surface.done || surface.done >= surface.total) return surface;
+  const values = {};
+  for (const [metric, rows] of Object.entries(surface.values || {})) values[metric] = fillGrid(rows) || rows;
+  return { ...surface, values, preview: { done: surface.done, total: surface.total } };
+}
+
+/** The words that mark a preview ("preview: 44 of 441 points, interpolated"). */
+export function previewLabel(preview) {
+  return `preview: ${preview.done} of ${preview.total} points, interpolated`;
+}

@@ -7,6 +7,8 @@ import { gradientFlowPanel } from "../flow.js";
 import { followSurface } from "../follow.js";
 import { progressPanel, waitingWords } from "../jobs.js";
 import { draw, hasWebGL, linkViews, purge, scaleFor } from "../plots.js";
+import { previewSurface } from "../preview.js";
+import { linkSliders, volumeView } from "../volume.js";
 import { metricChoices, plotControls, presetButtons } from "./shared.js";
 
 export async function render(root, [rawIds], ctx) {
@@ -75,7 +77,11 @@ function renderComparison(root, ids, { notify, navigate }) {
           }
           p.note.textContent = "";
           try {
-            await draw(p.plot, p.surface, { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
+            if (p.surface.ndim === 3) {
+              await drawVolume(p, { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
+              return;
+            }
+            await draw(p.plot, previewSurface(p.surface), { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
             p.drawn = true;
             p.plot.dataset.ready = "true";
           } catch (err) {
@@ -84,6 +90,18 @@ function renderComparison(root, ids, { notify, navigate }) {
         }),
     );
     relink();
+  };
+
+  // Volumes: each panel an isosurface and a z slice; one slider drives them all.
+  const drawVolume = async (p, options) => {
+    if (!p.volume) {
+      p.volume = volumeView(p.surface.label || p.id);
+      p.plot.hidden = true;
+      p.plot.after(p.volume.element);
+      const volumes = panels.filter((q) => q.volume).map((q) => q.volume);
+      if (volumes.length === panels.length) linkSliders(volumes);
+    }
+    await p.volume.update(p.surface, options);
   };
 
   const buildControls = (surface) => {
@@ -129,7 +147,10 @@ function renderComparison(root, ids, { notify, navigate }) {
     for (const stop of stops) stop();
     unlink();
     flow.stop();
-    for (const p of panels) purge(p.plot);
+    for (const p of panels) {
+      p.volume?.destroy();
+      purge(p.plot);
+    }
   };
 }
 

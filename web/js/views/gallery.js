@@ -1,15 +1,19 @@
 // #/ — every stored surface as a card with a small preview; pick two or more to compare.
 // While jobs run, the cards of their surfaces (status, numbers, preview) refresh with the job
 // list (every few seconds), once more when a job ends, and new surfaces get a card.
+// A surface whose last job was cancelled (or failed) keeps its card, marked so, with Resume —
+// also when the job ended before the surface had a file (the surface listing lacks those).
 
 import { api } from "../api.js";
 import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
-import { ACTIVE, trainingProgress } from "../jobs.js";
+import { ACTIVE, queueWords, trainingProgress } from "../jobs.js";
 import { drawPreview } from "../preview.js";
 import { presetButtons } from "./shared.js";
 
 const PREVIEW_POINTS = 32;
 const KEY_STATS = ["train_loss_min", "train_loss_center", "sharpness"];
+const PERCENT_STATS = new Set(["sharpness", "sharpness_mean"]); // docs/metrics.md: in percent
+const STOPPED = new Set(["cancelled", "failed"]);
 const JOBS_EVERY_MS = 3000;
 
 export async function render(root, _params, { notify, navigate }) {
@@ -56,15 +60,19 @@ export async function render(root, _params, { notify, navigate }) {
   );
 
   let surfaces;
+  let stopped;
   try {
-    surfaces = await api.surfaces();
+    [surfaces, stopped] = await Promise.all([api.surfaces(), stoppedSurfaceJobs()]);
   } catch (err) {
     replace(list, h("p", { class: "error-text", role: "alert" }, `Could not load the surfaces: ${err.message}`));
     list.removeAttribute("aria-busy");
     return () => observer.disconnect();
   }
   list.removeAttribute("aria-busy");
-  if (!surfaces.length) {
+  const resume = { notify, navigate };
+  const listed = new Set(surfaces.map((s) => s.id));
+  const withoutFile = [...stopped.values()].filter((job) => !listed.has(job.surface_id));
+  if (!surfaces.length && !withoutFile.length) {
     replace(
       list,
       h("div", { class: "empty" },
@@ -72,7 +80,10 @@ export async function render(root, _params, { notify, navigate }) {
         h("p", {}, h("a", { href: "#/new" }, "Request one"), " or start a comparison above.")),
     );
   } else {
-    replace(list, surfaces.map((s) => card(s, selected, updateCompare, observer)));
+    replace(list, [
+      ...withoutFile.map((job) => stoppedCard(job, resume)),
+      ...surfaces.map((s) => card(s, selected, updateCompare, observer, stopped.get(s.id), resume)),
+    ]);
   }
 
   // Surfaces whose job was active at the last look: one more refresh when the job ends.
@@ -107,7 +118,59 @@ export async function render(root, _params, { notify, navigate }) {
   };
 }
 
-function card(surface, selected, onSelect, observer) {
+/** The newest surface job of each surface, where that job was cancelled or failed: Map id → job. */
+async function stoppedSurfaceJobs() {
+  const latest = new Map();
+  for (const job of (await api.jobs()) || []) {
+    if ((job.kind || "surface") !== "surface" || !job.surface_id || latest.has(job.surface_id)) continue;
+    latest.set(job.surface_id, job); // the list is newest first
+  }
+  return new Map([...latest].filter(([, job]) => STOPPED.has(job.status)));
+}
+
+/** "Resume" for a cancelled or failed surface job: the same request again continues it. */
+function resumeButton(job, { notify, navigate }) {
+  const button = h("button", { type: "button", class: "button", dataset: { resume: job.surface_id } }, "Resume");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const reply = await api.createSurface(job.request);
+      navigate(`/surfaces/${encodeURIComponent(reply.surface?.id || reply.job?.surface_id || job.surface_id)}`);
+    } catch (err) {
+      notify(`Could not resume “${job.label || job.surface_id}”: ${err.message}`);
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+const stoppedWords = (job) =>
+  `${job.status === "failed" ? "failed" : "cancelled"} after ${job.progress?.done || 0} of ${job.progress?.total || 0} points`;
+
+/** A card for a surface whose job stopped before its file existed: no preview, no numbers. */
+function stoppedCard(job, resume) {
+  const id = job.surface_id;
+  const href = `#/surfaces/${encodeURIComponent(id)}`;
+  const request = job.request || {};
+  const grid = request.grid ? fmtGrid(request.grid, request.grid.ny ? 2 : 1) : "";
+  const meta = [request.model || "uploaded checkpoint", request.dataset || "digits", grid].filter(Boolean).join(" · ");
+  const el = h(
+    "article",
+    { class: "card card-stopped", "aria-labelledby": `title-${id}`, dataset: { id, status: job.status } },
+    h("div", { class: "preview preview-empty", "aria-hidden": "true" }),
+    h(
+      "div",
+      { class: "card-body" },
+      h("h3", { class: "card-title", id: `title-${id}` }, h("a", { href }, job.label || id)),
+      h("p", { class: "card-meta" }, meta),
+      h("p", { class: "card-status" }, badge(job.status), ` · ${stoppedWords(job)}`),
+      h("div", { class: "card-actions" }, resumeButton(job, resume)),
+    ),
+  );
+  return el;
+}
+
+function card(surface, selected, onSelect, observer, stoppedJob = null, resume = null) {
   const href = `#/surfaces/${encodeURIComponent(surface.id)}`;
   const title = surface.label || `${surface.model} on ${surface.dataset}`;
   const canvas = h("canvas", { class: "preview", width: 240, height: 150, "aria-hidden": "true" });
@@ -129,9 +192,14 @@ function card(surface, selected, onSelect, observer) {
       { class: "card-body" },
       h("h3", { class: "card-title", id: `title-${surface.id}` }, h("a", { href }, title)),
       h("p", { class: "card-meta" }, `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)}`),
-      h("p", { class: "card-status" }, ...cardStatus(surface)),
+      h("p", { class: "card-status" }, ...cardStatus(surface, stoppedJob)),
       h("div", { class: "card-stats" }, cardStats(surface)),
-      h("div", { class: "card-actions" }, h("label", { class: "check", for: `pick-${surface.id}` }, checkbox, " Compare")),
+      h(
+        "div",
+        { class: "card-actions" },
+        h("label", { class: "check", for: `pick-${surface.id}` }, checkbox, " Compare"),
+        stoppedJob && surface.status !== "complete" ? resumeButton(stoppedJob, resume) : null,
+      ),
     ),
   );
   el.dataset.done = String(surface.done);
@@ -140,20 +208,23 @@ function card(surface, selected, onSelect, observer) {
   return el;
 }
 
-function cardStatus(surface) {
+function cardStatus(surface, stoppedJob = null) {
   const progress =
     surface.status === "partial" && surface.total
       ? ` · ${Math.floor((100 * surface.done) / surface.total)}% computed`
       : "";
+  if (stoppedJob && surface.status === "partial") return [badge(stoppedJob.status), progress];
   return [badge(surface.status), progress];
 }
 
 function cardStats(surface) {
   const stats = KEY_STATS.filter((k) => surface.stats && surface.stats[k] !== undefined && surface.stats[k] !== null);
   return stats.length
-    ? h("dl", { class: "stats stats-compact" }, stats.map((k) => [h("dt", {}, statLabel(k)), h("dd", {}, fmt(surface.stats[k]))]))
+    ? h("dl", { class: "stats stats-compact" }, stats.map((k) => [h("dt", {}, statLabel(k)), h("dd", {}, statValue(k, surface.stats[k]))]))
     : null;
 }
+
+const statValue = (key, value) => (PERCENT_STATS.has(key) ? `${fmt(value)} %` : fmt(value));
 
 /** New facts for a card; its preview is re-fetched only when it has points it did not show. */
 function updateCard(el, surface) {
@@ -221,7 +292,7 @@ function pollJobs(box, onJobs) {
             badge(job.stage || job.status),
             h("span", { class: "mini-progress", role: "progressbar", "aria-label": `${name} progress`, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(percent) },
               h("span", { style: `width:${percent}%` })),
-            h("span", { class: "hint" }, training ? training.text : `${percent}%`),
+            h("span", { class: "hint" }, training ? training.text : queueWords(job) || `${percent}%`),
           );
         }),
       ),

@@ -5,6 +5,12 @@ import { h, markFieldError, replace } from "../dom.js";
 import { progressPanel, watchJob } from "../jobs.js";
 
 // Field names are the request's JSON paths, so a 422 `loc` finds its input.
+const DIRECTION_HINTS = {
+  random: "Random: two Gaussian directions scaled to the weights by the normalization below (Li et al. 2018, §4); the seed picks them.",
+  pca: "PCA: the model is trained with a snapshot per epoch (at least 2 epochs) and its path is drawn on the plot. PCA directions are unit vectors, so the path often spans several units: widen the grid.",
+  hessian: "Hessian: the top-2 eigenvectors of the loss's Hessian at the trained weights (Lanczos), the most curved directions.",
+};
+
 function field(label, input, hint) {
   const hintId = hint ? `${input.id}-hint` : null;
   if (hintId) input.setAttribute("aria-describedby", hintId);
@@ -36,6 +42,10 @@ export async function render(root, _params, { navigate }) {
   const modelHelp = h("p", { class: "hint", id: "f-model-desc" });
   modelSelect.setAttribute("aria-describedby", "f-model-desc");
   const datasetSelect = select("f-dataset", "dataset", [["digits", "digits"]], "digits");
+  // Filled from GET /api/losses: built-ins and the server's installed plugins, by name only.
+  const lossSelect = select("f-loss", "loss", [["cross_entropy", "cross_entropy"]], "cross_entropy");
+  const lossHelp = h("p", { class: "hint", id: "f-loss-desc" });
+  lossSelect.setAttribute("aria-describedby", "f-loss-desc");
   const checkpointSelect = select("f-checkpoint", "checkpoint", [["", "No stored checkpoints"]], "");
   const fileInput = h("input", { type: "file", id: "f-file", accept: ".pt,.pth,.safetensors" });
   const uploadButton = h("button", { type: "button", class: "button" }, "Upload");
@@ -65,7 +75,7 @@ export async function render(root, _params, { navigate }) {
   sourceModel.addEventListener("change", syncSource);
   sourceCheckpoint.addEventListener("change", syncSource);
 
-  const normalization = select("f-norm", "directions.normalization", [["filter", "filter (Li et al. 2018)"], ["layer", "layer"], ["weight", "whole weight"], ["none", "none"]], "filter");
+  const normalization = select("f-norm", "directions.normalization", [["filter", "filter (Li et al. 2018)"], ["layer", "layer"], ["weight", "weight: d ⊙ θ (Li et al. code)"], ["global", "global: ‖d‖ = ‖θ‖"], ["none", "none"]], "filter");
   const ignore = select("f-ignore", "directions.ignore", [["biasbn", "biases and BN (zeroed)"], ["none", "nothing"]], "biasbn");
   const seed = numberInput("f-seed", "directions.seed", "0", { min: 0 });
   const directionKind = select("f-direction-kind", "directions.kind", [["random", "random (filter-normalized)"], ["pca", "PCA of the training trajectory"], ["hessian", "top-2 Hessian eigenvectors"]], "random");
@@ -73,6 +83,9 @@ export async function render(root, _params, { navigate }) {
   // trained here has; normalization and seed do not apply to them.
   const syncDirections = () => {
     const pca = directionKind.value === "pca";
+    // The hint under the select speaks of the kind chosen (it is created with the random one's).
+    const hint = directionKind.parentElement?.querySelector(".hint");
+    if (hint) hint.textContent = DIRECTION_HINTS[directionKind.value] || "";
     normalization.disabled = pca;
     seed.disabled = pca;
     if (pca && sourceCheckpoint.checked) {
@@ -112,13 +125,15 @@ export async function render(root, _params, { navigate }) {
       modelFields, checkpointFields),
     h("fieldset", {}, h("legend", {}, "Data"),
       h("div", { class: "field-row" }, field("Data set", datasetSelect),
+        h("div", { class: "field" }, h("label", { for: "f-loss" }, "Loss"), lossSelect, lossHelp,
+          h("p", { class: "field-error", id: "f-loss-error", hidden: true })),
         h("div", { class: "field" }, h("span", { class: "label" }, "Evaluate on"),
           h("div", { class: "inline" },
             h("label", { class: "check", for: "f-split-train" }, splitTrain, " train"),
             h("label", { class: "check", for: "f-split-test" }, splitTest, " test"))))),
     h("fieldset", {}, h("legend", {}, "Directions"),
       h("div", { class: "field-row" },
-        field("Directions", directionKind, "PCA: the model is trained with a snapshot per epoch (at least 2 epochs) and its path is drawn on the plot. PCA directions are unit vectors, so the path often spans several units: widen the grid."),
+        field("Directions", directionKind, DIRECTION_HINTS.random),
         field("Normalization", normalization), field("Ignore", ignore), field("Seed", seed))),
     h("fieldset", {}, h("legend", {}, "Grid"),
       h("div", { class: "field-row" }, field("Shape", dim), field("Points along x", nx), field("x from", xmin), field("x to", xmax)),
@@ -154,7 +169,7 @@ export async function render(root, _params, { navigate }) {
     },
     () => {}, // the server still checks everything
   );
-  loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, showError });
+  loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, lossSelect, lossHelp, showError });
 
   uploadButton.addEventListener("click", async () => {
     const file = fileInput.files?.[0];
@@ -238,6 +253,7 @@ export async function render(root, _params, { navigate }) {
           ? { kind: "pca", ignore: ignore.value }
           : { kind: directionKind.value, normalization: normalization.value, ignore: ignore.value, seed: num(seed) },
       splits: [splitTrain, splitTest].filter((b) => b.checked).map((b) => b.value),
+      loss: lossSelect.value,
     };
     if (useCheckpoint) spec.checkpoint = checkpointSelect.value;
     else Object.assign(spec, { model: modelSelect.value, train: { epochs: num(epochs) } });
@@ -299,6 +315,7 @@ const FIELD_WORDS = {
   "grid.yrange.1": "y to",
   grid: "Grid",
   splits: "Evaluate on",
+  loss: "Loss",
   label: "Label",
 };
 // A problem of a pair is shown next to both of its inputs.
@@ -371,8 +388,18 @@ function checkpointLabel(c) {
   return `${c.model || "checkpoint"} · ${c.dataset || ""} · ${c.id.slice(0, 10)} ${when}`.trim();
 }
 
-async function loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, showError }) {
-  const [models, datasets, checkpoints] = await Promise.allSettled([api.models(), api.datasets(), api.checkpoints()]);
+async function loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, lossSelect, lossHelp, showError }) {
+  const [models, datasets, checkpoints, losses] = await Promise.allSettled([api.models(), api.datasets(), api.checkpoints(), api.losses()]);
+  if (losses.status === "fulfilled" && losses.value?.length) {
+    const list = losses.value;
+    replace(lossSelect, list.map((l) => h("option", { value: l.name, selected: l.name === "cross_entropy" },
+      l.source === "builtin" ? l.name : `${l.name} (${l.source})`)));
+    const describe = () => {
+      lossHelp.textContent = list.find((l) => l.name === lossSelect.value)?.formula || "";
+    };
+    lossSelect.addEventListener("change", describe);
+    describe();
+  }
   if (models.status === "fulfilled") {
     const list = models.value || [];
     const preferred = list.find((m) => m.name === "resnet20") || list[0];

@@ -27,6 +27,12 @@ function presetButton(preset, { notify, navigate }) {
     button.textContent = "Starting…";
     try {
       const ids = await startPreset(preset);
+      if (ids === null) {
+        // Declined after seeing what it would queue: nothing was started.
+        button.disabled = false;
+        button.textContent = text;
+        return;
+      }
       if (ids.some((id) => !id)) throw new Error("the server did not say which surface the job fills");
       navigate(`/compare/${ids.join(",")}`);
     } catch (err) {

@@ -8,7 +8,9 @@ import { followSurface } from "../follow.js";
 import { gradientFlowPanel } from "../flow.js";
 import { curvaturePanel } from "../hessian.js";
 import { ACTIVE, progressPanel, waitingWords } from "../jobs.js";
-import { downloadPng, draw, hasWebGL, purge, scaleFor } from "../plots.js";
+import { downloadPng, draw, hasWebGL, pngName, pngTitle, purge, scaleFor } from "../plots.js";
+import { previewLabel, previewSurface } from "../preview.js";
+import { volumeView } from "../volume.js";
 import { metricChoices, plotControls } from "./shared.js";
 
 export async function render(root, [rawId], { notify, navigate }) {
@@ -48,9 +50,11 @@ export async function render(root, [rawId], { notify, navigate }) {
     curvature,
     flow,
   );
-  if (!hasWebGL()) plotNote.textContent = "This browser cannot draw WebGL, so 3D surfaces are off; contour and heatmap work.";
+  const webglNote = hasWebGL() ? "" : "This browser cannot draw WebGL, so 3D surfaces are off; contour and heatmap work.";
+  plotNote.textContent = webglNote;
 
   let panel = null;
+  let volume = null; // a 3D surface's view (isosurface + z slider), made on first draw
   const activeJob = () => (job && ACTIVE.has(job.status) ? job : null);
   const redraw = async () => {
     if (!surface) return;
@@ -61,7 +65,21 @@ export async function render(root, [rawId], { notify, navigate }) {
     try {
       const scale = scaleFor([surface], chosen, { log: state.log, range: state.range });
       controls?.setLog(scale.log);
-      await draw(plot, surface, { metric: chosen, view: state.view, scale });
+      if (surface.ndim === 3) {
+        if (!volume) {
+          volume = volumeView(surface.label || surface.model);
+          plot.hidden = true;
+          plot.after(volume.element);
+        }
+        await volume.update(surface, { metric: chosen, view: state.view, scale });
+        return;
+      }
+      // Partial: the whole shape, filled in from the points so far, and marked as such.
+      const shown = previewSurface(surface);
+      plotNote.textContent = shown.preview ? previewLabel(shown.preview) : webglNote;
+      if (shown.preview) plot.dataset.preview = "true";
+      else delete plot.dataset.preview;
+      await draw(plot, shown, { metric: chosen, view: state.view, scale });
       plot.dataset.ready = "true";
     } catch (err) {
       notify(err.message);
@@ -133,6 +151,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     stop();
     curvature.stop();
     flow.stop();
+    volume?.destroy();
     purge(plot);
   };
 }
@@ -140,7 +159,7 @@ export async function render(root, [rawId], { notify, navigate }) {
 function downloads(surface, plot, notify) {
   const png = h("button", { type: "button", class: "button" }, "PNG");
   png.addEventListener("click", () =>
-    downloadPng(plot, `surface-${surface.id}`).catch((err) => notify(`Could not save the PNG: ${err.message}`)),
+    downloadPng(plot, pngName(surface), { title: pngTitle(surface) }).catch((err) => notify(`Could not save the PNG: ${err.message}`)),
   );
   return h(
     "div",

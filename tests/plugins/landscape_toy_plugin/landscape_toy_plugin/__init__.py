@@ -1,4 +1,4 @@
-"""A model plugin for landscape: what a researcher's package would ship."""
+"""A plugin for landscape: what a researcher's package would ship (a model and a loss)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,16 @@ def build_toy_cnn(
     """Toy CNN from a plugin package: one conv-BN-ReLU layer, global pooling, linear (width)."""
     del image_size  # global pooling: any input size
     return ToyCNN(in_channels, num_classes, width)
+
+
+def hinge_l1_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """max(0, 1 − f_y + max_{c≠y} f_c) + 1e-3·‖θ‖₁: multiclass hinge with an L1 penalty.
+
+    A loss plugin: per-sample losses, the penalty over the parameters the model holds (the
+    grid point's weights on a surface).
+    """
+    outputs = model(inputs)
+    true = outputs.gather(1, targets[:, None]).squeeze(1)
+    others = outputs.scatter(1, targets[:, None], float("-inf")).amax(dim=1)
+    penalty = sum(p.abs().sum() for p in model.parameters())
+    return (1 - true + others).clamp(min=0) + 1e-3 * penalty

@@ -1,0 +1,91 @@
+"""From a sharpness request on a surface to library inputs
+(``landscape.analysis.sharpness.trajectory_sharpness``): the checkpoint's snapshots, the data
+and the budget; the runner executes the stored plan on its worker's device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from api.db import SurfaceRecord
+from api.planning.common import analysis_inputs, surface_path
+from api.planning.cost import check_budget, data_shape, sharpness_estimate, surface_cost
+from api.schemas.sharpness import SharpnessRequest
+from api.settings import Settings
+from landscape.specs import DataSpec, from_dict, to_dict
+from landscape.storage import Group, Surface
+from landscape.train import snapshot_dir
+
+MAX_SNAPSHOTS = 200  # λmax points per job: each is a Lanczos run
+
+
+@dataclass(frozen=True)
+class SharpnessPlan:
+    surface_id: str
+    surface_path: Path
+    checkpoint: str
+    snapshots: tuple[str, ...]
+    data: DataSpec
+    loss: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "surface_id": self.surface_id,
+            "surface_path": str(self.surface_path),
+            "checkpoint": self.checkpoint,
+            "snapshots": list(self.snapshots),
+            "data": to_dict(self.data),
+            "loss": self.loss,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SharpnessPlan:
+        return cls(
+            surface_id=data["surface_id"],
+            surface_path=Path(data["surface_path"]),
+            checkpoint=data["checkpoint"],
+            snapshots=tuple(data["snapshots"]),
+            data=from_dict(DataSpec, data["data"]),
+            loss=data["loss"],
+        )
+
+
+def plan_sharpness(
+    record: SurfaceRecord, request: SharpnessRequest, settings: Settings, surface: Surface
+) -> SharpnessPlan:
+    """The snapshots next to the surface's checkpoint (or the checkpoint itself); 409 while
+    the surface is not complete, 422 over the subset cap or for a loss of the weights."""
+    from landscape.specs import LossName, check_choice
+
+    checkpoint, data = analysis_inputs(
+        record, surface, settings, analysis="sharpness", train_size=request.train_size
+    )
+    check_choice("loss of sharpness", surface.spec.loss, LossName)
+    snapshots = sorted(snapshot_dir(checkpoint).glob("epoch_*.pt"))[:MAX_SNAPSHOTS]
+    return SharpnessPlan(
+        surface_id=record.id,
+        surface_path=surface_path(settings, record.id),
+        checkpoint=str(checkpoint),
+        snapshots=tuple(str(p) for p in snapshots) or (str(checkpoint),),
+        data=data,
+        loss=surface.spec.loss,
+    )
+
+
+def check_sharpness_budget(plan: SharpnessPlan, surface: Surface, settings: Settings) -> None:
+    """422 when the Lanczos runs' estimated cost is over a budget."""
+    shape = data_shape(plan.data)
+    net = surface_cost(surface, Path(plan.checkpoint), shape)
+    check_budget(sharpness_estimate(plan.data, net, shape, len(plan.snapshots)), settings)
+
+
+def sharpness_covers(group: Group, plan: SharpnessPlan, surface: Surface) -> bool:
+    """True when the stored group is of this checkpoint, subset and snapshots."""
+    _, attrs = group
+    data = attrs.get("data") or {}
+    return (
+        attrs.get("checkpoint_sha256") == surface.attrs.get("checkpoint_sha256")
+        and data.get("train_size") == plan.data.train_size
+        and list(attrs.get("snapshots") or []) == [Path(p).name for p in plan.snapshots]
+    )

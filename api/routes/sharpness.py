@@ -1,0 +1,116 @@
+"""``/api/surfaces/{id}/sharpness``: request and read λmax of the training loss along the
+training of a surface's checkpoint (its snapshots), stored in its file.
+
+Planning is ``api/planning/sharpness.py``, the work ``api/runners/sharpness.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Response
+
+from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
+from api.jobs import job_public
+from api.planning.common import surface_path
+from api.planning.sharpness import check_sharpness_budget, plan_sharpness, sharpness_covers
+from api.routes.common import record_or_404, submit_or_409
+from api.routes.surface import SurfaceId, read_or_410
+from api.runners.base import JobKind
+from api.schemas.sharpness import (
+    SharpnessCreated,
+    SharpnessPoint,
+    SharpnessPublic,
+    SharpnessRequest,
+)
+from landscape.errors import SurfaceFileError
+from landscape.storage import Group
+
+KIND = JobKind.SHARPNESS
+GROUP = "sharpness"  # landscape.analysis.sharpness.GROUP_NAME
+
+router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
+
+
+def sharpness_public(group: Group) -> SharpnessPublic:
+    from landscape.analysis.sharpness import from_group
+
+    arrays, attrs = group
+    points = [
+        SharpnessPoint(
+            step=r["step"], snapshot=r["path"], lambda_max=r["lambda_max"], loss=r["loss"],
+            lr=r["lr"],
+        )
+        for r in from_group(dict(arrays), dict(attrs))
+    ]  # fmt: skip
+    data = attrs.get("data") or {}
+    return SharpnessPublic(
+        points=points,
+        checkpoint=attrs.get("checkpoint"),
+        loss=attrs.get("loss"),
+        train_size=data.get("train_size"),
+    )
+
+
+@router.post(
+    "/{surface_id}/sharpness",
+    status_code=202,
+    response_model=SharpnessCreated,
+    dependencies=[WriteAccess],
+    responses={
+        200: {"model": SharpnessCreated, "description": "Already stored (cached)"},
+        **error_responses(401, 404, 409, 410, 422),
+    },
+    summary="Request λmax along the training of a surface's checkpoint",
+)
+def create_sharpness(
+    surface_id: SurfaceId,
+    body: Annotated[SharpnessRequest, Body()],
+    response: Response,
+    settings: SettingsDep,
+    session: SessionDep,
+    queue: QueueDep,
+) -> SharpnessCreated:
+    """Queue it (202 with the job), or 200 with the stored points when the file holds them
+    for this checkpoint, subset and snapshots. 409 while the surface is not complete or
+    another job of it runs; 422 over this server's budgets."""
+    record = record_or_404(session, surface_id)
+    path = surface_path(settings, surface_id)
+    if not path.exists():
+        raise SurfaceFileError(
+            f"surface {surface_id!r} has no points yet; wait for its job to finish"
+        )
+    surface = read_or_410(path, surface_id)
+    plan = plan_sharpness(record, body, settings, surface)
+    group = surface.groups.get(GROUP)
+    if group is not None and sharpness_covers(group, plan, surface):
+        response.status_code = 200
+        latest = queue.latest_for(surface_id, KIND)
+        return SharpnessCreated(
+            job=job_public(latest) if latest else None, sharpness=sharpness_public(group)
+        )
+    check_sharpness_budget(plan, surface, settings)
+    request = {"surface_id": surface_id, **body.model_dump(mode="json")}
+    label = f"{record.label or record.model} · sharpness"
+    job = submit_or_409(queue, KIND, surface_id, label, request, len(plan.snapshots),
+                        plan.to_json())  # fmt: skip
+    return SharpnessCreated(job=job_public(job), sharpness=None)
+
+
+@router.get(
+    "/{surface_id}/sharpness",
+    response_model=SharpnessPublic,
+    responses=error_responses(401, 404, 422),
+    summary="The stored λmax along training of a surface's checkpoint",
+)
+def get_sharpness(
+    surface_id: SurfaceId, session: SessionDep, settings: SettingsDep
+) -> SharpnessPublic:
+    """404 until sharpness is stored."""
+    record_or_404(session, surface_id)
+    path = surface_path(settings, surface_id)
+    surface = read_or_410(path, surface_id) if path.exists() else None
+    group = surface.groups.get(GROUP) if surface is not None else None
+    if group is None:
+        raise HTTPException(404, f"surface {surface_id!r} has no sharpness yet")
+    return sharpness_public(group)

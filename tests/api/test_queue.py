@@ -1,0 +1,207 @@
+"""The fair queue (api/schedule.py): small jobs are not stuck behind the demo, long jobs are
+not starved past the aging bound, and every queued job has a consistent position and ETA.
+
+The demo's real requests are queued (planned and priced by the real cost model on the meta
+device); workers are driven by hand with ``claim`` so nothing trains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from api.app import create_app
+from api.db import Job
+from api.demo import demo_requests
+from api.schedule import QueuePolicy, Throughput, claim_order, schedule
+from tests.api.test_api import tiny_settings
+
+# What the web form sends for an 11×11 mlp-plain surface (its defaults: the demo's recipe).
+FORM_REQUEST: dict[str, Any] = {
+    "model": "mlp-plain",
+    "dataset": "digits",
+    "train": {"epochs": 30},
+    "grid": {"nx": 11, "ny": 11, "xrange": [-1, 1], "yrange": [-1, 1]},
+    "directions": {"kind": "random", "normalization": "filter", "ignore": "biasbn", "seed": 0},
+}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = tiny_settings(tmp_path / "data", max_grid_points=5000, queue_aging_seconds=600)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def queue_demo_then_form(client: TestClient) -> tuple[list[str], str]:
+    """The demo's jobs, then the form's small job: (demo job ids, small job id)."""
+    demo = []
+    for request in demo_requests():
+        reply = client.post("/api/surfaces", json=request.model_dump(mode="json"))
+        assert reply.status_code == 202, reply.text
+        demo.append(reply.json()["job"]["id"])
+    reply = client.post("/api/surfaces", json=FORM_REQUEST)
+    assert reply.status_code == 202, reply.text
+    return demo, reply.json()["job"]["id"]
+
+
+def test_small_job_is_claimed_before_the_demo_in_either_lane(client: TestClient) -> None:
+    demo, small = queue_demo_then_form(client)
+    queue = client.app.state.queue  # type: ignore[attr-defined]
+    # The express worker takes the small job and nothing of the demo.
+    assert queue.claim("here:1:a-express", "express").id == small
+    assert queue.claim("here:1:b-express", "express") is None
+    # A general worker takes the shortest first: the ResNet-20 pair before the ResNet-56 ones.
+    first = queue.claim("here:1:c", "general")
+    assert client.get(f"/api/jobs/{first.id}").json()["request"]["model"].startswith("resnet20")
+    assert first.id in demo
+
+
+def test_general_worker_takes_the_small_job_first_without_an_express_lane(
+    client: TestClient,
+) -> None:
+    _demo, small = queue_demo_then_form(client)
+    queue = client.app.state.queue  # type: ignore[attr-defined]
+    assert queue.claim("here:1:a", "general").id == small
+
+
+def test_a_long_job_queued_past_the_aging_bound_goes_first(client: TestClient) -> None:
+    demo, _small = queue_demo_then_form(client)
+    state = client.app.state  # type: ignore[attr-defined]
+    longest = demo[-1]  # ResNet-56 without shortcuts, 31×31: the largest estimate
+    with state.sessions() as session, session.begin():
+        aged = time.time() - state.settings.queue_aging_seconds - 1
+        session.execute(update(Job).where(Job.id == longest).values(created_at=aged))
+    assert state.queue.claim("here:1:a", "general").id == longest
+
+
+def test_positions_and_times_are_consistent(client: TestClient) -> None:
+    demo, small = queue_demo_then_form(client)
+    jobs = {job["id"]: job for job in client.get("/api/jobs").json()}
+    estimates = [jobs[job_id]["estimate"] for job_id in [*demo, small]]
+    positions = sorted(e["position"] for e in estimates)
+    assert positions == list(range(1, len(estimates) + 1))
+    by_position = sorted(estimates, key=lambda e: e["position"])
+    starts = [datetime.fromisoformat(e["start_at"]) for e in by_position]
+    assert starts == sorted(starts)
+    for estimate in estimates:
+        run = datetime.fromisoformat(estimate["end_at"]) - datetime.fromisoformat(
+            estimate["start_at"]
+        )
+        assert abs(run.total_seconds() - estimate["seconds"]) <= 1.0
+        assert estimate["flops"] > 0 and "LANDSCAPE_FLOPS_PER_SECOND" in estimate["basis"]
+    small_estimate = jobs[small]["estimate"]
+    # Submitted last, the small job starts at once in the express lane, within the minute.
+    assert small_estimate["lane"] == "express" and small_estimate["position"] == 1
+    wait = datetime.fromisoformat(small_estimate["start_at"]).timestamp() - time.time()
+    assert wait < 60
+    # The same estimate on the job's own endpoint and its event stream.
+    assert client.get(f"/api/jobs/{small}").json()["estimate"] == small_estimate
+    with client.stream("GET", f"/api/jobs/{small}/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                assert '"position":1' in line and '"lane":"express"' in line
+                break
+
+
+def test_running_jobs_push_back_the_queued_ones(client: TestClient) -> None:
+    demo, small = queue_demo_then_form(client)
+    queue = client.app.state.queue  # type: ignore[attr-defined]
+    running = queue.claim("here:1:g", "general")  # the general worker is now busy
+    estimates = queue.estimates()
+    assert estimates[running.id].position is None and estimates[running.id].lane == "general"
+    end = datetime.fromisoformat(estimates[running.id].end_at)
+    others = [estimates[j] for j in demo if j != running.id]
+    assert all(datetime.fromisoformat(e.start_at) >= end for e in others)
+    assert datetime.fromisoformat(estimates[small].start_at) < end  # express: not behind it
+
+
+def test_the_rate_is_measured_from_finished_jobs() -> None:
+    # Three finished jobs: 20 s of overhead, and 1e11 FLOPs per 10 s beyond it.
+    fitted = Throughput.fit([(1e9, 20.0), (1e11, 30.0), (3e11, 50.0)], prior_rate=1.0)
+    assert fitted.samples == 3 and fitted.overhead_s == 20.0
+    assert fitted.flops_per_second == pytest.approx(4e11 / 40.0)
+    assert "measured" in fitted.basis
+    assert Throughput.fit([(1e9, 20.0)], prior_rate=7.0).flops_per_second == 7.0  # too few
+
+
+def test_a_long_job_is_not_starved_by_a_stream_of_small_ones() -> None:
+    """Replay the rule: a small job arrives every 10 s forever; the long one still starts by
+    the aging bound plus the run of the job in progress when it became due."""
+    policy = QueuePolicy(aging_seconds=300, express_max_seconds=0, general_workers=1)
+    rate = Throughput(overhead_s=0.0, flops_per_second=1.0, samples=0)
+    long_job = rate.waiting("long", 0.0, 3600.0)
+    small = [rate.waiting(f"s{i:03d}", i * 10.0, 30.0) for i in range(200)]
+    assert claim_order([long_job, *small[:3]], "general", 10.0, policy)[0].id == "s000"
+    slots = schedule([long_job, *small], [], policy, at=0.0)
+    assert slots["long"].start_at <= policy.aging_seconds + 30.0
+
+
+def test_an_estimate_queues_nothing_and_names_cancelled_jobs_for_resume(
+    client: TestClient,
+) -> None:
+    demo = [r.model_dump(mode="json", exclude_none=True) for r in demo_requests()[:2]]
+    reply = client.post("/api/jobs/estimate", json={"surfaces": demo})
+    assert reply.status_code == 200, reply.text
+    plan = reply.json()
+    assert client.get("/api/jobs").json() == []  # nothing was queued
+    assert [job["action"] for job in plan["jobs"]] == ["new", "new"] and plan["new_jobs"] == 2
+    assert plan["seconds"] == pytest.approx(sum(j["estimate"]["seconds"] for j in plan["jobs"]))
+    assert {job["estimate"]["position"] for job in plan["jobs"]} == {1, 2}
+
+    queued = client.post("/api/surfaces", json=demo[0]).json()["job"]
+    client.delete(f"/api/jobs/{queued['id']}")
+    again = client.post("/api/jobs/estimate", json={"surfaces": demo}).json()
+    first, second = again["jobs"]
+    assert first["action"] == "resume" and first["job"]["status"] == "cancelled"
+    assert first["id"] == queued["surface_id"] and second["action"] == "new"
+    running = client.post("/api/surfaces", json=demo[1]).json()["job"]
+    shared = client.post("/api/jobs/estimate", json={"surfaces": demo[1:]}).json()["jobs"][0]
+    assert shared["action"] == "active" and shared["job"]["id"] == running["id"]
+    assert shared["estimate"]["position"] == 1
+
+
+def test_an_estimate_refuses_what_the_post_would(client: TestClient) -> None:
+    too_big = {**FORM_REQUEST, "grid": {"nx": 101, "ny": 101}}
+    reply = client.post("/api/jobs/estimate", json={"surfaces": [too_big]})
+    assert reply.status_code == 422 and "limit" in reply.json()["detail"]
+
+
+def test_a_landscape_train_checkpoint_uploads_without_naming_its_model(
+    client: TestClient, tmp_path: Path
+) -> None:
+    import io
+
+    import torch
+
+    from tests.cli_support import tiny_mlp_checkpoint
+
+    own = tiny_mlp_checkpoint(tmp_path)
+    upload = {"file": ("mlp.pt", own.read_bytes(), "application/octet-stream")}
+    reply = client.post("/api/checkpoints", files=upload, data={"dataset": "digits"})
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["model"] == "mlp-plain"
+    # A bare state_dict records no model: the form must name it.
+    buffer = io.BytesIO()
+    torch.save(torch.load(own, weights_only=True)["state_dict"], buffer)
+    bare = {"file": ("bare.pt", buffer.getvalue(), "application/octet-stream")}
+    refused = client.post("/api/checkpoints", files=bare, data={"dataset": "digits"})
+    assert refused.status_code == 422 and "name its architecture" in refused.json()["detail"]
+
+
+def test_the_demo_trains_with_the_report_recipe() -> None:
+    from landscape.report.recipe import ReproduceSpec
+
+    for request in demo_requests():
+        assert request.train is not None
+        spec = ReproduceSpec().train_spec(request.model or "", seed=0)
+        assert request.train.warmup_epochs == spec.warmup_epochs
+        assert (request.train.lr, request.train.schedule) == (spec.lr, spec.schedule)
+    assert {r.train.warmup_epochs for r in demo_requests() if r.model == "resnet56"} == {1}
