@@ -101,7 +101,11 @@ class Settings(BaseSettings):
         5e14,
         gt=0,
         allow_inf_nan=False,
-        description="estimated FLOPs of one job (5e14: about an hour on a 2-core CPU)",
+        description="the largest estimated total FLOPs of one job, all its parts together "
+        "(training a model not yet cached, directions and every grid point; a report's "
+        "trainings, surfaces and analyses; an analysis's Hessian-vector products): checked "
+        "from the cost model before the job is queued (422 over it), never while it runs. "
+        "Not a time limit: 5e14 at the assumed 3e9 FLOP/s is about 46 hours",
     )
 
     # Reproduction reports (POST /api/reports): each trains nets × seeds models, then computes

@@ -16,7 +16,13 @@ from api.db import Job, SurfaceRecord
 from api.jobs import iso, job_public
 from api.schemas.common import finite_or_none
 from api.schemas.gradient_flow import GradientFlowProfile, GradientFlowPublic
-from api.schemas.hessian import CurvatureMapPublic, DensityPublic, HessianBrief, HessianPublic
+from api.schemas.hessian import (
+    ConvergencePublic,
+    CurvatureMapPublic,
+    DensityPublic,
+    HessianBrief,
+    HessianPublic,
+)
 from api.schemas.report import ReportSummary
 from api.schemas.surface import (
     GridPublic,
@@ -185,9 +191,41 @@ def hessian_public(group: Group) -> HessianPublic:
         curvature_matvecs=summary.get("curvature_matvecs"),
         curvature_wall_time_s=summary.get("curvature_wall_time_s"),
         created=summary.get("created"),
+        converged=all_converged(summary),
+        convergence=spectrum_convergence(summary),
         curvature=CurvatureMapPublic.model_validate(cmap) if cmap else None,
         density=DensityPublic.model_validate(summary["density"]) if "density" in summary else None,
     )
+
+
+def spectrum_convergence(summary: dict[str, Any]) -> ConvergencePublic | None:
+    """The spectrum's residuals against its tolerance; None where the file has none."""
+    if "converged" not in summary:
+        return None
+    top, bottom = summary.get("top_residuals") or [], summary.get("bottom_residuals") or []
+    finite = [r for r in (*top, *bottom) if r is not None]
+    return ConvergencePublic(
+        converged=bool(summary["converged"]),
+        residual=max(finite) if finite else None,
+        tolerance=summary.get("tolerance"),
+        top_residuals=top,
+        bottom_residuals=bottom,
+    )
+
+
+def all_converged(summary: dict[str, Any]) -> bool | None:
+    """True when the spectrum and every map point converged; None when either is unrecorded."""
+    verdicts: list[bool] = []
+    if summary.get("top_eigenvalues") or summary.get("bottom_eigenvalues"):
+        if "converged" not in summary:
+            return None
+        verdicts.append(bool(summary["converged"]))
+    cmap = summary.get("curvature_map")
+    if cmap:
+        if "not_converged" not in cmap:
+            return None
+        verdicts.append(cmap["not_converged"] == 0)
+    return all(verdicts) if verdicts else None
 
 
 def hessian_brief(group: Group) -> HessianBrief:

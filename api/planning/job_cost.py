@@ -26,6 +26,7 @@ from api.planning.cost import (
     hessian_estimate,
     net_cost,
     report_estimate,
+    sharpness_estimate,
     surface_cost,
     surface_estimate,
 )
@@ -85,12 +86,24 @@ def _gradient_flow(plan_json: dict[str, Any], _session: Session) -> Estimate:
     return flow_estimate(plan.data, net, shape)
 
 
+def _sharpness(plan_json: dict[str, Any], _session: Session) -> Estimate:
+    """One Lanczos run for λmax per snapshot, as ``check_sharpness_budget`` prices it."""
+    from api.planning.sharpness import SharpnessPlan
+    from landscape.storage import read_surface
+
+    plan = SharpnessPlan.from_json(plan_json)
+    shape = data_shape(plan.data)
+    net = surface_cost(read_surface(plan.surface_path), Path(plan.checkpoint), shape)
+    return sharpness_estimate(plan.data, net, shape, len(plan.snapshots))
+
+
 JOB_COSTS: Mapping[str, Pricer] = MappingProxyType(
     {
         "surface": _surface,
         "report": _report,
         "hessian": _hessian,
         "gradient_flow": _gradient_flow,
+        "sharpness": _sharpness,
     }
 )
 

@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.jobs import job_public
 from api.planning.common import surface_path
 from api.planning.gradient_flow import check_flow_budget, flow_covers, plan_gradient_flow
 from api.routes.common import record_or_404, submit_or_409
@@ -62,13 +61,13 @@ def create_gradient_flow(
         response.status_code = 200
         latest = queue.latest_for(surface_id, KIND)
         return GradientFlowCreated(
-            job=job_public(latest) if latest else None, gradient_flow=gradient_flow_public(group)
+            job=queue.public(latest) if latest else None, gradient_flow=gradient_flow_public(group)
         )
     check_flow_budget(plan, surface, settings)
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · gradient flow"
     job = submit_or_409(queue, KIND, surface_id, label, request, 2, plan.to_json())
-    return GradientFlowCreated(job=job_public(job), gradient_flow=None)
+    return GradientFlowCreated(job=queue.public(job), gradient_flow=None)
 
 
 @router.get(

@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.jobs import job_public
 from api.planning.common import surface_path
 from api.planning.hessian import check_hessian_budget, check_limits, covers, plan_hessian
 from api.routes.common import record_or_404, submit_or_409
@@ -77,13 +76,13 @@ def create_hessian(
     if group is not None and covers(group, plan, surface):
         response.status_code = 200
         latest = queue.latest_for(surface_id, KIND)
-        shown = job_public(latest) if latest else None
+        shown = queue.public(latest) if latest else None
         return HessianCreated(job=shown, hessian=hessian_public(group))
     check_hessian_budget(plan, surface, settings)
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · curvature"
     job = submit_or_409(queue, KIND, surface_id, label, request, plan.steps, plan.to_json())
-    return HessianCreated(job=job_public(job), hessian=None)
+    return HessianCreated(job=queue.public(job), hessian=None)
 
 
 @router.get(

@@ -21,7 +21,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
-from api.jobs import JobQueue, job_public
+from api.jobs import JobQueue
 from api.planning.report import RECIPE_FILE, REPORT_FILE, plan_report
 from api.quota import QuotaDep
 from api.runners.base import JobKind
@@ -107,8 +107,9 @@ def create_report(
     )
     if not created and job.kind != KIND:  # pragma: no cover - report ids are never surface ids
         raise HTTPException(409, f"report {plan.report_id!r} is busy with job {job.id}")
-    summary = report_summary(plan.report_id, plan.spec, None, job)
-    return ReportCreated(job=job_public(job), report=summary)
+    shown = queue.public(job)  # with its queue estimate, as GET /api/jobs/{id} has it
+    summary = report_summary(plan.report_id, plan.spec, None, job).model_copy(update={"job": shown})
+    return ReportCreated(job=shown, report=summary)
 
 
 @router.get("", response_model=list[ReportSummary], summary="List reports, newest first")

@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.jobs import job_public
 from api.planning.common import surface_path
 from api.planning.surface import plan_surface
 from api.schemas.common import ID_PATTERN
@@ -113,7 +112,7 @@ def create_surface(
             if queue.active_for(plan.surface_id) is None:
                 set_aside(plan.surface_path)
             job, _created = queue.submit(plan, request)
-            return SurfaceCreated(job=job_public(job), surface=None)
+            return SurfaceCreated(job=queue.public(job), surface=None)
         summary = surface_summary(summary_record, surface)
         if summary.status == "complete":
             if session.get(SurfaceRecord, plan.surface_id) is None:
@@ -121,9 +120,9 @@ def create_surface(
                 session.commit()
             latest = queue.latest_for(plan.surface_id, "surface")
             response.status_code = 200
-            return SurfaceCreated(job=job_public(latest) if latest else None, surface=summary)
+            return SurfaceCreated(job=queue.public(latest) if latest else None, surface=summary)
     job, _created = queue.submit(plan, request)
-    return SurfaceCreated(job=job_public(job), surface=None)
+    return SurfaceCreated(job=queue.public(job), surface=None)
 
 
 @router.get("", response_model=list[SurfaceSummary], summary="List surfaces, newest first")

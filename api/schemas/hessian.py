@@ -76,6 +76,11 @@ class CurvatureMapPublic(BaseModel):
     steps: int | None = Field(None, description="fixed Lanczos steps per point; null: ARPACK")
     residual_max: list[Any] | None = Field(None, description="‖Hy − θy‖ of λ_max (fixed steps)")
     residual_min: list[Any] | None = Field(None, description="‖Hy − θy‖ of λ_min (fixed steps)")
+    tol: float | None = Field(
+        None, description="relative: a point converged when both residuals <= tol × its |λ|"
+    )
+    converged: list[Any] | None = Field(None, description="per point; null: not recorded")
+    not_converged: int | None = Field(None, description="points not converged; null: unknown")
 
 
 class DensityPublic(BaseModel):
@@ -100,6 +105,18 @@ class DensityPublic(BaseModel):
     weights: list[list[float | None]]
 
 
+class ConvergencePublic(BaseModel):
+    """Whether the spectrum's Lanczos converged, so a reader can tell a number from a guess:
+    each eigenvalue's residual ``‖Hv − θv‖`` against an absolute ``tolerance`` (the relative
+    tol × the largest ``|θ|``)."""
+
+    converged: bool
+    residual: float | None = Field(description="the largest residual of the eigenvalues")
+    tolerance: float | None = Field(description="the residual an eigenvalue may have")
+    top_residuals: list[float | None]
+    bottom_residuals: list[float | None]
+
+
 class HessianBrief(BaseModel):
     """The headline curvature numbers (lists, gallery cards); null where not computed."""
 
@@ -108,6 +125,11 @@ class HessianBrief(BaseModel):
     ratio: float | None = Field(description="|λ_min/λ_max| (Li et al. 2018 §6)")
     trace: float | None = Field(description="Hutchinson estimate of tr(H)")
     curvature_map: bool = Field(description="whether a curvature map is stored")
+    converged: bool | None = Field(
+        None,
+        description="every Lanczos result converged (spectrum and map points); null: the file "
+        "predates convergence records",
+    )
 
 
 class HessianPublic(HessianBrief):
@@ -127,6 +149,9 @@ class HessianPublic(HessianBrief):
     curvature_matvecs: int | None
     curvature_wall_time_s: float | None
     created: str | None
+    convergence: ConvergencePublic | None = Field(
+        None, description="the spectrum's; null without eigenvalues or in older files"
+    )
     curvature: CurvatureMapPublic | None = Field(description="null without a map")
     density: DensityPublic | None = Field(None, description="null without a density")
 

@@ -3,7 +3,8 @@
 Both variants share one class; ``residual`` toggles the identity add around each
 Linear-ReLU-Linear block, so ``mlp-plain`` and ``mlp-residual`` have identical parameters.
 ``activation="tanh"`` swaps every ReLU for tanh: the smooth nets Cohen et al. 2021 train to the
-edge of stability (docs/sharpness.md).
+edge of stability (docs/sharpness.md). ``init="torch"`` keeps PyTorch's default Linear init
+instead of He's: a net that starts flat enough to sharpen progressively.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from landscape.errors import SpecError
 from landscape.models import register_model
 
 Activation = Literal["relu", "tanh"]
+Init = Literal["he", "torch"]
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tanh}
 
 
@@ -49,8 +51,11 @@ class MLP(nn.Module):
         width: int,
         residual: bool,
         activation: str = "relu",
+        init: str = "he",
     ) -> None:
         super().__init__()
+        if init not in get_args(Init):
+            raise SpecError(f"MLP init must be one of {list(get_args(Init))}, got {init!r}")
         if activation not in get_args(Activation):
             raise SpecError(
                 f"MLP activation must be one of {list(get_args(Activation))}, got {activation!r}"
@@ -64,6 +69,11 @@ class MLP(nn.Module):
         self.blocks = nn.Sequential(*(MLPBlock(width, residual, act) for _ in range(depth)))
         self.head = nn.Linear(width, num_classes)
         self.act = _ACTIVATIONS[act]
+        if init == "he":
+            self._init_he(act, residual, depth)
+
+    def _init_he(self, act: Activation, residual: bool, depth: int) -> None:
+        """He et al. 2015's init, the branch scaled by 1/√depth in residual nets."""
         # He et al. 2015 init for ReLU nets: PyTorch's default Linear init shrinks the signal
         # by ~√3 per layer, so a plain MLP starts with vanishing activations and stalls; tanh
         # gets its own gain (5/3), which keeps it out of saturation.
@@ -77,6 +87,9 @@ class MLP(nn.Module):
             for block in self.blocks:
                 with torch.no_grad():
                     cast(MLPBlock, block).fc2.weight.mul_(depth**-0.5)
+        # "torch": PyTorch's default U(±1/√fan_in) — it shrinks the signal layer by layer, so a
+        # tanh net starts nearly linear and flat, and gradient descent sharpens it (Cohen et
+        # al. 2021 use it: docs/sharpness.md); the He init starts it above 2/η of usable η.
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(self.stem(torch.flatten(x, 1)))
@@ -91,7 +104,8 @@ ARG_RANGES = {"depth": (1, 64), "width": (1, 1024)}
 
 @register_model(
     "mlp-plain",
-    "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width, activation relu|tanh)",
+    "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width, activation relu|tanh, "
+    "init he|torch)",
     arg_ranges=ARG_RANGES,
 )
 def mlp_plain(
@@ -102,11 +116,11 @@ def mlp_plain(
     depth: int = 4,
     width: int = 128,
     activation: str = "relu",
+    init: str = "he",
 ) -> nn.Module:
     features = in_channels * image_size * image_size
-    return MLP(
-        features, num_classes, depth=depth, width=width, residual=False, activation=activation
-    )
+    return MLP(features, num_classes, depth=depth, width=width, residual=False,
+               activation=activation, init=init)  # fmt: skip
 
 
 @register_model(
@@ -120,8 +134,8 @@ def mlp_residual(
     depth: int = 4,
     width: int = 128,
     activation: str = "relu",
+    init: str = "he",
 ) -> nn.Module:
     features = in_channels * image_size * image_size
-    return MLP(
-        features, num_classes, depth=depth, width=width, residual=True, activation=activation
-    )
+    return MLP(features, num_classes, depth=depth, width=width, residual=True,
+               activation=activation, init=init)  # fmt: skip

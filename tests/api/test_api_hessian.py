@@ -279,3 +279,22 @@ def test_old_database_gains_the_kind_column(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         job = client.get("/api/jobs/" + "d" * 32).json()
     assert job["kind"] == "surface" and job["status"] == "done"
+
+
+def test_every_lanczos_result_says_whether_it_converged(client: TestClient) -> None:
+    """The spectrum (ARPACK) converges; a 2-step map does not, and the JSON says which."""
+    surface_id = computed_surface(client)
+    url = f"/api/surfaces/{surface_id}/hessian"
+    body = {"top": 1, "bottom": 1, "curvature_grid": 2, "curvature_steps": 2}
+    assert client.post(url, json=body).status_code == 202
+    run_all(client)
+    hessian = client.get(url).json()
+    spectrum = hessian["convergence"]
+    assert spectrum["converged"] is True
+    assert spectrum["residual"] <= spectrum["tolerance"]
+    assert len(spectrum["top_residuals"]) == 1 and len(spectrum["bottom_residuals"]) == 1
+    cmap = hessian["curvature"]
+    assert cmap["not_converged"] == 4 and cmap["tol"] > 0
+    assert np.array(cmap["converged"]).shape == (2, 2) and not np.array(cmap["converged"]).any()
+    assert hessian["converged"] is False  # the map's points did not
+    assert client.get(f"/api/surfaces/{surface_id}").json()["hessian"]["converged"] is False

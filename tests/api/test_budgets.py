@@ -208,7 +208,7 @@ def test_delete_report_removes_it_and_is_409_while_its_job_runs(client: TestClie
     ("model_args", "needle"),
     [
         ({"width": 1_000_000}, "'width' of model 'mlp-residual' must be in [1, 1024]"),
-        ({"bogus": 1}, "takes no argument 'bogus'; its arguments: activation, depth, width"),
+        ({"bogus": 1}, "takes no argument 'bogus'; its arguments: activation, depth, init, width"),
         ({"depth": -5}, "'depth' of model 'mlp-residual' must be in [1, 64]"),
         ({"width": 2**70}, "an integer of 71 bits"),
         ({"in_channels": 3}, "set by the data set"),
@@ -297,7 +297,7 @@ def test_cli_train_refuses_a_bad_model_arg_in_one_line(
     assert main([*args, "--model-arg", "bogus=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert (
-        "takes no argument 'bogus'; its arguments: activation, depth, width" in err
+        "takes no argument 'bogus'; its arguments: activation, depth, init, width" in err
         and "\n" not in err
     )
     assert main([*args, "--model-arg", "width=100000"]) == 2

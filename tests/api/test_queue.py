@@ -20,7 +20,10 @@ from sqlalchemy import update
 from api.app import create_app
 from api.db import Job
 from api.demo import demo_requests
+from api.planning.job_cost import JOB_COSTS
+from api.runners.base import JobKind
 from api.schedule import QueuePolicy, Throughput, claim_order, schedule
+from api.settings import Settings
 from tests.api.test_api import tiny_settings
 
 # What the web form sends for an 11×11 mlp-plain surface (its defaults: the demo's recipe).
@@ -205,3 +208,54 @@ def test_the_demo_trains_with_the_report_recipe() -> None:
         assert request.train.warmup_epochs == spec.warmup_epochs
         assert (request.train.lr, request.train.schedule) == (spec.lr, spec.schedule)
     assert {r.train.warmup_epochs for r in demo_requests() if r.model == "resnet56"} == {1}
+
+
+def _same_estimate(client: TestClient, job: dict[str, Any]) -> None:
+    """The POST's job carries the estimate GET of the job gives (times to the second)."""
+    assert job["estimate"] is not None, job
+    got = client.get(f"/api/jobs/{job['id']}").json()["estimate"]
+    assert {k: job["estimate"][k] for k in ("position", "lane", "flops")} == {
+        k: got[k] for k in ("position", "lane", "flops")
+    }
+    assert job["estimate"]["start_at"] and job["estimate"]["end_at"] is not None
+
+
+def test_every_post_that_queues_a_job_says_where_it_stands(client: TestClient) -> None:
+    from tests.api.test_api import TINY, run_all
+    from tests.api.test_gradient_flow_and_report import TINY_REPORT
+
+    surface = client.post("/api/surfaces", json=TINY).json()
+    _same_estimate(client, surface["job"])
+    run_all(client)
+    surface_id = surface["job"]["surface_id"]
+    hessian = client.post(f"/api/surfaces/{surface_id}/hessian", json={"top": 1, "bottom": 0})
+    _same_estimate(client, hessian.json()["job"])
+    run_all(client)  # one analysis of a surface at a time
+    flow = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={})
+    _same_estimate(client, flow.json()["job"])
+    report = client.post("/api/reports", json=TINY_REPORT).json()
+    _same_estimate(client, report["job"])
+    assert report["report"]["job"]["estimate"] == report["job"]["estimate"]
+
+
+@pytest.mark.parametrize("kind", [k.value for k in JobKind])
+def test_every_job_kind_has_a_cost(kind: str) -> None:
+    assert kind in JOB_COSTS  # a kind without one is queued as a long job, whatever its size
+
+
+def test_a_sharpness_job_is_priced_like_its_budget_check(client: TestClient) -> None:
+    from tests.api.test_api import TINY, run_all
+
+    surface_id = client.post("/api/surfaces", json=TINY).json()["job"]["surface_id"]
+    run_all(client)
+    job = client.post(f"/api/surfaces/{surface_id}/sharpness", json={}).json()["job"]
+    estimate = client.get(f"/api/jobs/{job['id']}").json()["estimate"]
+    assert estimate["flops"] and estimate["flops"] > 0 and estimate["end_at"]
+
+
+def test_the_flops_budget_says_what_it_limits() -> None:
+    words = Settings.model_fields["max_job_flops"].description or ""
+    assert "before the job is queued" in words and "Not a time limit" in words
+    fields = Settings.model_fields
+    hours = fields["max_job_flops"].default / fields["flops_per_second"].default / 3600
+    assert f"about {hours:.0f} hours" in words  # the help's arithmetic, kept true

@@ -62,3 +62,25 @@ def test_history_of_an_untracked_checkpoint_is_one_line(
     assert main(["train", *TANH_MLP, "--steps", "3", "--optimizer", "sgd",
                  "--out", str(tmp_path / "x.pt")]) == 2  # fmt: skip
     assert "--steps" in error_line(capsys)
+
+
+@pytest.mark.slow
+def test_gradient_descent_sharpens_to_the_edge_of_stability(tmp_path: Path) -> None:
+    """Cohen et al. 2021 end to end, scaled down from docs/sharpness.md's command: a tanh MLP
+    that starts flat (PyTorch's init) sharpens under full-batch GD until λmax reaches 2/η, and
+    then stays there — a wrong step, a wrong loss or a wrong λmax would miss the band."""
+    out = tmp_path / "eos.pt"
+    argv = ["train", "--model", "mlp-plain", "--dataset", "digits", "--train-size", "512",
+            "--model-arg", "depth=2", "--model-arg", "width=64", "--model-arg",
+            "activation=tanh", "--model-arg", "init=torch", "--loss", "mse_onehot",
+            "--optimizer", "gd", "--lr", "0.7", "--momentum", "0", "--weight-decay", "0",
+            "--schedule", "constant", "--steps", "900", "--sharpness-every", "100",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    tracked = torch.load(out, weights_only=True)["metadata"]["sharpness"]
+    edge = 2 / 0.7
+    assert tracked[0]["lambda_max"] < 0.5 * edge  # progressive sharpening starts from below
+    last_third = [r["lambda_max"] for r in tracked if r["step"] >= 600]
+    assert len(last_third) == 4
+    assert all(abs(lam / edge - 1) <= 0.10 for lam in last_third), last_third
+    assert tracked[-1]["loss"] < tracked[0]["loss"] / 5  # the loss keeps falling meanwhile

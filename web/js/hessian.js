@@ -200,6 +200,13 @@ function numberList(hessian) {
   }
   const more = (hessian.top_eigenvalues || []).slice(1);
   if (more.length) rows.push([h("dt", {}, "next largest"), h("dd", { dataset: { stat: "top" } }, more.map((v) => fmt(v)).join(", "))]);
+  for (const [key, label, text, ok] of convergenceLines(hessian)) {
+    rows.push([
+      h("dt", {}, label),
+      h("dd", { class: ok ? "converged" : "not-converged", dataset: { stat: key, value: String(ok) } },
+        ok ? text : ["⚠ ", text]),
+    ]);
+  }
   const list = h("dl", { class: "stats" }, rows);
   const facts = [
     hessian.n_params ? `${hessian.n_params.toLocaleString()} parameters` : null,
@@ -208,6 +215,30 @@ function numberList(hessian) {
     density ? `density: ${density.probes} probes × ${density.steps} Lanczos steps, seed ${density.seed}` : null,
   ].filter(Boolean);
   return [list, facts.length ? h("p", { class: "hint" }, facts.join(" · ")) : null];
+}
+
+/** [key, label, text, ok] per Lanczos result that recorded its residuals: the spectrum's
+ * eigenvalues and the map's points. A result that did not converge is a guess, so it says so. */
+function convergenceLines(hessian) {
+  const lines = [];
+  const c = hessian.convergence;
+  if (c) {
+    const text = c.converged
+      ? `converged (residual ${fmt(c.residual)} ≤ tol ${fmt(c.tolerance)})`
+      : `not converged (residual ${fmt(c.residual)} > tol ${fmt(c.tolerance)}): the eigenvalues may be off`;
+    lines.push(["spectrum_converged", "eigenvalues", text, c.converged]);
+  }
+  const m = hessian.curvature;
+  if (m && m.not_converged !== null && m.not_converged !== undefined) {
+    const points = (m.converged || []).flat().length;
+    const largest = Math.max(...[m.residual_max, m.residual_min].flat(2).filter((v) => v !== null && v !== undefined));
+    const residual = Number.isFinite(largest) ? `residual ≤ ${fmt(largest)}, ` : "";
+    const text = m.not_converged === 0
+      ? `all ${points} points converged (${residual}tol ${fmt(m.tol)} × each point's |λ|)`
+      : `${m.not_converged} of ${points} points not converged (${residual}tol ${fmt(m.tol)} × each point's |λ|): their ratios may be off`;
+    lines.push(["map_converged", "map points", text, m.not_converged === 0]);
+  }
+  return lines;
 }
 
 /** One small figure of the panel, or the div hidden when there is nothing to draw:

@@ -6,7 +6,7 @@
 
 import { api, request } from "./api.js";
 import { fmtDuration, h } from "./dom.js";
-import { costWords } from "./jobs.js";
+import { costWords, queueWords } from "./jobs.js";
 
 /** The presets: [{id, title, requests}]. */
 export async function presets() {
@@ -25,18 +25,22 @@ function actionWords(item) {
     return `already in the queue (position ${estimate?.position ?? "?"})${by}`;
   }
   const cost = costWords(estimate);
+  const queue = queueWords({ status: "queued", estimate });
+  const where = queue ? `; ${queue}` : by;
   if (item.action === "resume") {
     const { done = 0, total = 0 } = item.job?.progress || {};
-    return `${item.job?.status || "cancelled"} after ${done} of ${total} points; resuming queues it again (${cost || "cost unknown"}${by})`;
+    const unit = item.kind === "report" ? "steps" : "points";
+    return `${item.job?.status || "cancelled"} after ${done} of ${total} ${unit}; resuming queues it again (${cost || "cost unknown"}${where})`;
   }
-  return `new job: ${cost || "cost unknown"}${by}`;
+  return `new job: ${cost || "cost unknown"}${where}`;
 }
 
 /**
- * Ask before queueing: a modal listing each request's action, the total estimated time and
- * the rate it rests on; resolves to the ids to resume (a Set) or null when declined.
+ * Ask before queueing: a modal listing each request's action, its place in the queue, the
+ * total estimated time and the rate it rests on; resolves to the ids to resume (a Set) or
+ * null when declined. Presets and the reports page ask with it.
  */
-function confirmPlan(title, plan) {
+export function confirmPlan(title, plan) {
   const resumes = plan.jobs.filter((item) => item.action === "resume");
   const boxes = new Map();
   const rows = plan.jobs.map((item) => {
@@ -62,7 +66,7 @@ function confirmPlan(title, plan) {
       h("h2", { id: "plan-title" }, `Start “${title}”?`),
       h("ul", { class: "plan-list" }, rows),
       h("p", { class: "plan-summary" }, summary),
-      resumes.length ? h("p", { class: "hint" }, "Cancelled surfaces are resumed only if ticked; unticked they open as they were left.") : null,
+      resumes.length ? h("p", { class: "hint" }, "Cancelled jobs are resumed only if ticked; unticked they open as they were left.") : null,
       h("p", { class: "hint" }, `Estimates: ${plan.basis}.`),
       h("div", { class: "form-actions" }, start, decline),
     ),

@@ -1,9 +1,10 @@
 // #/reports — skip-vs-plain reproduction reports: each opens as one offline HTML page; a
 // button starts the documented recipe with the server's defaults (docs/reproduce.md).
 
-import { api, links } from "../api.js";
+import { api, links, request } from "../api.js";
 import { badge, fmtDuration, h, replace } from "../dom.js";
 import { ACTIVE, progressPanel, watchJob } from "../jobs.js";
+import { confirmPlan } from "../presets.js";
 
 const FAMILIES = [
   ["resnet", "ResNet shortcuts (resnet20/56 vs -noshort)"],
@@ -79,10 +80,22 @@ export async function render(root, _match, { notify }) {
       slot);
   };
 
+  // Hours of CPU deserve a question first: what it would queue, where in the queue, how long.
+  const confirmed = async (body) => {
+    const plan = await request("POST", "/api/jobs/estimate", { body: { reports: [body] } });
+    const [planned] = plan.jobs;
+    if (planned.action !== "new" && planned.action !== "resume") return true; // done or running
+    const title = family.options[family.selectedIndex].textContent;
+    const resume = await confirmPlan(`the ${title}${body.quick ? " (quick)" : ""} report`, plan);
+    return resume !== null && (planned.action === "new" || resume.has(planned.id));
+  };
+
   start.addEventListener("click", async () => {
     start.disabled = true;
     try {
-      await api.createReport({ family: family.value, quick: quick.checked }); // the server's recipe for it
+      const body = { family: family.value, quick: quick.checked }; // the server's recipe for it
+      if (!(await confirmed(body))) return;
+      await api.createReport(body);
       await show();
     } catch (err) {
       notify(err.message);
