@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from landscape.errors import SpecError
 from landscape.specs import DataSpec
 
 
@@ -18,6 +19,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
+    check_sizes(args)
     return DataSpec(
         name=args.dataset,
         data_root=args.data_root,
@@ -38,3 +40,11 @@ def add_analysis_source_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
     parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    """``--train-size``/``--test-size`` as the user typed them (the library says "size")."""
+    for flag in ("train_size", "test_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise SpecError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")

@@ -20,7 +20,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from landscape.cli.data_args import add_analysis_source_arguments
+from landscape.cli.data_args import add_analysis_source_arguments, check_sizes
+from landscape.cli.wording import in_user_words, require_file
 from landscape.errors import SpecError
 from landscape.specs import AnalysisSpec, DataSpec
 
@@ -96,13 +97,16 @@ def _spec(args: argparse.Namespace) -> tuple[AnalysisSpec, Surface | None]:
         raise SpecError("name a --checkpoint (or a --surface whose checkpoint to use)")
     if args.curvature_grid and args.surface is None:
         raise SpecError("--curvature-grid needs --surface (its directions and grid)")
+    check_sizes(args)
     surface = None
     if args.surface is not None:
         from landscape.storage import read_surface
 
+        require_file(args.surface, "surface file")
         surface = read_surface(args.surface)
     checkpoint = args.checkpoint or (surface.spec.checkpoint if surface else None)
     assert checkpoint is not None, "checked above"
+    require_file(checkpoint, "checkpoint" if args.checkpoint else "the surface's checkpoint")
     base = surface.spec.data if surface is not None else DataSpec()
     same_data = args.dataset is None
     if args.trace_samples < 1:
@@ -152,6 +156,12 @@ def _spec(args: argparse.Namespace) -> tuple[AnalysisSpec, Surface | None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors name the flags and paths as typed (``landscape.cli.wording``)."""
+    with in_user_words([args.checkpoint, args.surface]):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from landscape.analysis import GROUP_NAME, analyze, group_summary
     from landscape.analysis.analyze import analysis_costs
     from landscape.cli.progress import step_bar

@@ -121,7 +121,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = summary_dict(args.surface)
+    from landscape.cli.wording import in_user_words
+
+    with in_user_words([args.surface]):
+        summary = summary_dict(args.surface)
     if args.json:
         print(json.dumps(json_safe(summary), indent=2, sort_keys=True, default=str))
     else:

@@ -304,6 +304,14 @@ def model_args_from(args: argparse.Namespace) -> dict[str, int | float | str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors name the flags and paths as typed (``landscape.cli.wording``)."""
+    from landscape.cli.wording import in_user_words
+
+    with in_user_words([args.checkpoint, args.out, args.target, *args.trajectory]):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from landscape.surface import Progress, compute_surface

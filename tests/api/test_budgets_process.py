@@ -69,7 +69,7 @@ def test_over_budget_and_huge_requests_are_refused_before_queueing(server: Serve
             ({**SMALL, "model_args": {"width": 1_000_000}}, "must be in [1, 1024]"),
             ({**SMALL, "model_args": {"width": 30_000}}, "must be in [1, 1024]"),
             ({**SMALL, "model_args": {"width": 2**70}}, "an integer of 71 bits"),
-            ({**SMALL, "model_args": {"bogus": 1}}, "its arguments: activation, depth, init, width"),
+            ({**SMALL, "model_args": {"bogus": 1}}, "arguments: activation, depth, init, width"),
             ({**SMALL, "model_args": {"depth": -5}}, "must be in [1, 64]"),
             (  # 134 M parameters, costed on the meta device: never allocated
                 {**SMALL, "model_args": {"depth": 64, "width": 1024}},

@@ -121,6 +121,8 @@ export const api = {
   gradientFlow: (id) => request("GET", `/api/surfaces/${encodeURIComponent(id)}/gradient-flow`),
   createGradientFlow: (id, body) =>
     request("POST", `/api/surfaces/${encodeURIComponent(id)}/gradient-flow`, { body }),
+  sharpness: (id) => request("GET", `/api/surfaces/${encodeURIComponent(id)}/sharpness`),
+  createSharpness: (id, body) => request("POST", `/api/surfaces/${encodeURIComponent(id)}/sharpness`, { body }),
   reports: () => request("GET", "/api/reports"),
   createReport: (body) => request("POST", "/api/reports", { body }),
   deleteSurface: (id) => request("DELETE", `/api/surfaces/${encodeURIComponent(id)}`),

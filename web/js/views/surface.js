@@ -6,6 +6,7 @@ import { provenancePanel, statRows } from "../provenance.js";
 import { deleteSurfaceButton } from "../delete.js";
 import { followSurface } from "../follow.js";
 import { gradientFlowPanel } from "../flow.js";
+import { sharpnessPanel } from "../sharpness.js";
 import { curvaturePanel } from "../hessian.js";
 import { ACTIVE, progressPanel, waitingWords } from "../jobs.js";
 import { downloadPng, draw, hasWebGL, pngName, pngTitle, purge, scaleFor } from "../plots.js";
@@ -39,6 +40,8 @@ export async function render(root, [rawId], { notify, navigate }) {
   curvature.hidden = true; // until the surface exists
   const flow = gradientFlowPanel([], { notify });
   flow.hidden = true;
+  const sharpness = sharpnessPanel(id, { notify });
+  sharpness.hidden = true;
 
   replace(
     root,
@@ -49,6 +52,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), h("div", { class: "side" }, statsBox, aboutBox)),
     curvature,
     flow,
+    sharpness,
   );
   const webglNote = hasWebGL() ? "" : "This browser cannot draw WebGL, so 3D surfaces are off; contour and heatmap work.";
   plotNote.textContent = webglNote;
@@ -118,6 +122,8 @@ export async function render(root, [rawId], { notify, navigate }) {
     curvature.update(surface);
     flow.hidden = false;
     flow.update([{ id, label: name, complete: surface.status === "complete", stored: Boolean(surface.gradient_flow) }]);
+    sharpness.hidden = false;
+    sharpness.update(surface);
     redraw();
   };
 
@@ -151,6 +157,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     stop();
     curvature.stop();
     flow.stop();
+    sharpness.stop();
     volume?.destroy();
     purge(plot);
   };
