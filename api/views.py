@@ -37,6 +37,7 @@ from landscape.storage.summary import json_safe
 
 HESSIAN_GROUP = "hessian"  # landscape.analysis.GROUP_NAME
 GRADIENT_FLOW_GROUP = "gradient_flow"  # landscape.analysis.gradient_flow.GROUP_NAME
+SHARPNESS_GROUP = "sharpness"  # landscape.analysis.sharpness.GROUP_NAME
 
 
 def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
@@ -75,6 +76,7 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
         provenance=provenance,
         hessian=hessian_brief(group) if group is not None else None,
         gradient_flow=GRADIENT_FLOW_GROUP in surface.groups,
+        sharpness=SHARPNESS_GROUP in surface.groups,
     )
 
 

@@ -284,6 +284,9 @@ class SurfaceSummary(BaseModel):
     gradient_flow: bool = Field(
         False, description="a gradient flow is stored (GET /api/surfaces/{id}/gradient-flow)"
     )
+    sharpness: bool = Field(
+        False, description="λmax along training is stored (GET /api/surfaces/{id}/sharpness)"
+    )
 
 
 class TrajectoryPublic(BaseModel):

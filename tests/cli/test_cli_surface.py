@@ -80,7 +80,7 @@ def test_one_dimensional_and_bare_state_dict(
     ("extra", "message"),
     [
         (["--range", "1", "-1"], "min < max"),
-        (["--grid", "0"], "n_x"),
+        (["--grid", "0"], "--grid must be a positive integer"),
         (["--normalization", "fliter"], "unknown normalization 'fliter'"),
         (["--splits", "val"], "unknown split 'val'"),
         (["--dataset", "nosuchdata"], "nosuchdata"),

@@ -84,7 +84,8 @@ def test_report_view_opens_the_offline_report(server: str, page: Any) -> None:
 
     page.goto(f"{server}/#/reports")
     page.locator("#start-report").click()  # the documented recipe, with the server's defaults
-    page.locator("dialog.plan-dialog").get_by_role("button", name="Start").click()  # it asks
+    dialog = page.locator("dialog.plan-dialog")  # it asks first
+    dialog.get_by_role("button", name="Start", exact=True).click()
     pending = page.locator("li.report .progress")
     pending.first.wait_for(state="visible")
     reports = get_json(f"{server}/api/reports")

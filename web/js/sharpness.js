@@ -111,7 +111,7 @@ export function sharpnessPanel(id, { notify }) {
     const complete = surface.status === "complete";
     button.disabled = !complete;
     button.title = complete ? "" : "Available once the surface is complete.";
-    if (!asked && complete) {
+    if (!asked && surface.sharpness) {
       asked = true;
       load();
     }
