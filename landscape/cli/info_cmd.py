@@ -34,6 +34,8 @@ def summary_dict(path: Path) -> dict[str, Any]:
     from dataclasses import asdict
 
     from landscape.analysis import GROUP_NAME, group_summary
+    from landscape.analysis.gradient_flow import GROUP_NAME as FLOW_GROUP
+    from landscape.analysis.gradient_flow import from_group as flows_from_group
     from landscape.specs import to_dict
     from landscape.storage import describe, read_surface
 
@@ -70,6 +72,11 @@ def summary_dict(path: Path) -> dict[str, Any]:
     group = surface.groups.get(GROUP_NAME)
     if group is not None:
         summary["hessian"] = group_summary(*group)
+    flow = surface.groups.get(FLOW_GROUP)
+    if flow is not None:
+        summary["gradient_flow"] = {
+            label: f.to_dict() for label, f in flows_from_group(*flow).items()
+        }
     return summary
 
 
@@ -112,12 +119,60 @@ def format_summary(summary: dict[str, Any]) -> str:
     versions = prov.get("versions") or {}
     if versions:
         lines.append("  versions    " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
-    if summary["stats"]:
+    stats = distinct_metrics(summary["stats"] or {})
+    if stats:
         lines.append("  metrics")
-        width = max(len(k) for k in summary["stats"])
-        for key, value in sorted(summary["stats"].items()):
+        width = max(len(k) for k in stats)
+        for key, value in sorted(stats.items()):
             lines.append(f"    {key:<{width}}  {_number(value)}")
+    if summary.get("gradient_flow"):
+        lines += flow_lines(summary["gradient_flow"])
     return "\n".join(lines)
+
+
+def distinct_metrics(stats: dict[str, Any]) -> dict[str, Any]:
+    """The metrics without the headline aliases: the file stores ``sharpness`` beside
+    ``train_loss_sharpness`` (the same number, for short names in lists); shown once."""
+
+    def same(a: Any, b: Any) -> bool:
+        both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+        return bool(a == b or both_nan)
+
+    return {
+        key: value
+        for key, value in stats.items()
+        if not any(k.endswith(f"_loss_{key}") and same(v, value) for k, v in stats.items())
+    }
+
+
+def flow_lines(flows: dict[str, dict[str, Any]]) -> list[str]:
+    """The stored gradient flow: per layer ``‖∂L/∂W‖`` at initialization and trained, and the
+    input/output ratio in words (as ``landscape gradient-flow`` prints it)."""
+    from landscape.report.findings import flow_phrase
+
+    init, trained = flows.get("init"), flows.get("trained")
+    shown = trained or init
+    assert shown is not None, "a gradient_flow/ group holds init or trained"
+    lines = [f"  gradient flow ({shown.get('n_samples', '?')} samples)"]
+    width = max((len(str(n)) for n in shown["names"]), default=5)
+    lines.append(f"    {'layer':<{width}}  {'init':>10}  {'trained':>10}")
+    for i, name in enumerate(shown["names"]):
+        values = [_norm(f, i) for f in (init, trained)]
+        lines.append(f"    {name:<{width}}  {values[0]:>10}  {values[1]:>10}")
+    ratios = [
+        f"{label} {_number(f['input_to_output_ratio'])} ({flow_phrase(f['input_to_output_ratio'])})"
+        for label, f in (("init", init), ("trained", trained))
+        if f is not None and f.get("input_to_output_ratio") is not None
+    ]
+    if ratios:
+        lines.append("    input/output gradient ratio: " + ", ".join(ratios))
+    return lines
+
+
+def _norm(flow: dict[str, Any] | None, i: int) -> str:
+    if flow is None or i >= len(flow["grad_norm"]):
+        return "-"
+    return f"{flow['grad_norm'][i]:.4g}"
 
 
 def run(args: argparse.Namespace) -> int:

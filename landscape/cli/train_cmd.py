@@ -24,11 +24,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     defaults = TrainSpec(model="resnet20")
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "train",
-        help="train a zoo model and write a checkpoint",
-        description="Train a zoo model on a data set and write a checkpoint (resumable: rerun "
-        "the same command after an interruption to continue).",
+        help="train a zoo model (or your own) and write a checkpoint",
+        description="Train a zoo model (or your --model-factory's) on a data set and write a "
+        "checkpoint (resumable: rerun the same command after an interruption to continue).",
     )
-    parser.add_argument("--model", required=True, help="zoo model name, e.g. resnet56-noshort")
+    parser.add_argument("--model", default=None, help="zoo model name, e.g. resnet56-noshort")
+    parser.add_argument(
+        "--model-factory",
+        default=None,
+        metavar="PKG.MOD:FN",
+        help="your own architecture, trained with the same recipe: a callable taking "
+        "in_channels, num_classes, image_size (and --model-arg values) and returning an "
+        "nn.Module; run from the folder holding the module (docs/models.md)",
+    )
     add_data_arguments(parser)
     parser.add_argument(
         "--model-arg",
@@ -96,7 +104,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
             )
         epochs = args.steps
     return TrainSpec(
-        model=args.model,
+        model=model_name(args),
         data=data,
         model_args=parse_model_args(args.model_arg),
         epochs=epochs,
@@ -113,6 +121,28 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         snapshot_every=args.snapshot_every,
         sharpness_every=args.sharpness_every,
     )
+
+
+def model_name(args: argparse.Namespace) -> str:
+    """The zoo name, or the factory registered under its own ``pkg.mod:fn`` for this process,
+    so the recipe trains it like any zoo model and the checkpoint records the factory's name
+    and arguments (it holds weights only: the factory's code rebuilds the module)."""
+    if (args.model is None) == (args.model_factory is None):
+        raise SpecError("give one of --model (a zoo model) or --model-factory (your own code)")
+    if args.model is not None:
+        return str(args.model)
+    from landscape.models import list_models, register_model
+    from landscape.sources.modules import build_from_factory, load_factory
+
+    name = str(args.model_factory)
+    factory = load_factory(name)
+    if name not in {info.name for info in list_models()}:
+
+        def builder(**kwargs: Any) -> Any:
+            return build_from_factory(factory, name, **kwargs)
+
+        register_model(name, f"--model-factory {name} (your code)")(builder)
+    return name
 
 
 def parse_model_args(pairs: list[str]) -> dict[str, int | float | str]:
@@ -162,6 +192,16 @@ def run(args: argparse.Namespace) -> int:
         f"test acc {metadata['test_acc']:.4f} ({metadata['wall_time_s']:.1f} s on "
         f"{metadata['device']})"
     )
+    if args.model_factory is not None:
+        import json
+
+        given = parse_model_args(args.model_arg)
+        rebuild = f" --model-args '{json.dumps(given)}'" if given else ""
+        print(
+            f"  {args.out} holds weights only (the factory's name and arguments recorded); "
+            f"its surface: landscape surface --checkpoint {args.out} --model-factory "
+            f"{args.model_factory}{rebuild} --out SURFACE.h5"
+        )
     tracked = metadata.get("sharpness") or []
     if tracked:
         first, last = tracked[0], tracked[-1]
