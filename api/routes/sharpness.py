@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.jobs import job_public
 from api.planning.common import surface_path
 from api.planning.sharpness import check_sharpness_budget, plan_sharpness, sharpness_covers
 from api.routes.common import record_or_404, submit_or_409
@@ -87,14 +86,14 @@ def create_sharpness(
         response.status_code = 200
         latest = queue.latest_for(surface_id, KIND)
         return SharpnessCreated(
-            job=job_public(latest) if latest else None, sharpness=sharpness_public(group)
+            job=queue.public(latest) if latest else None, sharpness=sharpness_public(group)
         )
     check_sharpness_budget(plan, surface, settings)
     request = {"surface_id": surface_id, **body.model_dump(mode="json")}
     label = f"{record.label or record.model} · sharpness"
     job = submit_or_409(queue, KIND, surface_id, label, request, len(plan.snapshots),
                         plan.to_json())  # fmt: skip
-    return SharpnessCreated(job=job_public(job), sharpness=None)
+    return SharpnessCreated(job=queue.public(job), sharpness=None)
 
 
 @router.get(

@@ -233,6 +233,9 @@ def test_every_post_that_queues_a_job_says_where_it_stands(client: TestClient) -
     run_all(client)  # one analysis of a surface at a time
     flow = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={})
     _same_estimate(client, flow.json()["job"])
+    run_all(client)
+    sharpness = client.post(f"/api/surfaces/{surface_id}/sharpness", json={})
+    _same_estimate(client, sharpness.json()["job"])
     report = client.post("/api/reports", json=TINY_REPORT).json()
     _same_estimate(client, report["job"])
     assert report["report"]["job"]["estimate"] == report["job"]["estimate"]
