@@ -1,5 +1,6 @@
-"""What the analysis sub-resources of a surface (hessian, gradient-flow) share: the surface's
-record or 404, and queueing one analysis job per surface at a time (409 while another runs)."""
+"""What the analysis sub-resources of a surface (hessian, gradient-flow, sharpness) share: the
+surface's record or 404, its computed file, a stored analysis group or 404, and queueing one
+analysis job per surface at a time (409 while another runs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from fastapi import HTTPException
 from api.db import Job, SurfaceRecord
 from api.deps import SessionDep
 from api.jobs import JobQueue
+from api.planning.common import surface_path
+from api.routes.surface import read_or_410
+from api.settings import Settings
+from landscape.errors import SurfaceFileError
+from landscape.storage import Group, Surface
 
 
 def record_or_404(session: SessionDep, surface_id: str) -> SurfaceRecord:
@@ -17,6 +23,29 @@ def record_or_404(session: SessionDep, surface_id: str) -> SurfaceRecord:
     if record is None:
         raise HTTPException(404, f"no surface with id {surface_id!r}")
     return record
+
+
+def computed_surface(settings: Settings, surface_id: str) -> Surface:
+    """The file an analysis reads: none yet is a ``SurfaceFileError`` (409), damaged 410."""
+    path = surface_path(settings, surface_id)
+    if not path.exists():
+        raise SurfaceFileError(
+            f"surface {surface_id!r} has no points yet; wait for its job to finish"
+        )
+    return read_or_410(path, surface_id)
+
+
+def stored_group_or_404(
+    session: SessionDep, settings: Settings, surface_id: str, group_name: str, what: str
+) -> Group:
+    """The stored analysis group ``group_name`` of the surface, or 404 saying ``what`` is
+    missing (a surface without a file has none yet)."""
+    record_or_404(session, surface_id)
+    path = surface_path(settings, surface_id)
+    group = read_or_410(path, surface_id).groups.get(group_name) if path.exists() else None
+    if group is None:
+        raise HTTPException(404, f"surface {surface_id!r} has no {what} yet")
+    return group
 
 
 def submit_or_409(

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.planning.common import surface_path
 from api.planning.gradient_flow import check_flow_budget, flow_covers, plan_gradient_flow
-from api.routes.common import record_or_404, submit_or_409
-from api.routes.surface import SurfaceId, read_or_410
+from api.routes.common import computed_surface, record_or_404, stored_group_or_404, submit_or_409
+from api.routes.surface import SurfaceId
 from api.runners.base import JobKind
 from api.schemas.gradient_flow import GradientFlowCreated, GradientFlowPublic, GradientFlowRequest
 from api.views import GRADIENT_FLOW_GROUP, gradient_flow_public
-from landscape.errors import SurfaceFileError
 
 KIND = JobKind.GRADIENT_FLOW
 
@@ -49,12 +47,7 @@ def create_gradient_flow(
     while the surface is not complete, or while another job of it runs; 422 when the flow to
     compute is over this server's budgets."""
     record = record_or_404(session, surface_id)
-    path = surface_path(settings, surface_id)
-    if not path.exists():
-        raise SurfaceFileError(
-            f"surface {surface_id!r} has no points yet; wait for its job to finish"
-        )
-    surface = read_or_410(path, surface_id)
+    surface = computed_surface(settings, surface_id)
     plan = plan_gradient_flow(record, body, settings, surface)
     group = surface.groups.get(GRADIENT_FLOW_GROUP)
     if group is not None and flow_covers(group, plan, surface):
@@ -80,10 +73,5 @@ def get_gradient_flow(
     surface_id: SurfaceId, session: SessionDep, settings: SettingsDep
 ) -> GradientFlowPublic:
     """404 until a gradient flow is stored."""
-    record_or_404(session, surface_id)
-    path = surface_path(settings, surface_id)
-    surface = read_or_410(path, surface_id) if path.exists() else None
-    group = surface.groups.get(GRADIENT_FLOW_GROUP) if surface is not None else None
-    if group is None:
-        raise HTTPException(404, f"surface {surface_id!r} has no gradient flow yet")
+    group = stored_group_or_404(session, settings, surface_id, GRADIENT_FLOW_GROUP, "gradient flow")
     return gradient_flow_public(group)

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.planning.common import surface_path
 from api.planning.hessian import check_hessian_budget, check_limits, covers, plan_hessian
-from api.routes.common import record_or_404, submit_or_409
-from api.routes.surface import SurfaceId, read_or_410
+from api.routes.common import computed_surface, record_or_404, stored_group_or_404, submit_or_409
+from api.routes.surface import SurfaceId
 from api.runners.base import JobKind
 from api.schemas.hessian import HessianCreated, HessianPublic, HessianRequest
 from api.views import HESSIAN_GROUP, hessian_public
-from landscape.errors import SurfaceFileError
 
 KIND = JobKind.HESSIAN
 
@@ -65,12 +63,7 @@ def create_hessian(
     limit, or when the analysis to run is over this server's budgets."""
     record = record_or_404(session, surface_id)
     check_limits(body, settings)  # over a limit is 422 whatever the surface's state
-    path = surface_path(settings, surface_id)
-    if not path.exists():
-        raise SurfaceFileError(
-            f"surface {surface_id!r} has no points yet; wait for its job to finish"
-        )
-    surface = read_or_410(path, surface_id)
+    surface = computed_surface(settings, surface_id)
     plan = plan_hessian(record, body, settings, surface)
     group = surface.groups.get(HESSIAN_GROUP)
     if group is not None and covers(group, plan, surface):
@@ -93,9 +86,5 @@ def create_hessian(
 )
 def get_hessian(surface_id: SurfaceId, session: SessionDep, settings: SettingsDep) -> HessianPublic:
     """404 until an analysis is stored (also in `GET /api/surfaces/{id}` as `hessian`)."""
-    record_or_404(session, surface_id)
-    path = surface_path(settings, surface_id)
-    group = read_or_410(path, surface_id).groups.get(HESSIAN_GROUP) if path.exists() else None
-    if group is None:
-        raise HTTPException(404, f"surface {surface_id!r} has no Hessian analysis yet")
+    group = stored_group_or_404(session, settings, surface_id, HESSIAN_GROUP, "Hessian analysis")
     return hessian_public(group)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.planning.common import surface_path
 from api.planning.sharpness import check_sharpness_budget, plan_sharpness, sharpness_covers
-from api.routes.common import record_or_404, submit_or_409
-from api.routes.surface import SurfaceId, read_or_410
+from api.routes.common import computed_surface, record_or_404, stored_group_or_404, submit_or_409
+from api.routes.surface import SurfaceId
 from api.runners.base import JobKind
 from api.schemas.sharpness import (
     SharpnessCreated,
@@ -22,7 +21,6 @@ from api.schemas.sharpness import (
     SharpnessPublic,
     SharpnessRequest,
 )
-from landscape.errors import SurfaceFileError
 from landscape.storage import Group
 
 KIND = JobKind.SHARPNESS
@@ -74,12 +72,7 @@ def create_sharpness(
     for this checkpoint, subset and snapshots. 409 while the surface is not complete or
     another job of it runs; 422 over this server's budgets."""
     record = record_or_404(session, surface_id)
-    path = surface_path(settings, surface_id)
-    if not path.exists():
-        raise SurfaceFileError(
-            f"surface {surface_id!r} has no points yet; wait for its job to finish"
-        )
-    surface = read_or_410(path, surface_id)
+    surface = computed_surface(settings, surface_id)
     plan = plan_sharpness(record, body, settings, surface)
     group = surface.groups.get(GROUP)
     if group is not None and sharpness_covers(group, plan, surface):
@@ -106,10 +99,5 @@ def get_sharpness(
     surface_id: SurfaceId, session: SessionDep, settings: SettingsDep
 ) -> SharpnessPublic:
     """404 until sharpness is stored."""
-    record_or_404(session, surface_id)
-    path = surface_path(settings, surface_id)
-    surface = read_or_410(path, surface_id) if path.exists() else None
-    group = surface.groups.get(GROUP) if surface is not None else None
-    if group is None:
-        raise HTTPException(404, f"surface {surface_id!r} has no sharpness yet")
+    group = stored_group_or_404(session, settings, surface_id, GROUP, "sharpness")
     return sharpness_public(group)
