@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from landscape.engine.fx_trace import symbolic_trace
+
 log = logging.getLogger(__name__)
 
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -47,7 +49,7 @@ def fold_batchnorm(
     the caller then evaluates the model as it is.
     """
     try:
-        gm = fx.symbolic_trace(copy.deepcopy(model).eval())
+        gm = symbolic_trace(copy.deepcopy(model).eval())
     except Exception as exc:  # any untraceable forward: fall back to the unfolded model
         log.info("BN folding skipped: torch.fx cannot trace %s (%s)", type(model).__name__, exc)
         return None

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from landscape.engine.batches import split_batches
 from landscape.engine.bn_fold import densify_small_convs, fold_batchnorm
 from landscape.engine.devices import resolve_device
+from landscape.engine.fx_trace import symbolic_trace
 from landscape.engine.plan import (
     DEFAULT_POINTS,
     max_points_per_call,
@@ -366,6 +367,6 @@ class GridEvaluator:
 def _trace(model: nn.Module) -> nn.Module | None:
     """A torch.fx copy of ``model`` (same parameter names), or ``None`` if it cannot trace."""
     try:
-        return torch.fx.symbolic_trace(copy.deepcopy(model))
+        return symbolic_trace(copy.deepcopy(model))
     except Exception:
         return None

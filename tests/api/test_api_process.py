@@ -92,6 +92,10 @@ class Server:
         self.log.close()
         return code
 
+    def log_text(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.kill(signal.SIGKILL)
@@ -105,6 +109,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return result
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def finished(server: Server, job_id: str) -> bool:
+    """True once the job is done; a failed one fails the test at once, with its error."""
+    job = server.get(f"/api/jobs/{job_id}")
+    assert job["status"] != "failed", f"job {job_id} failed: {job.get('error')}"
+    return bool(job["status"] == "done")
 
 
 @pytest.fixture
@@ -179,7 +190,9 @@ def test_two_worker_processes_never_run_the_same_job(tmp_path: Path, servers: li
     data_dir = tmp_path / "data"
     server = Server(data_dir)
     servers.append(server)
-    servers.append(Server(data_dir, command="worker"))
+    worker = Server(data_dir, command="worker")
+    servers.append(worker)
+    wait_for(lambda: "started" in worker.log_text(), 120, "the worker process to start")
     tiny = {
         "model": "mlp-plain",
         "train": {"epochs": 1},
@@ -191,11 +204,7 @@ def test_two_worker_processes_never_run_the_same_job(tmp_path: Path, servers: li
         for seed in range(6)
     ]
     for job in jobs:
-        wait_for(
-            lambda job=job: server.get(f"/api/jobs/{job['id']}")["status"] == "done",
-            300,
-            f"job {job['id']}",
-        )
+        wait_for(lambda job=job: finished(server, job["id"]), 300, f"job {job['id']}")
     rows = (
         sqlite3.connect(data_dir / "jobs.sqlite3")
         .execute("SELECT attempts, worker_id FROM jobs")
