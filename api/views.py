@@ -67,6 +67,7 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
             zrange=list(grid.z_range) if grid.z_range is not None else None,
         ),
         metrics=list(info.metrics),
+        loss=info.spec.loss,
         done=info.done,
         total=info.total,
         nonfinite=info.nonfinite,

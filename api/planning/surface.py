@@ -185,6 +185,8 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         # PCA directions need the per-epoch snapshots; they are part of this recipe's cache
         # (snapshot_every enters the digest, so a random-direction recipe is not disturbed).
         snapshot_every = 1 if request.directions.kind == "pca" else 0
+        # The net learns the loss its surface shows unless the recipe names another.
+        recipe["loss"] = recipe.get("loss") or request.loss
         train_spec = TrainSpec(
             model=model,
             data=train_data,

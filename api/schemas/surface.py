@@ -58,6 +58,24 @@ class TrainRecipe(Strict):
         description="epochs at lr/10 before the schedule (He et al.'s ResNet-110 warm-up)",
     )
     seed: int = Field(_recipe_default("seed"), ge=0, le=2**31 - 1)
+    loss: str | None = Field(
+        None,
+        max_length=200,
+        description="the training loss, a name from GET /api/losses (null: the surface's loss)",
+    )
+
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, value: str | None) -> str | None:
+        return None if value is None else registered_loss(value)
+
+
+def registered_loss(value: str) -> str:
+    """Registered names only (built-ins, installed plugins): the service never runs code a
+    client sends, so a Python callable's ``python:`` identity is refused here."""
+    if value.startswith(PYTHON_PREFIX):
+        raise ValueError(f"loss {value!r}: a Python callable runs only in-process")
+    return get_loss(value).name
 
 
 def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, float] | None:
@@ -173,11 +191,7 @@ class SurfaceRequest(Strict):
     @field_validator("loss")
     @classmethod
     def _registered_loss(cls, value: str) -> str:
-        """Registered names only (built-ins, installed plugins): the service never runs code
-        a client sends, so a Python callable's ``python:`` identity is refused here."""
-        if value.startswith(PYTHON_PREFIX):
-            raise ValueError(f"loss {value!r}: a Python callable runs only in-process")
-        return get_loss(value).name
+        return registered_loss(value)
 
     @model_validator(mode="after")
     def _model_or_checkpoint(self) -> SurfaceRequest:
@@ -223,6 +237,7 @@ class TrainRecipePublic(BaseModel):
     warmup_epochs: int | None
     batch_size: int | None
     seed: int | None
+    loss: str | None
 
 
 class FinalNumbersPublic(BaseModel):
@@ -271,6 +286,7 @@ class SurfaceSummary(BaseModel):
     ndim: int
     grid: GridPublic
     metrics: list[str]
+    loss: str = Field("cross_entropy", description="the loss its values measure (GET /api/losses)")
     done: int = Field(description="grid points computed (finite or not)")
     total: int
     nonfinite: int = Field(0, description="points computed to NaN or ±inf (a diverged model)")

@@ -15,7 +15,7 @@ from landscape.storage.surface_file import Surface
 
 TRAIN_FIELDS = (
     "epochs", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs",
-    "batch_size", "seed",
+    "batch_size", "seed", "loss",
 )  # fmt: skip
 FINAL_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc")
 # Root attrs that describe the file itself rather than where its numbers came from.
@@ -95,7 +95,7 @@ def _provenance(surface: Surface) -> Provenance:
             engine.setdefault(name, attrs[name])
     directions = surface.spec.directions
     return Provenance(
-        train={k: recipe.get(k) for k in TRAIN_FIELDS} if isinstance(recipe, dict) else None,
+        train=_recipe_fields(recipe) if isinstance(recipe, dict) else None,
         final={k: _finite(final.get(k)) for k in FINAL_FIELDS} if isinstance(final, dict) else None,
         directions={
             "kind": directions.kind,
@@ -129,3 +129,10 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def _recipe_fields(recipe: dict[str, Any]) -> dict[str, Any]:
+    """TRAIN_FIELDS of a stored recipe; one from before losses were chosen used cross-entropy."""
+    fields = {k: recipe.get(k) for k in TRAIN_FIELDS}
+    fields["loss"] = recipe.get("loss", "cross_entropy")
+    return fields

@@ -49,3 +49,32 @@ def test_unknown_or_python_loss_is_a_422_with_a_message(client: TestClient, loss
     assert reply.status_code == 422
     assert reply.headers["content-type"].startswith("application/json")
     assert loss in reply.text and "loss" in reply.text
+
+
+@pytest.mark.slow
+def test_a_trained_model_learns_the_surface_loss_unless_the_recipe_names_one(
+    client: TestClient,
+) -> None:
+    """``loss`` trains the net too (Cohen et al.'s MSE nets are trained with MSE); the
+    recipe's own ``loss`` overrides it, and each recipe is its own checkpoint."""
+    small = {**TINY, "grid": {"nx": 3, "dim": 1}}
+    bodies = [
+        {**small, "loss": "mse_onehot"},
+        {**small, "loss": "mse_onehot", "train": {"epochs": 1, "loss": "cross_entropy"}},
+    ]
+    jobs = [client.post("/api/surfaces", json=body).json()["job"] for body in bodies]
+    run_all(client)
+    trained = []
+    for job in jobs:
+        job = client.get(f"/api/jobs/{job['id']}").json()
+        assert job["status"] == "done", job["error"]
+        surface = client.get(f"/api/surfaces/{job['surface_id']}").json()
+        trained.append(surface["provenance"]["train"]["loss"])
+    assert trained == ["mse_onehot", "cross_entropy"]
+    checkpoints = client.get("/api/checkpoints").json()
+    assert len({c["id"] for c in checkpoints if c["source"] == "trained"}) == 2
+
+
+def test_a_recipe_loss_must_be_registered(client: TestClient) -> None:
+    reply = client.post("/api/surfaces", json={**TINY, "train": {"epochs": 1, "loss": "hinge"}})
+    assert reply.status_code == 422 and "hinge" in reply.text

@@ -71,6 +71,7 @@ export function provenanceFacts(surface, job) {
   const sections = [
     ["Training", train && [
       ["epochs", train.epochs],
+      ["loss", train.loss],
       ["optimizer", train.optimizer],
       ["learning rate", train.lr],
       ["momentum", train.momentum],
@@ -96,6 +97,7 @@ export function provenanceFacts(surface, job) {
       ["seed", dirs.seed],
     ]],
     ["Grid", (surface?.grid || request.grid) && [
+      ["loss", surface?.loss || request.loss],
       ["points", fmtGrid(surface?.grid || request.grid, surface?.ndim)],
       ["non-finite values", surface?.nonfinite],
     ]],

@@ -395,7 +395,8 @@ async function loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpoint
     replace(lossSelect, list.map((l) => h("option", { value: l.name, selected: l.name === "cross_entropy" },
       l.source === "builtin" ? l.name : `${l.name} (${l.source})`)));
     const describe = () => {
-      lossHelp.textContent = list.find((l) => l.name === lossSelect.value)?.formula || "";
+      const formula = list.find((l) => l.name === lossSelect.value)?.formula || "";
+      lossHelp.textContent = formula && `${formula} — a zoo model is trained with it too.`;
     };
     lossSelect.addEventListener("change", describe);
     describe();
