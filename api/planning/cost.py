@@ -374,8 +374,8 @@ def sharpness_estimate(data: DataSpec, net: NetCost, shape: Shape, snapshots: in
 
 def report_estimate(spec: ReproduceSpec, nets: Mapping[str, NetCost], shape: Shape) -> Estimate:
     """A report: every net's trainings, then for its first ``surface_seeds`` seeds a surface
-    per range and the analyses (gradient flow; top eigenvalues, density and curvature map on
-    ``hessian_samples`` images)."""
+    per range and the analyses (gradient flow; top eigenvalues, density, curvature map and
+    λmax at each training snapshot on ``hessian_samples`` images)."""
     n = split_size(spec.data, "train")
     h = min(spec.hessian_samples, n)
     train, surfaces, analyses = Work(0.0, 0.0), Work(0.0, 0.0), Work(0.0, 0.0)
@@ -385,10 +385,12 @@ def report_estimate(spec: ReproduceSpec, nets: Mapping[str, NetCost], shape: Sha
         train = _sum(train, step, len(spec.seeds))
         for _half, points in spec.ranges:
             surfaces = _sum(surfaces, evaluation(net, points * points, n, 2), spec.surface_seeds)
+        snapshots = spec.sharpness_points + 2 if spec.sharpness_points else 0  # 0, …, end
         products = (
             arpack_products(spec.top_eigenvalues)
             + spec.slq_probes * spec.slq_steps
             + spec.curvature_points**2 * spec.curvature_steps
+            + snapshots * arpack_products(1)
         )
         basis = max(_krylov(spec.top_eigenvalues), spec.slq_steps, spec.curvature_steps)
         hessian = hessian_products(net, h, products, basis)

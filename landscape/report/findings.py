@@ -10,7 +10,8 @@ rougher?) is fixed by its definition (docs/metrics.md).
 ``family_verdicts`` asks the same three questions of every pair, whatever its family (ResNet,
 highway, Transformer, recurrent): does the identity path (a) lower the final training loss,
 (b) keep the gradient within an order of magnitude from the output back to the input (over
-layers) or to the first step (over time), (c) make the surface smoother by these metrics.
+layers) or to the first step (over time), (c) make the surface smoother by these metrics; and
+(d) does the plain twin sharpen more along training (λmax's rise, Cohen et al. 2021).
 Each answer is "yes", "no" or "no difference" by a rule fixed below, or None where a number
 is missing (a net whose training diverged has no surface or gradient flow).
 """
@@ -134,6 +135,43 @@ def gradient_flow_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def sharpness_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per net with λmax along training: at the first and last snapshot, the peak, and the
+    factor last / first (progressive sharpening: Cohen et al. 2021 see it rise)."""
+    rows = []
+    for key, net in report["nets"].items():
+        track = [] if net.get("diverged") else net.get("sharpness") or []
+        values = [r["lambda_max"] for r in track if r.get("lambda_max") is not None]
+        if not values:
+            continue
+        first, last = values[0], values[-1]
+        factor = last / first if first > 0 else None
+        rows.append(
+            {
+                "net": key,
+                "first": first,
+                "last": last,
+                "peak": max(values),
+                "peak_epoch": track[values.index(max(values))]["epoch"],
+                "factor": factor,
+            }
+        )
+    return rows
+
+
+def _sharpens_more(skip: float | None, plain: float | None) -> str | None:
+    """(d): "yes" when the plain twin's λmax rises by a factor over ``FLAT_FACTOR`` times the
+    identity-path net's, "no" when it rises by under 1/``FLAT_FACTOR`` of it, else "no
+    difference"; None without both factors."""
+    if skip is None or plain is None or skip <= 0 or plain <= 0:
+        return None
+    if plain >= FLAT_FACTOR * skip:
+        return "yes"
+    if plain <= skip / FLAT_FACTOR:
+        return "no"
+    return "no difference"
+
+
 def degradation_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Per pair: mean final training loss with and without shortcuts (the degradation table's
     headline: a deep plain net that trains worse than its residual twin)."""
@@ -206,8 +244,13 @@ def family_verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
     seed = report["recipe"]["seeds"][0]
     nets = report["nets"]
     rankings = metric_rankings(report)
+    factors = {row["net"]: row["factor"] for row in sharpness_summary(report)}
     rows = []
     for skip, plain in report["recipe"]["pairs"]:
+        sharpening = {
+            "skip": factors.get(f"{skip}/seed{seed}"),
+            "plain": factors.get(f"{plain}/seed{seed}"),
+        }
         losses = [table[m]["train_loss"]["values"] for m in (skip, plain)]
         net_skip, net_plain = nets[f"{skip}/seed{seed}"], nets[f"{plain}/seed{seed}"]
         over_time = not net_skip.get("diverged") and (
@@ -236,6 +279,8 @@ def family_verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "smoother": smoother,
                 "metrics_plain_rougher": rougher,
                 "metrics_decided": decided,
+                "sharpening": sharpening,
+                "plain_sharpens_more": _sharpens_more(sharpening["skip"], sharpening["plain"]),
             }
         )
     return rows
@@ -247,5 +292,6 @@ def findings(report: dict[str, Any]) -> dict[str, Any]:
         "degradation": degradation_summary(report),
         "metric_rankings": metric_rankings(report),
         "gradient_flow": gradient_flow_summary(report),
+        "sharpness": sharpness_summary(report),
         "families": family_verdicts(report),
     }

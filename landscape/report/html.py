@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from landscape.report.findings import FLAT_FACTOR
+
 METRIC_MEANINGS: dict[str, str] = {
     "sharpness": "Keskar ε-sharpness: % rise of the loss within radius 0.25 of the centre",
     "roughness": "mean |third difference| / value range: 0 on any locally quadratic surface",
@@ -174,18 +176,27 @@ def _families_table(rows: list[dict[str, Any]]) -> str:
             f"<tr><th>{_esc(r['family'])}</th><td>{_esc(r['pair'][0])} vs "
             f"{_esc(r['pair'][1])}</td><td>{_fmt(r['lower_loss'])} ({loss})</td>"
             f"<td>{flow} over {_esc(r['gradient_over'])}</td><td>{_fmt(r['smoother'])} "
-            f"({r['metrics_plain_rougher']} of {r['metrics_decided']})</td></tr>"
+            f"({r['metrics_plain_rougher']} of {r['metrics_decided']})</td>"
+            f"<td>{_fmt(r.get('plain_sharpens_more'))} ({_sharpening(r)})</td></tr>"
         )
     return (
         "<h3>Across families: what the identity path does</h3><p>(a) every seed of the net "
         "with the identity path ends with a lower training loss than every seed of its twin "
         "(per-seed losses, identity path vs plain); (b) its first-quarter / last-quarter "
         "gradient ratio is within [0.1, 10] and its twin's is not (ratios, identity path vs "
-        "plain); (c) more of the metric rows below rank the plain net rougher than smoother. "
-        "The deeper pair of a family speaks for depth.</p><table><tr><th>family</th>"
-        "<th>pair</th><th>(a) lower training loss</th><th>(b) gradient within a decade</th>"
-        f"<th>(c) smoother surface</th></tr>{body}</table>"
+        "plain); (c) more of the metric rows below rank the plain net rougher than smoother; "
+        f"(d) the plain twin's λmax rises by over {FLAT_FACTOR:g}× the factor of the identity "
+        f'path net\'s ("no": under 1/{FLAT_FACTOR:g} of it; factors last / first snapshot, '
+        "identity path vs plain). The deeper pair of a family speaks for depth.</p><table>"
+        "<tr><th>family</th><th>pair</th><th>(a) lower training loss</th><th>(b) gradient "
+        "within a decade</th><th>(c) smoother surface</th><th>(d) plain twin sharpens more"
+        f"</th></tr>{body}</table>"
     )
+
+
+def _sharpening(row: dict[str, Any]) -> str:
+    factors = row.get("sharpening") or {}
+    return f"{_fmt(factors.get('skip'), 3)}× vs {_fmt(factors.get('plain'), 3)}×"
 
 
 def _degradation_section(report: dict[str, Any]) -> str:
@@ -406,6 +417,52 @@ def _flow_section(report: dict[str, Any], figs: _Figures) -> str:
     return "".join(parts)
 
 
+def _sharpness_section(report: dict[str, Any], figs: _Figures) -> str:
+    """λmax along training per pair (progressive sharpening, Cohen et al. 2021), log scale."""
+    rows = (report.get("findings") or {}).get("sharpness") or []
+    if not rows:
+        return ""
+    table = "".join(
+        f"<tr><th>{_esc(r['net'])}</th><td>{_fmt(r['first'], 3)}</td><td>{_fmt(r['last'], 3)}"
+        f"</td><td>{_fmt(r['peak'], 3)} (epoch {_fmt(r['peak_epoch'])})</td>"
+        f"<td>{_fmt(r['factor'], 3)}×</td></tr>"
+        for r in rows
+    )
+    parts = [
+        "<section id='sharpness'><h2>Sharpness along training</h2><p>λmax, the top Hessian "
+        "eigenvalue of the training loss on the Hessian's images, at the snapshots of the "
+        "first seed's training (epoch 0 = initialization), each Lanczos run warm-started from "
+        "the last eigenvector. Under full-batch gradient descent with step η it rises until "
+        "about 2/η (Cohen et al. 2021); this recipe is SGD with momentum and a cosine "
+        "schedule, so no fixed threshold is drawn: the question is which twin sharpens more."
+        "</p><table><tr><th>net</th><th>λmax first</th><th>λmax last</th><th>peak</th>"
+        f"<th>last / first</th></tr>{table}</table><div class='row'>"
+    ]
+    nets = report["nets"]
+    for skip, plain, k_skip, k_plain in _pair_nets(report):
+        traces = [
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "x": [r["epoch"] for r in nets[key]["sharpness"]],
+                "y": [r["lambda_max"] for r in nets[key]["sharpness"]],
+                "name": model,
+                "line": {"dash": "solid" if model == skip else "dash"},
+            }
+            for model, key in _measured_pair(nets, skip, plain, k_skip, k_plain)
+            if nets[key].get("sharpness")
+        ]
+        if traces:
+            layout = {
+                "title": {"text": f"{skip} vs {plain}"},
+                "xaxis": {"title": {"text": "epoch"}},
+                "yaxis": {"type": "log", "title": {"text": "λmax"}},
+            }
+            parts.append(figs.div(traces, layout, 360))
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
 def _measured(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The nets with measurements (a diverged net has none)."""
     return [(k, net) for k, net in report["nets"].items() if not net.get("diverged")]
@@ -437,6 +494,7 @@ def render_report_html(report: dict[str, Any]) -> str:
         _curvature_section(report, figs),
         _density_section(report, figs),
         _flow_section(report, figs),
+        _sharpness_section(report, figs),
     ]
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Skip vs plain: the report"

@@ -69,6 +69,10 @@ class ReproduceSpec:
     # a few dozen steps find (docs/reproduce.md compares the two).
     curvature_steps: int = 30
     hessian_samples: int = 256
+    # λmax along training (Cohen et al. 2021, progressive sharpening): the surface seeds'
+    # trainings keep a snapshot every ``epochs // sharpness_points`` epochs (and at 0 and the
+    # end), each measured on the Hessian's images, warm-started; 0: none
+    sharpness_points: int = 6
     top_eigenvalues: int = 3
     slq_probes: int = 3
     slq_steps: int = 40
@@ -91,6 +95,8 @@ class ReproduceSpec:
             raise SpecError(f"surface_seeds must be 1..{len(self.seeds)}, got {self.surface_seeds}")
         if not self.ranges or any(h <= 0 or n < 3 for h, n in self.ranges):
             raise SpecError(f"ranges must be (half-width > 0, points >= 3), got {self.ranges!r}")
+        if self.sharpness_points < 0:
+            raise SpecError(f"sharpness_points must be >= 0, got {self.sharpness_points}")
         for value, name in (
             (self.hessian_samples, "hessian_samples"),
             (self.slq_probes, "slq_probes"),
@@ -130,6 +136,7 @@ class ReproduceSpec:
 
     def train_spec(self, model: str, seed: int) -> TrainSpec:
         warmup = self.warmup_epochs if model in self.warmup_models else 0
+        tracked = self.sharpness_points and seed in self.seeds[: self.surface_seeds]
         return TrainSpec(
             model=model,
             data=self.data,
@@ -143,6 +150,7 @@ class ReproduceSpec:
             seed=seed,
             device=self.device,
             model_args=dict(self.model_args),
+            snapshot_every=max(1, self.epochs // self.sharpness_points) if tracked else 0,
         )
 
     def grid(self, half_width: float, n: int) -> GridSpec:

@@ -5,12 +5,13 @@
 test loss and accuracy, mean ± spread over seeds), loss surfaces over each range of
 ``spec.ranges`` (first seed; filter-normalized random directions, Li et al. 2018), the
 surface metrics and scale-free shape metrics, a curvature map (``|λ_min/λ_max|``, Li et al.
-§6), the top Hessian eigenvalues and the SLQ eigenvalue density, and the gradient flow at
-initialization and after training. It writes ``report.json`` (every number) and an offline
-``report.html``. Everything is cached under ``out_dir``: a rerun with the same recipe reuses
-checkpoints, surfaces and analyses, and an interrupted one resumes (the library's own rules).
-A net whose training diverged (non-finite final loss) keeps its degradation row and is marked
-``diverged`` instead of measured: a plain deep net that cannot be trained is a result too.
+§6), the top Hessian eigenvalues and the SLQ eigenvalue density, the gradient flow at
+initialization and after training, and λmax along training (the first seed's snapshots).
+It writes ``report.json`` (every number) and an offline ``report.html``. Everything is cached
+under ``out_dir``: a rerun with the same recipe reuses checkpoints, surfaces and analyses, and
+an interrupted one resumes (the library's own rules). A net whose training diverged
+(non-finite final loss) keeps its degradation row and is marked ``diverged`` instead of
+measured: a plain deep net that cannot be trained is a result too.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def reproduce(
         for half, n in spec.ranges:
             step(f"surface {model} seed {seed} ±{half:g} {n}×{n}")
             surfaces.append(_surface(spec, checkpoint, half, n, out, should_stop))
-        step(f"Hessian and gradient flow {model} seed {seed}")
+        step(f"Hessian, gradient flow and sharpness {model} seed {seed}")
         analysis = _analysis(spec, model, seed, checkpoint, surfaces[0]["path"], out)
         nets[f"{model}/seed{seed}"] = {
             "model": model,
@@ -209,6 +210,7 @@ def _analysis(
         "steps": spec.slq_steps,
         "data": to_dict(spec.data),
         "init": to_dict(spec.train_spec(model, seed)),
+        "sharpness": "v1",  # λmax along training on the Hessian's images
     }
     cache = out / "analysis" / f"{Path(checkpoint).stem}-{_key(settings)}.json"
     if cache.exists():
@@ -271,7 +273,11 @@ def _measure(
         device=spec.device,
     )
     times["curvature"] = curvature.wall_time_s
+    clock = time.perf_counter()
+    sharpness = _sharpness_along_training(spec, seed, checkpoint, subset)
+    timed("sharpness", clock)
     return {
+        "sharpness": sharpness,
         "gradient_flow": {"init": flow_init.to_dict(), "trained": flow_trained.to_dict()},
         "hessian": {
             "top_eigenvalues": hessian.top,
@@ -297,6 +303,33 @@ def _measure(
         "analysis_times_s": times,
         "analysis_wall_time_s": time.perf_counter() - started,
     }
+
+
+def _sharpness_along_training(
+    spec: ReproduceSpec, seed: int, checkpoint: str, subset: tuple[torch.Tensor, torch.Tensor]
+) -> list[dict[str, Any]]:
+    """λmax of the training loss on the Hessian's images at each stored snapshot, in epoch
+    order, each Lanczos run warm-started from the last eigenvector; [] without snapshots."""
+    from landscape.analysis.sharpness import SharpnessOptions, SharpnessTracker, snapshot_step
+    from landscape.sources.checkpoint import load_checkpoint
+    from landscape.train import snapshot_dir
+
+    snapshots = sorted(snapshot_dir(Path(checkpoint)).glob("epoch_*.pt"))
+    options = SharpnessOptions(tol=spec.lanczos_tol, seed=seed)
+    tracker = SharpnessTracker(subset, device=spec.device, options=options)
+    records = []
+    for path in snapshots:
+        model, meta = load_checkpoint(path)
+        result = tracker.measure(model)
+        records.append(
+            {
+                "epoch": snapshot_step(path, meta),
+                "lambda_max": result.lambda_max,
+                "loss": result.loss,
+                "matvecs": result.matvecs,
+            }
+        )
+    return records
 
 
 def _degradation(

@@ -78,6 +78,11 @@ def _seeds(model: str, values: list[float | None]) -> dict[str, Any]:
     }
 
 
+def _lambdas(values: list[float]) -> list[dict[str, float]]:
+    """λmax records at epochs 0, 5, 10, … as the report stores them."""
+    return [{"epoch": 5 * i, "lambda_max": v, "loss": 1.0} for i, v in enumerate(values)]
+
+
 def test_family_verdicts_follow_their_rules() -> None:
     """(a) seed ranges apart or not, (b) ratios inside [0.1, 10] or not, over layers or time
     steps, (c) the metric table's majority; a diverged net answers nothing it cannot."""
@@ -115,8 +120,18 @@ def test_family_verdicts_follow_their_rules() -> None:
             _seeds("transformer-18-noresidual", [None, 2.3]),
         ],
     }
+    nets["highway-50"]["sharpness"] = _lambdas([1.0, 3.0, 2.5])  # rises 2.5×
+    nets["highway-50-noshort"]["sharpness"] = _lambdas([0.5, 4.0, 6.0])  # rises 12×
+    nets["lstm"]["sharpness"] = _lambdas([2.0, 3.0])
+    nets["rnn"]["sharpness"] = _lambdas([2.0, 4.0])  # 2× against 1.5×: within the factor 2
     found = findings(report)
     highway, recurrent, transformer = found["families"]
+    assert highway["sharpening"] == {"skip": 2.5, "plain": 12.0}
+    assert highway["plain_sharpens_more"] == "yes"
+    assert recurrent["plain_sharpens_more"] == "no difference"
+    assert transformer["plain_sharpens_more"] is None  # no λmax along training stored
+    peak = {r["net"]: (r["peak"], r["peak_epoch"]) for r in found["sharpness"]}
+    assert peak["highway-50/seed0"] == (3.0, 5) and peak["highway-50-noshort/seed0"] == (6.0, 10)
     assert [r["family"] for r in found["families"]] == ["highway", "recurrent", "transformer"]
     assert highway["lower_loss"] == "yes" and highway["gradient_over"] == "layers"
     assert highway["gradient_within_decade"] == {"init": "yes", "trained": "no"}

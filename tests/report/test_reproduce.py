@@ -44,6 +44,7 @@ SECTIONS = (
     "curvature",
     "spectra",
     "gradient-flow",
+    "sharpness",
 )
 
 
@@ -79,6 +80,10 @@ def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None
     assert len(net["density"]["nodes"]) == 2 and net["density"]["steps"] == 8
     assert len(net["hessian"]["top_eigenvalues"]) == 3
     assert len(net["curvature"]["lambda_min"]) == 2
+    # λmax along training: the first seed's snapshots at epoch 0 and 1, warm-started
+    assert [r["epoch"] for r in net["sharpness"]] == [0, 1]
+    assert all(r["lambda_max"] > 0 and r["matvecs"] > 0 for r in net["sharpness"])
+    assert not list((tmp_path / "checkpoints").glob("*-s1-*.snapshots"))  # seed 1: no surface
 
     page = result.html_path.read_text()
     assert not re.search(r"<script[^>]*src=", page)  # Plotly is inlined
@@ -92,9 +97,13 @@ def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None
     for section in SECTIONS:
         body = page.split(f"<section id='{section}'>", 1)[1].split("</section>", 1)[0]
         assert "<table>" in body or 'class="fig"' in body, section
-    # 2 pairs × 2 ranges... here 1 pair: 4 surfaces + 2 curvature + 1 density + 1 flow
-    assert page.count('class="fig"') == 8
-    assert page.count("Plotly.newPlot(") == 8
+    # 1 pair: 4 surfaces + 2 curvature + 1 density + 1 flow + 1 sharpness
+    assert page.count('class="fig"') == 9
+    assert page.count("Plotly.newPlot(") == 9
+    sharpness = {row["net"]: row for row in found["sharpness"]}
+    first, last = (r["lambda_max"] for r in net["sharpness"])
+    assert sharpness["mlp-plain/seed0"]["factor"] == pytest.approx(last / first)
+    assert found["families"][0]["plain_sharpens_more"] in ("yes", "no", "no difference")
 
     # a rerun reuses every checkpoint, surface and analysis
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.suffix in {".pt", ".h5"}}
@@ -152,12 +161,12 @@ def test_report_opens_offline_in_chromium(
 
         page.route("**/*", block)
         page.goto(result.html_path.as_uri())
-        page.wait_for_function("document.querySelectorAll('.fig .main-svg').length >= 8")
+        page.wait_for_function("document.querySelectorAll('.fig .main-svg').length >= 9")
         drawn = page.evaluate("document.querySelectorAll('.fig.js-plotly-plot').length")
         sections = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
     finally:
         page.close()
-    assert drawn == 8
+    assert drawn == 9
     assert sections == list(SECTIONS)
     assert not errors and not requested
 
@@ -215,9 +224,9 @@ def test_recurrent_family_end_to_end(tmp_path: Path) -> None:
     page = result.html_path.read_text()
     assert "Across families" in page and page.count(", through time") == 2
     assert "<h1>Identity paths vs plain twins (recurrent), measured</h1>" in page
-    # 2 pairs × (2 surfaces + density + 2 flows) with rnn's surfaces drawn in both pairs,
-    # + 3 curvature maps (one per net)
-    assert page.count('class="fig"') == 2 * (2 + 1 + 2) + 3
+    # 2 pairs × (2 surfaces + density + 2 flows + sharpness) with rnn's surfaces drawn in
+    # both pairs, + 3 curvature maps (one per net)
+    assert page.count('class="fig"') == 2 * (2 + 1 + 2 + 1) + 3
 
     diverging = ReproduceSpec(
         pairs=(("mlp-residual", "mlp-plain"),),
