@@ -23,6 +23,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors name the paths as typed (``landscape.cli.wording``)."""
+    from landscape.cli.wording import in_user_words
+
+    with in_user_words([args.surface, args.vtp]):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from landscape.plot.vtp import export_vtp
     from landscape.storage import read_surface
 

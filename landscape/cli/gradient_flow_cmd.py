@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from landscape.cli.data_args import add_analysis_source_arguments
+from landscape.cli.data_args import add_analysis_source_arguments, check_sizes
+from landscape.cli.wording import in_user_words, require_file
 from landscape.errors import SpecError
 from landscape.specs import DataSpec
 
@@ -42,6 +43,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors name the flags and paths as typed (``landscape.cli.wording``)."""
+    with in_user_words([args.checkpoint, args.surface]):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from landscape.analysis.flow_analyze import analyze_gradient_flow
     from landscape.analysis.gradient_flow import Mode
     from landscape.cli.progress import step_bar
@@ -52,11 +59,15 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("name a --checkpoint (or a --surface whose checkpoint to use)")
     check_choice("split", args.split, Split)
     check_choice("gradient flow mode", args.mode, Mode)
+    check_sizes(args)
     checkpoint = args.checkpoint
+    if args.surface is not None:
+        require_file(args.surface, "surface file")
     if checkpoint is None:
         from landscape.storage import read_surface
 
         checkpoint = read_surface(args.surface).spec.checkpoint
+    require_file(checkpoint, "checkpoint" if args.checkpoint else "the surface's checkpoint")
     data = None
     if args.dataset is not None or args.train_size is not None:
         data = DataSpec(

@@ -41,6 +41,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors name the paths as typed (``landscape.cli.wording``)."""
+    from landscape.cli.wording import in_user_words
+
+    with in_user_words([args.surface, args.out]):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from landscape.plot.html import write_html
     from landscape.storage import read_surface
 

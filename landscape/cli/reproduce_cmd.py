@@ -20,48 +20,103 @@ from landscape.specs import DataSpec
 STORIES = ("skip-vs-plain",)
 
 
+def _typed(value: Any, inner: str = ":") -> str:
+    """A recipe value as it is typed on the command line: ``0 1 2``, ``0.25:31 1:21``."""
+    if isinstance(value, tuple):
+        return " ".join(
+            inner.join(_typed(v) for v in item) if isinstance(item, tuple) else _typed(item)
+            for item in value
+        )
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def recipe_help() -> dict[str, str]:
+    """Each recipe option's help with its default and, where it differs, its ``--quick``
+    value, read from the recipes that run (``family_spec``: ``ReproduceSpec``, ``QUICK``,
+    ``Family.quick_epochs``) so that the help cannot drift from them."""
+    from landscape.report.recipe import FAMILIES, family_spec
+
+    full = {name: family_spec(name) for name in FAMILIES}
+    quick = {name: family_spec(name, quick=True) for name in FAMILIES}
+    base, small = full["resnet"], quick["resnet"]
+
+    def both(field: str) -> str:
+        a, b = getattr(base, field), getattr(small, field)
+        return f"default {_typed(a)}" + ("" if a == b else f"; --quick: {_typed(b)}")
+
+    by_epochs: dict[int, list[str]] = {}
+    for name, spec in quick.items():
+        by_epochs.setdefault(spec.epochs, []).append(name)
+    epochs = f"default {base.epochs}"
+    if set(by_epochs) != {base.epochs}:
+        epochs += "; --quick: " + ", ".join(
+            f"{n} for {' and '.join(names)}" for n, names in by_epochs.items()
+        )
+    model_args = "; ".join(
+        f"{name}: {_typed(spec.model_args, '=')}" for name, spec in full.items() if spec.model_args
+    )
+    n = small.curvature_points
+    fewer = any(quick[name].epochs < full[name].epochs for name in FAMILIES)
+    return {
+        "family": f"{', '.join(FAMILIES)}: the pairs to compare (default resnet)",
+        "quick": f"the smaller recipe: seeds {_typed(small.seeds)}, ranges "
+        f"{_typed(small.ranges)}, a {n}×{n} curvature map, the Hessian on "
+        f"{small.hessian_samples} images with {small.slq_probes} SLQ probes of "
+        f"{small.slq_steps} steps" + (", fewer epochs for some families" if fewer else ""),
+        "seeds": f"training seeds ({both('seeds')})",
+        "epochs": f"training epochs per net ({epochs})",
+        "pairs": f"net pairs (default: the --family's; resnet: {_typed(base.pairs)})",
+        "dataset": f"data set name or file (default {base.data.name})",
+        "range": f"surface ranges, half-width and points per axis ({both('ranges')})",
+        "model_arg": "an argument for every net, e.g. width=16 (default: the --family's"
+        + (f"; {model_args})" if model_args else ", none)"),
+    }
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    words = recipe_help()
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "reproduce",
         help="reproduce the skip-vs-plain story into one offline report",
         description="Train nets with and without their identity path under one fixed recipe "
         "(docs/reproduce.md; ResNet-20 and -56 by default, --family for highway nets, "
         "Transformers or recurrent nets), measure their loss surfaces, curvature, Hessian "
-        "spectra and gradient flow, and write report.json and an offline report.html.",
+        "spectra and gradient flow, and write report.json and an offline report.html. "
+        "Each option shows its value in the recipe and, where it differs, in the --quick one; "
+        "an option given replaces that value in either.",
     )
     parser.add_argument("story", choices=STORIES, help="which story to reproduce")
-    parser.add_argument(
-        "--family", default="resnet",
-        help="resnet (default), highway, transformer or recurrent: the pairs to compare",
-    )  # fmt: skip
-    parser.add_argument(
-        "--quick", action="store_true", help="the smaller recipe (2 seeds, smaller grids)"
-    )
+    parser.add_argument("--family", default="resnet", help=words["family"])
+    parser.add_argument("--quick", action="store_true", help=words["quick"])
     parser.add_argument(
         "--out", type=Path, default=None,
         help="report and cache folder (default cache/skip-vs-plain[-FAMILY][-quick])",
     )  # fmt: skip
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs per net")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help=words["seeds"])
+    parser.add_argument("--epochs", type=int, default=None, help=words["epochs"])
     parser.add_argument(
-        "--pairs", nargs="+", default=None, metavar="SKIP:PLAIN",
-        help="net pairs, e.g. resnet20:resnet20-noshort resnet56:resnet56-noshort",
-    )  # fmt: skip
-    parser.add_argument("--dataset", default=None, help="data set name or file (default digits)")
+        "--pairs", nargs="+", default=None, metavar="SKIP:PLAIN", help=words["pairs"]
+    )
+    parser.add_argument("--dataset", default=None, help=words["dataset"])
     parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
     parser.add_argument("--download", action="store_true", help="download missing data sets")
-    parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
-    parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
     parser.add_argument(
-        "--range", dest="ranges", nargs="+", default=None, metavar="HALF:N",
-        help="surface ranges, half-width and points per axis, e.g. 0.25:31 1:21",
-    )  # fmt: skip
+        "--train-size", type=int, default=None, help="keep a fixed subset (default all)"
+    )
+    parser.add_argument(
+        "--test-size", type=int, default=None, help="keep a fixed subset (default all)"
+    )
+    parser.add_argument(
+        "--range", dest="ranges", nargs="+", default=None, metavar="HALF:N", help=words["range"]
+    )
     parser.add_argument(
         "--model-arg", dest="model_args", nargs="+", default=None, metavar="KEY=INT",
-        help="an argument for every net, e.g. width=16",
+        help=words["model_arg"],
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--workers", type=int, default=None, help="surface engine processes")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="surface engine processes (default one per core)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from landscape.errors import CheckpointError, SpecError, SurfaceFileError
 
-# Spec fields → the flags that set them (``landscape surface``, ``hessian``, ``train``).
+# Spec fields → the flags that set them (``landscape surface``, ``hessian``, ``train``,
+# ``gradient-flow``).
 FIELD_FLAGS: Mapping[str, str] = {
     "x_range": "--range",
     "y_range": "--yrange",
@@ -25,6 +26,7 @@ FIELD_FLAGS: Mapping[str, str] = {
     "batch_size": "--batch-size",
     "train_size": "--train-size",
     "test_size": "--test-size",
+    "target_checkpoint": "--target",
 }
 
 # Only these are rebuilt from a message; others (``UnknownNameError``) already say it right.

@@ -87,7 +87,7 @@ def test_one_dimensional_and_bare_state_dict(
         (["--dim", "4"], "--dim"),
         (["--grid-z", "3"], "--grid-z"),
         (["--dim", "1", "--yrange", "0", "1"], "--yrange"),
-        (["--directions", "interpolate"], "target_checkpoint"),
+        (["--directions", "interpolate"], "--target"),
         (["--workers", "0"], "--workers"),
     ],
 )
