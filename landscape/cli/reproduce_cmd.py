@@ -11,6 +11,7 @@ residual stream, the LSTM's and GRU's gates through time), ``--quick`` the small
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +202,23 @@ def out_dir(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from landscape.cli.progress import step_bar
+    from landscape.report.estimate import estimate_report, minutes
     from landscape.report.reproduce import reproduce
 
     spec = spec_from_args(args)
-    bar = step_bar(args.quiet, "reproduce")
-
-    result = reproduce(
-        spec, out_dir(args), on_progress=lambda what, done, total: bar(done, total, what)
+    out = out_dir(args)
+    clock = time.perf_counter()
+    steps = estimate_report(spec, out)
+    forecast = sum(step.seconds for step in steps)
+    print(
+        f"forecast: {minutes(forecast)} for {len(steps)} steps here (each net's units timed "
+        f"in {time.perf_counter() - clock:.0f} s; cached results in {out} count as done)",
+        flush=True,
     )
+    bar = step_bar(args.quiet, "reproduce", weights=[max(s.seconds, 0.01) for s in steps])
+
+    result = reproduce(spec, out, on_progress=lambda what, done, total: bar(done, total, what))
     print(f"report: {result.html_path}")
     print(f"numbers: {result.json_path}")
-    print(f"wall time: {result.wall_time_s:.0f} s")
+    print(f"wall time: {result.wall_time_s:.0f} s (forecast {forecast:.0f} s)")
     return 0

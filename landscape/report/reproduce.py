@@ -141,14 +141,24 @@ def _train(
     from landscape.sources.checkpoint import load_checkpoint
     from landscape.train import train_model
 
-    recipe = to_dict(train_spec)
-    path = out / "checkpoints" / f"{train_spec.model}-s{train_spec.seed}-{_key(recipe)}.pt"
+    path = checkpoint_file(train_spec, out)
     if path.exists():
         _, meta = load_checkpoint(path)
     else:
         meta = train_model(train_spec, path, should_stop=should_stop)
     keys = ("train_loss", "train_acc", "test_loss", "test_acc", "wall_time_s", "epochs")
     return {"checkpoint": str(path), **{k: meta[k] for k in keys}}
+
+
+def checkpoint_file(train_spec: TrainSpec, out: Path) -> Path:
+    """Where a recipe's trained net is cached: one file per training spec."""
+    key = _key(to_dict(train_spec))
+    return out / "checkpoints" / f"{train_spec.model}-s{train_spec.seed}-{key}.pt"
+
+
+def surface_file(checkpoint: str | Path, half: float, n: int, out: Path) -> Path:
+    """Where a net's surface over ±``half``, ``n``×``n`` is cached."""
+    return out / "surfaces" / f"{Path(checkpoint).stem}-r{half:g}-n{n}.h5"
 
 
 def _surface(
@@ -172,7 +182,7 @@ def _surface(
         directions=DirectionSpec(seed=spec.direction_seed),
         splits=("train",),
     )
-    path = out / "surfaces" / f"{Path(checkpoint).stem}-r{half:g}-n{n}.h5"
+    path = surface_file(checkpoint, half, n, out)
     options = EngineOptions(device=spec.device, workers=spec.workers)
     compute_surface(surface_spec, path, options=options, should_stop=should_stop)
     surface = read_surface(path)
