@@ -2,7 +2,11 @@
 
 The image is a sequence of its rows (digits: 8 steps of 8·C pixels; MNIST: 28 of 28), the
 classifier a linear layer on the last hidden state: row-by-row sequential MNIST (Le et al.
-2015 read it a pixel at a time, 784 steps). Three cells, one hidden size:
+2015 read it a pixel at a time, 784 steps). ``pixels_per_step=p`` reads ``p`` consecutive
+pixels of the row-major flattened image per step instead (``p`` must divide ``H·W``; 0, the
+default, is one row, ``p = W``): digits with ``p = 2`` is 32 steps, ``p = 1`` 64, MNIST with
+``p = 1`` the 784 of Le et al., long enough for the RNN's gradient to vanish through time.
+Three cells, one hidden size:
 
 - ``rnn``: ``h_t = tanh(W_ih x_t + W_hh h_{t−1} + b)``. Every step multiplies the gradient
   by ``W_hhᵀ·diag(1 − h_t²)``, so it vanishes or explodes over time (Bengio et al. 1994): the
@@ -36,7 +40,9 @@ from landscape.models import register_model
 CellKind = Literal["rnn", "lstm", "gru"]
 GATES: dict[str, int] = {"rnn": 1, "gru": 3, "lstm": 4}  # blocks of ``hidden`` rows in ih, hh
 DEFAULT_HIDDEN = 128
-ARG_RANGES = {"hidden": (1, 1024)}  # bounds of the model argument, as the MLPs' width
+# bounds of the model arguments: hidden as the MLPs' width; pixels_per_step 0 (one row) or
+# a divisor of the pixel count (checked by the net), CIFAR's 1024 pixels and more
+ARG_RANGES = {"hidden": (1, 1024), "pixels_per_step": (0, 4096)}
 State = tuple[Tensor, ...]  # (h,) or (h, c); h first
 
 
@@ -75,21 +81,52 @@ class RecurrentCell(nn.Module):
         return (z * h + (1 - z) * torch.tanh(xn + r * hn),)
 
 
+def steps_of(image_size: int, pixels_per_step: int) -> int:
+    """Time steps for ``pixels_per_step`` pixels a step (0: one row, so ``image_size``)."""
+    pixels = image_size * image_size
+    if not isinstance(pixels_per_step, int) or isinstance(pixels_per_step, bool):
+        raise SpecError(f"pixels_per_step must be an integer, got {pixels_per_step!r}")
+    if pixels_per_step == 0:
+        return image_size
+    if pixels_per_step < 0 or pixels % pixels_per_step:
+        valid = [d for d in range(1, pixels + 1) if pixels % d == 0]
+        raise SpecError(
+            f"pixels_per_step {pixels_per_step} does not divide the {image_size}×{image_size} "
+            f"image's {pixels} pixels; valid values: 0 (one row, the default) or one of "
+            f"{', '.join(map(str, valid))}"
+        )
+    return pixels // pixels_per_step
+
+
 class RowRecurrentNet(nn.Module):
-    """Rows as steps → one recurrent cell → Linear on the last hidden state."""
+    """Rows (or ``pixels_per_step`` pixels) as steps → one recurrent cell → Linear on the last
+    hidden state."""
 
     def __init__(
-        self, kind: CellKind, *, in_channels: int, num_classes: int, image_size: int, hidden: int
+        self,
+        kind: CellKind,
+        *,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        hidden: int,
+        pixels_per_step: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(hidden, int) or hidden < 1:
             raise SpecError(f"recurrent hidden size must be an integer >= 1, got {hidden!r}")
-        self.steps, self.features = image_size, in_channels * image_size
+        self.channels = in_channels
+        self.steps = steps_of(image_size, pixels_per_step)
+        self.pixels_per_step = image_size * image_size // self.steps
+        self.features = in_channels * self.pixels_per_step
         self.cell = RecurrentCell(kind, self.features, hidden)
         self.head = nn.Linear(hidden, num_classes)
 
     def sequence(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) → (B, H steps, C·W): row ``t`` with its channels side by side."""
+        """(B, C, H, W) → (B, steps, C·p): step ``t`` is pixels ``t·p … (t+1)·p − 1`` of the
+        row-major flattened image, its channels side by side (channel 0's ``p`` pixels, then
+        channel 1's, …; with ``p = W`` row ``t`` as ``C·W``)."""
+        x = x.reshape(-1, self.channels, self.steps, self.pixels_per_step)
         return x.permute(0, 2, 1, 3).reshape(-1, self.steps, self.features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,7 +141,12 @@ class RowRecurrentNet(nn.Module):
 def _register(kind: CellKind, description: str) -> None:
     @register_model(kind, description, arg_ranges=ARG_RANGES)
     def builder(
-        *, in_channels: int, num_classes: int, image_size: int, hidden: int = DEFAULT_HIDDEN
+        *,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        hidden: int = DEFAULT_HIDDEN,
+        pixels_per_step: int = 0,
     ) -> nn.Module:
         return RowRecurrentNet(
             kind,
@@ -112,17 +154,22 @@ def _register(kind: CellKind, description: str) -> None:
             num_classes=num_classes,
             image_size=image_size,
             hidden=hidden,
+            pixels_per_step=pixels_per_step,
         )
 
 
-_register("rnn", "tanh RNN over image rows (hidden): no identity path; the twin of lstm and gru")
+_register(
+    "rnn",
+    "tanh RNN over image rows (hidden, pixels_per_step): no identity path; the twin of lstm "
+    "and gru",
+)
 _register(
     "lstm",
     "LSTM over image rows, cell state as identity path through time (Hochreiter & "
-    "Schmidhuber 1997; hidden); plain twin rnn",
+    "Schmidhuber 1997; hidden, pixels_per_step); plain twin rnn",
 )
 _register(
     "gru",
-    "GRU over image rows, update gate z·h + (1−z)·n as carry (Cho et al. 2014; hidden); "
-    "plain twin rnn",
+    "GRU over image rows, update gate z·h + (1−z)·n as carry (Cho et al. 2014; hidden, "
+    "pixels_per_step); plain twin rnn",
 )
