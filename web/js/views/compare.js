@@ -162,6 +162,8 @@ function makePanel(id, onResume) {
   const note = h("p", { class: "hint", "aria-live": "polite" });
   const numbers = h("div", { class: "panel-numbers" });
   const about = h("div", { class: "about-slot" });
+  // Seven parts: each takes one of the seven grid rows a panel shares with its row neighbours
+  // (.compare-grid > .panel in style.css), so the plots of a row start level.
   const el = h("section", { class: "panel", "aria-labelledby": `panel-${id}` }, title, meta, progressSlot, plot, note, numbers, about);
   let record = null;
   title.id = `panel-${id}`;
