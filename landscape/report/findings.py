@@ -11,7 +11,7 @@ rougher?) is fixed by its definition (docs/metrics.md).
 highway, Transformer, recurrent): does the identity path (a) lower the final training loss,
 (b) keep the gradient within an order of magnitude from the output back to the input (over
 layers) or to the first step (over time), (c) make the surface smoother by these metrics; and
-(d) does the plain twin sharpen more along training (λmax's rise, Cohen et al. 2021).
+(d) is the plain twin sharper along training (λmax at the same epochs, Cohen et al. 2021).
 Each answer is "yes", "no" or "no difference" by a rule fixed below, or None where a number
 is missing (a net whose training diverged has no surface or gradient flow).
 """
@@ -136,40 +136,60 @@ def gradient_flow_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def sharpness_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per net with λmax along training: at the first and last snapshot, the peak, and the
-    factor last / first (progressive sharpening: Cohen et al. 2021 see it rise)."""
+    """Per net with λmax along training: at initialization, at the end, and its peak after
+    initialization (with its epoch). The report's Hessian is taken in eval mode, where a BN
+    net at epoch 0 still has its initial running statistics: λmax there is no start to
+    measure a rise from, so comparisons use the snapshots after it."""
     rows = []
     for key, net in report["nets"].items():
-        track = [] if net.get("diverged") else net.get("sharpness") or []
-        values = [r["lambda_max"] for r in track if r.get("lambda_max") is not None]
-        if not values:
+        track = _track(net)
+        if not track:
             continue
-        first, last = values[0], values[-1]
-        factor = last / first if first > 0 else None
+        later = [r for r in track if r["epoch"] > 0] or track
+        peak = max(later, key=lambda r: r["lambda_max"])
         rows.append(
             {
                 "net": key,
-                "first": first,
-                "last": last,
-                "peak": max(values),
-                "peak_epoch": track[values.index(max(values))]["epoch"],
-                "factor": factor,
+                "init": track[0]["lambda_max"] if track[0]["epoch"] == 0 else None,
+                "last": track[-1]["lambda_max"],
+                "peak": peak["lambda_max"],
+                "peak_epoch": peak["epoch"],
             }
         )
     return rows
 
 
-def _sharpens_more(skip: float | None, plain: float | None) -> str | None:
-    """(d): "yes" when the plain twin's λmax rises by a factor over ``FLAT_FACTOR`` times the
-    identity-path net's, "no" when it rises by under 1/``FLAT_FACTOR`` of it, else "no
-    difference"; None without both factors."""
-    if skip is None or plain is None or skip <= 0 or plain <= 0:
-        return None
-    if plain >= FLAT_FACTOR * skip:
-        return "yes"
-    if plain <= skip / FLAT_FACTOR:
-        return "no"
-    return "no difference"
+def _track(net: dict[str, Any]) -> list[dict[str, Any]]:
+    """A net's λmax records with a value, in epoch order ([] for a diverged net)."""
+    if net.get("diverged"):
+        return []
+    return [r for r in net.get("sharpness") or [] if r.get("lambda_max") is not None]
+
+
+def _sharper(skip: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+    """(d): at each epoch after initialization both nets were measured at, is the plain
+    twin's λmax the larger? "yes" when at most of them, "no" when at fewer than half,
+    "no difference" at exactly half; None when no epoch compares."""
+    a = {r["epoch"]: r["lambda_max"] for r in _track(skip) if r["epoch"] > 0}
+    b = {r["epoch"]: r["lambda_max"] for r in _track(plain) if r["epoch"] > 0}
+    epochs = sorted(set(a) & set(b))
+    sharper = sum(b[e] > a[e] for e in epochs)
+    verdict = None
+    if epochs:
+        verdict = (
+            "no difference"
+            if 2 * sharper == len(epochs)
+            else ("yes" if 2 * sharper > len(epochs) else "no")
+        )
+    return {"verdict": verdict, "plain_sharper": sharper, "compared": len(epochs)}
+
+
+def _sharpness_verdict(compared: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "plain_sharpens_more": compared["verdict"],
+        "sharpness_plain_sharper": compared["plain_sharper"],
+        "sharpness_compared": compared["compared"],
+    }
 
 
 def degradation_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -244,13 +264,8 @@ def family_verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
     seed = report["recipe"]["seeds"][0]
     nets = report["nets"]
     rankings = metric_rankings(report)
-    factors = {row["net"]: row["factor"] for row in sharpness_summary(report)}
     rows = []
     for skip, plain in report["recipe"]["pairs"]:
-        sharpening = {
-            "skip": factors.get(f"{skip}/seed{seed}"),
-            "plain": factors.get(f"{plain}/seed{seed}"),
-        }
         losses = [table[m]["train_loss"]["values"] for m in (skip, plain)]
         net_skip, net_plain = nets[f"{skip}/seed{seed}"], nets[f"{plain}/seed{seed}"]
         over_time = not net_skip.get("diverged") and (
@@ -279,8 +294,7 @@ def family_verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "smoother": smoother,
                 "metrics_plain_rougher": rougher,
                 "metrics_decided": decided,
-                "sharpening": sharpening,
-                "plain_sharpens_more": _sharpens_more(sharpening["skip"], sharpening["plain"]),
+                **_sharpness_verdict(_sharper(net_skip, net_plain)),
             }
         )
     return rows

@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from landscape.report.findings import FLAT_FACTOR
-
 METRIC_MEANINGS: dict[str, str] = {
     "sharpness": "Keskar ε-sharpness: % rise of the loss within radius 0.25 of the centre",
     "roughness": "mean |third difference| / value range: 0 on any locally quadratic surface",
@@ -177,7 +175,8 @@ def _families_table(rows: list[dict[str, Any]]) -> str:
             f"{_esc(r['pair'][1])}</td><td>{_fmt(r['lower_loss'])} ({loss})</td>"
             f"<td>{flow} over {_esc(r['gradient_over'])}</td><td>{_fmt(r['smoother'])} "
             f"({r['metrics_plain_rougher']} of {r['metrics_decided']})</td>"
-            f"<td>{_fmt(r.get('plain_sharpens_more'))} ({_sharpening(r)})</td></tr>"
+            f"<td>{_fmt(r.get('plain_sharpens_more'))} ({r.get('sharpness_plain_sharper', 0)} "
+            f"of {r.get('sharpness_compared', 0)})</td></tr>"
         )
     return (
         "<h3>Across families: what the identity path does</h3><p>(a) every seed of the net "
@@ -185,18 +184,13 @@ def _families_table(rows: list[dict[str, Any]]) -> str:
         "(per-seed losses, identity path vs plain); (b) its first-quarter / last-quarter "
         "gradient ratio is within [0.1, 10] and its twin's is not (ratios, identity path vs "
         "plain); (c) more of the metric rows below rank the plain net rougher than smoother; "
-        f"(d) the plain twin's λmax rises by over {FLAT_FACTOR:g}× the factor of the identity "
-        f'path net\'s ("no": under 1/{FLAT_FACTOR:g} of it; factors last / first snapshot, '
-        "identity path vs plain). The deeper pair of a family speaks for depth.</p><table>"
+        "(d) at most of the epochs after initialization where both were measured, the plain "
+        "twin's λmax is the larger (epochs where it is, of those compared). The deeper pair "
+        "of a family speaks for depth.</p><table>"
         "<tr><th>family</th><th>pair</th><th>(a) lower training loss</th><th>(b) gradient "
-        "within a decade</th><th>(c) smoother surface</th><th>(d) plain twin sharpens more"
+        "within a decade</th><th>(c) smoother surface</th><th>(d) plain twin sharper"
         f"</th></tr>{body}</table>"
     )
-
-
-def _sharpening(row: dict[str, Any]) -> str:
-    factors = row.get("sharpening") or {}
-    return f"{_fmt(factors.get('skip'), 3)}× vs {_fmt(factors.get('plain'), 3)}×"
 
 
 def _degradation_section(report: dict[str, Any]) -> str:
@@ -423,9 +417,9 @@ def _sharpness_section(report: dict[str, Any], figs: _Figures) -> str:
     if not rows:
         return ""
     table = "".join(
-        f"<tr><th>{_esc(r['net'])}</th><td>{_fmt(r['first'], 3)}</td><td>{_fmt(r['last'], 3)}"
-        f"</td><td>{_fmt(r['peak'], 3)} (epoch {_fmt(r['peak_epoch'])})</td>"
-        f"<td>{_fmt(r['factor'], 3)}×</td></tr>"
+        f"<tr><th>{_esc(r['net'])}</th><td>{_fmt(r['init'], 3)}</td>"
+        f"<td>{_fmt(r['peak'], 3)} (epoch {_fmt(r['peak_epoch'])})</td>"
+        f"<td>{_fmt(r['last'], 3)}</td></tr>"
         for r in rows
     )
     parts = [
@@ -434,9 +428,11 @@ def _sharpness_section(report: dict[str, Any], figs: _Figures) -> str:
         "first seed's training (epoch 0 = initialization), each Lanczos run warm-started from "
         "the last eigenvector. Under full-batch gradient descent with step η it rises until "
         "about 2/η (Cohen et al. 2021); this recipe is SGD with momentum and a cosine "
-        "schedule, so no fixed threshold is drawn: the question is which twin sharpens more."
-        "</p><table><tr><th>net</th><th>λmax first</th><th>λmax last</th><th>peak</th>"
-        f"<th>last / first</th></tr>{table}</table><div class='row'>"
+        "schedule, so no fixed threshold is drawn: the question is which twin is sharper. "
+        "The Hessian is taken in eval mode, where a BN net at epoch 0 still has its initial "
+        "running statistics, so its λmax there is not comparable with later ones.</p><table>"
+        "<tr><th>net</th><th>λmax at initialization</th><th>peak after it</th>"
+        f"<th>λmax trained</th></tr>{table}</table><div class='row'>"
     ]
     nets = report["nets"]
     for skip, plain, k_skip, k_plain in _pair_nets(report):

@@ -189,17 +189,19 @@ FAMILIES: dict[str, Family] = {
     # one sequence length: the image's rows (8 steps on digits)
     "recurrent": Family((("lstm", "rnn"), ("gru", "rnn")), ()),
 }
-# The quick recipe, one for every family (sized for the costliest, the Transformers, whose
-# many small ops make each surface point and Hessian product several times a ResNet's on a
-# CPU): two seeds (still a spread), 15×15 and 11×11 grids, a 2×2 curvature map, the Hessian
-# on 128 images with 2 SLQ probes of 30 steps; epochs per family (``Family.quick_epochs``).
+# The quick recipe, one for every family, sized so the ResNet story runs in under 10 minutes
+# on a 2-core CPU: two seeds (still a spread), 15×15 and 11×11 grids, a 2×2 curvature map,
+# the Hessian on 64 images with 2 SLQ probes of 30 steps, λmax at 4 points along training;
+# epochs per family (``Family.quick_epochs``). Its Hessian-vector products dominate: on 128
+# images with 6 sharpness points it took 13 minutes (docs/reproduce.md).
 QUICK: dict[str, Any] = {
     "seeds": (0, 1),
     "ranges": ((0.25, 15), (1.0, 11)),
     "curvature_points": 2,
-    "hessian_samples": 128,
+    "hessian_samples": 64,
     "slq_probes": 2,
     "slq_steps": 30,
+    "sharpness_points": 4,
 }
 
 
