@@ -190,14 +190,16 @@ FAMILIES: dict[str, Family] = {
     "recurrent": Family((("lstm", "rnn"), ("gru", "rnn")), ()),
 }
 # The quick recipe, one for every family, sized so the ResNet story runs in under 10 minutes
-# on a 2-core CPU: two seeds (still a spread), 15×15 and 11×11 grids, a 2×2 curvature map,
-# the Hessian on 64 images with 2 SLQ probes of 30 steps, λmax at 4 points along training;
-# epochs per family (``Family.quick_epochs``). Its Hessian-vector products dominate: on 128
-# images with 6 sharpness points it took 13 minutes (docs/reproduce.md).
+# on a 2-core CPU: two seeds (still a spread), 13×13 and 9×9 grids, a 2×2 curvature map of
+# 20 Lanczos steps a point, the Hessian on 64 images with 2 SLQ probes of 30 steps, λmax at 4
+# points along training; epochs per family (``Family.quick_epochs``). Hessian-vector products
+# dominate it: with 15×15 and 11×11 grids, 30-step map points, 128 images and 6 sharpness
+# points it took 13 minutes (docs/reproduce.md).
 QUICK: dict[str, Any] = {
     "seeds": (0, 1),
-    "ranges": ((0.25, 15), (1.0, 11)),
+    "ranges": ((0.25, 13), (1.0, 9)),
     "curvature_points": 2,
+    "curvature_steps": 20,
     "hessian_samples": 64,
     "slq_probes": 2,
     "slq_steps": 30,

@@ -182,7 +182,7 @@ def test_family_recipes() -> None:
         assert {family_of(m) for m in spec.models} == {name}
         quick = family_spec(name, quick=True, device="cpu")
         assert quick.seeds == (0, 1) and quick.epochs == family.quick_epochs
-        assert quick.ranges == ((0.25, 15), (1.0, 11)) and quick.device == "cpu"
+        assert quick.ranges == ((0.25, 13), (1.0, 9)) and quick.device == "cpu"
         for model in spec.models:  # every net of the family builds with the family's arguments
             spec.train_spec(model, 0)
             build(model, in_channels=1, image_size=8, **dict(spec.model_args))
