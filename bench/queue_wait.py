@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from landscape.engine.plan import cpu_model
 
 FORM_JOB: dict[str, Any] = {
     "model": "mlp-plain",
@@ -35,15 +36,6 @@ FORM_JOB: dict[str, Any] = {
     "loss": "cross_entropy",
     "label": "web-form job beside the demo (bench)",
 }
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def wait(predicate: Any, timeout: float, what: str) -> Any:

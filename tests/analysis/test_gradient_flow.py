@@ -23,6 +23,7 @@ from landscape.errors import SpecError
 from landscape.models import build
 from landscape.models.resnet import CifarResNet
 from landscape.specs import GridSpec, SurfaceSpec
+from tests.models.test_recurrent_steps import _unrolled_state_grads
 
 
 class _Reversed(nn.Module):
@@ -137,38 +138,13 @@ def test_group_round_trip(tmp_path: Path) -> None:
         from_group(group[0], {**group[1], "encoding-type": "hessian-spectrum"})
 
 
-def _unrolled_state_grads(model: nn.Module, x: Tensor, y: Tensor, kind: str) -> list[float]:
-    """‖∂L/∂h_t‖ by hand: PyTorch's own cell (same weights) unrolled over the rows, every
-    h_t kept, one autograd.grad of the full-data mean loss with respect to all of them."""
-    cell_type = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell}[kind]
-    ours = model.cell
-    cell = cell_type(ours.ih.in_features, ours.hidden)
-    with torch.no_grad():
-        cell.weight_ih.copy_(ours.ih.weight)
-        cell.weight_hh.copy_(ours.hh.weight)
-        cell.bias_ih.copy_(ours.ih.bias)
-        cell.bias_hh.copy_(ours.hh.bias)
-    seq = x[:, 0]  # one channel: (N, rows, columns)
-    h = torch.zeros(len(x), ours.hidden)
-    c = torch.zeros_like(h)
-    states = []
-    for t in range(seq.shape[1]):
-        if kind == "lstm":
-            h, c = cell(seq[:, t], (h, c))
-        else:
-            h = cell(seq[:, t], h)
-        states.append(h)
-    loss = F.cross_entropy(model.head(h), y)
-    return [float(g.double().norm()) for g in torch.autograd.grad(loss, states)]
-
-
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_through_time_matches_autograd_on_a_tiny_recurrent_net(kind: str) -> None:
     torch.manual_seed(0)
     model = build(kind, in_channels=1, num_classes=3, image_size=5, hidden=4)
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(37, 1, 5, 5, generator=g), torch.randint(0, 3, (37,), generator=g)
-    expected = _unrolled_state_grads(model, x, y, kind)
+    expected = _unrolled_state_grads(model, x, y, kind, 5)  # one row a step
     flow = gradient_flow(model, (x, y), batch_size=10)  # 4 batches, one of 7
     assert flow.time_grad_norm is not None and len(flow.time_grad_norm) == 5
     np.testing.assert_allclose(flow.time_grad_norm, expected, rtol=1e-5)
