@@ -57,10 +57,16 @@ _WATCHDOG_PERIOD_S = 0.5
 # glibc malloc in the workers: keep freed activation buffers (~1 MB each at the CPU batch
 # size) in the heap instead of returning them to the kernel, so every forward pass does not
 # page-fault fresh zeroed pages in. Measured with 2 eager workers (resnet20, digits, bench):
-# 0.043–0.051 vs 0.061–0.063 s/point. Only set when the user has not set it.
+# 0.043–0.051 vs 0.061–0.063 s/point.
 _WORKER_GLIBC_TUNABLES = (
     "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=536870912"
 )
+# torch.compile in a CPU worker compiles its C++ kernels in-process rather than in a pool of
+# compile processes: a worker killed mid-surface (Ctrl-C, a cancelled job) left that pool's
+# semaphores behind ("resource_tracker: There appear to be 2 leaked semaphore objects"), and
+# with one worker per core a compile pool has no idle core to use (an 11×11 resnet20 surface
+# from a cold kernel cache: 11.4 s in-process, 11.8 s with the pool, 2-core Intel Xeon).
+_CPU_WORKER_COMPILE_THREADS = "1"
 
 _WORKER_NAME = "landscape-engine-worker"  # process name prefix: see _without_main
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
@@ -109,7 +115,7 @@ class WorkerPool:
             name=f"{_WORKER_NAME}-{device}",
             daemon=True,
         )
-        with _worker_env():
+        with _worker_env(device):
             proc.start()
         child_conn.close()  # the child's end lives in the child only: its death is an EOF
         slot = _Slot(device, proc, parent_conn)
@@ -324,16 +330,19 @@ def _as_tensors(batches: dict[str, Any], channels_last: bool) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _worker_env() -> Iterator[None]:
-    """Environment for spawned workers (inherited at spawn), restored afterwards."""
-    added = "GLIBC_TUNABLES" not in os.environ
-    if added:
-        os.environ["GLIBC_TUNABLES"] = _WORKER_GLIBC_TUNABLES
+def _worker_env(device: str) -> Iterator[None]:
+    """Environment for a spawned worker (inherited at spawn), restored afterwards; a
+    variable the user has set is left as it is."""
+    defaults = {"GLIBC_TUNABLES": _WORKER_GLIBC_TUNABLES}
+    if device == "cpu":
+        defaults["TORCHINDUCTOR_COMPILE_THREADS"] = _CPU_WORKER_COMPILE_THREADS
+    added = [name for name in defaults if name not in os.environ]
+    os.environ.update({name: defaults[name] for name in added})
     try:
         yield
     finally:
-        if added:
-            os.environ.pop("GLIBC_TUNABLES", None)
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def die_with_parent(parent_pid: int) -> None:
