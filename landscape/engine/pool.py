@@ -369,8 +369,10 @@ def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import torch
 
+    from landscape.engine.devices import flush_denormals
     from landscape.engine.point_evaluator import PointEvaluator
 
+    flush_denormals()
     torch.set_num_threads(1)
     try:
         if device.startswith("cuda"):  # its own process: its GPU is the current device for good

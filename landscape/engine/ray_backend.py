@@ -52,8 +52,10 @@ def _evaluate_chunk(
     if evaluator is None:
         import ray
 
+        from landscape.engine.devices import flush_denormals
         from landscape.engine.evaluator import GridEvaluator
 
+        flush_denormals()
         model, directions, data, loss, options, n_points = ray.get(payload_ref[0])
         for stale in list(_WORKER_EVALUATORS):  # one surface at a time per worker process
             _WORKER_EVALUATORS.pop(stale).close()
