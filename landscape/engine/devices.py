@@ -20,10 +20,11 @@ def flush_denormals() -> bool:
     """Treat subnormal floats as zero on this CPU thread and every thread it starts later.
 
     A net without its identity path drives many gradients below 1.2e-38 (a plain
-    transformer-18 on digits: a fifth of them), and x86 cores compute on subnormals up to
-    100× slower: its SGD steps took 0.74 s instead of 0.14 s (2 threads, 2-core Intel Xeon),
-    while transformer-18's own took 0.115 s either way. Only values that small change. The flag is per thread (the MXCSR register) and new threads
-    copy it from the thread that starts them, so entry points call this before any torch
-    work starts PyTorch's thread pools. False where the CPU cannot flush.
+    transformer-18 on digits: a fifth of them), and x86 cores compute on subnormals many
+    times slower: its SGD steps took 0.74 s instead of 0.14 s (2 threads, 2-core Intel
+    Xeon), while transformer-18's own took 0.115 s either way. Only values that small
+    change. The flag is per thread (the MXCSR register) and new threads copy it from the
+    thread that starts them, so entry points call this before any torch work starts
+    PyTorch's thread pools. False where the CPU cannot flush.
     """
     return bool(torch.set_flush_denormal(True))
