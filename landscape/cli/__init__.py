@@ -52,15 +52,15 @@ def _import_from_cwd() -> None:
 def main(argv: list[str] | None = None) -> int:
     _import_from_cwd()
     args = build_parser().parse_args(argv)
-    from landscape.engine.devices import flush_denormals
-
-    flush_denormals()  # first: the threads torch and the service start inherit it
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from landscape.engine.devices import denormals_flushed
+
     try:
-        return int(args.func(args) or 0)
+        with denormals_flushed():  # before any torch work: the threads it starts inherit it
+            return int(args.func(args) or 0)
     except LandscapeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

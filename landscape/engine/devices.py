@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from landscape.errors import SpecError
@@ -28,3 +31,21 @@ def flush_denormals() -> bool:
     PyTorch's thread pools. False where the CPU cannot flush.
     """
     return bool(torch.set_flush_denormal(True))
+
+
+def flushing_denormals() -> bool:
+    """Whether this thread flushes subnormals now (torch has no getter for the flag)."""
+    return float(torch.tensor([1e-39]) * 1.0) == 0.0
+
+
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[bool]:
+    """``flush_denormals`` for a block, then this thread's flag as it was: the CLI runs its
+    commands so, and a caller in the same process (a test, a notebook calling ``main``)
+    gets its own floating-point state back."""
+    was = flushing_denormals()
+    try:
+        yield flush_denormals()
+    finally:
+        if not was:
+            torch.set_flush_denormal(False)

@@ -3,15 +3,15 @@ cores down by up to 100×, and a net without its identity path is full of them).
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import torch
 
-from landscape.cli import main
-from landscape.engine.devices import flush_denormals
+from landscape import cli
+from landscape.engine.devices import flush_denormals, flushing_denormals
 
 SUBNORMAL = 1e-39  # below float32's smallest normal, 1.18e-38
 CAN_FLUSH = flush_denormals()
@@ -40,12 +40,6 @@ def _survivors(mode: str) -> int:
     return int(done.stdout)
 
 
-@pytest.fixture
-def restored() -> Iterator[None]:
-    yield
-    torch.set_flush_denormal(False)
-
-
 @needs_flush
 def test_threads_started_after_the_flag_flush_too() -> None:
     assert _survivors("keep") == 1 << 22  # the check itself can fail
@@ -53,10 +47,14 @@ def test_threads_started_after_the_flag_flush_too() -> None:
 
 
 @needs_flush
-def test_the_cli_flushes_before_it_runs_a_command(
-    restored: None, tmp_path: object, capsys: pytest.CaptureFixture[str]
+def test_the_cli_flushes_while_a_command_runs_and_restores_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert float(torch.tensor([SUBNORMAL]) * 1.0) != 0.0
-    main(["info", f"{tmp_path}/absent.h5"])
-    capsys.readouterr()
-    assert float(torch.tensor([SUBNORMAL]) * 1.0) == 0.0
+    seen: list[bool] = []
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=lambda args: seen.append(flushing_denormals()), verbose=False)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert not flushing_denormals()
+    assert cli.main([]) == 0
+    assert seen == [True]
+    assert not flushing_denormals()  # the caller's state is its own again
