@@ -9,6 +9,8 @@ import torch
 
 from landscape.errors import SpecError
 
+SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when there is one; asking for CUDA without one is the user's error."""
@@ -35,7 +37,7 @@ def flush_denormals() -> bool:
 
 def flushing_denormals() -> bool:
     """Whether this thread flushes subnormals now (torch has no getter for the flag)."""
-    return float(torch.tensor([1e-39]) * 1.0) == 0.0
+    return float(torch.tensor([SUBNORMAL]) * 1.0) == 0.0
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
-"""Subnormal floats are flushed in every thread the product computes on (they slow x86
-cores down by up to 100×, and a net without its identity path is full of them)."""
+"""Subnormal floats are flushed in every thread the product computes on (x86 cores compute
+on them many times slower, and a net without its identity path is full of them)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,20 @@ import pytest
 import torch
 
 from landscape import cli
-from landscape.engine.devices import flush_denormals, flushing_denormals
+from landscape.engine.devices import SUBNORMAL, flush_denormals, flushing_denormals
 
-SUBNORMAL = 1e-39  # below float32's smallest normal, 1.18e-38
 CAN_FLUSH = flush_denormals()
 torch.set_flush_denormal(False)  # this process computes as it did; the tests set it
 needs_flush = pytest.mark.skipif(not CAN_FLUSH, reason="this CPU cannot flush subnormals")
 
 # multiplied on two intra-op threads: a thread that does not flush keeps its share nonzero
-COUNT_SURVIVORS = """
+COUNT_SURVIVORS = f"""
 import sys, torch
 from landscape.engine.devices import flush_denormals
 if sys.argv[1] == "flush":
     flush_denormals()
 torch.set_num_threads(2)
-print(int((torch.full((1 << 22,), 1e-39) * 1.0).count_nonzero()))
+print(int((torch.full((1 << 22,), {SUBNORMAL}) * 1.0).count_nonzero()))
 """
 
 
