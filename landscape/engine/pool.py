@@ -61,13 +61,6 @@ _WATCHDOG_PERIOD_S = 0.5
 _WORKER_GLIBC_TUNABLES = (
     "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=536870912"
 )
-# torch.compile in a CPU worker compiles its C++ kernels in-process rather than in a pool of
-# compile processes: a worker killed mid-surface (Ctrl-C, a cancelled job) left that pool's
-# semaphores behind ("resource_tracker: There appear to be 2 leaked semaphore objects"), and
-# with one worker per core a compile pool has no idle core to use (an 11×11 resnet20 surface
-# from a cold kernel cache: 11.4 s in-process, 11.8 s with the pool, 2-core Intel Xeon).
-_CPU_WORKER_COMPILE_THREADS = "1"
-
 _WORKER_NAME = "landscape-engine-worker"  # process name prefix: see _without_main
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 _install_lock = threading.Lock()
@@ -115,7 +108,7 @@ class WorkerPool:
             name=f"{_WORKER_NAME}-{device}",
             daemon=True,
         )
-        with _worker_env(device):
+        with _worker_env():
             proc.start()
         child_conn.close()  # the child's end lives in the child only: its death is an EOF
         slot = _Slot(device, proc, parent_conn)
@@ -330,12 +323,10 @@ def _as_tensors(batches: dict[str, Any], channels_last: bool) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _worker_env(device: str) -> Iterator[None]:
+def _worker_env() -> Iterator[None]:
     """Environment for a spawned worker (inherited at spawn), restored afterwards; a
     variable the user has set is left as it is."""
     defaults = {"GLIBC_TUNABLES": _WORKER_GLIBC_TUNABLES}
-    if device == "cpu":
-        defaults["TORCHINDUCTOR_COMPILE_THREADS"] = _CPU_WORKER_COMPILE_THREADS
     added = [name for name in defaults if name not in os.environ]
     os.environ.update({name: defaults[name] for name in added})
     try:
@@ -363,6 +354,16 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
 
 
+def _thread_lock_for_progress_bars() -> None:
+    """torch.fx opens a (disabled) tqdm bar while it compiles, and tqdm's first bar creates a
+    multiprocessing lock: a semaphore that a worker killed mid-surface (Ctrl-C, a cancelled
+    job) leaves behind ("resource_tracker: There appear to be 2 leaked semaphore objects").
+    A worker's bars are never shared with another process, so a thread lock serves."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
     """A worker process: one CPU thread, its own PointEvaluator, pieces until ``None``/EOF."""
     die_with_parent(parent_pid)
@@ -373,6 +374,7 @@ def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
     from landscape.engine.point_evaluator import PointEvaluator
 
     flush_denormals()
+    _thread_lock_for_progress_bars()
     torch.set_num_threads(1)
     try:
         if device.startswith("cuda"):  # its own process: its GPU is the current device for good
