@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.cuda_check import require_cuda
 from api.db import Job
 from api.jobs import JobQueue, new_worker_id
 from api.redact import public_error
@@ -185,7 +186,8 @@ class Worker:
 
 class WorkerPool:
     """N general and ``express`` express-lane worker threads sharing one stop flag; ``stop()``
-    lets each finish its chunk."""
+    lets each finish its chunk. On CUDA no express threads: they could only take turns with
+    the general ones (``api/schedule.py`` models the queue so)."""
 
     def __init__(
         self,
@@ -199,7 +201,11 @@ class WorkerPool:
     ) -> None:
         self.stop_event = threading.Event()
         lanes: list[Lane] = ["general"] * count
-        lanes += ["express"] * (settings.express_workers if express is None else express)
+        express = settings.express_workers if express is None else express
+        if express and _on_cuda(settings):  # its threads take turns: no lane beside a job
+            log.info("no express lane: a CUDA worker process runs one job at a time")
+            express = 0
+        lanes += ["express"] * express
         self.workers = [
             Worker(queue, settings, sessions, runners=runners, stop=self.stop_event, lane=lane)
             for lane in lanes
@@ -258,9 +264,12 @@ def _stored_plan(job: Job) -> dict[str, Any]:
 def standalone_pool(
     settings: Settings, *, runners: Mapping[JobKind, Runner] = RUNNERS
 ) -> WorkerPool:
-    """Workers without the API (``landscape worker``): their own engine and queue."""
+    """Workers without the API (``landscape worker``): their own engine and queue. Told to
+    use CUDA, they refuse to start without it (``api.cuda_check``), not fail every job."""
     from api.db import make_engine, make_sessionmaker
 
+    if settings.device == "cuda":
+        require_cuda()
     settings.ensure_dirs()
     sessions = make_sessionmaker(make_engine(settings.db_url))
     queue = JobQueue(sessions, settings.lease_seconds, QueuePolicy.from_settings(settings))

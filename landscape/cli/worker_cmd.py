@@ -8,6 +8,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+# How long a stopping worker waits for its job to reach a chunk boundary. A cold
+# torch.compile takes up to ~30 s per split of a surface (docs/performance.md), so a surface
+# of two splits stopped while compiling gets through its compile and one chunk; the compose
+# file's stop_grace_period is longer still, so Docker's SIGKILL never cuts this wait short.
+STOP_WAIT_SECONDS = 120.0
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -20,6 +26,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None, help="cache folder (./cache)")
     parser.add_argument("--workers", type=int, default=None, help="worker threads (1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that the device can compute (CUDA: driver and GPU) and exit; "
+        "the compose health check",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -31,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.INFO)
     given = {"data_dir": args.data_dir, "workers": args.workers, "device": args.device}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    pool = standalone_pool(settings)
+    if args.check:
+        return check(settings.device)
+    pool = standalone_pool(settings)  # a worker told to use CUDA exits here without it
 
     def stop(signum: int, _frame: Any) -> None:
         print(f"signal {signum}: stopping at the next chunk boundary")
@@ -43,5 +57,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(pool.workers)} worker(s) on {settings.db_url}")
     while not pool.stop_event.wait(1.0):
         pass
-    pool.stop()
+    pool.stop(timeout=STOP_WAIT_SECONDS)
+    return 0
+
+
+def check(device: str) -> int:
+    """The health check: CUDA asked for must be usable (else one line, exit 2); other
+    devices have nothing to check."""
+    if device == "cuda":
+        from api.cuda_check import require_cuda
+
+        require_cuda()
+    print(f"ok: device {device}")
     return 0
