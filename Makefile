@@ -40,9 +40,10 @@ bench: $(VENV)/.installed
 	if $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) -m bench.surface --device cuda; else $(PY) -m bench.surface; fi
 
-# on a CUDA box: one prepared check of compiler, GPU tests, correctness, memory, speed, a surface
-# and a killed worker (≤ 8 min on one H100/H200; needs torch, numpy, scipy, scikit-learn, h5py,
-# pytest — not the venv or the web stack); JSON under test-artifacts/gpu-check
+# on a CUDA box: one prepared check of compiler, GPU tests, correctness, memory, speed, a surface,
+# a killed worker, the service over REST and a long-lived worker (needs torch, numpy, scipy,
+# scikit-learn, h5py, pytest — not the venv; the service step skips without the web stack);
+# gpu-check.jsonl (a line per finished step) and gpu-check.json under test-artifacts/gpu-check
 .PHONY: gpu-check
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu-check.py --device cuda --out test-artifacts/gpu-check

@@ -1,10 +1,13 @@
 """One command that checks a GPU box end to end and says, step by step, what holds.
 
-    python scripts/gpu-check.py --device cuda --out DIR     # `make gpu-check`; ≤ 8 min, H100/H200
+    python scripts/gpu-check.py --device cuda --out DIR     # `make gpu-check`; H100/H200
     python scripts/gpu-check.py --device cpu --out DIR      # the same steps, small: CI
     python scripts/gpu-check.py --only a c f                # some steps (the others: skip)
 
-On CUDA the GPU tests (b) run in a subprocess beside steps c–e, which time nothing; steps f–h
+Runs from a checkout with whatever Python has CUDA torch (no install, no network: it puts the
+checkout on ``sys.path`` itself, and on ``PYTHONPATH`` for the processes it starts).
+
+On CUDA the GPU tests (b) run in a subprocess beside steps c–e, which time nothing; steps f–j
 wait for them (``--serial``: run b alone). On CPU this process uses one torch thread
 (``--threads``), as each engine worker does.
 
@@ -28,16 +31,32 @@ Steps (each reports pass / fail / skip, its key numbers and seconds):
   h worker pool     two engine workers on one GPU, one SIGKILLed mid-run: replaced, values still
                     equal the reference (the engine runs one worker per GPU: the check then
                     drives its WorkerPool with two processes on the GPU itself)
+  i service         ``python -m landscape serve`` on a free loopback port, a temporary data dir,
+                    its in-process worker on the device; a 5×5 resnet20 surface posted as
+                    README's REST example (one training epoch), its job polled to done, the
+                    surface read (values finite) and its file downloaded (it reads back, computed
+                    on the device), then SIGTERM and a clean stop. Skips, naming the missing
+                    module, where the web stack (FastAPI, uvicorn, …) is not installed
+  j long-lived      ``--long-lived-surfaces`` (40) BN-folded 3×3 ResNet-8 surfaces on digits in
+                    this process, compile forced: per surface whether it ran compiled and the
+                    compiled graphs (dynamo's counters); fails if the last ran eager or the
+                    second half of them still added graphs (``--long-lived-budget`` seconds)
 
-Needs only torch, numpy, scipy, scikit-learn, h5py (and pytest for step b): the landscape
-modules it imports pull in no FastAPI, Plotly or ONNX (tests/test_gpu_check.py runs it with
-those blocked). Engine details it reads from ``GridEvaluator.describe()`` (``compiled``,
-``compile_reason``, ``oom_retries``, ``batch_size``, ``points_per_call``, ``host_syncs``,
-``precision``) are read with ``.get`` and shown as n/a where an engine lacks them.
+Needs only torch, numpy, scipy, scikit-learn, h5py (and pytest for step b, the web stack for
+step i): the landscape modules it imports pull in no FastAPI, Plotly or ONNX
+(tests/test_gpu_check.py runs it with those blocked). Engine details it reads from
+``GridEvaluator.describe()`` (``compiled``, ``compile_reason``, ``oom_retries``,
+``batch_size``, ``points_per_call``, ``host_syncs``, ``precision``) are read with ``.get``
+and shown as n/a where an engine lacks them.
 
-Writes ``DIR/gpu-check.json`` (every step: status, summary, seconds, details) and
-``DIR/gpu-check.txt`` (the table); step b adds ``gpu-tests.xml`` and ``gpu-tests.log``. Exits 1
-if any step failed, 0 otherwise.
+Writes ``DIR/gpu-check.jsonl`` as it goes, each line also printed: first the versions (driver,
+CUDA of torch and the loaded runtime, the driver's CUDA, cuDNN, Triton, torch, Python, GPU and
+its memory), then one line per step as it ends (status, summary, seconds, details, and the
+warnings and WARNING log records it raised), last a summary — a run stopped by a time limit
+keeps every finished step, and SIGTERM records the running step as interrupted. At the end
+``DIR/gpu-check.json`` (all of it) and ``DIR/gpu-check.txt`` (the table); step b adds
+``gpu-tests.xml`` and ``gpu-tests.log``, step i ``service.log``. Exits 1 if any step failed, 0
+otherwise.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ STEPS = {
     "f": "resnet56",
     "g": "surface",
     "h": "worker pool",
+    "i": "service",
+    "j": "long-lived worker",
 }
 
 
@@ -61,18 +63,20 @@ class Sizes:
     lifecycle_points: int  # step d/e: n_points the evaluators are told (compile is weighed on it)
     pytest_timeout_s: int
     sync_chunk: int  # step e: points per chunk (one warm-up chunk, two counted)
+    service_train_size: int  # step i: digits samples the service trains on and evaluates
 
 
 CUDA_SIZES = Sizes(
     digits=512, grid=21, resnet56_samples=50_000, timed_points=3,
     speed_precisions=("tf32", "bf16"), pool_chunks=8, lifecycle_points=441,
-    pytest_timeout_s=300, sync_chunk=8,
+    pytest_timeout_s=300, sync_chunk=8, service_train_size=512,
 )  # fmt: skip
 
 
 CPU_SIZES = Sizes(
     digits=128, grid=5, resnet56_samples=256, timed_points=1, speed_precisions=("fp32",),
     pool_chunks=6, lifecycle_points=25, pytest_timeout_s=60, sync_chunk=2,
+    service_train_size=128,
 )  # fmt: skip
 
 
@@ -87,6 +91,7 @@ class Result:
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)  # sub-rows: label, status, text
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # raised while the step ran
 
 
 @dataclass
@@ -158,7 +163,15 @@ def make_net(name: str, in_channels: int, image_size: int, seed: int = 0) -> Any
 
     torch.manual_seed(seed)
     model = build(name, in_channels=in_channels, num_classes=10, image_size=image_size)
-    generator = torch.Generator().manual_seed(seed + 1)
+    return trained_looking_bn(model, seed + 1)
+
+
+def trained_looking_bn(model: Any, seed: int) -> Any:
+    """``model`` in eval mode with random BN running statistics, as training leaves them
+    (fresh ones, mean 0 and variance 1, would make BN folding an identity)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

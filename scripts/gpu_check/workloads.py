@@ -27,8 +27,6 @@ from scripts.gpu_check.common import (
     na,
     synchronize,
 )
-from scripts.gpu_check.engine_steps import step_correctness, step_host_syncs, step_lifecycle
-from scripts.gpu_check.probes import step_gpu_tests, step_versions
 
 
 # -- f: ResNet-56 × 50k: memory model and speed ------------------------------------------------
@@ -358,16 +356,3 @@ def _pool_directly(
         return got, victim, pool.restarts, pool.pids()
     finally:
         pool.close(kill=True)
-
-
-# -- driver ------------------------------------------------------------------------------------
-RUNNERS: dict[str, Callable[[Context], Result]] = {
-    "a": step_versions,
-    "b": step_gpu_tests,
-    "c": step_correctness,
-    "d": step_lifecycle,
-    "e": step_host_syncs,
-    "f": step_resnet56,
-    "g": step_surface,
-    "h": step_pool,
-}
