@@ -24,6 +24,7 @@ from scripts.gpu_check import main as gpu_check
 from scripts.gpu_check import records
 from scripts.gpu_check.common import CPU_SIZES, Context, Result
 from scripts.gpu_check.long_lived import judge
+from scripts.gpu_check.service import service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu-check.py"
@@ -286,6 +287,26 @@ def test_the_service_step_skips_naming_what_is_missing_without_the_web_stack(
     (step,) = [line for line in _journal(out) if line["record"] == "step"]
     assert step["step"] == "i" and step["status"] == "skip"
     assert "No module named" in step["summary"], step["summary"]
+    printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert printed == _journal(out)  # each line printed as it is written
+
+
+def test_the_served_process_gets_the_device_and_none_of_the_callers_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANDSCAPE_DATABASE_URL", "postgresql://operator/jobs")
+    monkeypatch.setenv("LANDSCAPE_API_TOKEN", "secret")
+    env = service_env(_context(tmp_path, "cuda:1"), tmp_path / "data")
+    landscape = {k: v for k, v in env.items() if k.startswith("LANDSCAPE_")}
+    assert landscape == {
+        "LANDSCAPE_DATA_DIR": str(tmp_path / "data"),
+        "LANDSCAPE_DEVICE": "cuda",
+        "LANDSCAPE_COMPUTE_DEVICE": "cuda",
+        "LANDSCAPE_ENGINE_DEVICES": "[1]",
+        "LANDSCAPE_POLL_SECONDS": "0.2",
+        "LANDSCAPE_PROGRESS_EVERY_SECONDS": "0",
+    }
+    assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)
 
 
 @pytest.mark.slow  # ~40 s on 2 cores: a server start, a training epoch, one cold compile

@@ -34,13 +34,19 @@ def tiny_resnet(seed: int) -> Any:
 
 
 def engine_counts(engine: dict[str, Any]) -> dict[str, Any]:
-    """What the engine's provenance says about its compiled graphs or cache, where it says
-    anything (keys naming graphs or a compile cache)."""
-    return {
+    """What the engine says about sharing compiled graphs, where it says anything: keys of the
+    surface's provenance naming graphs, reuse or architectures, and how many architectures
+    the process keeps compiled (``landscape.engine.shared_graphs``, in engines that have it)."""
+    out = {
         key: value
         for key, value in engine.items()
-        if "graph" in key or ("cache" in key and "compile" in key)
+        if any(word in key for word in ("graph", "reuse", "architecture"))
     }
+    try:
+        from landscape.engine.shared_graphs import cached_architectures
+    except ImportError:
+        return out
+    return {**out, "cached_architectures": cached_architectures()}
 
 
 def judge(per: list[dict[str, Any]], wanted: int, budget_s: float) -> list[str]:
@@ -130,11 +136,13 @@ def step_long_lived(ctx: Context) -> Result:
     seconds = [p["seconds"] for p in per]
     later = sorted(seconds[1:] or seconds)
     last = "compiled" if per[-1]["compiled"] else "EAGER"
+    reused = [p["engine"]["compile_reused"] for p in per if "compile_reused" in p["engine"]]
     summary = (
         f"{len(per)} BN-folded {GRID}×{GRID} surfaces (ResNet-8, {TRAIN}+{TEST} digits), "
         f"compiled {n_compiled}/{len(per)}, last {last}; compiled graphs after 1 / half / all: "
-        f"{graphs[0]} / {graphs[(len(graphs) - 1) // 2]} / {graphs[-1]}; first "
-        f"{seconds[0]:.1f} s, later median {later[len(later) // 2]:.1f} s"
+        f"{graphs[0]} / {graphs[(len(graphs) - 1) // 2]} / {graphs[-1]}"
+        + (f", reused by {sum(map(bool, reused))}/{len(reused)}" if reused else "")
+        + f"; first {seconds[0]:.1f} s, later median {later[len(later) // 2]:.1f} s"
     )
     if problems:
         summary += "; " + "; ".join(problems)
