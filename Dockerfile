@@ -1,4 +1,4 @@
-# landscape: API + web + job workers; PyPI's CUDA build of torch on Debian's Python image.
+# landscape: API + web + job workers; a CUDA build of torch on Debian's Python image.
 # Build: docker build -t landscape .   Run: see docker-compose.yml and docs/deploy.md.
 #
 # Why this base: torch.compile needs a C compiler at run time — Triton builds its CUDA
@@ -15,6 +15,12 @@ FROM python:3.11-slim-bookworm
 # ranges and the installed torch); override with --build-arg for another release.
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
+# Where torch comes from, i.e. its CUDA build. PyPI's Linux wheel of 2.14 is built for CUDA
+# 13.0 and needs an NVIDIA driver >= 580 on the host; for an older driver (>= 525.60.13) build
+# with a CUDA 12 index that pytorch.org lists for the release, e.g.
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+# (docs/deploy.md, "The GPU driver").
+ARG TORCH_INDEX_URL=https://pypi.org/simple
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -39,7 +45,8 @@ WORKDIR /app
 # torch first, in its own layer: gigabytes of CUDA libraries that change only with the pin,
 # so editing the sources does not download them again. It satisfies pyproject's torch range;
 # the project install below keeps it.
-RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
+    "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 
 # The same install as `make` and the tests: the project's own pyproject.toml, nothing else,
 # with the `onnx` extra so the service accepts `.onnx` uploads (onnx, onnx2torch, onnxruntime)
@@ -78,9 +85,16 @@ COPY docs/metrics.md ./docs/metrics.md
 COPY scripts/gpu-check.py ./scripts/gpu-check.py
 COPY scripts/gpu_check ./scripts/gpu_check
 
+# torch.compile's caches on the data volume, not in the container's /tmp: a restarted or
+# recreated container loads the kernels it compiled before instead of compiling cold
+# (inductor's FX-graph and autograd caches, Triton's kernels, the driver's PTX JIT cache).
+ENV TORCHINDUCTOR_CACHE_DIR=/data/compile-cache/inductor \
+    TRITON_CACHE_DIR=/data/compile-cache/triton \
+    CUDA_CACHE_PATH=/data/compile-cache/cuda
+
 RUN useradd --create-home --uid 1000 landscape \
-    && mkdir -p /data \
-    && chown landscape:landscape /data
+    && mkdir -p /data/compile-cache \
+    && chown -R landscape:landscape /data
 USER 1000:1000
 
 VOLUME ["/data"]

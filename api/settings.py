@@ -23,7 +23,10 @@ _DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 class Settings(BaseSettings):
     """Everything an operator may change without touching code."""
 
-    model_config = SettingsConfigDict(env_prefix="LANDSCAPE_", env_file=".env", extra="ignore")
+    # An empty variable is an unset one (compose forwards unset settings as `${LANDSCAPE_X:-}`).
+    model_config = SettingsConfigDict(
+        env_prefix="LANDSCAPE_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("cache"), description="checkpoints/, surfaces/, jobs database")
     database_url: str | None = Field(

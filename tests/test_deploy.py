@@ -73,12 +73,19 @@ def test_install_step_matches_the_makefile_and_tests() -> None:
     """One dependency list (pyproject.toml): the image installs the project as `make` does
     (minus editable mode, plus the `onnx` and `ray` extras), never from a separate
     requirements file."""
-    installs = re.findall(r"^RUN\s+pip install (.+)$", DOCKERFILE, re.M)
+    installs = [
+        args.removeprefix("pip install ")
+        for keyword, args in _instructions()
+        if keyword == "RUN" and args.startswith("pip install ")
+    ]
     assert installs[-1] == '--no-cache-dir "./[onnx,ray]"', installs
-    # before it only the torch pin (its own layer, tested below), never other packages
-    assert installs[:-1] == [
-        '--no-cache-dir "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"'
+    # before it only the torch pin (its own layer, tested below) from the CUDA build's index
+    # (a build argument, PyPI by default), never other packages
+    assert [" ".join(i.split()) for i in installs[:-1]] == [
+        '--no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" '
+        '"torchvision==${TORCHVISION_VERSION}"'
     ], installs
+    assert re.search(r"^ARG TORCH_INDEX_URL=https://pypi\.org/simple$", DOCKERFILE, re.M)
     assert "requirements" not in DOCKERFILE
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"pip install -q -e \.$", makefile, re.M)
