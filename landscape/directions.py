@@ -9,7 +9,7 @@ BN running statistics are buffers, not parameters, so they are never part of a d
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -128,6 +128,8 @@ def make_directions(
     data: tuple[Tensor, Tensor] | None = None,
     loss: str = "cross_entropy",
     device: DeviceName | str | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """``ndim`` directions (x, then y, then z) for ``model`` as ``spec`` asks, and their
     provenance.
@@ -136,6 +138,8 @@ def make_directions(
     directions are the top eigenvectors of the Hessian of the mean ``loss`` over ``data``,
     computed on ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``; None: where the model's
     parameters are) — the model stays where it is, and the directions are on its device.
+    Their Lanczos run, the one long step here, reports ``on_step(steps, max_steps)`` and
+    raises ``CancelledError`` once ``should_stop()``.
     """
     if ndim not in (1, 2, 3):
         raise ValueError(f"ndim must be 1, 2 or 3, got {ndim}")
@@ -171,7 +175,7 @@ def make_directions(
                 )
             )
     elif spec.kind == "hessian":
-        dirs, hessian_info = _hessian(model, spec, ndim, data, loss, device)
+        dirs, hessian_info = _hessian(model, spec, ndim, data, loss, device, on_step, should_stop)
         info.update(hessian_info)
     else:
         snapshots = [_load_params(path, model) for path in spec.trajectory]
@@ -188,8 +192,11 @@ def _hessian(
     data: tuple[Tensor, Tensor] | None,
     loss: str,
     device: DeviceName | str | None,
+    on_step: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
 ) -> tuple[list[Direction], dict[str, Any]]:
-    """Top Hessian eigenvectors (Lanczos seeded by ``spec.seed``), products on ``device``, in
+    """Top Hessian eigenvectors (Lanczos seeded by ``spec.seed``, at most
+    ``spec.max_lanczos_steps`` steps), products on ``device``, in
     strict fp32 (the engine's precision policy for Hessian products). Filter or layer
     normalization would change which direction an eigenvector is, so it is scaled as a whole:
     by ``‖θ‖`` (coordinates comparable to filter-normalized ±1) unless normalization is
@@ -208,6 +215,9 @@ def _hessian(
         loss=cast(LossName, loss),
         device=str(next(model.parameters()).device) if device is None else device,
         options=LanczosOptions(seed=spec.seed),
+        max_steps=spec.max_lanczos_steps,
+        on_step=on_step,
+        should_stop=should_stop,
     )
     params = model_parameters(model)
     moved = [{n: d[n].to(device=p.device, dtype=p.dtype) for n, p in params.items()} for d in dirs]

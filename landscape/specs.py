@@ -34,6 +34,8 @@ CompileMode = bool | Literal["always"]
 MAX_CURVATURE_GRID = 15  # curvature map points per axis: 225 Lanczos runs is hours on a ResNet
 # Fixed-step Lanczos (density, curvature map) keeps every basis vector: steps × n_params float64.
 MAX_LANCZOS_STEPS = 200
+# Hessian directions stop earlier once the top pair converges (often a few dozen steps).
+DEFAULT_DIRECTION_STEPS = 100
 MAX_DENSITY_PROBES = 100  # SLQ probes: each is a full Lanczos run
 # Grid coordinates are multiples of filter-normalized directions: beyond |1000| a network's
 # weights are noise times 1000 and the loss overflows; a bound keeps such requests out.
@@ -109,7 +111,8 @@ class DirectionSpec:
     ``interpolate`` uses ``target_checkpoint - checkpoint`` as the x direction (Goodfellow et
     al. 2015); ``pca`` uses the top principal components of ``trajectory`` snapshots (Li et al.
     §7); ``hessian`` the top Hessian eigenvectors of the surface's loss (the sharpest plane).
-    ``seed`` makes random directions reproducible on every device.
+    ``seed`` makes random directions reproducible on every device. ``max_lanczos_steps`` caps
+    the Lanczos run of ``hessian`` directions (one Hessian product per step).
     """
 
     kind: DirectionKind = "random"
@@ -118,6 +121,7 @@ class DirectionSpec:
     seed: int = 0
     target_checkpoint: str | None = None
     trajectory: tuple[str, ...] = ()
+    max_lanczos_steps: int = DEFAULT_DIRECTION_STEPS
 
     def __post_init__(self) -> None:
         check_choice("direction kind", self.kind, DirectionKind)
@@ -127,6 +131,11 @@ class DirectionSpec:
             raise SpecError("directions of kind 'interpolate' need target_checkpoint")
         if self.kind == "pca" and len(self.trajectory) < 3:
             raise SpecError("directions of kind 'pca' need at least 3 trajectory snapshots")
+        _check_steps("max_lanczos_steps", self.max_lanczos_steps)
+        if self.kind != "hessian" and self.max_lanczos_steps != DEFAULT_DIRECTION_STEPS:
+            raise SpecError(
+                f"max_lanczos_steps applies to directions of kind 'hessian', not {self.kind!r}"
+            )
 
 
 @dataclass(frozen=True)

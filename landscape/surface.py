@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -50,14 +50,20 @@ TARGET_CHUNKS = 25  # progress every ~4 %; a kill loses at most one chunk
 MAX_CHUNK_POINTS = 64  # cap so cancel and progress stay prompt on fast devices too
 
 
+Stage = Literal["directions", "grid"]
+
+
 @dataclass(frozen=True)
 class Progress:
-    """Points done out of total (counting points finished by earlier, interrupted runs)."""
+    """Points done out of total (counting points finished by earlier, interrupted runs); in
+    stage ``directions`` (Hessian directions' Lanczos, before the file exists) steps done out
+    of the most it may take."""
 
     done: int
     total: int
     elapsed_s: float  # this run's wall time so far
     eta_s: float | None  # None until this run has finished a chunk
+    stage: Stage = "grid"
 
 
 def compute_surface(
@@ -111,6 +117,8 @@ def compute_surface(
             data=source.data[spec.splits[0]],
             loss=spec.loss,
             device=options.device,  # Hessian directions: products on the engine's device
+            on_step=_step_reporter(on_progress, start),
+            should_stop=should_stop,  # a stop during them writes no file
         )
         directions = list(made)
         x, y = store.grid_coordinates(spec.grid)
@@ -183,6 +191,17 @@ def _make_evaluator(
     options = source.plan_engine(options)
     return make_evaluator(
         source.model, directions, source.data, loss=spec.loss, options=options, n_points=n_points
+    )
+
+
+def _step_reporter(
+    callback: Callable[[Progress], None] | None, start: float
+) -> Callable[[int, int], None] | None:
+    """``on_step(done, total)`` of the directions stage as ``Progress``."""
+    if callback is None:
+        return None
+    return lambda done, total: callback(
+        Progress(done, total, time.perf_counter() - start, None, "directions")
     )
 
 

@@ -39,7 +39,10 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
         _train(plan, ctx)
 
     def on_progress(progress: Progress) -> None:
-        ctx.on_progress(progress.done, progress.total, progress.eta_s)
+        if progress.stage == "directions":  # Lanczos steps, not points: no rate for the grid
+            ctx.report(stage="directions", done=progress.done, total=progress.total, eta=None)
+        else:
+            ctx.on_progress(progress.done, progress.total, progress.eta_s)
 
     if ctx.should_stop():  # engine set-up (data, compile, processes) takes a while: skip it
         raise CancelledError("stopped before computing the surface")

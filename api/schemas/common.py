@@ -85,7 +85,9 @@ class JobPublic(BaseModel):
         "reproduction report (surface_id is then the report's id)",
     )
     status: Literal["queued", "running", "done", "failed", "cancelled"]
-    stage: Literal["queued", "training", "computing", "finished"]
+    stage: Literal["queued", "training", "directions", "computing", "finished"] = Field(
+        description="directions: the Hessian directions' Lanczos run (progress in its steps)"
+    )
     progress: Progress
     train: TrainProgress | None = Field(
         None, description="null unless the job trains a model; kept after training ends"

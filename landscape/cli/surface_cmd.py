@@ -16,6 +16,7 @@ from landscape.cli.data_args import add_data_arguments, data_spec_from_args
 from landscape.errors import CheckpointError, SpecError
 from landscape.sources.modules import FACTORY_HELP
 from landscape.specs import (
+    MAX_LANCZOS_STEPS,
     DeviceName,
     DirectionKind,
     DirectionSpec,
@@ -86,6 +87,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--normalization", default=dirs.normalization, help="filter, layer, ...")
     parser.add_argument("--ignore", default=dirs.ignore, help="biasbn or none")
     parser.add_argument("--seed", type=int, default=dirs.seed, help="seed of random directions")
+    parser.add_argument(
+        "--max-lanczos-steps", type=int, default=dirs.max_lanczos_steps,
+        help=f"hessian: at most this many Lanczos steps (≤ {MAX_LANCZOS_STEPS}), fewer once "
+        "the eigenvectors converge",
+    )  # fmt: skip
     parser.add_argument("--target", default=None, help="second checkpoint (interpolate)")
     parser.add_argument("--trajectory", nargs="+", default=[], help="snapshots (pca)")
     parser.add_argument("--splits", nargs="+", default=["train"], help="train and/or test")
@@ -163,6 +169,7 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         seed=args.seed,
         target_checkpoint=args.target,
         trajectory=tuple(args.trajectory),
+        max_lanczos_steps=args.max_lanczos_steps,
     )
     data = data_spec_from_args(args)
     return SurfaceSpec(
@@ -350,12 +357,16 @@ def _run(args: argparse.Namespace) -> int:
         nonlocal bar
         if args.quiet:
             return
+        desc = "surface" if progress.stage == "grid" else progress.stage
+        if bar is not None and bar.desc != desc:  # the directions' Lanczos ended
+            bar.close()
+            bar = None
         if bar is None:
             bar = tqdm(
                 total=progress.total,
                 initial=progress.done,
-                unit="pt",
-                desc="surface",
+                unit="pt" if progress.stage == "grid" else "step",
+                desc=desc,
                 file=sys.stderr,
                 dynamic_ncols=True,
             )

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from landscape.specs import DataSpec, DirectionSpec, SurfaceSpec, to_dict
+from landscape.specs import DEFAULT_DIRECTION_STEPS, DataSpec, DirectionSpec, SurfaceSpec, to_dict
 
 FORMAT_NAME = "landscape-surface"
 FORMAT_VERSION = 3
@@ -62,6 +62,8 @@ def _key_payload(spec: SurfaceSpec) -> dict[str, Any]:
     if payload["grid"]["n_z"] is None:  # not a volume: the key it had before volumes
         del payload["grid"]["n_z"], payload["grid"]["z_range"]
     directions = payload["directions"]
+    if directions["max_lanczos_steps"] == DEFAULT_DIRECTION_STEPS:  # the key it had before
+        del directions["max_lanczos_steps"]
     if directions["normalization"] == "weight":  # never the key of an old-meaning file
         directions["weight_rule"] = WEIGHT_RULE
     # Snapshots and the target enter by file name: their folder is where they live, not what

@@ -136,6 +136,7 @@ export function costWords(estimate) {
 const STAGE_WORDS = {
   queued: "Waiting in the queue",
   training: "Training the model",
+  directions: "Finding the Hessian directions",
   computing: "Computing grid points",
   finished: "Finished",
 };
@@ -239,7 +240,8 @@ export function progressPanel({ label = "Progress", onCancel, onResume, unit = "
       text = `Waiting: ${queueWords(job)}.`;
     } else {
       const stage = stageWords[job.stage] || "Working";
-      const points = total ? ` — ${done} of ${total} ${unit} (${percent}%)` : "";
+      const what = job.stage === "directions" ? "Lanczos steps" : unit;
+      const points = total ? ` — ${done} of ${total} ${what} (${percent}%)` : "";
       const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
       text = `${stage}${points}${eta}.`;
     }
