@@ -6,6 +6,7 @@ tests run the real queries and need a machine without a usable GPU."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,15 @@ def test_landscape_worker_on_cuda_without_a_gpu_exits_with_one_line(
         assert f"built for CUDA {torch.version.cuda}" in lines[0]
         assert "found" in lines[0] and "LANDSCAPE_DEVICE=cpu" in lines[0]
     assert not (tmp_path / "jobs.sqlite3").exists()
+
+
+def test_the_deploy_doc_and_dockerfile_give_the_minimum_drivers_and_the_older_build() -> None:
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "deploy.md").read_text()
+    dockerfile = (root / "Dockerfile").read_text()
+    for major in (12, 13):
+        minimum = re.escape(cuda_check.MIN_DRIVER[major])
+        assert re.search(rf"CUDA {major}\.x[^|]*\| {minimum} \|", doc), major
+    for _older, index in cuda_check.OLDER_DRIVER_INDEX.values():
+        assert f"TORCH_INDEX_URL={index}" in doc and f"TORCH_INDEX_URL={index}" in dockerfile
+    assert re.search(r"^ARG TORCH_INDEX_URL=", dockerfile, re.M)
