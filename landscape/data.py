@@ -1,11 +1,13 @@
 """Data sets as tensors: loaded once, normalized, moved to the device in one piece.
 
 The grid evaluation sweeps the whole data set thousands of times, so a data set here is a pair
-of tensors ``(x, y)`` — ``x`` float32 ``(N, C, H, W)``, ``y`` int64 — not a DataLoader.
+of tensors ``(x, y)`` — ``x`` float32 ``(N, C, H, W)`` (``(N, C, L)`` for 1-D signals), ``y``
+int64 — not a DataLoader.
 Everything is deterministic: the same name, split and size give the same tensors everywhere.
 
-Sources: ``digits`` (bundled with scikit-learn, offline), the torchvision sets read from a data
-root, and a user's own ``.pt`` / ``.npz`` file with ``x`` and ``y``.
+Sources: ``digits`` (bundled with scikit-learn, offline), MNIST-1D (generated locally,
+``landscape.mnist1d_data``), the torchvision sets read from a data root, and a user's own
+``.pt`` / ``.npz`` file with ``x`` and ``y``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor
 
 from landscape.errors import DatasetNotFoundError, SpecError, UnknownNameError
+from landscape.mnist1d_data import LENGTH, NUM_CLASSES, VARIANTS, mnist1d_arrays
 from landscape.specs import DataSpec
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,11 @@ TEST_FRACTION = 0.2  # for digits and user files without their own test split
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model needs to know about a data set; ``available``: its files are present."""
+    """What a model needs to know about a data set; ``available``: its files are present.
+
+    ``image_size`` is the side of square images, or the length of 1-D signals
+    (``spatial_dims`` 1).
+    """
 
     name: str
     description: str
@@ -44,6 +51,24 @@ class DatasetInfo:
     num_classes: int
     needs_files: bool
     available: bool = True
+    spatial_dims: int = 2
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape: ``(C, S, S)`` for images, ``(C, L)`` for signals."""
+        return (self.in_channels,) + (self.image_size,) * self.spatial_dims
+
+    def model_shape(self) -> dict[str, int]:
+        """The keywords ``landscape.models.build`` takes from the data (``spatial_dims`` only
+        for signals, so an image model's recorded arguments stay what they always were)."""
+        shape = {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+        }
+        if self.spatial_dims != 2:
+            shape["spatial_dims"] = self.spatial_dims
+        return shape
 
 
 @dataclass(frozen=True)
@@ -88,13 +113,19 @@ _MNIST_FILES = {
 
 def list_datasets(data_root: str | Path | None = None) -> list[DatasetInfo]:
     """The registered data sets (not user files), with whether their files are present."""
-    return [_DIGITS] + [dataset_info(name, data_root) for name in sorted(_TORCHVISION)]
+    names = sorted([*VARIANTS, *_TORCHVISION])
+    return [_DIGITS] + [dataset_info(name, data_root) for name in names]
 
 
 def dataset_info(name: str, data_root: str | Path | None = None) -> DatasetInfo:
     """Shape and class count of a registered data set or a user ``.pt``/``.npz`` file."""
     if name == "digits":
         return _DIGITS
+    if name in VARIANTS:
+        return DatasetInfo(
+            name, VARIANTS[name].description, 1, LENGTH, NUM_CLASSES, needs_files=False,
+            spatial_dims=1,
+        )  # fmt: skip
     if name in _TORCHVISION:
         meta = _TORCHVISION[name]
         available = data_root is not None and _files_present(name, Path(data_root))
@@ -111,9 +142,8 @@ def dataset_info(name: str, data_root: str | Path | None = None) -> DatasetInfo:
             name, f"user data from {name}", x.shape[1], x.shape[2], num_classes,
             needs_files=True, available=True,
         )  # fmt: skip
-    raise UnknownNameError(
-        "data set", name, ["digits", *sorted(_TORCHVISION), "<path>.pt", "<path>.npz"]
-    )
+    registered = sorted([*VARIANTS, *_TORCHVISION])
+    raise UnknownNameError("data set", name, ["digits", *registered, "<path>.pt", "<path>.npz"])
 
 
 def load_dataset(
@@ -132,6 +162,9 @@ def load_dataset(
         raise SpecError(f"size must be a positive integer or None, got {size!r}")
     if name == "digits":
         x, y = _load_digits(split)
+    elif name in VARIANTS:
+        arrays = mnist1d_arrays(name, data_root)
+        x, y = torch.tensor(arrays[f"x_{split}"]), torch.tensor(arrays[f"y_{split}"])
     elif name in _TORCHVISION:
         x, y = _load_torchvision(name, split, data_root, download)
     elif _is_user_file(name):

@@ -126,12 +126,7 @@ class _Run:
 
     def __init__(self, spec: TrainSpec, device: torch.device) -> None:
         info = dataset_info(spec.data.name, spec.data.data_root)
-        self.model_args: dict[str, Any] = {
-            **spec.model_args,
-            "in_channels": info.in_channels,
-            "num_classes": info.num_classes,
-            "image_size": info.image_size,
-        }
+        self.model_args: dict[str, Any] = {**spec.model_args, **info.model_shape()}
         torch.manual_seed(spec.seed)
         self.model = build(spec.model, **self.model_args).to(device)
         self.optimizer = _optimizer(spec, self.model)

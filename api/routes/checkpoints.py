@@ -176,11 +176,7 @@ def upload_checkpoint(
                 )
             if existing.dataset == dataset:
                 return checkpoint_public(existing)
-        shape = {
-            "in_channels": info.in_channels,
-            "num_classes": info.num_classes,
-            "image_size": info.image_size,
-        }
+        shape = info.model_shape()
         check_unpacked_size(tmp, _unpacked_limit(settings, model, shape))
         try:
             net, metadata = load_checkpoint(tmp, model_name=model, model_args=shape)
@@ -240,7 +236,7 @@ def _upload_onnx(
             "this server does not accept .onnx uploads (its install lacks the 'onnx' extra)"
         )
     info = dataset_info(dataset, settings.data_root)
-    sample = (info.in_channels, info.image_size, info.image_size)
+    sample = info.sample_shape
     limit = min(settings.max_upload_bytes, settings.max_onnx_bytes)
     settings.ensure_dirs()
     with tempfile.TemporaryDirectory(dir=settings.checkpoints_dir) as tmp_dir:

@@ -253,12 +253,7 @@ def resolve_checkpoint(args: argparse.Namespace) -> str:
         return str(source)  # load_checkpoint explains that a bare state_dict needs --model
     extra = model_args_from(args)
     info = dataset_info(args.dataset, args.data_root)
-    model_args = {
-        "in_channels": info.in_channels,
-        "num_classes": info.num_classes,
-        "image_size": info.image_size,
-        **extra,
-    }
+    model_args = {**info.model_shape(), **extra}
     source_sha = file_digest(source)
     wrapped = args.out.with_name(f"{args.out.stem}.checkpoint.pt")
     if wrapped.exists():

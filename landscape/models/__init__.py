@@ -1,7 +1,9 @@
 """The model zoo: builders registered by name, so specs, checkpoints and the API name models.
 
 A builder takes the data set's shape (``in_channels``, ``num_classes``, ``image_size``) plus
-model-specific keyword arguments; ``build`` records the name and every argument on the module
+model-specific keyword arguments; each model declares the data it accepts (``spatial_dims``: 2
+for images, 1 for signals, whose length ``image_size`` then is), so a mismatch is refused by
+name before anything is built; ``build`` records the name and every argument on the module
 (``landscape_model``) so a checkpoint can rebuild exactly the same network. Installed packages
 add builders through the ``landscape.models`` entry-point group (``landscape.models.plugins``);
 they are loaded on the first lookup and then listed and built like the zoo's own.
@@ -32,6 +34,7 @@ class ModelInfo:
     name: str
     description: str
     source: str = "zoo"  # or "plugin <distribution> <version>"
+    spatial_dims: tuple[int, ...] = (2,)  # the data it takes: 2 images, 1 signals
 
 
 # Inclusive bounds of a numeric model argument, e.g. ``(1, 1024)`` for a width.
@@ -40,9 +43,12 @@ ArgRange = tuple[int, int] | tuple[float, float]
 _REGISTRY: dict[str, tuple[Builder, str]] = {}
 _SOURCES: dict[str, str] = {}  # plugin models only
 _ARG_RANGES: dict[str, dict[str, ArgRange]] = {}  # declared by register_model, else none
+_SPATIAL_DIMS: dict[str, tuple[int, ...]] = {}  # declared by register_model; plugins: images
 
-# The data set's shape: given to every builder by ``build``, never a model argument.
-SHAPE_KEYS = ("in_channels", "num_classes", "image_size")
+# The data set's shape: given to every builder by ``build``, never a model argument
+# (``spatial_dims`` only to a builder that names it: one that takes both images and signals).
+SHAPE_KEYS = ("in_channels", "num_classes", "image_size", "spatial_dims")
+IMAGE_DIMS = 2  # the default: a model or data set that declares nothing holds images
 # Arguments of a model that declares no range: enough for any sane width or depth, far too
 # little for a request to make the process allocate unbounded memory in one call.
 GENERIC_INT_BOUND = 1 << 16
@@ -72,13 +78,19 @@ def _load_plugins() -> None:
 
 
 def register_model(
-    name: str, description: str, *, arg_ranges: Mapping[str, ArgRange] | None = None
+    name: str,
+    description: str,
+    *,
+    arg_ranges: Mapping[str, ArgRange] | None = None,
+    spatial_dims: tuple[int, ...] = (IMAGE_DIMS,),
 ) -> Callable[[_BuilderT], _BuilderT]:
     """Register a builder under ``name``; a second registration of a name is a bug, so it raises.
 
     ``arg_ranges`` bounds the builder's numeric keyword arguments (inclusive), checked by
     ``check_model_args`` before anything is built; arguments without a declared range get the
     generic bounds. A range for a keyword the builder does not take is a bug, so it raises.
+    ``spatial_dims`` lists the data the model takes (2: ``(C, S, S)`` images, 1: ``(C, S)``
+    signals); a builder declaring several must take ``spatial_dims`` to know which it got.
     """
 
     def decorator(builder: _BuilderT) -> _BuilderT:
@@ -89,8 +101,13 @@ def register_model(
         stray = [] if keywords is None else sorted(set(ranges) - set(keywords))
         if stray:
             raise ValueError(f"model {name!r} declares ranges for arguments it lacks: {stray}")
+        if not spatial_dims or not set(spatial_dims) <= {1, 2}:
+            raise ValueError(f"model {name!r}: spatial_dims must be 1 and/or 2, got {spatial_dims}")
+        if len(spatial_dims) > 1 and not _takes_dims(builder):
+            raise ValueError(f"model {name!r} takes {spatial_dims}-D data but no spatial_dims")
         _REGISTRY[name] = (builder, description)
         _ARG_RANGES[name] = ranges
+        _SPATIAL_DIMS[name] = tuple(sorted(spatial_dims))
         return builder
 
     return decorator
@@ -108,6 +125,33 @@ def _keywords(builder: Builder) -> dict[str, inspect.Parameter] | None:
         if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         and p.name not in SHAPE_KEYS
     }
+
+
+def _takes_dims(builder: Builder) -> bool:
+    return "spatial_dims" in inspect.signature(builder).parameters
+
+
+def model_spatial_dims(name: str) -> tuple[int, ...]:
+    """The data a model takes: ``(2,)`` images, ``(1,)`` signals, ``(1, 2)`` either."""
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise UnknownNameError("model", name, sorted(_REGISTRY))
+    return _SPATIAL_DIMS.get(name, (IMAGE_DIMS,))
+
+
+_DIMS_WORDS = {1: "1-D signals", 2: "2-D images"}
+
+
+def _check_dims(name: str, spatial_dims: int) -> None:
+    accepted = model_spatial_dims(name)
+    if spatial_dims in accepted:
+        return
+    fits = [n for n in sorted(_REGISTRY) if spatial_dims in _SPATIAL_DIMS.get(n, (IMAGE_DIMS,))]
+    raise SpecError(
+        f"model {name!r} takes {' or '.join(_DIMS_WORDS[d] for d in accepted)}, and this data "
+        f"set holds {_DIMS_WORDS.get(spatial_dims, f'{spatial_dims}-D data')}; models for it: "
+        f"{', '.join(fits) or 'none'}"
+    )
 
 
 def check_model_args(name: str, args: Mapping[str, Any]) -> None:
@@ -189,9 +233,16 @@ def _shown(value: float) -> str:
 
 
 def build(
-    name: str, *, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **kwargs: Any
+    name: str,
+    *,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    image_size: int = 32,
+    spatial_dims: int = IMAGE_DIMS,
+    **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model; the construction arguments are kept in ``landscape_model``."""
+    """Build a registered model; the construction arguments are kept in ``landscape_model``
+    (``spatial_dims`` only for signals, so every image model's record stays as it was)."""
     _load_plugins()
     if name not in _REGISTRY:
         raise UnknownNameError("model", name, sorted(_REGISTRY))
@@ -202,24 +253,20 @@ def build(
     ):
         if not isinstance(value, int) or value < 1:
             raise SpecError(f"{key} must be a positive integer, got {value!r}")
+    _check_dims(name, spatial_dims)
     check_model_args(name, kwargs)
     builder, _ = _REGISTRY[name]
+    shape = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
+    dims = {"spatial_dims": spatial_dims}
     try:
-        model = builder(
-            in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs
-        )
+        model = builder(**shape, **(dims if _takes_dims(builder) else {}), **kwargs)
     except TypeError as exc:  # an unknown keyword argument for this model
         raise SpecError(f"bad arguments for model {name!r}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise SpecError(f"model {name!r}'s builder returned a {type(model).__name__}, not a Module")
     model.landscape_model = {  # type: ignore[assignment]  # Module.__setattr__ wants Tensor/Module
         "name": name,
-        "args": {
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "image_size": image_size,
-            **kwargs,
-        },
+        "args": {**shape, **(dims if spatial_dims != IMAGE_DIMS else {}), **kwargs},
     }
     return model
 
@@ -236,12 +283,26 @@ def list_models() -> list[ModelInfo]:
     """Every registered model (the zoo's and the installed plugins'), sorted by name."""
     _load_plugins()
     return [
-        ModelInfo(name, _REGISTRY[name][1], _SOURCES.get(name, "zoo")) for name in sorted(_REGISTRY)
+        ModelInfo(
+            name,
+            _REGISTRY[name][1],
+            _SOURCES.get(name, "zoo"),
+            _SPATIAL_DIMS.get(name, (IMAGE_DIMS,)),
+        )
+        for name in sorted(_REGISTRY)
     ]
 
 
 # Importing the families registers them.
-from landscape.models import densenet, highway, mlp, recurrent, resnet, transformer  # noqa: E402
+from landscape.models import (  # noqa: E402
+    densenet,
+    highway,
+    mlp,
+    recurrent,
+    resnet,
+    resnet1d,
+    transformer,
+)
 
 __all__ = [
     "ModelInfo",
@@ -252,8 +313,10 @@ __all__ = [
     "list_models",
     "mlp",
     "model_identity",
+    "model_spatial_dims",
     "recurrent",
     "register_model",
     "resnet",
+    "resnet1d",
     "transformer",
 ]

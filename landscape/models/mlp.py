@@ -4,7 +4,8 @@ Both variants share one class; ``residual`` toggles the identity add around each
 Linear-ReLU-Linear block, so ``mlp-plain`` and ``mlp-residual`` have identical parameters.
 ``activation="tanh"`` swaps every ReLU for tanh: the smooth nets Cohen et al. 2021 train to the
 edge of stability (docs/sharpness.md). ``init="torch"`` keeps PyTorch's default Linear init
-instead of He's: a net that starts flat enough to sharpen progressively.
+instead of He's: a net that starts flat enough to sharpen progressively. Flattening makes
+both take images and 1-D signals alike.
 """
 
 from __future__ import annotations
@@ -107,35 +108,41 @@ ARG_RANGES = {"depth": (1, 64), "width": (1, 1024)}
     "MLP of Linear-ReLU-Linear blocks, no shortcuts (depth, width, activation relu|tanh, "
     "init he|torch)",
     arg_ranges=ARG_RANGES,
+    spatial_dims=(1, 2),
 )
 def mlp_plain(
     *,
     in_channels: int,
     num_classes: int,
     image_size: int,
+    spatial_dims: int = 2,
     depth: int = 4,
     width: int = 128,
     activation: str = "relu",
     init: str = "he",
 ) -> nn.Module:
-    features = in_channels * image_size * image_size
+    features = in_channels * image_size**spatial_dims
     return MLP(features, num_classes, depth=depth, width=width, residual=False,
                activation=activation, init=init)  # fmt: skip
 
 
 @register_model(
-    "mlp-residual", "MLP of Linear-ReLU-Linear blocks with identity adds", arg_ranges=ARG_RANGES
+    "mlp-residual",
+    "MLP of Linear-ReLU-Linear blocks with identity adds",
+    arg_ranges=ARG_RANGES,
+    spatial_dims=(1, 2),
 )
 def mlp_residual(
     *,
     in_channels: int,
     num_classes: int,
     image_size: int,
+    spatial_dims: int = 2,
     depth: int = 4,
     width: int = 128,
     activation: str = "relu",
     init: str = "he",
 ) -> nn.Module:
-    features = in_channels * image_size * image_size
+    features = in_channels * image_size**spatial_dims
     return MLP(features, num_classes, depth=depth, width=width, residual=True,
                activation=activation, init=init)  # fmt: skip

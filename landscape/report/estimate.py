@@ -71,12 +71,7 @@ def time_units(spec: ReproduceSpec, model_name: str) -> UnitCosts:
     x, y = load_data(spec.data, "train", device=device)
     x_test, _ = load_data(spec.data, "test", device=device)
     info = dataset_info(spec.data.name, spec.data.data_root)
-    args = {
-        **dict(spec.model_args),
-        "in_channels": info.in_channels,
-        "num_classes": info.num_classes,
-        "image_size": info.image_size,
-    }
+    args = {**dict(spec.model_args), **info.model_shape()}
     torch.manual_seed(0)
     model = build(model_name, **args).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=spec.momentum)

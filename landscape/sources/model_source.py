@@ -85,11 +85,7 @@ def checkpoint_source(
         from landscape.sources.modules import load_factory_checkpoint
 
         info = dataset_info(spec.data.name, spec.data.data_root)
-        shape = {
-            "in_channels": info.in_channels,
-            "num_classes": info.num_classes,
-            "image_size": info.image_size,
-        }
+        shape = info.model_shape()
         model, meta = load_factory_checkpoint(path, factory, {**shape, **dict(factory_args or {})})
         provenance = {
             "model": meta["model"],

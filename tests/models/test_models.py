@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from landscape.errors import SpecError, UnknownNameError
-from landscape.models import build, list_models, model_identity, register_model
+from landscape.models import (
+    build,
+    list_models,
+    model_identity,
+    model_spatial_dims,
+    register_model,
+)
 from landscape.models.resnet import CifarResNet
 
 ALL_MODELS = [info.name for info in list_models()]
@@ -33,14 +39,15 @@ def test_listing_is_sorted_and_described() -> None:
 def test_every_model_builds_and_runs(name: str, channels: int, size: int, classes: int) -> None:
     if name in HEAVY and size == 32:
         size = 16  # same code path, a quarter of the CPU time
-    model = build(name, in_channels=channels, num_classes=classes, image_size=size)
-    out = model(torch.randn(2, channels, size, size))
-    assert out.shape == (2, classes)
-    assert torch.isfinite(out).all()
-    assert model_identity(model) == (
-        name,
-        {"in_channels": channels, "num_classes": classes, "image_size": size},
-    )
+    for dims in model_spatial_dims(name):  # images (C, S, S), signals (C, S), or both
+        shape = {"in_channels": channels, "num_classes": classes, "image_size": size}
+        if dims != 2:
+            shape["spatial_dims"] = dims
+        model = build(name, **shape)
+        out = model(torch.randn(2, channels, *(size,) * dims))
+        assert out.shape == (2, classes)
+        assert torch.isfinite(out).all()
+        assert model_identity(model) == (name, shape)
 
 
 # He et al. 2016, Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M (option A shortcuts, CIFAR-10).
