@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
 from api.planning.job_cost import job_flops
+from api.planning.rate import measured_throughput
 from api.planning.surface import Plan
 from api.redact import public_stored_error
 from api.runners.base import JobKind
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 _HOST = socket.gethostname()
 _EXPRESS = "-express"  # ends the id of an express-lane worker, so estimates know its lane
-RATE_SAMPLES = 50  # finished jobs the measured rate is fitted to (the newest)
 
 
 def new_worker_id(lane: Lane = "general") -> str:
@@ -317,27 +317,9 @@ class JobQueue:
 
     # --- estimates ------------------------------------------------------------------------
     def throughput(self) -> Throughput:
-        """Seconds per FLOP, fitted to the newest jobs that finished here in one run (a
-        resumed job ran only its rest, so it would read as too fast)."""
+        """The rate estimates use: measured here, else the prior (``api/planning/rate.py``)."""
         with self.sessions() as session:
-            rows = session.execute(
-                select(Job.cost_flops, Job.started_at, Job.finished_at)
-                .where(
-                    Job.status == "done",
-                    Job.attempts == 1,
-                    Job.cost_flops.is_not(None),
-                    Job.started_at.is_not(None),
-                    Job.finished_at.is_not(None),
-                )
-                .order_by(Job.finished_at.desc())
-                .limit(RATE_SAMPLES)
-            ).all()
-        runs = [
-            (flops, end - start)
-            for flops, start, end in rows
-            if flops is not None and start is not None and end is not None
-        ]
-        return Throughput.fit(runs, self.policy.prior_rate)
+            return measured_throughput(session, self.policy)
 
     def estimates(
         self, hypothetical: Mapping[str, float | None] | None = None

@@ -13,24 +13,43 @@ The rule (docs/deploy.md, "The queue"):
   run time of jobs already running or due before it, however many short jobs keep arriving.
   A job without an estimate counts as long (it is taken at once by an idle worker anyway).
 
+The estimates model the deployment as it is. A CUDA worker process runs one job at a time
+(its threads take turns on the device, ``api/worker.py``), so an express thread there could
+never run beside the general one: a CUDA deployment has no express lane (its workers start
+none) and is modelled as one general worker, where the shortest-first rule still puts a
+short job first, behind only the job already running.
+
 Seconds come from FLOPs (``api/planning/job_cost.py``) by ``Throughput``: a per-job overhead
-and a FLOP rate measured from jobs that finished on this server (``Throughput.fit``), or the
-configured prior (``LANDSCAPE_FLOPS_PER_SECOND``) until enough have. ``schedule`` replays the
-rule over the queued jobs from the running jobs' expected ends, giving each queued job its
-position (1: next to start), estimated start and end.
+and a FLOP rate measured from jobs that finished on this server (``Throughput.fit``), or until
+enough have, a prior: ``LANDSCAPE_FLOPS_PER_SECOND`` when set, else the prior of the workers'
+device class (``PRIOR_FLOPS_PER_SECOND``). ``schedule`` replays the rule over the queued jobs
+from the running jobs' expected ends, giving each queued job its position (1: next to start),
+estimated start and end.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
+from api.planning.common import compute_device
 from api.settings import Settings
+from landscape.errors import SpecError
 
 Lane = Literal["express", "general"]
+DeviceClass = Literal["cpu", "cuda"]
+
+# FLOP rates assumed until jobs have finished here, by the workers' device class. CPU: what the
+# zoo's small-batch training and evaluation reach on a 2-core Intel Xeon. CUDA: deliberately
+# below what was measured for ResNet-56 on CIFAR-10 on one H200 (the engine's strict fp32 16
+# TFLOP/s, tf32 compiled 52; the original tool's loop 6-8), as small-batch training and smaller
+# GPUs run slower per FLOP: an estimate made with it errs long, and the measured rate replaces
+# it after two jobs.
+PRIOR_FLOPS_PER_SECOND: Mapping[DeviceClass, float] = MappingProxyType({"cpu": 3e9, "cuda": 1e13})
 
 PRIOR_OVERHEAD_S = 10.0  # loading data, building the net, starting engine processes
 MIN_SAMPLES = 2  # finished jobs needed before the measured overhead and rate replace the prior
@@ -45,6 +64,7 @@ class Throughput:
     overhead_s: float
     flops_per_second: float
     samples: int
+    prior: str = "LANDSCAPE_FLOPS_PER_SECOND"  # where an assumed rate came from, in words
 
     def seconds(self, flops: float | None) -> float | None:
         work = self.work_seconds(flops)
@@ -63,44 +83,72 @@ class Throughput:
         """How the seconds were obtained, for people reading an estimate."""
         rate = f"{self.flops_per_second:.3g} FLOP/s + {self.overhead_s:.1f} s per job"
         if self.samples == 0:
-            return f"assumed rate {rate} (LANDSCAPE_FLOPS_PER_SECOND; no job finished here yet)"
+            return f"assumed rate {rate} ({self.prior}; no job finished here yet)"
         return f"measured rate {rate}, from the last {self.samples} finished jobs on this server"
 
     @classmethod
-    def fit(cls, finished: Iterable[tuple[float, float]], prior_rate: float) -> Throughput:
+    def fit(
+        cls,
+        finished: Iterable[tuple[float, float]],
+        prior_rate: float,
+        prior: str = "LANDSCAPE_FLOPS_PER_SECOND",
+    ) -> Throughput:
         """From ``(estimated flops, seconds it ran)`` of finished jobs: the overhead is the
         shortest run (the smallest jobs are nearly all overhead), the rate the FLOPs per second
         of the time beyond it, among jobs that spent at least ``MIN_WORK_S`` beyond it."""
         runs = [(f, s) for f, s in finished if f >= 0 and s > 0 and math.isfinite(f + s)]
         if len(runs) < MIN_SAMPLES:
-            return cls(PRIOR_OVERHEAD_S, prior_rate, 0)
+            return cls(PRIOR_OVERHEAD_S, prior_rate, 0, prior)
         overhead = min(s for _, s in runs)
         working = [(f, s - overhead) for f, s in runs if s - overhead >= MIN_WORK_S and f > 0]
         rate = sum(f for f, _ in working) / sum(s for _, s in working) if working else prior_rate
-        return cls(overhead, rate, len(runs))
+        return cls(overhead, rate, len(runs), prior)
 
 
 @dataclass(frozen=True)
 class QueuePolicy:
     """The rule's knobs, from the settings (defaults: ``api/settings.py``). The worker counts
     are the capacity the estimates assume: this process's (or, with none here, one general
-    worker and the express lane of a ``landscape worker`` beside it)."""
+    worker and the express lane of a ``landscape worker`` beside it); on CUDA one general
+    worker and no express lane (the module docstring says why)."""
 
     aging_seconds: float = 1800.0
     express_max_seconds: float = 120.0
-    prior_rate: float = 3e9
+    prior_rate: float = PRIOR_FLOPS_PER_SECOND["cpu"]
+    prior: str = "LANDSCAPE_FLOPS_PER_SECOND"
     general_workers: int = 1
     express_workers: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueuePolicy:
+        device = device_class(settings)
+        on_cuda = device == "cuda"
+        if settings.flops_per_second is not None:
+            rate, prior = settings.flops_per_second, "LANDSCAPE_FLOPS_PER_SECOND"
+        else:
+            rate = PRIOR_FLOPS_PER_SECOND[device]
+            prior = f"the prior of a {device.upper()} worker; LANDSCAPE_FLOPS_PER_SECOND sets one"
         return cls(
             aging_seconds=settings.queue_aging_seconds,
             express_max_seconds=settings.express_max_seconds,
-            prior_rate=settings.flops_per_second,
-            general_workers=max(1, settings.workers),
-            express_workers=settings.express_workers,
+            prior_rate=rate,
+            prior=prior,
+            general_workers=1 if on_cuda else max(1, settings.workers),
+            express_workers=0 if on_cuda else settings.express_workers,
         )
+
+    def assumed(self) -> Throughput:
+        """The prior alone, for an estimate made without the jobs table."""
+        return Throughput.fit((), self.prior_rate, self.prior)
+
+
+def device_class(settings: Settings) -> DeviceClass:
+    """The class of the device the service's workers compute on (``compute_device``). CUDA
+    asked for in a process without it counts as a CPU: its jobs fail, none computes there."""
+    try:
+        return "cuda" if compute_device(settings).type == "cuda" else "cpu"
+    except SpecError:
+        return "cpu"
 
 
 @dataclass(frozen=True)

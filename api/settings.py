@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         "(training a model not yet cached, directions and every grid point; a report's "
         "trainings, surfaces and analyses; an analysis's Hessian-vector products): checked "
         "from the cost model before the job is queued (422 over it), never while it runs. "
-        "Not a time limit: 5e14 at the assumed 3e9 FLOP/s is about 46 hours",
+        "Not a time limit: 5e14 at a CPU worker's assumed 3e9 FLOP/s is about 46 hours",
     )
 
     # Reproduction reports (POST /api/reports): each trains nets × seeds models, then computes
@@ -133,12 +133,13 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="a job queued this long goes ahead of every younger one",
     )
-    flops_per_second: float = Field(
-        3e9,
+    flops_per_second: float | None = Field(
+        None,
         gt=0,
         allow_inf_nan=False,
         description="FLOP rate assumed until jobs have finished here (then it is measured); "
-        "3e9: the zoo's small-batch training and evaluation on a 2-core CPU",
+        "unset or empty: the prior of the workers' device class (compute_device): 3e9 for a "
+        "CPU, 1e13 for a CUDA GPU (api/schedule.py, PRIOR_FLOPS_PER_SECOND)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where this process's workers run jobs (read at run time)"

@@ -7,9 +7,8 @@ one sample's forward pass (matrix products and convolutions, by the formulas of
 ``torch.utils.flop_counter``) and the activation bytes that forward keeps for the backward pass
 (``saved_tensors_hooks``). Each job kind multiplies those by what its plan does (samples,
 epochs, grid points, Hessian-vector products) into an ``Estimate``: total FLOPs, peak memory
-and the largest net's parameters. ``check_budget`` compares that with this server's budgets
-(``LANDSCAPE_MAX_JOB_FLOPS``, ``LANDSCAPE_MAX_JOB_MEMORY_BYTES``, ``LANDSCAPE_MAX_MODEL_PARAMS``)
-and refuses the job (422) naming the budget and the estimate.
+and the largest net's parameters. ``api/planning/budget.py`` compares that with this server's
+budgets and refuses a job over one (422), saying what would fit.
 
 These are estimates, not measurements; each constant below says what it assumes.
 """
@@ -30,7 +29,6 @@ from torch.autograd.graph import saved_tensors_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from api.settings import Settings
 from landscape.data import dataset_info
 from landscape.errors import LandscapeError, SpecError
 from landscape.models import SHAPE_KEYS, build, check_model_args, list_models
@@ -407,32 +405,3 @@ def report_estimate(spec: ReproduceSpec, nets: Mapping[str, NetCost], shape: Sha
 def _sum(total: Work, work: Work, times: int) -> Work:
     """``times`` runs of ``work`` one after another: FLOPs add up, memory is the largest."""
     return Work(total.flops + times * work.flops, max(total.memory_bytes, work.memory_bytes))
-
-
-def check_budget(estimate: Estimate, settings: Settings) -> None:
-    """Refuse (``SpecError``, 422) a job over one of this server's budgets, naming the budget,
-    its value and the job's estimate."""
-    what = estimate.what
-    if estimate.params > settings.max_model_params:
-        raise SpecError(
-            f"this {what}'s model has {estimate.params:,} parameters, more than this server's "
-            f"budget LANDSCAPE_MAX_MODEL_PARAMS = {settings.max_model_params:,}; choose a "
-            "smaller model or smaller model_args"
-        )
-    if estimate.memory_bytes > settings.max_job_memory_bytes:
-        raise SpecError(
-            f"this {what} needs an estimated {_gib(estimate.memory_bytes)} of memory, more "
-            f"than this server's budget LANDSCAPE_MAX_JOB_MEMORY_BYTES = "
-            f"{_gib(settings.max_job_memory_bytes)}; use a smaller model, batch or subset"
-        )
-    if estimate.flops > settings.max_job_flops:
-        parts = ", ".join(f"{name} {work.flops:.2g}" for name, work in estimate.parts)
-        raise SpecError(
-            f"this {what} is an estimated {estimate.flops:.2g} FLOPs ({parts}), more than "
-            f"this server's budget LANDSCAPE_MAX_JOB_FLOPS = {settings.max_job_flops:.2g}; "
-            "ask for fewer epochs, seeds, samples or grid points, or a smaller model"
-        )
-
-
-def _gib(value: float) -> str:
-    return f"{value / 2**30:.3g} GiB"

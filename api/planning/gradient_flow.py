@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from api.db import SurfaceRecord
+from api.planning.budget import check_budget
 from api.planning.common import analysis_inputs, surface_path
-from api.planning.cost import check_budget, data_shape, flow_estimate, surface_cost
+from api.planning.cost import data_shape, flow_estimate, surface_cost
 from api.schemas.gradient_flow import GradientFlowRequest
 from api.settings import Settings
 from landscape.specs import DataSpec, from_dict, to_dict

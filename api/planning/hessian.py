@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from api.db import SurfaceRecord
+from api.planning.budget import check_budget
 from api.planning.common import analysis_inputs, stored_spec, surface_path
-from api.planning.cost import check_budget, data_shape, hessian_estimate, surface_cost
+from api.planning.cost import data_shape, hessian_estimate, surface_cost
 from api.schemas.hessian import HessianRequest
 from api.settings import Settings
 from landscape.errors import SpecError

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from api.planning.budget import check_budget
 from api.planning.common import check_dataset, declared_precision, stored_spec
-from api.planning.cost import check_budget, data_shape, net_cost, report_estimate
+from api.planning.cost import data_shape, net_cost, report_estimate
 from api.schemas.report import ReportRequest
 from api.settings import Settings
 from landscape.errors import SpecError

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.db import CheckpointRecord
+from api.planning.budget import check_budget, surface_advice
 from api.planning.common import (
     check_dataset,
     checkpoint_path,
@@ -26,7 +27,9 @@ from api.planning.common import (
     stored_spec,
     surface_path,
 )
-from api.planning.cost import check_budget, checkpoint_cost, data_shape, surface_estimate
+from api.planning.cost import checkpoint_cost, data_shape, surface_estimate
+from api.planning.rate import measured_throughput
+from api.schedule import QueuePolicy
 from api.schemas.surface import SurfaceRequest
 from api.settings import Settings
 from landscape.errors import SpecError, UnknownNameError
@@ -233,7 +236,12 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         shape = data_shape(data)
         net = checkpoint_cost(model, model_args, checkpoint, shape)
         pending = None if checkpoint.exists() else train_spec
-        check_budget(surface_estimate(spec, pending, net, shape), settings)
+        check_budget(
+            surface_estimate(spec, pending, net, shape),
+            settings,
+            measured_throughput(session, QueuePolicy.from_settings(settings)),
+            surface_advice(spec, pending, net, shape),
+        )
     label = request.label or f"{model} on {dataset}"
     return Plan(
         surface_id=surface_id,

@@ -375,6 +375,10 @@ def test_an_over_budget_report_is_refused_naming_budget_and_estimate(tmp_path: P
         assert parsed, detail
         total, *parts = (float(value) for value in parsed.groups())
         assert 1e13 < total < 1e15 and total == pytest.approx(sum(parts), rel=0.1)
+        assert "on this deployment, at the assumed rate" in detail  # and what to reduce:
+        assert detail.endswith(
+            "ask for fewer pairs, seeds, epochs or surface ranges, or a smaller train_size"
+        )
         assert len(_jobs(client)) == 1
 
 
@@ -392,6 +396,7 @@ def test_an_over_budget_surface_is_refused(
     with _client(tmp_path, **budget) as client:
         refused = client.post("/api/surfaces", json=TINY)  # mlp-plain: 141,706 parameters
         assert refused.status_code == 422 and needle in refused.json()["detail"], refused.text
+        assert "on this deployment" in refused.json()["detail"]
         assert _jobs(client) == []
 
 
@@ -406,6 +411,7 @@ def test_over_budget_analyses_are_refused(tmp_path: Path) -> None:
         )
         flow = client.post(f"/api/surfaces/{surface_id}/gradient-flow", json={})
         assert flow.status_code == 422 and "this gradient flow is an estimated" in flow.text
+        assert "ask for a smaller train_size" in flow.text and "fewer eigenvalues" in hessian.text
         settings.max_job_flops = 1e12
         queued = client.post(f"/api/surfaces/{surface_id}/hessian", json={"top": 1})
         assert queued.status_code == 202, queued.text

@@ -7,6 +7,7 @@ device); workers are driven by hand with ``claim`` so nothing trains.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -22,9 +24,11 @@ from api.db import Job
 from api.demo import demo_requests
 from api.planning.job_cost import JOB_COSTS
 from api.runners.base import JobKind
-from api.schedule import QueuePolicy, Throughput, claim_order, schedule
+from api.schedule import PRIOR_FLOPS_PER_SECOND, QueuePolicy, Throughput, claim_order, schedule
 from api.settings import Settings
+from api.worker import WorkerPool
 from tests.api.test_api import tiny_settings
+from tests.api.test_budget_refusals import PAPER_SURFACE, default_settings
 
 # What the web form sends for an 11×11 mlp-plain surface (its defaults: the demo's recipe).
 FORM_REQUEST: dict[str, Any] = {
@@ -259,6 +263,91 @@ def test_a_sharpness_job_is_priced_like_its_budget_check(client: TestClient) -> 
 def test_the_flops_budget_says_what_it_limits() -> None:
     words = Settings.model_fields["max_job_flops"].description or ""
     assert "before the job is queued" in words and "Not a time limit" in words
-    fields = Settings.model_fields
-    hours = fields["max_job_flops"].default / fields["flops_per_second"].default / 3600
+    budget = Settings.model_fields["max_job_flops"].default
+    hours = budget / PRIOR_FLOPS_PER_SECOND["cpu"] / 3600
     assert f"about {hours:.0f} hours" in words  # the help's arithmetic, kept true
+    rate_words = Settings.model_fields["flops_per_second"].description or ""
+    for rate in PRIOR_FLOPS_PER_SECOND.values():  # the help names each prior, kept true
+        assert re.sub(r"e\+0?", "e", f"{rate:.0e}") in rate_words
+
+
+# ------------------------------------------------------------- the deployment as it is
+
+WEEK_S = 7 * 86400
+
+
+def _paper_estimate(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    """What ``POST /api/jobs/estimate`` says of the paper's surface, under budgets that
+    admit it: its FLOPs, seconds and basis."""
+    settings = default_settings(tmp_path / "data", max_job_flops=1e18, **changes)
+    with TestClient(create_app(settings)) as client:
+        reply = client.post("/api/jobs/estimate", json={"surfaces": [PAPER_SURFACE]})
+    assert reply.status_code == 200, reply.text
+    estimate: dict[str, Any] = reply.json()["jobs"][0]["estimate"]
+    return estimate
+
+
+def test_a_cuda_deployment_estimates_the_papers_surface_in_minutes_not_months(
+    tmp_path: Path,
+) -> None:
+    # The compose API: on a CPU, computing on CUDA workers.
+    gpu = _paper_estimate(tmp_path / "gpu", compute_device="cuda")
+    assert gpu["flops"] > 3e16
+    assert 10 * 60 < gpu["seconds"] < 6 * 3600
+    assert gpu["seconds"] == pytest.approx(10.0 + gpu["flops"] / 1e13, rel=1e-3)
+    assert "CUDA worker" in gpu["basis"]
+    cpu = _paper_estimate(tmp_path / "cpu", compute_device="cpu")
+    assert cpu["seconds"] == pytest.approx(10.0 + cpu["flops"] / 3e9, rel=1e-3)
+    assert cpu["seconds"] > 10 * WEEK_S and "CPU worker" in cpu["basis"]
+    told = _paper_estimate(tmp_path / "told", compute_device="cuda", flops_per_second=4e13)
+    assert told["seconds"] == pytest.approx(10.0 + told["flops"] / 4e13, rel=1e-3)
+    assert "LANDSCAPE_FLOPS_PER_SECOND" in told["basis"] and "prior" not in told["basis"]
+
+
+def test_an_unset_or_empty_rate_is_the_device_class_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDSCAPE_FLOPS_PER_SECOND", "")  # compose forwards an unset one so
+    settings = Settings(compute_device="cuda")
+    assert settings.flops_per_second is None
+    assert QueuePolicy.from_settings(settings).prior_rate == PRIOR_FLOPS_PER_SECOND["cuda"]
+    monkeypatch.setenv("LANDSCAPE_FLOPS_PER_SECOND", "2e12")
+    assert QueuePolicy.from_settings(Settings(compute_device="cuda")).prior_rate == 2e12
+
+
+@pytest.fixture
+def gpu_client(tmp_path: Path) -> Iterator[TestClient]:
+    """The compose API on a CPU, planning for CUDA workers."""
+    settings = tiny_settings(
+        tmp_path / "data", max_grid_points=5000, queue_aging_seconds=600, compute_device="cuda"
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_a_cuda_deployment_has_no_express_lane_in_its_estimates(gpu_client: TestClient) -> None:
+    client = gpu_client
+    for request in demo_requests():
+        assert client.post("/api/surfaces", json=request.model_dump(mode="json")).is_success
+    queue = client.app.state.queue  # type: ignore[attr-defined]
+    running = queue.claim("here:1:g", "general")  # the GPU's one job at a time
+    reply = client.post("/api/surfaces", json=FORM_REQUEST)  # then a small job arrives
+    small = reply.json()["job"]["estimate"]
+    end = queue.estimates()[running.id].end_at
+    # No express worker beside the running job: the small one waits for it, then goes first.
+    assert small["lane"] == "general" and small["position"] == 1
+    assert datetime.fromisoformat(small["start_at"]) >= datetime.fromisoformat(end)
+    assert {e.lane for e in queue.estimates().values()} == {"general"}
+
+
+def test_a_cuda_worker_process_starts_no_express_threads(
+    gpu_client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = gpu_client.app.state  # type: ignore[attr-defined]
+    cpu = WorkerPool(state.queue, tiny_settings(tmp_path / "data"), state.sessions, 1)
+    assert [w.lane for w in cpu.workers] == ["general", "express"]
+    monkeypatch.setattr(
+        "api.runners.base.resolve_device",
+        lambda name: torch.device("cpu" if name == "cpu" else "cuda"),
+    )
+    gpu_settings = tiny_settings(tmp_path / "data", device="cuda", compute_device="cuda")
+    gpu = WorkerPool(state.queue, gpu_settings, state.sessions, 1)
+    assert [w.lane for w in gpu.workers] == ["general"]
