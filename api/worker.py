@@ -11,7 +11,8 @@ next chunk (or training batch, or analysis step) and partial files stay resumabl
 
 Jobs run where this process's settings say (``LANDSCAPE_DEVICE``), not where they were planned.
 On CUDA, one job at a time per process: precision switches and free-memory reads are global to
-the process, so worker threads take turns and more concurrent GPU jobs take more processes.
+the process, so worker threads take turns and more concurrent GPU jobs take more processes;
+a CUDA process starts no express workers (they could never run beside a job).
 """
 
 from __future__ import annotations
