@@ -1,8 +1,8 @@
 """Whether a worker told to compute on CUDA can, checked before it claims a job.
 
-A torch CUDA build on a host whose NVIDIA driver is missing or older than its CUDA release
-needs reports ``torch.cuda.is_available() == False``; a worker that started anyway would fail
-every job it claims. ``landscape worker`` calls ``require_cuda`` at start and
+On a host whose NVIDIA driver is missing or older than the CUDA release torch was built for,
+``torch.cuda.is_available()`` is false, and a worker that started anyway would fail every job
+it claims. ``landscape worker`` calls ``require_cuda`` at start and
 ``landscape worker --check`` (the compose health check) calls it again, so the worker exits,
 or is marked unhealthy, with one line naming torch's CUDA version, the driver found and what
 to do.
@@ -57,12 +57,12 @@ def cuda_problem() -> str | None:
     )
     if (release is None and runs is None) or too_old:
         fixes = [f"install an NVIDIA driver >= {needed}" if needed else "update the driver"]
+        if major in OLDER_DRIVER_INDEX:
+            older, index = OLDER_DRIVER_INDEX[major]
+            fixes.append(f"build the image for CUDA {older} (--build-arg TORCH_INDEX_URL="
+                         f"{index}, driver >= {MIN_DRIVER[older]})")  # fmt: skip
     else:  # a recent enough driver, but no GPU reaches this process
         fixes = ["give the container the GPUs (compose's device reservation, --gpus all)"]
-    if major in OLDER_DRIVER_INDEX:
-        older, index = OLDER_DRIVER_INDEX[major]
-        fixes.append(f"build the image for CUDA {older} (--build-arg TORCH_INDEX_URL={index}, "
-                     f"driver >= {MIN_DRIVER[older]})")  # fmt: skip
     fixes.append("set LANDSCAPE_DEVICE=cpu")
     need = f", which needs an NVIDIA driver >= {needed}" if needed else ""
     return (

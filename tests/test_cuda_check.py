@@ -82,6 +82,7 @@ def test_a_recent_driver_without_visible_gpus_asks_for_the_gpus(
     message = _one_line(cuda_check.cuda_problem())
     assert "NVIDIA driver 580.82.07 found" in message
     assert "Give the container the GPUs" in message and "Install" not in message
+    assert "TORCH_INDEX_URL" not in message  # a newer build would not help
 
 
 def test_a_cuda_12_build_on_an_old_driver_offers_no_older_build(
