@@ -139,14 +139,26 @@ def test_full_size_is_50k_train_10k_test(tmp_path: Path) -> None:
     assert torch.bincount(y).min() > 4_500  # every class well represented
 
 
-def test_api_lists_mnist1d(tmp_path: Path) -> None:
+def test_api_lists_mnist1d_and_prices_only_models_for_signals(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", workers=0, api_token=None)
+    body: dict[str, Any] = {
+        "model": "resnet1d-8",
+        "dataset": "mnist1d-small",
+        "train": {"epochs": 1},
+        "train_size": 200,
+        "grid": {"nx": 3, "ny": 3, "xrange": [-1, 1], "yrange": [-1, 1]},
+    }
     with TestClient(create_app(settings)) as client:
         listed = {d["name"]: d for d in client.get("/api/datasets").json()}
+        accepted = client.post("/api/surfaces", json=body)
+        refused = client.post("/api/surfaces", json={**body, "model": "resnet20"})
     entry = listed["mnist1d"]
     assert entry["available"] and "MNIST-1D" in entry["description"]
     assert (entry["in_channels"], entry["image_size"], entry["num_classes"]) == (1, 40, 10)
     assert listed["mnist1d-small"]["available"]
+    assert accepted.status_code == 202, accepted.text
+    assert refused.status_code == 422
+    assert "takes 2-D images" in refused.text and "resnet1d-8" in refused.text
 
 
 def test_train_and_surface_a_1d_resnet_equal_the_reference(

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import flop_registry
 
 from landscape.data import dataset_info
 from landscape.errors import LandscapeError, SpecError
+from landscape.mnist1d_data import VARIANTS as MNIST1D_VARIANTS
 from landscape.models import SHAPE_KEYS, build, check_model_args, list_models
 from landscape.report.recipe import ReproduceSpec
 from landscape.specs import AnalysisSpec, DataSpec, SurfaceSpec, TrainSpec
@@ -64,10 +65,15 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     "cifar100": {"train": 50_000, "test": 10_000},
     "mnist": {"train": 60_000, "test": 10_000},
     "fashion-mnist": {"train": 60_000, "test": 10_000},
+    **{
+        name: {"train": v.samples - v.test_samples, "test": v.test_samples}
+        for name, v in MNIST1D_VARIANTS.items()
+    },
 }
 UNKNOWN_SPLIT_SIZE = 10_000_000  # a data set missing above counts as the largest subset allowed
 
-Shape = tuple[int, int, int]  # (in_channels, image_size, num_classes)
+# (in_channels, image_size, num_classes), and spatial_dims last for 1-D signals only
+Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,8 @@ class Estimate:
 
 def data_shape(data: DataSpec) -> Shape:
     info = dataset_info(data.name, data.data_root)
-    return info.in_channels, info.image_size, info.num_classes
+    signal = (info.spatial_dims,) if info.spatial_dims != 2 else ()
+    return (info.in_channels, info.image_size, info.num_classes, *signal)
 
 
 def split_size(data: DataSpec, split: str) -> int:
@@ -211,12 +218,14 @@ _FILLS = frozenset(
 
 @functools.lru_cache(maxsize=256)
 def _measured(model: str, args: tuple[tuple[str, Any], ...], shape: Shape) -> NetCost:
-    channels, size, classes = shape
+    channels, size, classes, *signal = shape
+    dims = signal[0] if signal else 2
     try:
         with torch.device("meta"), _MetaCosting():
             net = build(
-                model, in_channels=channels, num_classes=classes, image_size=size, **dict(args)
-            )
+                model, in_channels=channels, num_classes=classes, image_size=size,
+                spatial_dims=dims, **dict(args),
+            )  # fmt: skip
     except LandscapeError:
         raise
     except Exception as exc:  # a builder's own refusal (e.g. heads not dividing d_model)
@@ -234,7 +243,7 @@ def _measured(model: str, args: tuple[tuple[str, Any], ...], shape: Shape) -> Ne
     net.train()
     try:
         with _MetaCosting() as counter, saved_tensors_hooks(pack, _unpacked):
-            net(torch.empty((batch, channels, size, size), device="meta"))
+            net(torch.empty((batch, channels, *(size,) * dims), device="meta"))
     except Exception as exc:
         raise SpecError(
             f"cannot estimate the cost of model {model!r}: its forward pass does not run on "
@@ -249,8 +258,8 @@ def _unpacked(tensor: Any) -> Any:
 
 
 def _data_bytes(samples: int, shape: Shape) -> float:
-    channels, size, _ = shape
-    return float(samples * channels * size * size * FLOAT_BYTES)
+    channels, size, _, *signal = shape
+    return float(samples * channels * size ** (signal[0] if signal else 2) * FLOAT_BYTES)
 
 
 def arpack_products(k: int) -> int:
