@@ -1,9 +1,10 @@
 """From a report request to a ``ReproduceSpec`` (``landscape.report.reproduce``), checked
 against this server's caps; the route plans once, the runner executes the stored plan.
 
-``reproduce`` computes at precision ``auto`` on the device it runs on, so the plan declares
-that precision for the workers' compute device; it enters the report id, as a surface's does
-its id, and a worker whose device would compute another refuses the job. Every net's model
+The recipe's precision (fp32 unless the request asks for another) is resolved for the workers'
+compute device when planned, as a surface's is (tf32 for CPU workers: 422), and stored in the
+recipe, so a worker computes what the report id names; a worker that cannot (a CPU worker given
+a tf32 report) refuses the job (``api/runners/base.py``'s ``engine_options``). Every net's model
 arguments are checked and the whole report is costed (``api/planning/cost.py``) before it is
 queued; in the queue limits it counts as its steps (trainings, surfaces, per-net analyses).
 
@@ -13,6 +14,7 @@ job ends without output there (``discard_if_empty``), so a request alone leaves 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -40,7 +42,7 @@ class ReportPlan:
     out_dir: Path
     spec: dict[str, Any]  # ReproduceSpec.to_dict, less device and workers (the worker's)
     steps: int
-    precision: str | None  # reproduce's auto on the workers' device; None in older rows
+    precision: str | None  # the recipe's, resolved; None in older rows (auto, then)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,8 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
     if request.model_args is not None:
         merged = dict(FAMILIES[request.family].model_args) | request.model_args
         changes["model_args"] = tuple(sorted(merged.items()))
+    if request.precision is not None:
+        changes["precision"] = request.precision
     size_cap = settings.max_train_size
     if size_cap is not None and (request.train_size or size_cap + 1) > size_cap:
         raise SpecError(f"train_size must be given and at most {size_cap} on this server")
@@ -104,6 +108,7 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
         download=resolved.download,
     )
     spec = family_spec(request.family, quick=request.quick, **changes)
+    spec = dataclasses.replace(spec, precision=declared_precision(settings, spec.precision))
     if spec.epochs > settings.max_report_epochs:
         raise SpecError(
             f"epochs = {spec.epochs} is more than this server's limit of "
@@ -124,8 +129,8 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
     shape = data_shape(spec.data)
     nets = {model: net_cost(model, dict(spec.model_args), shape) for model in spec.models}
     recipe = stored_spec(spec)
-    precision = declared_precision(settings, "auto")
-    key = {**recipe, "precision": precision}
+    # the id's key holds the resolved precision, as it did before precision was a recipe value
+    key = dict(recipe)
     key["data"] = {**recipe["data"], "data_root": None, "download": None}
     report_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     if not (settings.reports_dir / report_id / REPORT_FILE).exists():  # a done one is served
@@ -135,7 +140,7 @@ def plan_report(request: ReportRequest, settings: Settings) -> ReportPlan:
         out_dir=settings.reports_dir / report_id,
         spec=recipe,
         steps=report_steps(spec),
-        precision=precision,
+        precision=spec.precision,
     )
 
 

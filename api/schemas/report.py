@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import MAX_SUBSET, JobPublic, JsonTuple, Strict
-from landscape.specs import MAX_ABS_COORDINATE
+from landscape.specs import MAX_ABS_COORDINATE, Precision
 
 ModelName = Annotated[str, Field(max_length=100)]
 Pair = Annotated[tuple[ModelName, ModelName], JsonTuple]
@@ -54,6 +54,12 @@ class ReportRequest(Strict):
         max_length=16,
         description="for every net, e.g. width (checked per model); added to or replacing "
         "the family's own (highway: gate_bias -4)",
+    )
+    precision: Precision | None = Field(
+        None,
+        description="the surfaces' precision (default the recipe's fp32; tf32 and bf16 need "
+        "CUDA workers, auto is tf32 on them); training, Hessian and gradient flow are fp32. "
+        "Part of the report's id",
     )
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from landscape.errors import SpecError, UnknownNameError
-from landscape.specs import DataSpec
+from landscape.specs import DataSpec, Precision
 
 STORIES = ("skip-vs-plain",)
 
@@ -71,6 +71,9 @@ def recipe_help() -> dict[str, str]:
         "range": f"surface ranges, half-width and points per axis ({both('ranges')})",
         "model_arg": "an argument for every net, e.g. width=16 (default: the --family's"
         + (f"; {model_args})" if model_args else ", none)"),
+        "precision": f"the surfaces' precision, {', '.join(get_args(Precision))} (default "
+        f"{base.precision}; tf32 and bf16 need CUDA, where auto is tf32); training, Hessian "
+        "and gradient flow are fp32 whatever it says",
     }
 
 
@@ -91,7 +94,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help=words["quick"])
     parser.add_argument(
         "--out", type=Path, default=None,
-        help="report and cache folder (default cache/skip-vs-plain[-FAMILY][-quick])",
+        help="report and cache folder (default cache/skip-vs-plain[-FAMILY][-quick][-PRECISION])",
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help=words["seeds"])
     parser.add_argument("--epochs", type=int, default=None, help=words["epochs"])
@@ -114,6 +117,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--model-arg", dest="model_args", nargs="+", default=None, metavar="KEY=INT",
         help=words["model_arg"],
     )  # fmt: skip
+    parser.add_argument("--precision", default=None, help=words["precision"])
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument(
         "--workers", type=int, default=None, help="surface engine processes (default one per core)"
@@ -167,6 +171,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     if args.family not in FAMILIES:
         raise UnknownNameError("family", args.family, list(FAMILIES))
     changes: dict[str, Any] = {"device": args.device, "workers": args.workers}
+    if args.precision is not None:
+        changes["precision"] = args.precision
     if args.seeds is not None:
         changes["seeds"] = tuple(args.seeds)
     if args.epochs is not None:
@@ -192,27 +198,30 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
-    """``--out``, else a folder per family and recipe size (caches are keyed by inputs, but
-    each folder's report.json is one report)."""
+    """``--out``, else a folder per family, recipe size and (other than fp32) precision
+    (caches are keyed by inputs, but each folder's report.json is one report)."""
     if args.out is not None:
         return Path(args.out)
     family = "" if args.family == "resnet" else f"-{args.family}"
-    return Path(f"cache/skip-vs-plain{family}{'-quick' if args.quick else ''}")
+    precision = "" if args.precision in (None, "fp32") else f"-{args.precision}"
+    return Path(f"cache/skip-vs-plain{family}{'-quick' if args.quick else ''}{precision}")
 
 
 def run(args: argparse.Namespace) -> int:
     from landscape.cli.progress import step_bar
     from landscape.report.estimate import estimate_report, minutes
-    from landscape.report.reproduce import reproduce
+    from landscape.report.reproduce import reproduce, surface_options
 
     spec = spec_from_args(args)
+    precision = surface_options(spec).precision  # tf32 or bf16 on a CPU: refused before timing
     out = out_dir(args)
     clock = time.perf_counter()
     steps = estimate_report(spec, out)
     forecast = sum(step.seconds for step in steps)
     print(
         f"forecast: {minutes(forecast)} for {len(steps)} steps here (each net's units timed "
-        f"in {time.perf_counter() - clock:.0f} s; cached results in {out} count as done)",
+        f"in {time.perf_counter() - clock:.0f} s; cached results in {out} count as done; "
+        f"surfaces in {precision})",
         flush=True,
     )
     bar = step_bar(args.quiet, "reproduce", weights=[max(s.seconds, 0.01) for s in steps])

@@ -4,7 +4,9 @@ A FLOP count cannot say it: on a CPU a Transformer's many small operations run s
 slower per FLOP than a ResNet's convolutions. So each net's unit costs are *timed* here, in a
 few seconds, on the recipe's own data: one optimizer step at the recipe's batch size, one
 forward pass over the training split (a surface point, an epoch's evaluation), one
-Hessian-vector product on the Hessian's images. Each step of ``reproduce`` is then a count of
+Hessian-vector product on the Hessian's images, each at the precision ``reproduce`` computes
+it in, and on CUDA between synchronizations (kernels run asynchronously: a timer that does not
+wait for them measures their launch). Each step of ``reproduce`` is then a count of
 those units (``step_estimates``, in the order ``reproduce`` runs them), and a step whose result
 is cached in the output folder costs nothing. The counts of Lanczos products that converge
 to a tolerance (ARPACK) are typical values, not bounds: the estimate is a forecast, and the
@@ -49,13 +51,22 @@ class StepEstimate:
     seconds: float  # 0 when its result is cached
 
 
-def _timed(run: Callable[[], object], repeats: int = 3) -> float:
-    """Median seconds of ``run`` after one untimed warm-up call."""
+def _synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels (CUDA); nothing to wait for elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(run: Callable[[], object], device: torch.device, repeats: int = 3) -> float:
+    """Median seconds of ``run`` on ``device`` after one untimed warm-up call, each timed from
+    an idle device to the end of its work there."""
     run()
     times = []
     for _ in range(repeats):
+        _synchronize(device)
         start = time.perf_counter()
         run()
+        _synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -65,9 +76,13 @@ def time_units(spec: ReproduceSpec, model_name: str) -> UnitCosts:
     from landscape.analysis.hessian import HessianOperator
     from landscape.data import dataset_info, load_data
     from landscape.engine.devices import resolve_device
+    from landscape.engine.precision import compute_in, resolve
     from landscape.models import build
+    from landscape.report.measure import ANALYSIS_PRECISION
+    from landscape.train import TRAIN_PRECISION
 
     device = resolve_device(spec.device)
+    precision = resolve(spec.precision, device)  # the surfaces'
     x, y = load_data(spec.data, "train", device=device)
     x_test, _ = load_data(spec.data, "test", device=device)
     info = dataset_info(spec.data.name, spec.data.data_root)
@@ -85,20 +100,23 @@ def time_units(spec: ReproduceSpec, model_name: str) -> UnitCosts:
 
     def forward(data: torch.Tensor) -> Callable[[], object]:
         def run() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), compute_in(precision, device):  # the surfaces' precision
                 for start in range(0, len(data), 1024):
                     model(data[start : start + 1024])
 
         return run
 
     model.train()
-    train_step = _timed(step)
+    with compute_in(TRAIN_PRECISION, device):
+        train_step = _timed(step, device)
     model.eval()
-    forward_all, forward_test = _timed(forward(x)), _timed(forward(x_test))
+    forward_all, forward_test = _timed(forward(x), device), _timed(forward(x_test), device)
     h = min(spec.hessian_samples, len(x))
-    operator = HessianOperator(model, (x[:h], y[:h]), device=str(device))
+    operator = HessianOperator(
+        model, (x[:h], y[:h]), device=str(device), precision=ANALYSIS_PRECISION
+    )
     vector = torch.randn(operator.n, dtype=torch.float64)
-    hvp = _timed(lambda: operator.hvp(vector), repeats=2)
+    hvp = _timed(lambda: operator.hvp(vector), device, repeats=2)
     return UnitCosts(train_step, forward_all, forward_test, hvp)
 
 
@@ -134,8 +152,9 @@ def step_estimates(
     """Each step of ``reproduce(spec, out)`` in its order, with its forecast seconds: 0 for a
     result cached in ``out`` (a trained checkpoint, a surface file, an analysis; a partial
     surface's rest is not forecast)."""
-    from landscape.report.reproduce import checkpoint_file, surface_file
+    from landscape.report.reproduce import checkpoint_file, surface_file, surface_options
 
+    precision = surface_options(spec).precision
     steps: list[StepEstimate] = []
     for model in spec.models:
         for seed in spec.seeds:
@@ -146,7 +165,8 @@ def step_estimates(
         for seed in spec.seeds[: spec.surface_seeds]:
             checkpoint = checkpoint_file(spec.train_spec(model, seed), out)
             for half, n in spec.ranges:
-                done = surface_file(checkpoint, half, n, out).exists() and checkpoint.exists()
+                cached = surface_file(checkpoint, half, n, out, precision).exists()
+                done = cached and checkpoint.exists()
                 seconds = ENGINE_START_S + n * n * units[model].forward_all
                 what = f"surface {model} seed {seed} ±{half:g} {n}×{n}"
                 steps.append(StepEstimate(what, 0.0 if done else seconds))

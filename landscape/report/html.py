@@ -79,9 +79,19 @@ def _recipe_section(report: dict[str, Any]) -> str:
         "<section id='recipe'><h2>Recipe</h2><p>Fixed before any result was seen. "
         f"Measured on {_esc(hw.get('cpu'))} ({_esc(hw.get('cpu_cores'))} cores"
         f"{', ' + _esc(hw['gpu']) if hw.get('gpu') else ''}); whole run "
-        f"{report['wall_time_s']:.0f} s (cached steps cost nothing).</p>"
+        f"{report['wall_time_s']:.0f} s (cached steps cost nothing).{_precision(report)}</p>"
         f"<table>{rows}</table></section>"
     )
+
+
+def _precision(report: dict[str, Any]) -> str:
+    """The precision each part was computed in (reports written before it was recorded: none
+    said)."""
+    used = report.get("precision")
+    if not used:
+        return ""
+    parts = ", ".join(f"{_esc(part.replace('_', ' '))} {_esc(p)}" for part, p in used.items())
+    return f" Computed in: {parts}."
 
 
 def _findings_section(report: dict[str, Any]) -> str:

@@ -22,7 +22,9 @@ from landscape.specs import (
     DataSpec,
     DeviceName,
     GridSpec,
+    Precision,
     TrainSpec,
+    check_choice,
 )
 
 
@@ -79,10 +81,16 @@ class ReproduceSpec:
     # Relative accuracy of each top eigenvalue (ARPACK); 1e-2 is ample for a report.
     lanczos_tol: float = 1e-2
     model_args: tuple[tuple[str, int], ...] = ()  # for every net, e.g. (("width", 16),)
+    # The surfaces' precision (the engine's policy, landscape.engine.precision). Strict fp32 by
+    # default, not the engine's auto (TF32 on CUDA): a plain net's loss may span 1e-6 over a
+    # close range, where TF32 rounding would be what the shape metrics measure. Training,
+    # Hessian products and gradient flow are strict fp32 whatever this says.
+    precision: Precision = "fp32"
     device: DeviceName = "auto"
     workers: int | None = None  # surface engine processes on a CPU (None: one per core)
 
     def __post_init__(self) -> None:
+        check_choice("precision", self.precision, Precision)
         if not self.pairs or any(len(p) != 2 for p in self.pairs):
             raise SpecError("pairs must be (with shortcuts, without shortcuts) model names")
         known = [info.name for info in list_models()]

@@ -11,11 +11,14 @@ It writes ``report.json`` (every number) and an offline ``report.html``. Everyth
 under ``out_dir``: a rerun with the same recipe reuses checkpoints, surfaces and analyses, and
 an interrupted one resumes (the library's own rules). A net whose training diverged
 (non-finite final loss) keeps its degradation row and is marked ``diverged`` instead of
-measured: a plain deep net that cannot be trained is a result too.
+measured: a plain deep net that cannot be trained is a result too. Surfaces are computed at
+the recipe's ``precision`` (strict fp32 unless it says otherwise), everything else in strict
+fp32, and the report records each (``precision``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,12 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.errors import CancelledError
+from landscape.errors import CancelledError, SpecError
 from landscape.report.findings import findings
+from landscape.report.measure import ANALYSIS_PRECISION, measure
 from landscape.report.recipe import ReproduceSpec
 from landscape.specs import (
     DirectionSpec,
     EngineOptions,
+    Precision,
     SurfaceSpec,
     TrainSpec,
     to_dict,
@@ -61,16 +66,42 @@ def _key(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def surface_options(spec: ReproduceSpec, options: EngineOptions | None = None) -> EngineOptions:
+    """How the report's surfaces are evaluated, with the recipe's precision resolved on its
+    device (so tf32 or bf16 on a CPU is refused before any net trains): ``options`` (a service
+    worker's GPUs, processes, compile, backend, Ray address), else the recipe's device and
+    workers. ``options`` naming another device, workers or precision than the recipe would
+    make the report record what it did not compute, so it is refused."""
+    from landscape.engine.devices import resolve_device
+    from landscape.engine.plan import resolve_precision
+
+    if options is None:
+        options = EngineOptions(device=spec.device, workers=spec.workers, precision=spec.precision)
+    recipe = (spec.device, spec.workers, spec.precision)
+    if (options.device, options.workers, options.precision) != recipe:
+        raise SpecError(
+            f"engine options (device {options.device!r}, workers {options.workers}, precision "
+            f"{options.precision!r}) differ from the recipe's (device {spec.device!r}, workers "
+            f"{spec.workers}, precision {spec.precision!r})"
+        )
+    precision = resolve_precision(options, resolve_device(options.device))
+    return dataclasses.replace(options, precision=precision)
+
+
 def reproduce(
     spec: ReproduceSpec,
     out_dir: str | Path,
     *,
+    options: EngineOptions | None = None,
     on_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ReproduceResult:
-    """Run (or finish) the recipe into ``out_dir``; returns the report and where it is."""
+    """Run (or finish) the recipe into ``out_dir``; returns the report and where it is.
+    ``options``: how surfaces are evaluated (``surface_options``; default the recipe's)."""
     from landscape.report.html import write_report_html
+    from landscape.train import TRAIN_PRECISION
 
+    engine = surface_options(spec, options)
     out = Path(out_dir)
     for sub in ("checkpoints", "surfaces", "analysis"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -105,7 +136,7 @@ def reproduce(
         surfaces = []
         for half, n in spec.ranges:
             step(f"surface {model} seed {seed} ±{half:g} {n}×{n}")
-            surfaces.append(_surface(spec, checkpoint, half, n, out, should_stop))
+            surfaces.append(_surface(spec, engine, checkpoint, half, n, out, should_stop))
         step(f"Hessian, gradient flow and sharpness {model} seed {seed}")
         analysis = _analysis(spec, model, seed, checkpoint, surfaces[0]["path"], out)
         nets[f"{model}/seed{seed}"] = {
@@ -118,6 +149,12 @@ def reproduce(
         "format": REPORT_FORMAT,
         "recipe": to_dict(spec),
         "train_specs": {m: to_dict(spec.train_spec(m, spec.seeds[0])) for m in spec.models},
+        "precision": {
+            "surfaces": engine.precision,
+            "training": TRAIN_PRECISION,
+            "hessian": ANALYSIS_PRECISION,
+            "gradient_flow": ANALYSIS_PRECISION,
+        },
         "degradation": _degradation(spec, trained),
         "runs": {m: {str(s): r for s, r in per.items()} for m, per in trained.items()},
         "nets": nets,
@@ -156,13 +193,19 @@ def checkpoint_file(train_spec: TrainSpec, out: Path) -> Path:
     return out / "checkpoints" / f"{train_spec.model}-s{train_spec.seed}-{key}.pt"
 
 
-def surface_file(checkpoint: str | Path, half: float, n: int, out: Path) -> Path:
-    """Where a net's surface over ±``half``, ``n``×``n`` is cached."""
-    return out / "surfaces" / f"{Path(checkpoint).stem}-r{half:g}-n{n}.h5"
+def surface_file(
+    checkpoint: str | Path, half: float, n: int, out: Path, precision: Precision
+) -> Path:
+    """Where a net's surface over ±``half``, ``n``×``n`` at ``precision`` (as resolved by
+    ``surface_options``) is cached; fp32 files keep the name they had before precision was a
+    recipe value."""
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return out / "surfaces" / f"{Path(checkpoint).stem}-r{half:g}-n{n}{suffix}.h5"
 
 
 def _surface(
     spec: ReproduceSpec,
+    options: EngineOptions,
     checkpoint: str,
     half: float,
     n: int,
@@ -182,8 +225,7 @@ def _surface(
         directions=DirectionSpec(seed=spec.direction_seed),
         splits=("train",),
     )
-    path = surface_file(checkpoint, half, n, out)
-    options = EngineOptions(device=spec.device, workers=spec.workers)
+    path = surface_file(checkpoint, half, n, out, options.precision)
     compute_surface(surface_spec, path, options=options, should_stop=should_stop)
     surface = read_surface(path)
     loss = surface.values["train_loss"]
@@ -208,9 +250,12 @@ def _analysis(
     """Curvature map, Hessian spectrum and density, gradient flow; cached by their inputs."""
     from landscape.sources.checkpoint import file_digest
 
+    half, n = spec.ranges[0]
     settings = {
         "checkpoint_sha256": file_digest(checkpoint),
-        "surface": Path(surface_path).name,
+        # the map's grid, named as its fp32 file: its directions and coordinates, all the
+        # analyses read of a surface, are the same at every precision
+        "surface": surface_file(checkpoint, half, n, out, "fp32").name,
         "curvature_points": spec.curvature_points,
         "curvature_steps": spec.curvature_steps,
         "hessian_samples": spec.hessian_samples,
@@ -226,120 +271,9 @@ def _analysis(
     if cache.exists():
         cached: dict[str, Any] = json.loads(cache.read_text())
         return cached
-    result = _plain(_measure(spec, model, seed, checkpoint, surface_path))
+    result = _plain(measure(spec, model, seed, checkpoint, surface_path))
     cache.write_text(json.dumps(result, allow_nan=False))
     return dict(result)
-
-
-def _measure(
-    spec: ReproduceSpec, model_name: str, seed: int, checkpoint: str, surface_path: str
-) -> dict[str, Any]:
-    from landscape.analysis.curvature import curvature_map
-    from landscape.analysis.gradient_flow import gradient_flow
-    from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
-    from landscape.analysis.shape_metrics import curvature_nonconvex_fraction
-    from landscape.analysis.spectral_density import spectral_density
-    from landscape.data import load_data
-    from landscape.models import build
-    from landscape.sources.checkpoint import load_checkpoint
-    from landscape.storage import read_directions, read_surface
-
-    model, meta = load_checkpoint(checkpoint)
-    x, y = load_data(spec.data, "train")
-    subset = (x[: spec.hessian_samples], y[: spec.hessian_samples])
-    started = time.perf_counter()
-    times: dict[str, float] = {}
-
-    def timed(part: str, clock: float) -> None:
-        times[part] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    flow_trained = gradient_flow(model, (x, y))
-    torch.manual_seed(seed)  # the initialization train_model starts from
-    flow_init = gradient_flow(build(model_name, **meta["model_args"]), (x, y))
-    timed("gradient_flow", clock)
-    lanczos = LanczosOptions(tol=spec.lanczos_tol, seed=seed)
-    clock = time.perf_counter()
-    hessian = hessian_spectrum(
-        model, subset, top=spec.top_eigenvalues, device=spec.device, options=lanczos
-    )
-    timed("top_eigenvalues", clock)
-    clock = time.perf_counter()
-    operator = HessianOperator(model, subset, device=spec.device)
-    density = spectral_density(
-        operator.matvec, operator.n, n_probes=spec.slq_probes, steps=spec.slq_steps, seed=seed
-    )
-    timed("density", clock)
-    surface = read_surface(surface_path)
-    curvature = curvature_map(
-        model,
-        subset,
-        read_directions(surface_path),
-        surface.x,
-        surface.y,
-        n=spec.curvature_points,
-        options=lanczos,
-        steps=spec.curvature_steps,
-        device=spec.device,
-    )
-    times["curvature"] = curvature.wall_time_s
-    clock = time.perf_counter()
-    sharpness = _sharpness_along_training(spec, seed, checkpoint, subset)
-    timed("sharpness", clock)
-    return {
-        "sharpness": sharpness,
-        "gradient_flow": {"init": flow_init.to_dict(), "trained": flow_trained.to_dict()},
-        "hessian": {
-            "top_eigenvalues": hessian.top,
-            "n_params": hessian.n_params,
-            "n_samples": hessian.n_samples,
-            "matvecs": hessian.matvecs,
-        },
-        "density": density.to_dict(),
-        "curvature": {
-            "x": curvature.x,
-            "y": curvature.y,
-            "lambda_min": curvature.lambda_min,
-            "lambda_max": curvature.lambda_max,
-            "residual_min": curvature.residual_min,
-            "residual_max": curvature.residual_max,
-            "steps": curvature.steps,
-            "matvecs": curvature.matvecs,
-            "nonconvex_fraction": curvature_nonconvex_fraction(
-                curvature.lambda_min, curvature.lambda_max
-            ),
-            "wall_time_s": curvature.wall_time_s,
-        },
-        "analysis_times_s": times,
-        "analysis_wall_time_s": time.perf_counter() - started,
-    }
-
-
-def _sharpness_along_training(
-    spec: ReproduceSpec, seed: int, checkpoint: str, subset: tuple[torch.Tensor, torch.Tensor]
-) -> list[dict[str, Any]]:
-    """λmax of the training loss on the Hessian's images at each stored snapshot, in epoch
-    order, each Lanczos run warm-started from the last eigenvector; [] without snapshots."""
-    from landscape.analysis.sharpness import SharpnessOptions, SharpnessTracker, snapshot_step
-    from landscape.sources.checkpoint import load_checkpoint
-    from landscape.train import snapshot_dir
-
-    snapshots = sorted(snapshot_dir(Path(checkpoint)).glob("epoch_*.pt"))
-    options = SharpnessOptions(tol=spec.lanczos_tol, seed=seed)
-    tracker = SharpnessTracker(subset, device=spec.device, options=options)
-    records = []
-    for path in snapshots:
-        model, meta = load_checkpoint(path)
-        result = tracker.measure(model)
-        records.append(
-            {
-                "epoch": snapshot_step(path, meta),
-                "lambda_max": result.lambda_max,
-                "loss": result.loss,
-                "matvecs": result.matvecs,
-            }
-        )
-    return records
 
 
 def _degradation(

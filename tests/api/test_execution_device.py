@@ -219,7 +219,7 @@ def test_analyses_and_reports_run_on_the_workers_device(
         job_id = queued(api, path, body)
         plan = stored_plan(api, job_id)
         assert not keys_in(plan) & WHERE, (kind, keys_in(plan) & WHERE)
-        assert kind != "report" or plan["precision"] == "tf32"
+        assert kind != "report" or plan["precision"] == "fp32"  # a report's default
         run_with(api, data_dir, **GPU_WORKER)
         assert job(api, job_id)["status"] == "done", job(api, job_id)["error"]
     (analysis_spec, _surface), _ = calls["hessian"]
@@ -232,7 +232,7 @@ def test_analyses_and_reports_run_on_the_workers_device(
 def test_a_cpu_worker_refuses_a_report_declared_for_cuda(
     api: TestClient, data_dir: Path, calls: dict[str, Any]
 ) -> None:
-    job_id = queued(api, "/api/reports", TINY_REPORT)
+    job_id = queued(api, "/api/reports", {**TINY_REPORT, "precision": "tf32"})
     run_with(api, data_dir, compute_device="cuda")
     failed = job(api, job_id)
     assert failed["status"] == "failed" and "report" not in calls

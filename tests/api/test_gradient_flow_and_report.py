@@ -107,6 +107,7 @@ def test_report_job_json_and_offline_html(client: TestClient) -> None:
     assert job["progress"] == {"done": 0, "total": 2 + 2 * 2}  # 2 trainings, 2 × (1 surface + 1)
     assert report["status"] == "pending" and report["html"] is None
     assert report["recipe"]["epochs"] == 1 and report["recipe"]["lr"] == 0.1  # recipe defaults
+    assert report["recipe"]["precision"] == "fp32"
     assert client.get(f"/api/reports/{report['id']}").status_code == 404
     shared = client.post("/api/reports", json=TINY_REPORT)
     assert shared.status_code == 202 and shared.json()["job"]["id"] == job["id"]
@@ -119,6 +120,7 @@ def test_report_job_json_and_offline_html(client: TestClient) -> None:
     numbers = client.get(f"/api/reports/{report['id']}").json()
     assert set(numbers["nets"]) == {"mlp-residual/seed0", "mlp-plain/seed0"}
     assert numbers["recipe"]["pairs"] == [["mlp-residual", "mlp-plain"]]
+    assert numbers["precision"]["surfaces"] == numbers["precision"]["hessian"] == "fp32"
     page = client.get(listed[0]["html"])
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<section id='gradient-flow'>" in page.text and 'src="http' not in page.text

@@ -63,6 +63,8 @@ def test_reproduce_writes_the_report(tmp_path: Path) -> None:
         (["--pairs", "resnet20"], "--pairs takes SKIP:PLAIN"),
         (["--seeds", "1", "1"], "seeds must be distinct"),
         (["--family", "densenet"], "unknown family 'densenet'"),
+        (["--precision", "fp16"], "unknown precision 'fp16'"),
+        (["--precision", "tf32", "--device", "cpu"], "precision 'tf32' needs a CUDA device"),
     ],
 )
 def test_reproduce_bad_input_is_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
@@ -89,6 +91,9 @@ def test_family_and_quick_choose_the_recipe() -> None:
     assert spec.pairs == family_spec("highway").pairs and spec.seeds == (0, 1)
     assert spec.epochs == 3 and dict(spec.model_args) == {"gate_bias": -4, "width": 16}
     assert out_dir(args) == Path("cache/skip-vs-plain-highway-quick")
+    assert spec_from_args(parse("--precision", "bf16")).precision == "bf16"
+    tf32 = parse("--quick", "--precision", "tf32")
+    assert out_dir(tf32) == Path("cache/skip-vs-plain-quick-tf32")
     assert out_dir(parse("--family", "recurrent", "--out", "x")) == Path("x")
 
 

@@ -4,18 +4,21 @@ recipes, the recurrent family end to end, a diverged net reported instead of fai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from landscape.errors import CancelledError, SpecError, UnknownNameError
 from landscape.models import build
 from landscape.report.recipe import FAMILIES, ReproduceSpec, family_of, family_spec
-from landscape.report.reproduce import ReproduceResult, reproduce
-from landscape.specs import DataSpec, to_dict
+from landscape.report.reproduce import ReproduceResult, reproduce, surface_file, surface_options
+from landscape.specs import DataSpec, EngineOptions, to_dict
+from landscape.storage import read_surface
 
 pytest_plugins = ["browser_support"]  # the session's Chromium (one Playwright per process)
 TINY = ReproduceSpec(
@@ -64,6 +67,10 @@ def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None
     assert stages[0] == "train mlp-residual seed 0" and stages[-1] == "report written"
     report = json.loads(result.json_path.read_text())
     assert report["recipe"]["epochs"] == 1
+    assert report["recipe"]["precision"] == "fp32"  # the default, not the engine's auto
+    assert report["precision"] == {
+        "surfaces": "fp32", "training": "fp32", "hessian": "fp32", "gradient_flow": "fp32",
+    }  # fmt: skip
     table = {row["model"]: row for row in report["degradation"]}
     assert set(table) == {"mlp-residual", "mlp-plain"}
     for row in table.values():
@@ -85,7 +92,11 @@ def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None
     assert all(r["lambda_max"] > 0 and r["matvecs"] > 0 for r in net["sharpness"])
     assert not list((tmp_path / "checkpoints").glob("*-s1-*.snapshots"))  # seed 1: no surface
 
+    for surface in net["surfaces"]:
+        assert read_surface(surface["path"]).precision == "fp32"
+
     page = result.html_path.read_text()
+    assert "Computed in: surfaces fp32, training fp32, hessian fp32" in page
     assert not re.search(r"<script[^>]*src=", page)  # Plotly is inlined
     assert not re.search(r"<link[^>]*href=[\"']https?://", page)
     found = report["findings"]
@@ -140,6 +151,33 @@ def test_stop_and_bad_recipes(tmp_path: Path) -> None:
     assert spec.train_spec("resnet56-noshort", 2).warmup_epochs == 1
     assert spec.train_spec("resnet20", 2).warmup_epochs == 0
     assert spec.train_spec("resnet20", 2).lr == 0.1 and spec.train_spec("resnet20", 2).seed == 2
+
+
+def test_precision_is_a_recipe_value_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The surfaces' precision is strict fp32 unless the recipe says otherwise; tf32 or bf16
+    where there is no CUDA is refused before a folder is made (the engine's rule); an engine
+    of another precision than the recipe's is refused rather than recorded as the recipe's."""
+    assert ReproduceSpec().precision == "fp32" and surface_options(TINY).precision == "fp32"
+    with pytest.raises(UnknownNameError, match="precision 'fp16'"):
+        ReproduceSpec(precision="fp16")  # type: ignore[arg-type]
+    out = tmp_path / "report"
+    for precision in ("tf32", "bf16"):
+        with pytest.raises(SpecError, match=f"precision '{precision}' needs a CUDA device"):
+            reproduce(dataclasses.replace(TINY, precision=precision), out)
+    assert not out.exists()
+    with pytest.raises(SpecError, match="differ from the recipe"):
+        reproduce(TINY, out, options=EngineOptions(device="cpu", workers=1, precision="auto"))
+    worker = EngineOptions(device="cpu", workers=1, precision="fp32", backend="ray")
+    assert surface_options(TINY, worker) == worker  # a worker's options are kept as given
+    assert surface_options(dataclasses.replace(TINY, precision="auto")).precision == "fp32"
+    monkeypatch.setattr("landscape.engine.devices.resolve_device", lambda _: torch.device("cuda"))
+    on_cuda = dataclasses.replace(TINY, device="cuda")
+    for asked, computed in (("auto", "tf32"), ("bf16", "bf16"), ("fp32", "fp32")):
+        assert surface_options(dataclasses.replace(on_cuda, precision=asked)).precision == computed
+    names = {p: surface_file("net.pt", 0.25, 5, tmp_path, p).name for p in ("fp32", "tf32")}
+    assert names == {"fp32": "net-r0.25-n5.h5", "tf32": "net-r0.25-n5-tf32.h5"}
 
 
 @pytest.mark.slow
