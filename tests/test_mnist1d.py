@@ -175,6 +175,7 @@ def test_train_and_surface_a_1d_resnet_equal_the_reference(
                  *data]) == 0  # fmt: skip
     assert "complete, 9/9 points" in capsys.readouterr().out
     surface = store.read_surface(out)
+    assert surface.attrs["engine"]["bn_folded"] == 7  # every BatchNorm1d into its Conv1d
     model, _ = load_checkpoint(checkpoint)
     assert model.landscape_model["args"]["spatial_dims"] == 1  # type: ignore[index]
     splits = {
