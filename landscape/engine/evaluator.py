@@ -151,7 +151,10 @@ class GridEvaluator:
         self.channels_last = has_conv and all(x.dim() == 4 for x, _ in data.values())
         # sized by the memory of the (first) device that computes, e.g. cuda:1 for devices=(1,)
         sizing = torch.device(self.worker_devices[0])
-        self.batch_size = options.batch_size or pick_batch_size(module, data, sizing)
+        sharing = self.worker_devices.count(self.worker_devices[0])  # processes on that device
+        self.batch_size = options.batch_size or pick_batch_size(
+            module, data, sizing, processes=sharing
+        )
         # CPU: K = 1 (measured); CUDA: 0 = each evaluator times candidate K on its device
         points_per_call = options.points_per_call or (0 if self.device.type == "cuda" else 1)
         n_workers = len(self.worker_devices)
@@ -171,7 +174,9 @@ class GridEvaluator:
             compile_reason=compile_reason,
             channels_last=self.channels_last,
             precision=self.precision,
-            max_points_per_call=max_points_per_call(module, data, self.batch_size, sizing),
+            max_points_per_call=max_points_per_call(
+                module, data, self.batch_size, sizing, processes=sharing
+            ),
             k_reason="set by the caller"
             if options.points_per_call
             else "CPU: one point fills a core; batching points measured slower",
@@ -246,7 +251,10 @@ class GridEvaluator:
             "dtype": DTYPE_LABEL[self.precision],
             "method": method + (" + compile" if compiled else ""),
             "compiled": compiled,
+            # the compiled graphs came from an earlier surface of this architecture
+            "compile_reused": compiled and all(bool(w.get("compile_reused")) for w in info),
             "compile_reason": str(info[0].get("compile_reason", "")),
+            "fp32_head": info[0].get("fp32_head"),  # bf16: the float32 classifier layer
             "bn_folded": self.n_bn_folded,
             "dense_convs": self.n_dense,
             "channels_last": self.channels_last,

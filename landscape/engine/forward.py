@@ -1,20 +1,20 @@
 """The per-batch functions of the engine — loss sum and correct count of one batch at one grid
-point, or at K points through ``torch.vmap`` — and their compiled forms, one per function for
-the whole process.
+point, or at K points through ``torch.vmap`` — and their compiled forms.
 
 Why module-level functions taking the module and weights as inputs: a function compiled per
 evaluator (a bound method, a closure) is the same code object to dynamo every time, so each
 new evaluator re-traced it, and once dynamo's recompile limit (8 per code object) was reached
 every later evaluator silently ran eager while its provenance still said "compile". Compiled
-here once, evaluators of the same module class and shapes share the graph; a BN-folded module
-is a ``torch.fx.GraphModule``, a class of its own, so each such evaluator still adds its own
-graph (one per split shape). ``compile_limits`` is the recompile budget those entries get.
+forms are kept per architecture (``landscape.engine.shared_graphs``): evaluators of the same
+network, shapes and precision share the graphs whatever their weights, a BN-folded
+``torch.fx.GraphModule`` included. ``compile_limits`` is the recompile budget each gets.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,16 +23,15 @@ import torch._dynamo  # at import, not from inside an evaluator: see compile_lim
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from landscape.engine.shared_graphs import compiled_for
 from landscape.errors import SpecError
 from landscape.losses import Loss, get_loss, losses_and_outputs
 
 BatchFn = Callable[..., tuple[Tensor, Tensor]]
 
-# Graphs kept per compiled function: dynamo keeps every entry for the life of the process, and
-# a BN-folded evaluator adds one per split shape, so the API's worker meets dynamo's default of
-# 8 after four two-split surfaces. 64 keeps the first ~32 compiled; past it a hit raises
-# (caught: that evaluator records compiled=False and runs eager) instead of going eager
-# unannounced.
+# Graphs kept per compiled function of one architecture: one per split shape, K and halved
+# batch after out-of-memory errors. Past it a hit raises (caught: that evaluator records
+# compiled=False and runs eager) instead of going eager unannounced.
 _RECOMPILE_LIMIT = 64
 
 
@@ -112,12 +111,86 @@ def batch_sums_k(
     return per.double().sum(dim=1), correct
 
 
+def compiled(fn: BatchFn, key: str | None = None) -> BatchFn:
+    """The compiled form of ``batch_sums`` or ``batch_sums_k`` for the architecture whose
+    ``shared_graphs.graph_key`` is ``key`` (``None``: one form for the whole process). Shapes
+    are static: every batch of a split has one shape, so dynamic shapes would only add
+    guards."""
+    if key is None:
+        return _compiled_once(fn)
+    out: BatchFn = compiled_for(key, fn)
+    return out
+
+
 @functools.cache
-def compiled(fn: BatchFn) -> BatchFn:
-    """The process's one compiled form of ``batch_sums`` or ``batch_sums_k`` (shapes static:
-    every batch of a split has one shape, so dynamic shapes would only add guards)."""
+def _compiled_once(fn: BatchFn) -> BatchFn:
     out: BatchFn = torch.compile(fn, dynamic=False)
     return out
+
+
+def head_in_fp32(module: nn.Module, example: Tensor) -> str | None:
+    """Make the submodule that produces ``module``'s output (the classifier's last layer)
+    compute in float32 with autocast off, in place; its name, or ``None`` when no leaf
+    module's output is the model's (then nothing changes).
+
+    Why: under bf16 autocast the last linear layer writes bf16 logits, so logits that differ
+    by less than bf16's resolution (1 part in 256) tie or swap, and argmax — the accuracy —
+    reads rounding, as does the loss taken from them; upcasting the logits afterwards keeps
+    the rounding. The head's input keeps the body's bf16 rounding: that is the precision
+    asked for. Found by running one sample: the first leaf module whose output shares the
+    model's output's storage — its producer; a view (``.view``, ``.squeeze``) or an in-place
+    op after it shares it too (every output is held, so no storage is reused meanwhile)."""
+    calls: list[tuple[nn.Module, Tensor]] = []
+
+    def record(m: nn.Module, _args: Any, out: Any) -> None:
+        if isinstance(out, Tensor):
+            calls.append((m, out))
+
+    leaves = [m for m in module.modules() if not list(m.children()) and m is not module]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    try:
+        with torch.inference_mode():
+            final = module(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not isinstance(final, Tensor):
+        return None
+    target = final.untyped_storage().data_ptr()
+    head = next((m for m, out in calls if out.untyped_storage().data_ptr() == target), None)
+    if head is None:
+        return None
+    head.__class__ = _float32_class(type(head))
+    name: str = next(n for n, m in module.named_modules() if m is head)
+    return name
+
+
+_float32_classes: dict[type[nn.Module], type[nn.Module]] = {}
+_float32_lock = threading.Lock()
+
+
+def _float32_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """``cls`` computing in float32 with autocast off (one class per ``cls``: dynamo guards on
+    the class, so every evaluator's head must share it)."""
+    if getattr(cls, "float32_head", False):
+        return cls
+
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        device = "cpu"
+        for a in args:
+            if isinstance(a, Tensor):
+                device = a.device.type
+                break
+        with torch.autocast(device, enabled=False):
+            upcast = [a.float() if isinstance(a, Tensor) and a.is_floating_point() else a
+                      for a in args]  # fmt: skip
+            return cls.forward(self, *upcast, **kwargs)
+
+    with _float32_lock:
+        if cls not in _float32_classes:
+            attrs = {"forward": forward, "float32_head": True, "__module__": __name__}
+            _float32_classes[cls] = type(f"Float32{cls.__name__}", (cls,), attrs)
+        return _float32_classes[cls]
 
 
 def compile_limits() -> contextlib.AbstractContextManager[Any]:

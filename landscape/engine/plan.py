@@ -146,35 +146,60 @@ def activation_bytes_per_sample(module: nn.Module, data: Data) -> int:
     return max(max(sizes), x[0].numel() * 4)
 
 
-def free_cuda_bytes(device: torch.device) -> int:
-    """Bytes new tensors on ``device`` can take: what the driver reports free plus what this
-    process's caching allocator holds reserved but unused. ``mem_get_info`` counts those cached
-    blocks as used, so an evaluator made after another in the same process (the API's worker),
-    or sizing again after an out-of-memory error, would otherwise see less than there is."""
-    free, _ = torch.cuda.mem_get_info(device)
-    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return int(free + max(0, cached))
+def free_cuda_bytes(device: torch.device, *, processes: int = 1) -> int:
+    """Bytes new tensors of this process on ``device`` may take: its share of what the driver
+    reports free, plus what its caching allocator holds reserved but unused, within the cap
+    ``torch.cuda.set_per_process_memory_fraction`` sets.
+
+    ``processes``: the engine's processes that size themselves on this device at once; each
+    takes an equal share of the free memory, where each taking all of it made both run out.
+    ``mem_get_info`` counts this process's cached blocks as used, so an evaluator made after
+    another in the same process (the API's worker), or sizing again after an out-of-memory
+    error, would otherwise see less than there is. A fraction set for the process (e.g. one
+    half for each of two service workers on one GPU) caps what its allocator may reserve."""
+    free, total = torch.cuda.mem_get_info(device)
+    reserved = torch.cuda.memory_reserved(device)
+    cached = max(0, reserved - torch.cuda.memory_allocated(device))
+    share = free // max(1, processes)
+    fraction = _memory_fraction(device)
+    if fraction < 1.0:
+        share = min(share, max(0, int(fraction * total) - reserved))
+    return int(share + cached)
 
 
-def pick_batch_size(module: nn.Module, data: Data, device: torch.device) -> int:
+def _memory_fraction(device: torch.device) -> float:
+    """The fraction of ``device`` this process's allocator may reserve (1: no cap set; torch
+    before 2.8 has no getter)."""
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    try:
+        return float(get_fraction(device)) if get_fraction is not None else 1.0
+    except RuntimeError:  # no driver: only the sizing arithmetic runs (tests)
+        return 1.0
+
+
+def pick_batch_size(
+    module: nn.Module, data: Data, device: torch.device, *, processes: int = 1
+) -> int:
     """CPU: the largest activation of a batch about cache-sized (best for 32×32 inputs,
-    docs/performance.md); CUDA: the whole split, capped by memory."""
+    docs/performance.md); CUDA: the whole split, capped by this process's share of the
+    memory (``free_cuda_bytes``)."""
     n_max = max(x.shape[0] for x, _ in data.values())
     per_sample = activation_bytes_per_sample(module, data)
     if device.type == "cuda":
-        return int(max(1, min(n_max, free_cuda_bytes(device) // (16 * per_sample))))
+        free = free_cuda_bytes(device, processes=processes)
+        return int(max(1, min(n_max, free // (16 * per_sample))))
     return int(max(16, min(n_max, _CPU_ACTIVATION_BYTES // per_sample)))
 
 
 def max_points_per_call(
-    module: nn.Module, data: Data, batch_size: int, device: torch.device
+    module: nn.Module, data: Data, batch_size: int, device: torch.device, *, processes: int = 1
 ) -> int:
-    """CUDA: how many grid points fit in half the free memory, counting ~4 live activations
-    per sample and a copy of the weights (the ceiling of the K trial). CPU: 1 (batching grid
-    points does not pay there: measured, docs/performance.md)."""
+    """CUDA: how many grid points fit in half this process's share of the free memory,
+    counting ~4 live activations per sample and a copy of the weights (the ceiling of the K
+    trial). CPU: 1 (batching grid points does not pay there: measured, docs/performance.md)."""
     if device.type != "cuda":
         return 1
-    free = free_cuda_bytes(device)
+    free = free_cuda_bytes(device, processes=processes)
     per_sample = activation_bytes_per_sample(module, data)
     weights = sum(p.numel() * 4 for p in module.parameters())
     per_point = 4 * per_sample * batch_size + 2 * weights

@@ -28,10 +28,12 @@ from landscape.engine.forward import (
     batch_sums_k,
     compile_limits,
     compiled,
+    head_in_fp32,
     per_sample_loss,
 )
 from landscape.engine.plan import K_CANDIDATES, choose_points_per_call, compile_after_measuring
 from landscape.engine.precision import compute_in
+from landscape.engine.shared_graphs import graph_key, has_compiled, share_class
 from landscape.losses import Loss
 from landscape.specs import CompileMode, ResolvedPrecision
 
@@ -101,11 +103,20 @@ class PointEvaluator:
         # (ndim, *shape) per moving parameter: a grid point is θ + coefs @ D
         self.stacked = {n: torch.stack([place(d[n]) for d in directions]) for n in moving}
         self.ndim = len(directions)
+        firsts = [b.xs[0] for b in self.data.values()]
+        # bf16: the logits (accuracy, loss) from a float32 head, not rounded to bf16
+        self.fp32_head = (
+            head_in_fp32(self.module, firsts[0]) if config.precision == "bf16" else None
+        )
+        # surfaces of this architecture share their compiled graphs, whatever the weights
+        extra = (config.precision, config.loss.name, config.channels_last)
+        self._graph_key = graph_key(self.module, {**self.static, **self.base}, firsts, extra)
+        self.module = share_class(self.module, self._graph_key)
+        self.compile_reused = False  # the architecture's compiled graphs existed already
         self.compiled = False  # whether the compiled functions compute the points now
         self.compile_error: str | None = None
         self.host_syncs = 0  # device → host transfers of results: one per group of K points
         self.oom_retries = 0
-        self._fitted = False  # a group of points has fit in memory: no more halving after
         config.timings.setdefault("compile_s", 0.0)
         self.vmap_error: str | None = None  # why a loss that sees the model runs per point
         if config.loss.sees_model and config.points_per_call != 1:
@@ -168,7 +179,7 @@ class PointEvaluator:
         every split's sums are stacked on the device and cross to the host in one transfer."""
         fn, head = self._head(coefs)
         if self.compiled:
-            fn = compiled(fn)
+            fn = compiled(fn, self._graph_key)
         rows = []
         for batches in self.data.values():
             loss_sum: Tensor | None = None
@@ -224,12 +235,18 @@ class PointEvaluator:
     def _batch_size(self) -> int:
         return max(b.size for b in self.data.values())
 
-    def _check_retry(self, *, shrink_k: bool) -> None:
-        """Called inside ``except OutOfMemoryError``: re-raises it once a group of points has
-        fit (the memory sufficed before: the error is not the sizing's), or when there is
-        nothing left to halve — K (with ``shrink_k``) and the batch both 1."""
-        if self._fitted or not ((shrink_k and self._k() > 1) or self._batch_size() > 1):
-            raise  # the OutOfMemoryError being handled
+    def _check_retry(self, exc: torch.cuda.OutOfMemoryError, *, shrink_k: bool) -> None:
+        """Called inside ``except OutOfMemoryError``, at any group of points (memory that
+        sufficed for earlier groups can be taken by another process on the device meanwhile):
+        raises a clear error when there is nothing left to halve — K (with ``shrink_k``) and
+        the batch both 1 — and returns otherwise, for ``_shrink`` and a retry."""
+        if (shrink_k and self._k() > 1) or self._batch_size() > 1:
+            return
+        raise torch.cuda.OutOfMemoryError(
+            f"out of memory on {self.device} even at one grid point per call and batch 1, "
+            f"after {self.oom_retries} halving(s): free memory on the device (another process "
+            f"may hold it) or evaluate a smaller model; the last error: {str(exc)[:300]}"
+        ) from exc
 
     def _shrink(self, *, shrink_k: bool) -> None:
         """Halve K (with ``shrink_k``, when > 1) or else the largest batches, for a retry.
@@ -261,11 +278,11 @@ class PointEvaluator:
                 try:
                     timings[k] = self._time_group(k)
                     return timings[k]
-                except torch.cuda.OutOfMemoryError:
+                except torch.cuda.OutOfMemoryError as exc:
                     if k > 1:
                         self.oom_retries += 1
                         return math.inf
-                    self._check_retry(shrink_k=False)
+                    self._check_retry(exc, shrink_k=False)
                 self._shrink(shrink_k=False)
 
         candidates = [k for k in K_CANDIDATES if k <= max(1, self.config.max_points_per_call)]
@@ -294,8 +311,8 @@ class PointEvaluator:
         while True:
             try:
                 return self._time_group(self._k())
-            except torch.cuda.OutOfMemoryError:
-                self._check_retry(shrink_k=True)
+            except torch.cuda.OutOfMemoryError as exc:
+                self._check_retry(exc, shrink_k=True)
             self._shrink(shrink_k=True)
 
     def _decide_compile(self, eager_s_per_point: float, points_done: int) -> None:
@@ -313,6 +330,7 @@ class PointEvaluator:
         """Switch to the compiled per-batch functions, paying the compile now on each split's
         first batch at θ, checked against eager; eager stays if anything fails."""
         start = time.perf_counter()
+        self.compile_reused = has_compiled(self._graph_key)
         if self.device.type == "cpu":  # inductor's C++ path warns about CUDA it does not use
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         try:
@@ -320,8 +338,8 @@ class PointEvaluator:
                 try:
                     self._check_compiled()
                     break
-                except torch.cuda.OutOfMemoryError:
-                    self._check_retry(shrink_k=True)
+                except torch.cuda.OutOfMemoryError as exc:
+                    self._check_retry(exc, shrink_k=True)
                 self._shrink(shrink_k=True)
             self.compiled = True
         except torch.cuda.OutOfMemoryError:
@@ -339,7 +357,7 @@ class PointEvaluator:
         for split in self.data.values():
             batch = (split.xs[0], split.ys[0], split.masks[0])
             ref = eager(*head, *batch)
-            got = compiled(eager)(*head, *batch)
+            got = compiled(eager, self._graph_key)(*head, *batch)
             max_flips = max(1, int(flips * split.size))
             if not torch.allclose(ref[0], got[0], rtol=rtol) or not bool(
                 (ref[1] - got[1]).abs().max() <= max_flips
@@ -362,13 +380,12 @@ class PointEvaluator:
                     group = np.concatenate([group, np.repeat(group[-1:], k - real, axis=0)])
                 try:
                     values: np.ndarray | None = self._values(group)
-                except torch.cuda.OutOfMemoryError:
-                    self._check_retry(shrink_k=True)
+                except torch.cuda.OutOfMemoryError as exc:
+                    self._check_retry(exc, shrink_k=True)
                     values = None
                 if values is None:  # retried with the same points, K or the batch halved
                     self._shrink(shrink_k=True)
                     continue
-                self._fitted = True
                 for i, (split, batches) in enumerate(self.data.items()):
                     out[f"{split}_loss"][start : start + real] = values[i, 0, :real] / batches.n
                     out[f"{split}_acc"][start : start + real] = values[i, 1, :real] / batches.n
@@ -393,6 +410,8 @@ class PointEvaluator:
             "points_per_call": self.config.points_per_call,
             "k_reason": self.config.k_reason,
             "compiled": self.compiled,
+            "compile_reused": self.compile_reused,
+            "fp32_head": self.fp32_head,
             "compile_reason": self.config.compile_reason,
             "batch_size": self.config.batch_size,
             "oom_retries": self.oom_retries,

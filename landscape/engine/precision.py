@@ -94,12 +94,13 @@ def _cudnn_conv() -> Any:
 def compute_in(
     precision: ResolvedPrecision, device: torch.device, *, autotune: bool = False
 ) -> Iterator[None]:
-    """``precision_flags`` plus, for ``bf16`` on CUDA, bf16 autocast (losses are still taken
-    from float32 logits by the callers); on ``device`` as the current CUDA device."""
+    """``precision_flags`` plus, for ``bf16``, bf16 autocast on ``device`` (the engine takes
+    logits from a float32 head: ``forward.head_in_fp32``); on ``device`` as the current CUDA
+    device. ``resolve`` admits ``bf16`` on CUDA only; tests run its autocast on the CPU."""
     with contextlib.ExitStack() as stack:
         if device.type == "cuda":
             stack.enter_context(torch.cuda.device(device))
         stack.enter_context(precision_flags(precision, autotune=autotune))
-        if precision == "bf16" and device.type == "cuda":
-            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        if precision == "bf16":
+            stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
         yield

@@ -89,7 +89,7 @@ def test_compiled_is_false_when_compile_did_not_compute_the_points(
 ) -> None:
     calls = {"n": 0}
 
-    def make(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def make(fn: Callable[..., Any], key: str | None = None) -> Callable[..., Any]:
         def run(*args: Any) -> tuple[Tensor, Tensor]:
             calls["n"] += 1
             loss_sum, correct = fn(*args)
@@ -165,9 +165,12 @@ def test_a_spent_recompile_budget_is_reported_not_hidden(monkeypatch: pytest.Mon
     """When dynamo's budget for the engine's function is spent, the evaluator says so
     (compiled=False, the error kept) and computes eagerly, instead of claiming compile."""
     import landscape.engine.forward as forward
+    from landscape.engine import shared_graphs
 
-    # one graph at most: a new two-split evaluator's second split is always over budget
+    # one graph at most: a new two-split evaluator's second split is always over budget (new:
+    # no compiled graphs of this architecture from earlier tests)
     monkeypatch.setattr(forward, "_RECOMPILE_LIMIT", 1)
+    monkeypatch.setattr(shared_graphs, "_entries", type(shared_graphs._entries)())
     model, dirs, data = setup(ConvBNNet)
     coords = np.zeros((2, 2))
     with GridEvaluator(model, dirs, data, options=FORCED) as ev:
