@@ -112,3 +112,31 @@ def test_bf16_evaluator_accuracy_equals_fp32(points_per_call: int) -> None:
     assert dtypes and set(dtypes) == {torch.bfloat16}  # the body did compute in bf16
     np.testing.assert_array_equal(bf16["train_acc"], fp32["train_acc"])
     np.testing.assert_allclose(bf16["train_loss"], fp32["train_loss"], rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile_mode", [False, "always"])
+def test_bf16_on_cuda_gives_float32_accuracy(compile_mode: bool | str) -> None:
+    """The production path: bf16 on a GPU, eager and compiled, K = 1 and 2."""
+    from landscape.engine.evaluator import GridEvaluator
+    from landscape.specs import EngineOptions
+
+    x, y = data()
+    model = near_tie_net()
+    dirs = [{n: torch.zeros_like(p) for n, p in model.named_parameters()}]
+    dirs[0]["0.weight"] = torch.ones(2, 2)
+    for k in (1, 2):
+        results = {}
+        for precision in ("fp32", "bf16"):
+            options = EngineOptions(
+                device="cuda",
+                precision=precision,
+                compile=compile_mode,
+                points_per_call=k,  # type: ignore[arg-type]
+            )
+            with GridEvaluator(model, dirs, {"train": (x, y)}, options=options) as ev:
+                results[precision] = ev.evaluate(np.zeros((k, 1)))
+                info = ev.describe()
+        assert info["fp32_head"] == "2" and info["compiled"] is bool(compile_mode)
+        np.testing.assert_array_equal(results["bf16"]["train_acc"], results["fp32"]["train_acc"])
+        assert results["fp32"]["train_acc"][0] == 1.0
