@@ -1,5 +1,7 @@
 """``sharpness`` jobs: the stored ``SharpnessPlan`` → ``trajectory_sharpness``, stored as the
-surface file's ``sharpness/`` group once every snapshot is measured; on this worker's device.
+surface file's ``sharpness/`` group once every snapshot is measured; on this worker's device,
+in its precision as its surfaces (``LANDSCAPE_ENGINE_PRECISION``), except that a bf16 worker
+measures in tf32: Lanczos needs products accurate to ~1e-6 (the group records which).
 The same numbers ``landscape sharpness --trajectory`` prints."""
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
     from landscape.specs import LossName
 
     plan = SharpnessPlan.from_json(plan_json)
+    precision = ctx.settings.engine_precision
     records = trajectory_sharpness(
         plan.snapshots,
         plan.data,
         loss=cast(LossName, plan.loss),
         device=ctx.settings.device,
+        precision="tf32" if precision == "bf16" else precision,
         on_progress=ctx.on_progress,
         should_stop=ctx.should_stop,
     )

@@ -4,9 +4,10 @@ one call the CLI and the API make; with a surface, stored as the file's ``gradie
 The initialization is the model the checkpoint's training started from: the same zoo net and
 arguments, built after ``torch.manual_seed(seed)`` with the training seed from the checkpoint's
 metadata (0 when it records none), as ``train_model`` does. Progress is two steps (init,
-trained); nothing is stored unless both finished. For a recurrent net each flow also holds
-``‖∂L/∂h_t‖`` per time step (``GradientFlow.time_grad_norm``, stored as
-``<label>/time_grad_norm``).
+trained); nothing is stored unless both finished. Both run in ``precision`` (the engine's
+policy, ``auto`` as surfaces), recorded in each flow's settings and the group's attrs. For a
+recurrent net each flow also holds ``‖∂L/∂h_t‖`` per time step
+(``GradientFlow.time_grad_norm``, stored as ``<label>/time_grad_norm``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from landscape.analysis.gradient_flow import (
 )
 from landscape.analysis.provenance import surface_of_checkpoint
 from landscape.errors import CancelledError
-from landscape.specs import DataSpec, DeviceName, LossName, Split, to_dict
+from landscape.specs import DataSpec, DeviceName, LossName, Precision, Split, to_dict
 
 FLOW_STEPS = 2  # init, trained
 
@@ -42,6 +43,7 @@ def analyze_gradient_flow(
     mode: Mode = "train",
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: DeviceName = "auto",
+    precision: Precision = "auto",
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, GradientFlow]:
@@ -74,7 +76,12 @@ def analyze_gradient_flow(
     seed = int(meta.get("seed", 0))
     torch.manual_seed(seed)  # the initialization train_model starts from
     initial = build(str(meta["model"]), **meta["model_args"]).to(target)
-    common: dict[str, Any] = {"mode": mode, "loss": loss, "batch_size": batch_size}
+    common: dict[str, Any] = {
+        "mode": mode,
+        "loss": loss,
+        "batch_size": batch_size,
+        "precision": precision,
+    }
     flows = {"init": gradient_flow(initial, (x, y), **common)}
     report(1)
     flows["trained"] = gradient_flow(model, (x, y), **common)
@@ -84,6 +91,7 @@ def analyze_gradient_flow(
             "checkpoint_sha256": digest,
             "split": split,
             "init_seed": seed,
+            "precision": flows["trained"].settings["precision"],
             "data": {**to_dict(data), "data_root": None},
         }
         arrays, attrs = group_contents(flows, provenance)

@@ -17,6 +17,9 @@ Definitions (the ``gradient_flow/`` group of a surface file, docs/format.md):
   uses batch statistics, as during training (the gradient then depends on the batching, as
   SGD's does); the caller's model is never modified (a copy is used, so running statistics
   stay as they were). In ``eval`` mode BN uses running statistics: the plotted loss.
+- *Precision*: the forward and backward run in the engine's policy (``compute_in``: ``auto``
+  is tf32 on CUDA, fp32 elsewhere; ``bf16`` under autocast), the resolved one recorded in
+  ``settings``, so a flow and the surface it is stored with are computed alike.
 - *Through time* (recurrent nets, ``landscape.models.recurrent``): the same loss's gradient
   with respect to each step's hidden state, ``‖∂L/∂h_t‖`` for ``t = 1 … T`` (Frobenius over
   every sample and unit), kept by a forward hook that calls ``retain_grad`` on each output of
@@ -39,9 +42,10 @@ import torch
 from torch import Tensor, nn
 
 from landscape.engine.point_evaluator import per_sample_loss
+from landscape.engine.precision import compute_in, resolve
 from landscape.errors import SpecError
 from landscape.models.recurrent import RecurrentCell
-from landscape.specs import LossName, check_choice
+from landscape.specs import LossName, Precision, check_choice
 
 GROUP_NAME = "gradient_flow"
 ENCODING_TYPE = "gradient-flow"
@@ -141,10 +145,13 @@ def gradient_flow(
     mode: Mode = "train",
     loss: LossName = "cross_entropy",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: Precision = "auto",
 ) -> GradientFlow:
     """Per-layer ``‖∂L/∂W‖`` of the mean ``loss`` over ``data`` at the model's weights (see the
-    module docstring for what a layer and the loss are). Runs where the model's weights are."""
+    module docstring for what a layer, the loss and the precision are). Runs where the model's
+    weights are."""
     check_choice("gradient flow mode", mode, Mode)
+    check_choice("precision", precision, Precision)
     check_choice("loss", loss, LossName)
     if batch_size < 1:
         raise SpecError(f"batch_size must be >= 1, got {batch_size}")
@@ -155,6 +162,7 @@ def gradient_flow(
     if not any(isinstance(m, _LAYER_TYPES) for m in work.modules()):
         raise SpecError("the model has no conv or linear layer to measure")
     device = next(work.parameters()).device
+    resolved = resolve(precision, device)  # tf32/bf16 off CUDA are refused
     x, y = x.to(device), y.to(device)
     names = forward_layers(work, x)
     params = dict(work.named_parameters())
@@ -163,14 +171,18 @@ def gradient_flow(
     loss_sum = 0.0
     steps = _StepStates(work)
     try:
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            if mode == "train" and len(yb) < 2 and start:  # BN cannot use a batch of one
-                continue
-            batch_loss = per_sample_loss(work(xb), yb, loss).sum()
-            (batch_loss / len(y)).backward()  # type: ignore[no-untyped-call]
-            loss_sum += float(batch_loss.detach())
-            steps.collect()
+        with compute_in(resolved, device):
+            for start in range(0, len(y), batch_size):
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                if mode == "train" and len(yb) < 2 and start:  # BN cannot use a batch of one
+                    continue
+                logits = work(xb)
+                if resolved == "bf16":  # the loss of float32 logits, as the engine takes it
+                    logits = logits.float()
+                batch_loss = per_sample_loss(logits, yb, loss).sum()
+                (batch_loss / len(y)).backward()  # type: ignore[no-untyped-call]
+                loss_sum += float(batch_loss.detach())
+                steps.collect()
     finally:
         steps.close()
     grads, weights = [], []
@@ -184,7 +196,7 @@ def gradient_flow(
         weight_norm=np.asarray(weights),
         loss=loss_sum / len(y),
         n_samples=len(y),
-        settings={"mode": mode, "loss": loss, "batch_size": batch_size},
+        settings={"mode": mode, "loss": loss, "batch_size": batch_size, "precision": resolved},
         time_grad_norm=steps.norms(),
     )
 

@@ -10,6 +10,10 @@ keeps falling, not monotonically.
 Hessian-vector products by double backward, eval mode), found by Lanczos (ARPACK's ``eigsh``,
 one eigenpair). Consecutive measurements along a run are close, so each Lanczos run starts from
 the previous eigenvector (``SharpnessTracker``): the same value, fewer products.
+
+Products and the loss run in the engine's precision policy (``compute_in``; ``auto`` is tf32
+on CUDA, fp32 elsewhere; bf16 is refused: Lanczos needs products accurate to ~1e-6), and each
+measurement records the precision it was taken in.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from torch import Tensor, nn
 
 from landscape.analysis.hessian import HessianOperator
 from landscape.engine.forward import per_sample_loss
+from landscape.engine.precision import compute_in, resolve
 from landscape.errors import CancelledError, SpecError
-from landscape.specs import DataSpec, DeviceName, LossName
+from landscape.specs import DataSpec, DeviceName, LossName, Precision, ResolvedPrecision
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +115,13 @@ def _lanczos(
 
 @torch.no_grad()
 def mean_loss(operator: HessianOperator) -> float:
-    """The mean loss at the operator's point (the function whose λmax is measured)."""
+    """The mean loss at the operator's point (the function whose λmax is measured), in the
+    operator's precision, as its products are."""
     total = 0.0
-    for xb, yb in operator.batches:
-        total += float(per_sample_loss(operator._logits(operator.point, xb), yb, operator.loss)
-                       .double().sum())  # fmt: skip
+    with compute_in(operator.precision, operator.device):
+        for xb, yb in operator.batches:
+            logits = operator._logits(operator.point, xb)
+            total += float(per_sample_loss(logits, yb, operator.loss).double().sum())
     return total / operator.n_samples
 
 
@@ -130,10 +137,12 @@ class SharpnessTracker:
         device: DeviceName | str | torch.device = "auto",
         options: SharpnessOptions | None = None,
         warm_start: bool = True,
+        precision: ResolvedPrecision = "fp32",
     ) -> None:
         self.data = data
         self.loss: LossName = loss
         self.device = str(device)
+        self.precision: ResolvedPrecision = precision
         self.options = options or SharpnessOptions()
         self.warm_start = warm_start
         self.vector: np.ndarray | None = None
@@ -142,7 +151,7 @@ class SharpnessTracker:
         """λmax and loss at the model's parameters; the caller's model is left as it is."""
         operator = HessianOperator(
             model, self.data, loss=self.loss, device=self.device,
-            batch_size=self.options.batch_size,
+            batch_size=self.options.batch_size, precision=self.precision,
         )  # fmt: skip
         start = self.vector if self.warm_start else None
         value, vector = top_eigenpair(operator, self.options, start)
@@ -177,14 +186,16 @@ def trajectory_sharpness(
     *,
     loss: LossName | None = None,
     device: DeviceName = "auto",
+    precision: Precision = "auto",
     options: SharpnessOptions | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """λmax of the mean training loss at each snapshot, in step order, warm-started along the
-    trajectory: one record ``{step, path, lambda_max, loss, lr, matvecs}`` per file. ``data``
-    and ``loss`` default to what the first snapshot was trained on (digits and cross-entropy
-    when it does not say)."""
+    trajectory: one record ``{step, path, lambda_max, loss, lr, matvecs, precision}`` per
+    file. ``data`` and ``loss`` default to what the first snapshot was trained on (digits and
+    cross-entropy when it does not say); ``precision`` is the engine's policy's (``auto``:
+    tf32 on CUDA, fp32 elsewhere; fp32 or tf32 only)."""
     from landscape.data import load_data
     from landscape.engine.devices import resolve_device
     from landscape.sources.checkpoint import load_checkpoint
@@ -192,7 +203,14 @@ def trajectory_sharpness(
 
     if not checkpoints:
         raise SpecError("sharpness needs at least one checkpoint")
+    check_choice("precision", precision, Precision)
     target = resolve_device(device)
+    resolved = resolve(precision, target)
+    if resolved == "bf16":
+        raise SpecError(
+            "sharpness is computed in fp32 or tf32 (Lanczos needs Hessian products accurate "
+            "to ~1e-6; bf16 gives ~1e-2), got bf16"
+        )
     loaded = [(Path(p), *load_checkpoint(p, map_location=target)) for p in checkpoints]
     loaded.sort(key=lambda item: (snapshot_step(item[0], item[2]) or 0, item[0].name))
     recipe = loaded[0][2].get("train_spec") or {}
@@ -203,7 +221,9 @@ def trajectory_sharpness(
         loss = recipe.get("loss") or "cross_entropy"
     check_choice("loss of sharpness", loss, LossName)  # a loss of the outputs alone
     x, y = load_data(data, "train", device=target)
-    tracker = SharpnessTracker((x, y), loss=cast(LossName, loss), device=target, options=options)
+    tracker = SharpnessTracker(
+        (x, y), loss=cast(LossName, loss), device=target, options=options, precision=resolved
+    )
     records: list[dict[str, Any]] = []
     total = len(loaded)
     for done, (path, model, meta) in enumerate(loaded):
@@ -219,6 +239,7 @@ def trajectory_sharpness(
             "loss": result.loss,
             "lr": step_size(meta),
             "matvecs": result.matvecs,
+            "precision": resolved,
         })  # fmt: skip
         log.info("%s: λmax %.4g (%d products)", path.name, result.lambda_max, result.matvecs)
     if on_progress is not None:
@@ -240,9 +261,11 @@ def group_contents(
         "loss": np.array([r["loss"] for r in records], np.float64),
         "lr": np.array([np.nan if r["lr"] is None else r["lr"] for r in records], np.float64),
     }
+    precisions = sorted({str(r["precision"]) for r in records if r.get("precision")})
     attrs = {
         "encoding-type": "landscape-sharpness",
         "encoding-version": "1",
+        **({"precision": precisions[0]} if len(precisions) == 1 else {}),
         **provenance,
         "snapshots": [r["path"] for r in records],
     }

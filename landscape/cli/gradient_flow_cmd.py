@@ -36,6 +36,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="train", help="BN in train (batch stats) or eval mode")
     parser.add_argument("--batch-size", type=int, default=128, help="samples per pass")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (tf32 on CUDA, fp32 on CPU, as surfaces), fp32 (strict), tf32 or bf16 (CUDA)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -53,12 +58,13 @@ def _run(args: argparse.Namespace) -> int:
     from landscape.analysis.gradient_flow import Mode
     from landscape.cli.progress import step_bar
     from landscape.report.findings import flow_phrase
-    from landscape.specs import Split, check_choice
+    from landscape.specs import Precision, Split, check_choice
 
     if args.checkpoint is None and args.surface is None:
         raise SpecError("name a --checkpoint (or a --surface whose checkpoint to use)")
     check_choice("split", args.split, Split)
     check_choice("gradient flow mode", args.mode, Mode)
+    check_choice("precision", args.precision, Precision)
     check_sizes(args)
     checkpoint = args.checkpoint
     if args.surface is not None:
@@ -81,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         mode=args.mode,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         on_progress=step_bar(args.quiet, "gradient flow"),
     )
     if args.json:
@@ -89,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     init, trained = flows["init"], flows["trained"]
     print(
         f"gradient flow of the mean loss ({trained.n_samples} samples) at {Path(checkpoint).name}"
+        f", in {trained.settings['precision']}"
     )
     print(f"  {'depth':>5}  {'layer':<32} {'‖∂L/∂W‖ init':>14} {'‖∂L/∂W‖ trained':>16}")
     rows = zip(trained.depth, trained.names, init.grad_norm, trained.grad_norm, strict=True)

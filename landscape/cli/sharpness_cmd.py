@@ -50,6 +50,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--krylov", type=int, default=12, help="Lanczos basis per restart")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative accuracy of λmax")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--precision", default="auto", help="auto (tf32 on CUDA, fp32 on CPU), fp32 or tf32"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--html", type=Path, default=None, help="also write the figure (λmax, 2/η, loss)"
@@ -62,9 +65,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from landscape.analysis.sharpness import SharpnessOptions, trajectory_sharpness
     from landscape.cli.progress import step_bar
-    from landscape.specs import DeviceName, LossName, check_choice
+    from landscape.specs import DeviceName, LossName, Precision, check_choice
 
     check_choice("device", args.device, DeviceName)
+    check_choice("precision", args.precision, Precision)
     if args.history is not None:
         records, what = tracked_history(args.history), f"tracked in {args.history.name}"
     else:
@@ -80,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
             data,
             loss=args.loss,
             device=args.device,
+            precision=args.precision,
             options=SharpnessOptions(krylov=args.krylov, tol=args.tol),
             on_progress=step_bar(args.quiet, "sharpness"),
         )
-        what = f"along {len(records)} snapshots"
+        what = f"along {len(records)} snapshots, in {records[0]['precision']}"
     if args.html is not None:
         from landscape.plot.sharpness import write_sharpness_html
 
