@@ -145,9 +145,10 @@ def test_evaluators_share_compiled_code_and_all_report_compiled() -> None:
 
 @pytest.mark.slow
 def test_bn_folded_evaluators_stay_compiled_past_dynamos_default_limit() -> None:
-    """A BN-folded module is a GraphModule, a class of its own per evaluator: each adds one
-    graph per split. Past dynamo's default limit of 8 (four two-split evaluators) they are
-    still compiled, and the counters grow by at most one graph per split per evaluator."""
+    """A BN-folded module is a GraphModule, a class of its own per evaluator; evaluators of one
+    architecture still share its graphs. Past dynamo's default limit of 8 (four two-split
+    evaluators) they are compiled, and six add at most one graph per split in all (40:
+    ``tests/engine/test_shared_graphs.py``)."""
     model, dirs, data = setup(ConvBNNet)
     coords = np.zeros((1, 2))
     before = _dynamo_counts()
@@ -157,7 +158,7 @@ def test_bn_folded_evaluators_stay_compiled_past_dynamos_default_limit() -> None
             info = ev.describe()
         assert info["bn_folded"] > 0 and info["compiled"] is True, (i, info)
     graphs, frames = (a - b for a, b in zip(_dynamo_counts(), before, strict=True))
-    assert graphs <= 6 * len(data) and frames <= 6 * len(data)
+    assert graphs <= len(data) and frames <= len(data)
 
 
 @pytest.mark.slow
