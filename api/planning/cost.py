@@ -322,7 +322,8 @@ def surface_estimate(
     spec: SurfaceSpec, train: TrainSpec | None, net: NetCost, shape: Shape
 ) -> Estimate:
     """A surface job: training its zoo model when ``train`` is given (not yet cached), the
-    directions (``hessian``: an ARPACK run for the top two eigenvectors), then every point."""
+    directions (``hessian``: at most ``max_lanczos_steps`` Lanczos steps, each keeping a basis
+    vector, and one residual product per eigenvector), then every point."""
     parts: list[tuple[str, Work]] = []
     if train is not None:
         n = split_size(train.data, "train")
@@ -332,7 +333,8 @@ def surface_estimate(
     ndim = spec.grid.ndim
     if spec.directions.kind == "hessian":
         n = split_size(spec.data, spec.splits[0])
-        work = hessian_products(net, n, arpack_products(2), _krylov(2))
+        steps = spec.directions.max_lanczos_steps
+        work = hessian_products(net, n, steps + spec.grid.ndim, steps)
         parts.append(("directions", _with_data(work, n, shape)))
     work = evaluation(net, spec.grid.n_points, samples, ndim)
     parts.append(("surface", _with_data(work, samples, shape)))

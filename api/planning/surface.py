@@ -35,6 +35,7 @@ from api.settings import Settings
 from landscape.errors import SpecError, UnknownNameError
 from landscape.models import list_models
 from landscape.specs import (
+    DEFAULT_DIRECTION_STEPS,
     DataSpec,
     DirectionSpec,
     GridSpec,
@@ -223,6 +224,7 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
             ignore=request.directions.ignore,
             seed=request.directions.seed,
             trajectory=trajectory_paths(settings, checkpoint_id, train_spec),
+            max_lanczos_steps=request.directions.max_lanczos_steps or DEFAULT_DIRECTION_STEPS,
         ),
         splits=tuple(request.splits),
         loss=request.loss,

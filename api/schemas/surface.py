@@ -17,7 +17,9 @@ from api.schemas.common import ID_PATTERN, MAX_SUBSET, JobPublic, JsonTuple, Not
 from api.schemas.hessian import HessianBrief, HessianPublic
 from landscape.losses import PYTHON_PREFIX, get_loss
 from landscape.specs import (
+    DEFAULT_DIRECTION_STEPS,
     MAX_ABS_COORDINATE,
+    MAX_LANCZOS_STEPS,
     Ignore,
     Normalization,
     OptimizerName,
@@ -156,6 +158,13 @@ class DirectionsRequest(Strict):
     normalization: Normalization = "filter"
     ignore: Ignore = "biasbn"
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_lanczos_steps: int | None = Field(
+        None,
+        ge=2,
+        le=MAX_LANCZOS_STEPS,
+        description=f"kind hessian: at most this many Lanczos steps (default "
+        f"{DEFAULT_DIRECTION_STEPS}), fewer once the eigenvectors converge",
+    )
 
 
 class SurfaceRequest(Strict):
