@@ -46,9 +46,10 @@ def measure(
         times[part] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    flow_trained = gradient_flow(model, (x, y))
+    flow_trained = gradient_flow(model, (x, y), precision=ANALYSIS_PRECISION)
     torch.manual_seed(seed)  # the initialization train_model starts from
-    flow_init = gradient_flow(build(model_name, **meta["model_args"]), (x, y))
+    initial = build(model_name, **meta["model_args"])
+    flow_init = gradient_flow(initial, (x, y), precision=ANALYSIS_PRECISION)
     timed("gradient_flow", clock)
     lanczos = LanczosOptions(tol=spec.lanczos_tol, seed=seed)
     clock = time.perf_counter()
@@ -119,7 +120,9 @@ def _sharpness_along_training(
 
     snapshots = sorted(snapshot_dir(Path(checkpoint)).glob("epoch_*.pt"))
     options = SharpnessOptions(tol=spec.lanczos_tol, seed=seed)
-    tracker = SharpnessTracker(subset, device=spec.device, options=options)
+    tracker = SharpnessTracker(
+        subset, device=spec.device, options=options, precision=ANALYSIS_PRECISION
+    )
     records = []
     for path in snapshots:
         model, meta = load_checkpoint(path)

@@ -84,6 +84,7 @@ def test_tiny_recipe_end_to_end(tiny: tuple[ReproduceResult, list[str]]) -> None
     flow = net["gradient_flow"]["trained"]
     assert flow["depth"] == list(range(1, len(flow["names"]) + 1))
     assert flow["names"][0] == "stem.weight" and flow["names"][-1] == "head.weight"
+    assert flow["settings"]["precision"] == "fp32"
     assert len(net["density"]["nodes"]) == 2 and net["density"]["steps"] == 8
     assert len(net["hessian"]["top_eigenvalues"]) == 3
     assert len(net["curvature"]["lambda_min"]) == 2
