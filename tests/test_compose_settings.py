@@ -1,14 +1,15 @@
 """docker-compose.yml as an operator of a GPU box runs it: every setting of ``api/settings.py``
 reaches the API and the worker (compose passes only the variables it names), its defaults are
 the settings' own except the GPU budgets, and under those the paper's jobs are accepted while
-the CPU defaults refuse them naming the budget. The compile caches live on the data volume and
-the worker's stop grace outlasts its own stop wait.
+the CPU defaults refuse them naming the budget, the time and what fits. The compile caches
+live on the data volume and the worker's stop grace outlasts its own stop wait.
 
 The file is read with PyYAML and its ``${VAR:-default}`` resolved here, as compose does with
 none of the variables set; a test checks that resolution against ``docker-compose config``."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.planning.cost import hessian_estimate, net_cost
+from api.schedule import PRIOR_FLOPS_PER_SECOND, PRIOR_OVERHEAD_S
 from api.settings import Settings
 from landscape.cli.worker_cmd import STOP_WAIT_SECONDS
 from landscape.specs import AnalysisSpec, DataSpec
@@ -189,7 +191,11 @@ def test_the_papers_surface_and_training_are_accepted_with_the_compose_defaults(
     estimate = queued.json()["job"]["estimate"]
     # 3.3e16 for the 51×51 grid over 50,000 images, 1.1e16 for 300 epochs of training
     assert estimate["flops"] == pytest.approx(4.39e16, rel=0.02), estimate
-    assert estimate["seconds"] is not None and estimate["seconds"] > 0, estimate
+    # timed at a GPU's prior (COMPUTE_DEVICE cuda, FLOPS_PER_SECOND left empty): about an
+    # hour and a quarter, not the months of a CPU's
+    assert "prior of a CUDA worker" in estimate["basis"], estimate
+    gpu_seconds = estimate["flops"] / PRIOR_FLOPS_PER_SECOND["cuda"] + PRIOR_OVERHEAD_S
+    assert estimate["seconds"] == pytest.approx(gpu_seconds, rel=0.01), estimate
 
 
 def test_a_full_data_hessian_is_accepted_with_the_compose_defaults(
@@ -217,13 +223,23 @@ def test_a_full_data_hessian_is_accepted_with_the_compose_defaults(
     assert cost.memory_bytes <= settings.max_job_memory_bytes
 
 
-def test_the_cpu_defaults_refuse_the_papers_surface_naming_the_budget(cifar_data: Path) -> None:
+def test_the_cpu_defaults_refuse_the_papers_surface_saying_what_fits(cifar_data: Path) -> None:
     settings = Settings(_env_file=None, data_dir=cifar_data, workers=0)  # type: ignore[call-arg]
     refused = _post(settings, "/api/surfaces", PAPER_SURFACE)
     assert refused.status_code == 422, refused.text
     detail = refused.json()["detail"]
     assert "LANDSCAPE_MAX_JOB_FLOPS = 5e+14" in detail, detail
     assert "estimated 4.4e+16 FLOPs (training 1.1e+16, surface 3.3e+16)" in detail, detail
+    # its time on this deployment, at a CPU's prior
+    took = re.search(r"about ([\d.]+) days on this deployment", detail)
+    assert took, detail
+    days = 4.39e16 / PRIOR_FLOPS_PER_SECOND["cpu"] / 86400
+    assert float(took.group(1)) == pytest.approx(days, rel=0.02), detail
+    # and the largest grid that fits once the net is trained: one point is a forward pass of
+    # every training image
+    per_point = net_cost("resnet56", {}, (3, 32, 10)).flops * 50_000
+    side = math.isqrt(int(settings.max_job_flops // per_point))
+    assert f"the largest grid that fits is {side}×{side} ({side * side} points)" in detail, detail
 
 
 def test_compile_caches_live_on_the_data_volume() -> None:
