@@ -223,3 +223,14 @@ def test_sharpness_options_still_apply(tmp_path: Path) -> None:
     loose = trajectory_sharpness(paths[:1], device="cpu", options=SharpnessOptions(tol=1e-2))
     tight = trajectory_sharpness(paths[:1], device="cpu", options=SharpnessOptions(tol=1e-8))
     assert loose[0]["lambda_max"] == pytest.approx(tight[0]["lambda_max"], rel=1e-2)
+
+
+@pytest.mark.gpu
+def test_on_cuda_auto_is_tf32_and_fp32_matches_the_cpu() -> None:
+    model, data = _mlp()
+    on_cpu = gradient_flow(model, data, precision="fp32")
+    gpu_model, gpu_data = copy.deepcopy(model).cuda(), (data[0].cuda(), data[1].cuda())
+    assert gradient_flow(gpu_model, gpu_data).settings["precision"] == "tf32"
+    strict = gradient_flow(gpu_model, gpu_data, precision="fp32")
+    np.testing.assert_allclose(strict.grad_norm, on_cpu.grad_norm, rtol=1e-5)
+    assert gradient_flow(gpu_model, gpu_data, precision="bf16").settings["precision"] == "bf16"
