@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from landscape import storage as store
 from landscape.analysis.surface_metrics import surface_metrics
 from landscape.errors import CancelledError, SpecError
+from landscape.explore.spec import EstimateSpec
 from landscape.losses import Loss, LossFn, get_loss, resolve_loss
 from landscape.sources.model_source import (
     REGRESSION_LOSS,
@@ -76,8 +77,13 @@ def compute_surface(
     surface_id: str | None = None,
     source: ModelSource | None = None,
     loss: str | Loss | LossFn | None = None,
+    estimate: EstimateSpec | None = None,
+    make_exact: bool = False,
 ) -> Path:
     """Compute (or finish) the surface of ``spec`` into ``out`` and return ``out``.
+
+    ``estimate``: an estimated surface (``landscape.explore``), its own cache identity;
+    ``make_exact``: carry the estimated surface in ``out`` (its stored ``estimate``) to n = N.
 
     ``loss`` (a name, ``Loss`` or ``loss(model, inputs, targets)`` callable; docs/losses.md)
     replaces ``spec.loss``, its identity taking the field's place: in the key, the file and
@@ -103,10 +109,12 @@ def compute_surface(
     options = dataclasses.replace(options, precision=precision)
     out = Path(out)
     start = time.perf_counter()
+    if make_exact and estimate is None and out.exists():
+        estimate = store.stored_estimate(out)
     source = source or checkpoint_source(spec)
 
     if out.exists():
-        store.check_matches(out, spec, source.key, options.precision)
+        store.check_matches(out, spec, source.key, options.precision, estimate=estimate)
         directions: list[Mapping[str, torch.Tensor]] = list(store.read_directions(out))
         log.info("resuming %s", out)
     else:
@@ -125,6 +133,10 @@ def compute_surface(
         trajectory = _trajectory(spec, directions_info)
         provenance = _provenance(spec, source, directions_info)
         provenance["surface_id"] = surface_id
+        if estimate is not None:  # an estimate is never keyed, nor read, as the exact surface
+            provenance["estimate"] = store.estimate_spec_json(estimate)
+            base_key = store.surface_key(spec, source.key, options.precision)
+            provenance["key"] = store.estimate_key(base_key, estimate)
         store.create_surface_file(
             out,
             spec,
@@ -136,6 +148,19 @@ def compute_surface(
             precision=options.precision,
         )
 
+    if estimate is not None:
+        from landscape.explore.run import run_estimate
+
+        def stages(done: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(Progress(done, total, time.perf_counter() - start, None))
+
+        run = run_estimate(
+            out, spec, estimate, source, directions, options,
+            make_exact=make_exact, on_progress=stages, should_stop=should_stop,
+        )  # fmt: skip
+        _finish(out, spec, run.engine_info, run.wall_time_s)
+        return out
     surface = store.read_surface(out)
     # Coarse to fine (storage.order): the page can draw the whole shape after a few chunks.
     missing = store.in_point_order(surface.missing(), surface.computed.shape)

@@ -41,12 +41,18 @@ def summary_dict(path: Path) -> dict[str, Any]:
 
     surface = read_surface(path)
     info = describe(surface)
+    estimate = None
+    if surface.estimate is not None:
+        from landscape.storage.estimate import estimate_lines, estimate_summary
+
+        estimate = {**estimate_summary(surface.estimate), "lines": estimate_lines(surface.estimate)}
     grid = info.grid
     summary: dict[str, Any] = {
         "id": info.key,
         "surface_id": info.surface_id,
         "path": str(path),
         "status": info.status,
+        "estimate": estimate,  # None: every value is a full pass
         "model": info.model,
         "dataset": info.dataset,
         "ndim": info.ndim,
@@ -108,6 +114,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"seed {d['seed']}",
         f"  created     {summary['created']}",
     ]
+    estimate = summary.get("estimate")
+    values = "exact" if estimate is None else "estimated"
+    lines.append(f"  values      {values}")
+    for line in (estimate or {}).get("lines", []):
+        lines.append(f"    {line}")
     if engine:
         lines.append(
             f"  engine      {engine.get('device')} {engine.get('precision')} "

@@ -127,6 +127,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or local)"
     )
+    parser.add_argument(
+        "--estimate",
+        default=None,
+        metavar="TARGET",
+        help="exploration mode: each point sampled until its 95%% interval is within TARGET "
+        "(5%% of the loss, or an absolute loss like 0.01)",
+    )
+    parser.add_argument(
+        "--estimate-seed", type=int, default=0, help="seed of the shared sample order"
+    )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="carry an estimated --out to the exact values, reusing every sample it has",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -320,6 +335,7 @@ def _run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     spec_from_args(args, args.checkpoint)  # bad values fail before any file is touched
+    estimate = estimate_from_args(args)
     if args.model_factory is not None:
         _check_factory_arguments(args)
         checkpoint = args.checkpoint
@@ -369,17 +385,35 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         out = compute_surface(
-            spec, args.out, options=options, on_progress=on_progress, source=source
-        )
+            spec, args.out, options=options, on_progress=on_progress, source=source,
+            estimate=estimate, make_exact=args.exact,
+        )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     from landscape.storage import describe, read_surface
 
-    info = describe(read_surface(out))
+    surface = read_surface(out)
+    info = describe(surface)
     wall = info.attrs.get("wall_time_s")
     wall_text = f", {wall:.1f} s computing" if isinstance(wall, (int, float)) else ""
     diverged = f", {info.nonfinite} not finite" if info.nonfinite else ""
     counts = f"{info.done}/{info.total} points{diverged}{wall_text}"
     print(f"{out}: {info.status}, {counts} (id {info.key})")
+    if surface.estimate is not None:
+        from landscape.storage.estimate import estimate_lines
+
+        for line in estimate_lines(surface.estimate):
+            print(f"  {line}")
     return 0
+
+
+def estimate_from_args(args: argparse.Namespace) -> Any:
+    """``--estimate 5%`` / ``0.01`` → ``EstimateSpec``; ``--exact`` alone → None."""
+    if args.estimate is None:
+        return None
+    if args.exact:
+        raise SpecError("give --estimate (explore) or --exact (finish an estimate), not both")
+    from landscape.explore import parse_target
+
+    return parse_target(args.estimate, seed=args.estimate_seed)

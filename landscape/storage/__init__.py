@@ -8,6 +8,12 @@ created and read, ``writer`` how it changes after creation, and ``summary`` what
 without its arrays.
 """
 
+from landscape.storage.estimate import (
+    SurfaceEstimate,
+    estimate_key,
+    stored_estimate,
+)
+from landscape.storage.estimate import spec_json as estimate_spec_json
 from landscape.storage.grid import flat_coordinates, grid_coordinates, grid_shape, z_coordinates
 from landscape.storage.journal import journal_path
 from landscape.storage.keys import FORMAT, surface_key
@@ -39,12 +45,15 @@ __all__ = [
     "Group",
     "Provenance",
     "Surface",
+    "SurfaceEstimate",
     "SurfaceInfo",
     "SurfaceWriter",
     "Trajectory",
     "check_matches",
     "create_surface_file",
     "describe",
+    "estimate_key",
+    "estimate_spec_json",
     "flat_coordinates",
     "fold_journal",
     "grid_coordinates",
@@ -58,6 +67,7 @@ __all__ = [
     "read_group",
     "read_surface",
     "set_aside",
+    "stored_estimate",
     "surface_key",
     "update_attrs",
     "write_group",

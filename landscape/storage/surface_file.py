@@ -23,8 +23,11 @@ import numpy as np
 import torch
 
 from landscape.errors import SurfaceFileError
+from landscape.explore.spec import EstimateSpec
 from landscape.specs import SurfaceSpec, to_dict
+from landscape.storage import estimate as estimate_store
 from landscape.storage import hdf5
+from landscape.storage.estimate import SurfaceEstimate
 from landscape.storage.grid import grid_shape, z_coordinates
 from landscape.storage.hdf5 import attr_to_python, name, open_file, python_to_attr, read_array
 from landscape.storage.journal import journal_path, read_journal
@@ -92,6 +95,8 @@ class Surface:
     groups: dict[str, Group] = field(default_factory=dict)  # optional groups, e.g. hessian
     version: int = 2
     z: np.ndarray | None = None  # (nz,) of a volume, whose values are (nz, ny, nx)
+    # an estimated surface's per-point n, standard errors and exact flags (storage.estimate)
+    estimate: SurfaceEstimate | None = None
 
     def __post_init__(self) -> None:
         if self.computed.size == 0 and self.values:
@@ -230,16 +235,36 @@ def _write_trajectory(f: h5py.File, trajectory: Trajectory, ndim: int) -> None:
 
 
 def check_matches(
-    path: str | Path, spec: SurfaceSpec, checkpoint_sha256: str, precision: str = "fp32"
+    path: str | Path,
+    spec: SurfaceSpec,
+    checkpoint_sha256: str,
+    precision: str = "fp32",
+    estimate: EstimateSpec | None = None,
 ) -> None:
     """Raise SurfaceFileError unless ``path`` holds the surface of this spec, checkpoint and
-    precision (a resume never mixes two requests, nor two precisions, in one file)."""
+    precision (a resume never mixes two requests, nor two precisions, in one file), exact or
+    estimated as ``estimate`` says (an estimate never passes for an exact surface)."""
     path = Path(path)
     with open_file(path, "r") as f:
         stored = _stored_spec(f, path, hdf5.format_version(f, path))
+        stored_estimate = estimate_store.stored_spec(
+            {k: attr_to_python(v) for k, v in f.attrs.items() if k == estimate_store.ESTIMATE_ATTR}
+        )
         stored_sha = str(attr_to_python(f.attrs.get("checkpoint_sha256", "")))
         stored_precision = str(attr_to_python(f.attrs.get("precision", "fp32")))
         status = str(attr_to_python(f.attrs.get("status", "partial")))
+    if stored_estimate != estimate:
+        held = (
+            "an exact"
+            if stored_estimate is None
+            else f"an estimated ({stored_estimate.describe()})"
+        )
+        asked = "an exact one" if estimate is None else f"an estimate ({estimate.describe()})"
+        hint = "--exact to finish it, " if stored_estimate is not None and estimate is None else ""
+        raise SurfaceFileError(
+            f"{name(path)} holds {held} surface, not {asked}: use {hint}the same --estimate, "
+            "or another --out"
+        )
     if stored.loss != spec.loss:
         raise SurfaceFileError(
             f"{name(path)} holds a {status} surface computed with loss {stored.loss!r}; "
@@ -319,10 +344,21 @@ def _read_surface(path: Path) -> Surface:
         groups = {
             key: _read_group(f, key, path)
             for key in f
-            if key not in CORE_ENTRIES and key not in values and isinstance(f[key], h5py.Group)
+            if key not in CORE_ENTRIES
+            and key not in values
+            and key != estimate_store.GROUP
+            and isinstance(f[key], h5py.Group)
         }
+        estimated = None
+        if estimate_store.ESTIMATE_ATTR in attrs and estimate_store.GROUP in f:
+            generation = attrs.get("generation")
+            estimated = estimate_store.read_estimate(
+                path, f, computed.shape, str(generation) if generation else None
+            )
     if version >= 2:
         _fold(path, attrs.get("generation"), spec.metric_names, values, computed)
+    if estimated is not None:
+        estimate_store.overlay(estimated, values, computed)
     return Surface(
         spec=spec,
         status=str(attrs.get("status", "partial")),
@@ -337,6 +373,7 @@ def _read_surface(path: Path) -> Surface:
         groups=groups,
         version=version,
         z=z,
+        estimate=estimated,
     )
 
 

@@ -70,7 +70,7 @@ def test_stopped_intervals_cover_after_optional_stopping() -> None:
     not keep its promise as well."""
     rng = np.random.default_rng(7)
     big_n, stages = 20000, stage_sizes(20000, 256)
-    z = simultaneous_z(len(stages), 0.95)
+    z = simultaneous_z(len(stages) - 1, 0.95)
     covered, naive = [], []
     u = rng.gamma(1.5, 0.4, big_n)
     centre = Centre(loss=u, correct=np.ones(big_n))

@@ -1,0 +1,185 @@
+"""The estimated surface's loop: the centre once, a first stage at every point in the
+coarse-to-fine order, then rounds of one more stage at the points not yet at target, in the
+refinement order of ``stopping``; or, to make a surface exact, every point straight to N.
+
+The file is the only state: each finished chunk's sums go to the estimate journal before the
+next chunk starts (``storage.estimate``), so a killed run resumes with every finished stage.
+``compute_surface`` creates or checks the file and calls ``run_estimate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from landscape import storage as store
+from landscape.errors import CancelledError, SpecError, SurfaceFileError
+from landscape.explore.estimator import simultaneous_z
+from landscape.explore.permutation import next_size, split_permutation, stage_sizes
+from landscape.explore.prefix_engine import PrefixEvaluator
+from landscape.explore.spec import EstimateSpec
+from landscape.explore.stopping import at_target, priorities
+from landscape.sources.model_source import ModelSource
+from landscape.specs import EngineOptions, SurfaceSpec
+from landscape.storage import estimate as estimate_store
+from landscape.storage.estimate import SurfaceEstimate
+
+log = logging.getLogger(__name__)
+
+CHUNK_POINTS = 32  # points per journaled chunk: a kill loses at most one chunk's stage
+
+
+@dataclass(frozen=True)
+class EstimateRun:
+    """What the caller records once the surface is at target (or exact)."""
+
+    engine_info: dict[str, Any]
+    wall_time_s: float
+
+
+def run_estimate(
+    out: Path,
+    spec: SurfaceSpec,
+    estimate: EstimateSpec,
+    source: ModelSource,
+    directions: list[Mapping[str, torch.Tensor]],
+    options: EngineOptions,
+    *,
+    make_exact: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> EstimateRun:
+    """Bring every point of ``out`` to its target (``make_exact``: to n = N); see module
+    docstring. Raises ``CancelledError`` (finished stages kept) when ``should_stop()``."""
+    if source.task == "regression":
+        raise SpecError("estimated surfaces need class labels; real-valued targets run exact")
+    start = time.perf_counter()
+    surface = store.read_surface(out)
+    previous_wall = float(surface.attrs.get("wall_time_s", 0.0) or 0.0)
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {s: source.data[s] for s in spec.splits}
+    state = surface.estimate
+    if state is None:
+        perms = {s: split_permutation(len(y), estimate.seed, s) for s, (_, y) in data.items()}
+    else:
+        _check_sizes(out, state, data)
+        perms = {s: state.splits[s].permutation for s in data}
+    evaluator = PrefixEvaluator(
+        source.model, directions, data, perms, loss=spec.loss, options=source.plan_engine(options)
+    )
+    if state is None:
+        centre = evaluator.centre()
+        stages = {s: stage_sizes(c.size, estimate.first_stage) for s, c in centre.items()}
+        # the last stage reads the whole split: its interval is the exact value, so only the
+        # stages before it share the error rate
+        z = {s: simultaneous_z(len(st) - 1, estimate.level) for s, st in stages.items()}
+        estimate_store.add_estimate(
+            out, estimate, centre, perms, z, stages, int(np.prod(surface.computed.shape))
+        )
+        state = store.read_surface(out).estimate
+        assert state is not None
+    evaluator.set_centre({s: state.splits[s].centre for s in spec.splits})
+    coords = store.flat_coordinates(
+        surface.x, surface.y, np.arange(int(np.prod(surface.computed.shape))), surface.z
+    )
+    if make_exact and not state.exact().all():
+        estimate_store.fold_estimate(out, {"status": "partial"})
+    writer = estimate_store.EstimateWriter(out, list(spec.splits))
+    try:
+        _refine(state, evaluator, coords, writer, make_exact, on_progress, should_stop)
+    except (CancelledError, KeyboardInterrupt):
+        writer.close()
+        estimate_store.fold_estimate(out, {"wall_time_s": previous_wall + _since(start)})
+        raise
+    except BaseException:
+        writer.close()  # what was appended stays in the journal for a resume
+        raise
+    writer.close()
+    estimate_store.fold_estimate(out)
+    info = {**evaluator.describe(), "fallbacks": list(source.engine_fallbacks)}
+    return EstimateRun(engine_info=info, wall_time_s=previous_wall + _since(start))
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def _check_sizes(
+    out: Path, state: SurfaceEstimate, data: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    for split, (_, y) in data.items():
+        if split not in state.splits or state.splits[split].size != len(y):
+            raise SurfaceFileError(
+                f"{store.hdf5.name(out)} was estimated on another {split} split "
+                f"(its permutation has {state.splits[split].size if split in state.splits else 0}"
+                f" samples, the data {len(y)}): choose another --out"
+            )
+
+
+def pending(state: SurfaceEstimate, make_exact: bool) -> dict[str, np.ndarray]:
+    """Per split, the flat points that still sample it: not at target (or not exact)."""
+    out = {}
+    for split, part in state.splits.items():
+        n = part.n()
+        if make_exact:
+            out[split] = n < part.size
+            continue
+        value, se = state.value(split, "loss")
+        out[split] = (n < part.size) & ((n == 0) | ~at_target(value, se, part.z, state.spec))
+    return out
+
+
+def _refine(
+    state: SurfaceEstimate,
+    evaluator: PrefixEvaluator,
+    coords: np.ndarray,
+    writer: estimate_store.EstimateWriter,
+    make_exact: bool,
+    on_progress: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """Rounds of one stage (``make_exact``: the rest of the split) at every pending point."""
+    rank = np.empty(coords.shape[0], dtype=np.int64)
+    rank[store.point_order(state.shape)] = np.arange(rank.size)
+    first = next(iter(state.splits))
+    total = coords.shape[0]
+    while True:
+        todo = pending(state, make_exact)
+        waiting = np.logical_or.reduce(list(todo.values()))
+        if on_progress is not None:
+            on_progress(int(total - waiting.sum()), total)
+        if not waiting.any():
+            return
+        value, se = state.value(first, "loss")
+        classes = priorities(value, se, state.splits[first].z, state.shape)
+        points = np.flatnonzero(waiting)
+        points = points[np.lexsort((rank[points], classes[points]))]
+        for lo in range(0, len(points), CHUNK_POINTS):
+            chunk = points[lo : lo + CHUNK_POINTS]
+            for split, part in state.splits.items():
+                _advance(evaluator, coords, split, part, chunk[todo[split][chunk]], make_exact)
+            writer.append(chunk, state)
+            if should_stop is not None and should_stop():
+                raise CancelledError("estimate cancelled; every finished stage is kept")
+
+
+def _advance(
+    evaluator: PrefixEvaluator,
+    coords: np.ndarray,
+    split: str,
+    part: estimate_store.SplitEstimate,
+    points: np.ndarray,
+    make_exact: bool,
+) -> None:
+    """One more stage of ``split`` at ``points`` (grouped by where each stands now)."""
+    n = part.n()[points]
+    stop = np.full_like(n, part.size) if make_exact else next_size(n, part.stages)
+    for a, b in sorted({(int(x), int(y)) for x, y in zip(n, stop, strict=True)}):
+        group = points[(n == a) & (stop == b)]
+        part.sums[group] += evaluator.sums(coords[group], split, a, b)
