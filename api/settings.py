@@ -160,6 +160,14 @@ class Settings(BaseSettings):
     engine_devices: tuple[int, ...] | None = Field(
         None, description="CUDA device indices a surface uses; default every visible GPU"
     )
+    gpu_memory_fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="share of each GPU's memory this worker process may use (its batches are "
+        "sized from it): 1/N for N worker containers on one GPU; default the whole GPU",
+    )
     engine_backend: Literal["local", "ray"] = Field(
         "local", description="ray: a surface's chunks run as Ray tasks across a cluster"
     )

@@ -211,10 +211,12 @@ class WorkerPool:
             Worker(queue, settings, sessions, runners=runners, stop=self.stop_event, lane=lane)
             for lane in lanes
         ]
-        self.queue = queue
+        self.queue, self.settings = queue, settings
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        if _on_cuda(self.settings):
+            cap_gpu_memory(self.settings.gpu_memory_fraction)
         self.queue.recover({worker.id for worker in self.workers})
         for index, worker in enumerate(self.workers):
             thread = threading.Thread(
@@ -243,6 +245,19 @@ def _on_cuda(settings: Settings) -> bool:
         return worker_device(settings).type == "cuda"
     except SpecError:  # CUDA asked for, none here: every job fails saying so, none computes
         return False
+
+
+def cap_gpu_memory(fraction: float | None) -> None:
+    """Cap this process's allocator on every visible GPU at ``fraction`` of its memory, so
+    worker processes sharing a GPU size their batches from their own share instead of each
+    from the whole free memory (the engine reads the cap; its GPU processes inherit it)."""
+    if fraction is None:
+        return
+    import torch
+
+    for index in range(torch.cuda.device_count()):
+        torch.cuda.set_per_process_memory_fraction(fraction, index)
+    log.info("GPU memory capped at %.3g of each device for this process", fraction)
 
 
 def _free_cuda_cache() -> None:

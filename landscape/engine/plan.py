@@ -161,13 +161,13 @@ def free_cuda_bytes(device: torch.device, *, processes: int = 1) -> int:
     reserved = torch.cuda.memory_reserved(device)
     cached = max(0, reserved - torch.cuda.memory_allocated(device))
     share = free // max(1, processes)
-    fraction = _memory_fraction(device)
+    fraction = memory_fraction(device)
     if fraction < 1.0:
         share = min(share, max(0, int(fraction * total) - reserved))
     return int(share + cached)
 
 
-def _memory_fraction(device: torch.device) -> float:
+def memory_fraction(device: torch.device) -> float:
     """The fraction of ``device`` this process's allocator may reserve (1: no cap set; torch
     before 2.8 has no getter)."""
     get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)

@@ -105,7 +105,7 @@ class WorkerPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, os.getpid(), device),
+            args=(child_conn, os.getpid(), device, _memory_cap(device)),
             name=f"{_WORKER_NAME}-{device}",
             daemon=True,
         )
@@ -364,7 +364,20 @@ def _thread_lock_for_progress_bars() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
+def _memory_cap(device: str) -> float:
+    """The share of ``device`` the parent's allocator may use (1: none set), for its GPU
+    worker to keep: a service worker capped to half a shared GPU must not spawn processes
+    that each take all of it."""
+    import torch
+
+    if not device.startswith("cuda") or not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return 1.0
+    from landscape.engine.plan import memory_fraction
+
+    return memory_fraction(torch.device(device))
+
+
+def _worker_main(conn: Connection, parent_pid: int, device: str, memory_cap: float = 1.0) -> None:
     """A worker process: one CPU thread, its own PointEvaluator, pieces until ``None``/EOF."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -379,6 +392,8 @@ def _worker_main(conn: Connection, parent_pid: int, device: str) -> None:
     try:
         if device.startswith("cuda"):  # its own process: its GPU is the current device for good
             torch.cuda.set_device(device)
+            if memory_cap < 1.0:
+                torch.cuda.set_per_process_memory_fraction(memory_cap, device)
         payload = conn.recv()
         module, params, dirs, batches, config = payload
         config.device = device
