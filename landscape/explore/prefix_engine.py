@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.engine.bn_fold import fold_batchnorm
-from landscape.engine.devices import resolve_device
+from landscape.engine.devices import denormals_flushed, resolve_device
 from landscape.engine.forward import losses_at
 from landscape.engine.plan import pick_batch_size, resolve_precision
 from landscape.engine.precision import compute_in
@@ -58,6 +58,7 @@ class PrefixEvaluator:
             module, params, dirs = folded.module, folded.params, folded.directions
         self.module = module.to(self.device)
         self.batch_size = options.batch_size or pick_batch_size(module, data, self.device)
+        self.threads = options.workers or 1
         self.points_per_call = options.points_per_call or (
             CUDA_POINTS_PER_CALL if self.device.type == "cuda" else 1
         )
@@ -165,9 +166,21 @@ class PrefixEvaluator:
 
     @contextlib.contextmanager
     def _computing(self) -> Iterator[None]:
-        """The engine's precision policy, autograd off."""
-        with compute_in(self.precision, self.device), torch.inference_mode():
-            yield
+        """The engine's precision policy, autograd off, subnormals flushed; on CPU
+        ``self.threads`` intra-op threads (the engine's workers run one each: several threads
+        on one process measured up to 20× slower on a shared machine), restored after."""
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        try:
+            with (
+                compute_in(self.precision, self.device),
+                torch.inference_mode(),
+                denormals_flushed(),
+            ):
+                yield
+        finally:
+            torch.set_num_threads(threads)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -175,6 +188,7 @@ class PrefixEvaluator:
             "precision": self.precision,
             "points_per_call": self.points_per_call,
             "batch_size": self.batch_size,
+            "threads": self.threads if self.device.type == "cpu" else None,
             "method": "prefix sums" + (" + vmap" if self.points_per_call > 1 else ""),
             "samples": self.samples,
             "host_syncs": self.host_syncs,

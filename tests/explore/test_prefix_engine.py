@@ -1,0 +1,56 @@
+"""The prefix engine's on-device sums against per-sample values of a plain forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from landscape.data import load_data
+from landscape.directions import make_directions
+from landscape.explore.estimator import point_sums
+from landscape.explore.permutation import split_permutation
+from landscape.explore.prefix_engine import PrefixEvaluator
+from landscape.models import build
+from landscape.specs import DataSpec, DirectionSpec, EngineOptions
+
+MODEL_ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8, "depth": 1, "width": 16}
+
+
+def _plain_per_sample(model: torch.nn.Module, dirs: list, point: np.ndarray, x, y):  # type: ignore[no-untyped-def]
+    """Per-sample loss and correct flag with the point's weights copied into a model copy."""
+    import copy
+
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            for c, d in zip(point, dirs, strict=True):
+                p.add_(d[name], alpha=float(c))
+        logits = moved(x)
+        loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    return loss.double().numpy(), (logits.argmax(1) == y).double().numpy()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_sums_of_a_slice_equal_the_plain_per_sample_values(k: int) -> None:
+    torch.manual_seed(0)
+    model = build("mlp-plain", **MODEL_ARGS).eval()
+    dirs, _ = make_directions(model, DirectionSpec(), 2)
+    x, y = load_data(DataSpec(train_size=300), "train")
+    perm = split_permutation(len(y), 0, "train")
+    options = EngineOptions(device="cpu", points_per_call=k, batch_size=64)
+    evaluator = PrefixEvaluator(model, dirs, {"train": (x, y)}, {"train": perm}, options=options)
+    centre = evaluator.centre()["train"]
+    evaluator.set_centre({"train": centre})
+    u_loss, u_correct = _plain_per_sample(model, dirs, np.zeros(2), x[perm], y[perm])
+    np.testing.assert_allclose(centre.loss, u_loss, rtol=1e-5)
+    np.testing.assert_array_equal(centre.correct, u_correct)
+
+    coords = np.array([[0.3, -0.2], [-0.5, 0.4], [0.1, 0.1], [0.6, 0.6]])
+    syncs = evaluator.host_syncs
+    got = evaluator.sums(coords, "train", 100, 250)
+    assert evaluator.host_syncs - syncs == -(-len(coords) // k)  # one transfer per group
+    for row, point in zip(got, coords, strict=True):
+        v_loss, v_correct = _plain_per_sample(model, dirs, point, x[perm], y[perm])
+        want = point_sums(v_loss[100:250], v_correct[100:250], centre, 100)
+        np.testing.assert_allclose(row, want, rtol=1e-5, atol=1e-6)
