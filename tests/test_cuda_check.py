@@ -167,13 +167,17 @@ def test_the_health_check_fails_with_the_line_and_passes_on_cpu(
 def _worker(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LANDSCAPE_DEVICE": "cuda", "LANDSCAPE_DATA_DIR": str(tmp_path)}
     return subprocess.run(
-        [sys.executable, "-m", "landscape.cli", "worker", *args],
+        [sys.executable, "-m", "landscape.cli", *args],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
-@pytest.mark.parametrize("args", [(), ("--check",)], ids=["start", "health-check"])
+@pytest.mark.parametrize(
+    "args",
+    [("worker",), ("worker", "--check"), ("serve", "--port", "18765")],
+    ids=["start", "health-check", "serve-with-workers"],
+)
 def test_landscape_worker_on_cuda_without_a_gpu_exits_with_one_line(
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:

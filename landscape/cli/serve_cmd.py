@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if refusal is not None:
         print(f"landscape serve: {refusal}", file=sys.stderr)
         return 2
+    if settings.device == "cuda" and settings.workers > 0:
+        from api.cuda_check import require_cuda
+
+        require_cuda()  # its workers would fail every job: one line now, as `landscape worker`
     app = create_app(settings)
     if args.demo:
         ids = enqueue_demo(app)
