@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.autograd.graph import saved_tensors_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -31,6 +32,8 @@ from torch.utils.flop_counter import flop_registry
 
 from landscape.data import dataset_info
 from landscape.errors import LandscapeError, SpecError
+from landscape.explore.permutation import stage_sizes
+from landscape.explore.spec import EstimateSpec
 from landscape.mnist1d_data import VARIANTS as MNIST1D_VARIANTS
 from landscape.models import SHAPE_KEYS, build, check_model_args, list_models
 from landscape.report.recipe import ReproduceSpec
@@ -71,6 +74,14 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     },
 }
 UNKNOWN_SPLIT_SIZE = 10_000_000  # a data set missing above counts as the largest subset allowed
+
+# Samples per point an estimate's relative target is expected to need: a probe on MNIST-1D
+# (an MLP, 50,000 training samples, 21×21 over ±1) needed 1,010 on average at ±5 %. The need
+# grows as 1/target² (a standard error falls as 1/√n) and not with N.
+EXPLORE_SAMPLES_AT_5_PERCENT = 1010
+# An absolute target t needs about (2·s/t)² samples: s, the per-sample spread of the loss
+# differences to the centre, taken as one nat; 2, a 95 % interval's quantile.
+EXPLORE_ABSOLUTE_SPREAD = 1.0
 
 # (in_channels, image_size, num_classes), and spatial_dims last for 1-D signals only
 Shape = tuple[int, ...]
@@ -151,16 +162,48 @@ def _collector_paused() -> Iterator[None]:
 
 
 def file_cost(path: Path) -> NetCost:
-    """A model without a builder here (an ONNX upload): float32 parameters from the file's
-    size, two FLOPs per parameter per sample (as a dense net); its activations are not known
-    (the upload limit bounds the file)."""
+    """A landscape checkpoint whose model this server cannot build (a plugin it lacks):
+    float32 parameters from the file's size, two FLOPs per parameter per sample (as a dense
+    net); its activations are not known (the upload limit bounds the file)."""
     params = path.stat().st_size // FLOAT_BYTES
     return NetCost(params=params, flops=2 * params, activation_bytes=0)
 
 
+def onnx_cost(path: Path, shape: Shape) -> NetCost:
+    """An ONNX upload, priced by its graph: the FLOPs and intermediate elements the upload
+    check bounds (``onnx_file_cost``, from the inferred shapes at the check's batch) per
+    sample, the intermediates kept as float32 activations, the initializers as parameters.
+    Not its file size: fifty 2048-wide ``MatMul`` nodes fit in a few kilobytes."""
+    stat = path.stat()
+    return _onnx_measured(str(path), stat.st_size, stat.st_mtime_ns, _sample_shape(shape))
+
+
+def _sample_shape(shape: Shape) -> tuple[int, ...]:
+    channels, size, _, *signal = shape
+    return (channels, *(size,) * (signal[0] if signal else 2))
+
+
+@functools.lru_cache(maxsize=64)
+def _onnx_measured(path: str, _size: int, _mtime_ns: int, sample: tuple[int, ...]) -> NetCost:
+    """Cached by the file's size and time as well: an upload's path is its digest, but a
+    file replaced in place must not keep an old price."""
+    from landscape.sources.onnx_import import onnx_file_cost
+
+    cost = onnx_file_cost(path, sample_input_shape=sample)
+    batch = cost["batch"]
+    return NetCost(
+        params=cost["parameters"],
+        flops=-(-cost["flops"] // batch),
+        activation_bytes=FLOAT_BYTES * -(-cost["total_elements"] // batch),
+    )
+
+
 def checkpoint_cost(model: str, model_args: Mapping[str, Any], path: Path, shape: Shape) -> NetCost:
     """The net of a checkpoint (``model_args`` as the checkpoint records them, the data set's
-    shape included): built from its builder when this server has one, else by its file."""
+    shape included): an ONNX graph by its graph, a landscape checkpoint from its builder when
+    this server has one, else by its file."""
+    if path.suffix == ".onnx":
+        return onnx_cost(path, shape)
     if model not in {info.name for info in list_models()}:
         return file_cost(path)
     return net_cost(model, {k: v for k, v in model_args.items() if k not in SHAPE_KEYS}, shape)
@@ -318,24 +361,53 @@ def _with_data(work: Work, samples: int, shape: Shape) -> Work:
     return Work(work.flops, work.memory_bytes + _data_bytes(samples, shape))
 
 
+def explore_samples(estimate: EstimateSpec, size: int) -> int:
+    """Samples one point of a split of ``size`` is expected to read for ``estimate``: the
+    stage (``first_stage·2^k``, then N) its target is expected to be met at, so never fewer
+    than the first stage nor more than N."""
+    if estimate.relative:
+        need = EXPLORE_SAMPLES_AT_5_PERCENT * (0.05 / estimate.target) ** 2
+    else:
+        need = (2.0 * EXPLORE_ABSOLUTE_SPREAD / estimate.target) ** 2
+    stages = stage_sizes(size, estimate.first_stage)
+    return int(stages[min(int(np.searchsorted(stages, need)), len(stages) - 1)])
+
+
 def surface_estimate(
-    spec: SurfaceSpec, train: TrainSpec | None, net: NetCost, shape: Shape
+    spec: SurfaceSpec,
+    train: TrainSpec | None,
+    net: NetCost,
+    shape: Shape,
+    explore: EstimateSpec | None = None,
+    remaining: int | None = None,
 ) -> Estimate:
     """A surface job: training its zoo model when ``train`` is given (not yet cached), the
     directions (``hessian``: at most ``max_lanczos_steps`` Lanczos steps, each keeping a basis
-    vector, and one residual product per eigenvector), then every point."""
+    vector, and one residual product per eigenvector), then every point: a full pass each, or
+    (``explore``) the centre's full pass and the samples the target is expected to need.
+    ``remaining``: making an estimated surface exact, only the samples it has not read."""
+    samples = sum(split_size(spec.data, split) for split in spec.splits)
+    if remaining is not None:
+        work = evaluation(net, 1, remaining, spec.grid.ndim)
+        return Estimate("exact pass", (("exact", _with_data(work, samples, shape)),), net.params)
     parts: list[tuple[str, Work]] = []
     if train is not None:
         n = split_size(train.data, "train")
         work = training(net, n, train.epochs, train.batch_size, train.optimizer)
         parts.append(("training", _with_data(work, n, shape)))
-    samples = sum(split_size(spec.data, split) for split in spec.splits)
     ndim = spec.grid.ndim
     if spec.directions.kind == "hessian":
         n = split_size(spec.data, spec.splits[0])
         steps = spec.directions.max_lanczos_steps
         work = hessian_products(net, n, steps + spec.grid.ndim, steps)
         parts.append(("directions", _with_data(work, n, shape)))
+    if explore is not None:
+        per_point = sum(explore_samples(explore, split_size(spec.data, s)) for s in spec.splits)
+        centre = evaluation(net, 1, samples, ndim)
+        parts.append(("centre", _with_data(centre, samples, shape)))
+        work = evaluation(net, spec.grid.n_points, per_point, ndim)
+        parts.append(("estimate", _with_data(work, samples, shape)))
+        return Estimate("estimated surface", tuple(parts), net.params)
     work = evaluation(net, spec.grid.n_points, samples, ndim)
     parts.append(("surface", _with_data(work, samples, shape)))
     return Estimate("surface", tuple(parts), net.params)

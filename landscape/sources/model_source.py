@@ -35,7 +35,7 @@ from landscape.errors import SpecError
 from landscape.specs import EngineOptions, SurfaceSpec
 
 if TYPE_CHECKING:
-    from landscape.sources.onnx_import import OnnxLimits
+    from landscape.sources.onnx_limits import OnnxLimits
 
 Task = Literal["classification", "regression"]
 Data = Mapping[str, tuple[Tensor, Tensor]]

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from landscape.errors import UnsafeModelError
+from landscape.sources.onnx_limits import OnnxLimits
 from landscape.sources.onnx_shapes import Shape, describe, static_shapes
-
-if TYPE_CHECKING:
-    from landscape.sources.onnx_import import OnnxLimits
 
 # Their cost depends on the values of their inputs (box counts, region sizes), not on shapes.
 VALUE_DEPENDENT_COST = frozenset({"NonMaxSuppression", "RoiAlign"})

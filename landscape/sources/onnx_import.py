@@ -26,7 +26,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +36,10 @@ from torch import fx, nn
 
 from landscape.errors import ModelFormatError, UnsafeModelError
 from landscape.sources.onnx_bounds import graph_cost
+from landscape.sources.onnx_limits import OnnxLimits
 from landscape.sources.onnx_shapes import STANDARD_DOMAINS
 
 _SAFE_NAME = re.compile(r"[^0-9A-Za-z_]")
-
-
-@dataclass(frozen=True)
-class OnnxLimits:
-    """What an upload may be, and how closely the conversion must match ONNX Runtime.
-
-    The cost bounds hold at the check's batch (``check_batch`` samples), the batch the check
-    runs; a surface's forward passes cost the same per sample. The zoo's largest model,
-    DenseNet-BC-100 on 32 × 32 images, needs 0.66 M elements in its largest tensor, 37 M in
-    all and 1.8 GFLOP at that batch: the bounds leave it a margin of 7 to 25.
-    """
-
-    max_bytes: int = 256 * 2**20
-    max_nodes: int = 20_000
-    max_tensor_elements: int = 2**24  # one intermediate: 64 MiB in float32
-    max_total_elements: int = 2**28  # all intermediates together: 1 GiB in float32
-    max_flops: int = 2 * 10**10  # one forward pass of the check's batch
-    check_memory_bytes: int = 2 * 2**30  # ONNX Runtime's address space (child process)
-    check_timeout_s: float = 60.0  # ONNX Runtime's run, session creation included
-    check_batch: int = 3  # an odd size: a graph exported with a fixed batch size shows up
-    check_seed: int = 0
-    rtol: float = 1e-4
-    atol: float = 1e-5
 
 
 def load_onnx_model(
@@ -114,6 +92,23 @@ def load_onnx_model(
         "limits": asdict(limits),
     }
     return module, report
+
+
+def onnx_file_cost(
+    path: str | Path, *, sample_input_shape: tuple[int, ...], limits: OnnxLimits | None = None
+) -> dict[str, int]:
+    """What the upload check's ``graph_cost`` found for the file at its check batch (FLOPs,
+    intermediate elements: divide by ``batch`` for one sample) and its initializers' elements
+    as ``parameters``: how a job on an accepted upload is priced, from the graph and not from
+    the file's size. Raises as ``load_onnx_model`` does for a graph it would refuse."""
+    import onnx
+
+    limits = limits or OnnxLimits()
+    model = onnx.load_model_from_string(Path(path).read_bytes())
+    input_name, _ = _single_io(model, sample_input_shape, limits)
+    cost = graph_cost(model, input_name, (limits.check_batch, *sample_input_shape), limits)
+    parameters = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    return {**cost, "batch": limits.check_batch, "parameters": parameters}
 
 
 # --------------------------------------------------------------------------- refusals
