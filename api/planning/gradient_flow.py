@@ -12,7 +12,7 @@ from typing import Any
 
 from api.db import SurfaceRecord
 from api.planning.budget import check_budget
-from api.planning.common import analysis_inputs, surface_path
+from api.planning.common import analysis_inputs, declared_precision, surface_path
 from api.planning.cost import data_shape, flow_estimate, surface_cost
 from api.schemas.gradient_flow import GradientFlowRequest
 from api.settings import Settings
@@ -27,6 +27,9 @@ class GradientFlowPlan:
     checkpoint: str
     data: DataSpec
     mode: str
+    # declared for the workers' device (never "auto"), so a stored flow of another precision
+    # does not answer the request; None in rows planned before: the worker's own precision
+    precision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +38,7 @@ class GradientFlowPlan:
             "checkpoint": self.checkpoint,
             "data": to_dict(self.data),
             "mode": self.mode,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -46,6 +50,7 @@ class GradientFlowPlan:
             checkpoint=data["checkpoint"],
             data=from_dict(DataSpec, data["data"]),
             mode=data["mode"],
+            precision=data.get("precision"),
         )
 
 
@@ -63,6 +68,7 @@ def plan_gradient_flow(
         checkpoint=str(checkpoint),
         data=data,
         mode=request.mode,
+        precision=declared_precision(settings, settings.engine_precision),
     )
 
 
@@ -75,15 +81,17 @@ def check_flow_budget(plan: GradientFlowPlan, surface: Surface, settings: Settin
 
 
 def flow_covers(group: Group, plan: GradientFlowPlan, surface: Surface) -> bool:
-    """True when the stored group is of this checkpoint, data subset and BN mode."""
+    """True when the stored group is of this checkpoint, data subset, BN mode and precision."""
     _, attrs = group
     data = attrs.get("data") or {}
     flows = attrs.get("flows")
     flows = json.loads(flows) if isinstance(flows, str) else (flows or {})
     modes = {(info.get("settings") or {}).get("mode") for info in flows.values()}
+    precisions = {(info.get("settings") or {}).get("precision") for info in flows.values()}
     return (
         attrs.get("checkpoint_sha256") == surface.attrs.get("checkpoint_sha256")
         and data.get("name") == plan.data.name
         and data.get("train_size") == plan.data.train_size
         and modes == {plan.mode}
+        and (plan.precision is None or precisions == {plan.precision})
     )

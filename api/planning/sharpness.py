@@ -10,7 +10,7 @@ from typing import Any
 
 from api.db import SurfaceRecord
 from api.planning.budget import check_budget
-from api.planning.common import analysis_inputs, surface_path
+from api.planning.common import analysis_inputs, declared_precision, surface_path
 from api.planning.cost import data_shape, sharpness_estimate, surface_cost
 from api.schemas.sharpness import SharpnessRequest
 from api.settings import Settings
@@ -29,6 +29,10 @@ class SharpnessPlan:
     snapshots: tuple[str, ...]
     data: DataSpec
     loss: str
+    # what the Lanczos products run in, declared for the workers' device: the engine's
+    # precision, except bf16 measures in tf32 (λmax needs products accurate to ~1e-6); None
+    # in rows planned before: the worker's own
+    precision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +42,7 @@ class SharpnessPlan:
             "snapshots": list(self.snapshots),
             "data": to_dict(self.data),
             "loss": self.loss,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -49,6 +54,7 @@ class SharpnessPlan:
             snapshots=tuple(data["snapshots"]),
             data=from_dict(DataSpec, data["data"]),
             loss=data["loss"],
+            precision=data.get("precision"),
         )
 
 
@@ -71,7 +77,14 @@ def plan_sharpness(
         snapshots=tuple(str(p) for p in snapshots) or (str(checkpoint),),
         data=data,
         loss=surface.spec.loss,
+        precision=sharpness_precision(declared_precision(settings, settings.engine_precision)),
     )
+
+
+def sharpness_precision(engine_precision: str) -> str:
+    """λmax in the engine's precision, but never bf16: Lanczos needs products accurate to
+    ~1e-6, so a bf16 deployment measures in tf32."""
+    return "tf32" if engine_precision == "bf16" else engine_precision
 
 
 def check_sharpness_budget(plan: SharpnessPlan, surface: Surface, settings: Settings) -> None:
@@ -82,11 +95,12 @@ def check_sharpness_budget(plan: SharpnessPlan, surface: Surface, settings: Sett
 
 
 def sharpness_covers(group: Group, plan: SharpnessPlan, surface: Surface) -> bool:
-    """True when the stored group is of this checkpoint, subset and snapshots."""
+    """True when the stored group is of this checkpoint, subset, snapshots and precision."""
     _, attrs = group
     data = attrs.get("data") or {}
     return (
         attrs.get("checkpoint_sha256") == surface.attrs.get("checkpoint_sha256")
         and data.get("train_size") == plan.data.train_size
         and list(attrs.get("snapshots") or []) == [Path(p).name for p in plan.snapshots]
+        and (plan.precision is None or attrs.get("precision") == plan.precision)
     )

@@ -2,8 +2,8 @@
 
 The same call ``landscape gradient-flow --surface`` makes: the flow at initialization, then
 trained, stored as the file's ``gradient_flow/`` group once both finished; on this worker's
-device, in its precision as its surfaces (``LANDSCAPE_ENGINE_PRECISION``, ``auto``: tf32 on
-CUDA).
+device, in the precision its plan declared as surfaces do (``LANDSCAPE_ENGINE_PRECISION``,
+``auto``: tf32 on CUDA).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
         plan.surface_path,
         mode=plan.mode,  # type: ignore[arg-type]
         device=ctx.settings.device,
-        precision=ctx.settings.engine_precision,
+        precision=plan.precision or ctx.settings.engine_precision,  # type: ignore[arg-type]
         on_progress=ctx.on_progress,
         should_stop=ctx.should_stop,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from api.planning.sharpness import SharpnessPlan
+from api.planning.sharpness import SharpnessPlan, sharpness_precision
 from api.runners.base import JobContext
 
 
@@ -16,16 +16,16 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
     from landscape import storage
     from landscape.analysis.sharpness import GROUP_NAME, group_contents, trajectory_sharpness
     from landscape.sources.checkpoint import file_digest
-    from landscape.specs import LossName
+    from landscape.specs import LossName, Precision
 
     plan = SharpnessPlan.from_json(plan_json)
-    precision = ctx.settings.engine_precision
+    precision = plan.precision or sharpness_precision(ctx.settings.engine_precision)
     records = trajectory_sharpness(
         plan.snapshots,
         plan.data,
         loss=cast(LossName, plan.loss),
         device=ctx.settings.device,
-        precision="tf32" if precision == "bf16" else precision,
+        precision=cast(Precision, precision),
         on_progress=ctx.on_progress,
         should_stop=ctx.should_stop,
     )
