@@ -64,7 +64,7 @@ def job_public(job: Job, estimate: JobEstimate | None = None) -> JobPublic:
         id=job.id,
         kind=job.kind or "surface",
         status=job.status,
-        stage=job.stage,
+        **_stage(job.stage),
         progress=Progress(done=job.done, total=job.total),
         train=TrainProgress(**job.train_progress) if job.train_progress else None,
         eta_seconds=job.eta_seconds,
@@ -78,6 +78,17 @@ def job_public(job: Job, estimate: JobEstimate | None = None) -> JobPublic:
         finished_at=iso(job.finished_at),
         estimate=estimate,
     )
+
+
+def _stage(stored: str) -> dict[str, str | None]:
+    """The stored stage as the wire has it: ``estimate:k/K`` (api/runners/surface.py) is
+    stage ``estimating`` with its words."""
+    if stored.startswith("estimate:"):
+        k, _, total = stored.removeprefix("estimate:").partition("/")
+        return {"stage": "estimating", "stage_detail": f"estimate stage {k} of {total}"}
+    if stored == "exact":
+        return {"stage": "exact", "stage_detail": "exact: every point to all samples"}
+    return {"stage": stored, "stage_detail": None}
 
 
 def _worker_is_dead(worker_id: str, live_here: set[str]) -> bool:

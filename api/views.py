@@ -25,6 +25,9 @@ from api.schemas.hessian import (
 )
 from api.schemas.report import ReportSummary
 from api.schemas.surface import (
+    EstimateBrief,
+    EstimateData,
+    EstimateSplitBrief,
     GridPublic,
     ProvenancePublic,
     SurfaceData,
@@ -32,12 +35,20 @@ from api.schemas.surface import (
     SurfaceSummary,
     TrajectoryPublic,
 )
-from landscape.storage import Group, Surface, Trajectory, describe
+from landscape.storage import Group, Surface, SurfaceEstimate, Trajectory, describe
 from landscape.storage.summary import json_safe
 
 HESSIAN_GROUP = "hessian"  # landscape.analysis.GROUP_NAME
 GRADIENT_FLOW_GROUP = "gradient_flow"  # landscape.analysis.gradient_flow.GROUP_NAME
 SHARPNESS_GROUP = "sharpness"  # landscape.analysis.sharpness.GROUP_NAME
+METHOD_TEXT = {
+    "fitted": "Each point is estimated from a prefix of one seeded permutation shared by "
+    "every point, with the centre's exact per-sample losses as a control variate (the "
+    "regression estimator) and a finite-population standard error; n = N is the full pass.",
+    "difference": "Each point is estimated from a prefix of one seeded permutation shared by "
+    "every point, as the centre's exact loss plus the mean per-sample difference to it, with "
+    "a finite-population standard error; n = N is the full pass.",
+}
 
 
 def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
@@ -78,6 +89,75 @@ def surface_summary(record: SurfaceRecord, surface: Surface) -> SurfaceSummary:
         hessian=hessian_brief(group) if group is not None else None,
         gradient_flow=GRADIENT_FLOW_GROUP in surface.groups,
         sharpness=SHARPNESS_GROUP in surface.groups,
+        estimate=estimate_brief(surface.estimate) if surface.estimate is not None else None,
+    )
+
+
+def estimate_brief(state: SurfaceEstimate) -> EstimateBrief:
+    """An estimated surface's target, method and per-split state (``estimate_summary``, the
+    numbers ``landscape info`` prints)."""
+    from landscape.storage.estimate import STOPPING_RULE, estimate_summary
+
+    summary = estimate_summary(state)
+    spec = state.spec
+    exact = state.exact()
+    return EstimateBrief(
+        target=spec.target,
+        kind="relative" if spec.relative else "absolute",
+        describe=spec.describe(),
+        seed=spec.seed,
+        method=spec.method,
+        level=spec.level,
+        exact=bool(exact.all()),
+        points=int(exact.size),
+        points_exact=int(exact.sum()),
+        points_at_target=int(_at_target(state).sum()),
+        method_text=METHOD_TEXT.get(spec.method, spec.method),
+        stopping_rule=STOPPING_RULE,
+        splits={
+            split: EstimateSplitBrief(
+                N=summary[split]["N"],
+                n_mean=summary[split]["n_mean"],
+                points_exact=summary[split]["points_exact"],
+                z=summary[split]["z"],
+                loss_halfwidth_max=_number(summary[split]["loss_halfwidth_max"]),
+                loss_halfwidth_rel_max=_number(summary[split]["loss_halfwidth_rel_max"]),
+            )
+            for split in state.splits
+        },
+    )
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else finite_or_none(float(value))
+
+
+def _at_target(state: SurfaceEstimate) -> np.ndarray:
+    """Per flat point: every split's loss interval meets the target (or the point is exact)."""
+    from landscape.explore.run import pending
+
+    waiting = pending(state, make_exact=False)
+    out: np.ndarray = ~np.logical_or.reduce(list(waiting.values()))
+    return out
+
+
+def estimate_data(state: SurfaceEstimate, picks: list[np.ndarray]) -> EstimateData:
+    """The brief plus per-point arrays, downsampled by ``picks`` as the values are."""
+
+    def grid(flat: np.ndarray) -> Any:
+        return state.grid(flat)[np.ix_(*picks)]
+
+    se = {
+        f"{split}_{metric}": _json_array(grid(state.value(split, metric)[1]))
+        for split in state.splits
+        for metric in ("loss", "acc")
+    }
+    return EstimateData(
+        **estimate_brief(state).model_dump(),
+        n={split: grid(part.n()).tolist() for split, part in state.splits.items()},
+        se=se,
+        exact_points=grid(state.exact()).tolist(),
+        at_target=grid(_at_target(state)).tolist(),
     )
 
 
@@ -128,13 +208,14 @@ def surface_data(
     values = {m: _json_array(v[np.ix_(*picks)]) for m, v in surface.values.items()}
     group = surface.groups.get(HESSIAN_GROUP)
     return SurfaceData(
-        **summary.model_dump(exclude={"hessian"}),
+        **summary.model_dump(exclude={"hessian", "estimate"}),
         hessian=hessian_public(group) if group is not None else None,
         x=[float(v) if math.isfinite(v) else 0.0 for v in surface.x[ix]],
         y=y,
         z=z,
         values=values,
         trajectory=trajectory_public(surface.trajectory),
+        estimate=estimate_data(surface.estimate, picks) if surface.estimate else None,
     )
 
 

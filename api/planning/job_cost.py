@@ -28,7 +28,6 @@ from api.planning.cost import (
     report_estimate,
     sharpness_estimate,
     surface_cost,
-    surface_estimate,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def _surface(plan_json: dict[str, Any], session: Session) -> Estimate:
     shape = data_shape(plan.surface_spec.data)
     net = checkpoint_cost(plan.model, model_args, plan.checkpoint_path, shape)
     pending = None if plan.checkpoint_path.exists() else plan.train_spec
-    return surface_estimate(plan.surface_spec, pending, net, shape)
+    return plan.cost(net, shape, pending)  # an estimate or a make-exact job: their own price
 
 
 def _report(plan_json: dict[str, Any], _session: Session) -> Estimate:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,21 @@ from api.planning.common import (
     stored_spec,
     surface_path,
 )
-from api.planning.cost import checkpoint_cost, data_shape, surface_estimate
+from api.planning.cost import (
+    Estimate,
+    NetCost,
+    Shape,
+    checkpoint_cost,
+    data_shape,
+    split_size,
+    surface_estimate,
+)
 from api.planning.rate import measured_throughput
 from api.schedule import QueuePolicy
-from api.schemas.surface import SurfaceRequest
+from api.schemas.surface import EXPLORE_DEFAULT_TARGET, SurfaceRequest
 from api.settings import Settings
 from landscape.errors import SpecError, UnknownNameError
+from landscape.explore.spec import EstimateSpec
 from landscape.models import list_models
 from landscape.specs import (
     DEFAULT_DIRECTION_STEPS,
@@ -44,10 +53,13 @@ from landscape.specs import (
     from_dict,
     to_dict,
 )
-from landscape.storage import surface_key
+from landscape.storage import estimate_key, read_surface, surface_key
 from landscape.train import snapshot_dir
 
 DEFAULT_DATASET = "digits"
+# A new surface on data with more training samples than this explores by default: there a
+# full pass per point is what makes a surface slow, and an estimate's cost does not grow with N.
+EXPLORE_ABOVE = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,9 @@ class Plan:
     model: str
     dataset: str
     label: str
+    estimate: EstimateSpec | None = None  # an estimated surface (its id is the estimate's key)
+    make_exact: bool = False  # carry the estimated file to n = N at every point
+    mode_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The plan as the job row stores it (plain JSON; ``from_json`` rebuilds it)."""
@@ -78,6 +93,9 @@ class Plan:
             "model": self.model,
             "dataset": self.dataset,
             "label": self.label,
+            "estimate": asdict(self.estimate) if self.estimate is not None else None,
+            "make_exact": self.make_exact,
+            "mode_reason": self.mode_reason,
         }
 
     @classmethod
@@ -98,7 +116,45 @@ class Plan:
             model=data["model"],
             dataset=data["dataset"],
             label=data["label"],
+            estimate=EstimateSpec(**data["estimate"]) if data.get("estimate") else None,
+            make_exact=bool(data.get("make_exact", False)),
+            mode_reason=str(data.get("mode_reason", "")),
         )
+
+    def cost(self, net: NetCost, shape: Shape, train: TrainSpec | None) -> Estimate:
+        """What running this plan costs: an exact surface, an estimate at its expected cost,
+        or (``make_exact``) the samples the file's points have not read yet."""
+        remaining = remaining_samples(self.surface_path) if self.make_exact else None
+        return surface_estimate(
+            self.surface_spec, train, net, shape, explore=self.estimate, remaining=remaining
+        )
+
+
+def remaining_samples(path: Path) -> int:
+    """Samples an estimated surface file still has to read for every point to be exact."""
+    state = read_surface(path).estimate
+    if state is None:
+        return 0
+    return int(sum((part.size - part.n()).sum() for part in state.splits.values()))
+
+
+def choose_estimate(request: SurfaceRequest, data: DataSpec) -> tuple[EstimateSpec | None, str]:
+    """The request's ``estimate`` if it gives one (null: exact); absent, explore at ±5 % on
+    more than ``EXPLORE_ABOVE`` training samples, else exact. With the reason, in words."""
+    if "estimate" in request.model_fields_set:
+        if request.estimate is None:
+            return None, "exact, as asked"
+        spec = request.estimate.spec()
+        return spec, f"explore {spec.describe()}, as asked"
+    n = split_size(data, "train")
+    if n > EXPLORE_ABOVE:
+        spec = EstimateSpec(EXPLORE_DEFAULT_TARGET)
+        return spec, (
+            f"explore {spec.describe()} by default: {n:,} training samples is more than "
+            f"{EXPLORE_ABOVE:,} (ask estimate null for exact)"
+        )
+    reason = f"exact by default: {n:,} training samples (explore is the default above "
+    return None, f"{reason}{EXPLORE_ABOVE:,})"
 
 
 def trajectory_paths(
@@ -230,7 +286,10 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         loss=request.loss,
     )
     precision = declared_precision(settings, settings.engine_precision)
+    estimate, mode_reason = choose_estimate(request, spec.data)
     surface_id = surface_key(spec, checkpoint_id, precision)
+    if estimate is not None:  # never the exact surface's id (storage.estimate_key)
+        surface_id = estimate_key(surface_id, estimate)
     # A surface whose file exists was admitted before: its cached answer (or the rest of a
     # partial one) is not refused when budgets change; a cached checkpoint is not retrained.
     if not surface_path(settings, surface_id).exists():
@@ -239,7 +298,7 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         net = checkpoint_cost(model, model_args, checkpoint, shape)
         pending = None if checkpoint.exists() else train_spec
         check_budget(
-            surface_estimate(spec, pending, net, shape),
+            surface_estimate(spec, pending, net, shape, explore=estimate),
             settings,
             measured_throughput(session, QueuePolicy.from_settings(settings)),
             surface_advice(spec, pending, net, shape),
@@ -256,4 +315,6 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
         model=model,
         dataset=dataset,
         label=label,
+        estimate=estimate,
+        mode_reason=mode_reason,
     )

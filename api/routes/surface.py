@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +15,13 @@ from sqlalchemy import select
 
 from api.db import SurfaceRecord
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
+from api.planning.budget import check_budget
 from api.planning.common import surface_path
-from api.planning.surface import plan_surface
-from api.schemas.common import ID_PATTERN
+from api.planning.job_cost import JOB_COSTS
+from api.planning.rate import measured_throughput
+from api.planning.surface import Plan, plan_surface
+from api.schedule import QueuePolicy
+from api.schemas.common import ID_PATTERN, JobPublic
 from api.schemas.surface import (
     EXAMPLE_REQUEST,
     SurfaceCreated,
@@ -64,6 +69,11 @@ def read_or_410(path: Path, surface_id: str) -> Surface:
         raise HTTPException(410, _unreadable(surface_id, exc)) from exc
 
 
+def _created(plan: Plan, job: JobPublic | None, surface: SurfaceSummary | None) -> SurfaceCreated:
+    mode = "explore" if plan.estimate is not None and not plan.make_exact else "exact"
+    return SurfaceCreated(job=job, surface=surface, mode=mode, mode_reason=plan.mode_reason)
+
+
 def _unreadable(surface_id: str, exc: Exception) -> str:
     return (
         f"the file of surface {surface_id!r} is unreadable ({exc}); "
@@ -97,6 +107,13 @@ def create_surface(
     """
     plan = plan_surface(body, settings, session)
     request = body.model_dump(mode="json", exclude_none=True)
+    # the mode chosen, stored as asked: the request reads back to the same surface
+    request["estimate"] = plan.estimate and {
+        "target": plan.estimate.target,
+        "kind": "relative" if plan.estimate.relative else "absolute",
+        "seed": plan.estimate.seed,
+        "method": plan.estimate.method,
+    }
     if plan.surface_path.exists():
         summary_record = session.get(SurfaceRecord, plan.surface_id) or SurfaceRecord(
             id=plan.surface_id,
@@ -111,8 +128,8 @@ def create_surface(
         except SurfaceFileError:
             if queue.active_for(plan.surface_id) is None:
                 set_aside(plan.surface_path)
-            job, _created = queue.submit(plan, request)
-            return SurfaceCreated(job=queue.public(job), surface=None)
+            job, _new = queue.submit(plan, request)
+            return _created(plan, queue.public(job), None)
         summary = surface_summary(summary_record, surface)
         if summary.status == "complete":
             if session.get(SurfaceRecord, plan.surface_id) is None:
@@ -120,9 +137,63 @@ def create_surface(
                 session.commit()
             latest = queue.latest_for(plan.surface_id, "surface")
             response.status_code = 200
-            return SurfaceCreated(job=queue.public(latest) if latest else None, surface=summary)
-    job, _created = queue.submit(plan, request)
-    return SurfaceCreated(job=queue.public(job), surface=None)
+            return _created(plan, queue.public(latest) if latest else None, summary)
+    job, _new = queue.submit(plan, request)
+    return _created(plan, queue.public(job), None)
+
+
+@router.post(
+    "/{surface_id}/exact",
+    status_code=202,
+    response_model=SurfaceCreated,
+    dependencies=[WriteAccess],
+    responses={
+        200: {"model": SurfaceCreated, "description": "Already exact"},
+        **error_responses(401, 404, 409, 410, 422),
+    },
+    summary="Make an estimated surface exact",
+)
+def make_exact(
+    surface_id: SurfaceId,
+    response: Response,
+    settings: SettingsDep,
+    session: SessionDep,
+    queue: QueueDep,
+) -> SurfaceCreated:
+    """Queue a job that carries every point of an estimated surface to all N samples,
+    continuing the same file from where each point stopped (202, priced at the samples it
+    has not read); 200 with the surface when every value is already exact; 409 while the
+    surface's own job still runs."""
+    record = _record_or_404(session, settings, surface_id)
+    surface = read_or_410(surface_path(settings, surface_id), surface_id)
+    latest = queue.latest_for(surface_id, "surface")
+    if surface.estimate is None or surface.estimate.exact().all():
+        response.status_code = 200
+        why = "an exact surface" if surface.estimate is None else "made exact"
+        return SurfaceCreated(
+            job=queue.public(latest) if latest else None,
+            surface=surface_summary(record, surface),
+            mode="exact",
+            mode_reason=f"already exact ({why}): every value is a full pass",
+        )
+    active = queue.active_for(surface_id)
+    if active is not None and not (active.plan or {}).get("make_exact"):
+        raise HTTPException(
+            409,
+            f"surface {surface_id!r} is still being estimated by job {active.id} "
+            f"({active.status}); make it exact once that job is done, or cancel it first",
+        )
+    if latest is None or latest.plan is None:
+        raise HTTPException(
+            409, f"surface {surface_id!r} has no stored plan to continue; POST its request again"
+        )
+    reason = "make exact: every point read to all N samples, continuing the estimate"
+    plan = dataclasses.replace(Plan.from_json(latest.plan), make_exact=True, mode_reason=reason)
+    if active is None:
+        rate = measured_throughput(session, QueuePolicy.from_settings(settings))
+        check_budget(JOB_COSTS["surface"](plan.to_json(), session), settings, rate)
+    job, _new = queue.submit(plan, record.request)
+    return _created(plan, queue.public(job), None)
 
 
 @router.get("", response_model=list[SurfaceSummary], summary="List surfaces, newest first")

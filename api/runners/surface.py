@@ -41,6 +41,11 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
     def on_progress(progress: Progress) -> None:
         if progress.stage == "directions":  # Lanczos steps, not points: no rate for the grid
             ctx.report(stage="directions", done=progress.done, total=progress.total, eta=None)
+        elif plan.make_exact:
+            ctx.report(stage="exact", done=progress.done, total=progress.total, eta=None)
+        elif plan.estimate is not None:  # points at target, in rounds of one stage each
+            stage = estimate_stage(plan.surface_path)
+            ctx.report(stage=stage, done=progress.done, total=progress.total, eta=None)
         else:
             ctx.on_progress(progress.done, progress.total, progress.eta_s)
 
@@ -55,7 +60,31 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
         should_stop=ctx.should_stop,
         surface_id=plan.surface_id,
         source=_onnx_source(plan, ctx) if plan.checkpoint_path.suffix == ".onnx" else None,
+        estimate=plan.estimate,
+        make_exact=plan.make_exact,
     )
+
+
+def estimate_stage(path: Path) -> str:
+    """``estimate:k/K``, the job's stage while it estimates (``api.jobs`` spells it out): K
+    the stages of the first split, k the one its points still sampling are reading next
+    (from the file and its journal, so a resumed job counts on from where it stopped)."""
+    import numpy as np
+
+    from landscape.explore.run import pending
+    from landscape.storage import read_surface
+
+    state = read_surface(path).estimate
+    if state is None:
+        return "estimate:1/1"
+    split, part = next(iter(state.splits.items()))
+    waiting = pending(state, make_exact=False)[split]
+    if waiting.any():  # the stage after the least-read point still sampling
+        k = int(np.searchsorted(part.stages, part.n()[waiting].min(), "right")) + 1
+    else:  # every point at target: the furthest stage read
+        k = int(np.searchsorted(part.stages, part.n().max(), "left")) + 1
+    stages = len(part.stages)
+    return f"estimate:{min(k, stages)}/{stages}"
 
 
 def _onnx_source(plan: Plan, ctx: JobContext) -> ModelSource:

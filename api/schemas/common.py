@@ -85,8 +85,15 @@ class JobPublic(BaseModel):
         "reproduction report (surface_id is then the report's id)",
     )
     status: Literal["queued", "running", "done", "failed", "cancelled"]
-    stage: Literal["queued", "training", "directions", "computing", "finished"] = Field(
-        description="directions: the Hessian directions' Lanczos run (progress in its steps)"
+    stage: Literal[
+        "queued", "training", "directions", "computing", "estimating", "exact", "finished"
+    ] = Field(
+        description="directions: the Hessian directions' Lanczos run (progress in its steps); "
+        "estimating: an estimated surface's stages (progress: points at target); exact: "
+        "making one exact (progress: points read whole)"
+    )
+    stage_detail: str | None = Field(
+        None, description="estimating: 'estimate stage k of K'; exact: what it reads"
     )
     progress: Progress
     train: TrainProgress | None = Field(

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.schemas.common import ID_PATTERN, MAX_SUBSET, JobPublic, JsonTuple, NotBool, Strict
 from api.schemas.hessian import HessianBrief, HessianPublic
+from landscape.errors import SpecError
+from landscape.explore.spec import EstimateSpec
 from landscape.losses import PYTHON_PREFIX, get_loss
 from landscape.specs import (
     DEFAULT_DIRECTION_STEPS,
@@ -167,6 +169,43 @@ class DirectionsRequest(Strict):
     )
 
 
+EXPLORE_DEFAULT_TARGET = 0.05  # the default exploration target: ±5 % of each point's loss
+
+
+class ExploreTarget(Strict):
+    """Exploration mode: each point is an estimate from a shared seeded subsample, sampled
+    until its 95 % interval's half-width is within ``target`` (docs/format.md, "Estimated
+    surfaces"); ``POST /api/surfaces/{id}/exact`` finishes it."""
+
+    target: float = Field(
+        EXPLORE_DEFAULT_TARGET,
+        gt=0,
+        description="relative: a fraction of each point's loss (0.05 = ±5 %), below 1; "
+        "absolute: a loss",
+    )
+    kind: Literal["relative", "absolute"] = "relative"
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the shared sample order")
+    method: Literal["fitted", "difference"] = Field(
+        "fitted", description="fitted: regression estimator; difference: plain difference"
+    )
+
+    @model_validator(mode="after")
+    def _library_accepts(self) -> ExploreTarget:
+        try:
+            self.spec()
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def spec(self) -> EstimateSpec:
+        return EstimateSpec(
+            target=self.target,
+            relative=self.kind == "relative",
+            seed=self.seed,
+            method=self.method,
+        )
+
+
 class SurfaceRequest(Strict):
     """A surface to compute: a zoo ``model`` (trained first) or an uploaded ``checkpoint`` id."""
 
@@ -196,6 +235,12 @@ class SurfaceRequest(Strict):
         "cross_entropy", max_length=200, description="a loss name from GET /api/losses"
     )
     label: str | None = Field(None, max_length=200, description="display name")
+    estimate: ExploreTarget | None = Field(
+        None,
+        description="exploration mode (an estimate per point with its error); null: exact "
+        "(every point a full pass); absent: explore at ±5 % on data with more than 10,000 "
+        "training samples, else exact (the reply's mode says which)",
+    )
 
     @field_validator("loss")
     @classmethod
@@ -280,6 +325,44 @@ class ProvenancePublic(BaseModel):
     checkpoint_sha256: str | None
 
 
+class EstimateSplitBrief(BaseModel):
+    """One split of an estimated surface: what its values rest on."""
+
+    N: int = Field(description="samples in the split: n = N at a point is its full pass")
+    n_mean: float = Field(description="mean samples read per sampled point")
+    points_exact: int = Field(description="points read whole (n = N)")
+    z: float = Field(description="the quantile the stated intervals use (simultaneous)")
+    loss_halfwidth_max: float | None = Field(description="widest loss interval, z·SE")
+    loss_halfwidth_rel_max: float | None = Field(description="the same relative to |loss|")
+
+
+class EstimateBrief(BaseModel):
+    """An estimated surface (null on an exact one: every value a full pass)."""
+
+    target: float
+    kind: Literal["relative", "absolute"]
+    describe: str = Field(description="the target as a person reads it: ±5 %")
+    seed: int
+    method: str = Field(description="fitted or difference (docs/format.md)")
+    level: float = Field(description="the stated intervals' coverage, e.g. 0.95")
+    exact: bool = Field(description="every point has been read whole: the values are exact")
+    points: int
+    points_exact: int
+    points_at_target: int = Field(description="points whose interval meets the target")
+    method_text: str = Field(description="the method in one sentence")
+    stopping_rule: str = Field(description="when a point stops sampling, as stored")
+    splits: dict[str, EstimateSplitBrief]
+
+
+class EstimateData(EstimateBrief):
+    """The brief plus per-point arrays, shaped and downsampled as ``values``."""
+
+    n: dict[str, Any] = Field(description="per split: samples read at each point")
+    se: dict[str, Any] = Field(description="per metric (as in values): standard error")
+    exact_points: Any = Field(description="per point: true where every split was read whole")
+    at_target: Any = Field(description="per point: true where the loss interval meets the target")
+
+
 class SurfaceSummary(BaseModel):
     """A surface without its arrays (``stats`` values may be null while partial).
 
@@ -312,6 +395,9 @@ class SurfaceSummary(BaseModel):
     sharpness: bool = Field(
         False, description="λmax along training is stored (GET /api/surfaces/{id}/sharpness)"
     )
+    estimate: EstimateBrief | None = Field(
+        None, description="an estimated surface's target, method and state; null: exact"
+    )
 
 
 class TrajectoryPublic(BaseModel):
@@ -335,6 +421,9 @@ class SurfaceData(SurfaceSummary):
     ]
     trajectory: TrajectoryPublic | None = Field(None, description="PCA surfaces only")
     hessian: HessianPublic | None = Field(None, description="the stored Hessian analysis, or null")
+    estimate: EstimateData | None = Field(
+        None, description="an estimated surface's per-point n, SE and flags; null: exact"
+    )
 
 
 class SurfaceCreated(BaseModel):
@@ -342,3 +431,7 @@ class SurfaceCreated(BaseModel):
 
     job: JobPublic | None
     surface: SurfaceSummary | None
+    mode: Literal["explore", "exact"] = Field(
+        "exact", description="explore: an estimated surface; exact: every point a full pass"
+    )
+    mode_reason: str = Field("", description="why this mode: asked for, or the default rule")
