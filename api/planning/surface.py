@@ -146,6 +146,12 @@ def choose_estimate(request: SurfaceRequest, data: DataSpec) -> tuple[EstimateSp
             return None, "exact, as asked"
         spec = request.estimate.spec()
         return spec, f"explore {spec.describe()}, as asked"
+    return default_estimate(data)
+
+
+def default_estimate(data: DataSpec) -> tuple[EstimateSpec | None, str]:
+    """A new surface's mode when its request does not say: explore at ±5 % on more than
+    ``EXPLORE_ABOVE`` training samples (the subset's, when it has one), else exact."""
     n = split_size(data, "train")
     if n > EXPLORE_ABOVE:
         spec = EstimateSpec(EXPLORE_DEFAULT_TARGET)

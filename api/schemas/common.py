@@ -132,6 +132,10 @@ class DatasetPublic(BaseModel):
     in_channels: int
     image_size: int
     num_classes: int
+    default_mode: Literal["explore", "exact"] = Field(
+        "exact", description="what a new surface on its whole training split is by default"
+    )
+    default_mode_reason: str = Field("", description="why, in words (the training split's size)")
 
 
 class CheckpointPublic(BaseModel):

@@ -211,3 +211,11 @@ def test_mnist1d_defaults_to_explore_and_its_small_variant_to_exact() -> None:
     assert small is None and "4,000" in reason
     subset, _ = choose_estimate(request, DataSpec(name="mnist1d", train_size=5000))
     assert subset is None
+
+
+def test_datasets_say_their_default_mode(client: TestClient) -> None:
+    datasets = {d["name"]: d for d in client.get("/api/datasets").json()}
+    assert datasets["digits"]["default_mode"] == "exact"
+    assert "1,437 training samples" in datasets["digits"]["default_mode_reason"]
+    assert datasets["mnist1d"]["default_mode"] == "explore"
+    assert "50,000" in datasets["mnist1d"]["default_mode_reason"]
