@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 from torch.func import functional_call
 
+from landscape.engine.fx_trace import symbolic_trace
 from landscape.errors import SpecError
 from landscape.specs import EngineOptions, SurfaceSpec
 
@@ -211,7 +212,7 @@ def plan_engine(
     fallbacks: list[str] = []
     name = type(model).__name__
     try:
-        fx.symbolic_trace(copy.deepcopy(model).eval())
+        symbolic_trace(copy.deepcopy(model).eval())
     except Exception as exc:
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             fallbacks.append(

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 
+from landscape.engine.fx_trace import symbolic_trace
 from landscape.errors import CheckpointError, SpecError
 
 FACTORY_HELP = (
@@ -60,7 +61,7 @@ def module_description(model: nn.Module) -> str:
     kind = type(model)
     lines = [f"class {kind.__module__}.{kind.__qualname__}"]
     try:
-        traced = fx.symbolic_trace(copy.deepcopy(model))
+        traced = symbolic_trace(copy.deepcopy(model))
         lines += ["graph (torch.fx):", traced.code.strip()]
     except Exception as exc:
         lines += [f"untraceable by torch.fx ({type(exc).__name__}); forward source:"]
