@@ -297,6 +297,7 @@ export function figure(surface, { metric, view = "surface", scale = null, log = 
   }
   const data = [trace];
   if (path) data.push(trajectoryTrace(path, null));
+  if (surface.marks?.x?.length) data.push(marksTrace(surface.marks));
   return {
     data,
     layout: {
@@ -322,6 +323,20 @@ function decadeTicks([low, high]) {
 }
 
 const PATH_COLOR = "#e4572e";
+
+/** Open circles at points `marks` names ({name, x, y}): an estimate's points not at target. */
+function marksTrace(marks) {
+  return {
+    type: "scatter",
+    mode: "markers",
+    name: marks.name,
+    x: marks.x,
+    y: marks.y,
+    showlegend: false,
+    marker: { symbol: "circle-open", size: 12, color: PATH_COLOR, line: { width: 2, color: PATH_COLOR } },
+    hovertemplate: `(%{x:.3f}, %{y:.3f})<extra>${marks.name}</extra>`,
+  };
+}
 
 /**
  * The training path (one marker per snapshot, final weights at 0, 0) over a contour or

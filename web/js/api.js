@@ -117,6 +117,7 @@ export const api = {
       { signal },
     ),
   createSurface: (spec) => request("POST", "/api/surfaces", { body: spec }),
+  makeExact: (id) => request("POST", `/api/surfaces/${encodeURIComponent(id)}/exact`),
   createHessian: (id, body) => request("POST", `/api/surfaces/${encodeURIComponent(id)}/hessian`, { body }),
   gradientFlow: (id) => request("GET", `/api/surfaces/${encodeURIComponent(id)}/gradient-flow`),
   createGradientFlow: (id, body) =>

@@ -138,6 +138,8 @@ const STAGE_WORDS = {
   training: "Training the model",
   directions: "Finding the Hessian directions",
   computing: "Computing grid points",
+  estimating: "Estimating",
+  exact: "Making exact",
   finished: "Finished",
 };
 
@@ -217,7 +219,7 @@ export function progressPanel({ label = "Progress", onCancel, onResume, unit = "
     if (training) percent = training.percent;
     // Before the first point (queued, or training without epoch counts) the bar is
     // indeterminate: no aria-valuenow.
-    const indeterminate = ACTIVE.has(job.status) && done === 0 && job.stage !== "computing" && !training;
+    const indeterminate = ACTIVE.has(job.status) && done === 0 && !["computing", "estimating", "exact"].includes(job.stage) && !training;
     if (indeterminate) {
       bar.removeAttribute("aria-valuenow");
       bar.setAttribute("aria-valuetext", stageWords[job.stage] || "Starting");
@@ -239,8 +241,10 @@ export function progressPanel({ label = "Progress", onCancel, onResume, unit = "
     } else if (queueWords(job)) {
       text = `Waiting: ${queueWords(job)}.`;
     } else {
-      const stage = stageWords[job.stage] || "Working";
-      const what = job.stage === "directions" ? "Lanczos steps" : unit;
+      // estimating: "estimate stage k of K", the points counted once at their target
+      const detail = job.stage === "estimating" && job.stage_detail;
+      const stage = detail ? detail[0].toUpperCase() + detail.slice(1) : stageWords[job.stage] || "Working";
+      const what = job.stage === "directions" ? "Lanczos steps" : job.stage === "estimating" ? "points at target" : job.stage === "exact" ? "points exact" : unit;
       const points = total ? ` — ${done} of ${total} ${what} (${percent}%)` : "";
       const eta = job.eta_seconds ? `, about ${fmtDuration(job.eta_seconds)} left` : "";
       text = `${stage}${points}${eta}.`;

@@ -2,6 +2,7 @@
 
 import { api } from "../api.js";
 import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
+import { estimateWords, isEstimate } from "../estimate.js";
 import { provenancePanel, statRows } from "../provenance.js";
 import { gradientFlowPanel } from "../flow.js";
 import { followSurface } from "../follow.js";
@@ -184,6 +185,8 @@ function makePanel(id, onResume) {
         meta,
         `${surface.model} · ${surface.dataset} · ${fmtGrid(surface.grid, surface.ndim)} · `,
         badge(surface.status),
+        // a comparison with an estimate says so on that panel
+        isEstimate(surface) ? h("span", { class: "estimate-note", dataset: { role: "estimate" } }, ` · ${estimateWords(surface, "train")}`) : "",
       );
       replace(numbers, compareNumbers(surface));
       replace(about, provenancePanel(surface, record));
@@ -217,6 +220,8 @@ function compareNumbers(surface) {
   const stats = surface.stats || {};
   const rows = COMPARE_STATS.filter((k) => stats[k] !== null && stats[k] !== undefined)
     .map((k) => [statLabel(k), fmt(stats[k]), k]);
+  // The plot and these numbers rest on estimates until the surface is made exact.
+  if (rows.length) rows.unshift(["values", estimateWords(surface, "train")]);
   const nonconvexity = stats.nonconvexity ?? stats.train_loss_nonconvexity;
   if (stats.nonconvexity === undefined && nonconvexity !== undefined && nonconvexity !== null) {
     rows.push(["nonconvexity", fmt(nonconvexity), "train_loss_nonconvexity"]);

@@ -111,6 +111,19 @@ export async function render(root, _params, { navigate }) {
   const splitTrain = h("input", { type: "checkbox", id: "f-split-train", name: "splits", value: "train", checked: true });
   const splitTest = h("input", { type: "checkbox", id: "f-split-test", name: "splits", value: "test" });
   const label = h("input", { type: "text", id: "f-label", name: "label", placeholder: "e.g. ResNet-20, seed 0", autocomplete: "off" });
+  // Exploration mode: every point an estimate with its stated error, exact on demand.
+  const modeExplore = h("input", { type: "radio", id: "f-mode-explore", name: "mode", value: "explore" });
+  const modeExact = h("input", { type: "radio", id: "f-mode-exact", name: "mode", value: "exact", checked: true });
+  const modeHint = h("p", { class: "hint", id: "f-mode-hint", "aria-live": "polite" });
+  let modeTouched = false;
+  for (const radio of [modeExplore, modeExact]) radio.addEventListener("change", () => (modeTouched = true));
+  const defaultModes = {}; // data set → [mode, reason] from GET /api/datasets
+  const showDefaultMode = () => {
+    const [mode, reason] = defaultModes[datasetSelect.value] || ["exact", ""];
+    if (!modeTouched) (mode === "explore" ? modeExplore : modeExact).checked = true;
+    modeHint.textContent = reason ? `Default for ${datasetSelect.value}: ${reason}. Explore draws every point from a shared subsample with its ±error; “Make exact” on the surface finishes it.` : "";
+  };
+  datasetSelect.addEventListener("change", showDefaultMode);
   const submit = h("button", { type: "submit", class: "button button-primary" }, "Compute surface");
   const progressSlot = h("div", { class: "progress-slot", "aria-live": "polite" });
 
@@ -138,6 +151,11 @@ export async function render(root, _params, { navigate }) {
     h("fieldset", {}, h("legend", {}, "Grid"),
       h("div", { class: "field-row" }, field("Shape", dim), field("Points along x", nx), field("x from", xmin), field("x to", xmax)),
       yFields),
+    h("fieldset", {}, h("legend", {}, "Values"),
+      h("div", { class: "radio-row", role: "radiogroup", "aria-label": "Explore or exact", "aria-describedby": "f-mode-hint" },
+        h("label", { class: "check", for: "f-mode-explore" }, modeExplore, " Explore (fast, ±5 %)"),
+        h("label", { class: "check", for: "f-mode-exact" }, modeExact, " Exact")),
+      modeHint),
     h("fieldset", {}, h("legend", {}, "Name"), h("div", { class: "field-row" }, field("Label (optional)", label, "Shown in the gallery and on comparisons."))),
     h("div", { class: "form-actions" }, submit),
     progressSlot,
@@ -169,7 +187,10 @@ export async function render(root, _params, { navigate }) {
     },
     () => {}, // the server still checks everything
   );
-  loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, lossSelect, lossHelp, showError });
+  loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpointSelect, lossSelect, lossHelp, showError }).then((list) => {
+    for (const d of list || []) defaultModes[d.name] = [d.default_mode || "exact", d.default_mode_reason || ""];
+    showDefaultMode();
+  });
 
   uploadButton.addEventListener("click", async () => {
     const file = fileInput.files?.[0];
@@ -258,6 +279,7 @@ export async function render(root, _params, { navigate }) {
     if (useCheckpoint) spec.checkpoint = checkpointSelect.value;
     else Object.assign(spec, { model: modelSelect.value, train: { epochs: num(epochs) } });
     if (label.value.trim()) spec.label = label.value.trim();
+    spec.estimate = modeExplore.checked ? { target: 0.05, kind: "relative" } : null;
 
     submit.disabled = true;
     submit.textContent = "Submitting…";
@@ -426,4 +448,5 @@ async function loadCatalogue({ modelSelect, modelHelp, datasetSelect, checkpoint
   if (checkpoints.status === "fulfilled" && checkpoints.value?.length) {
     replace(checkpointSelect, checkpoints.value.map((c) => h("option", { value: c.id }, checkpointLabel(c))));
   }
+  return datasets.status === "fulfilled" ? datasets.value || [] : [];
 }

@@ -75,14 +75,16 @@ export function metricChoices(metrics) {
 }
 
 /**
- * The plot controls: view (3D/contour/heatmap; hidden for 1D), split, metric, log scale and a
+ * The plot controls: view (3D/contour/heatmap, and error for estimates; hidden for 1D), split, metric, log scale and a
  * colour range. `state` is mutated; onChange() is called after each change.
  */
-export function plotControls(state, { splits, kinds, ndim, onChange }) {
+export function plotControls(state, { splits, kinds, ndim, onChange, error = false }) {
   const groups = [];
   if (ndim !== 1) {
+    // error: an estimated surface's standard errors per point (web/js/estimate.js)
+    const views = [["surface", "3D surface"], ["contour", "Contour"], ["heatmap", "Heatmap"], ...(error ? [["error", "Error"]] : [])];
     groups.push(
-      segmented("View", [["surface", "3D surface"], ["contour", "Contour"], ["heatmap", "Heatmap"]], state.view, (v) => {
+      segmented("View", views, state.view, (v) => {
         state.view = v;
         onChange();
       }),

@@ -4,6 +4,7 @@ import { api, links } from "../api.js";
 import { badge, fmt, fmtGrid, h, metricLabel, replace, statLabel } from "../dom.js";
 import { provenancePanel, statRows } from "../provenance.js";
 import { deleteSurfaceButton } from "../delete.js";
+import { errorSurface, estimatePanel, estimateWords } from "../estimate.js";
 import { followSurface } from "../follow.js";
 import { gradientFlowPanel } from "../flow.js";
 import { sharpnessPanel } from "../sharpness.js";
@@ -31,6 +32,8 @@ export async function render(root, [rawId], { notify, navigate }) {
   const statsBox = h("section", { class: "stats-box", "aria-label": "Statistics" });
   statsBox.append(h("h2", { class: "section-title" }, "Numbers"), h("p", { class: "hint" }, "They appear with the first computed points."));
   const aboutBox = h("div", { class: "about-slot" });
+  const estimateBox = h("div", { class: "estimate-slot" });
+  let estimateView = null; // the estimate panel; kept while its "Make exact" job runs
   let job = null; // the job filling this surface, while known: the one source of point counts
   // Fetched again when an analysis finishes: the numbers live in the surface's reply.
   const curvature = curvaturePanel(id, {
@@ -49,7 +52,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     h("div", { class: "view-header" }, h("div", {}, title, meta), actions),
     progressBox,
     controlsBox,
-    h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), h("div", { class: "side" }, statsBox, aboutBox)),
+    h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), h("div", { class: "side" }, estimateBox, statsBox, aboutBox)),
     curvature,
     flow,
     sharpness,
@@ -78,6 +81,16 @@ export async function render(root, [rawId], { notify, navigate }) {
         await volume.update(surface, { metric: chosen, view: state.view, scale });
         return;
       }
+      if (state.view === "error" && surface.estimate && surface.ndim === 2) {
+        // z·SE per point as a heatmap, the points not yet at their target circled
+        const error = errorSurface(surface, chosen);
+        plot.dataset.view = "error";
+        plotNote.textContent = `Error view: the stated ${Math.round(100 * surface.estimate.level)} % interval's half-width at each point; circles: not yet at the target ${surface.estimate.describe}.`;
+        await draw(plot, error.surface, { metric: error.metric, view: "heatmap", scale: scaleFor([error.surface], error.metric, {}) });
+        plot.dataset.ready = "true";
+        return;
+      }
+      plot.dataset.view = state.view;
       // Partial: the whole shape, filled in from the points so far, and marked as such.
       const shown = previewSurface(surface);
       plotNote.textContent = shown.preview ? previewLabel(shown.preview) : webglNote;
@@ -111,13 +124,24 @@ export async function render(root, [rawId], { notify, navigate }) {
         replace(statsBox, statsList(surface, state.split, activeJob()));
         redraw();
       };
-      controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange });
+      controls = plotControls(state, { splits, kinds, ndim: surface.ndim, onChange, error: Boolean(surface.estimate) && surface.ndim === 2 });
       replace(controlsBox, controls);
       const onDeleted = () => navigate("/");
       replace(actions, downloads(surface, plot, notify), deleteSurfaceButton(surface, { onDeleted, notify }));
     }
     replace(statsBox, statsList(surface, state.split, activeJob()));
     replace(aboutBox, provenancePanel(surface, job));
+    if (!estimateView?.busy) {
+      estimateView?.stop();
+      estimateView = estimatePanel(surface, {
+        notify,
+        onDone: () => {
+          if (estimateView) estimateView.busy = false;
+          api.surface(id).then(showSurface, (err) => notify(err.message));
+        },
+      });
+      replace(estimateBox, estimateView || "");
+    }
     curvature.hidden = false;
     curvature.update(surface);
     flow.hidden = false;
@@ -155,6 +179,7 @@ export async function render(root, [rawId], { notify, navigate }) {
 
   return () => {
     stop();
+    estimateView?.stop();
     curvature.stop();
     flow.stop();
     sharpness.stop();
@@ -188,6 +213,8 @@ function statsList(surface, split, job) {
   stats.sort(([a], [b]) => a.localeCompare(b));
   const path = surface.trajectory;
   const rows = [
+    // "estimate ±4 %, n 1,024 of 50,000" or "exact": what every number below rests on
+    ["values", estimateWords(surface, split)],
     ["points", job ? `${job.progress?.done ?? 0} of ${job.progress?.total ?? surface.total}` : `${surface.done} of ${surface.total}`],
     ["created", surface.created ? new Date(surface.created).toLocaleString() : "—"],
     // PCA surfaces: the plot draws the training path; its variance share is on the axes.
