@@ -56,6 +56,11 @@ HESSIAN_BATCH = 256
 FLOW_BATCH = 128  # landscape.analysis.gradient_flow's batch, the training batch
 FLOAT_BYTES = 4
 BASIS_BYTES = 8  # Lanczos basis vectors are float64 (numpy)
+# PCA directions (landscape.directions.pca_directions) hold every snapshot's parameters at
+# once: float32 as loaded, then float64 as rows, stacked, centered, in the SVD's components
+# and LAPACK's own copy. Peak RSS measured 52-56 bytes per parameter per snapshot (1-2 M
+# parameters, 41-81 snapshots).
+PCA_BYTES = 56
 # A costing runs in the API process: every so often it hands the GIL to the server's other
 # threads, so one costing never holds up /healthz or another request for long (without it,
 # /healthz waited 250-360 ms behind costing five zoo nets on a loaded 2-core box; 20-40 with).
@@ -356,6 +361,16 @@ def gradients(net: NetCost, samples: int, count: int) -> Work:
     )
 
 
+def principal_directions(net: NetCost, snapshots: int) -> Work:
+    """PCA of a trajectory: ``PCA_BYTES`` per parameter per snapshot, besides the weights;
+    FLOPs of the thin SVD of a snapshots × parameters matrix (about 4·n·k², Golub & Van
+    Loan §5.4.5), small beside the surface's."""
+    return Work(
+        flops=4.0 * net.params * snapshots**2,
+        memory_bytes=float(net.params * (PCA_BYTES * snapshots + FLOAT_BYTES)),
+    )
+
+
 def _with_data(work: Work, samples: int, shape: Shape) -> Work:
     """The data set's tensors are in memory for the whole part."""
     return Work(work.flops, work.memory_bytes + _data_bytes(samples, shape))
@@ -383,7 +398,8 @@ def surface_estimate(
 ) -> Estimate:
     """A surface job: training its zoo model when ``train`` is given (not yet cached), the
     directions (``hessian``: at most ``max_lanczos_steps`` Lanczos steps, each keeping a basis
-    vector, and one residual product per eigenvector), then every point: a full pass each, or
+    vector, and one residual product per eigenvector; ``pca``: every snapshot in memory at
+    once), then every point: a full pass each, or
     (``explore``) the centre's full pass and the samples the target is expected to need.
     ``remaining``: making an estimated surface exact, only the samples it has not read."""
     samples = sum(split_size(spec.data, split) for split in spec.splits)
@@ -401,6 +417,8 @@ def surface_estimate(
         steps = spec.directions.max_lanczos_steps
         work = hessian_products(net, n, steps + spec.grid.ndim, steps)
         parts.append(("directions", _with_data(work, n, shape)))
+    if spec.directions.kind == "pca":
+        parts.append(("directions", principal_directions(net, len(spec.directions.trajectory))))
     if explore is not None:
         per_point = sum(explore_samples(explore, split_size(spec.data, s)) for s in spec.splits)
         centre = evaluation(net, 1, samples, ndim)
