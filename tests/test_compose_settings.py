@@ -63,6 +63,7 @@ PAPER_SURFACE: dict[str, Any] = {
     "train": {"epochs": 300},
     "grid": {"nx": 51, "ny": 51, "xrange": [-1, 1], "yrange": [-1, 1]},
     "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
+    "estimate": None,  # exact: the full pass per point these prices are of
 }
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 

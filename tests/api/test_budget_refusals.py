@@ -27,6 +27,7 @@ PAPER_SURFACE: dict[str, Any] = {
     "train": {"epochs": 300},
     "grid": {"nx": 51, "ny": 51, "xrange": [-1, 1], "yrange": [-1, 1]},
     "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
+    "estimate": None,  # exact: the full pass per point these prices are of
 }
 CPU_PRIOR = 3e9  # FLOP/s, documented in docs/deploy.md ("The queue")
 
