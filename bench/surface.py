@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.surface_gpu import main as gpu_main
+from bench.workloads import randomize_bn
 from landscape.data import load_dataset
 from landscape.directions import make_directions
 from landscape.engine.evaluator import GridEvaluator, reference_evaluate
@@ -84,16 +86,6 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> float:
     with torch.inference_mode(), counter:
         model(x)
     return float(counter.get_total_flops())
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Trained-looking BN statistics, so folding does real work (timing does not depend on it)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 def grid(n: int) -> np.ndarray:
@@ -186,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args, rest = parser.parse_known_args(argv)
     if args.device == "cuda":
-        from bench.surface_gpu import main as gpu_main
-
         return gpu_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.surface import randomize_bn
+from bench.workloads import randomize_bn
 from landscape.directions import make_directions
 from landscape.engine.evaluator import GridEvaluator, reference_evaluate
 from landscape.engine.plan import cpu_count, cpu_model

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
+from landscape.cli.spec_args import loss_from_args, parse_model_args
 from landscape.errors import CheckpointError, SpecError
 from landscape.sources.modules import FACTORY_HELP
 from landscape.specs import (
@@ -197,18 +198,6 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
     )
 
 
-def loss_from_args(args: argparse.Namespace) -> str:
-    """The loss ``--loss`` names or ``--loss-factory`` imports, as the spec's name: checked
-    (and a factory imported) before any file is touched."""
-    from landscape.losses import get_loss, load_loss_factory
-
-    if args.loss_factory is not None:
-        if args.loss is not None:
-            raise SpecError("give --loss (a registered loss) or --loss-factory (yours), not both")
-        return load_loss_factory(args.loss_factory).name
-    return get_loss(args.loss or "cross_entropy").name
-
-
 def _parse_range(values: list[str], kind: str) -> tuple[float, float]:
     """``--range MIN MAX`` as numbers. ``--range auto`` is resolved by ``run`` (it needs the
     PCA of the snapshots) with ``auto_ranges``; until then a placeholder keeps the checks."""
@@ -309,7 +298,6 @@ def _check_factory_arguments(args: argparse.Namespace) -> None:
 def model_args_from(args: argparse.Namespace) -> dict[str, int | float | str]:
     """``--model-arg KEY=VALUE`` (as ``landscape train`` spells it), or the ``--model-args
     JSON`` alias."""
-    from landscape.cli.train_cmd import parse_model_args
 
     extra: dict[str, int | float | str] = parse_model_args(args.model_arg)
     if args.model_args:

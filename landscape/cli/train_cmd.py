@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
-from landscape.cli.surface_cmd import loss_from_args
+from landscape.cli.spec_args import loss_from_args, parse_model_args
 from landscape.errors import SpecError
 from landscape.specs import (
     DeviceName,
@@ -143,24 +143,6 @@ def model_name(args: argparse.Namespace) -> str:
 
         register_model(name, f"--model-factory {name} (your code)")(builder)
     return name
-
-
-def parse_model_args(pairs: list[str]) -> dict[str, int | float | str]:
-    """``["depth=8", "shortcut=projection"]`` → ``{"depth": 8, "shortcut": "projection"}``."""
-    parsed: dict[str, int | float | str] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise SpecError(f"--model-arg wants KEY=VALUE, got {pair!r}")
-        value: int | float | str = text
-        for convert in (int, float):
-            try:
-                value = convert(text)
-                break
-            except ValueError:
-                continue
-        parsed[key] = value
-    return parsed
 
 
 def run(args: argparse.Namespace) -> int:

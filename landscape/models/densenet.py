@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.errors import SpecError
-from landscape.models import register_model
+from landscape.models.registry import register_model
 
 
 class Bottleneck(nn.Module):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.errors import SpecError
-from landscape.models import register_model
+from landscape.models.registry import register_model
 
 DEPTHS = (10, 20, 50, 100)  # Srivastava et al. 2015, Fig. 1
 DEFAULT_WIDTH = 50  # §4.1: "each layer had 50 blocks for highway networks"

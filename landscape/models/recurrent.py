@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.errors import SpecError
-from landscape.models import register_model
+from landscape.models.registry import register_model
 
 CellKind = Literal["rnn", "lstm", "gru"]
 GATES: dict[str, int] = {"rnn": 1, "gru": 3, "lstm": 4}  # blocks of ``hidden`` rows in ih, hh

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.errors import SpecError, UnknownNameError
-from landscape.models import register_model
+from landscape.models.registry import register_model
 
 Shortcut = Literal["identity", "projection", "none"]
 SHORTCUTS: tuple[str, ...] = ("identity", "projection", "none")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.errors import SpecError
-from landscape.models import register_model
+from landscape.models.registry import register_model
 
 Stream = Literal["pre", "none", "post"]
 DEPTHS = (6, 18)
