@@ -41,6 +41,10 @@ def test_error_view_numbers_and_make_exact(server: str, page: Any) -> None:
     surface_id = ensure_surface(server, SURFACE)
     stored = get_json(f"{server}/api/surfaces/{surface_id}")["estimate"]
     assert stored and not stored["exact"]
+    page.goto(f"{server}/#/")  # the gallery's card says it is an estimate
+    card = page.locator(f".card[data-id='{surface_id}']")
+    card.wait_for()
+    assert re.search(r"estimate ±[\d.]+ %, n [\d,]+ of 1,437", card.inner_text())
     page.goto(f"{server}/#/surfaces/{surface_id}")
     page.wait_for_function("() => document.querySelector('#plot')?.dataset.ready === 'true'")
 
@@ -63,6 +67,15 @@ def test_error_view_numbers_and_make_exact(server: str, page: Any) -> None:
     assert np.isfinite(shown).sum() >= 20 and np.nanmax(shown) > 0
     assert _coloured_pixels(page.locator("#plot").screenshot()) > 5000
 
+    # compared with the exact surface, only the estimate's panel says it rests on one
+    exact_id = ensure_surface(server, {**SURFACE, "estimate": None, "label": "exact MLP"})
+    page.goto(f"{server}/#/compare/{surface_id},{exact_id}")
+    marked = page.locator("[data-role='estimate']")
+    marked.first.wait_for()
+    assert marked.count() == 1 and "estimate ±" in marked.inner_text()
+    assert "estimate ±" in page.locator(f"#panel-{surface_id}").locator("..").inner_text()
+
+    page.goto(f"{server}/#/surfaces/{surface_id}")
     page.get_by_role("button", name="Make exact").click()
     page.wait_for_function(
         "() => document.querySelector('.estimate-box')?.dataset.exact === 'true'",

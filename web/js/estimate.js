@@ -24,9 +24,10 @@ function width(estimate, split) {
 export function estimateWords(surface, split) {
   const estimate = surface?.estimate;
   if (!estimate || estimate.exact) return "exact";
-  const s = estimate.splits?.[split] || Object.values(estimate.splits || {})[0];
+  const name = estimate.splits?.[split] ? split : Object.keys(estimate.splits || {})[0];
+  const s = estimate.splits?.[name];
   if (!s) return "estimate";
-  const w = width(estimate, split);
+  const w = width(estimate, name);
   return `estimate${w ? ` ${w}` : ""}, n ${count(s.n_mean)} of ${count(s.N)}`;
 }
 

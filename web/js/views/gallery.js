@@ -6,6 +6,7 @@
 
 import { api } from "../api.js";
 import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
+import { estimateWords, isEstimate } from "../estimate.js";
 import { ACTIVE, queueWords, trainingProgress } from "../jobs.js";
 import { drawPreview } from "../preview.js";
 import { presetButtons } from "./shared.js";
@@ -213,8 +214,10 @@ function cardStatus(surface, stoppedJob = null) {
     surface.status === "partial" && surface.total
       ? ` · ${Math.floor((100 * surface.done) / surface.total)}% computed`
       : "";
-  if (stoppedJob && surface.status === "partial") return [badge(stoppedJob.status), progress];
-  return [badge(surface.status), progress];
+  // an estimated surface's card says so: "estimate ±4 %, n 1,024 of 50,000"
+  const estimate = isEstimate(surface) ? ` · ${estimateWords(surface, "train")}` : "";
+  if (stoppedJob && surface.status === "partial") return [badge(stoppedJob.status), progress, estimate];
+  return [badge(surface.status), progress, estimate];
 }
 
 function cardStats(surface) {
