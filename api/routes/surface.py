@@ -108,12 +108,17 @@ def create_surface(
     plan = plan_surface(body, settings, session)
     request = body.model_dump(mode="json", exclude_none=True)
     # the mode chosen, stored as asked: the request reads back to the same surface
-    request["estimate"] = plan.estimate and {
-        "target": plan.estimate.target,
-        "kind": "relative" if plan.estimate.relative else "absolute",
-        "seed": plan.estimate.seed,
-        "method": plan.estimate.method,
-    }
+    explore = plan.estimate
+    request["estimate"] = (
+        None
+        if explore is None
+        else {
+            "target": explore.target,
+            "kind": "relative" if explore.relative else "absolute",
+            "seed": explore.seed,
+            "method": explore.method,
+        }
+    )
     if plan.surface_path.exists():
         summary_record = session.get(SurfaceRecord, plan.surface_id) or SurfaceRecord(
             id=plan.surface_id,
