@@ -81,10 +81,10 @@ function methodText(estimate) {
 /**
  * The panel of an estimated surface: what its values rest on, the method, and a "Make exact"
  * button that queues the job carrying every point to all N samples and shows its progress.
- * `onDone()` runs when that job ends (the page reloads the surface). Null for exact surfaces
- * that were never estimated.
+ * `onDone()` runs when that job ends (the page reloads the surface); `estimating`: the
+ * surface's own estimate job still runs. Null for exact surfaces that were never estimated.
  */
-export function estimatePanel(surface, { notify, onDone }) {
+export function estimatePanel(surface, { notify, onDone, estimating = false }) {
   const estimate = surface.estimate;
   if (!estimate) return null;
   const splits = Object.keys(estimate.splits || {});
@@ -94,7 +94,8 @@ export function estimatePanel(surface, { notify, onDone }) {
     ? `Made exact: every point read all samples (${estimate.points} points).`
     : `${estimate.points_exact} of ${estimate.points} points exact, ${estimate.points_at_target} at target ${estimate.describe}.`);
   const slot = h("div", { class: "progress-slot" });
-  const button = h("button", { type: "button", class: "button", hidden: estimate.exact }, "Make exact");
+  // While its own estimate job runs the surface cannot be made exact yet (the API says 409).
+  const button = h("button", { type: "button", class: "button", hidden: estimate.exact, disabled: estimating, title: estimating ? "Available once the estimate is done" : "" }, "Make exact");
   let stopWatch = null;
   button.addEventListener("click", async () => {
     button.disabled = true;

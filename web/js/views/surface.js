@@ -135,6 +135,7 @@ export async function render(root, [rawId], { notify, navigate }) {
       estimateView?.stop();
       estimateView = estimatePanel(surface, {
         notify,
+        estimating: Boolean(activeJob()),
         onDone: () => {
           if (estimateView) estimateView.busy = false;
           api.surface(id).then(showSurface, (err) => notify(err.message));
