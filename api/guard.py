@@ -13,10 +13,10 @@ in order, before a route (or a multipart parser spooling to a temp file) sees a 
 4. a JSON body (bounded by 2.) holding ``NaN``, ``Infinity`` or a number beyond float range is
    answered 422: non-finite numbers have one meaning here, invalid (the request schemas refuse
    them too);
-5. a job submission (surface, Hessian, gradient flow, sharpness, report) from a client (by
-   address) with too many queued or running jobs, or while the whole queue is full, is
-   answered 429; the route gets the client's ``Quota`` (``api/quota.py``) for jobs counting as
-   more than one, and checks and submits under the same lock.
+5. a job submission (surface, making one exact, Hessian, gradient flow, sharpness, report)
+   from a client (by address) with too many queued or running jobs, or while the whole queue
+   is full, is answered 429; the route gets the client's ``Quota`` (``api/quota.py``) for
+   jobs counting as more than one, and checks and submits under the same lock.
 
 It also completes ``Allow`` on 405 answers from every route matching the path.
 """
@@ -44,7 +44,7 @@ PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 UPLOAD_PATH = "/api/checkpoints"
 MULTIPART_SLACK = 64 * 1024  # form field names, boundaries and headers around the file
 SUBMISSION = re.compile(
-    r"^/api/(?:surfaces(?:/[^/]+/(?:hessian|gradient-flow|sharpness))?|reports)/?$"
+    r"^/api/(?:surfaces(?:/[^/]+/(?:hessian|gradient-flow|sharpness|exact))?|reports)/?$"
 )
 
 
