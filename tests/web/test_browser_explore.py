@@ -76,6 +76,14 @@ def test_error_view_numbers_and_make_exact(server: str, page: Any) -> None:
     assert "estimate ±" in page.locator(f"#panel-{surface_id}").locator("..").inner_text()
 
     page.goto(f"{server}/#/surfaces/{surface_id}")
+    page.get_by_role("button", name="Make exact").wait_for()
+    # every stage and status the make-exact progress panel shows, however quickly it ends
+    page.evaluate(
+        """() => { window.seen = new Set(); new MutationObserver(() => {
+             const p = document.querySelector('.estimate-box .progress-panel');
+             if (p) window.seen.add(`${p.dataset.status}:${p.dataset.stage}`);
+           }).observe(document.body, { subtree: true, childList: true, attributes: true }); }"""
+    )
     page.get_by_role("button", name="Make exact").click()
     page.wait_for_function(
         "() => document.querySelector('.estimate-box')?.dataset.exact === 'true'",
@@ -86,3 +94,6 @@ def test_error_view_numbers_and_make_exact(server: str, page: Any) -> None:
     )
     assert get_json(f"{server}/api/surfaces/{surface_id}")["estimate"]["exact"] is True
     assert "Made exact" in page.locator(".estimate-box").inner_text()
+    seen = page.evaluate("() => [...window.seen]")
+    # the job's own progress was shown (a quick job may skip straight from queued to done)
+    assert "done:finished" in seen and {"queued:queued", "running:exact"} & set(seen)
