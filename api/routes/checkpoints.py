@@ -229,7 +229,8 @@ def _upload_onnx(
     settings: SettingsDep, session: SessionDep, file: UploadFile, name: str, dataset: str
 ) -> CheckpointPublic:
     """Check the graph (``load_onnx_model``) and keep the file as it came with its report."""
-    from landscape.sources.onnx_import import OnnxLimits, load_onnx_model
+    from landscape.sources.onnx_import import load_onnx_model
+    from landscape.sources.onnx_limits import OnnxLimits
 
     if importlib.util.find_spec("onnx2torch") is None:
         raise CheckpointError(

@@ -91,7 +91,7 @@ def _onnx_source(plan: Plan, ctx: JobContext) -> ModelSource:
     """An uploaded ONNX graph, converted and checked again under this server's limits (the
     check report goes into the surface's provenance as ``onnx``)."""
     from landscape.sources.model_source import checkpoint_source
-    from landscape.sources.onnx_import import OnnxLimits
+    from landscape.sources.onnx_limits import OnnxLimits
 
     limits = OnnxLimits(max_bytes=ctx.settings.max_onnx_bytes)
     return checkpoint_source(plan.surface_spec, onnx_limits=limits)

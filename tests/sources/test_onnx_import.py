@@ -25,7 +25,8 @@ from landscape import storage as store  # noqa: E402
 from landscape.data import load_dataset  # noqa: E402
 from landscape.engine.evaluator import reference_evaluate  # noqa: E402
 from landscape.errors import ModelFormatError, UnsafeModelError  # noqa: E402
-from landscape.sources.onnx_import import OnnxLimits, load_onnx_model  # noqa: E402
+from landscape.sources.onnx_import import load_onnx_model  # noqa: E402
+from landscape.sources.onnx_limits import OnnxLimits  # noqa: E402
 from landscape.specs import EngineOptions, GridSpec  # noqa: E402
 from landscape.surface import compute_module_surface  # noqa: E402
 
