@@ -14,6 +14,8 @@ would be valid. The shells translate the tree once, at their boundary:
     │                                 custom ops, external data, functions, too big | 422
     ├── SurfaceFileError              unreadable HDF5 surface, or a partial
     │                                 file whose spec differs from the request | API: 409
+    ├── DivergedError                 a loss that is no longer finite: a training that
+    │                                 diverged, a surface that is NaN everywhere | API: 422
     └── CancelledError                a job's stop flag was raised mid-run    | API: (job state)
 
 Internal invariants use ``assert``; anything else escaping is a bug.
@@ -48,6 +50,11 @@ class CheckpointError(LandscapeError):
 
 class SurfaceFileError(LandscapeError):
     """An HDF5 surface file that cannot be read, or does not match the request."""
+
+
+class DivergedError(LandscapeError):
+    """The loss went to NaN or infinity: a result nobody can use, so the work stops and
+    says where, instead of finishing with a blank surface."""
 
 
 class CancelledError(LandscapeError):

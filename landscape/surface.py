@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from landscape import storage as store
 from landscape.analysis.surface_metrics import surface_metrics
+from landscape.divergence import check_surface
 from landscape.errors import CancelledError, SpecError
 from landscape.explore.spec import EstimateSpec
 from landscape.losses import Loss, LossFn, get_loss, resolve_loss
@@ -79,8 +80,12 @@ def compute_surface(
     loss: str | Loss | LossFn | None = None,
     estimate: EstimateSpec | None = None,
     make_exact: bool = False,
+    refuse_diverged: bool = False,
 ) -> Path:
     """Compute (or finish) the surface of ``spec`` into ``out`` and return ``out``.
+
+    ``refuse_diverged``: a grid whose loss is NaN at θ or everywhere raises ``DivergedError``
+    and stays partial (``landscape.divergence``) instead of being marked complete.
 
     ``estimate``: an estimated surface (``landscape.explore``), its own cache identity;
     ``make_exact``: carry the estimated surface in ``out`` (its stored ``estimate``) to n = N.
@@ -159,7 +164,7 @@ def compute_surface(
             out, spec, estimate, source, directions, options,
             make_exact=make_exact, on_progress=stages, should_stop=should_stop,
         )  # fmt: skip
-        _finish(out, spec, run.engine_info, run.wall_time_s)
+        _finish(out, spec, run.engine_info, run.wall_time_s, refuse_diverged)
         return out
     surface = store.read_surface(out)
     # Coarse to fine (storage.order): the page can draw the whole shape after a few chunks.
@@ -168,7 +173,7 @@ def compute_surface(
     previous_wall = float(surface.attrs.get("wall_time_s", 0.0) or 0.0)
     if len(missing) == 0:
         if surface.status != "complete":
-            _finish(out, spec, engine_info=None, wall_time_s=previous_wall)
+            _finish(out, spec, None, previous_wall, refuse_diverged)
         return out
 
     report = _Reporter(on_progress, total, total - len(missing), start)
@@ -192,7 +197,7 @@ def compute_surface(
             raise
         engine_info = {**evaluator.describe(), "fallbacks": list(source.engine_fallbacks)}
     writer.journal.close()
-    _finish(out, spec, engine_info, previous_wall + time.perf_counter() - start)
+    _finish(out, spec, engine_info, previous_wall + time.perf_counter() - start, refuse_diverged)
     return out
 
 
@@ -288,9 +293,15 @@ def _chunk_size(n_missing: int, engine_info: Mapping[str, Any], options: EngineO
 
 
 def _finish(
-    out: Path, spec: SurfaceSpec, engine_info: Mapping[str, Any] | None, wall_time_s: float
+    out: Path,
+    spec: SurfaceSpec,
+    engine_info: Mapping[str, Any] | None,
+    wall_time_s: float,
+    refuse_diverged: bool,
 ) -> None:
     surface = store.read_surface(out)
+    if refuse_diverged:
+        check_surface(surface)
     metrics = _metrics(surface, spec.metric_names)
     attrs: dict[str, Any] = {"wall_time_s": wall_time_s}
     if engine_info is not None:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.data import dataset_info, load_data
+from landscape.divergence import diverged_training
 from landscape.engine.devices import resolve_device
 from landscape.engine.precision import compute_in
 from landscape.errors import CancelledError, CheckpointError, SpecError, UnknownNameError
@@ -230,6 +231,9 @@ def _train(
         lr = run.optimizer.param_groups[0]["lr"]
         run.scheduler.step()
         test_loss, test_acc = evaluate(run.model, x_test, y_test, loss=spec.loss)
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            partial.unlink(missing_ok=True)  # its resume would diverge again
+            raise diverged_training(spec, run.epoch, train_loss, test_loss)
         run.wall_s = time.perf_counter() - started
         record = {
             "epoch": run.epoch, "epochs": spec.epochs, "lr": lr,

@@ -62,6 +62,7 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
         source=_onnx_source(plan, ctx) if plan.checkpoint_path.suffix == ".onnx" else None,
         estimate=plan.estimate,
         make_exact=plan.make_exact,
+        refuse_diverged=True,  # a NaN surface fails its job, not "done" and blank
     )
 
 
