@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -317,8 +316,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from landscape.cli.progress import open_bar
     from landscape.surface import Progress, compute_surface
 
     options = options_from_args(args)
@@ -361,13 +359,9 @@ def _run(args: argparse.Namespace) -> int:
             bar.close()
             bar = None
         if bar is None:
-            bar = tqdm(
-                total=progress.total,
-                initial=progress.done,
-                unit="pt" if progress.stage == "grid" else "step",
-                desc=desc,
-                file=sys.stderr,
-                dynamic_ncols=True,
+            unit = "pt" if progress.stage == "grid" else "step"
+            bar = open_bar(
+                progress.total, desc, unit=unit, initial=progress.done, dynamic_ncols=True
             )
         bar.update(progress.done - bar.n)
 

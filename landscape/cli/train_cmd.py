@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,18 +145,12 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from landscape.cli.progress import open_bar
     from landscape.train import train_model
 
     spec = spec_from_args(args)
-    with tqdm(
-        total=spec.epochs,
-        desc=f"train {spec.model}",
-        unit="step" if spec.optimizer == "gd" else "epoch",
-        file=sys.stderr,
-        delay=1.0,
-    ) as bar:
+    unit = "step" if spec.optimizer == "gd" else "epoch"
+    with open_bar(spec.epochs, f"train {spec.model}", unit=unit, delay=1.0) as bar:
 
         def on_epoch(record: dict[str, Any]) -> None:
             bar.n = record["epoch"]
