@@ -19,7 +19,7 @@ export function sliceOf(volume, k) {
 
 /** The isosurface trace: every point, gaps filled per slice (beyond the top where a slice is
  * empty, so they draw no surface), in display units (log10 for log scales). */
-function isosurface(volume, metric, scale) {
+function isosurface(volume, metric, scale, narrow) {
   const slices = volume.values[metric].map((rows) => fillGrid(rows) || rows.map((r) => r.map(() => null)));
   const shown = toDisplay(slices, scale.log);
   const [low, high] = scale.range;
@@ -42,7 +42,12 @@ function isosurface(volume, metric, scale) {
     colorscale: "Viridis",
     cmin: low,
     cmax: high,
-    colorbar: { title: { text: scale.log ? `log10 ${metric}` : metric } },
+    colorbar: {
+      title: { text: scale.log ? `log10 ${metric}` : metric, side: narrow ? "top" : "right" },
+      // A phone's card is too narrow for a bar beside the scene: it goes below, as draw's do.
+      ...(narrow ? { orientation: "h", x: 0.5, xanchor: "center", y: 0, yanchor: "top", len: 0.9, thickness: 10 } : { thickness: 12 }),
+      outlinewidth: 0,
+    },
   };
 }
 
@@ -87,14 +92,19 @@ export function volumeView(label = "volume") {
       slider.max = String(volume.z.length - 1);
       if (first) slider.value = String(volume.z.reduce((best, v, k) => (Math.abs(v) < Math.abs(volume.z[best]) ? k : best), 0));
       const scale = options.scale || scaleFor([volume], options.metric);
-      const Plotly = await loadPlotly();
-      await Plotly.react(iso, [isosurface(volume, options.metric, scale)], {
-        margin: { l: 0, r: 0, t: 10, b: 0 },
-        scene: { xaxis: { title: { text: "x" } }, yaxis: { title: { text: "y" } }, zaxis: { title: { text: "z" } } },
-        paper_bgcolor: "rgba(0,0,0,0)",
-      }, PLOT_CONFIG);
-      iso.dataset.ready = "true";
-      await drawSlice();
+      const narrow = window.matchMedia("(max-width: 600px)").matches;
+      const drawIso = async () => {
+        const Plotly = await loadPlotly();
+        await Plotly.react(iso, [isosurface(volume, options.metric, scale, narrow)], {
+          margin: { l: 0, r: 0, t: 28, b: narrow ? 64 : 0 }, // t: room for the mode bar
+          scene: { xaxis: { title: { text: "x" } }, yaxis: { title: { text: "y" } }, zaxis: { title: { text: "z" } } },
+          paper_bgcolor: "rgba(0,0,0,0)",
+        }, PLOT_CONFIG);
+        iso.dataset.ready = "true";
+      };
+      // The slice is drawn with the isosurface, not after it: it shows even where WebGL fails.
+      const failed = (await Promise.allSettled([drawIso(), drawSlice()])).find((r) => r.status === "rejected");
+      if (failed) throw failed.reason;
     },
     setSlice(k) {
       if (!volume) return;

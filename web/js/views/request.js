@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { h, markFieldError, replace } from "../dom.js";
 import { progressPanel, watchJob } from "../jobs.js";
+import { VOLUME_FIELD_WORDS, volumeFields } from "../volume-form.js";
 
 // Field names are the request's JSON paths, so a 422 `loc` finds its input.
 const DIRECTION_HINTS = {
@@ -96,7 +97,7 @@ export async function render(root, _params, { navigate }) {
   };
   directionKind.addEventListener("change", syncDirections);
 
-  const dim = select("f-dim", "grid.dim", [["2", "2D surface"], ["1", "1D curve"]], "2");
+  const dim = select("f-dim", "grid.dim", [["2", "2D surface"], ["1", "1D curve"], ["3", "3-D volume"]], "2");
   const nx = numberInput("f-nx", "grid.nx", "21", { min: 1 });
   const ny = numberInput("f-ny", "grid.ny", "21", { min: 1 });
   const xmin = numberInput("f-xmin", "grid.xrange.0", "-1", { step: "any", inputmode: "decimal" });
@@ -104,8 +105,10 @@ export async function render(root, _params, { navigate }) {
   const ymin = numberInput("f-ymin", "grid.yrange.0", "-1", { step: "any", inputmode: "decimal" });
   const ymax = numberInput("f-ymax", "grid.yrange.1", "1", { step: "any", inputmode: "decimal" });
   const yFields = h("div", { class: "field-row" }, field("Points along y", ny), field("y from", ymin), field("y to", ymax));
+  const zFields = volumeFields({ field, numberInput });
   dim.addEventListener("change", () => {
     yFields.hidden = dim.value === "1";
+    zFields.sync(dim.value);
   });
 
   const splitTrain = h("input", { type: "checkbox", id: "f-split-train", name: "splits", value: "train", checked: true });
@@ -150,7 +153,7 @@ export async function render(root, _params, { navigate }) {
         field("Normalization", normalization), field("Ignore", ignore), field("Seed", seed))),
     h("fieldset", {}, h("legend", {}, "Grid"),
       h("div", { class: "field-row" }, field("Shape", dim), field("Points along x", nx), field("x from", xmin), field("x to", xmax)),
-      yFields),
+      yFields, zFields.element),
     h("fieldset", {}, h("legend", {}, "Values"),
       h("div", { class: "radio-row", role: "radiogroup", "aria-label": "Explore or exact", "aria-describedby": "f-mode-hint" },
         h("label", { class: "check", for: "f-mode-explore" }, modeExplore, " Explore (fast, ±5 %)"),
@@ -256,7 +259,7 @@ export async function render(root, _params, { navigate }) {
     event.preventDefault();
     clearErrors();
     const useCheckpoint = sourceCheckpoint.checked;
-    const problems = checkForm({ useCheckpoint, checkpointSelect, epochs, nx, ny, xmin, xmax, ymin, ymax, seed, dim, directionKind, splits: [splitTrain, splitTest] }, limits);
+    const problems = checkForm({ useCheckpoint, checkpointSelect, epochs, nx, ny, xmin, xmax, ymin, ymax, seed, dim, zFields, directionKind, splits: [splitTrain, splitTest] }, limits);
     if (problems.length) {
       showFieldErrors(problems);
       return;
@@ -266,6 +269,7 @@ export async function render(root, _params, { navigate }) {
     const grid = { nx: num(nx), xrange: [num(xmin), num(xmax)] };
     if (oneD) grid.ny = null;
     else Object.assign(grid, { ny: num(ny), yrange: [num(ymin), num(ymax)] });
+    if (dim.value === "3") zFields.apply(grid, num);
     const spec = {
       dataset: datasetSelect.value,
       grid,
@@ -339,12 +343,14 @@ const FIELD_WORDS = {
   splits: "Evaluate on",
   loss: "Loss",
   label: "Label",
+  ...VOLUME_FIELD_WORDS,
 };
 // A problem of a pair is shown next to both of its inputs.
 const FIELD_GROUPS = {
   "grid.xrange": ["grid.xrange.0", "grid.xrange.1"],
   "grid.yrange": ["grid.yrange.0", "grid.yrange.1"],
-  grid: ["grid.nx", "grid.ny"],
+  "grid.zrange": ["grid.zrange.0", "grid.zrange.1"],
+  grid: ["grid.nx", "grid.ny", "grid.nz"],
   splits: ["splits"],
 };
 
@@ -368,19 +374,22 @@ function checkForm(f, limits) {
   if (f.useCheckpoint && !f.checkpointSelect.value) add("checkpoint", "choose a stored checkpoint or upload one");
   if (!f.useCheckpoint) whole(f.epochs, "train.epochs", limits.min_epochs ?? 1, limits.max_epochs);
   if (f.directionKind.value !== "pca") whole(f.seed, "directions.seed", 0);
-  const minAxis = limits.min_grid_points_per_axis ?? 2;
-  const oneD = f.dim.value === "1";
-  const nx = whole(f.nx, "grid.nx", minAxis);
-  const ny = oneD ? 1 : whole(f.ny, "grid.ny", minAxis);
-  if (nx && ny && limits.max_grid_points && nx * ny > limits.max_grid_points) {
-    add("grid", `${nx}×${ny} = ${nx * ny} points is more than this server's limit of ${limits.max_grid_points}`);
-  }
   const range = (lo, hi, field) => {
     const [a, b] = [value(lo), value(hi)];
     if (!Number.isFinite(a)) add(`${field}.0`, "enter a number");
     if (!Number.isFinite(b)) add(`${field}.1`, "enter a number");
     if (Number.isFinite(a) && Number.isFinite(b) && !(a < b)) add(field, `“from” (${a}) must be less than “to” (${b})`);
   };
+  const minAxis = limits.min_grid_points_per_axis ?? 2;
+  const oneD = f.dim.value === "1";
+  const nx = whole(f.nx, "grid.nx", minAxis);
+  const ny = oneD ? 1 : whole(f.ny, "grid.ny", minAxis);
+  const nz = f.dim.value === "3" ? f.zFields.check(whole, range, minAxis) : 1;
+  const shape = f.dim.value === "3" ? [nx, ny, nz] : [nx, ny];
+  const points = nx * ny * nz;
+  if (points && limits.max_grid_points && points > limits.max_grid_points) {
+    add("grid", `${shape.join("×")} = ${points} points is more than this server's limit of ${limits.max_grid_points}`);
+  }
   range(f.xmin, f.xmax, "grid.xrange");
   if (!oneD) range(f.ymin, f.ymax, "grid.yrange");
   if (!f.splits.some((b) => b.checked)) add("splits", "pick train, test or both");
