@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from landscape.cli.data_args import add_analysis_source_arguments, check_sizes
-from landscape.cli.wording import in_user_words, require_file
+from landscape.cli.wording import PRECISION_NOTES, choices_text, in_user_words, require_file
 from landscape.errors import SpecError
-from landscape.specs import DataSpec
+from landscape.specs import DataSpec, DeviceName, Precision, Split
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,14 +32,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--surface, store them in that file's gradient_flow/ group.",
     )
     add_analysis_source_arguments(parser)
-    parser.add_argument("--split", default="train", help="train or test")
+    parser.add_argument("--split", default="train", help=choices_text(Split))
     parser.add_argument("--mode", default="train", help="BN in train (batch stats) or eval mode")
     parser.add_argument("--batch-size", type=int, default=128, help="samples per pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", help=choices_text(DeviceName))
     parser.add_argument(
         "--precision",
         default="auto",
-        help="auto (tf32 on CUDA, fp32 on CPU, as surfaces), fp32 (strict), tf32 or bf16 (CUDA)",
+        help=choices_text(Precision, PRECISION_NOTES),
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

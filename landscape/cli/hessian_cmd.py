@@ -21,9 +21,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from landscape.cli.data_args import add_analysis_source_arguments, check_sizes
-from landscape.cli.wording import in_user_words, require_file
+from landscape.cli.wording import choices_text, in_user_words, require_file
 from landscape.errors import SpecError
-from landscape.specs import AnalysisSpec, DataSpec
+from landscape.specs import AnalysisSpec, DataSpec, DeviceName, HessianDtype, LossName, Split
 
 if TYPE_CHECKING:
     from landscape.storage import Surface
@@ -42,9 +42,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_analysis_source_arguments(parser)
     parser.add_argument("--test-size", type=int, default=None, help="keep a fixed subset")
-    parser.add_argument("--split", default="train", help="train or test")
+    parser.add_argument("--split", default="train", help=choices_text(Split))
     parser.add_argument(
-        "--loss", default=None, help="cross_entropy, mse or mse_onehot (default: surface's)"
+        "--loss", default=None, help=choices_text(LossName) + " (default: the surface's)"
     )
     parser.add_argument("--top", type=int, default=3, help="largest eigenvalues to compute")
     parser.add_argument("--bottom", type=int, default=1, help="smallest eigenvalues to compute")
@@ -82,8 +82,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--maxiter", type=int, default=None, help="Lanczos restarts at most")
     parser.add_argument("--seed", type=int, default=0, help="start vector and probes' seed")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--dtype", default="float32", help="float32 or float64 products")
+    parser.add_argument("--device", default="auto", help=choices_text(DeviceName))
+    parser.add_argument("--dtype", default="float32", help=choices_text(HessianDtype) + " products")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

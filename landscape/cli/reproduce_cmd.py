@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
+from landscape.cli.wording import choices_text
 from landscape.errors import SpecError, UnknownNameError
-from landscape.specs import DataSpec, Precision
+from landscape.specs import DataSpec, DeviceName, Precision
 
 STORIES = ("skip-vs-plain",)
 
@@ -118,7 +119,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=words["model_arg"],
     )  # fmt: skip
     parser.add_argument("--precision", default=None, help=words["precision"])
-    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", help=choices_text(DeviceName, {"auto": "default"})
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="surface engine processes (default one per core)"
     )

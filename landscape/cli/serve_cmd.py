@@ -7,7 +7,10 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
+
+from landscape.cli.wording import choices_text
+from landscape.specs import DeviceName
 
 if TYPE_CHECKING:
     from api.settings import Settings
@@ -25,7 +28,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
     parser.add_argument("--data-dir", type=Path, default=None, help="cache folder (./cache)")
     parser.add_argument("--workers", type=int, default=None, help="in-process job workers (1)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--device", choices=get_args(DeviceName), default=None, help=choices_text(DeviceName)
+    )
     parser.add_argument(
         "--demo", action="store_true", help="queue demo surfaces (resnet20/56 ± shortcuts)"
     )

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from landscape.cli.wording import PRECISION_NOTES, choices_text
 from landscape.errors import SpecError
-from landscape.specs import DataSpec
+from landscape.specs import DataSpec, DeviceName, LossName, Precision
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,13 +46,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default=None, help="folder holding torchvision data sets")
     parser.add_argument("--train-size", type=int, default=None, help="keep a fixed subset")
     parser.add_argument(
-        "--loss", default=None, help="cross_entropy, mse or mse_onehot (default: the run's)"
+        "--loss", default=None, help=choices_text(LossName) + " (default: the run's)"
     )
     parser.add_argument("--krylov", type=int, default=12, help="Lanczos basis per restart")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative accuracy of λmax")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", help=choices_text(DeviceName))
     parser.add_argument(
-        "--precision", default="auto", help="auto (tf32 on CUDA, fp32 on CPU), fp32 or tf32"
+        "--precision",
+        default="auto",
+        help=choices_text(Precision, PRECISION_NOTES),
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(

@@ -9,20 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
 from landscape.cli.spec_args import loss_from_args, parse_model_args
+from landscape.cli.wording import PRECISION_NOTES, choices_text
 from landscape.errors import CheckpointError, SpecError
 from landscape.sources.modules import FACTORY_HELP
 from landscape.specs import (
     MAX_LANCZOS_STEPS,
+    BackendName,
     DeviceName,
     DirectionKind,
     DirectionSpec,
     EngineOptions,
     GridSpec,
     Ignore,
+    LossName,
     Normalization,
     Precision,
     Split,
@@ -82,10 +85,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--directions",
         default=dirs.kind,
-        help="random, interpolate, pca or hessian (top Hessian eigenvectors)",
+        help=choices_text(DirectionKind, {"hessian": "top Hessian eigenvectors"}),
     )
-    parser.add_argument("--normalization", default=dirs.normalization, help="filter, layer, ...")
-    parser.add_argument("--ignore", default=dirs.ignore, help="biasbn or none")
+    parser.add_argument(
+        "--normalization", default=dirs.normalization, help=choices_text(Normalization)
+    )
+    parser.add_argument("--ignore", default=dirs.ignore, help=choices_text(Ignore))
     parser.add_argument("--seed", type=int, default=dirs.seed, help="seed of random directions")
     parser.add_argument(
         "--max-lanczos-steps", type=int, default=dirs.max_lanczos_steps,
@@ -94,22 +99,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--target", default=None, help="second checkpoint (interpolate)")
     parser.add_argument("--trajectory", nargs="+", default=[], help="snapshots (pca)")
-    parser.add_argument("--splits", nargs="+", default=["train"], help="train and/or test")
+    parser.add_argument(
+        "--splits", nargs="+", default=["train"], help=choices_text(Split, last="and/or")
+    )
     parser.add_argument(
         "--loss", default=None,
-        help="loss name (default cross_entropy): mse, mse_onehot, label_smoothing_0.1, "
-        "cross_entropy_l2_0.0005, an installed plugin's (docs/losses.md)",
+        help=f"loss name (default cross_entropy): {', '.join(get_args(LossName))}, "
+        "label_smoothing_0.1, cross_entropy_l2_0.0005, an installed plugin's (docs/losses.md)",
     )  # fmt: skip
     parser.add_argument(
         "--loss-factory", default=None, metavar="MODULE:CALLABLE",
         help="your own loss: a callable loss(model, inputs, targets) returning per-sample "
         "losses, imported from an installed module or PYTHONPATH",
     )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", help=choices_text(DeviceName))
     parser.add_argument(
         "--precision", default="auto",
-        help="auto (tf32 on CUDA, fp32 on CPU), fp32 (strict), tf32 or bf16 (CUDA only); "
-        "each precision's error vs strict fp32: docs/performance.md",
+        help=choices_text(Precision, PRECISION_NOTES)
+        + "; each precision's error vs strict fp32: docs/performance.md",
     )  # fmt: skip
     parser.add_argument(
         "--devices", type=int, nargs="+", default=None, metavar="GPU",
@@ -122,7 +129,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         default="local",
-        help="local (the processes and GPUs of this host) or ray (chunks as Ray tasks)",
+        help=choices_text(
+            BackendName,
+            {"local": "the processes and GPUs of this host", "ray": "chunks as Ray tasks"},
+        ),
     )
     parser.add_argument(
         "--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS or local)"

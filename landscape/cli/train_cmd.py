@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
 from landscape.cli.spec_args import loss_from_args, parse_model_args
+from landscape.cli.wording import choices_text
 from landscape.errors import SpecError
 from landscape.specs import (
     DeviceName,
+    LossName,
     OptimizerName,
     ScheduleName,
     TrainSpec,
@@ -56,24 +58,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--optimizer",
         default=defaults.optimizer,
-        help="sgd, adam or gd (full-batch gradient descent, no momentum)",
+        help=choices_text(OptimizerName, {"gd": "full-batch gradient descent, no momentum"}),
     )
     parser.add_argument("--momentum", type=float, default=defaults.momentum)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument(
-        "--loss", default=None, help="loss trained (default cross_entropy; docs/losses.md)"
+        "--loss",
+        default=None,
+        help=f"loss trained (default cross_entropy): {', '.join(get_args(LossName))} or "
+        "another registered name (docs/losses.md)",
     )
     parser.add_argument(
         "--loss-factory", default=None, metavar="MODULE:CALLABLE",
         help="your own loss(model, inputs, targets) returning per-sample losses",
     )  # fmt: skip
-    parser.add_argument("--schedule", default=defaults.schedule, help="cosine, step or constant")
+    parser.add_argument("--schedule", default=defaults.schedule, help=choices_text(ScheduleName))
     parser.add_argument(
         "--warmup-epochs", type=int, default=0, help="epochs at lr/10 first (He et al. §4.2)"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
+    parser.add_argument("--device", default=defaults.device, help=choices_text(DeviceName))
     parser.add_argument(
         "--snapshot-every", type=int, default=0, help="save weights every N epochs (0: never)"
     )

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, get_args
 
 from landscape.errors import CheckpointError, SpecError, SurfaceFileError
 
@@ -27,6 +28,13 @@ FIELD_FLAGS: Mapping[str, str] = {
     "train_size": "--train-size",
     "test_size": "--test-size",
     "target_checkpoint": "--target",
+}
+
+# What each precision means, beside its name in every command's --precision help.
+PRECISION_NOTES: Mapping[str, str] = {
+    "auto": "tf32 on CUDA, fp32 on CPU",
+    "fp32": "strict",
+    "bf16": "CUDA only",
 }
 
 # Only these are rebuilt from a message; others (``UnknownNameError``) already say it right.
@@ -70,3 +78,14 @@ def require_file(path: str | Path, what: str) -> None:
     if not Path(path).is_file():
         error = SurfaceFileError if what == "surface file" else CheckpointError
         raise error(f"{what} {path} does not exist")
+
+
+def choices_text(literal: Any, notes: Mapping[str, str] | None = None, last: str = "or") -> str:
+    """Every value of the ``Literal`` an option is checked against, for its help
+    (``filter, layer, weight, global or none``), each with its note in brackets: the help
+    lists what the check accepts, never a copy that drifts from it."""
+    values = [str(value) for value in get_args(literal)]
+    notes = notes or {}
+    assert set(notes) <= set(values), f"notes for values not in {values}: {sorted(notes)}"
+    words = [f"{value} ({notes[value]})" if value in notes else value for value in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"

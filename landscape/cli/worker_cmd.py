@@ -6,7 +6,10 @@ import argparse
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from landscape.cli.wording import choices_text
+from landscape.specs import DeviceName
 
 # How long a stopping worker waits for its job to reach a chunk boundary. A cold
 # torch.compile takes up to ~30 s per split of a surface (docs/performance.md), so a surface
@@ -25,7 +28,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="cache folder (./cache)")
     parser.add_argument("--workers", type=int, default=None, help="worker threads (1)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--device", choices=get_args(DeviceName), default=None, help=choices_text(DeviceName)
+    )
     parser.add_argument(
         "--check",
         action="store_true",
