@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.errors import CancelledError, SpecError
+from landscape.errors import CancelledError, DivergedError, SpecError
 from landscape.report.findings import findings
 from landscape.report.measure import ANALYSIS_PRECISION, measure
 from landscape.report.recipe import ReproduceSpec
@@ -182,7 +182,19 @@ def _train(
     if path.exists():
         _, meta = load_checkpoint(path)
     else:
-        meta = train_model(train_spec, path, should_stop=should_stop)
+        began = time.perf_counter()
+        try:
+            meta = train_model(train_spec, path, should_stop=should_stop)
+        except DivergedError as exc:
+            # one net of a pair diverging is a finding, not a failed report: its row says so
+            log.info("%s: %s", train_spec.model, exc)
+            nan = float("nan")
+            return {
+                "checkpoint": None,
+                **dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc"), nan),
+                "wall_time_s": time.perf_counter() - began,
+                "epochs": train_spec.epochs,
+            }
     keys = ("train_loss", "train_acc", "test_loss", "test_acc", "wall_time_s", "epochs")
     return {"checkpoint": str(path), **{k: meta[k] for k in keys}}
 
