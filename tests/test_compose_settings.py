@@ -27,6 +27,7 @@ from api.schedule import PRIOR_FLOPS_PER_SECOND, PRIOR_OVERHEAD_S
 from api.settings import Settings
 from landscape.cli.worker_cmd import STOP_WAIT_SECONDS
 from landscape.specs import AnalysisSpec, DataSpec
+from tests.api.test_budget_refusals import PAPER_SURFACE
 from tests.test_deploy import DOCKERFILE, ROOT, _tool
 
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -55,16 +56,6 @@ GPU_DEFAULTS: dict[str, object] = {
 }
 COMPILE_CACHES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH")
 
-# The paper's headline job: a 51×51 ResNet-56 CIFAR-10 surface (Li et al. 2018, Fig. 5) of a
-# net trained as He et al. 2016 §4.2 (300 epochs here: the server's epoch cap).
-PAPER_SURFACE: dict[str, Any] = {
-    "model": "resnet56",
-    "dataset": "cifar10",
-    "train": {"epochs": 300},
-    "grid": {"nx": 51, "ny": 51, "xrange": [-1, 1], "yrange": [-1, 1]},
-    "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
-    "estimate": None,  # exact: the full pass per point these prices are of
-}
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
