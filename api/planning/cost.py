@@ -32,7 +32,7 @@ from torch.utils.flop_counter import flop_registry
 
 from landscape.data import dataset_info
 from landscape.errors import LandscapeError, SpecError
-from landscape.explore.permutation import stage_sizes
+from landscape.explore.permutation import ladder, round_up
 from landscape.explore.spec import EstimateSpec
 from landscape.mnist1d_data import VARIANTS as MNIST1D_VARIANTS
 from landscape.models import SHAPE_KEYS, build, check_model_args, list_models
@@ -378,14 +378,13 @@ def _with_data(work: Work, samples: int, shape: Shape) -> Work:
 
 def explore_samples(estimate: EstimateSpec, size: int) -> int:
     """Samples one point of a split of ``size`` is expected to read for ``estimate``: the
-    stage (``first_stage·2^k``, then N) its target is expected to be met at, so never fewer
-    than the first stage nor more than N."""
+    ladder size (``first_stage·2^(k/4)``, then N) its target is expected to be met at, so
+    never fewer than the first stage nor more than N."""
     if estimate.relative:
         need = EXPLORE_SAMPLES_AT_5_PERCENT * (0.05 / estimate.target) ** 2
     else:
         need = (2.0 * EXPLORE_ABSOLUTE_SPREAD / estimate.target) ** 2
-    stages = stage_sizes(size, estimate.first_stage)
-    return int(stages[min(int(np.searchsorted(stages, need)), len(stages) - 1)])
+    return int(round_up(np.asarray([need]), ladder(size, estimate.first_stage))[0])
 
 
 def surface_estimate(
