@@ -35,7 +35,6 @@ from landscape.storage.writer import (
     mark_complete,
     read_group,
     set_aside,
-    update_attrs,
     write_group,
     write_points,
 )
@@ -69,7 +68,6 @@ __all__ = [
     "set_aside",
     "stored_estimate",
     "surface_key",
-    "update_attrs",
     "write_group",
     "write_points",
     "z_coordinates",

@@ -153,11 +153,6 @@ def write_points(
     writer.close()
 
 
-def update_attrs(path: str | Path, attrs: Mapping[str, Any]) -> None:
-    """Overwrite root attrs (e.g. the accumulated wall time of an interrupted run)."""
-    fold_journal(path, attrs)
-
-
 def mark_complete(
     path: str | Path, *, metrics: Mapping[str, float], attrs: Mapping[str, Any] | None = None
 ) -> None:
