@@ -72,6 +72,9 @@ class Job(Base):
     # {"epoch", "epochs", "loss", "acc"} while (and after) a zoo model trains; None otherwise.
     # JSON, not four columns: it is only ever read and written whole, for the wire.
     train_progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Who queued it, for the per-client queue limits (api/quota.py): "token:<name>" or
+    # "address:<ip>". NULL: queued without a client (the demo, rows of older versions).
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # Which worker holds the job and until when; a lapsed lease means its worker died.
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
