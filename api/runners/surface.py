@@ -67,25 +67,23 @@ def run(plan_json: dict[str, Any], ctx: JobContext) -> None:
 
 
 def estimate_stage(path: Path) -> str:
-    """``estimate:k/K``, the job's stage while it estimates (``api.jobs`` spells it out): K
-    the stages of the first split, k the one its points still sampling are reading next
-    (from the file and its journal, so a resumed job counts on from where it stopped)."""
-    import numpy as np
-
+    """``estimate:k/K``, the job's stage while it estimates (``api.job_wire`` spells it out): K
+    the looks a point may take (those with an error, then the whole split), k the one the
+    least-advanced point still sampling the first split takes next (from the file and its
+    journal, so a resumed job counts on from where it stopped)."""
     from landscape.explore.run import pending
+    from landscape.explore.stopping import MAX_LOOKS
     from landscape.storage import read_surface
 
     state = read_surface(path).estimate
     if state is None:
         return "estimate:1/1"
     split, part = next(iter(state.splits.items()))
+    looks = part.sums[:, 1]
+    total = min(MAX_LOOKS, len(part.stages) - 1) + 1
     waiting = pending(state, make_exact=False)[split]
-    if waiting.any():  # the stage after the least-read point still sampling
-        k = int(np.searchsorted(part.stages, part.n()[waiting].min(), "right")) + 1
-    else:  # every point at target: the furthest stage read
-        k = int(np.searchsorted(part.stages, part.n().max(), "left")) + 1
-    stages = len(part.stages)
-    return f"estimate:{min(k, stages)}/{stages}"
+    k = int(looks[waiting].min()) + 1 if waiting.any() else int(looks.max())
+    return f"estimate:{max(1, min(k, total))}/{total}"
 
 
 def _onnx_source(plan: Plan, ctx: JobContext) -> ModelSource:
