@@ -63,15 +63,19 @@ Loss landscapes (Li et al. 2018, filter-normalized random directions) as a servi
 4. optionally `POST /api/surfaces/{surface_id}/hessian` for its curvature (eigenvalues, trace,
    the |λmin/λmax| map of Li et al. 2018 §6), followed like any job.
 
-When the server sets `LANDSCAPE_API_TOKEN`, POST/DELETE need `Authorization: Bearer <token>`
-(checked before the body is read); GET needs it too only with `LANDSCAPE_PROTECT_READS=true`.
+When the server has tokens (`LANDSCAPE_API_TOKEN`, or several in `LANDSCAPE_API_TOKENS`),
+POST/DELETE need `Authorization: Bearer <token>` with one of them (checked before the body is
+read); GET needs it too only with `LANDSCAPE_PROTECT_READS=true`.
 
 Limits, all checked before a body is read or a job queued: JSON bodies up to
 `LANDSCAPE_MAX_JSON_BYTES` (413), uploads up to `LANDSCAPE_MAX_UPLOAD_BYTES` (413),
 `LANDSCAPE_MAX_ACTIVE_JOBS` queued or running jobs in all and
-`LANDSCAPE_MAX_ACTIVE_JOBS_PER_CLIENT` per client address (429). `NaN`, `Infinity` and numbers
-beyond float range are refused anywhere in a JSON body (422). A 422 names each problem's
-location and message but does not echo the input.
+`LANDSCAPE_MAX_ACTIVE_JOBS_PER_CLIENT` per client (429), every job counted as one, a report
+too. A client is its token (each token of `LANDSCAPE_API_TOKENS` may have its own allowance),
+or on a server without tokens its address (`X-Forwarded-For` counts only from the proxies of
+`LANDSCAPE_TRUSTED_PROXIES`); the counts are kept with the jobs, so a restart keeps them.
+`NaN`, `Infinity` and numbers beyond float range are refused anywhere in a JSON body (422).
+A 422 names each problem's location and message but does not echo the input.
 """
 
 
@@ -83,7 +87,12 @@ def create_app(
     settings.ensure_dirs()
     engine = make_engine(settings.db_url)
     sessions = make_sessionmaker(engine)
-    queue = JobQueue(sessions, settings.lease_seconds, QueuePolicy.from_settings(settings))
+    queue = JobQueue(
+        sessions,
+        settings.lease_seconds,
+        QueuePolicy.from_settings(settings),
+        stopping_wait_seconds=settings.cancel_wait_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -6,7 +6,6 @@ so each test app has its own settings, database and queue.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -47,13 +46,14 @@ CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)
 def _check(
     settings: Settings, credentials: HTTPAuthorizationCredentials | None, fallback: str = ""
 ) -> None:
-    if settings.api_token is None:
+    if not settings.tokens:
         return
     given = credentials.credentials if credentials is not None else fallback
-    if not secrets.compare_digest(given.encode(), settings.api_token.encode()):
+    if settings.token_for(given) is None:
         raise HTTPException(
             status_code=401,
-            detail="this server needs 'Authorization: Bearer <token>' (LANDSCAPE_API_TOKEN)",
+            detail="this server needs 'Authorization: Bearer <token>' with one of its tokens "
+            "(LANDSCAPE_API_TOKEN, LANDSCAPE_API_TOKENS)",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -3,8 +3,8 @@
 Everything a client can make the server spend disk, memory or queue slots on is checked here,
 in order, before a route (or a multipart parser spooling to a temp file) sees a byte of it:
 
-1. a write (POST/PUT/PATCH/DELETE) without the right bearer token, when the server has one,
-   is answered 401 at once;
+1. a write (POST/PUT/PATCH/DELETE) without one of the server's bearer tokens, when it has
+   any, is answered 401 at once;
 2. a declared ``Content-Length`` over the route's limit is answered 413 at once, and a body
    sent without one (chunked) is counted as it streams and cut off at the limit (413);
 3. a request with more than one ``Content-Type`` header is answered 400: this guard and the
@@ -14,9 +14,10 @@ in order, before a route (or a multipart parser spooling to a temp file) sees a 
    answered 422: non-finite numbers have one meaning here, invalid (the request schemas refuse
    them too);
 5. a job submission (surface, making one exact, Hessian, gradient flow, sharpness, report)
-   from a client (by address) with too many queued or running jobs, or while the whole queue
-   is full, is answered 429; the route gets the client's ``Quota`` (``api/quota.py``) for
-   jobs counting as more than one, and checks and submits under the same lock.
+   from a client (its token, else its address: ``api/quota.py``) with too many queued or
+   running jobs, or while the whole queue is full, is answered 429; else its route runs with
+   the client in ``api.jobs.submitted_by``, so the job it queues records it, and the check
+   and the submission run under one lock.
 
 It also completes ``Allow`` on 405 answers from every route matching the path.
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,9 +35,17 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.jobs import JobQueue
-from api.quota import RETRY_AFTER, SCOPE_KEY, Quota, SubmissionLedger
-from api.settings import Settings
+from api.jobs import JobQueue, submitted_by
+from api.quota import (
+    RETRY_AFTER,
+    Client,
+    Quota,
+    address_client,
+    client_address,
+    parse_networks,
+    token_client,
+)
+from api.settings import ApiToken, Settings
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -115,7 +123,7 @@ class RequestGuard:
         self.settings = settings
         self.queue = queue
         self.routes = routes
-        self.ledger = SubmissionLedger()
+        self.trusted = parse_networks(settings.trusted_proxies)
         self._submitting = anyio.Lock()
 
     def body_limit(self, method: str, path: str) -> int:
@@ -131,7 +139,8 @@ class RequestGuard:
         pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
         headers = dict(pairs)
         content_types = sum(name == "content-type" for name, _ in pairs)
-        refusal = self._refuse_early(method, path, headers, content_types)
+        token = self._token(headers)
+        refusal = self._refuse_early(method, path, headers, content_types, token)
         if refusal is not None:
             await _send_json(send, refusal)
             return
@@ -157,34 +166,53 @@ class RequestGuard:
                 return
             receive = _replay(body, receive)
         if not submission:
-            await self._call_app(scope, receive, send, submission=False)
+            await self._call_app(scope, receive, send)
             return
+        client = self._client(scope, pairs, token)
         # Check and submit as one step (the body is already here, so this is quick), or
         # concurrent submissions would all pass the check.
         async with self._submitting:
-            client = _client(scope)
-            quota = Quota(self.queue, self.settings, tuple(self.ledger.jobs_of(client)))
+            quota = Quota(self.queue, self.settings, client)
             no_room = await anyio.to_thread.run_sync(quota.refusal)
             if no_room is not None:
                 await _send_json(send, _json_response(429, no_room, RETRY_AFTER))
                 return
-            scope[SCOPE_KEY] = quota
-            await self._call_app(scope, receive, send, submission=True)
+            marker = submitted_by.set(client.key)
+            try:
+                await self._call_app(scope, receive, send)
+            finally:
+                submitted_by.reset(marker)
+
+    def _token(self, headers: dict[str, str]) -> ApiToken | None:
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self.settings.token_for(given.strip())
+
+    def _client(self, scope: Scope, pairs: list[tuple[str, str]], token: ApiToken | None) -> Client:
+        """Who a submission counts against: its token, else its address."""
+        if token is not None:
+            return token_client(token, self.settings)
+        peer = scope.get("client")
+        forwarded = [value for name, value in pairs if name == "x-forwarded-for"]
+        address = client_address(str(peer[0]) if peer else "unknown", forwarded, self.trusted)
+        return address_client(address, self.settings)
 
     def _refuse_early(
-        self, method: str, path: str, headers: dict[str, str], content_types: int
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        content_types: int,
+        token: ApiToken | None,
     ) -> Message | None:
-        token = self.settings.api_token
-        if method in WRITE_METHODS and token is not None:
-            scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(
-                given.strip().encode(), token.encode()
-            ):
-                return _json_response(
-                    401,
-                    "this server needs 'Authorization: Bearer <token>' (LANDSCAPE_API_TOKEN)",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+        if method in WRITE_METHODS and self.settings.tokens and token is None:
+            return _json_response(
+                401,
+                "this server needs 'Authorization: Bearer <token>' with one of its tokens "
+                "(LANDSCAPE_API_TOKEN, LANDSCAPE_API_TOKENS)",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if content_types > 1:
             return _json_response(400, "more than one Content-Type header")
         declared = headers.get("content-length")
@@ -198,24 +226,15 @@ class RequestGuard:
                 )
         return None
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send, submission: bool) -> None:
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
-        is_submission = submission
-        status, captured = 0, bytearray()
 
         async def guarded_send(message: Message) -> None:
-            nonlocal started, status
+            nonlocal started
             if message["type"] == "http.response.start":
-                started, status = True, message["status"]
-                if status == 405:
+                started = True
+                if message["status"] == 405:
                     message = self._with_allow(message, scope)
-            elif (
-                message["type"] == "http.response.body"
-                and is_submission
-                and status < 300
-                and len(captured) < 1 << 20
-            ):
-                captured.extend(message.get("body", b""))
             await send(message)
 
         try:
@@ -224,17 +243,6 @@ class RequestGuard:
             if started:
                 raise
             await _send_json(send, _json_response(413, exc.detail))
-            return
-        if is_submission and status < 300 and captured:
-            self._record(_client(scope), bytes(captured))
-
-    def _record(self, client: str, body: bytes) -> None:
-        try:
-            job_id = json.loads(body)["job"]["id"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if isinstance(job_id, str):
-            self.ledger.record(client, job_id)
 
     def _with_allow(self, message: Message, scope: Scope) -> Message:
         allowed: set[str] = set()
@@ -251,11 +259,6 @@ class RequestGuard:
         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
         headers.append((b"allow", ", ".join(sorted(allowed)).encode()))
         return {**message, "headers": headers}
-
-
-def _client(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -4,109 +4,45 @@ Every state change is a compare-and-set UPDATE (``WHERE id = … AND status = �
 transaction, so two workers — threads, processes or hosts sharing one database — never take the
 same job: the loser's UPDATE matches no row. A claim is a lease that the running worker renews;
 a lapsed lease means the worker died and the job may be taken over (it resumes from its
-partial HDF5 file).
+partial HDF5 file). A job whose cancel was asked for is never taken over or requeued: a
+worker that finds it so (its own died, or it was queued again on shutdown) marks it cancelled.
 
 Which queued job a worker takes, and when each queued job is expected to start, follow the
 fair-queue rule of ``api/schedule.py``: an express lane for short jobs, shortest-first with an
-aging bound for the rest, by the FLOPs each job is estimated at when it is queued.
+aging bound for the rest, by the FLOPs each job is estimated at when it is queued. The wire
+shape of a job and its estimate are ``api/job_wire.py``; worker ids ``api/worker_ids.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from fastapi import HTTPException
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import ACTIVE, TERMINAL, Job, SurfaceRecord, now
+from api.job_estimates import replay_estimates
+from api.job_wire import job_public
 from api.planning.job_cost import job_flops
 from api.planning.rate import measured_throughput
 from api.planning.surface import Plan
-from api.redact import public_stored_error
 from api.runners.base import JobKind
-from api.schedule import Lane, QueuePolicy, Throughput, claim_order, schedule
-from api.schemas.common import JobEstimate, JobPublic, Progress, TrainProgress
+from api.schedule import Lane, QueuePolicy, Throughput, claim_order
+from api.schemas.common import JobEstimate, JobPublic
+from api.worker_ids import worker_is_dead
 
 log = logging.getLogger(__name__)
 
-_HOST = socket.gethostname()
-_EXPRESS = "-express"  # ends the id of an express-lane worker, so estimates know its lane
-
-
-def new_worker_id(lane: Lane = "general") -> str:
-    """``host:pid:random``: lets a restarted server on the same host spot its dead workers."""
-    suffix = _EXPRESS if lane == "express" else ""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}{suffix}"
-
-
-def worker_lane(worker_id: str | None) -> Lane:
-    return "express" if worker_id and worker_id.endswith(_EXPRESS) else "general"
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
-
-
-def job_public(job: Job, estimate: JobEstimate | None = None) -> JobPublic:
-    """The wire shape; ``estimate`` from ``JobQueue.estimates`` (routes that have it)."""
-    return JobPublic(
-        id=job.id,
-        kind=job.kind or "surface",
-        status=job.status,
-        **_stage(job.stage),
-        progress=Progress(done=job.done, total=job.total),
-        train=TrainProgress(**job.train_progress) if job.train_progress else None,
-        eta_seconds=job.eta_seconds,
-        error=public_stored_error(job.error),
-        surface_id=job.surface_id,
-        label=job.label,
-        cancel_requested=job.cancel_requested,
-        request=job.request,
-        created_at=iso(job.created_at) or "",
-        started_at=iso(job.started_at),
-        finished_at=iso(job.finished_at),
-        estimate=estimate,
-    )
-
-
-def _stage(stored: str) -> dict[str, str | None]:
-    """The stored stage as the wire has it: ``estimate:k/K`` (api/runners/surface.py) is
-    stage ``estimating`` with its words."""
-    if stored.startswith("estimate:"):
-        k, _, total = stored.removeprefix("estimate:").partition("/")
-        return {"stage": "estimating", "stage_detail": f"estimate stage {k} of {total}"}
-    if stored == "exact":
-        return {"stage": "exact", "stage_detail": "exact: every point to all samples"}
-    return {"stage": stored, "stage_detail": None}
-
-
-def _worker_is_dead(worker_id: str, live_here: set[str]) -> bool:
-    """True when ``worker_id`` ran on this host in a process that no longer exists."""
-    host, _, rest = worker_id.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != _HOST or not pid_text.isdigit() or worker_id in live_here:
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():  # our pid, but not one of our workers: a previous life (containers)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+submitted_by: ContextVar[str | None] = ContextVar("landscape_submitted_by", default=None)
+"""The client a request's new jobs count against (``api/quota.py``, ``Job.client``): set by the
+request guard around a submission's route, so every route that queues a job records it."""
 
 
 class JobQueue:
@@ -117,16 +53,19 @@ class JobQueue:
         sessions: sessionmaker[Session],
         lease_seconds: float,
         policy: QueuePolicy | None = None,
+        stopping_wait_seconds: float = 10.0,
     ) -> None:
         self.sessions = sessions
         self.lease_seconds = lease_seconds
         self.policy = policy or QueuePolicy()
+        self.stopping_wait_seconds = stopping_wait_seconds
 
     # --- API side -------------------------------------------------------------------------
     def submit(self, plan: Plan, request: dict[str, Any]) -> tuple[Job, bool]:
         """The active job for this surface, or a new queued one; ``True`` when new."""
         stored = plan.to_json()
         for _ in range(3):
+            self._wait_while_stopping(plan.surface_id)
             with self.sessions() as session:
                 existing = self._active_for(session, plan.surface_id)
                 if existing is not None:
@@ -151,6 +90,7 @@ class JobQueue:
                     plan=stored,
                     cost_flops=job_flops(JobKind.SURFACE.value, stored, session),
                     total=plan.surface_spec.grid.n_points,
+                    client=submitted_by.get(),
                 )
                 session.add(job)
                 try:
@@ -169,19 +109,16 @@ class JobQueue:
         request: dict[str, Any],
         total: int,
         plan: dict[str, Any],
-        admit: Callable[[], None] | None = None,
     ) -> tuple[Job, bool]:
         """A new queued ``kind`` job for a finished surface (or a report), or the active job
         of that id (``False``: the caller decides whether it is the same analysis or a
-        conflict). ``admit`` runs only before a new job is stored, so a request sharing an
-        active job is never refused by it (``Quota.admit`` raises 429)."""
+        conflict)."""
         for _ in range(3):
+            self._wait_while_stopping(surface_id)
             with self.sessions() as session:
                 existing = self._active_for(session, surface_id)
                 if existing is not None:
                     return existing, False
-                if admit is not None:
-                    admit()
                 job = Job(
                     id=uuid.uuid4().hex,
                     kind=kind,
@@ -191,6 +128,7 @@ class JobQueue:
                     plan=plan,
                     cost_flops=job_flops(kind, plan, session),
                     total=total,
+                    client=submitted_by.get(),
                 )
                 session.add(job)
                 try:
@@ -200,6 +138,23 @@ class JobQueue:
                     continue
                 return job, True
         raise RuntimeError("could not submit or find the job after 3 tries")  # pragma: no cover
+
+    def _wait_while_stopping(self, surface_id: str) -> None:
+        """Wait (up to ``stopping_wait_seconds``) while the id's active job winds down after a
+        cancel, else 409: a request handed to that job would end cancelled with it."""
+        deadline = time.monotonic() + self.stopping_wait_seconds
+        while True:
+            job = self.active_for(surface_id)
+            if job is None or not job.cancel_requested:
+                return
+            if time.monotonic() >= deadline:
+                raise HTTPException(
+                    409,
+                    f"job {job.id} for this id is still stopping after a cancel; request it "
+                    "again in a few seconds",
+                    headers={"Retry-After": "5"},
+                )
+            time.sleep(0.1)
 
     @staticmethod
     def _active_for(session: Session, surface_id: str) -> Job | None:
@@ -237,17 +192,12 @@ class JobQueue:
         with self.sessions() as session:
             return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
 
-    def active_load(self, job_ids: Collection[str] | None = None) -> int:
-        """Queued + running jobs, all of them or those among ``job_ids``, each counted as the
-        jobs it runs (the queue limits, ``api/quota.py``): a report as its progress total (its
-        trainings, surfaces and per-net analyses, known when it is planned), any other kind
-        as one."""
-        if job_ids is not None and not job_ids:
-            return 0
-        weight = case((Job.kind == JobKind.REPORT.value, Job.total), else_=1)
-        query = select(func.coalesce(func.sum(weight), 0)).where(Job.status.in_(ACTIVE))
-        if job_ids is not None:
-            query = query.where(Job.id.in_(list(job_ids)))
+    def active_count(self, client: str | None = None) -> int:
+        """Queued + running jobs, all of them or those ``client`` queued (the queue limits,
+        ``api/quota.py``): every job counts as one, a report too."""
+        query = select(func.count()).select_from(Job).where(Job.status.in_(ACTIVE))
+        if client is not None:
+            query = query.where(Job.client == client)
         with self.sessions() as session:
             return int(session.scalar(query) or 0)
 
@@ -287,21 +237,29 @@ class JobQueue:
     # --- worker side ----------------------------------------------------------------------
     def claim(self, worker_id: str, lane: Lane = "general") -> Job | None:
         """Take the next job of ``lane`` by the fair-queue rule (``api/schedule.py``), a job
-        whose worker's lease lapsed first (it ran already), or None."""
+        whose worker's lease lapsed first (it ran already), or None. A waiting or lapsed job
+        whose cancel was asked for is marked cancelled instead."""
         t = now()
-        claimable = ((Job.status == "queued") & ~Job.cancel_requested) | (
+        waiting = (Job.status == "queued") | (
             (Job.status == "running") & (Job.lease_expires_at < t)
         )
+        claimable = waiting & ~Job.cancel_requested
         with self.sessions() as session:
             rows = session.execute(
-                select(Job.id, Job.status, Job.created_at, Job.cost_flops).where(claimable)
+                select(
+                    Job.id, Job.status, Job.created_at, Job.cost_flops, Job.cancel_requested
+                ).where(waiting)
             ).all()
+        for row in rows:
+            if row.cancel_requested:
+                self._settle_cancelled(row.id, waiting)
+        rows = [row for row in rows if not row.cancel_requested]
         if not rows:
             return None
         rate = self.throughput()
-        waiting = {row.id: rate.waiting(row.id, row.created_at, row.cost_flops) for row in rows}
+        by_id = {row.id: rate.waiting(row.id, row.created_at, row.cost_flops) for row in rows}
         lapsed = {row.id for row in rows if row.status == "running"}
-        ordered = claim_order(waiting.values(), lane, t, self.policy)
+        ordered = claim_order(by_id.values(), lane, t, self.policy)
         ordered.sort(key=lambda job: job.id not in lapsed)  # stable: the rule's order otherwise
         for candidate in ordered:
             job_id = candidate.id
@@ -326,6 +284,29 @@ class JobQueue:
                     return job
         return None
 
+    def _settle_cancelled(self, job_id: str, where: ColumnElement[bool]) -> bool:
+        """Mark a job that nobody runs (``where`` still holds) but whose cancel was asked for as
+        cancelled; True when it was."""
+        t = now()
+        with self.sessions() as session, session.begin():
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.cancel_requested, where)
+                .values(
+                    status="cancelled",
+                    stage="finished",
+                    finished_at=t,
+                    updated_at=t,
+                    worker_id=None,
+                    lease_expires_at=None,
+                    eta_seconds=None,
+                )
+            )
+            settled = bool(result.rowcount)  # type: ignore[attr-defined]
+        if settled:
+            log.info("job %s: cancelled while no worker ran it; marked cancelled", job_id)
+        return settled
+
     # --- estimates ------------------------------------------------------------------------
     def throughput(self) -> Throughput:
         """The rate estimates use: measured here, else the prior (``api/planning/rate.py``)."""
@@ -342,30 +323,7 @@ class JobQueue:
         rate = self.throughput()
         with self.sessions() as session:
             active = list(session.scalars(select(Job).where(Job.status.in_(ACTIVE))))
-        busy: list[tuple[Lane, float]] = []
-        out: dict[str, JobEstimate] = {}
-        for job in active:
-            if job.status != "running":
-                continue
-            seconds = rate.seconds(job.cost_flops)
-            end = _expected_end(job, seconds, t, self.policy.aging_seconds)
-            lane = worker_lane(job.worker_id)
-            busy.append((lane, end))
-            out[job.id] = _estimate(job.cost_flops, rate, job.started_at or t, end, lane)
-        extra = dict(hypothetical or {})
-        flops = {
-            job.id: job.cost_flops
-            for job in active
-            if job.status == "queued" and not job.cancel_requested
-        }
-        created = {job.id: job.created_at for job in active}
-        queued = [rate.waiting(i, created.get(i, t), f) for i, f in {**flops, **extra}.items()]
-        for job_id, slot in schedule(queued, busy, self.policy, t).items():
-            estimate = _estimate(
-                {**flops, **extra}[job_id], rate, slot.start_at, slot.end_at, slot.lane
-            )
-            out[job_id] = estimate.model_copy(update={"position": slot.position})
-        return out
+        return replay_estimates(active, rate, self.policy, t, hypothetical or {})
 
     def public(self, job: Job) -> JobPublic:
         """``job_public`` with the job's queue estimate when it is active."""
@@ -441,52 +399,32 @@ class JobQueue:
         )
 
     def recover(self, live_here: set[str]) -> int:
-        """Requeue jobs whose worker died on this host (no need to wait for its lease)."""
+        """Requeue jobs whose worker died on this host (no need to wait for its lease), or mark
+        them cancelled when their cancel was asked for (requeued, they would never run)."""
         with self.sessions() as session:
             running = session.execute(
                 select(Job.id, Job.worker_id).where(Job.status == "running")
             ).all()
         count = 0
         for job_id, worker_id in running:
-            if worker_id and _worker_is_dead(worker_id, live_here):
-                with self.sessions() as session, session.begin():
-                    result = session.execute(
-                        update(Job)
-                        .where(Job.id == job_id, Job.worker_id == worker_id)
-                        .values(
-                            status="queued",
-                            stage="queued",
-                            worker_id=None,
-                            lease_expires_at=None,
-                            updated_at=now(),
-                        )
+            if not worker_id or not worker_is_dead(worker_id, live_here):
+                continue
+            held = (Job.worker_id == worker_id) & (Job.status == "running")
+            if self._settle_cancelled(job_id, held):
+                continue
+            with self.sessions() as session, session.begin():
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, held)
+                    .values(
+                        status="queued",
+                        stage="queued",
+                        worker_id=None,
+                        lease_expires_at=None,
+                        updated_at=now(),
                     )
-                    count += int(result.rowcount)  # type: ignore[attr-defined]
+                )
+                count += int(result.rowcount)  # type: ignore[attr-defined]
         if count:
             log.info("requeued %d job(s) left running by a dead process", count)
         return count
-
-
-def _expected_end(job: Job, seconds: float | None, t: float, unknown_s: float) -> float:
-    """A running job's expected end: from its own reported ETA when it has one, else from its
-    estimated run time (unknown: the aging bound); never before ``t``. Whole seconds, so an
-    event stream does not see a new estimate on every poll."""
-    if job.eta_seconds is not None:
-        end = job.updated_at + job.eta_seconds
-    else:
-        end = (job.started_at or t) + (seconds if seconds is not None else unknown_s)
-    return float(math.ceil(max(end, t)))
-
-
-def _estimate(
-    flops: float | None, rate: Throughput, start: float, end: float | None, lane: Lane
-) -> JobEstimate:
-    seconds = rate.seconds(flops)
-    return JobEstimate(
-        flops=flops,
-        seconds=None if seconds is None else round(seconds, 1),
-        start_at=iso(round(start)),
-        end_at=iso(round(end)) if end is not None else None,
-        lane=lane,
-        basis=rate.basis,
-    )

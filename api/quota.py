@@ -1,91 +1,103 @@
-"""Queue limits: how many jobs one client (by address) and all clients together may have queued
-or running, each job counted as the jobs it runs (``JobQueue.active_load``: a report as its
-trainings, surfaces and analyses, every other kind as one).
+"""Queue limits: how many jobs one client and all clients together may have queued or running,
+every job counted as one (a report too: what it costs is checked against the job budgets of
+``api/planning/``, not here).
 
-The guard (``api/guard.py``) checks, before a submission's route runs, that there is room for
-one more job, and hands the route a ``Quota`` in the request's scope; a route whose job counts
-as more than one (reports) asks it again with that weight from inside ``JobQueue.submit_*``,
-after the queue has looked for an identical active job, so a request sharing one is never
-refused. The guard holds one lock from its check to the route's answer, so concurrent
-submissions cannot all pass the same check.
+A client is the bearer token a request carries (each token of ``LANDSCAPE_API_TOKENS`` with its
+own allowance), or on a server without tokens the request's address: the peer's, or the one a
+trusted proxy (``LANDSCAPE_TRUSTED_PROXIES``) names in ``X-Forwarded-For``. The header from any
+other peer is ignored, so a client cannot name itself someone new for each request.
+
+The counts are read from the jobs table, where every job records the client that queued it
+(``Job.client``), so they hold across restarts and API processes. The guard (``api/guard.py``)
+checks them before a submission's route runs and holds one lock from its check to the route's
+answer, so concurrent submissions cannot all pass the same check.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
-
-from fastapi import Depends, HTTPException, Request
 
 from api.jobs import JobQueue
-from api.settings import Settings
+from api.settings import ApiToken, Settings
 
-MAX_CLIENTS_TRACKED = 10_000
-MAX_JOBS_TRACKED_PER_CLIENT = 1_000
 RETRY_AFTER = {"Retry-After": "30"}
-SCOPE_KEY = "landscape.quota"  # where the guard leaves a submission's Quota for its route
+MAX_ADDRESS_CHARS = 64  # an address as stored with its jobs
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class SubmissionLedger:
-    """Which jobs each client submitted (recent ones, bounded), to count its active ones."""
+@dataclass(frozen=True)
+class Client:
+    """Who a submission counts against: ``key`` is stored with its jobs, ``label`` is how
+    messages name it, ``limit`` its allowance."""
 
-    def __init__(self) -> None:
-        self._jobs: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+    key: str
+    label: str
+    limit: int
 
-    def jobs_of(self, client: str) -> list[str]:
-        return list(self._jobs.get(client, ()))
 
-    def record(self, client: str, job_id: str) -> None:
-        jobs = self._jobs.setdefault(client, OrderedDict())
-        self._jobs.move_to_end(client)
-        jobs[job_id] = None
-        while len(jobs) > MAX_JOBS_TRACKED_PER_CLIENT:
-            jobs.popitem(last=False)
-        while len(self._jobs) > MAX_CLIENTS_TRACKED:
-            self._jobs.popitem(last=False)
+def token_client(token: ApiToken, settings: Settings) -> Client:
+    limit = token.max_active_jobs or settings.max_active_jobs_per_client
+    return Client(f"token:{token.name}", f"token {token.name!r}", limit)
+
+
+def address_client(address: str, settings: Settings) -> Client:
+    address = address[:MAX_ADDRESS_CHARS]
+    return Client(f"address:{address}", f"address {address}", settings.max_active_jobs_per_client)
+
+
+def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _trusted(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The client's address: ``peer``, unless it is a trusted proxy; then the nearest address
+    in ``X-Forwarded-For`` (read from the right: each proxy appends the peer it saw) that is
+    not a trusted proxy itself. Entries left of it were written by the client and mean
+    nothing."""
+    if not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    hops = [hop for hop in hops if hop]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
 
 
 @dataclass(frozen=True)
 class Quota:
-    """One submission's room in the queue: the client's recent jobs and the limits."""
+    """One submission's room in the queue: the client and the limits."""
 
     queue: JobQueue
     settings: Settings
-    client_jobs: tuple[str, ...]
+    client: Client
 
-    def refusal(self, weight: int = 1) -> str | None:
-        """Why a job counting as ``weight`` jobs may not be queued now, or None. A job heavier
-        than a whole limit counts as that limit: it is queued only when nothing else is."""
-        note = f"; this job counts as {weight} (its trainings, surfaces and analyses)"
-        note = note if weight > 1 else ""
+    def refusal(self) -> str | None:
+        """Why one more job may not be queued now, or None."""
         cap = self.settings.max_active_jobs
-        total = self.queue.active_load()
-        if total + min(weight, cap) > cap:
+        total = self.queue.active_count()
+        if total >= cap:
             return (
-                f"the job queue is full ({total} queued or running, limit {cap}){note}; try "
-                "again when some have finished"
+                f"the job queue is full ({total} queued or running, limit {cap}): counting "
+                "every client's jobs, a report as one; try again when some have finished"
             )
-        cap = self.settings.max_active_jobs_per_client
-        mine = self.queue.active_load(self.client_jobs)
-        if mine + min(weight, cap) > cap:
+        cap = self.client.limit
+        mine = self.queue.active_count(client=self.client.key)
+        if mine >= cap:
             return (
-                f"you have {mine} jobs queued or running (limit {cap} per client){note}; wait "
-                "for one to finish or cancel one"
+                f"you have {mine} jobs queued or running (limit {cap} per client): counting "
+                f"the jobs queued by {self.client.label}, a report as one; wait for one to "
+                "finish or cancel one"
             )
         return None
-
-    def admit(self, weight: int) -> None:
-        """Raise 429 unless a job counting as ``weight`` jobs fits (``JobQueue``'s ``admit``)."""
-        refusal = self.refusal(weight)
-        if refusal is not None:
-            raise HTTPException(429, refusal, headers=RETRY_AFTER)
-
-
-def submission_quota(request: Request) -> Quota:
-    quota = request.scope.get(SCOPE_KEY)
-    assert isinstance(quota, Quota), "every submission passes the RequestGuard, which sets it"
-    return quota
-
-
-QuotaDep = Annotated[Quota, Depends(submission_quota)]

@@ -6,11 +6,13 @@ reach ``landscape/`` as globals). Tests build a ``Settings(...)`` and pass it to
 
 from __future__ import annotations
 
+import ipaddress
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from landscape.specs import MAX_CURVATURE_GRID, MAX_DENSITY_PROBES, MAX_LANCZOS_STEPS
@@ -18,6 +20,24 @@ from landscape.specs import MAX_CURVATURE_GRID, MAX_DENSITY_PROBES, MAX_LANCZOS_
 # web/ sits next to api/ in a checkout; images that install the package copy it and set
 # LANDSCAPE_WEB_DIR instead.
 _DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+DEFAULT_TOKEN_NAME = "default"  # how LANDSCAPE_API_TOKEN is named in the per-token limits
+
+
+class ApiToken(BaseModel):
+    """One client's bearer token (``LANDSCAPE_API_TOKENS``): its jobs count against its own
+    queue allowance, so users behind one address or tunnel do not share one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="named in limit messages and jobs"
+    )
+    token: str = Field(min_length=1, max_length=1000, repr=False)
+    max_active_jobs: int | None = Field(
+        None, ge=1, description="queued + running jobs of this token; default per-client limit"
+    )
 
 
 class Settings(BaseSettings):
@@ -42,6 +62,16 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
 
     api_token: str | None = Field(None, description="when set, POST/DELETE need Bearer <token>")
+    api_tokens: tuple[ApiToken, ...] = Field(
+        (),
+        description='more tokens, each with its own queue allowance: JSON [{"name", "token", '
+        '"max_active_jobs"}]; any of them (or api_token, named "default") is accepted',
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        description="addresses or networks (JSON list) whose X-Forwarded-For names the client "
+        "for the per-client limits; from any other peer the header is ignored",
+    )
     protect_reads: bool = Field(False, description="also require the token on GET endpoints")
 
     max_grid_points: int = Field(40401, ge=1, description="nx × ny (× nz) limit per surface (201²)")
@@ -59,7 +89,10 @@ class Settings(BaseSettings):
     )
     max_active_jobs: int = Field(100, ge=1, description="queued + running jobs, all clients")
     max_active_jobs_per_client: int = Field(
-        10, ge=1, description="queued + running jobs submitted from one client address"
+        10,
+        ge=1,
+        description="queued + running jobs of one client: one token, or one address on a "
+        "server without tokens (a report counts as one)",
     )
     allow_open: bool = Field(
         False, description="allow serving on a non-loopback address without an API token"
@@ -181,6 +214,29 @@ class Settings(BaseSettings):
     cancel_wait_seconds: float = Field(10.0, ge=0, description="DELETE waits this long to stop")
     events_poll_seconds: float = Field(0.5, gt=0, description="SSE streams re-read the job")
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique_tokens(self) -> Settings:
+        names = [DEFAULT_TOKEN_NAME] if self.api_token else []
+        names += [token.name for token in self.api_tokens]
+        if len(set(names)) < len(names):
+            raise ValueError(
+                f"token names must differ (LANDSCAPE_API_TOKEN is {DEFAULT_TOKEN_NAME!r})"
+            )
+        secrets_given = [t.token for t in self.tokens]
+        if len(set(secrets_given)) < len(secrets_given):
+            raise ValueError("two API tokens have the same value")
+        return self
+
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
         # Relative paths are resolved once, so worker threads and the API agree on them.
@@ -192,6 +248,22 @@ class Settings(BaseSettings):
         if self.datasets_dir is not None:
             self.datasets_dir = self.datasets_dir.expanduser().resolve()
         return self
+
+    @property
+    def tokens(self) -> tuple[ApiToken, ...]:
+        """Every accepted token: ``api_token`` (named "default") and ``api_tokens``."""
+        single = (
+            (ApiToken(name=DEFAULT_TOKEN_NAME, token=self.api_token),) if self.api_token else ()
+        )
+        return single + self.api_tokens
+
+    def token_for(self, given: str) -> ApiToken | None:
+        """The token ``given`` is, or None; every one is compared, in constant time each."""
+        found = None
+        for token in self.tokens:
+            if secrets.compare_digest(given.encode(), token.token.encode()):
+                found = token
+        return found
 
     @property
     def db_url(self) -> str:

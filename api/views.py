@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from api.db import Job, SurfaceRecord
-from api.jobs import iso, job_public
+from api.job_wire import iso, job_public
 from api.schemas.common import finite_or_none
 from api.schemas.gradient_flow import GradientFlowProfile, GradientFlowPublic
 from api.schemas.hessian import (

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from api.db import CheckpointRecord
 from api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
-from api.jobs import iso
+from api.job_wire import iso
 from api.planning.common import checkpoint_path
 from api.redact import truncate_value
 from api.schemas.common import CheckpointPublic

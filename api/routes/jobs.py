@@ -24,7 +24,7 @@ from api.deps import (
     WriteAccess,
     error_responses,
 )
-from api.jobs import job_public
+from api.job_wire import job_public
 from api.planning.job_cost import job_flops
 from api.planning.report import REPORT_FILE, plan_report
 from api.planning.surface import plan_surface

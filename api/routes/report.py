@@ -23,7 +23,6 @@ from fastapi.responses import FileResponse
 from api.deps import QueueDep, ReadAccess, SettingsDep, WriteAccess, error_responses
 from api.jobs import JobQueue
 from api.planning.report import RECIPE_FILE, REPORT_FILE, plan_report
-from api.quota import QuotaDep
 from api.runners.base import JobKind
 from api.schemas.common import ID_PATTERN
 from api.schemas.report import ReportCreated, ReportRequest, ReportSummary
@@ -83,12 +82,12 @@ def create_report(
     response: Response,
     settings: SettingsDep,
     queue: QueueDep,
-    quota: QuotaDep,
 ) -> ReportCreated:
     """Queue the reproduction (202; the same recipe already queued or running is shared), or
     200 when its report exists. Every field left out is the documented recipe's value; values
-    over this server's limits or budgets are 422. In the queue limits a report counts as its
-    trainings, surfaces and analyses (429 when they do not fit)."""
+    over this server's limits or budgets are 422. In the queue limits a report counts as one
+    job (429 when it does not fit); its trainings, surfaces and analyses count against the
+    job budgets."""
     plan = plan_report(body, settings)
     done = _summary(plan.out_dir, queue) if (plan.out_dir / REPORT_FILE).exists() else None
     if done is not None:
@@ -97,13 +96,7 @@ def create_report(
     request = body.model_dump(mode="json", exclude_none=True)
     label = "skip vs plain · " + ", ".join(f"{a}/{b}" for a, b in plan.spec["pairs"])
     job, created = queue.submit_analysis(
-        KIND,
-        plan.report_id,
-        label,
-        request,
-        plan.steps,
-        plan.to_json(),
-        admit=lambda: quota.admit(plan.steps),
+        KIND, plan.report_id, label, request, plan.steps, plan.to_json()
     )
     if not created and job.kind != KIND:  # pragma: no cover - report ids are never surface ids
         raise HTTPException(409, f"report {plan.report_id!r} is busy with job {job.id}")

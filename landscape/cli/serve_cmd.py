@@ -56,7 +56,7 @@ def _is_loopback(host: str) -> bool:
 def open_without_token(settings: Settings) -> str | None:
     """Why serving as configured would let anyone on the network write, or None: a
     non-loopback address needs LANDSCAPE_API_TOKEN, or an explicit LANDSCAPE_ALLOW_OPEN=1."""
-    if settings.api_token or settings.allow_open or _is_loopback(settings.host):
+    if settings.tokens or settings.allow_open or _is_loopback(settings.host):
         return None
     return (
         f"refusing to serve on {settings.host} without a token: anyone who reaches it could "
@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="info",
         http=HeadTimeoutProtocol,  # closes connections whose request head dawdles
+        # The client's address is the peer's: X-Forwarded-For counts only from the proxies
+        # of LANDSCAPE_TRUSTED_PROXIES (api/quota.py), never from any loopback client.
+        proxy_headers=False,
         timeout_graceful_shutdown=5,  # SSE streams must not hold up a restart
     )
     return 0
