@@ -18,8 +18,30 @@ export function sharpnessTraces(points) {
   if (points.length && points.every((p) => typeof p.lr === "number" && p.lr > 0)) {
     traces.push({ type: "scatter", mode: "lines", name: "2/η", x: steps, y: points.map((p) => 2 / p.lr), line: { color: cssVar("--text", "#1d2433"), dash: "dash" }, hovertemplate: "2/η = %{y:.4g}<extra></extra>" });
   }
-  traces.push({ type: "scatter", mode: "lines", name: "training loss", x: steps, y: points.map((p) => p.loss), yaxis: "y2", line: { color: "#d9480f" }, hovertemplate: "step %{x}<br>loss %{y:.3g}<extra></extra>" });
+  traces.push({ type: "scatter", mode: "lines+markers", name: "training loss", x: steps, y: points.map((p) => p.loss), yaxis: "y2", line: { color: "#d9480f" }, marker: { size: 5 }, hovertemplate: "step %{x}<br>loss %{y:.3g}<extra></extra>" });
   return traces;
+}
+
+/** The loss axis: log, over whole decades (a span inside one decade got minor-tick digits
+ * for labels), and the step axis: whole steps when there are few. */
+export function sharpnessAxes(points) {
+  const losses = points.map((p) => p.loss).filter((v) => typeof v === "number" && v > 0);
+  const low = Math.floor(Math.log10(Math.min(...losses)));
+  const high = Math.max(low + 1, Math.ceil(Math.log10(Math.max(...losses))));
+  const steps = points.map((p, i) => p.step ?? i);
+  const span = Math.max(...steps) - Math.min(...steps);
+  return {
+    x: span <= 10 ? { dtick: 1, tickformat: "d" } : { tickformat: "d" },
+    y2: losses.length ? { range: [low, high], dtick: 1 } : {},
+  };
+}
+
+/** One measured snapshot in words: a chart of one dot says less than the number. */
+function oneSnapshot(point, stored) {
+  const where = point.snapshot === stored.checkpoint ? "the trained weights" : `step ${point.step}`;
+  const edge = typeof point.lr === "number" ? ` against 2/η = ${fmt(2 / point.lr, 4)}` : "";
+  const loss = typeof point.loss === "number" ? `, training loss ${fmt(point.loss, 4)} (${stored.loss ?? "?"})` : "";
+  return `One snapshot, ${where}: λmax ${fmt(point.lambda_max, 4)}${edge}${loss}. This training kept no per-epoch snapshots, so there is no curve to draw (a surface with PCA directions keeps one per epoch).`;
 }
 
 /** The panel for one surface; `panel.update(surface)` once it exists, `panel.stop()` on leaving. */
@@ -46,21 +68,24 @@ export function sharpnessPanel(id, { notify }) {
     const points = stored.points.filter((p) => typeof p.lambda_max === "number");
     const last = points.at(-1);
     const edge = last && typeof last.lr === "number" ? 2 / last.lr : null;
-    summary.textContent = last
-      ? `${points.length} snapshot${points.length === 1 ? "" : "s"}; last λmax ${fmt(last.lambda_max, 4)}${edge ? ` against 2/η = ${fmt(edge, 4)} (${fmt((100 * last.lambda_max) / edge, 3)} %)` : ""}, loss ${stored.loss ?? "?"}.`
-      : "No λmax was measured.";
-    plot.hidden = points.length === 0;
-    if (!points.length) return;
+    if (points.length < 2) {
+      plot.hidden = true;
+      summary.textContent = last ? oneSnapshot(last, stored) : "No λmax was measured.";
+      return;
+    }
+    summary.textContent = `${points.length} snapshots; last λmax ${fmt(last.lambda_max, 4)}${edge ? ` against 2/η = ${fmt(edge, 4)} (${fmt((100 * last.lambda_max) / edge, 3)} %)` : ""}, loss ${stored.loss ?? "?"}.`;
+    plot.hidden = false;
     const grid = cssVar("--plot-grid", "#d8dde6");
+    const axes = sharpnessAxes(points);
     const layout = {
       height: 340,
       margin: { l: 70, r: 70, t: 10, b: 50 },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
       font: { color: cssVar("--text", "#1d2433") },
-      xaxis: { title: { text: "step (gd) or epoch" }, gridcolor: grid },
+      xaxis: { title: { text: "step (gd) or epoch" }, gridcolor: grid, ...axes.x },
       yaxis: { title: { text: "λmax" }, rangemode: "tozero", gridcolor: grid },
-      yaxis2: { title: { text: "training loss" }, overlaying: "y", side: "right", type: "log", exponentformat: "power" },
+      yaxis2: { title: { text: "training loss" }, overlaying: "y", side: "right", type: "log", exponentformat: "power", showgrid: false, ...axes.y2 },
       legend: { orientation: "h", y: -0.25 },
     };
     try {
