@@ -1,111 +1,199 @@
-"""The control-variate estimate of a point's mean loss (or accuracy) from a prefix of the
-split's shared permutation, its standard error, and the running sums that continue it.
+"""The stratified control-variate estimate of a point's mean loss (or accuracy) from a prefix
+of the split's shared permutation, its standard error, and the running sums that continue it.
 
-The centre θ's per-sample values ``u_i`` are known for the whole split, so its mean ``U`` is
-exact. At a point p with values ``v_i`` over the first ``n`` of ``N`` samples, ``d_i = v_i − u_i``:
+Strata are the class labels split into input-norm quartiles (``strata_of``): far from the
+centre a perturbed net predicts nearly the same for every input, so much of a point's
+per-sample variance lies between classes, and its largest losses come from the inputs of
+largest norm (a ReLU net's activations scale with its input). The permutation
+(``permutation.split_permutation``) gives every prefix each stratum in proportion, so no
+prefix misses the heavy samples that every nearby point shares. The centre θ's per-sample
+values ``u_i`` are known for the whole split, so each stratum's mean ``U_h`` and weight
+``W_h = N_h / N`` are exact. At a point p with values ``v_i`` over the first ``n`` of ``N``
+samples (``n_h`` of stratum h), ``d_i = v_i − u_i``:
 
-- ``difference``: ``U + mean(d)``, variance ``s²_d / n · (1 − n/N)``;
-- ``fitted`` (the regression estimator, Cochran 1977, *Sampling Techniques*, §7.1):
-  ``mean(v) − β (mean(u) − U)`` with ``β = cov(v, u) / var(u)`` from the prefix, variance
-  ``s²_r / n · (1 − n/N)``, ``s²_r = (n − 1)/(n − 2) · (s²_d − cov(d, u)² / var(u))``.
+- ``fitted`` (the combined regression estimator, Cochran 1977, *Sampling Techniques*,
+  §7.10): ``Σ_h W_h [U_h + mean_h(d) − b (mean_h(u) − U_h)]`` with one slope ``b`` (of d on
+  u, ``β − 1``) pooled within strata;
+- ``difference``: the same with ``b = 0``.
 
-``(1 − n/N)`` is the finite-population correction: sampling without replacement, so at
-``n = N`` both are the full-pass mean (to float64 rounding) with zero error. Everything is
-computed from seven running float64 sums per point, which new samples add to.
+Variance ``s² · Σ_h W_h² (1/n_h − 1/N_h)``, ``s²`` the residual variance pooled within strata
+(``n − H − 1`` degrees of freedom). ``1/n_h − 1/N_h`` is the finite-population correction:
+sampling without replacement, so at ``n = N`` the estimate is the full-pass mean (to float64
+rounding) with zero error. Everything comes from running float64 sums per point and stratum,
+which new samples add to.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import norm
 
 from landscape.explore.spec import Method
 
-# one row per point: n, then Σd, Σd², Σd·u for the loss, then the same for the correct flags
-N_SUMS = 7
-COLUMNS = ("n", "loss_d", "loss_dd", "loss_du", "acc_d", "acc_dd", "acc_du")
-_OFFSET = {"loss": 1, "acc": 4}
+MAX_STRATA = 100  # more classes are grouped into this many contiguous label ranges
+NORM_QUANTILES = 4  # input-norm strata per class (fewer where classes × 4 > MAX_STRATA)
+METRICS = ("loss", "acc")
+STATS = ("d", "dd", "du")  # per stratum: Σd, Σd², Σd·u
+LEAD = ("n", "looks")  # the leading columns of a sums row
+
+
+def n_sums(n_strata: int) -> int:
+    """Columns of a sums row: ``n``, the looks taken, then per metric and statistic one
+    column per stratum."""
+    return len(LEAD) + len(METRICS) * len(STATS) * n_strata
+
+
+def columns(metric: str, stat: str, n_strata: int) -> slice:
+    """The sums row's columns of ``stat`` of ``metric``, one per stratum."""
+    k = METRICS.index(metric) * len(STATS) + STATS.index(stat)
+    start = len(LEAD) + k * n_strata
+    return slice(start, start + n_strata)
+
+
+def strata_of(
+    labels: np.ndarray, norms: np.ndarray | None = None, max_strata: int = MAX_STRATA
+) -> np.ndarray:
+    """Each sample's stratum: its class label, and within the class its input norm's quantile
+    (``NORM_QUANTILES`` of them, as many as ``max_strata`` allows; ties broken by index, so
+    the strata do not depend on the order the samples come in). With more than
+    ``max_strata`` classes: the label's range (``label · max_strata // classes``)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    classes = int(labels.max()) + 1 if labels.size else 1
+    if classes > max_strata:
+        grouped: np.ndarray = labels * max_strata // classes
+        return grouped
+    per_class = min(NORM_QUANTILES, max_strata // classes) if norms is not None else 1
+    if per_class <= 1 or norms is None:
+        return labels
+    order = np.lexsort((np.arange(len(labels)), np.asarray(norms, np.float64), labels))
+    counts = np.bincount(labels, minlength=classes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.empty(len(labels), dtype=np.int64)
+    position[order] = np.arange(len(labels)) - starts[labels[order]]
+    out: np.ndarray = labels * per_class + position * per_class // counts[labels]
+    return out
 
 
 @dataclass(frozen=True)
 class Centre:
-    """θ's per-sample values over the whole split, in permutation order, and their prefix
-    sums (``prefix[n]`` sums the first ``n``)."""
+    """θ's per-sample values over the whole split and each sample's stratum, all in
+    permutation order."""
 
     loss: np.ndarray  # (N,) float64
     correct: np.ndarray  # (N,) float64, 0 or 1
+    stratum: np.ndarray  # (N,) int64
+    _cache: dict[tuple[str, int], tuple[np.ndarray, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def size(self) -> int:
         return len(self.loss)
 
+    @property
+    def n_strata(self) -> int:
+        return int(self.stratum.max()) + 1 if self.stratum.size else 1
+
     def values(self, metric: str) -> np.ndarray:
         return self.loss if metric == "loss" else self.correct
 
-    def prefix(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(Σu, Σu²)`` over each prefix length 0..N."""
-        u = self.values(metric)
-        zero = np.zeros(1)
-        return np.concatenate([zero, np.cumsum(u)]), np.concatenate([zero, np.cumsum(u * u)])
-
     def mean(self, metric: str) -> float:
-        return float(self.prefix(metric)[0][-1] / self.size)
+        return float(self.values(metric).mean())
+
+    def prefix(self, metric: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per stratum over the first ``n`` samples: count, ``Σu``, ``Σu²`` (cached: the
+        points of a surface stand at a few prefix lengths)."""
+        key = (metric, int(n))
+        if key not in self._cache:
+            h, u, k = self.stratum[:n], self.values(metric)[:n], self.n_strata
+            self._cache[key] = (
+                np.bincount(h, minlength=k).astype(np.float64),
+                np.bincount(h, u, minlength=k),
+                np.bincount(h, u * u, minlength=k),
+            )
+        count, su, suu = self._cache[key]
+        return count, su, suu
 
 
 def point_sums(v_loss: np.ndarray, v_correct: np.ndarray, centre: Centre, start: int) -> np.ndarray:
     """The sums row of values ``v`` (shape ``(..., m)``) over samples ``start..start+m`` of the
-    permutation: the float64 reference the engine's on-device sums are checked against."""
-    m = v_loss.shape[-1]
-    out = np.zeros((*v_loss.shape[:-1], N_SUMS))
-    out[..., 0] = m
+    permutation, as one look: the float64 reference the engine's on-device sums are checked
+    against."""
+    m, k = v_loss.shape[-1], centre.n_strata
+    out = np.zeros((*v_loss.shape[:-1], n_sums(k)))
+    out[..., 0], out[..., 1] = m, 1
+    onehot = np.eye(k)[centre.stratum[start : start + m]]  # (m, H)
     for metric, v in (("loss", v_loss), ("acc", v_correct)):
         u = centre.values(metric)[start : start + m]
         d = np.asarray(v, dtype=np.float64) - u
-        k = _OFFSET[metric]
-        out[..., k], out[..., k + 1], out[..., k + 2] = d.sum(-1), (d * d).sum(-1), (d * u).sum(-1)
+        for stat, x in (("d", d), ("dd", d * d), ("du", d * u)):
+            out[..., columns(metric, stat, k)] = x @ onehot
     return out
 
 
 def estimate(
     sums: np.ndarray, centre: Centre, metric: str, method: Method
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(estimate, standard error)`` of each row of ``sums`` (shape ``(P, N_SUMS)``); NaN where
-    a row has fewer than 3 samples."""
+    """``(estimate, standard error)`` of each row of ``sums`` (shape ``(P, n_sums)``); NaN
+    where a row has fewer than 3 samples."""
     n = sums[:, 0]
-    k = _OFFSET[metric]
-    sd, sdd, sdu = sums[:, k], sums[:, k + 1], sums[:, k + 2]
-    big_n = centre.size
-    su_all, suu_all = centre.prefix(metric)
-    whole = su_all[-1] / big_n
-    idx = n.astype(np.int64)
-    su, suu = su_all[idx], suu_all[idx]
+    if n.size == 0:
+        return np.zeros(0), np.zeros(0)
+    k = centre.n_strata
+    sd, sdd, sdu = (sums[:, columns(metric, s, k)] for s in STATS)
+    count, su, suu = _prefix_rows(centre, metric, n)
+    size, total_u, _ = centre.prefix(metric, centre.size)
+    weight = size / centre.size
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_d, mean_u = sd / n, su / n
-        var_d = np.maximum(sdd - n * mean_d**2, 0.0) / (n - 1)
-        var_u = np.maximum(suu - n * mean_u**2, 0.0) / (n - 1)
-        cov_du = (sdu - n * mean_d * mean_u) / (n - 1)
-        if method == "fitted":
-            usable = var_u > 0
-            slope = np.where(usable, cov_du / np.where(usable, var_u, 1.0), 0.0)  # β − 1
-            value = whole + mean_d - slope * (mean_u - whole)
-            resid = np.maximum(var_d - slope * cov_du, 0.0) * (n - 1) / np.maximum(n - 2, 1)
-        else:
-            value = whole + mean_d
-            resid = var_d
+        mean_u_h = np.where(size > 0, total_u / np.where(size > 0, size, 1.0), 0.0)
+        seen = count > 0
+        c = np.where(seen, count, 1.0)
+        md, mu = sd / c, su / c
+        cdd = np.maximum(sdd - c * md * md, 0.0)
+        cuu = np.maximum(suu - c * mu * mu, 0.0)
+        cdu = sdu - c * md * mu
+        fitted = method == "fitted"
+        spread_u = cuu.sum(1)
+        slope = (
+            np.where(spread_u > 0, cdu.sum(1) / np.where(spread_u > 0, spread_u, 1.0), 0.0)
+            if fitted
+            else np.zeros(len(n))
+        )
+        b = slope[:, None]
+        resid = np.maximum(cdd - 2 * b * cdu + b * b * cuu, 0.0).sum(1)
+        dof = np.maximum(n - seen.sum(1) - int(fitted), 1.0)
+        s2 = resid / dof
         if metric == "acc":
             # No flips seen in n samples still allows a flip rate of about 3/n (the rule of
             # three): a floor, so an accuracy interval is never zero before n = N.
-            resid = np.maximum(resid, 3.0 / n)
-        fpc = np.clip(1.0 - n / big_n, 0.0, 1.0)
-        se = np.sqrt(resid / n * fpc)
-    exact = n >= big_n
-    # at n = N the prefix mean of u is U itself: the full-pass mean of v, with no error
-    value = np.where(exact, whole + mean_d, value)
+            s2 = np.maximum(s2, 3.0 / n)
+        mean_d = sd.sum(1) / n
+        # a stratum not read yet (weight below 1/n) takes the pooled mean difference, and
+        # its share of the variance that of a single sample plus the spread between strata
+        between = (weight * seen * (md - mean_d[:, None]) ** 2).sum(1)
+        per_h = np.where(seen, md - b * (mu - mean_u_h), mean_d[:, None])
+        value = (weight * (mean_u_h + per_h)).sum(1)
+        fpc = np.where(seen, 1.0 / c - 1.0 / np.where(size > 0, size, 1.0), 1.0)
+        share = np.where(seen, s2[:, None], (s2 + between)[:, None])
+        se = np.sqrt(np.maximum((weight * weight * fpc * share).sum(1), 0.0))
+    exact = n >= centre.size
+    # at n = N every stratum is read whole: the full-pass mean of v, with no error
+    value = np.where(exact, centre.mean(metric) + mean_d, value)
     se = np.where(exact, 0.0, se)
     few = n < 3
     return np.where(few, np.nan, value), np.where(few, np.nan, se)
+
+
+def _prefix_rows(
+    centre: Centre, metric: str, n: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``centre.prefix`` at each row's ``n``, stacked ``(P, H)``."""
+    lengths, index = np.unique(n.astype(np.int64), return_inverse=True)
+    rows = [centre.prefix(metric, int(m)) for m in lengths]
+    count, su, suu = (np.stack([r[j] for r in rows])[index] for j in range(3))
+    return count, su, suu
 
 
 def simultaneous_z(n_looks: int, level: float) -> float:

@@ -5,8 +5,9 @@ It prepares as the surface engine does (eval-mode BN folded into weights and dir
 batch size from the device's memory, the data on the device once, in permutation order) and
 evaluates with the engine's own forward (``landscape.engine.forward.losses_at``), so a point
 carried to ``n = N`` is the full-pass value. Per batch it adds ``Σd, Σd², Σd·u`` of the loss
-and of the correct flags (``d = v − u``, float64) to sums kept on the device; a group of K
-points crosses to the host once per slice.
+and of the correct flags (``d = v − u``, float64) per stratum (``index_add_`` over the
+samples' strata) to sums kept on the device; a group of K points crosses to the host once per
+slice.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from landscape.engine.devices import denormals_flushed, resolve_device
 from landscape.engine.forward import losses_at
 from landscape.engine.plan import pick_batch_size, resolve_precision
 from landscape.engine.precision import compute_in
-from landscape.explore.estimator import N_SUMS, Centre
+from landscape.explore.estimator import Centre, n_sums
 from landscape.losses import Loss, resolve_loss
 from landscape.specs import EngineOptions
 
@@ -42,6 +43,7 @@ class PrefixEvaluator:
         directions: list[Mapping[str, Tensor]],
         data: Mapping[str, tuple[Tensor, Tensor]],
         permutations: Mapping[str, np.ndarray],
+        strata: Mapping[str, np.ndarray],
         *,
         loss: str | Loss = "cross_entropy",
         options: EngineOptions | None = None,
@@ -72,6 +74,11 @@ class PrefixEvaluator:
                     y[torch.as_tensor(permutations[split])].to(self.device))
             for split, (x, y) in data.items()
         }  # fmt: skip
+        # each sample's stratum (``estimator.strata_of``, given in the data's order), permuted
+        self.strata = {s: np.asarray(strata[s])[permutations[s]] for s in self.data}
+        self.strata_on_device = {
+            s: torch.as_tensor(h, device=self.device) for s, h in self.strata.items()
+        }
         self.centre_values: dict[str, tuple[Tensor, Tensor]] = {}
         self.samples = 0  # samples evaluated at grid points (K points × slice length)
         self.host_syncs = 0
@@ -84,7 +91,7 @@ class PrefixEvaluator:
         zeros = np.zeros((1, self.ndim))
         for split, (x, _) in self.data.items():
             loss, correct = self._per_sample(zeros, split, 0, len(x))
-            out[split] = Centre(loss=loss[0], correct=correct[0])
+            out[split] = Centre(loss=loss[0], correct=correct[0], stratum=self.strata[split])
         self.samples += sum(len(x) for x, _ in self.data.values())
         return out
 
@@ -97,10 +104,10 @@ class PrefixEvaluator:
 
     # -- grid points ----------------------------------------------------------------------------
     def sums(self, coords: np.ndarray, split: str, start: int, stop: int) -> np.ndarray:
-        """``(P, N_SUMS)`` float64: the sums of samples ``start:stop`` of ``split`` at each row
-        of ``coords``, in groups of K points per call."""
+        """``(P, n_sums)`` float64: the sums of samples ``start:stop`` of ``split`` at each row
+        of ``coords`` (one look), in groups of K points per call."""
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim)
-        out = np.zeros((len(coords), N_SUMS))
+        out = np.zeros((len(coords), n_sums(self._n_strata(split))))
         began = time.perf_counter()
         for lo in range(0, len(coords), self.points_per_call):
             group = coords[lo : lo + self.points_per_call]
@@ -112,20 +119,28 @@ class PrefixEvaluator:
     def _group_sums(self, coords: np.ndarray, split: str, start: int, stop: int) -> np.ndarray:
         u_loss, u_correct = self.centre_values[split]
         x, y = self.data[split]
-        total = torch.zeros(len(coords), N_SUMS - 1, dtype=torch.float64, device=self.device)
+        strata, n_strata = self.strata_on_device[split], self._n_strata(split)
+        # (K, metric × statistic, stratum), in the order of estimator.columns
+        total = torch.zeros(len(coords), 6, n_strata, dtype=torch.float64, device=self.device)
         with self._computing():
             moving = self._params_at(coords)
             for a in range(start, stop, self.batch_size):
                 b = min(stop, a + self.batch_size)
                 per, correct = self._forward(moving, x[a:b], y[a:b])
+                h = strata[a:b]
                 for k, (v, u) in enumerate(((per, u_loss[a:b]), (correct, u_correct[a:b]))):
                     d = v.double() - u
-                    total[:, 3 * k] += d.sum(1)
-                    total[:, 3 * k + 1] += (d * d).sum(1)
-                    total[:, 3 * k + 2] += (d * u).sum(1)
+                    total[:, 3 * k].index_add_(1, h, d)
+                    total[:, 3 * k + 1].index_add_(1, h, d * d)
+                    total[:, 3 * k + 2].index_add_(1, h, d * u)
         self.host_syncs += 1
-        host = total.cpu().numpy()
-        return np.concatenate([np.full((len(coords), 1), float(stop - start)), host], axis=1)
+        host = total.reshape(len(coords), -1).cpu().numpy()
+        lead = np.tile([float(stop - start), 1.0], (len(coords), 1))  # n, one look
+        return np.concatenate([lead, host], axis=1)
+
+    def _n_strata(self, split: str) -> int:
+        strata = self.strata[split]
+        return int(strata.max()) + 1 if strata.size else 1
 
     def _per_sample(
         self, coords: np.ndarray, split: str, start: int, stop: int

@@ -1,6 +1,7 @@
 """The estimated surface's loop: the centre once, a first stage at every point in the
-coarse-to-fine order, then rounds of one more stage at the points not yet at target, in the
-refinement order of ``stopping``; or, to make a surface exact, every point straight to N.
+coarse-to-fine order, then rounds of one more look (to the prefix ``stopping.next_sizes``
+plans) at the points not yet at target, in the refinement order of ``stopping``; or, to make
+a surface exact, every point straight to N.
 
 The file is the only state: each finished chunk's sums go to the estimate journal before the
 next chunk starts (``storage.estimate``), so a killed run resumes with every finished stage.
@@ -21,11 +22,12 @@ import torch
 
 from landscape import storage as store
 from landscape.errors import CancelledError, SpecError, SurfaceFileError
-from landscape.explore.estimator import simultaneous_z
-from landscape.explore.permutation import next_size, split_permutation, stage_sizes
+from landscape.explore import estimator
+from landscape.explore.estimator import simultaneous_z, strata_of
+from landscape.explore.permutation import ladder, split_permutation
 from landscape.explore.prefix_engine import PrefixEvaluator
 from landscape.explore.spec import EstimateSpec
-from landscape.explore.stopping import at_target, priorities
+from landscape.explore.stopping import MAX_LOOKS, at_target, next_sizes, priorities
 from landscape.sources.model_source import ModelSource
 from landscape.specs import EngineOptions, SurfaceSpec
 from landscape.storage import estimate as estimate_store
@@ -65,20 +67,30 @@ def run_estimate(
     previous_wall = float(surface.attrs.get("wall_time_s", 0.0) or 0.0)
     data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {s: source.data[s] for s in spec.splits}
     state = surface.estimate
+    strata = {s: split_strata(x, y) for s, (x, y) in data.items()}
     if state is None:
-        perms = {s: split_permutation(len(y), estimate.seed, s) for s, (_, y) in data.items()}
+        perms = {s: split_permutation(strata[s], estimate.seed, s) for s in data}
     else:
-        _check_sizes(out, state, data)
+        _check_data(out, state, strata)
         perms = {s: state.splits[s].permutation for s in data}
     evaluator = PrefixEvaluator(
-        source.model, directions, data, perms, loss=spec.loss, options=source.plan_engine(options)
+        source.model,
+        directions,
+        data,
+        perms,
+        strata,
+        loss=spec.loss,
+        options=source.plan_engine(options),
     )
     if state is None:
         centre = evaluator.centre()
-        stages = {s: stage_sizes(c.size, estimate.first_stage) for s, c in centre.items()}
-        # the last stage reads the whole split: its interval is the exact value, so only the
-        # stages before it share the error rate
-        z = {s: simultaneous_z(len(st) - 1, estimate.level) for s, st in stages.items()}
+        stages = {s: ladder(c.size, estimate.first_stage) for s, c in centre.items()}
+        # a look at N reads the whole split (the exact value): only the looks before it share
+        # the error rate, and a small split has fewer sizes below N than MAX_LOOKS
+        z = {
+            s: simultaneous_z(min(MAX_LOOKS, len(st) - 1), estimate.level)
+            for s, st in stages.items()
+        }
         estimate_store.add_estimate(
             out, estimate, centre, perms, z, stages, int(np.prod(surface.computed.shape))
         )
@@ -110,15 +122,26 @@ def _since(start: float) -> float:
     return time.perf_counter() - start
 
 
-def _check_sizes(
-    out: Path, state: SurfaceEstimate, data: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
-) -> None:
-    for split, (_, y) in data.items():
-        if split not in state.splits or state.splits[split].size != len(y):
+def split_strata(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """The strata of a split's samples, in the data's order: class and input-norm quantile."""
+    norms = torch.linalg.vector_norm(x.reshape(len(x), -1).float(), dim=1)
+    return strata_of(y.cpu().numpy(), norms.cpu().numpy())
+
+
+def _check_data(out: Path, state: SurfaceEstimate, strata: Mapping[str, np.ndarray]) -> None:
+    """A resumed estimate reads the split it started on: same size, same strata."""
+    for split, here in strata.items():
+        part = state.splits.get(split)
+        if part is None or part.size != len(here):
             raise SurfaceFileError(
                 f"{store.hdf5.name(out)} was estimated on another {split} split "
-                f"(its permutation has {state.splits[split].size if split in state.splits else 0}"
-                f" samples, the data {len(y)}): choose another --out"
+                f"(its permutation has {part.size if part else 0} samples, the data "
+                f"{len(here)}): choose another --out"
+            )
+        if not np.array_equal(part.centre.stratum, here[part.permutation]):
+            raise SurfaceFileError(
+                f"{store.hdf5.name(out)} was estimated on other {split} samples (their labels "
+                "or inputs differ from this data set's): choose another --out"
             )
 
 
@@ -163,7 +186,8 @@ def _refine(
         for lo in range(0, len(points), CHUNK_POINTS):
             chunk = points[lo : lo + CHUNK_POINTS]
             for split, part in state.splits.items():
-                _advance(evaluator, coords, split, part, chunk[todo[split][chunk]], make_exact)
+                points = chunk[todo[split][chunk]]
+                _advance(evaluator, coords, split, part, state.spec, points, make_exact)
             writer.append(chunk, state)
             if should_stop is not None and should_stop():
                 raise CancelledError("estimate cancelled; every finished stage is kept")
@@ -174,12 +198,17 @@ def _advance(
     coords: np.ndarray,
     split: str,
     part: estimate_store.SplitEstimate,
+    spec: EstimateSpec,
     points: np.ndarray,
     make_exact: bool,
 ) -> None:
-    """One more stage of ``split`` at ``points`` (grouped by where each stands now)."""
+    """One more look of ``split`` at ``points`` (grouped by where each stands and reads to)."""
     n = part.n()[points]
-    stop = np.full_like(n, part.size) if make_exact else next_size(n, part.stages)
+    if make_exact:
+        stop = np.full_like(n, part.size)
+    else:
+        value, se = estimator.estimate(part.sums[points], part.centre, "loss", spec.method)
+        stop = next_sizes(n, part.sums[points, 1], value, se, part.z, spec, part.stages)
     for a, b in sorted({(int(x), int(y)) for x, y in zip(n, stop, strict=True)}):
         group = points[(n == a) & (stop == b)]
         part.sums[group] += evaluator.sums(coords[group], split, a, b)

@@ -1,10 +1,13 @@
-"""When a point stops sampling, and which points sample next.
+"""When a point stops sampling, how far its next look reads, and which points sample next.
 
-Stopping: a point's stated interval is ``estimate ± z·SE`` with ``z`` the simultaneous
-(Bonferroni) quantile over every stage it could stop at (``estimator.simultaneous_z``), so
-stopping at the first stage whose half-width meets the target — optional stopping — keeps the
-stated coverage. The target is checked on the loss of every split; accuracy is stated with
-its own interval at the same ``z``.
+Stopping: a point takes at most ``MAX_LOOKS`` looks with an error — a first stage, then looks
+planned from its own standard error so far (the prefix its target asks for, at least
+``GROWTH`` times the current one, rounded up to the ladder) — and is read whole (n = N, no
+error) if the last of them still misses. Its stated interval is ``estimate ± z·SE`` with
+``z`` the simultaneous (Bonferroni) quantile over those looks (``estimator.simultaneous_z``:
+2.50 for four), so stopping at the first look whose half-width meets the target — optional
+stopping — keeps the stated coverage. The target is checked on the loss of every split;
+accuracy is stated with its own interval at the same ``z``.
 
 Refinement: points not at target continue in rounds of one stage each; within a round first
 those whose loss interval straddles a contour level (``CONTOUR_LEVELS`` evenly spaced over the
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from landscape.explore.permutation import round_up
 from landscape.explore.spec import EstimateSpec
 
 CONTOUR_LEVELS = 20
 STRADDLES, UNRESOLVED, REST = 0, 1, 2
+MAX_LOOKS = 4  # looks with an error: the first stage and three planned ones, then N
+GROWTH = 1.25  # a planned look reads at least this many times the prefix so far
 
 
 def at_target(value: np.ndarray, se: np.ndarray, z: float, spec: EstimateSpec) -> np.ndarray:
@@ -30,6 +36,30 @@ def at_target(value: np.ndarray, se: np.ndarray, z: float, spec: EstimateSpec) -
         ok = np.asarray((z * se <= bound) | (se == 0), dtype=bool)
     out: np.ndarray = ok & np.isfinite(se)
     return out
+
+
+def next_sizes(
+    n: np.ndarray,
+    looks: np.ndarray,
+    value: np.ndarray,
+    se: np.ndarray,
+    z: float,
+    spec: EstimateSpec,
+    sizes: np.ndarray,
+) -> np.ndarray:
+    """Where each point's next look reads to (the split's ``sizes``, its ladder, end at N):
+    the first stage; after ``MAX_LOOKS`` looks, N; else the prefix at which the per-sample
+    variance seen so far meets the target, ``1 / (t²/(z²s²) + 1/N)``, at least ``GROWTH·n``."""
+    size = float(sizes[-1])
+    bound = spec.target * np.abs(value) if spec.relative else np.full_like(value, spec.target)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_sample = se * se * n / np.maximum(1.0 - n / size, 1e-12)
+        need = 1.0 / (bound * bound / (z * z * per_sample) + 1.0 / size)
+    want = np.maximum(GROWTH * n, np.where(np.isfinite(need), need, size))
+    out = round_up(want, sizes)
+    out = np.where(n == 0, sizes[0], out)
+    result: np.ndarray = np.where(looks >= MAX_LOOKS, sizes[-1], out)
+    return result
 
 
 def contour_levels(values: np.ndarray, n_levels: int = CONTOUR_LEVELS) -> np.ndarray:

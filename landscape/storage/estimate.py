@@ -2,9 +2,9 @@
 
 An estimated surface is a surface file whose metric datasets hold estimates; the group holds
 what makes them (docs/format.md, "Estimated surfaces"): per split the shared permutation, the
-centre's per-sample loss and correct flag, and per point the seven running sums
-(``landscape.explore.estimator``) from which the estimate, its standard error, ``n`` and
-whether it is exact follow. Each finished stage of a chunk of points is one record of
+centre's per-sample loss, correct flag and stratum, and per point the running sums per
+stratum (``landscape.explore.estimator``) from which the estimate, its standard error, ``n``
+and whether it is exact follow. Each finished stage of a chunk of points is one record of
 ``<file>.estimate.journal`` (the chunk journal's format, ``journal.py``) holding the points'
 whole new sums, so re-applying a record is harmless and a kill -9 loses at most the stage
 being computed. ``fold_estimate`` writes the journal, the derived per-point arrays and the
@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from landscape.errors import SurfaceFileError
-from landscape.explore.estimator import N_SUMS, Centre, estimate
+from landscape.explore.estimator import Centre, estimate, n_sums
 from landscape.explore.spec import EstimateSpec
 from landscape.storage import hdf5
 from landscape.storage.hdf5 import atomic_update, name, python_to_attr, read_array
@@ -32,13 +32,15 @@ from landscape.storage.journal import JournalWriter, journal_path, read_journal
 
 GROUP = "estimate"
 ENCODING_TYPE = "surface-estimate"
-ENCODING_VERSION = "1"
+ENCODING_VERSION = "2"  # 1: unstratified, seven sums per point (read no more)
 ESTIMATE_ATTR = "estimate"  # root attr: the EstimateSpec as JSON; absent on exact surfaces
 STOPPING_RULE = (
-    "stop at the first stage (prefix first_stage·2^k, then N) whose z·SE of every split's "
-    "loss is within the target; z = Φ⁻¹(1 − (1 − level)/(2·S)), S the stages below N "
-    "(Bonferroni over every stage a point may stop at with an error), so the stated "
-    "intervals hold after optional stopping"
+    "at most four looks with an error: a first stage of first_stage samples, then looks "
+    "planned from the point's own standard error (the prefix its target asks for, at least "
+    "1.25× the last, rounded up to the ladder first_stage·2^(k/4)); a point stops at the "
+    "first look whose z·SE of every split's loss is within the target, else it is read whole "
+    "(n = N, no error); z = Φ⁻¹(1 − (1 − level)/(2·L)), L the looks with an error "
+    "(Bonferroni), so the stated intervals hold after optional stopping"
 )
 
 
@@ -48,9 +50,9 @@ class SplitEstimate:
 
     centre: Centre
     permutation: np.ndarray  # (N,) int64
-    sums: np.ndarray  # (P, N_SUMS) float64; row 0 of a point not yet sampled: n = 0
+    sums: np.ndarray  # (P, n_sums) float64: n, looks, sums per stratum; n = 0: not sampled
     z: float  # the simultaneous quantile its intervals are stated at
-    stages: np.ndarray  # prefix lengths a point may stop at
+    stages: np.ndarray  # the ladder of prefix lengths a point's looks are rounded up to
 
     @property
     def size(self) -> int:
@@ -87,9 +89,13 @@ class SurfaceEstimate:
 
 
 def estimate_key(base_key: str, spec: EstimateSpec) -> str:
-    """An estimated surface's id: the exact surface's key and the estimate spec (target,
-    seed, method, stages), hashed together, so the two never share a cache entry."""
-    blob = json.dumps({"surface": base_key, "estimate": asdict(spec)}, sort_keys=True)
+    """An estimated surface's id: the exact surface's key, the estimate spec (target, seed,
+    method, stages) and the encoding's version, hashed together, so an estimate never shares a
+    cache entry with an exact surface or with one made by another scheme."""
+    blob = json.dumps(
+        {"surface": base_key, "estimate": asdict(spec), "encoding": ENCODING_VERSION},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -136,7 +142,8 @@ def add_estimate(
             sub.create_dataset("permutation", data=np.asarray(permutations[split], np.int64))
             sub.create_dataset("centre_loss", data=c.loss)
             sub.create_dataset("centre_correct", data=c.correct.astype(np.uint8))
-            sub.create_dataset("sums", data=np.zeros((n_points, N_SUMS)))
+            sub.create_dataset("centre_stratum", data=c.stratum.astype(np.int32))
+            sub.create_dataset("sums", data=np.zeros((n_points, n_sums(c.n_strata))))
 
     atomic_update(path, edit)
 
@@ -153,6 +160,13 @@ def read_estimate(
     spec = stored_spec({k: hdf5.attr_to_python(v) for k, v in f.attrs.items()})
     if spec is None or GROUP not in f:
         raise SurfaceFileError(f"{name(path)} is not an estimated surface")
+    version = str(hdf5.attr_to_python(f[GROUP].attrs.get("encoding-version", "")))
+    if version != ENCODING_VERSION:
+        raise SurfaceFileError(
+            f"{name(path)} holds an estimate of encoding {version or 'unknown'}, made by an "
+            f"older landscape (this one reads {ENCODING_VERSION}): estimate it again into "
+            "another file"
+        )
     splits: dict[str, SplitEstimate] = {}
     for split in sorted(k for k in f[GROUP] if isinstance(f[GROUP][k], h5py.Group)):
         key = f"{GROUP}/{split}"
@@ -160,6 +174,7 @@ def read_estimate(
             centre=Centre(
                 loss=read_array(f, f"{key}/centre_loss", path).astype(np.float64),
                 correct=read_array(f, f"{key}/centre_correct", path).astype(np.float64),
+                stratum=read_array(f, f"{key}/centre_stratum", path).astype(np.int64),
             ),
             permutation=read_array(f, f"{key}/permutation", path).astype(np.int64),
             sums=read_array(f, f"{key}/sums", path).astype(np.float64),
@@ -174,11 +189,13 @@ def read_estimate(
 def _apply_journal(path: Path, state: SurfaceEstimate, generation: str | None) -> None:
     names = sorted(state.splits)
     n_points = int(np.prod(state.shape))
-    for indices, values in read_journal(journal_stem(path), generation, N_SUMS * len(names)):
+    widths = [state.splits[s].sums.shape[1] for s in names]
+    starts = np.concatenate([[0], np.cumsum(widths)])
+    for indices, values in read_journal(journal_stem(path), generation, int(starts[-1])):
         if len(indices) and (indices.min() < 0 or indices.max() >= n_points):
             raise SurfaceFileError(f"{name(path)}: its estimate journal names points off the grid")
         for k, split in enumerate(names):
-            state.splits[split].sums[indices] = values[k * N_SUMS : (k + 1) * N_SUMS].T
+            state.splits[split].sums[indices] = values[starts[k] : starts[k + 1]].T
 
 
 class EstimateWriter:

@@ -141,16 +141,17 @@ def test_prices_an_estimate_at_its_expected_cost_and_make_exact_at_missing_sampl
     n = np.array(client.get(f"/api/surfaces/{estimate_id}").json()["estimate"]["n"]["train"])
     missing = float((1437 - n).sum())
     assert made_flops == pytest.approx(exact_flops * missing / (25 * 1437), rel=1e-9)
-    # an estimate at ±5 %: the centre's pass plus about 1,010 samples a point (rounded up to
-    # a stage), never fewer than the first stage nor more than N
+    # an estimate at ±5 %: the centre's pass plus the samples a point is expected to need,
+    # rounded up to the look ladder, never fewer than the first stage nor more than N
     plan = Plan.from_json(queue.get(first["job"]["id"]).plan)
     assert plan.estimate is not None and plan.estimate.target == 0.05
-    from api.planning.cost import explore_samples
-    from landscape.explore.permutation import stage_sizes
+    from api.planning.cost import EXPLORE_SAMPLES_AT_5_PERCENT, explore_samples
+    from landscape.explore.permutation import ladder
 
-    stages = stage_sizes(50_000, plan.estimate.first_stage)
-    expected = int(stages[np.searchsorted(stages, 1010)])  # the first stage at or above it
+    sizes = ladder(50_000, plan.estimate.first_stage)
+    expected = int(sizes[np.searchsorted(sizes, EXPLORE_SAMPLES_AT_5_PERCENT)])
     assert explore_samples(plan.estimate, 50_000) == expected < 50_000
+    assert expected < EXPLORE_SAMPLES_AT_5_PERCENT * 2**0.25 + 1  # one ladder step at most
     assert explore_samples(plan.estimate, 300) == 300  # never more than N
     small = dataclasses.replace(plan.estimate, target=0.5)  # 10 samples: the first stage
     assert explore_samples(small, 50_000) == plan.estimate.first_stage
