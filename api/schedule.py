@@ -6,7 +6,10 @@ The rule (docs/deploy.md, "The queue"):
   jobs whose estimated work (run time beyond the per-job overhead) is at most
   ``LANDSCAPE_EXPRESS_MAX_SECONDS``, oldest first. A small
   interactive job therefore starts within a poll even while every other worker is busy for an
-  hour with demo or report jobs (jobs are never preempted, so ordering alone cannot do that).
+  hour with demo or report jobs. An express job that overruns (it has run
+  ``EXPRESS_OVERRUN`` times the cut-off: an estimate gone wrong) is
+  stopped at its next chunk and handed to the general lane with its estimate raised
+  (``api/worker.py``), so a wrong estimate never holds the lane for long.
 - **General lane.** Other workers take any job: shortest estimated first, except that a job
   queued for ``LANDSCAPE_QUEUE_AGING_SECONDS`` or longer is *due* and goes ahead of every job
   that is not, due jobs oldest first. A long job thus waits at most the aging bound plus the
@@ -19,20 +22,28 @@ never run beside the general one: a CUDA deployment has no express lane (its wor
 none) and is modelled as one general worker, where the shortest-first rule still puts a
 short job first, behind only the job already running.
 
-Seconds come from FLOPs (``api/planning/job_cost.py``) by ``Throughput``: a per-job overhead
-and a FLOP rate measured from jobs that finished on this server (``Throughput.fit``), or until
-enough have, a prior: ``LANDSCAPE_FLOPS_PER_SECOND`` when set, else the prior of the workers'
-device class (``PRIOR_FLOPS_PER_SECOND``). ``schedule`` replays the rule over the queued jobs
-from the running jobs' expected ends, giving each queued job its position (1: next to start),
-estimated start and end.
+Seconds come from FLOPs (``api/planning/job_cost.py``) by ``Throughput``, one rate per job kind
+(``seconds = overhead + FLOPs / rate``): a Hessian-vector product or a training step does not
+run at an evaluation's FLOP rate, and a recurrent net's or a tiny net's per-operation cost is
+not in its FLOPs. Each kind's prior is the device class's rate (``LANDSCAPE_FLOPS_PER_SECOND``
+when set, else ``PRIOR_FLOPS_PER_SECOND``) times that kind's relative speed, plus its own
+overhead, both calibrated with ``bench/estimates.py`` on a CPU (docs/performance.md, "Job-time
+estimates"). ``Throughput.fit`` then corrects the priors from the jobs that finished here,
+robustly: a job predicted to be mostly overhead informs only the overhead, never the rate;
+each correction is the median of the newest jobs' ratios (one job is never enough, and one
+outlier moves nothing), per kind once a kind has ``MIN_SAMPLES`` jobs, else pooled; and every
+correction stays within fixed bounds of the prior. ``schedule`` replays the rule over the
+queued jobs from the running jobs' expected ends, giving each queued job its position (1: next
+to start), estimated start and end.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
@@ -43,66 +54,179 @@ from landscape.errors import SpecError
 Lane = Literal["express", "general"]
 DeviceClass = Literal["cpu", "cuda"]
 
-# FLOP rates assumed until jobs have finished here, by the workers' device class. CPU: what the
-# zoo's small-batch training and evaluation reach on a 2-core Intel Xeon. CUDA: deliberately
-# below what was measured for ResNet-56 on CIFAR-10 on one H200 (the engine's strict fp32 16
-# TFLOP/s, tf32 compiled 52; the original tool's loop 6-8), as small-batch training and smaller
-# GPUs run slower per FLOP: an estimate made with it errs long, and the measured rate replaces
-# it after two jobs.
+# The reference FLOP rate of each device class. CPU: a 2-core server CPU's evaluation of the
+# zoo's small nets. CUDA: deliberately below what was measured for ResNet-56 on CIFAR-10 on
+# one H200 (the engine's strict fp32 16 TFLOP/s, tf32 compiled 52; the original tool's loop
+# 6-8), as small-batch training and smaller GPUs run slower per FLOP: an estimate made with it
+# errs long, and the measured rates replace it once jobs have finished.
 PRIOR_FLOPS_PER_SECOND: Mapping[DeviceClass, float] = MappingProxyType({"cpu": 3e9, "cuda": 1e13})
+PRIOR_OVERHEAD_S = 10.0  # a job of a kind without its own prior: loading data, building nets
 
-PRIOR_OVERHEAD_S = 10.0  # loading data, building the net, starting engine processes
-MIN_SAMPLES = 2  # finished jobs needed before the measured overhead and rate replace the prior
-MIN_WORK_S = 1.0  # a job counts towards the rate only for time beyond the overhead at least this
+
+@dataclass(frozen=True)
+class KindPrior:
+    """A job kind's rate relative to the device class's (``speed``) and its per-job overhead
+    (loading data, building nets, starting engine processes, writing results)."""
+
+    speed: float
+    overhead_s: float
+
+
+# Calibrated with bench/estimates.py on a 2-core AMD EPYC (docs/performance.md); a GPU is
+# assumed to keep the kinds' relative speeds.
+KIND_PRIORS: Mapping[str, KindPrior] = MappingProxyType(
+    {
+        "surface": KindPrior(1.0, 10.0),
+        "hessian": KindPrior(1.0, 10.0),
+        "gradient_flow": KindPrior(1.0, 10.0),
+        "sharpness": KindPrior(1.0, 10.0),
+        "report": KindPrior(1.0, 10.0),
+    }
+)
+DEFAULT_PRIOR = KindPrior(1.0, PRIOR_OVERHEAD_S)
+
+# An express job that has run this many times the cut-off leaves the lane (api/worker.py); the
+# chunk then in flight ends it well before twice the cut-off.
+EXPRESS_OVERRUN = 1.5
+
+MIN_SAMPLES = 3  # finished jobs a correction needs (fewer: the prior, or the pooled one)
+WINDOW = 20  # the newest jobs of a kind its correction is the median of
+TRIVIAL_SHARE = 0.25  # predicted work under this share of the overhead: an overhead sample
+MIN_WORK_SHARE = 0.25  # the least share of a run counted as its work (the rest: overhead)
+RATE_BOUND = 30.0  # the pooled rate stays within this factor of the prior
+KIND_BOUND = 4.0  # a kind's own rate stays within this factor of the pooled one
+OVERHEAD_BOUND = 4.0  # the overheads stay within this factor of their priors
+
+
+@dataclass(frozen=True)
+class Run:
+    """A job that finished here in one go: its kind, estimated FLOPs and seconds it ran."""
+
+    kind: str
+    flops: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class KindRate:
+    """``seconds(flops) = overhead_s + flops / flops_per_second`` for one kind; ``samples``:
+    this kind's finished jobs that measured its rate (0: the prior, or the pooled one)."""
+
+    overhead_s: float
+    flops_per_second: float
+    samples: int = 0
 
 
 @dataclass(frozen=True)
 class Throughput:
-    """``seconds(flops) = overhead_s + flops / flops_per_second``; ``samples`` finished jobs
-    measured it (0: the configured prior)."""
+    """The rates estimates use: ``kinds`` by job kind, the top-level fields for a job of a
+    kind without its own; ``samples`` finished jobs measured them (0: the priors)."""
 
     overhead_s: float
     flops_per_second: float
     samples: int
     prior: str = "LANDSCAPE_FLOPS_PER_SECOND"  # where an assumed rate came from, in words
+    kinds: Mapping[str, KindRate] = field(default_factory=lambda: MappingProxyType({}))
 
-    def seconds(self, flops: float | None) -> float | None:
-        work = self.work_seconds(flops)
-        return None if work is None else self.overhead_s + work
+    def rate(self, kind: str | None) -> KindRate:
+        own = self.kinds.get(kind) if kind is not None else None
+        return own or KindRate(self.overhead_s, self.flops_per_second)
 
-    def work_seconds(self, flops: float | None) -> float | None:
+    def seconds(self, flops: float | None, kind: str | None = None) -> float | None:
+        work = self.work_seconds(flops, kind)
+        return None if work is None else self.rate(kind).overhead_s + work
+
+    def work_seconds(self, flops: float | None, kind: str | None = None) -> float | None:
         """The run time beyond the per-job overhead: what the lanes compare, so a slow start
         measured on a loaded box never pushes every small job out of the express lane."""
-        return None if flops is None else flops / self.flops_per_second
+        return None if flops is None else flops / self.rate(kind).flops_per_second
 
-    def waiting(self, job_id: str, created_at: float, flops: float | None) -> Waiting:
-        return Waiting(job_id, created_at, self.seconds(flops), self.work_seconds(flops))
+    def waiting(
+        self, job_id: str, created_at: float, flops: float | None, kind: str | None = None
+    ) -> Waiting:
+        return Waiting(
+            job_id, created_at, self.seconds(flops, kind), self.work_seconds(flops, kind)
+        )
 
     @property
     def basis(self) -> str:
-        """How the seconds were obtained, for people reading an estimate."""
-        rate = f"{self.flops_per_second:.3g} FLOP/s + {self.overhead_s:.1f} s per job"
+        return self.basis_for(None)
+
+    def basis_for(self, kind: str | None) -> str:
+        """How a ``kind`` job's seconds were obtained, for people reading an estimate."""
+        rate = self.rate(kind)
+        job = f"{kind.replace('_', ' ')} job" if kind is not None and kind in self.kinds else "job"
+        text = f"{rate.flops_per_second:.3g} FLOP/s + {rate.overhead_s:.1f} s per {job}"
         if self.samples == 0:
-            return f"assumed rate {rate} ({self.prior}; no job finished here yet)"
-        return f"measured rate {rate}, from the last {self.samples} finished jobs on this server"
+            return f"assumed rate {text} ({self.prior}; no job finished here yet)"
+        return f"measured rate {text}, from the last {self.samples} finished jobs on this server"
 
     @classmethod
     def fit(
         cls,
-        finished: Iterable[tuple[float, float]],
+        finished: Iterable[Run],
         prior_rate: float,
         prior: str = "LANDSCAPE_FLOPS_PER_SECOND",
+        priors: Mapping[str, KindPrior] = KIND_PRIORS,
     ) -> Throughput:
-        """From ``(estimated flops, seconds it ran)`` of finished jobs: the overhead is the
-        shortest run (the smallest jobs are nearly all overhead), the rate the FLOPs per second
-        of the time beyond it, among jobs that spent at least ``MIN_WORK_S`` beyond it."""
-        runs = [(f, s) for f, s in finished if f >= 0 and s > 0 and math.isfinite(f + s)]
-        if len(runs) < MIN_SAMPLES:
-            return cls(PRIOR_OVERHEAD_S, prior_rate, 0, prior)
-        overhead = min(s for _, s in runs)
-        working = [(f, s - overhead) for f, s in runs if s - overhead >= MIN_WORK_S and f > 0]
-        rate = sum(f for f, _ in working) / sum(s for _, s in working) if working else prior_rate
-        return cls(overhead, rate, len(runs), prior)
+        """The priors (``prior_rate`` times each kind's speed, its overhead) corrected by the
+        finished jobs, newest first: the overheads by the median of what the jobs predicted to
+        be mostly overhead took over their prediction; the rates by the median of the others'
+        work (their time beyond the overhead) over their predicted work, pooled over every
+        kind and per kind; each correction bounded."""
+        runs = [
+            r
+            for r in finished
+            if r.flops >= 0 and r.seconds > 0 and math.isfinite(r.flops + r.seconds)
+        ]
+
+        def base(kind: str) -> KindPrior:
+            return priors.get(kind, DEFAULT_PRIOR)
+
+        def predicted(run: Run) -> float:
+            return run.flops / (prior_rate * base(run.kind).speed)
+
+        def trivial(run: Run) -> bool:
+            return predicted(run) < TRIVIAL_SHARE * base(run.kind).overhead_s
+
+        starts = [r.seconds / (base(r.kind).overhead_s + predicted(r)) for r in runs if trivial(r)]
+        overhead = _bounded(_median(starts[:WINDOW]), OVERHEAD_BOUND)
+
+        def slowness(run: Run) -> float:
+            work = max(
+                run.seconds - overhead * base(run.kind).overhead_s, MIN_WORK_SHARE * run.seconds
+            )
+            return work / predicted(run)
+
+        working = [(r.kind, slowness(r)) for r in runs if not trivial(r)]
+        pooled = _bounded(_median([s for _, s in working][: WINDOW * len(priors)]), RATE_BOUND)
+        kinds: dict[str, KindRate] = {}
+        for kind in sorted(set(priors) | {r.kind for r in runs}):
+            own = [s for k, s in working if k == kind][:WINDOW]
+            found = _median(own)
+            slow = pooled * _bounded(None if found is None else found / pooled, KIND_BOUND)
+            kinds[kind] = KindRate(
+                overhead * base(kind).overhead_s,
+                prior_rate * base(kind).speed / slow,
+                len(own) if found is not None else 0,
+            )
+        return cls(
+            overhead * DEFAULT_PRIOR.overhead_s,
+            prior_rate * DEFAULT_PRIOR.speed / pooled,
+            len(runs),
+            prior,
+            MappingProxyType(kinds),
+        )
+
+
+def _median(values: Sequence[float]) -> float | None:
+    """The median of at least ``MIN_SAMPLES`` values, else None (too few to correct by)."""
+    return statistics.median(values) if len(values) >= MIN_SAMPLES else None
+
+
+def _bounded(factor: float | None, bound: float) -> float:
+    """A correction factor within ``[1/bound, bound]``; None (no correction) is 1."""
+    return 1.0 if factor is None else min(bound, max(1.0 / bound, factor))
 
 
 @dataclass(frozen=True)

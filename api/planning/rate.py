@@ -8,16 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db import Job
-from api.schedule import QueuePolicy, Throughput
+from api.schedule import QueuePolicy, Run, Throughput
 
-RATE_SAMPLES = 50  # finished jobs the measured rate is fitted to (the newest)
+RATE_SAMPLES = 200  # finished jobs the measured rates are fitted to (the newest)
 
 
 def measured_throughput(session: Session, policy: QueuePolicy) -> Throughput:
-    """Seconds per FLOP, fitted to the newest jobs that finished here in one run (a resumed
+    """Seconds per FLOP by job kind, fitted to the newest jobs that finished here in one run (a resumed
     job ran only its rest, so it would read as too fast)."""
     rows = session.execute(
-        select(Job.cost_flops, Job.started_at, Job.finished_at)
+        select(Job.kind, Job.cost_flops, Job.started_at, Job.finished_at)
         .where(
             Job.status == "done",
             Job.attempts == 1,
@@ -29,8 +29,8 @@ def measured_throughput(session: Session, policy: QueuePolicy) -> Throughput:
         .limit(RATE_SAMPLES)
     ).all()
     runs = [
-        (flops, end - start)
-        for flops, start, end in rows
+        Run(kind or "surface", flops, end - start)
+        for kind, flops, start, end in rows
         if flops is not None and start is not None and end is not None
     ]
     return Throughput.fit(runs, policy.prior_rate, policy.prior)

@@ -24,7 +24,14 @@ from api.db import Job
 from api.demo import demo_requests
 from api.planning.job_cost import JOB_COSTS
 from api.runners.base import JobKind
-from api.schedule import PRIOR_FLOPS_PER_SECOND, QueuePolicy, Throughput, claim_order, schedule
+from api.schedule import (
+    PRIOR_FLOPS_PER_SECOND,
+    QueuePolicy,
+    Run,
+    Throughput,
+    claim_order,
+    schedule,
+)
 from api.settings import Settings
 from api.worker import WorkerPool
 from tests.api.test_api import tiny_settings
@@ -131,12 +138,17 @@ def test_running_jobs_push_back_the_queued_ones(client: TestClient) -> None:
 
 
 def test_the_rate_is_measured_from_finished_jobs() -> None:
-    # Three finished jobs: 20 s of overhead, and 1e11 FLOPs per 10 s beyond it.
-    fitted = Throughput.fit([(1e9, 20.0), (1e11, 30.0), (3e11, 50.0)], prior_rate=1.0)
-    assert fitted.samples == 3 and fitted.overhead_s == 20.0
-    assert fitted.flops_per_second == pytest.approx(4e11 / 40.0)
-    assert "measured" in fitted.basis
-    assert Throughput.fit([(1e9, 20.0)], prior_rate=7.0).flops_per_second == 7.0  # too few
+    # Three finished surfaces, each twice as long as the prior said: the rate halves.
+    prior = Throughput.fit([], prior_rate=1e9)
+    runs = [Run("surface", f, 2 * (prior.seconds(f, "surface") or 0)) for f in (1e11, 2e11, 3e11)]
+    fitted = Throughput.fit(runs, prior_rate=1e9)
+    assert fitted.samples == 3 and "measured" in fitted.basis
+    assert fitted.rate("surface").flops_per_second == pytest.approx(
+        prior.rate("surface").flops_per_second / 2, rel=0.05
+    )
+    assert Throughput.fit(runs[:1], prior_rate=7.0).rate("surface") == Throughput.fit(
+        [], prior_rate=7.0
+    ).rate("surface")  # one job is too few to correct by
 
 
 def test_a_long_job_is_not_starved_by_a_stream_of_small_ones() -> None:
