@@ -1,6 +1,7 @@
 // Plotly figures for surfaces (loaded on first use), canvas previews and linked cameras.
 
 import { PLOT_CONFIG, figure, leaveWheelToPage, metricLabel } from "/vendor/figure.js";
+import { previewFigure } from "./partial.js";
 
 export { scaleFor } from "/vendor/figure.js";
 
@@ -77,7 +78,8 @@ export async function draw(div, surface, options) {
       // Phones: compact margins, the colour bar below and the camera further back.
       const narrow = window.matchMedia("(max-width: 600px)").matches;
       const compact = nextOptions.compact || narrow;
-      const { data, layout } = figure(next, { ...nextOptions, compact, narrow, theme: theme() });
+      // A partial surface (previewSurface): its lattice's surface and the other points as dots.
+      const { data, layout } = (next.preview ? previewFigure : figure)(next, { ...nextOptions, compact, narrow, theme: theme() });
       leaveWheelToPage(div);
       await Plotly.react(div, data, layout, imageConfig(Plotly, next, nextOptions));
       for (const w of waiters) w.resolve(div);

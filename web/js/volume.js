@@ -5,7 +5,7 @@
 import { PLOT_CONFIG, toDisplay } from "/vendor/figure.js";
 import { h } from "./dom.js";
 import { draw, loadPlotly, purge, scaleFor } from "./plots.js";
-import { fillGrid, previewSurface } from "./preview.js";
+import { fillGrid, previewSurface } from "./partial.js";
 
 /** Slice `k` of a volume as a 2D surface the shared figure draws (filled while partial). */
 export function sliceOf(volume, k) {

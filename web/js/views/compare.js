@@ -8,7 +8,7 @@ import { gradientFlowPanel } from "../flow.js";
 import { followSurface } from "../follow.js";
 import { progressPanel, waitingWords } from "../jobs.js";
 import { draw, hasWebGL, linkViews, purge, scaleFor } from "../plots.js";
-import { previewSurface } from "../preview.js";
+import { previewLabel, previewSurface } from "../partial.js";
 import { linkSliders, volumeView } from "../volume.js";
 import { metricChoices, plotControls, presetButtons } from "./shared.js";
 
@@ -82,7 +82,9 @@ function renderComparison(root, ids, { notify, navigate }) {
               await drawVolume(p, { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
               return;
             }
-            await draw(p.plot, previewSurface(p.surface), { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
+            const shown = previewSurface(p.surface);
+            p.flag.textContent = shown.preview ? ` · ${previewLabel(shown.preview, metric)}` : "";
+            await draw(p.plot, shown, { metric, view: state.view, scale: scaleOf(p), compact: ids.length > 1 });
             p.drawn = true;
             p.plot.dataset.ready = "true";
           } catch (err) {
@@ -131,14 +133,15 @@ function renderComparison(root, ids, { notify, navigate }) {
 
   const stops = panels.map((p) =>
     followSurface(p.id, {
-      onSurface: (surface) => {
+      onChange: ({ surface, job, record }) => {
+        p.showRecord(record);
+        if (job) p.showJob(job);
+        if (!surface || surface === p.surface) return;
         p.show(surface);
         if (!controlsBuilt) buildControls(surface);
         redrawAll();
         updateFlow();
       },
-      onRecord: (job) => p.showRecord(job),
-      onJob: (job) => p.showJob(job),
       onMissing: () => p.missing(),
       onError: (err) => notify(err.message),
     }),
@@ -161,6 +164,7 @@ function makePanel(id, onResume) {
   const progressSlot = h("div", { class: "progress-slot" });
   const plot = h("div", { class: "plot plot-compare", role: "figure", "aria-label": `Surface ${id}`, dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const note = h("p", { class: "hint", "aria-live": "polite" });
+  const flag = h("span", { class: "preview-flag-inline", "aria-live": "polite" }); // in the header, above the plot
   const numbers = h("div", { class: "panel-numbers" });
   const about = h("div", { class: "about-slot" });
   // Seven parts: each takes one of the seven grid rows a panel shares with its row neighbours
@@ -174,6 +178,7 @@ function makePanel(id, onResume) {
     el,
     plot,
     note,
+    flag,
     surface: null,
     drawn: false,
     show(surface) {
@@ -187,6 +192,7 @@ function makePanel(id, onResume) {
         badge(surface.status),
         // a comparison with an estimate says so on that panel
         isEstimate(surface) ? h("span", { class: "estimate-note", dataset: { role: "estimate" } }, ` · ${estimateWords(surface, "train")}`) : "",
+        flag,
       );
       replace(numbers, compareNumbers(surface));
       replace(about, provenancePanel(surface, record));

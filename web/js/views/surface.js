@@ -11,7 +11,7 @@ import { sharpnessPanel } from "../sharpness.js";
 import { curvaturePanel } from "../hessian.js";
 import { ACTIVE, progressPanel, waitingWords } from "../jobs.js";
 import { downloadPng, draw, hasWebGL, pngName, pngTitle, purge, scaleFor } from "../plots.js";
-import { previewLabel, previewSurface } from "../preview.js";
+import { previewLabel, previewSurface } from "../partial.js";
 import { volumeView } from "../volume.js";
 import { metricChoices, plotControls } from "./shared.js";
 
@@ -29,16 +29,19 @@ export async function render(root, [rawId], { notify, navigate }) {
   const controlsBox = h("div", { class: "controls-slot" });
   const plot = h("div", { id: "plot", class: "plot plot-main", role: "figure", "aria-label": "Surface plot", dataset: { surfaceId: id, placeholder: "The plot appears with the first computed points." } });
   const plotNote = h("p", { class: "hint plot-note", "aria-live": "polite" });
+  // Above the plot, so it is on screen whenever the plot is: a partial surface is a preview.
+  const previewFlag = h("p", { class: "preview-flag", "aria-live": "polite" });
   const statsBox = h("section", { class: "stats-box", "aria-label": "Statistics" });
   statsBox.append(h("h2", { class: "section-title" }, "Numbers"), h("p", { class: "hint" }, "They appear with the first computed points."));
   const aboutBox = h("div", { class: "about-slot" });
   const estimateBox = h("div", { class: "estimate-slot" });
   let estimateView = null; // the estimate panel; kept while its "Make exact" job runs
   let job = null; // the job filling this surface, while known: the one source of point counts
+  let record = null; // the job that made or fills it, for "About this surface"
   // Fetched again when an analysis finishes: the numbers live in the surface's reply.
   const curvature = curvaturePanel(id, {
     notify,
-    onComputed: () => api.surface(id).then(showSurface, (err) => notify(err.message)),
+    onComputed: () => api.surface(id).then((fresh) => showState({ surface: fresh, job, record }), (err) => notify(err.message)),
   });
   curvature.hidden = true; // until the surface exists
   const flow = gradientFlowPanel([], { notify });
@@ -52,7 +55,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     h("div", { class: "view-header" }, h("div", {}, title, meta), actions),
     progressBox,
     controlsBox,
-    h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, plot, plotNote), h("div", { class: "side" }, estimateBox, statsBox, aboutBox)),
+    h("div", { class: "plot-layout" }, h("div", { class: "plot-frame" }, previewFlag, plot, plotNote), h("div", { class: "side" }, estimateBox, statsBox, aboutBox)),
     curvature,
     flow,
     sharpness,
@@ -78,6 +81,7 @@ export async function render(root, [rawId], { notify, navigate }) {
           plot.hidden = true;
           plot.after(volume.element);
         }
+        previewFlag.textContent = "";
         await volume.update(surface, { metric: chosen, view: state.view, scale });
         return;
       }
@@ -85,16 +89,18 @@ export async function render(root, [rawId], { notify, navigate }) {
         // z·SE per point as a heatmap, the points not yet at their target circled
         const error = errorSurface(surface, chosen);
         plot.dataset.view = "error";
+        previewFlag.textContent = "";
         plotNote.textContent = `Error view: the stated ${Math.round(100 * surface.estimate.level)} % interval's half-width at each point; circles: not yet at the target ${surface.estimate.describe}.`;
         await draw(plot, error.surface, { metric: error.metric, view: "heatmap", scale: scaleFor([error.surface], error.metric, {}) });
         plot.dataset.ready = "true";
         return;
       }
       plot.dataset.view = state.view;
-      // Partial: the whole shape, filled in from the points so far, and marked as such.
+      // Partial: the shape through the complete lattice of points so far, marked as such.
       const shown = previewSurface(surface);
-      plotNote.textContent = shown.preview ? previewLabel(shown.preview) : webglNote;
-      if (shown.preview) plot.dataset.preview = "true";
+      plotNote.textContent = webglNote;
+      previewFlag.textContent = shown.preview ? previewLabel(shown.preview, chosen) : "";
+      if (shown.preview) plot.dataset.preview = shown.preview.lattices[chosen] ? "lattice" : "points";
       else delete plot.dataset.preview;
       await draw(plot, shown, { metric: chosen, view: state.view, scale });
       plot.dataset.ready = "true";
@@ -103,6 +109,7 @@ export async function render(root, [rawId], { notify, navigate }) {
     }
   };
 
+  /** The header (title, badge) and the numbers of the surface. */
   const showSurface = (next) => {
     surface = next;
     const name = surface.label || `${surface.model} on ${surface.dataset}`;
@@ -130,7 +137,10 @@ export async function render(root, [rawId], { notify, navigate }) {
       replace(actions, downloads(surface, plot, notify), deleteSurfaceButton(surface, { onDeleted, notify }));
     }
     replace(statsBox, statsList(surface, state.split, activeJob()));
-    replace(aboutBox, provenancePanel(surface, job));
+  };
+
+  /** The parts that change with the surface's values, not with each progress event. */
+  const showValues = () => {
     if (!estimateView?.busy) {
       estimateView?.stop();
       estimateView = estimatePanel(surface, {
@@ -138,7 +148,7 @@ export async function render(root, [rawId], { notify, navigate }) {
         estimating: Boolean(activeJob()),
         onDone: () => {
           if (estimateView) estimateView.busy = false;
-          api.surface(id).then(showSurface, (err) => notify(err.message));
+          api.surface(id).then((fresh) => showState({ surface: fresh, job, record }), (err) => notify(err.message));
         },
       });
       replace(estimateBox, estimateView || "");
@@ -146,31 +156,37 @@ export async function render(root, [rawId], { notify, navigate }) {
     curvature.hidden = false;
     curvature.update(surface);
     flow.hidden = false;
-    flow.update([{ id, label: name, complete: surface.status === "complete", stored: Boolean(surface.gradient_flow) }]);
+    flow.update([{ id, label: surface.label || `${surface.model} on ${surface.dataset}`, complete: surface.status === "complete", stored: Boolean(surface.gradient_flow) }]);
     sharpness.hidden = false;
     sharpness.update(surface);
     redraw();
   };
 
-  const stop = followSurface(id, {
-    onSurface: showSurface,
-    onRecord: (record) => {
-      job = record;
-      replace(aboutBox, provenancePanel(surface, job));
-    },
-    onJob: (update) => {
-      job = update;
+  // Everything the page says about the surface's state (badge, progress bar, point counts,
+  // numbers) is drawn here in one pass, from one state handed over whole (followSurface).
+  const showState = (next) => {
+    const fresh = next.surface && next.surface !== surface;
+    const wasActive = Boolean(activeJob());
+    job = next.job;
+    record = next.record;
+    if (job) {
       if (!panel) {
         panel = progressPanel({ label: "Computing this surface", onResume: () => navigate(`/surfaces/${id}`) });
         replace(progressBox, panel);
       }
       panel.update(job);
-      replace(aboutBox, provenancePanel(surface, job));
-      if (!surface && job.stage) {
-        title.textContent = job.label || job.request?.model || "New surface";
-        replace(meta, waitingWords(job));
-      }
-    },
+    }
+    if (next.surface) showSurface(next.surface);
+    else if (job?.stage) {
+      title.textContent = job.label || job.request?.model || "New surface";
+      replace(meta, waitingWords(job));
+    }
+    replace(aboutBox, provenancePanel(surface, record));
+    if (surface && (fresh || wasActive !== Boolean(activeJob()))) showValues();
+  };
+
+  const stop = followSurface(id, {
+    onChange: showState,
     onMissing: () => {
       title.textContent = "Surface not found";
       replace(meta, "There is no surface or job with this id. ", h("a", { href: "#/" }, "Back to the gallery"), ".");
