@@ -7,7 +7,11 @@ workers take any job, shortest first with an aging bound; the express workers
 (``LANDSCAPE_EXPRESS_WORKERS``) only short ones, so a small job never waits for a long one.
 While a job runs, a heartbeat thread renews the job's lease and watches its cancel flag;
 the runner's ``should_stop`` reads those flags, so cancel and shutdown stop the work at the
-next chunk (or training batch, or analysis step) and partial files stay resumable.
+next chunk (or training batch, or analysis step) and partial files stay resumable. An express
+worker also stops a job that overruns the lane (it has run ``EXPRESS_OVERRUN`` times the
+cut-off: its estimate was wrong) and hands it back to the queue with its estimate
+raised to twice what it has run, so it resumes in the general lane and the next short job
+starts.
 
 Jobs run where this process's settings say (``LANDSCAPE_DEVICE``), not where they were planned.
 On CUDA, one job at a time per process: precision switches and free-memory reads are global to
@@ -24,17 +28,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.cuda_check import require_cuda
 from api.db import Job
-from api.jobs import JobQueue
+from api.jobs import JobQueue, new_worker_id
+from api.planning.rate import measured_throughput
 from api.redact import public_error
 from api.runners import gradient_flow, hessian, report, sharpness, surface
 from api.runners.base import JobContext, JobKind, Runner, worker_device
-from api.schedule import Lane, QueuePolicy
+from api.schedule import EXPRESS_OVERRUN, Lane, QueuePolicy
 from api.settings import Settings
-from api.worker_ids import new_worker_id
 from landscape.errors import CancelledError, SpecError
 
 log = logging.getLogger(__name__)
@@ -121,8 +126,13 @@ class Worker:
                 if not ours:
                     lost.set()
 
+        limit = self._express_limit()
+        started, overran = time.monotonic(), threading.Event()
+
         def should_stop() -> bool:
-            return self.stop.is_set() or cancelled.is_set() or lost.is_set()
+            if limit is not None and time.monotonic() - started > limit:
+                overran.set()
+            return self.stop.is_set() or cancelled.is_set() or lost.is_set() or overran.is_set()
 
         last_write, last_stage = [0.0], [job.stage]
 
@@ -156,6 +166,8 @@ class Worker:
         try:
             self._runner(job)(_stored_plan(job), ctx)
         except CancelledError:
+            if overran.is_set() and not (cancelled.is_set() or lost.is_set() or self.stop.is_set()):
+                self._left_express(job, time.monotonic() - started)
             self._stopped(job, cancelled.is_set(), lost.is_set())
         except Exception as exc:  # a user error or a bug: record it on the job, keep the worker
             # One line without server paths for clients; the traceback is logged under its id.
@@ -167,6 +179,28 @@ class Worker:
             done_beating.set()
             heart.join()
             _free_cuda_cache()
+
+    def _express_limit(self) -> float | None:
+        """Seconds an express worker lets a job run (None: no limit, the general lane)."""
+        if self.lane != "express":
+            return None
+        return EXPRESS_OVERRUN * self.settings.express_max_seconds
+
+    def _left_express(self, job: Job, ran_s: float) -> None:
+        """Raise an overrunning express job's estimate to twice the work it has done (its
+        rest is unknown: as much again), so no express worker takes it again and the general
+        lane orders it by what it has shown. Its attempts then count it as resumed: it never
+        measures a rate."""
+        kind = job.kind or "surface"
+        with self.sessions() as session, session.begin():
+            rate = measured_throughput(session, QueuePolicy.from_settings(self.settings)).rate(kind)
+            raised = 2.0 * ran_s * rate.flops_per_second
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.worker_id == self.id, Job.status == "running")
+                .values(cost_flops=max(raised, job.cost_flops or 0.0))
+            )
+        log.info("job %s overran the express lane after %.0f s; back to the queue", job.id, ran_s)
 
     def _runner(self, job: Job) -> Runner:
         try:
