@@ -57,6 +57,17 @@ FAVICON_SVG = (
     '16 12 S24 4 30 26Z" fill="#3563e9"/></svg>'
 )
 
+# The page's own header (index.html's brand and main navigation, no settings: no script here),
+# so a help page opened from the page has the way back to every view.
+_HEADER = (
+    '<a class="skip-link" href="#main">Skip to content</a><header class="topbar">'
+    '<a class="brand" href="/#/" aria-label="landscape: gallery"><svg class="brand-mark" '
+    'viewBox="0 0 32 32" aria-hidden="true"><path d="M2 26 C8 10 12 22 16 12 S24 4 30 26Z"/>'
+    '</svg><span>landscape</span></a><nav class="mainnav" aria-label="Main">'
+    '<a href="/#/">Gallery</a><a href="/#/compare">Compare</a><a href="/#/new">New surface</a>'
+    '<a href="/#/reports">Reports</a></nav></header>'
+)
+
 _PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>landscape</title>
 <p>The web client is not installed here (no index.html under LANDSCAPE_WEB_DIR).
 The API is at <a href="/docs">/docs</a>.</p>"""
@@ -201,8 +212,8 @@ def markdown_page(source: str, title: str) -> str:
         f"<title>{html.escape(title)} · landscape</title>"
         f'<link rel="icon" href="/favicon.svg" type="image/svg+xml">'
         f'<link rel="stylesheet" href="/static/style.css"></head>'
-        f"<body>{_navigation(source)}"
-        f'<main class="doc">{body}{_references(source)}'
+        f"<body>{_HEADER}{_navigation(source)}"
+        f'<main class="doc" id="main">{body}{_references(source)}'
         f'<p><a href="/">Back to the page</a></p></main>'
         "</body></html>"
     )
