@@ -87,12 +87,7 @@ def create_app(
     settings.ensure_dirs()
     engine = make_engine(settings.db_url)
     sessions = make_sessionmaker(engine)
-    queue = JobQueue(
-        sessions,
-        settings.lease_seconds,
-        QueuePolicy.from_settings(settings),
-        stopping_wait_seconds=settings.cancel_wait_seconds,
-    )
+    queue = JobQueue(sessions, settings.lease_seconds, QueuePolicy.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -40,6 +40,10 @@ from api.worker_ids import worker_is_dead
 
 log = logging.getLogger(__name__)
 
+# How long a request for an id waits while that id's job winds down after a cancel: a running
+# job sees the cancel at its next heartbeat (at most 2 s) and stops at its next chunk.
+STOPPING_WAIT_SECONDS = 10.0
+
 submitted_by: ContextVar[str | None] = ContextVar("landscape_submitted_by", default=None)
 """The client a request's new jobs count against (``api/quota.py``, ``Job.client``): set by the
 request guard around a submission's route, so every route that queues a job records it."""
@@ -53,7 +57,7 @@ class JobQueue:
         sessions: sessionmaker[Session],
         lease_seconds: float,
         policy: QueuePolicy | None = None,
-        stopping_wait_seconds: float = 10.0,
+        stopping_wait_seconds: float = STOPPING_WAIT_SECONDS,
     ) -> None:
         self.sessions = sessions
         self.lease_seconds = lease_seconds

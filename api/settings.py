@@ -7,14 +7,16 @@ reach ``landscape/`` as globals). Tests build a ``Settings(...)`` and pass it to
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from landscape.errors import SpecError
 from landscape.specs import MAX_CURVATURE_GRID, MAX_DENSITY_PROBES, MAX_LANCZOS_STEPS
 
 # web/ sits next to api/ in a checkout; images that install the package copy it and set
@@ -289,6 +291,25 @@ class Settings(BaseSettings):
         """Create the data folders (idempotent; called by the app and by workers)."""
         for folder in (self.data_dir, self.checkpoints_dir, self.surfaces_dir):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and ``overrides`` (the CLI's options); a bad value is
+    a ``SpecError`` naming its variable in one line, never echoing it (tokens are secrets)."""
+    try:
+        return Settings(**overrides)
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"LANDSCAPE_{found.group(1).upper()}" if found else "a LANDSCAPE_ setting"
+        raise SpecError(f"{name} is not valid JSON (a list or object is expected)") from None
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = error["loc"]
+            where = f"LANDSCAPE_{str(loc[0]).upper()}" if loc else "settings"
+            where += "".join(f"[{part}]" for part in loc[1:])
+            problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        raise SpecError("; ".join(problems)) from None
 
 
 @lru_cache

@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
 
     from api.app import RedactTokens, create_app
     from api.demo import enqueue_demo
-    from api.settings import Settings
+    from api.settings import load_settings
     from api.timeouts import HeadTimeoutProtocol
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    settings = Settings(**overrides(args))
+    settings = load_settings(**overrides(args))
     refusal = open_without_token(settings)
     if refusal is not None:
         print(f"landscape serve: {refusal}", file=sys.stderr)

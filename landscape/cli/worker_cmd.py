@@ -42,12 +42,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from api.settings import Settings
+    from api.settings import load_settings
     from api.worker import standalone_pool
 
     logging.getLogger().setLevel(logging.INFO)
     given = {"data_dir": args.data_dir, "workers": args.workers, "device": args.device}
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = load_settings(**{k: v for k, v in given.items() if v is not None})
     if args.check:
         return check(settings.device)
     pool = standalone_pool(settings)  # a worker told to use CUDA exits here without it

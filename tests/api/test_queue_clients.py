@@ -228,3 +228,33 @@ def test_a_job_that_will_not_stop_is_a_409_to_retry(tmp_path: Path) -> None:
         busy = _surface(client, 100)
         assert busy.status_code == 409 and busy.headers["retry-after"]
         assert f"job {dying} for this id is still stopping" in busy.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        (
+            "API_TOKENS",
+            '[{"name": "a b", "token": "s3cret-value"}]',
+            "LANDSCAPE_API_TOKENS[0][name]",
+        ),
+        ("API_TOKENS", '[{"name": "a", "token": "s3cret-value"}', "LANDSCAPE_API_TOKENS is not"),
+        ("TRUSTED_PROXIES", '["10.0.0.0/33"]', "'10.0.0.0/33' is not an IP address"),
+    ],
+)
+def test_serve_refuses_a_bad_setting_in_one_line_without_echoing_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    named: str,
+) -> None:
+    from landscape.cli import main
+
+    monkeypatch.setenv(f"LANDSCAPE_{name}", value)
+    monkeypatch.chdir(tmp_path)  # no .env file here
+    code = main(["serve", "--data-dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and named in err and "\n" not in err, err
+    assert "s3cret-value" not in err
