@@ -7,15 +7,18 @@ evaluates with the engine's own forward (``landscape.engine.forward.losses_at``)
 carried to ``n = N`` is the full-pass value. Per batch it adds ``Σd, Σd², Σd·u`` of the loss
 and of the correct flags (``d = v − u``, float64) per stratum (``index_add_`` over the
 samples' strata) to sums kept on the device; a group of K points crosses to the host once per
-slice.
+slice. On CPU the calls run on as many threads ("lanes") as the exact engine has worker
+processes, each with one intra-op thread and its own copy of the module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import queue
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,7 +28,7 @@ from torch import Tensor, nn
 from landscape.engine.bn_fold import fold_batchnorm
 from landscape.engine.devices import denormals_flushed, resolve_device
 from landscape.engine.forward import losses_at
-from landscape.engine.plan import pick_batch_size, resolve_precision
+from landscape.engine.plan import cpu_count, pick_batch_size, resolve_precision
 from landscape.engine.precision import compute_in
 from landscape.explore.estimator import Centre, n_sums
 from landscape.losses import Loss, resolve_loss
@@ -58,9 +61,13 @@ class PrefixEvaluator:
         folded = None if self.loss.sees_model else fold_batchnorm(module, params, dirs)
         if folded is not None:
             module, params, dirs = folded.module, folded.params, folded.directions
-        self.module = module.to(self.device)
+        module = module.to(self.device)
         self.batch_size = options.batch_size or pick_batch_size(module, data, self.device)
-        self.threads = options.workers or 1
+        # CPU: calls on as many threads as the exact engine has worker processes
+        self.lanes = (options.workers or cpu_count()) if self.device.type == "cpu" else 1
+        self._modules: queue.SimpleQueue[nn.Module] = queue.SimpleQueue()
+        for lane in range(self.lanes):
+            self._modules.put(module if lane == 0 else copy.deepcopy(module))
         self.points_per_call = options.points_per_call or (
             CUDA_POINTS_PER_CALL if self.device.type == "cuda" else 1
         )
@@ -103,16 +110,36 @@ class PrefixEvaluator:
         }  # fmt: skip
 
     # -- grid points ----------------------------------------------------------------------------
-    def sums(self, coords: np.ndarray, split: str, start: int, stop: int) -> np.ndarray:
-        """``(P, n_sums)`` float64: the sums of samples ``start:stop`` of ``split`` at each row
-        of ``coords`` (one look), in groups of K points per call."""
+    def sums(
+        self, coords: np.ndarray, split: str, start: np.ndarray | int, stop: np.ndarray | int
+    ) -> np.ndarray:
+        """``(P, n_sums)`` float64: at each row of ``coords``, the sums of its samples
+        ``start:stop`` of ``split`` (one look; per point or one for all). Points that share a
+        slice go K per call; on CPU the calls run on ``lanes`` threads at once."""
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim)
+        starts = np.broadcast_to(np.asarray(start, dtype=np.int64), len(coords))
+        stops = np.broadcast_to(np.asarray(stop, dtype=np.int64), len(coords))
+        calls = []
+        for a, b in sorted({(int(x), int(y)) for x, y in zip(starts, stops, strict=True)}):
+            rows = np.flatnonzero((starts == a) & (stops == b))
+            calls += [
+                (rows[i : i + self.points_per_call], a, b)
+                for i in range(0, len(rows), self.points_per_call)
+            ]
         out = np.zeros((len(coords), n_sums(self._n_strata(split))))
         began = time.perf_counter()
-        for lo in range(0, len(coords), self.points_per_call):
-            group = coords[lo : lo + self.points_per_call]
-            out[lo : lo + len(group)] = self._group_sums(group, split, start, stop)
-        self.samples += len(coords) * (stop - start)
+        with self._process_settings():
+            if self.lanes > 1 and len(calls) > 1:
+                with ThreadPoolExecutor(self.lanes) as pool:
+                    results = list(
+                        pool.map(lambda c: self._group_sums(coords[c[0]], split, c[1], c[2]), calls)
+                    )
+            else:
+                results = [self._group_sums(coords[rows], split, a, b) for rows, a, b in calls]
+        for (rows, _, _), result in zip(calls, results, strict=True):
+            out[rows] = result
+        self.host_syncs += len(calls)
+        self.samples += int((stops - starts).sum())
         self.eval_s += time.perf_counter() - began
         return out
 
@@ -122,18 +149,17 @@ class PrefixEvaluator:
         strata, n_strata = self.strata_on_device[split], self._n_strata(split)
         # (K, metric × statistic, stratum), in the order of estimator.columns
         total = torch.zeros(len(coords), 6, n_strata, dtype=torch.float64, device=self.device)
-        with self._computing():
+        with self._computing() as module:
             moving = self._params_at(coords)
             for a in range(start, stop, self.batch_size):
                 b = min(stop, a + self.batch_size)
-                per, correct = self._forward(moving, x[a:b], y[a:b])
+                per, correct = self._forward(module, moving, x[a:b], y[a:b])
                 h = strata[a:b]
                 for k, (v, u) in enumerate(((per, u_loss[a:b]), (correct, u_correct[a:b]))):
                     d = v.double() - u
                     total[:, 3 * k].index_add_(1, h, d)
                     total[:, 3 * k + 1].index_add_(1, h, d * d)
                     total[:, 3 * k + 2].index_add_(1, h, d * u)
-        self.host_syncs += 1
         host = total.reshape(len(coords), -1).cpu().numpy()
         lead = np.tile([float(stop - start), 1.0], (len(coords), 1))  # n, one look
         return np.concatenate([lead, host], axis=1)
@@ -147,11 +173,11 @@ class PrefixEvaluator:
     ) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.data[split]
         losses, flags = [], []
-        with self._computing():
+        with self._process_settings(), self._computing() as module:
             moving = self._params_at(coords)
             for a in range(start, stop, self.batch_size):
                 b = min(stop, a + self.batch_size)
-                per, correct = self._forward(moving, x[a:b], y[a:b])
+                per, correct = self._forward(module, moving, x[a:b], y[a:b])
                 losses.append(per.double())
                 flags.append(correct.double())
         self.host_syncs += 1
@@ -165,12 +191,14 @@ class PrefixEvaluator:
             for n, base in self.base.items()
         }
 
-    def _forward(self, moving: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(
+        self, module: nn.Module, moving: dict[str, Tensor], x: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Per-sample losses and correct flags, each ``(K, B)``."""
         k = next(iter(moving.values())).shape[0] if moving else 1
 
         def one(p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            per, logits = losses_at(self.module, self.loss, {**self.static, **p}, x, y)
+            per, logits = losses_at(module, self.loss, {**self.static, **p}, x, y)
             return per.float(), (logits.argmax(dim=-1) == y).float()
 
         if k == 1:
@@ -180,22 +208,29 @@ class PrefixEvaluator:
         return out
 
     @contextlib.contextmanager
-    def _computing(self) -> Iterator[None]:
-        """The engine's precision policy, autograd off, subnormals flushed; on CPU
-        ``self.threads`` intra-op threads (the engine's workers run one each: several threads
-        on one process measured up to 20× slower on a shared machine), restored after."""
+    def _process_settings(self) -> Iterator[None]:
+        """What is set for the whole process, around every lane: on CPU one intra-op thread
+        per lane (two threads on one forward measured up to 20× slower on a shared machine
+        than one each), subnormals flushed; restored after."""
         threads = torch.get_num_threads()
         if self.device.type == "cpu":
-            torch.set_num_threads(self.threads)
+            torch.set_num_threads(1)
         try:
-            with (
-                compute_in(self.precision, self.device),
-                torch.inference_mode(),
-                denormals_flushed(),
-            ):
+            with denormals_flushed():
                 yield
         finally:
             torch.set_num_threads(threads)
+
+    @contextlib.contextmanager
+    def _computing(self) -> Iterator[nn.Module]:
+        """A module of its own for the calling lane (``functional_call`` swaps a module's
+        parameters, so two lanes never share one), the precision policy, autograd off."""
+        module = self._modules.get()
+        try:
+            with compute_in(self.precision, self.device), torch.inference_mode():
+                yield module
+        finally:
+            self._modules.put(module)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -203,7 +238,7 @@ class PrefixEvaluator:
             "precision": self.precision,
             "points_per_call": self.points_per_call,
             "batch_size": self.batch_size,
-            "threads": self.threads if self.device.type == "cpu" else None,
+            "lanes": self.lanes,
             "method": "prefix sums" + (" + vmap" if self.points_per_call > 1 else ""),
             "samples": self.samples,
             "host_syncs": self.host_syncs,

@@ -202,13 +202,11 @@ def _advance(
     points: np.ndarray,
     make_exact: bool,
 ) -> None:
-    """One more look of ``split`` at ``points`` (grouped by where each stands and reads to)."""
+    """One more look of ``split`` at ``points``, each from where it stands to where it reads."""
     n = part.n()[points]
     if make_exact:
         stop = np.full_like(n, part.size)
     else:
         value, se = estimator.estimate(part.sums[points], part.centre, "loss", spec.method)
         stop = next_sizes(n, part.sums[points, 1], value, se, part.z, spec, part.stages)
-    for a, b in sorted({(int(x), int(y)) for x, y in zip(n, stop, strict=True)}):
-        group = points[(n == a) & (stop == b)]
-        part.sums[group] += evaluator.sums(coords[group], split, a, b)
+    part.sums[points] += evaluator.sums(coords[points], split, n, stop)

@@ -59,3 +59,34 @@ def test_sums_of_a_slice_equal_the_plain_per_sample_values(k: int) -> None:
         v_loss, v_correct = _plain_per_sample(model, dirs, point, x[perm], y[perm])
         want = point_sums(v_loss[100:250], v_correct[100:250], centre, 100)
         np.testing.assert_allclose(row, want, rtol=1e-5, atol=2e-5)  # float32 per sample
+
+
+def test_lanes_give_the_same_sums_as_one_and_points_may_start_apart() -> None:
+    """Two CPU lanes (threads, each with its own module copy) sum exactly what one does, and a
+    call with a start per point equals one call per point."""
+    torch.manual_seed(1)
+    model = build("mlp-plain", **MODEL_ARGS).eval()
+    dirs, _ = make_directions(model, DirectionSpec(), 2)
+    x, y = load_data(DataSpec(train_size=300), "train")
+    strata = split_strata(x, y)
+    perm = split_permutation(strata, 0, "train")
+    coords = np.array([[0.3, -0.2], [-0.5, 0.4], [0.1, 0.1], [0.6, 0.6], [0.0, -0.7]])
+    starts, stops = np.array([0, 40, 40, 0, 120]), np.array([100, 200, 200, 300, 300])
+    got = {}
+    for lanes in (1, 2):
+        options = EngineOptions(device="cpu", workers=lanes, batch_size=64)
+        ev = PrefixEvaluator(
+            model, dirs, {"train": (x, y)}, {"train": perm}, {"train": strata}, options=options
+        )
+        ev.set_centre(ev.centre())
+        assert ev.lanes == lanes
+        got[lanes] = ev.sums(coords, "train", starts, stops)
+        if lanes == 1:
+            one_by_one = np.stack(
+                [
+                    ev.sums(c[None], "train", a, b)[0]
+                    for c, a, b in zip(coords, starts, stops, strict=True)
+                ]
+            )
+            np.testing.assert_array_equal(got[1], one_by_one)
+    np.testing.assert_array_equal(got[1], got[2])
