@@ -76,8 +76,8 @@ class KindPrior:
 # assumed to keep the kinds' relative speeds.
 KIND_PRIORS: Mapping[str, KindPrior] = MappingProxyType(
     {
-        "surface": KindPrior(1.0, 10.0),
-        "hessian": KindPrior(1.0, 10.0),
+        "surface": KindPrior(2.0, 12.0),
+        "hessian": KindPrior(0.55, 10.0),
         "gradient_flow": KindPrior(1.0, 10.0),
         "sharpness": KindPrior(1.0, 10.0),
         "report": KindPrior(1.0, 10.0),

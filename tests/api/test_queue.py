@@ -138,13 +138,16 @@ def test_running_jobs_push_back_the_queued_ones(client: TestClient) -> None:
 
 
 def test_the_rate_is_measured_from_finished_jobs() -> None:
-    # Three finished surfaces, each twice as long as the prior said: the rate halves.
-    prior = Throughput.fit([], prior_rate=1e9)
-    runs = [Run("surface", f, 2 * (prior.seconds(f, "surface") or 0)) for f in (1e11, 2e11, 3e11)]
+    # Three finished surfaces, each working twice as long as the prior said: the rate halves.
+    prior = Throughput.fit([], prior_rate=1e9).rate("surface")
+    runs = [
+        Run("surface", f, prior.overhead_s + 2 * f / prior.flops_per_second)
+        for f in (1e11, 2e11, 3e11)
+    ]
     fitted = Throughput.fit(runs, prior_rate=1e9)
     assert fitted.samples == 3 and "measured" in fitted.basis
     assert fitted.rate("surface").flops_per_second == pytest.approx(
-        prior.rate("surface").flops_per_second / 2, rel=0.05
+        prior.flops_per_second / 2, rel=0.01
     )
     assert Throughput.fit(runs[:1], prior_rate=7.0).rate("surface") == Throughput.fit(
         [], prior_rate=7.0
