@@ -43,11 +43,14 @@ GRADIENT_FLOW_GROUP = "gradient_flow"  # landscape.analysis.gradient_flow.GROUP_
 SHARPNESS_GROUP = "sharpness"  # landscape.analysis.sharpness.GROUP_NAME
 METHOD_TEXT = {
     "fitted": "Each point is estimated from a prefix of one seeded permutation shared by "
-    "every point, with the centre's exact per-sample losses as a control variate (the "
-    "regression estimator) and a finite-population standard error; n = N is the full pass.",
+    "every point and stratified by class and input-norm quartile (every prefix holds each "
+    "stratum in proportion), with the centre's exact per-sample losses as a control variate "
+    "(the combined regression estimator over the strata) and a finite-population standard "
+    "error; n = N is the full pass.",
     "difference": "Each point is estimated from a prefix of one seeded permutation shared by "
-    "every point, as the centre's exact loss plus the mean per-sample difference to it, with "
-    "a finite-population standard error; n = N is the full pass.",
+    "every point and stratified by class and input-norm quartile, as the centre's exact loss "
+    "plus the stratified mean per-sample difference to it, with a finite-population standard "
+    "error; n = N is the full pass.",
 }
 
 
