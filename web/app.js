@@ -38,10 +38,14 @@ function currentPath() {
   return hash || "/";
 }
 
+// A notice for the next view (navigate's `notice`): shown once that view's route starts.
+let pendingNotice = null;
+
 async function route() {
   const mine = ++generation;
   const path = currentPath();
-  notify(null);
+  notify(pendingNotice, "info");
+  pendingNotice = null;
   if (cleanup) {
     try {
       cleanup();
@@ -104,7 +108,9 @@ function focusHeading() {
   document.title = `${heading.textContent} · landscape`;
 }
 
-export function navigate(path) {
+/** Open `path`; `notice` (plain words) is shown on the page it opens. */
+export function navigate(path, { notice = null } = {}) {
+  pendingNotice = notice;
   const target = `#${path}`;
   if (window.location.hash === target) route();
   else window.location.hash = target;

@@ -40,16 +40,17 @@ TINY_REPORT = {
 
 
 def test_gradient_flow_panel_on_compare(server: str, page: Any) -> None:
+    """One button computes the profile of every compared surface (each row names its own):
+    the first surface's button no longer reads as if it covered them all."""
     ids = [ensure_surface(server, body) for body in PAIR]
     page.goto(f"{server}/#/compare/{','.join(ids)}")
-    for surface_id in ids:
+    everything = page.locator("[data-flow-compute-all]")
+    everything.wait_for(state="visible")
+    for surface_id, body in zip(ids, PAIR, strict=True):
         button = page.locator(f"[data-flow-compute='{surface_id}']")
-        button.wait_for(state="visible")
-        page.wait_for_function(
-            "(id) => !document.querySelector(`[data-flow-compute='${id}']`).disabled",
-            arg=surface_id,
-        )
-        button.click()
+        assert button.inner_text() == f"Compute for {body['label']}"
+    assert everything.inner_text() == "Compute gradient flow for all 2 surfaces"
+    everything.click()
     page.wait_for_function(
         "() => { const d = document.querySelector('.plot-flow');"
         " return d && d.dataset.ready === 'true' && d.dataset.traces === '4'; }",

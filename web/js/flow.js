@@ -140,37 +140,49 @@ export function gradientFlowPanel(surfaces, { notify }) {
     }
   };
 
+  const built = new Map(); // id → its row
   const row = (s) => {
-    const button = h("button", { type: "button", class: "button", "data-flow-compute": s.id }, surfaces.length > 1 ? `Compute for ${s.label}` : "Compute gradient flow");
+    const button = h("button", { type: "button", class: "button", "data-flow-compute": s.id });
     const slot = h("div", { class: "flow-progress" });
     const el = h("div", { class: "flow-row" }, button, slot);
+    let running = false;
     const refresh = () => {
       const has = flows.has(s.id);
+      const mine = surfaces.find((t) => t.id === s.id) || s;
       el.hidden = has;
-      button.disabled = !s.complete;
-      button.title = s.complete ? "" : "Available once the surface is complete.";
+      // Named by its surface as soon as the panel holds several (they arrive one by one).
+      button.textContent = surfaces.length > 1 ? `Compute for ${mine.label}` : "Compute gradient flow";
+      button.disabled = running || !mine.complete;
+      button.title = mine.complete ? "" : "Available once the surface is complete.";
+      entry.pending = !has && !running && mine.complete;
     };
     const follow = (job) => {
       const progress = progressPanel({ label: `Gradient flow · ${s.label}`, unit: "steps", computing: "Measuring gradients" });
       replace(slot, progress);
       progress.update(job);
       if (!ACTIVE.has(job.status)) return;
-      button.disabled = true;
+      running = true;
+      refresh();
       stops.push(
         watchJob(job.id, {
           onUpdate: (update) => progress.update(update),
           onEnd: async (end) => {
             if (end.status === "done") await load(s);
+            running = false;
             refresh();
             redraw();
+            refreshAll();
           },
         }),
       );
     };
-    button.addEventListener("click", async () => {
-      button.disabled = true;
+    const start = async () => {
+      running = true;
+      refresh();
+      refreshAll();
       try {
         const reply = await api.createGradientFlow(s.id, {});
+        running = false;
         if (reply.gradient_flow) {
           flows.set(s.id, reply.gradient_flow);
           refresh();
@@ -178,13 +190,28 @@ export function gradientFlowPanel(surfaces, { notify }) {
         } else if (reply.job) follow(reply.job);
       } catch (err) {
         notify(err.message);
+        running = false;
         refresh();
       }
-    });
-    return { el, refresh };
+      refreshAll();
+    };
+    button.addEventListener("click", start);
+    const entry = { el, refresh, start, pending: false };
+    return entry;
   };
 
-  const built = new Map();
+  // Several surfaces (the compare page): one button starts every one still without a profile.
+  const allButton = h("button", { type: "button", class: "button button-primary", "data-flow-compute-all": "", hidden: true });
+  allButton.addEventListener("click", () => {
+    for (const r of built.values()) if (r.pending) r.start();
+  });
+  const refreshAll = () => {
+    const pending = [...built.values()].filter((r) => r.pending).length;
+    allButton.hidden = surfaces.length < 2 || pending < 2;
+    allButton.textContent = pending === surfaces.length ? `Compute gradient flow for all ${pending} surfaces` : `Compute gradient flow for the ${pending} surfaces without one`;
+  };
+  rows.append(allButton);
+
   const asked = new Set();
   /** Show (or refresh) the surfaces; `complete` flags enable the buttons. */
   panel.update = async (list) => {
@@ -201,6 +228,7 @@ export function gradientFlowPanel(surfaces, { notify }) {
       }
       built.get(s.id).refresh();
     }
+    refreshAll();
     redraw();
   };
   panel.stop = () => {

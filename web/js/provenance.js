@@ -109,6 +109,10 @@ export function provenanceFacts(surface, job) {
     .filter(([, rows]) => rows.length);
 }
 
+// A value longer than this (an engine's "why", a loss name) goes below its name, full width:
+// beside the name, in a side panel, it was left a column a word wide.
+const LONG = 12;
+
 /** The provenance panel (a region named "About this surface"). */
 export function provenancePanel(surface, job) {
   const facts = provenanceFacts(surface, job);
@@ -120,7 +124,7 @@ export function provenancePanel(surface, job) {
       ? facts.map(([name, rows]) =>
           h("div", { class: "provenance-group", dataset: { section: name.toLowerCase() } },
             h("h3", {}, name),
-            h("dl", { class: "stats" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]))))
+            h("dl", { class: "stats" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", { class: String(v).length > LONG ? "long" : null }, String(v))]))))
       : h("p", { class: "hint" }, "No record of how this surface was made (an uploaded checkpoint or a file from elsewhere)."),
   );
 }

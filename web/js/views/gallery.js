@@ -258,6 +258,21 @@ async function loadPreview(canvas) {
   }
 }
 
+/** Jobs in the order they run: running ones (oldest start first), then the queue by its
+ * position (the server's estimate), else by age. The API lists newest first. */
+function runOrder(jobs) {
+  const time = (iso) => (iso ? Date.parse(iso) : Infinity);
+  const key = (job) =>
+    job.status === "running"
+      ? [0, time(job.started_at || job.created_at)]
+      : [1, job.estimate?.position ?? Infinity, time(job.created_at)];
+  return [...jobs].sort((a, b) => {
+    const [ka, kb] = [key(a), key(b)];
+    for (let k = 0; k < ka.length; k++) if (ka[k] !== kb[k]) return ka[k] < kb[k] ? -1 : 1;
+    return 0;
+  });
+}
+
 /**
  * List running jobs (they may not have a surface file yet); refreshed while any is active.
  * `onJobs(activeJobs)` runs after each look, including the first with none left.
@@ -268,7 +283,7 @@ function pollJobs(box, onJobs) {
   const tick = async () => {
     let jobs = [];
     try {
-      jobs = (await api.jobs()).filter((job) => ACTIVE.has(job.status));
+      jobs = runOrder((await api.jobs()).filter((job) => ACTIVE.has(job.status)));
     } catch {
       jobs = [];
     }
@@ -277,6 +292,7 @@ function pollJobs(box, onJobs) {
     replace(
       box,
       jobs.length ? h("h2", { class: "section-title" }, "In progress") : null,
+      jobs.length > 1 ? h("p", { class: "hint" }, "Running first, then the queue in the order it will run.") : null,
       h(
         "ul",
         { class: "job-list" },
