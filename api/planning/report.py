@@ -6,7 +6,7 @@ compute device when planned, as a surface's is (tf32 for CPU workers: 422), and 
 recipe, so a worker computes what the report id names; a worker that cannot (a CPU worker given
 a tf32 report) refuses the job (``api/runners/base.py``'s ``engine_options``). Every net's model
 arguments are checked and the whole report is costed (``api/planning/cost.py``) before it is
-queued; in the queue limits it counts as its steps (trainings, surfaces, per-net analyses).
+queued; in the queue limits it counts as one job (its steps are what the budgets price).
 
 A report's folder is made by its job when it starts (``write_recipe``) and removed again if the
 job ends without output there (``discard_if_empty``), so a request alone leaves nothing on disk.
