@@ -30,6 +30,8 @@ from torch.autograd.graph import saved_tensors_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from landscape.analysis.hessian import arpack_cap, krylov
+from landscape.analysis.sharpness import SharpnessOptions
 from landscape.data import dataset_info
 from landscape.errors import LandscapeError, SpecError
 from landscape.explore.permutation import ladder, round_up
@@ -46,9 +48,6 @@ TRAIN_FACTOR = 3
 # A Hessian-vector product by double backward differentiates the gradient's graph again:
 # about two gradients.
 HVP_FACTOR = 2 * TRAIN_FACTOR
-# scipy's eigsh keeps a Krylov space of ncv = max(2k + 1, 20) vectors and typically converges
-# within ten restarts at the tolerances used here; a tolerance-driven run has no fixed cost.
-ARPACK_RESTARTS = 10
 # Samples per forward pass of a surface evaluation and of a Hessian product (the engine sizes
 # its own batches to free memory; AnalysisSpec's batch_size), for the memory estimates.
 EVAL_BATCH = 256
@@ -310,13 +309,10 @@ def _data_bytes(samples: int, shape: Shape) -> float:
     return float(samples * channels * size ** (signal[0] if signal else 2) * FLOAT_BYTES)
 
 
-def arpack_products(k: int) -> int:
-    """Hessian-vector products of one ARPACK run for ``k`` eigenvalues (0 for none)."""
-    return ARPACK_RESTARTS * _krylov(k) if k else 0
-
-
-def _krylov(k: int) -> int:
-    return max(2 * k + 1, 20)
+def arpack_products(k: int, restarts: int | None = None) -> int:
+    """Hessian-vector products of one ARPACK run for ``k`` eigenvalues (0 for none): the cap
+    the library holds it to (``landscape.analysis.hessian.arpack_cap``), so never more."""
+    return arpack_cap(k, restarts)
 
 
 def training(net: NetCost, samples: int, epochs: int, batch: int, optimizer: str) -> Work:
@@ -434,19 +430,19 @@ def hessian_estimate(spec: AnalysisSpec, map_points: int, net: NetCost, shape: S
     """A Hessian analysis: ARPACK for the top and bottom eigenvalues, Hutchinson probes, the
     density's fixed-step Lanczos runs, and one run per curvature-map point (fixed steps, or
     ARPACK for both ends)."""
-    per_point = spec.curvature_steps or arpack_products(2)
+    per_point = spec.curvature_steps or arpack_products(2, spec.maxiter)
     products = (
-        arpack_products(spec.top)
-        + arpack_products(spec.bottom)
+        arpack_products(spec.top, spec.maxiter)
+        + arpack_products(spec.bottom, spec.maxiter)
         + spec.trace_samples
         + spec.density_probes * spec.density_steps
         + map_points * per_point
     )
     basis = max(
-        _krylov(spec.top) if spec.top else 0,
-        _krylov(spec.bottom) if spec.bottom else 0,
+        krylov(spec.top) if spec.top else 0,
+        krylov(spec.bottom) if spec.bottom else 0,
         spec.density_steps if spec.density_probes else 0,
-        (spec.curvature_steps or _krylov(2)) if map_points else 0,
+        (spec.curvature_steps or krylov(2)) if map_points else 0,
     )
     n = split_size(spec.data, spec.split)
     work = _with_data(hessian_products(net, n, products, basis), n, shape)
@@ -461,12 +457,12 @@ def flow_estimate(data: DataSpec, net: NetCost, shape: Shape) -> Estimate:
 
 
 def sharpness_estimate(data: DataSpec, net: NetCost, shape: Shape, snapshots: int) -> Estimate:
-    """Sharpness: one ARPACK run for λmax per snapshot (landscape.analysis.sharpness: a
-    Krylov basis of 12, at most 50 restarts — bounded here by the same restarts as the
-    Hessian's, warm starts converge in one or two)."""
+    """Sharpness: one ARPACK run for λmax per snapshot, at most its product cap
+    (``SharpnessOptions.product_cap``; warm starts converge in one or two restarts)."""
     n = split_size(data, "train")
-    products = snapshots * arpack_products(1)
-    work = _with_data(hessian_products(net, n, products, _krylov(1)), n, shape)
+    options = SharpnessOptions()
+    products = snapshots * options.product_cap
+    work = _with_data(hessian_products(net, n, products, options.krylov), n, shape)
     return Estimate("sharpness", (("Hessian products", work),), net.params)
 
 
@@ -488,9 +484,9 @@ def report_estimate(spec: ReproduceSpec, nets: Mapping[str, NetCost], shape: Sha
             arpack_products(spec.top_eigenvalues)
             + spec.slq_probes * spec.slq_steps
             + spec.curvature_points**2 * spec.curvature_steps
-            + snapshots * arpack_products(1)
+            + snapshots * SharpnessOptions().product_cap
         )
-        basis = max(_krylov(spec.top_eigenvalues), spec.slq_steps, spec.curvature_steps)
+        basis = max(krylov(spec.top_eigenvalues), spec.slq_steps, spec.curvature_steps)
         hessian = hessian_products(net, h, products, basis)
         flow = gradients(net, n, 2)
         both = Work(hessian.flops + flow.flops, max(hessian.memory_bytes, flow.memory_bytes))

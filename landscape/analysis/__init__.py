@@ -24,7 +24,6 @@ from landscape.analysis.hessian import (
     LanczosOptions,
     hessian_spectrum,
     hutchinson_trace,
-    lanczos_eigenvalues,
 )
 from landscape.specs import MAX_CURVATURE_GRID
 
@@ -43,5 +42,4 @@ __all__ = [
     "group_summary",
     "hessian_spectrum",
     "hutchinson_trace",
-    "lanczos_eigenvalues",
 ]

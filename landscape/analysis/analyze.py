@@ -5,8 +5,8 @@ Spectrum (Lanczos extreme eigenvalues, Hutchinson trace) first, then the eigenva
 surface, the checkpoint's bytes must be the surface's and the result replaces the file's
 ``hessian/`` group in one atomic write (nothing is stored unless every step finished).
 Progress is ``on_progress(done, total)`` in steps: the spectrum is one step, the density one,
-each map point one; ``should_stop`` is asked between steps (one Lanczos run cannot be
-interrupted).
+each map point one; ``should_stop`` is asked between steps and before every Hessian-vector
+product, so a cancel stops a Lanczos run within one product.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def analyze(
         "device": spec.device,
         "dtype": getattr(torch, spec.dtype),
         "batch_size": spec.batch_size,
+        "should_stop": should_stop,
     }
     common = {
         **products,

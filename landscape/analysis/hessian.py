@@ -13,8 +13,14 @@ by the Hessian"), each costing about two gradient evaluations.
 - Extreme eigenvalues: Lanczos (Lanczos 1950), as implemented by ARPACK's implicitly restarted
   variant (Lehoucq & Sorensen 1996) behind ``scipy.sparse.linalg.eigsh``; vectors are float64
   on the CPU side, the start vector is seeded, so runs are reproducible.
+- Every ARPACK run is capped: at most ``maxiter`` restarts (``ARPACK_RESTARTS`` unless told)
+  of a ``krylov(k)`` basis, and at most ``arpack_cap(k, …)`` products, which the operator
+  enforces; the service's cost estimate counts the same cap, so a run never spends more than
+  it was priced at. A run that does not converge within it fails saying so.
 - Fixed-step Lanczos (``steps=k``): one run of exactly ``k`` products from the seeded start
-  vector gives both ends at once, a bounded cost where ARPACK can restart for an hour.
+  vector gives both ends at once.
+- ``should_stop`` is asked before every product: a cancelled analysis stops within one
+  product (``CancelledError``), not after its Lanczos run.
 - Every eigenvalue carries its residual norm ``‖Hv − θv‖`` (an eigenvalue of ``H`` lies within
   it) and counts as converged when that is at most ``tol`` times the largest ``|θ|`` computed
   (``tolerance``): a result says whether it can be trusted, whichever way it was computed.
@@ -30,7 +36,8 @@ import copy
 import itertools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,21 +51,45 @@ from landscape.analysis.spectral_density import ritz_values
 from landscape.engine.devices import resolve_device
 from landscape.engine.forward import per_sample_loss
 from landscape.engine.precision import compute_in, resolve
-from landscape.errors import SpecError
+from landscape.errors import CancelledError, SpecError
 from landscape.specs import DeviceName, LossName, ResolvedPrecision, check_choice
 
 log = logging.getLogger(__name__)
 
 Which = Literal["LA", "SA", "BE"]  # eigsh: largest / smallest algebraic, both ends
 DEFAULT_BATCH_SIZE = 256
+ARPACK_RESTARTS = 10  # restarts of one ARPACK run unless ``maxiter`` says otherwise
+
+
+def krylov(k: int) -> int:
+    """The Krylov basis ARPACK keeps for ``k`` eigenvalues (its ``ncv``, scipy's default)."""
+    return max(2 * k + 1, 20)
+
+
+def arpack_cap(
+    k: int, restarts: int | None = None, *, ncv: int | None = None, residuals: bool = True
+) -> int:
+    """The most Hessian-vector products one ARPACK run for ``k`` eigenvalues may make: its
+    first basis of ``ncv`` vectors, at most a basis more per restart (it extends the kept
+    vectors by ``ncv − k`` or so), and (with ``residuals``) one product per eigenvector to
+    measure its residual. 0 for ``k = 0``."""
+    if k < 1:
+        return 0
+    basis = ncv or krylov(k)
+    return basis * (1 + (restarts or ARPACK_RESTARTS)) + (k if residuals else 0)
+
+
+class ProductCapError(SpecError):
+    """A Lanczos run reached its product cap (``HessianOperator.capped``) unconverged."""
 
 
 @dataclass(frozen=True)
 class LanczosOptions:
     """How hard Lanczos tries. ``tol`` is ARPACK's relative accuracy of each Ritz value;
     products computed in float32 carry ~1e-6 relative noise, so asking for much less than
-    ``1e-5`` there only costs iterations. ``maxiter`` counts restarts (None: scipy's
-    ``10·n``). ``seed`` fixes the start vector and the Hutchinson probes."""
+    ``1e-5`` there only costs iterations. ``maxiter`` counts restarts (None:
+    ``ARPACK_RESTARTS``), which bounds the products (``arpack_cap``). ``seed`` fixes the start
+    vector and the Hutchinson probes."""
 
     tol: float = 1e-5
     maxiter: int | None = None
@@ -78,7 +109,8 @@ class HessianOperator:
     NumPy arrays (the Lanczos side), the products run on ``device`` in ``dtype``, in strict
     ``fp32`` unless ``precision`` is ``tf32`` (the engine's policy, ``compute_in``: TF32 is
     off for the products and PyTorch's switches are as before after each). The caller's model
-    is left as it is: a copy moves where it must.
+    is left as it is: a copy moves where it must. ``should_stop`` is asked before each
+    product; ``capped`` bounds the products of one run.
     """
 
     def __init__(
@@ -91,6 +123,7 @@ class HessianOperator:
         dtype: torch.dtype = torch.float32,
         batch_size: int = DEFAULT_BATCH_SIZE,
         precision: ResolvedPrecision = "fp32",
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         check_choice("loss", loss, LossName)
         if batch_size < 1:
@@ -119,8 +152,22 @@ class HessianOperator:
         ]
         self.n_samples = len(xs)
         self.matvecs = 0
+        self.should_stop = should_stop
+        self._limit: int | None = None  # the product count ``capped`` allows up to
         self.point = dict(self.theta)
         self._check_fits()
+
+    @contextmanager
+    def capped(self, products: int) -> Iterator[None]:
+        """At most ``products`` more products inside the block: the next one raises
+        ``ProductCapError``, so a Lanczos run costs no more than its estimate counted."""
+        outer, self._limit = self._limit, self.matvecs + products
+        if outer is not None:
+            self._limit = min(self._limit, outer)
+        try:
+            yield
+        finally:
+            self._limit = outer
 
     def _check_fits(self) -> None:
         """One forward pass first, so a model/data mismatch is a clear error, not a trace."""
@@ -157,6 +204,10 @@ class HessianOperator:
 
     def hvp(self, vector: Tensor) -> Tensor:
         """``H v`` as a flat float64 tensor on ``device`` (Pearlmutter 1994, double backward)."""
+        if self.should_stop is not None and self.should_stop():
+            raise CancelledError(f"Hessian analysis stopped after {self.matvecs} products")
+        if self._limit is not None and self.matvecs >= self._limit:
+            raise ProductCapError(f"Lanczos reached its cap of Hessian products ({self.matvecs})")
         vs = self.unflatten(vector.to(self.device, self.dtype))
         params = {k: p.detach().requires_grad_(True) for k, p in self.point.items()}
         leaves = list(params.values())
@@ -238,13 +289,6 @@ def tolerance(tol: float, values: np.ndarray) -> float:
     return float(tol * finite.max()) if finite.size else 0.0
 
 
-def lanczos_eigenvalues(
-    operator: HessianOperator, k: int, which: Which, options: LanczosOptions
-) -> np.ndarray:
-    """``k`` eigenvalues from one end (``LA``/``SA``) or both (``BE``), ascending."""
-    return lanczos_ritz(operator, k, which, options)[0]
-
-
 def lanczos_ritz(
     operator: HessianOperator, k: int, which: Which, options: LanczosOptions
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -267,27 +311,34 @@ def lanczos_ritz(
             chosen = np.concatenate([values[: k // 2], values[len(values) - (k - k // 2) :]])
         return chosen, np.zeros(len(chosen))  # exact up to rounding
     v0 = np.random.default_rng(options.seed).standard_normal(n)
+    ncv = min(n, krylov(k))
+    restarts = options.maxiter or ARPACK_RESTARTS
+    cap = arpack_cap(k, restarts, ncv=ncv)
     try:
-        values, vectors = eigsh(
-            operator.as_linear_operator(),
-            k=k,
-            which=which,
-            tol=options.tol,
-            maxiter=options.maxiter,
-            v0=v0,
-        )
-    except ArpackNoConvergence as exc:
+        with operator.capped(cap):
+            values, vectors = eigsh(
+                operator.as_linear_operator(),
+                k=k,
+                which=which,
+                tol=options.tol,
+                maxiter=restarts,
+                ncv=ncv,
+                v0=v0,
+            )
+            order = np.argsort(values)
+            values, vectors = np.asarray(values, dtype=np.float64)[order], vectors[:, order]
+            residuals = np.array(
+                [np.linalg.norm(operator.matvec(vectors[:, i]) - values[i] * vectors[:, i])
+                 for i in range(k)]
+            )  # fmt: skip
+    except (ArpackNoConvergence, ProductCapError) as exc:
+        end = {"LA": "largest", "SA": "smallest", "BE": "extreme"}[which]
         raise SpecError(
-            f"Lanczos found {len(exc.eigenvalues)} of {k} eigenvalues ({which}) within "
-            f"maxiter={options.maxiter}, tol={options.tol}; raise maxiter or tol, or use "
-            "fixed steps"
+            f"Lanczos did not converge to the {k} {end} eigenvalue(s) within {restarts} "
+            f"restarts ({cap} Hessian products, the cap its cost estimate counts) at "
+            f"tol={options.tol}: ask for fewer, raise maxiter (restarts) or tol, or use "
+            "fixed Lanczos steps"
         ) from exc
-    order = np.argsort(values)
-    values, vectors = np.asarray(values, dtype=np.float64)[order], vectors[:, order]
-    residuals = np.array(
-        [np.linalg.norm(operator.matvec(vectors[:, i]) - values[i] * vectors[:, i])
-         for i in range(k)]
-    )  # fmt: skip
     return values, residuals
 
 
@@ -357,12 +408,14 @@ def hessian_spectrum(
     options: LanczosOptions | None = None,
     precision: ResolvedPrecision = "fp32",
     steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> HessianResult:
     """The ``top`` largest and ``bottom`` smallest Hessian eigenvalues (Lanczos) and, with
     ``trace_samples > 0``, the Hutchinson trace, of the mean ``loss`` over ``data`` at the
     model's parameters, in eval mode on ``device``/``dtype`` (a copy of the model where it
     must move); products in strict ``fp32`` unless ``precision`` is ``tf32``. ``steps``: one
-    fixed-step Lanczos run for both ends instead of ARPACK (see the module docstring)."""
+    fixed-step Lanczos run for both ends instead of ARPACK (see the module docstring);
+    ``should_stop`` is asked before every product."""
     options = options or LanczosOptions()
     if top < 0 or bottom < 0 or trace_samples < 0:
         raise SpecError(f"top, bottom, trace_samples must be >= 0, got {top}, {bottom}, "
@@ -370,7 +423,7 @@ def hessian_spectrum(
     start = time.perf_counter()
     operator = HessianOperator(
         model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size,
-        precision=precision,
+        precision=precision, should_stop=should_stop,
     )  # fmt: skip
     if steps is not None and (top or bottom):
         v0 = np.random.default_rng(options.seed).standard_normal(operator.n)

@@ -30,7 +30,7 @@ import torch
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 from torch import Tensor, nn
 
-from landscape.analysis.hessian import HessianOperator
+from landscape.analysis.hessian import HessianOperator, ProductCapError, arpack_cap
 from landscape.engine.forward import per_sample_loss
 from landscape.engine.precision import compute_in, resolve
 from landscape.errors import CancelledError, SpecError
@@ -45,11 +45,12 @@ WARM_NOISE = 0.1  # share of a random direction in a warm start (see ``top_eigen
 class SharpnessOptions:
     """How each λmax is found. ``krylov`` is the Lanczos basis per restart (ARPACK's ``ncv``):
     a warm start from last step's eigenvector converges in about one restart. ``tol`` is
-    ARPACK's relative accuracy; ``maxiter`` bounds the restarts."""
+    ARPACK's relative accuracy; ``maxiter`` bounds the restarts, and with them the products of
+    one measurement (``product_cap``, which the service's cost estimate counts)."""
 
     krylov: int = 12
     tol: float = 1e-4
-    maxiter: int = 50
+    maxiter: int = 20
     seed: int = 0
     batch_size: int = 1024  # samples per product pass: sums are exact, this only sets memory
 
@@ -60,6 +61,11 @@ class SharpnessOptions:
             raise SpecError(f"sharpness tol must be >= 0, got {self.tol!r}")
         if self.maxiter < 1:
             raise SpecError(f"sharpness maxiter must be >= 1, got {self.maxiter}")
+
+    @property
+    def product_cap(self) -> int:
+        """The most Hessian-vector products one λmax may take (warm and cold tries together)."""
+        return arpack_cap(1, self.maxiter, ncv=self.krylov, residuals=False)
 
 
 @dataclass(frozen=True)
@@ -75,11 +81,27 @@ class Sharpness:
 def top_eigenpair(
     operator: HessianOperator, options: SharpnessOptions, v0: np.ndarray | None = None
 ) -> tuple[float, np.ndarray]:
-    """λmax and its unit eigenvector, Lanczos from ``v0`` (None: a seeded random start)."""
+    """λmax and its unit eigenvector, Lanczos from ``v0`` (None: a seeded random start), in
+    at most ``options.product_cap`` products."""
     n = operator.n
     if n <= options.krylov:  # toy models: the Krylov space would be all of R^n
         values, vectors = np.linalg.eigh(operator.dense())
         return float(values[-1]), vectors[:, -1]
+    try:
+        with operator.capped(options.product_cap):
+            return _warm_or_cold(operator, options, v0)
+    except ProductCapError as exc:
+        raise SpecError(
+            f"Lanczos found no λmax within {options.product_cap} Hessian products "
+            f"(maxiter={options.maxiter} restarts of {options.krylov}, tol={options.tol}); "
+            "raise them"
+        ) from exc
+
+
+def _warm_or_cold(
+    operator: HessianOperator, options: SharpnessOptions, v0: np.ndarray | None
+) -> tuple[float, np.ndarray]:
+    n = operator.n
     noise = np.random.default_rng(options.seed).standard_normal(n)
     if v0 is None or v0.shape != (n,) or not np.isfinite(v0).all() or not v0.any():
         return _lanczos(operator, options, noise)
@@ -108,7 +130,8 @@ def _lanczos(
         )
     except ArpackNoConvergence as exc:
         raise SpecError(
-            f"Lanczos found no λmax within maxiter={options.maxiter}, tol={options.tol}; raise them"
+            f"Lanczos found no λmax within maxiter={options.maxiter} restarts, "
+            f"tol={options.tol}; raise them"
         ) from exc
     return float(values[0]), np.asarray(vectors[:, 0], dtype=np.float64)
 
@@ -138,6 +161,7 @@ class SharpnessTracker:
         options: SharpnessOptions | None = None,
         warm_start: bool = True,
         precision: ResolvedPrecision = "fp32",
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.data = data
         self.loss: LossName = loss
@@ -146,12 +170,14 @@ class SharpnessTracker:
         self.options = options or SharpnessOptions()
         self.warm_start = warm_start
         self.vector: np.ndarray | None = None
+        self.should_stop = should_stop  # asked before every product
 
     def measure(self, model: nn.Module) -> Sharpness:
         """λmax and loss at the model's parameters; the caller's model is left as it is."""
         operator = HessianOperator(
             model, self.data, loss=self.loss, device=self.device,
             batch_size=self.options.batch_size, precision=self.precision,
+            should_stop=self.should_stop,
         )  # fmt: skip
         start = self.vector if self.warm_start else None
         value, vector = top_eigenpair(operator, self.options, start)
@@ -222,8 +248,9 @@ def trajectory_sharpness(
     check_choice("loss of sharpness", loss, LossName)  # a loss of the outputs alone
     x, y = load_data(data, "train", device=target)
     tracker = SharpnessTracker(
-        (x, y), loss=cast(LossName, loss), device=target, options=options, precision=resolved
-    )
+        (x, y), loss=cast(LossName, loss), device=target, options=options, precision=resolved,
+        should_stop=should_stop,
+    )  # fmt: skip
     records: list[dict[str, Any]] = []
     total = len(loaded)
     for done, (path, model, meta) in enumerate(loaded):
