@@ -33,13 +33,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.cuda_check import require_cuda
 from api.db import Job
-from api.jobs import JobQueue, new_worker_id
+from api.jobs import JobQueue
 from api.planning.rate import measured_throughput
 from api.redact import public_error
 from api.runners import gradient_flow, hessian, report, sharpness, surface
 from api.runners.base import JobContext, JobKind, Runner, worker_device
 from api.schedule import EXPRESS_OVERRUN, Lane, QueuePolicy
 from api.settings import Settings
+from api.worker_ids import new_worker_id
 from landscape.errors import CancelledError, SpecError
 
 log = logging.getLogger(__name__)
