@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.errors import CheckpointError
+from landscape.errors import CheckpointError, DivergedError
 from landscape.specs import (
     DeviceName,
     DirectionSpec,
@@ -179,7 +180,10 @@ def make_directions(
         info.update(hessian_info)
     else:
         snapshots = [_load_params(path, model) for path in spec.trajectory]
-        dirs, pca_info = pca_directions(params, snapshots, ndim=ndim, ignore=spec.ignore)
+        dirs, pca_info = pca_directions(
+            params, snapshots, ndim=ndim, ignore=spec.ignore,
+            labels=[Path(p).name for p in spec.trajectory],
+        )  # fmt: skip
         info.update(pca_info)
         info["trajectory"] = list(spec.trajectory)
     return dirs, info
@@ -253,6 +257,7 @@ def pca_directions(
     *,
     ndim: int = 2,
     ignore: Ignore = "biasbn",
+    labels: Sequence[str] | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """Top principal components of ``snapshot_i − θ`` over a training trajectory (Li et al.
     2018, §7), as unit vectors in parameter space.
@@ -261,18 +266,32 @@ def pca_directions(
     explained variance ratios are ``σ_k² / Σσ²``. Signs are fixed so each component's largest
     entry is positive (deterministic across runs and BLAS builds). 1-D parameters are left out
     for ``ignore="biasbn"``, matching random directions. ``trajectory_coords`` are the
-    snapshots' coordinates in the plane, for drawing the path on the surface.
+    snapshots' coordinates in the plane, for drawing the path on the surface. A trajectory
+    with non-finite weights (a diverged run) is a ``DivergedError`` naming the snapshots
+    (``labels``: their names) where it went, not an SVD failure.
     """
     if len(snapshots) < ndim + 1:
         raise CheckpointError(f"PCA of {ndim} components needs > {ndim} snapshots")
     names = [n for n, p in params.items() if not (p.dim() <= 1 and ignore == "biasbn")]
+    if not all(bool(torch.isfinite(params[n]).all()) for n in names):
+        raise DivergedError(
+            "PCA directions: the checkpoint's own weights are not finite (its training "
+            "diverged); retrain it with a lower learning rate"
+        )
     rows = []
     for snap in snapshots:
         diff = interpolation_direction(params, snap)
         rows.append(torch.cat([diff[n].double().flatten().cpu() for n in names]).numpy())
     matrix = np.stack(rows)  # (n_snapshots, n_params)
+    _check_finite_trajectory(matrix, labels)
     centered = matrix - matrix.mean(axis=0, keepdims=True)
-    _, sigma, vt = np.linalg.svd(centered, full_matrices=False)
+    try:
+        _, sigma, vt = np.linalg.svd(centered, full_matrices=False)
+    except np.linalg.LinAlgError as exc:  # finite but so large that the SVD overflows
+        raise DivergedError(
+            f"PCA directions: the trajectory's weights are too large to decompose ({exc}); "
+            "its training diverged: lower the learning rate"
+        ) from exc
     variance = sigma**2
     ratio = variance / variance.sum() if variance.sum() > 0 else np.zeros_like(variance)
     components = vt[:ndim]
@@ -296,6 +315,20 @@ def pca_directions(
         "trajectory_coords": (matrix @ components.T).tolist(),
     }
     return dirs, info
+
+
+def _check_finite_trajectory(matrix: np.ndarray, labels: Sequence[str] | None) -> None:
+    """Name the snapshots whose weights are NaN or infinite: the run diverged from the first."""
+    bad = [i for i, row in enumerate(matrix) if not np.isfinite(row).all()]
+    if not bad:
+        return
+    named = [labels[i] if labels is not None else f"#{i}" for i in bad]
+    listed = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+    raise DivergedError(
+        f"PCA directions: {len(bad)} of {len(matrix)} trajectory snapshots hold non-finite "
+        f"weights ({listed}): the training diverged there. Lower the learning rate, or use "
+        "the snapshots before it"
+    )
 
 
 def _load_params(path: str, model: nn.Module) -> dict[str, Tensor]:

@@ -2,7 +2,8 @@
 
 The same call ``landscape hessian --surface`` makes: spectrum, then the map, stored as the
 file's ``hessian/`` group in one write (nothing is stored unless every step finished); cancel is
-honoured between steps. It runs on this worker's device, whatever the API's was.
+honoured before every Hessian-vector product. It runs on this worker's device, whatever the
+API's was.
 """
 
 from __future__ import annotations
