@@ -251,7 +251,12 @@ class JobQueue:
         with self.sessions() as session:
             rows = session.execute(
                 select(
-                    Job.id, Job.status, Job.created_at, Job.cost_flops, Job.cancel_requested
+                    Job.id,
+                    Job.status,
+                    Job.created_at,
+                    Job.cost_flops,
+                    Job.cancel_requested,
+                    Job.kind,
                 ).where(waiting)
             ).all()
         for row in rows:
@@ -261,7 +266,10 @@ class JobQueue:
         if not rows:
             return None
         rate = self.throughput()
-        by_id = {row.id: rate.waiting(row.id, row.created_at, row.cost_flops) for row in rows}
+        by_id = {
+            row.id: rate.waiting(row.id, row.created_at, row.cost_flops, row.kind or "surface")
+            for row in rows
+        }
         lapsed = {row.id for row in rows if row.status == "running"}
         ordered = claim_order(by_id.values(), lane, t, self.policy)
         ordered.sort(key=lambda job: job.id not in lapsed)  # stable: the rule's order otherwise
@@ -318,16 +326,19 @@ class JobQueue:
             return measured_throughput(session, self.policy)
 
     def estimates(
-        self, hypothetical: Mapping[str, float | None] | None = None
+        self,
+        hypothetical: Mapping[str, float | None] | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> dict[str, JobEstimate]:
         """Every active job's estimate: the running jobs' expected ends, then the rule replayed
-        over the queued ones (``api/schedule.py``); with ``hypothetical`` jobs (id → FLOPs)
-        queued now as well, for an estimate before anything is queued."""
+        over the queued ones (``api/schedule.py``); with ``hypothetical`` jobs (id → FLOPs, of
+        the kinds ``kinds`` names) queued now as well, for an estimate before anything is
+        queued."""
         t = now()
         rate = self.throughput()
         with self.sessions() as session:
             active = list(session.scalars(select(Job).where(Job.status.in_(ACTIVE))))
-        return replay_estimates(active, rate, self.policy, t, hypothetical or {})
+        return replay_estimates(active, rate, self.policy, t, hypothetical or {}, kinds or {})
 
     def public(self, job: Job) -> JobPublic:
         """``job_public`` with the job's queue estimate when it is active."""

@@ -72,8 +72,8 @@ class KindPrior:
     overhead_s: float
 
 
-# Calibrated with bench/estimates.py on a 2-core AMD EPYC (docs/performance.md); a GPU is
-# assumed to keep the kinds' relative speeds.
+# Calibrated with bench/estimates.py on a 2-core AMD EPYC (docs/performance.md). On CUDA, not
+# calibrated: every kind at the device's rate (UNCALIBRATED), with the same overheads.
 KIND_PRIORS: Mapping[str, KindPrior] = MappingProxyType(
     {
         "surface": KindPrior(2.0, 12.0),
@@ -82,6 +82,9 @@ KIND_PRIORS: Mapping[str, KindPrior] = MappingProxyType(
         "sharpness": KindPrior(1.0, 10.0),
         "report": KindPrior(1.0, 10.0),
     }
+)
+UNCALIBRATED: Mapping[str, KindPrior] = MappingProxyType(
+    {kind: KindPrior(1.0, p.overhead_s) for kind, p in KIND_PRIORS.items()}
 )
 DEFAULT_PRIOR = KindPrior(1.0, PRIOR_OVERHEAD_S)
 
@@ -240,6 +243,7 @@ class QueuePolicy:
     express_max_seconds: float = 120.0
     prior_rate: float = PRIOR_FLOPS_PER_SECOND["cpu"]
     prior: str = "LANDSCAPE_FLOPS_PER_SECOND"
+    priors: Mapping[str, KindPrior] = field(default_factory=lambda: KIND_PRIORS)
     general_workers: int = 1
     express_workers: int = 1
 
@@ -257,13 +261,14 @@ class QueuePolicy:
             express_max_seconds=settings.express_max_seconds,
             prior_rate=rate,
             prior=prior,
+            priors=KIND_PRIORS if device == "cpu" else UNCALIBRATED,
             general_workers=1 if on_cuda else max(1, settings.workers),
             express_workers=0 if on_cuda else settings.express_workers,
         )
 
     def assumed(self) -> Throughput:
         """The prior alone, for an estimate made without the jobs table."""
-        return Throughput.fit((), self.prior_rate, self.prior)
+        return Throughput.fit((), self.prior_rate, self.prior, self.priors)
 
 
 def device_class(settings: Settings) -> DeviceClass:

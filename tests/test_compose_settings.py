@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.planning.cost import hessian_estimate, net_cost
-from api.schedule import PRIOR_FLOPS_PER_SECOND, PRIOR_OVERHEAD_S
+from api.schedule import KIND_PRIORS, PRIOR_FLOPS_PER_SECOND
 from api.settings import Settings
 from landscape.cli.worker_cmd import STOP_WAIT_SECONDS
 from landscape.specs import AnalysisSpec, DataSpec
@@ -186,7 +186,8 @@ def test_the_papers_surface_and_training_are_accepted_with_the_compose_defaults(
     # timed at a GPU's prior (COMPUTE_DEVICE cuda, FLOPS_PER_SECOND left empty): about an
     # hour and a quarter, not the months of a CPU's
     assert "prior of a CUDA worker" in estimate["basis"], estimate
-    gpu_seconds = estimate["flops"] / PRIOR_FLOPS_PER_SECOND["cuda"] + PRIOR_OVERHEAD_S
+    gpu_seconds = estimate["flops"] / PRIOR_FLOPS_PER_SECOND["cuda"]
+    gpu_seconds += KIND_PRIORS["surface"].overhead_s  # the kinds' speeds are a CPU's
     assert estimate["seconds"] == pytest.approx(gpu_seconds, rel=0.01), estimate
 
 
@@ -225,7 +226,7 @@ def test_the_cpu_defaults_refuse_the_papers_surface_saying_what_fits(cifar_data:
     # its time on this deployment, at a CPU's prior
     took = re.search(r"about ([\d.]+) days on this deployment", detail)
     assert took, detail
-    days = 4.39e16 / PRIOR_FLOPS_PER_SECOND["cpu"] / 86400
+    days = 4.39e16 / (PRIOR_FLOPS_PER_SECOND["cpu"] * KIND_PRIORS["surface"].speed) / 86400
     assert float(took.group(1)) == pytest.approx(days, rel=0.02), detail
     # and the largest grid that fits once the net is trained: one point is a forward pass of
     # every training image

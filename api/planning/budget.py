@@ -4,7 +4,7 @@ deployment, and what fits instead.
 
 A job over ``LANDSCAPE_MAX_MODEL_PARAMS``, ``LANDSCAPE_MAX_JOB_MEMORY_BYTES`` or
 ``LANDSCAPE_MAX_JOB_FLOPS`` is a ``SpecError`` (422). Its time is the estimate's FLOPs at the
-rate the queue uses (``api/planning/rate.py``: measured here, else the device class's prior).
+rate the queue uses for its kind (``api/planning/rate.py``: measured here, else the prior).
 Over the FLOPs budget, a surface is told the largest grid that fits, found by re-pricing
 smaller grids with the cost model (``surface_estimate``), never extrapolated: the largest
 n×n (n×n×n, n points for a curve) and, for a grid with unequal axes, the largest in its
@@ -38,6 +38,18 @@ REDUCE: Mapping[str, str] = MappingProxyType(
     }
 )
 MIN_AXIS = 2  # the fewest points a grid axis takes (GridRequest)
+# The job kind of an estimate (``Estimate.what``), for its kind's rate (``api/schedule.py``).
+KIND_OF: Mapping[str, str] = MappingProxyType(
+    {
+        "surface": "surface",
+        "estimated surface": "surface",
+        "exact pass": "surface",
+        "report": "report",
+        "Hessian analysis": "hessian",
+        "gradient flow": "gradient_flow",
+        "sharpness": "sharpness",
+    }
+)
 
 # The advice of an over-budget job: from the settings to one clause of the refusal.
 Advice = Callable[[Settings], str]
@@ -55,7 +67,8 @@ def check_budget(
     fits (``advice``, else what to reduce)."""
     what = estimate.what
     rate = rate or QueuePolicy.from_settings(settings).assumed()
-    took = f"about {duration(rate.seconds(estimate.flops) or 0.0)} on this deployment"
+    kind = KIND_OF.get(what)
+    took = f"about {duration(rate.seconds(estimate.flops, kind) or 0.0)} on this deployment"
     if estimate.params > settings.max_model_params:
         raise SpecError(
             f"this {what}'s model has {estimate.params:,} parameters, more than this server's "
@@ -75,7 +88,7 @@ def check_budget(
         raise SpecError(
             f"this {what} is an estimated {estimate.flops:.2g} FLOPs ({parts}), more than "
             f"this server's budget LANDSCAPE_MAX_JOB_FLOPS = {settings.max_job_flops:.2g}: "
-            f"{took}, at the {rate.basis}; {fits}"
+            f"{took}, at the {rate.basis_for(kind)}; {fits}"
         )
 
 

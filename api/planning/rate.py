@@ -14,8 +14,8 @@ RATE_SAMPLES = 200  # finished jobs the measured rates are fitted to (the newest
 
 
 def measured_throughput(session: Session, policy: QueuePolicy) -> Throughput:
-    """Seconds per FLOP by job kind, fitted to the newest jobs that finished here in one run (a resumed
-    job ran only its rest, so it would read as too fast)."""
+    """Seconds per FLOP by job kind, fitted to the newest jobs that finished here in one run
+    (a resumed job ran only its rest, so it would read as too fast)."""
     rows = session.execute(
         select(Job.kind, Job.cost_flops, Job.started_at, Job.finished_at)
         .where(
@@ -33,4 +33,4 @@ def measured_throughput(session: Session, policy: QueuePolicy) -> Throughput:
         for kind, flops, start, end in rows
         if flops is not None and start is not None and end is not None
     ]
-    return Throughput.fit(runs, policy.prior_rate, policy.prior)
+    return Throughput.fit(runs, policy.prior_rate, policy.prior, policy.priors)

@@ -119,7 +119,8 @@ def estimate_jobs(
         label = "skip vs plain · " + ", ".join(f"{a}/{b}" for a, b in report_plan.spec["pairs"])
         planned.append((_planned(queue, "report", label, report_plan.report_id, complete), flops))
     queued = {item.id: flops for item, flops in planned if item.action in ("new", "resume")}
-    estimates = queue.estimates(hypothetical=queued)
+    kinds = {item.id: item.kind for item, _flops in planned}
+    estimates = queue.estimates(hypothetical=queued, kinds=kinds)
     jobs = []
     for item, _flops in planned:
         key = item.job.id if item.action == "active" and item.job else item.id

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.planning.surface import plan_surface
+from api.schedule import KIND_PRIORS, PRIOR_FLOPS_PER_SECOND
 from api.schemas.surface import SurfaceRequest
 from api.settings import Settings
 from tests.api.test_api import TINY, tiny_settings
@@ -29,7 +30,9 @@ PAPER_SURFACE: dict[str, Any] = {
     "directions": {"normalization": "filter", "ignore": "biasbn", "seed": 0},
     "estimate": None,  # exact: the full pass per point these prices are of
 }
-CPU_PRIOR = 3e9  # FLOP/s, documented in docs/deploy.md ("The queue")
+# A surface's assumed rate on a CPU and its overhead, documented in docs/deploy.md ("The queue")
+SURFACE = KIND_PRIORS["surface"]
+CPU_RATE = PRIOR_FLOPS_PER_SECOND["cpu"] * SURFACE.speed
 
 
 def default_settings(data_dir: Path, **changes: Any) -> Settings:
@@ -84,8 +87,9 @@ def test_the_papers_job_is_refused_with_its_time_and_what_fits(client: TestClien
     flops = _number(r"an estimated ([\d.e+]+) FLOPs", detail)
     assert 4e16 < flops < 5e16  # 2601 points and 300 epochs, 50,000 images, 0.25 GFLOP each
     days = _number(r"about (\d+) days on this deployment", detail)
-    assert days == pytest.approx(flops / CPU_PRIOR / 86400, abs=1)
-    assert "assumed rate 3e+09 FLOP/s" in detail and "CPU worker" in detail
+    assert days == pytest.approx((SURFACE.overhead_s + flops / CPU_RATE) / 86400, abs=1)
+    assert f"assumed rate {CPU_RATE:.3g} FLOP/s" in detail and "CPU worker" in detail
+    assert "per surface job" in detail
     # Its training alone is over: the epochs that fit, then the grid once it is trained.
     assert "no grid fits it while the net is still to be trained" in detail
     epochs = int(_number(r"at most (\d+) epochs fit with the smallest grid, 2×2 ", detail))

@@ -64,7 +64,9 @@ def test_one_fast_start_does_not_set_every_jobs_overhead() -> None:
     history = tiny_jobs(8)
     base = fitted(history)
     quick = fitted([*history, Run("surface", 1e6, 0.3)])
-    assert quick.rate("surface").overhead_s == pytest.approx(base.rate("surface").overhead_s, rel=0.2)
+    assert quick.rate("surface").overhead_s == pytest.approx(
+        base.rate("surface").overhead_s, rel=0.2
+    )
     assert quick.rate("surface").overhead_s > 3 * 0.3
 
 
