@@ -77,10 +77,10 @@ class KindPrior:
 KIND_PRIORS: Mapping[str, KindPrior] = MappingProxyType(
     {
         "surface": KindPrior(2.0, 12.0),
-        "hessian": KindPrior(0.55, 10.0),
-        "gradient_flow": KindPrior(1.0, 10.0),
-        "sharpness": KindPrior(1.0, 10.0),
-        "report": KindPrior(1.0, 10.0),
+        "hessian": KindPrior(0.65, 3.0),
+        "gradient_flow": KindPrior(4.0, 0.5),
+        "sharpness": KindPrior(6.0, 2.0),
+        "report": KindPrior(3.0, 8.0),
     }
 )
 UNCALIBRATED: Mapping[str, KindPrior] = MappingProxyType(
