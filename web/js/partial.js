@@ -165,7 +165,7 @@ function dotsTrace(dots, main, { view, scale, withBar }) {
  */
 export function previewFigure(surface, options) {
   const { metric, view = "surface" } = options;
-  const scale = options.scale || scaleFor([surface.preview ? { values: surface.preview.raw } : surface], metric, options);
+  const scale = options.scale || scaleFor([{ values: surface.preview.raw }], metric, options);
   const lattice = surface.preview.lattices[metric];
   const dots = surface.preview.dots[metric] || { x: [], y: [], v: [] };
   if (lattice) {
