@@ -20,7 +20,7 @@ pytest_plugins = ["browser_support"]  # the server, browser and page fixtures
 SURFACE = {
     **SECOND_SURFACE,
     "train": {"epochs": 1, "seed": 11},
-    "grid": {"nx": 11, "ny": 11, "xrange": [-1, 1], "yrange": [-1, 1]},
+    "grid": {"nx": 7, "ny": 7, "xrange": [-1, 1], "yrange": [-1, 1]},
     "label": "residual MLP (one state)",
 }
 # Every change of the page, as the user could see it: badge, progress line, points row.
@@ -54,9 +54,9 @@ def test_badge_progress_and_numbers_agree_while_a_surface_finishes(server: str, 
         complete = progress.startswith("Complete")
         assert complete == (badge == "complete"), state
         if complete:
-            assert progress == "Complete: 121 of 121 points." and points == "121 of 121", state
-        elif match := re.search(r"— (\d+) of 121 points", progress):
+            assert progress == "Complete: 49 of 49 points." and points == "49 of 49", state
+        elif match := re.search(r"— (\d+) of 49 points", progress):
             computing += 1
-            assert points in (None, f"{match.group(1)} of 121"), state
+            assert points in (None, f"{match.group(1)} of 49"), state
     assert computing, f"the page never saw the job computing: {states[-3:]}"
-    assert (states[-1]["badge"], states[-1]["points"]) == ("complete", "121 of 121")
+    assert (states[-1]["badge"], states[-1]["points"]) == ("complete", "49 of 49")
