@@ -126,7 +126,7 @@ export function previewLabel(preview, metric) {
   const dots = (preview.dots[metric] || Object.values(preview.dots)[0])?.x.length || 0;
   const count = `${preview.done} of ${preview.total} points`;
   if (!lattice) return `Preview, ${count}: drawn as points until the corners, edges and centre are computed.`;
-  const others = dots ? `; dots: the other ${dots} computed point${dots === 1 ? "" : "s"}` : "";
+  const others = dots > 1 ? `; dots: the other ${dots} computed points` : dots ? "; the dot: one more computed point" : "";
   return `Interpolated preview, ${count}: bilinear through the ${lattice.cols.length}×${lattice.rows.length} lattice computed so far${others}.`;
 }
 
