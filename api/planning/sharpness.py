@@ -18,7 +18,7 @@ from landscape.specs import DataSpec, from_dict, to_dict
 from landscape.storage import Group, Surface
 from landscape.train import snapshot_dir
 
-MAX_SNAPSHOTS = 200  # λmax points per job: each is a Lanczos run
+MAX_SNAPSHOTS = 200  # λmax points per job (each a Lanczos run), spread evenly over the run
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,10 @@ def plan_sharpness(
         record, surface, settings, analysis="sharpness", train_size=request.train_size
     )
     check_choice("loss of sharpness", surface.spec.loss, LossName)
-    snapshots = sorted(snapshot_dir(checkpoint).glob("epoch_*.pt"))[:MAX_SNAPSHOTS]
+    from landscape.analysis.sharpness import sample_snapshots
+
+    kept = list(snapshot_dir(checkpoint).glob("epoch_*.pt"))
+    snapshots = sample_snapshots(kept, MAX_SNAPSHOTS)  # spread over the run, first and last
     return SharpnessPlan(
         surface_id=record.id,
         surface_path=surface_path(settings, record.id),

@@ -193,6 +193,21 @@ def snapshot_step(path: Path, metadata: dict[str, Any]) -> int | None:
     return int(found[-1]) if found else None
 
 
+def sample_snapshots(paths: Sequence[Path], limit: int) -> list[Path]:
+    """At most ``limit`` of ``paths`` in step order (``snapshot_step`` of their names, so
+    ``epoch_1000`` comes after ``epoch_999``), spread evenly over the whole run with its first
+    and last kept: a cap keeps the shape of λmax along training, not only its beginning."""
+    if limit < 1:
+        raise SpecError(f"snapshot limit must be >= 1, got {limit}")
+    ordered = sorted(paths, key=lambda p: (snapshot_step(p, {}) or 0, p.name))
+    if len(ordered) <= limit:
+        return ordered
+    if limit == 1:
+        return [ordered[-1]]
+    picks = np.round(np.linspace(0, len(ordered) - 1, limit)).astype(np.int64)
+    return [ordered[int(i)] for i in picks]  # distinct: the spacing is at least 1
+
+
 def step_size(metadata: dict[str, Any]) -> float | None:
     """η of a snapshot's training when it was constant gradient descent (or SGD without
     momentum); None otherwise: 2/η is the threshold only for a fixed step without momentum."""
