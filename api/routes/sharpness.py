@@ -41,11 +41,14 @@ def sharpness_public(group: Group) -> SharpnessPublic:
         for r in from_group(dict(arrays), dict(attrs))
     ]  # fmt: skip
     data = attrs.get("data") or {}
+    kept = attrs.get("snapshots_kept")
     return SharpnessPublic(
         points=points,
         checkpoint=attrs.get("checkpoint"),
         loss=attrs.get("loss"),
         train_size=data.get("train_size"),
+        snapshots_kept=None if kept is None else int(kept),
+        sampled=kept is not None and int(kept) > len(points),
     )
 
 

@@ -33,6 +33,16 @@ class SharpnessPublic(BaseModel):
     checkpoint: str | None
     loss: str | None
     train_size: int | None = Field(description="training subset; null: the whole split")
+    snapshots_kept: int | None = Field(
+        None,
+        description="snapshots the training kept (0: the checkpoint alone is measured); "
+        "null: not recorded",
+    )
+    sampled: bool = Field(
+        False,
+        description="true when the training kept more snapshots than this server measures "
+        "per job (200): the points are then spread evenly over the run, first and last kept",
+    )
 
 
 class SharpnessCreated(BaseModel):
