@@ -29,16 +29,19 @@ def _list_as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _no_bool(value: Any) -> Any:
-    """``true`` equals 1 to Python, so a ``Literal[1, 2]`` would take it even in strict mode."""
+def _an_integer(value: Any) -> Any:
+    """``true`` and ``3.0`` equal 1 and 3 to Python, so a ``Literal[1, 2, 3]`` would take them
+    even in strict mode: an integer choice is an integer, as every other integer field."""
     if isinstance(value, bool):
-        raise ValueError("must be a number, not true or false")
+        raise ValueError("must be an integer, not true or false")
+    if isinstance(value, float):
+        raise ValueError(f"must be an integer, not {value!r}")
     return value
 
 
 # Annotate request fields with these: ``Annotated[tuple[float, float], JsonTuple]``.
 JsonTuple = BeforeValidator(_list_as_tuple)
-NotBool = BeforeValidator(_no_bool)
+IntChoice = BeforeValidator(_an_integer)  # on a Literal of integers
 
 
 MAX_SUBSET = 10_000_000  # samples: above any data set landscape reads into memory

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.schemas.common import ID_PATTERN, MAX_SUBSET, JobPublic, JsonTuple, NotBool, Strict
+from api.schemas.common import ID_PATTERN, MAX_SUBSET, IntChoice, JobPublic, JsonTuple, Strict
 from api.schemas.hessian import HessianBrief, HessianPublic
 from landscape.errors import SpecError
 from landscape.explore.spec import EstimateSpec
@@ -104,7 +104,7 @@ class GridRequest(Strict):
     zrange: Range | None = Field(
         None, description="[min, max] of z, min < max (3D; default: xrange)"
     )
-    dim: Annotated[Literal[1, 2, 3], NotBool] | None = Field(
+    dim: Annotated[Literal[1, 2, 3], IntChoice] | None = Field(
         None, description="1 for a curve, 3 for a volume; default from ny and nz"
     )
 
