@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -173,11 +173,15 @@ def load_checkpoint(
     model_name: str | None = None,
     model_args: Mapping[str, Any] | None = None,
     map_location: str | torch.device = "cpu",
+    model_factory: str | Callable[..., nn.Module] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model and load its weights; returned in eval mode with its metadata.
 
     For our own files, ``model_args`` overrides stored arguments (e.g. a data set's class
     count), so a mismatch surfaces here as a clear error rather than later as a shape error.
+    A checkpoint of ``landscape train --model-factory pkg.mod:fn`` holds weights only: pass
+    ``model_factory`` (that ``"pkg.mod:fn"`` or the callable) to rebuild its module with the
+    stored arguments; without it the error names the factory and this argument.
     """
     content = read_checkpoint_file(path, map_location)
     if isinstance(content, dict) and content.get("format") == FORMAT:
@@ -203,7 +207,7 @@ def load_checkpoint(
                 f"{', '.join(m.name for m in list_models())})"
             )
         name, args, metadata = model_name, dict(model_args or {}), {}
-    model = _build(name, args, path)
+    model = _build(name, args, path, model_factory)
     _load_weights(model, state_dict, name, args, path)
     model.eval()
     metadata.setdefault("model", name)
@@ -272,7 +276,28 @@ def _bare_state_dict(content: Any, path: str | Path) -> dict[str, Tensor]:
     return cast("dict[str, Tensor]", content)  # every value was checked to be a Tensor above
 
 
-def _build(name: str, args: dict[str, Any], path: str | Path) -> nn.Module:
+def _build(
+    name: str,
+    args: dict[str, Any],
+    path: str | Path,
+    factory: str | Callable[..., nn.Module] | None = None,
+) -> nn.Module:
+    """The checkpoint's module: from ``factory`` when given, else from the zoo (or a plugin);
+    a factory's name the zoo does not know is an error saying how to pass the factory."""
+    from landscape.sources.modules import build_from_factory, load_factory
+
+    if factory is not None:
+        label = factory if isinstance(factory, str) else getattr(factory, "__name__", "factory")
+        made = load_factory(factory) if isinstance(factory, str) else factory
+        return build_from_factory(made, label, **args)
+    if ":" in name and name not in {info.name for info in list_models()}:
+        shown = ", ".join(f"{key}={value!r}" for key, value in args.items())
+        raise CheckpointError(
+            f"checkpoint {_name(path)} holds the weights of --model-factory {name!r} (your "
+            f"code, not a zoo model; trained with {shown or 'no arguments'}): rebuild it with "
+            f"load_checkpoint(path, model_factory={name!r}), or on the command line "
+            f"--model-factory {name}, with {name.split(':')[0]!r} importable"
+        )
     try:
         return build(name, **args)
     except (LandscapeError, TypeError, ValueError) as exc:  # the file's model_args do not fit
