@@ -4,16 +4,27 @@ Plotly's JavaScript is inlined from the installed ``plotly`` package (nothing is
 the file is opened); figures are plain Plotly JSON built here from ``report.json``'s numbers.
 Losses are drawn as ``log10`` because the plain nets' loss spans orders of magnitude over the
 wider range: on a linear scale its close-in shape would be a flat floor.
+
+This module assembles the page and its summary sections (findings, recipe, degradation,
+surfaces, surface metrics); ``html_analyses`` draws the per-net analyses and ``html_parts``
+holds what both use.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from landscape.report.html_analyses import (
+    curvature_section,
+    density_section,
+    flow_section,
+    sharpness_section,
+)
+from landscape.report.html_parts import Figures, esc, fmt, log10_rows, measured, pair_nets
 
 METRIC_MEANINGS: dict[str, str] = {
     "sharpness": "Keskar ε-sharpness: % rise of the loss within radius 0.25 of the centre",
@@ -27,58 +38,16 @@ METRIC_MEANINGS: dict[str, str] = {
 }
 
 
-def _esc(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return _esc(value)
-
-
-class _Figures:
-    """Collects ``<div>`` placeholders and the script lines that draw them."""
-
-    def __init__(self) -> None:
-        self.scripts: list[str] = []
-
-    def div(self, data: list[dict[str, Any]], layout: dict[str, Any], height: int = 360) -> str:
-        index = len(self.scripts)
-        payload = json.dumps({"data": data, "layout": {"height": height, **layout}})
-        payload = payload.replace("</", "<\\/")
-        self.scripts.append(  # the figure's JSON once, in a block of its own
-            f"{{const f = {payload}; Plotly.newPlot('fig{index}', f.data, f.layout, "
-            "{responsive: true, displaylogo: false});}"
-        )
-        return f'<div class="fig" id="fig{index}"></div>'
-
-
-def _log10(values: Any) -> list[list[float | None]]:
-    v = np.asarray(values, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.log10(v)
-    return [[float(a) if np.isfinite(a) else None for a in row] for row in np.atleast_2d(out)]
-
-
-def _pair_nets(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(skip model, plain model, key of skip net, key of plain net) per pair, first seed."""
-    seed = report["recipe"]["seeds"][0]
-    return [(a, b, f"{a}/seed{seed}", f"{b}/seed{seed}") for a, b in report["recipe"]["pairs"]]
-
-
 def _recipe_section(report: dict[str, Any]) -> str:
     recipe = report["recipe"]
     rows = "".join(
-        f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v))}</td></tr>" for k, v in recipe.items()
+        f"<tr><th>{esc(k)}</th><td>{esc(json.dumps(v))}</td></tr>" for k, v in recipe.items()
     )
     hw = report.get("hardware", {})
     return (
         "<section id='recipe'><h2>Recipe</h2><p>Fixed before any result was seen. "
-        f"Measured on {_esc(hw.get('cpu'))} ({_esc(hw.get('cpu_cores'))} cores"
-        f"{', ' + _esc(hw['gpu']) if hw.get('gpu') else ''}); whole run "
+        f"Measured on {esc(hw.get('cpu'))} ({esc(hw.get('cpu_cores'))} cores"
+        f"{', ' + esc(hw['gpu']) if hw.get('gpu') else ''}); whole run "
         f"{report['wall_time_s']:.0f} s (cached steps cost nothing).{_precision(report)}</p>"
         f"<table>{rows}</table></section>"
     )
@@ -90,7 +59,7 @@ def _precision(report: dict[str, Any]) -> str:
     used = report.get("precision")
     if not used:
         return ""
-    parts = ", ".join(f"{_esc(part.replace('_', ' '))} {_esc(p)}" for part, p in used.items())
+    parts = ", ".join(f"{esc(part.replace('_', ' '))} {esc(p)}" for part, p in used.items())
     return f" Computed in: {parts}."
 
 
@@ -100,10 +69,10 @@ def _findings_section(report: dict[str, Any]) -> str:
     if not found:
         return ""
     degradation = "".join(
-        f"<li>{_esc(d['pair'][0])} vs {_esc(d['pair'][1])}: training loss "
-        f"{_fmt(d['skip_train_loss'], 3)} vs {_fmt(d['plain_train_loss'], 3)}, test accuracy "
-        f"{_fmt(d['skip_test_acc'], 3)} vs {_fmt(d['plain_test_acc'], 3)}"
-        f"{'; training loss: ' + _esc(d['reading']) if d.get('reading') else ''}</li>"
+        f"<li>{esc(d['pair'][0])} vs {esc(d['pair'][1])}: training loss "
+        f"{fmt(d['skip_train_loss'], 3)} vs {fmt(d['plain_train_loss'], 3)}, test accuracy "
+        f"{fmt(d['skip_test_acc'], 3)} vs {fmt(d['plain_test_acc'], 3)}"
+        f"{'; training loss: ' + esc(d['reading']) if d.get('reading') else ''}</li>"
         for d in found["degradation"]
     )
     columns = sorted(
@@ -112,7 +81,7 @@ def _findings_section(report: dict[str, Any]) -> str:
     )
     head = (
         "<tr><th>metric</th>"
-        + "".join(f"<th>{_esc(p[1])} vs {_esc(p[0])}, ±{h:g}</th>" for p, h in columns)
+        + "".join(f"<th>{esc(p[1])} vs {esc(p[0])}, ±{h:g}</th>" for p, h in columns)
         + "<th>yes / decided</th></tr>"
     )
     cells: dict[str, dict[tuple[Any, float], dict[str, Any]]] = {}
@@ -121,22 +90,22 @@ def _findings_section(report: dict[str, Any]) -> str:
     mark = {True: "yes", False: "no", None: "–"}
     body = ""
     for metric, row in cells.items():
-        body += f"<tr><th>{_esc(metric)}</th>"
+        body += f"<tr><th>{esc(metric)}</th>"
         for column in columns:
             r = row.get(column)
             body += (
                 "<td>–</td>"
                 if r is None
                 else f"<td>{mark[r['plain_rougher']]} "
-                f"({_fmt(r['plain'], 3)} vs {_fmt(r['skip'], 3)})</td>"
+                f"({fmt(r['plain'], 3)} vs {fmt(r['skip'], 3)})</td>"
             )
         decided = [r["plain_rougher"] for r in row.values() if r["plain_rougher"] is not None]
         body += f"<td>{sum(decided)} / {len(decided)}</td></tr>"
     flow = "".join(
-        f"<tr><th>{_esc(f['net'])}</th><td>{_fmt(f['init'], 3)}{_reading(f, 'init')}</td>"
-        f"<td>{_fmt(f['trained'], 3)}{_reading(f, 'trained')}</td>"
-        f"<td>{_fmt(f.get('init_through_time'), 3)}</td>"
-        f"<td>{_fmt(f.get('trained_through_time'), 3)}</td></tr>"
+        f"<tr><th>{esc(f['net'])}</th><td>{fmt(f['init'], 3)}{_reading(f, 'init')}</td>"
+        f"<td>{fmt(f['trained'], 3)}{_reading(f, 'trained')}</td>"
+        f"<td>{fmt(f.get('init_through_time'), 3)}</td>"
+        f"<td>{fmt(f.get('trained_through_time'), 3)}</td></tr>"
         for f in found["gradient_flow"]
     )
     return (
@@ -159,7 +128,7 @@ def _findings_section(report: dict[str, Any]) -> str:
 def _reading(row: dict[str, Any], key: str) -> str:
     """`` (grows 286× toward the input)``: the words findings.flow_phrase made of the number."""
     reading = (row.get("reading") or {}).get(key)
-    return f" ({_esc(reading)})" if reading else ""
+    return f" ({esc(reading)})" if reading else ""
 
 
 def _families_table(rows: list[dict[str, Any]]) -> str:
@@ -171,21 +140,21 @@ def _families_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         losses = r["train_loss"]
         loss = (
-            "/".join(_fmt(v, 3) for v in losses["skip"])
+            "/".join(fmt(v, 3) for v in losses["skip"])
             + " vs "
-            + "/".join(_fmt(v, 3) for v in losses["plain"])
+            + "/".join(fmt(v, 3) for v in losses["plain"])
         )
         flow = "; ".join(
-            f"{label}: {_fmt(r['gradient_within_decade'][label])} "
-            f"({_fmt(ratio['skip'], 2)} vs {_fmt(ratio['plain'], 2)})"
+            f"{label}: {fmt(r['gradient_within_decade'][label])} "
+            f"({fmt(ratio['skip'], 2)} vs {fmt(ratio['plain'], 2)})"
             for label, ratio in r["gradient_ratio"].items()
         )
         body += (
-            f"<tr><th>{_esc(r['family'])}</th><td>{_esc(r['pair'][0])} vs "
-            f"{_esc(r['pair'][1])}</td><td>{_fmt(r['lower_loss'])} ({loss})</td>"
-            f"<td>{flow} over {_esc(r['gradient_over'])}</td><td>{_fmt(r['smoother'])} "
+            f"<tr><th>{esc(r['family'])}</th><td>{esc(r['pair'][0])} vs "
+            f"{esc(r['pair'][1])}</td><td>{fmt(r['lower_loss'])} ({loss})</td>"
+            f"<td>{flow} over {esc(r['gradient_over'])}</td><td>{fmt(r['smoother'])} "
             f"({r['metrics_plain_rougher']} of {r['metrics_decided']})</td>"
-            f"<td>{_fmt(r.get('plain_sharpens_more'))} ({r.get('sharpness_plain_sharper', 0)} "
+            f"<td>{fmt(r.get('plain_sharpens_more'))} ({r.get('sharpness_plain_sharper', 0)} "
             f"of {r.get('sharpness_compared', 0)})</td></tr>"
         )
     return (
@@ -213,7 +182,7 @@ def _degradation_section(report: dict[str, Any]) -> str:
             f"<td>{_mean_sd(row[k], n)}</td>"
             for k in ("train_loss", "train_acc", "test_loss", "test_acc")
         )
-        body += f"<tr><th>{_esc(row['model'])}</th>{cells}</tr>"
+        body += f"<tr><th>{esc(row['model'])}</th>{cells}</tr>"
     spread = f"mean ± sample standard deviation over {n} seeds" if n > 1 else "1 seed (no spread)"
     return (
         "<section id='degradation'><h2>Degradation table</h2>"
@@ -225,11 +194,11 @@ def _degradation_section(report: dict[str, Any]) -> str:
 
 def _mean_sd(stat: dict[str, Any], seeds: int) -> str:
     """``mean ± sd``, or the mean alone for one seed: "± 0" would claim a measured spread."""
-    mean = _fmt(stat["mean"])
-    return f"{mean} ± {_fmt(stat['std'], 2)}" if seeds > 1 else mean
+    mean = fmt(stat["mean"])
+    return f"{mean} ± {fmt(stat['std'], 2)}" if seeds > 1 else mean
 
 
-def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
+def _surfaces_section(report: dict[str, Any], figs: Figures) -> str:
     parts = [
         "<section id='surfaces'><h2>Loss surfaces</h2><p>log10 of the training loss along two "
         "filter-normalized random directions (Li et al. 2018), per pair and range; the close "
@@ -237,21 +206,21 @@ def _surfaces_section(report: dict[str, Any], figs: _Figures) -> str:
         "climbs.</p>"
     ]
     nets = report["nets"]
-    for skip, plain, k_skip, k_plain in _pair_nets(report):
+    for skip, plain, k_skip, k_plain in pair_nets(report):
         for index, (half, n) in enumerate(report["recipe"]["ranges"]):
-            parts.append(f"<h3>{_esc(skip)} vs {_esc(plain)}, ±{half:g} ({n}×{n})</h3>")
+            parts.append(f"<h3>{esc(skip)} vs {esc(plain)}, ±{half:g} ({n}×{n})</h3>")
             low, high = _shared_log_range(nets, (k_skip, k_plain), index)
             row = []
             for model, key in ((skip, k_skip), (plain, k_plain)):
                 if nets[key].get("diverged"):
-                    row.append(f"<p class='fig'>{_esc(model)}: training diverged</p>")
+                    row.append(f"<p class='fig'>{esc(model)}: training diverged</p>")
                     continue
                 s = nets[key]["surfaces"][index]
                 trace = {
                     "type": "contour",
                     "x": s["x"],
                     "y": s["y"],
-                    "z": _log10(s["train_loss"]),
+                    "z": log10_rows(s["train_loss"]),
                     "colorscale": "Viridis",
                     "colorbar": {"title": {"text": "log10 loss"}},
                     "contours": {"coloring": "heatmap"},
@@ -289,11 +258,11 @@ def _metrics_section(report: dict[str, Any]) -> str:
     shape_keys = ["level_set_convexity", "local_minima", "log10_loss_span"]
     head = (
         "<tr><th>net</th><th>range</th>"
-        + "".join(f"<th>{_esc(k)}</th>" for k in [*keys, *shape_keys, "curvature_nonconvex"])
+        + "".join(f"<th>{esc(k)}</th>" for k in [*keys, *shape_keys, "curvature_nonconvex"])
         + "</tr>"
     )
     body = ""
-    for key, net in _measured(report):
+    for key, net in measured(report):
         for s in net["surfaces"]:
             m = s["metrics"]
             cells = [
@@ -303,181 +272,13 @@ def _metrics_section(report: dict[str, Any]) -> str:
             cells.append(
                 net["curvature"]["nonconvex_fraction"] if s is net["surfaces"][0] else None
             )
-            body += f"<tr><th>{_esc(key)}</th><td>±{s['half_width']:g}</td>"
-            body += "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>"
-    meanings = "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in METRIC_MEANINGS.items())
+            body += f"<tr><th>{esc(key)}</th><td>±{s['half_width']:g}</td>"
+            body += "".join(f"<td>{fmt(c)}</td>" for c in cells) + "</tr>"
+    meanings = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in METRIC_MEANINGS.items())
     return (
         "<section id='metrics'><h2>Metrics</h2><ul>" + meanings + "</ul>"
         f"<table>{head}{body}</table></section>"
     )
-
-
-def _curvature_section(report: dict[str, Any], figs: _Figures) -> str:
-    steps = report["recipe"].get("curvature_steps")
-    method = (
-        f"{steps} Lanczos steps per point (full reorthogonalization; each end's residual "
-        "norm is in report.json)"
-        if steps
-        else "ARPACK Lanczos per point"
-    )
-    parts = [
-        "<section id='curvature'><h2>Curvature maps</h2><p>|min(λmin, 0)| / λmax of the "
-        "full Hessian at a sub-grid of the close range (Li et al. 2018 Fig. 7): 0 is "
-        "convex in every direction, large is a saddle the plane hides. Extremes by "
-        f"{_esc(method)}.</p><div class='row'>"
-    ]
-    for key, net in _measured(report):
-        c = net["curvature"]
-        low, high = np.asarray(c["lambda_min"], float), np.asarray(c["lambda_max"], float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(high > 0, np.abs(np.minimum(low, 0)) / high, np.nan)
-        z = [[float(a) if np.isfinite(a) else None for a in row] for row in np.atleast_2d(ratio)]
-        trace = {
-            "type": "heatmap",
-            "x": c["x"],
-            "y": c["y"],
-            "z": z,
-            "zmin": 0,
-            "colorscale": "Cividis",
-            "colorbar": {"title": {"text": "ratio"}},
-        }
-        parts.append(figs.div([trace], {"title": {"text": key}}, 320))
-    parts.append("</div></section>")
-    return "".join(parts)
-
-
-def _density_section(report: dict[str, Any], figs: _Figures) -> str:
-    parts = [
-        "<section id='spectra'><h2>Hessian eigenvalue density</h2><p>Stochastic Lanczos "
-        "quadrature (Ghorbani et al. 2019) on a fixed training subset; probes, steps and "
-        "seed are in report.json. Density on a log axis.</p><div class='row'>"
-    ]
-    nets = report["nets"]
-    for skip, plain, k_skip, k_plain in _pair_nets(report):
-        traces = []
-        for model, key in _measured_pair(nets, skip, plain, k_skip, k_plain):
-            d = nets[key]["density"]
-            floor = max(d["density"]) * 1e-6  # log axis: cut the Gaussian tails' zeros
-            dens = [max(v, floor) for v in d["density"]]
-            traces.append(
-                {
-                    "type": "scatter",
-                    "mode": "lines",
-                    "x": d["grid"],
-                    "y": dens,
-                    "name": f"{model} (λmax {nets[key]['hessian']['top_eigenvalues'][0]:.3g})",
-                }
-            )
-        layout = {
-            "title": {"text": f"{skip} vs {plain}"},
-            "xaxis": {"title": {"text": "λ"}},
-            "yaxis": {"type": "log", "title": {"text": "density"}},
-        }
-        parts.append(figs.div(traces, layout))
-    parts.append("</div></section>")
-    return "".join(parts)
-
-
-# (gradient_flow entry, x axis, title suffix): over layers, and over time for recurrent nets
-FLOW_SERIES = (("grad_norm", "depth", ""), ("time_grad_norm", "step", ", through time"))
-
-
-def _flow_section(report: dict[str, Any], figs: _Figures) -> str:
-    parts = [
-        "<section id='gradient-flow'><h2>Gradient flow</h2><p>‖∂L/∂W‖ per conv/linear "
-        "layer over depth (1 = input), at initialization and trained, log scale: the "
-        "identity shortcut's 'highway' (He et al. 2016) as data. For recurrent nets also "
-        "‖∂L/∂h_t‖ per time step (1 = first row): the gradient through time (Bengio et al. "
-        "1994; Hochreiter &amp; Schmidhuber 1997).</p><div class='row'>"
-    ]
-    nets = report["nets"]
-    for skip, plain, k_skip, k_plain in _pair_nets(report):
-        pair = _measured_pair(nets, skip, plain, k_skip, k_plain)
-        for series, axis, suffix in FLOW_SERIES:
-            traces = []
-            for model, key in pair:
-                for label in ("init", "trained"):
-                    values = nets[key]["gradient_flow"][label].get(series)
-                    if values is None:  # no time steps in a feedforward net
-                        continue
-                    traces.append(
-                        {
-                            "type": "scatter",
-                            "mode": "lines+markers",
-                            "x": list(range(1, len(values) + 1)),
-                            "y": values,
-                            "name": f"{model} {label}",
-                            "line": {"dash": "solid" if model == skip else "dash"},
-                        }
-                    )
-            if traces:
-                layout = {
-                    "title": {"text": f"{skip} vs {plain}{suffix}"},
-                    "xaxis": {"title": {"text": axis}},
-                    "yaxis": {"type": "log", "title": {"text": "gradient norm"}},
-                }
-                parts.append(figs.div(traces, layout, 400))
-    parts.append("</div></section>")
-    return "".join(parts)
-
-
-def _sharpness_section(report: dict[str, Any], figs: _Figures) -> str:
-    """λmax along training per pair (progressive sharpening, Cohen et al. 2021), log scale."""
-    rows = (report.get("findings") or {}).get("sharpness") or []
-    if not rows:
-        return ""
-    table = "".join(
-        f"<tr><th>{_esc(r['net'])}</th><td>{_fmt(r['init'], 3)}</td>"
-        f"<td>{_fmt(r['peak'], 3)} (epoch {_fmt(r['peak_epoch'])})</td>"
-        f"<td>{_fmt(r['last'], 3)}</td></tr>"
-        for r in rows
-    )
-    parts = [
-        "<section id='sharpness'><h2>Sharpness along training</h2><p>λmax, the top Hessian "
-        "eigenvalue of the training loss on the Hessian's images, at the snapshots of the "
-        "first seed's training (epoch 0 = initialization), each Lanczos run warm-started from "
-        "the last eigenvector. Under full-batch gradient descent with step η it rises until "
-        "about 2/η (Cohen et al. 2021); this recipe is SGD with momentum and a cosine "
-        "schedule, so no fixed threshold is drawn: the question is which twin is sharper. "
-        "The Hessian is taken in eval mode, where a BN net at epoch 0 still has its initial "
-        "running statistics, so its λmax there is not comparable with later ones.</p><table>"
-        "<tr><th>net</th><th>λmax at initialization</th><th>peak after it</th>"
-        f"<th>λmax trained</th></tr>{table}</table><div class='row'>"
-    ]
-    nets = report["nets"]
-    for skip, plain, k_skip, k_plain in _pair_nets(report):
-        traces = [
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "x": [r["epoch"] for r in nets[key]["sharpness"]],
-                "y": [r["lambda_max"] for r in nets[key]["sharpness"]],
-                "name": model,
-                "line": {"dash": "solid" if model == skip else "dash"},
-            }
-            for model, key in _measured_pair(nets, skip, plain, k_skip, k_plain)
-            if nets[key].get("sharpness")
-        ]
-        if traces:
-            layout = {
-                "title": {"text": f"{skip} vs {plain}"},
-                "xaxis": {"title": {"text": "epoch"}},
-                "yaxis": {"type": "log", "title": {"text": "λmax"}},
-            }
-            parts.append(figs.div(traces, layout, 360))
-    parts.append("</div></section>")
-    return "".join(parts)
-
-
-def _measured(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The nets with measurements (a diverged net has none)."""
-    return [(k, net) for k, net in report["nets"].items() if not net.get("diverged")]
-
-
-def _measured_pair(
-    nets: dict[str, Any], skip: str, plain: str, k_skip: str, k_plain: str
-) -> list[tuple[str, str]]:
-    return [(m, k) for m, k in ((skip, k_skip), (plain, k_plain)) if not nets[k].get("diverged")]
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}
@@ -490,22 +291,22 @@ def render_report_html(report: dict[str, Any]) -> str:
     """The whole page as one string (Plotly inlined)."""
     from plotly.offline import get_plotlyjs
 
-    figs = _Figures()
+    figs = Figures()
     sections = [
         _findings_section(report),
         _recipe_section(report),
         _degradation_section(report),
         _surfaces_section(report, figs),
         _metrics_section(report),
-        _curvature_section(report, figs),
-        _density_section(report, figs),
-        _flow_section(report, figs),
-        _sharpness_section(report, figs),
+        curvature_section(report, figs),
+        density_section(report, figs),
+        flow_section(report, figs),
+        sharpness_section(report, figs),
     ]
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Skip vs plain: the report"
         f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
-        f"<h1>{_esc(_title(report))}</h1>"
+        f"<h1>{esc(_title(report))}</h1>"
         + "".join(sections)
         + "<script>"
         + "\n".join(figs.scripts)

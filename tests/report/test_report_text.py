@@ -13,7 +13,8 @@ import pytest
 
 from landscape.analysis.gradient_flow import _quarter_ratio
 from landscape.report.findings import flow_phrase, gradient_flow_summary, loss_phrase
-from landscape.report.html import _degradation_section, _Figures, _surfaces_section
+from landscape.report.html import _degradation_section, _surfaces_section
+from landscape.report.html_parts import Figures
 
 
 def _profile(kind: str, layers: int = 16) -> np.ndarray:
@@ -79,7 +80,7 @@ def _report(seeds: list[int], low: float, high: float) -> dict[str, Any]:
 
 
 def test_a_pair_shares_one_colour_range_and_names_its_axes() -> None:
-    figs = _Figures()
+    figs = Figures()
     html = _surfaces_section(_report([0], 0.3, 4.5), figs)
     assert "resnet56 vs resnet56-noshort" in html
     figures = [
