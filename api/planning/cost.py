@@ -79,10 +79,11 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
 }
 UNKNOWN_SPLIT_SIZE = 10_000_000  # a data set missing above counts as the largest subset allowed
 
-# Samples per point an estimate's relative target is expected to need: a probe on MNIST-1D
-# (an MLP, 50,000 training samples, 21×21 over ±1) needed 1,010 on average at ±5 %. The need
-# grows as 1/target² (a standard error falls as 1/√n) and not with N.
-EXPLORE_SAMPLES_AT_5_PERCENT = 1010
+# Samples per point an estimate's relative target is expected to need: `python -m bench.explore`
+# (an MLP, MNIST-1D, 50,000 training samples, 21×21 over ±1, stratified permutation, planned
+# looks) read 1,180 a point on average at ±5 % (6,650 at ±2 %). The need grows about as
+# 1/target² (a standard error falls as 1/√n) and not with N.
+EXPLORE_SAMPLES_AT_5_PERCENT = 1180
 # An absolute target t needs about (2·s/t)² samples: s, the per-sample spread of the loss
 # differences to the centre, taken as one nat; 2, a 95 % interval's quantile.
 EXPLORE_ABSOLUTE_SPREAD = 1.0
