@@ -6,6 +6,7 @@ surface, and λmax along training, with the time each took (``reproduce`` caches
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,18 @@ ANALYSIS_PRECISION: ResolvedPrecision = "fp32"
 
 
 def measure(
-    spec: ReproduceSpec, model_name: str, seed: int, checkpoint: str, surface_path: str
+    spec: ReproduceSpec,
+    model_name: str,
+    seed: int,
+    checkpoint: str,
+    surface_path: str,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Every analysis of one trained net (its checkpoint, on the CPU for gradient flow and on
     the recipe's device for Hessian products), in ``ANALYSIS_PRECISION``; the curvature map
-    over ``surface_path``'s grid and directions."""
+    over ``surface_path``'s grid and directions. ``should_stop`` is asked before every
+    Hessian-vector product (``CancelledError``), so a cancelled report stops in its analyses
+    too."""
     from landscape.analysis.curvature import curvature_map
     from landscape.analysis.gradient_flow import gradient_flow
     from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
@@ -55,11 +63,13 @@ def measure(
     clock = time.perf_counter()
     hessian = hessian_spectrum(
         model, subset, top=spec.top_eigenvalues, device=spec.device, options=lanczos,
-        precision=ANALYSIS_PRECISION,
+        precision=ANALYSIS_PRECISION, should_stop=should_stop,
     )  # fmt: skip
     timed("top_eigenvalues", clock)
     clock = time.perf_counter()
-    operator = HessianOperator(model, subset, device=spec.device, precision=ANALYSIS_PRECISION)
+    operator = HessianOperator(
+        model, subset, device=spec.device, precision=ANALYSIS_PRECISION, should_stop=should_stop
+    )
     density = spectral_density(
         operator.matvec, operator.n, n_probes=spec.slq_probes, steps=spec.slq_steps, seed=seed
     )
@@ -75,10 +85,11 @@ def measure(
         options=lanczos,
         steps=spec.curvature_steps,
         device=spec.device,
+        should_stop=should_stop,
     )
     times["curvature"] = curvature.wall_time_s
     clock = time.perf_counter()
-    sharpness = _sharpness_along_training(spec, seed, checkpoint, subset)
+    sharpness = _sharpness_along_training(spec, seed, checkpoint, subset, should_stop)
     timed("sharpness", clock)
     return {
         "sharpness": sharpness,
@@ -110,7 +121,11 @@ def measure(
 
 
 def _sharpness_along_training(
-    spec: ReproduceSpec, seed: int, checkpoint: str, subset: tuple[torch.Tensor, torch.Tensor]
+    spec: ReproduceSpec,
+    seed: int,
+    checkpoint: str,
+    subset: tuple[torch.Tensor, torch.Tensor],
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """λmax of the training loss on the Hessian's images at each stored snapshot, in epoch
     order, each Lanczos run warm-started from the last eigenvector; [] without snapshots."""
@@ -121,8 +136,9 @@ def _sharpness_along_training(
     snapshots = sorted(snapshot_dir(Path(checkpoint)).glob("epoch_*.pt"))
     options = SharpnessOptions(tol=spec.lanczos_tol, seed=seed)
     tracker = SharpnessTracker(
-        subset, device=spec.device, options=options, precision=ANALYSIS_PRECISION
-    )
+        subset, device=spec.device, options=options, precision=ANALYSIS_PRECISION,
+        should_stop=should_stop,
+    )  # fmt: skip
     records = []
     for path in snapshots:
         model, meta = load_checkpoint(path)

@@ -138,7 +138,7 @@ def reproduce(
             step(f"surface {model} seed {seed} ±{half:g} {n}×{n}")
             surfaces.append(_surface(spec, engine, checkpoint, half, n, out, should_stop))
         step(f"Hessian, gradient flow and sharpness {model} seed {seed}")
-        analysis = _analysis(spec, model, seed, checkpoint, surfaces[0]["path"], out)
+        analysis = _analysis(spec, model, seed, checkpoint, surfaces[0]["path"], out, should_stop)
         nets[f"{model}/seed{seed}"] = {
             "model": model,
             "seed": seed,
@@ -257,9 +257,16 @@ def _surface(
 
 
 def _analysis(
-    spec: ReproduceSpec, model: str, seed: int, checkpoint: str, surface_path: str, out: Path
+    spec: ReproduceSpec,
+    model: str,
+    seed: int,
+    checkpoint: str,
+    surface_path: str,
+    out: Path,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Curvature map, Hessian spectrum and density, gradient flow; cached by their inputs."""
+    """Curvature map, Hessian spectrum and density, gradient flow; cached by their inputs
+    (``should_stop`` is asked before every Hessian-vector product)."""
     from landscape.sources.checkpoint import file_digest
 
     half, n = spec.ranges[0]
@@ -283,7 +290,7 @@ def _analysis(
     if cache.exists():
         cached: dict[str, Any] = json.loads(cache.read_text())
         return cached
-    result = _plain(measure(spec, model, seed, checkpoint, surface_path))
+    result = _plain(measure(spec, model, seed, checkpoint, surface_path, should_stop))
     cache.write_text(json.dumps(result, allow_nan=False))
     return dict(result)
 
