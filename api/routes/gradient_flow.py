@@ -12,13 +12,21 @@ from fastapi import APIRouter, Body, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.planning.gradient_flow import check_flow_budget, flow_covers, plan_gradient_flow
-from api.routes.common import computed_surface, record_or_404, stored_group_or_404, submit_or_409
+from api.routes.common import Analysis, queue_analysis, stored_group_or_404
 from api.routes.surface import SurfaceId
 from api.runners.base import JobKind
 from api.schemas.gradient_flow import GradientFlowCreated, GradientFlowPublic, GradientFlowRequest
 from api.views import GRADIENT_FLOW_GROUP, gradient_flow_public
 
-KIND = JobKind.GRADIENT_FLOW
+ANALYSIS = Analysis(
+    kind=JobKind.GRADIENT_FLOW,
+    group=GRADIENT_FLOW_GROUP,
+    label="gradient flow",
+    plan=plan_gradient_flow,
+    covers=flow_covers,
+    check_budget=check_flow_budget,
+    steps=lambda _plan: 2,  # at initialization, trained
+)
 
 router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
 
@@ -46,21 +54,9 @@ def create_gradient_flow(
     the stored profiles when the file holds them for this checkpoint, subset and BN mode. 409
     while the surface is not complete, or while another job of it runs; 422 when the flow to
     compute is over this server's budgets."""
-    record = record_or_404(session, surface_id)
-    surface = computed_surface(settings, surface_id)
-    plan = plan_gradient_flow(record, body, settings, surface)
-    group = surface.groups.get(GRADIENT_FLOW_GROUP)
-    if group is not None and flow_covers(group, plan, surface):
-        response.status_code = 200
-        latest = queue.latest_for(surface_id, KIND)
-        return GradientFlowCreated(
-            job=queue.public(latest) if latest else None, gradient_flow=gradient_flow_public(group)
-        )
-    check_flow_budget(plan, surface, settings)
-    request = {"surface_id": surface_id, **body.model_dump(mode="json")}
-    label = f"{record.label or record.model} · gradient flow"
-    job = submit_or_409(queue, KIND, surface_id, label, request, 2, plan.to_json())
-    return GradientFlowCreated(job=queue.public(job), gradient_flow=None)
+    job, group = queue_analysis(ANALYSIS, surface_id, body, response, settings, session, queue)
+    shown = None if group is None else gradient_flow_public(group)
+    return GradientFlowCreated(job=job, gradient_flow=shown)
 
 
 @router.get(

@@ -12,13 +12,22 @@ from fastapi import APIRouter, Body, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.planning.hessian import check_hessian_budget, check_limits, covers, plan_hessian
-from api.routes.common import computed_surface, record_or_404, stored_group_or_404, submit_or_409
+from api.routes.common import Analysis, queue_analysis, stored_group_or_404
 from api.routes.surface import SurfaceId
 from api.runners.base import JobKind
 from api.schemas.hessian import HessianCreated, HessianPublic, HessianRequest
 from api.views import HESSIAN_GROUP, hessian_public
 
-KIND = JobKind.HESSIAN
+ANALYSIS = Analysis(
+    kind=JobKind.HESSIAN,
+    group=HESSIAN_GROUP,
+    label="curvature",
+    plan=plan_hessian,
+    covers=covers,
+    check_budget=check_hessian_budget,
+    steps=lambda plan: plan.steps,
+    check_limits=check_limits,
+)
 
 router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
 
@@ -61,21 +70,8 @@ def create_hessian(
     shared), or answer 200 with the stored numbers when the file already holds all of them.
     409 while the surface is not complete, or while another analysis of it runs; 422 over a
     limit, or when the analysis to run is over this server's budgets."""
-    record = record_or_404(session, surface_id)
-    check_limits(body, settings)  # over a limit is 422 whatever the surface's state
-    surface = computed_surface(settings, surface_id)
-    plan = plan_hessian(record, body, settings, surface)
-    group = surface.groups.get(HESSIAN_GROUP)
-    if group is not None and covers(group, plan, surface):
-        response.status_code = 200
-        latest = queue.latest_for(surface_id, KIND)
-        shown = queue.public(latest) if latest else None
-        return HessianCreated(job=shown, hessian=hessian_public(group))
-    check_hessian_budget(plan, surface, settings)
-    request = {"surface_id": surface_id, **body.model_dump(mode="json")}
-    label = f"{record.label or record.model} · curvature"
-    job = submit_or_409(queue, KIND, surface_id, label, request, plan.steps, plan.to_json())
-    return HessianCreated(job=queue.public(job), hessian=None)
+    job, group = queue_analysis(ANALYSIS, surface_id, body, response, settings, session, queue)
+    return HessianCreated(job=job, hessian=None if group is None else hessian_public(group))
 
 
 @router.get(

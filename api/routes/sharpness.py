@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Response
 
 from api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess, error_responses
 from api.planning.sharpness import check_sharpness_budget, plan_sharpness, sharpness_covers
-from api.routes.common import computed_surface, record_or_404, stored_group_or_404, submit_or_409
+from api.routes.common import Analysis, queue_analysis, stored_group_or_404
 from api.routes.surface import SurfaceId
 from api.runners.base import JobKind
 from api.schemas.sharpness import (
@@ -23,8 +23,16 @@ from api.schemas.sharpness import (
 )
 from landscape.storage import Group
 
-KIND = JobKind.SHARPNESS
 GROUP = "sharpness"  # landscape.analysis.sharpness.GROUP_NAME
+ANALYSIS = Analysis(
+    kind=JobKind.SHARPNESS,
+    group=GROUP,
+    label="sharpness",
+    plan=plan_sharpness,
+    covers=sharpness_covers,
+    check_budget=check_sharpness_budget,
+    steps=lambda plan: len(plan.snapshots),
+)
 
 router = APIRouter(prefix="/api/surfaces", tags=["surfaces"], dependencies=[ReadAccess])
 
@@ -74,22 +82,8 @@ def create_sharpness(
     """Queue it (202 with the job), or 200 with the stored points when the file holds them
     for this checkpoint, subset and snapshots. 409 while the surface is not complete or
     another job of it runs; 422 over this server's budgets."""
-    record = record_or_404(session, surface_id)
-    surface = computed_surface(settings, surface_id)
-    plan = plan_sharpness(record, body, settings, surface)
-    group = surface.groups.get(GROUP)
-    if group is not None and sharpness_covers(group, plan, surface):
-        response.status_code = 200
-        latest = queue.latest_for(surface_id, KIND)
-        return SharpnessCreated(
-            job=queue.public(latest) if latest else None, sharpness=sharpness_public(group)
-        )
-    check_sharpness_budget(plan, surface, settings)
-    request = {"surface_id": surface_id, **body.model_dump(mode="json")}
-    label = f"{record.label or record.model} · sharpness"
-    job = submit_or_409(queue, KIND, surface_id, label, request, len(plan.snapshots),
-                        plan.to_json())  # fmt: skip
-    return SharpnessCreated(job=queue.public(job), sharpness=None)
+    job, group = queue_analysis(ANALYSIS, surface_id, body, response, settings, session, queue)
+    return SharpnessCreated(job=job, sharpness=None if group is None else sharpness_public(group))
 
 
 @router.get(
