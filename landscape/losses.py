@@ -229,7 +229,7 @@ def custom_loss(fn: LossFn, *, name: str | None = None, formula: str | None = No
 def load_loss_factory(spec: str) -> Loss:
     """``--loss-factory package.module:callable``: the callable is the loss itself, resolved
     by the rules (and with the messages) of ``--model-factory``."""
-    from landscape.sources.modules import load_factory
+    from landscape.sources.factory import load_factory
 
     fn = load_factory(spec, option="--loss-factory", returns="per-sample losses")
     return custom_loss(fn)

@@ -292,7 +292,7 @@ def _check_factory_arguments(args: argparse.Namespace) -> None:
     """Check ``--model-factory`` against the other options before any file is read: the
     factory replaces ``--model``, and only random and Hessian directions need no second
     checkpoint."""
-    from landscape.sources.modules import load_factory
+    from landscape.sources.factory import load_factory
 
     if args.model is not None:
         raise SpecError("give --model (a zoo model) or --model-factory (your own code), not both")

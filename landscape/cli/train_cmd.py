@@ -136,7 +136,7 @@ def model_name(args: argparse.Namespace) -> str:
     if args.model is not None:
         return str(args.model)
     from landscape.models import list_models, register_model
-    from landscape.sources.modules import build_from_factory, load_factory
+    from landscape.sources.factory import build_from_factory, load_factory
 
     name = str(args.model_factory)
     factory = load_factory(name)

@@ -284,7 +284,7 @@ def _build(
 ) -> nn.Module:
     """The checkpoint's module: from ``factory`` when given, else from the zoo (or a plugin);
     a factory's name the zoo does not know is an error saying how to pass the factory."""
-    from landscape.sources.modules import build_from_factory, load_factory
+    from landscape.sources.factory import build_from_factory, load_factory
 
     if factory is not None:
         label = factory if isinstance(factory, str) else getattr(factory, "__name__", "factory")

@@ -14,18 +14,18 @@ halves:
   flow), the class's ``forward`` source stands in for the graph. Names and shapes of every
   tensor are included in both cases.
 
-``load_factory`` resolves ``package.module:callable`` for ``--model-factory``: it imports and
-runs the user's own code on their own machine, like any Python program. It is never offered
-to the service, whose uploads go through ``landscape.sources.onnx_import`` instead.
+``load_factory_checkpoint`` loads weights into a ``--model-factory`` module, which
+``landscape.sources.factory`` resolves from ``package.module:callable``: it imports and runs
+the user's own code on their own machine, like any Python program. It is never offered to
+the service, whose uploads go through ``landscape.sources.onnx_import`` instead.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape.engine.fx_trace import symbolic_trace
-from landscape.errors import CheckpointError, SpecError
+from landscape.errors import CheckpointError
+from landscape.sources.factory import build_from_factory, load_factory
 
 FACTORY_HELP = (
     "build the architecture with your own code: 'package.module:callable', imported and run "
@@ -104,56 +105,6 @@ def data_digest(data: Mapping[str, tuple[Tensor, Tensor]]) -> str:
 
 
 # --------------------------------------------------------------------------- --model-factory
-
-
-def load_factory(
-    spec: str, *, option: str = "--model-factory", returns: str = "an nn.Module"
-) -> Callable[..., Any]:
-    """The callable named by ``package.module:attribute[.attribute…]`` (imports the module).
-
-    ``option`` and ``returns`` name the flag and what its callable gives in the messages, so
-    ``--loss-factory`` (``landscape.losses``) resolves by the same rules and reads the same."""
-    module_name, sep, attr_path = spec.partition(":")
-    if not sep or not module_name.strip() or not attr_path.strip() or ":" in attr_path:
-        raise SpecError(
-            f"{option} wants 'package.module:callable', got {spec!r} "
-            "(for example 'my_project.nets:make_net')"
-        )
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise SpecError(
-            f"{option} {spec!r}: cannot import module {module_name!r} ({exc}); "
-            "is it installed, or on PYTHONPATH?"
-        ) from exc
-    except Exception as exc:  # the user's module raised while being imported
-        raise SpecError(
-            f"{option} {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    for part in attr_path.split("."):
-        if not hasattr(target, part):
-            raise SpecError(f"{option} {spec!r}: {module_name!r} has no attribute {part!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise SpecError(
-            f"{option} {spec!r} names a {type(target).__name__}, not a callable "
-            f"that returns {returns}"
-        )
-    factory: Callable[..., Any] = target  # callable, checked above
-    return factory
-
-
-def build_from_factory(factory: Callable[..., nn.Module], spec: str, **kwargs: Any) -> nn.Module:
-    """Call the factory with ``kwargs``; a bad argument or a non-module result is a SpecError."""
-    try:
-        model = factory(**kwargs)
-    except TypeError as exc:
-        raise SpecError(f"--model-factory {spec!r} rejected its arguments: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise SpecError(
-            f"--model-factory {spec!r} returned a {type(model).__name__}, not an nn.Module"
-        )
-    return model
 
 
 def load_factory_checkpoint(

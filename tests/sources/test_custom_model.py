@@ -19,9 +19,8 @@ from landscape import storage as store
 from landscape.data import load_dataset
 from landscape.engine.evaluator import reference_evaluate
 from landscape.errors import CancelledError, CheckpointError, SpecError, SurfaceFileError
+from landscape.sources.factory import build_from_factory, load_factory
 from landscape.sources.modules import (
-    build_from_factory,
-    load_factory,
     load_factory_checkpoint,
     model_key,
     module_description,
