@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.planning.cost import arpack_products
 from tests.api.test_api import tiny_settings, worker_for
 from tests.api.test_api_hessian import computed_surface
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The products are small: on a busy 2-core box intra-op threads only contend (a product
+    of the TINY net takes 0.9 s with two threads against 0.015 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_a_cancel_during_the_spectrum_ends_cancelled(tmp_path: Path) -> None:
