@@ -8,7 +8,7 @@ here (the prior of its kind, ``api/schedule.py``), the time it ran, and their ra
 lane would have taken it. Times measured on a loaded machine are noisier than the ratios'
 spread between kinds.
 
-    python -m bench.estimates [--data-dir DIR] [--json FILE]
+    python -m bench.estimates [--data-dir DIR] [--json FILE] [--only NAME,NAME]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,41 +56,58 @@ PCA = {  # per-epoch snapshots: the sharpness job below reads them
     "directions": {"kind": "pca"},
 }
 HESSIAN = {"train_size": 200}  # the analyses' subset: a few minutes for the whole mix
-# (label, path of the request, body): "{form}" and "{pca}" stand for those surfaces' ids.
-MIX: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("surface, tiny (1 epoch, 5×5, 200 images)", "/api/surfaces", TINY_SURFACE),
-    ("surface, the form's 11×11 (30 epochs)", "/api/surfaces", FORM),
-    ("surface, 21×21 of the trained net", "/api/surfaces", {**FORM, "grid": {"nx": 21, "ny": 21}}),
+# (name, label, path of the request, body): "{form}" and "{pca}" stand for those surfaces'
+# ids; the name is what ``--only`` picks a job by.
+MIX: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("tiny", "surface, tiny (1 epoch, 5×5, 200 images)", "/api/surfaces", TINY_SURFACE),
+    ("form", "surface, the form's 11×11 (30 epochs)", "/api/surfaces", FORM),
     (
+        "form-21",
+        "surface, 21×21 of the trained net",
+        "/api/surfaces",
+        {**FORM, "grid": {"nx": 21, "ny": 21}},
+    ),
+    (
+        "volume",
         "surface, 16³ volume (32 images)",
         "/api/surfaces",
         {**FORM, "train_size": 32, "grid": {"dim": 3, "nx": 16, "ny": 16, "nz": 16}},
     ),
     (
+        "hessian-directions",
         "surface, Hessian directions 7×7",
         "/api/surfaces",
         {**FORM, "grid": {"nx": 7, "ny": 7}, "directions": {"kind": "hessian"}},
     ),
-    ("surface, highway-100 PCA (5 epochs)", "/api/surfaces", PCA),
+    ("highway-pca", "surface, highway-100 PCA (5 epochs)", "/api/surfaces", PCA),
     (
+        "rnn",
         "surface, rnn 9×9 (3 epochs)",
         "/api/surfaces",
         {**FORM, "model": "rnn", "train": {"epochs": 3}, "grid": {"nx": 9, "ny": 9}},
     ),
-    ("hessian, top 10", "/api/surfaces/{form}/hessian", {"top": 10, "bottom": 0, **HESSIAN}),
     (
+        "hessian-top10",
+        "hessian, top 10",
+        "/api/surfaces/{form}/hessian",
+        {"top": 10, "bottom": 0, **HESSIAN},
+    ),
+    (
+        "curvature-map",
         "hessian, 3×3 curvature map (20 steps)",
         "/api/surfaces/{form}/hessian",
         {"top": 1, "bottom": 0, "curvature_grid": 3, "curvature_steps": 20, **HESSIAN},
     ),
     (
+        "trace-density",
         "hessian, trace and density",
         "/api/surfaces/{form}/hessian",
         {"top": 0, "bottom": 0, "trace": True, "density_probes": 2, "density_steps": 30, **HESSIAN},
     ),
-    ("gradient flow", "/api/surfaces/{form}/gradient-flow", {}),
-    ("sharpness, 5 snapshots", "/api/surfaces/{pca}/sharpness", HESSIAN),
+    ("gradient-flow", "gradient flow", "/api/surfaces/{form}/gradient-flow", {}),
+    ("sharpness", "sharpness, 5 snapshots", "/api/surfaces/{pca}/sharpness", HESSIAN),
     (
+        "report-mlp",
         "report, mlp pair (1 epoch)",
         "/api/reports",
         {
@@ -104,6 +121,7 @@ MIX: tuple[tuple[str, str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "report-recurrent",
         "report, recurrent pair (2 epochs)",
         "/api/reports",
         {
@@ -133,8 +151,27 @@ class Row:
         return self.estimate_s / self.real_s
 
 
-def run_mix(data_dir: Path) -> Iterator[Row]:
-    """Each job of ``MIX`` queued alone and run by one worker in this thread."""
+PROVIDES = {"form": "form", "highway-pca": "pca"}  # job name → the id placeholder it fills
+
+
+def selected(only: Sequence[str] | None) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The jobs of ``MIX`` named in ``only`` (all when None), in ``MIX``'s order, with the
+    surfaces they analyse run first (they are timed and printed too)."""
+    names = [job[0] for job in MIX]
+    if only is None:
+        return list(MIX)
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise SystemExit(f"unknown job {', '.join(unknown)}; the jobs: {', '.join(names)}")
+    wanted = set(only)
+    for name, _label, path, _body in MIX:
+        if name in wanted:
+            wanted |= {job for job, key in PROVIDES.items() if "{" + key + "}" in path}
+    return [job for job in MIX if job[0] in wanted]
+
+
+def run_mix(data_dir: Path, only: Sequence[str] | None = None) -> Iterator[Row]:
+    """Each job of ``MIX`` (``selected``) queued alone and run by one worker in this thread."""
     settings = Settings(data_dir=data_dir, workers=0, device="cpu", api_token=None)
     policy = QueuePolicy.from_settings(settings)
     prior = policy.assumed()
@@ -142,7 +179,7 @@ def run_mix(data_dir: Path) -> Iterator[Row]:
     with TestClient(create_app(settings)) as client:
         state: Any = client.app.state  # type: ignore[attr-defined]
         worker = Worker(state.queue, state.settings, state.sessions)
-        for label, path, body in MIX:
+        for name, label, path, body in selected(only):
             reply = client.post(path.format(**ids), json=body)
             if reply.status_code != 202:
                 raise SystemExit(f"{label}: {reply.status_code} {reply.text}")
@@ -154,10 +191,8 @@ def run_mix(data_dir: Path) -> Iterator[Row]:
                 assert job is not None
                 if job.status != "done":
                     raise SystemExit(f"{label}: {job.status} {job.error}")
-                if body is FORM:
-                    ids["form"] = str(job.surface_id)
-                if body is PCA:
-                    ids["pca"] = str(job.surface_id)
+                if name in PROVIDES:
+                    ids[PROVIDES[name]] = str(job.surface_id)
                 yield _row(label, job, prior, policy)
 
 
@@ -180,13 +215,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a new temp folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated job names to run (and the surfaces they analyse): "
+        + ", ".join(job[0] for job in MIX),
+    )
     args = parser.parse_args()
+    only = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    jobs = selected(only)  # an unknown name ends here, before anything runs
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="landscape-bench-estimates-"))
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; data folder {data_dir}")
     print(f"{'job':42} {'FLOPs':>8} {'estimate':>9} {'real':>8} {'est/real':>8}  express")
     rows = []
     started = time.monotonic()
-    for row in run_mix(data_dir):
+    for row in run_mix(data_dir, [job[0] for job in jobs]):
         rows.append(row)
         print(
             f"{row.label:42} {row.flops:8.2g} {row.estimate_s:8.1f}s {row.real_s:7.1f}s "
