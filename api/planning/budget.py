@@ -68,7 +68,7 @@ def check_budget(
     what = estimate.what
     rate = rate or QueuePolicy.from_settings(settings).assumed()
     kind = KIND_OF.get(what)
-    took = f"about {duration(rate.seconds(estimate.flops, kind) or 0.0)} on this deployment"
+    took = f"about {duration(rate.seconds(estimate.time_flops, kind) or 0.0)} on this deployment"
     if estimate.params > settings.max_model_params:
         raise SpecError(
             f"this {what}'s model has {estimate.params:,} parameters, more than this server's "

@@ -114,7 +114,7 @@ def job_flops(kind: str, plan_json: dict[str, Any] | None, session: Session) -> 
     if pricer is None or plan_json is None:
         return None
     try:
-        return float(pricer(plan_json, session).flops)
+        return float(pricer(plan_json, session).time_flops)  # expected work, not the bound
     except Exception:  # an estimate must never refuse or lose a job the planner admitted
         log.warning("could not estimate the cost of a %s job", kind, exc_info=True)
         return None
