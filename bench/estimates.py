@@ -2,7 +2,8 @@
 
 Runs each job of ``MIX`` through the service (a fresh data folder, the deployment's default
 settings on the CPU), one at a time so no job slows another, and prints per job the FLOPs
-its plan was priced at, the time the queue estimated for it before any job had finished
+its time is estimated from (the expected work: a Lanczos run at its expected products, not
+the cap the budgets count), the time the queue estimated for it before any job had finished
 here (the prior of its kind, ``api/schedule.py``), the time it ran, and their ratio
 (estimate / real: above 1 it was over-estimated). The last column says whether the express
 lane would have taken it. Times measured on a loaded machine are noisier than the ratios'
