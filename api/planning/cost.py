@@ -6,8 +6,10 @@ memory is allocated in the server, whatever the width) and counts its parameters
 one sample's forward pass (matrix products and convolutions, by the formulas of
 ``torch.utils.flop_counter``) and the activation bytes that forward keeps for the backward pass
 (``saved_tensors_hooks``). Each job kind multiplies those by what its plan does (samples,
-epochs, grid points, Hessian-vector products) into an ``Estimate``: total FLOPs, peak memory
-and the largest net's parameters. ``api/planning/budget.py`` compares that with this server's
+epochs, grid points, Hessian-vector products) into an ``Estimate``: total FLOPs (at most:
+what the budgets check), the FLOPs it is expected to compute (what its time is estimated
+from: a Lanczos run usually converges before its cap), peak memory and the largest net's
+parameters. ``api/planning/budget.py`` compares that with this server's
 budgets and refuses a job over one (422), saying what would fit.
 
 These are estimates, not measurements; each constant below says what it assumes.
