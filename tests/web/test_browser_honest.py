@@ -253,7 +253,8 @@ def test_linked_cameras_follow_a_real_drag_both_ways(
         page.wait_for_function(
             f"""() => {{ const e = ({eye})({source}), t = ({eye})({target});
                         return Math.abs(e.x - t.x) < 1e-4 && Math.abs(e.y - t.y) < 1e-4
-                          && Math.abs(t.x - {before["x"]}) > 1e-3; }}"""
+                          && Math.abs(t.x - {before["x"]}) > 1e-3; }}""",
+            timeout=90_000,  # a WebGL redraw on a loaded 2-core machine takes its time
         )
     settled = page.evaluate(f"() => [({eye})(0), ({eye})(1)]")
     page.wait_for_timeout(300)  # an echo would land within a frame or two
