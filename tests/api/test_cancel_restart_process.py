@@ -21,7 +21,9 @@ from tests.server_support import ServeProcess
 pytestmark = pytest.mark.slow
 
 # Trains for a while (many epochs) so it is still running when cancelled; each test cancels it.
-LONG = {**TINY, "train": {"epochs": 300}}
+# At the default learning rate (0.1) this small split diverges within a second or two, and a
+# diverged job ends failed before the cancel is seen.
+LONG = {**TINY, "train": {"epochs": 300, "lr": 0.01}}
 
 
 def _env() -> dict[str, str]:
@@ -61,6 +63,20 @@ def _start_running(client: httpx.Client, size: int) -> str:
 def _cancel(client: httpx.Client, job_id: str) -> None:
     client.delete(f"/api/jobs/{job_id}")
     wait_for(lambda: _job(client, job_id)["status"] == "cancelled", 30, "the cancel")
+
+
+def test_a_request_right_after_a_cancel_gets_a_job_of_its_own(server: ServeProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        dying = _start_running(client, 300)
+        stopping = client.delete(f"/api/jobs/{dying}").json()
+        assert stopping["status"] == "running" and stopping["cancel_requested"]
+        again = client.post("/api/surfaces", json={**LONG, "train_size": 300})
+        assert again.status_code == 202, again.text
+        job = again.json()["job"]
+        assert job["id"] != dying and not job["cancel_requested"]
+        assert job["status"] in ("queued", "running")
+        assert _job(client, dying)["status"] == "cancelled"
+        _cancel(client, job["id"])
 
 
 def test_a_cancel_caught_by_a_crash_ends_cancelled_after_the_restart(
