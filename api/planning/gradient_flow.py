@@ -8,20 +8,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from api.db import SurfaceRecord
 from api.planning.budget import check_budget
 from api.planning.common import analysis_inputs, declared_precision, surface_path
 from api.planning.cost import data_shape, flow_estimate, surface_cost
+from api.planning.serialize import StoredPlan
 from api.schemas.gradient_flow import GradientFlowRequest
 from api.settings import Settings
-from landscape.specs import DataSpec, from_dict, to_dict
+from landscape.specs import DataSpec
 from landscape.storage import Group, Surface
 
 
 @dataclass(frozen=True)
-class GradientFlowPlan:
+class GradientFlowPlan(StoredPlan):
     surface_id: str
     surface_path: Path
     checkpoint: str
@@ -30,28 +30,6 @@ class GradientFlowPlan:
     # declared for the workers' device (never "auto"), so a stored flow of another precision
     # does not answer the request; None in rows planned before: the worker's own precision
     precision: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "surface_id": self.surface_id,
-            "surface_path": str(self.surface_path),
-            "checkpoint": self.checkpoint,
-            "data": to_dict(self.data),
-            "mode": self.mode,
-            "precision": self.precision,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GradientFlowPlan:
-        """Also rows of the version that stored the API's device: it is not read."""
-        return cls(
-            surface_id=data["surface_id"],
-            surface_path=Path(data["surface_path"]),
-            checkpoint=data["checkpoint"],
-            data=from_dict(DataSpec, data["data"]),
-            mode=data["mode"],
-            precision=data.get("precision"),
-        )
 
 
 def plan_gradient_flow(

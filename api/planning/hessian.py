@@ -15,42 +15,26 @@ import numpy as np
 
 from api.db import SurfaceRecord
 from api.planning.budget import check_budget
-from api.planning.common import analysis_inputs, stored_spec, surface_path
+from api.planning.common import analysis_inputs, surface_path
 from api.planning.cost import data_shape, hessian_estimate, surface_cost
+from api.planning.serialize import StoredPlan
 from api.schemas.hessian import HessianRequest
 from api.settings import Settings
 from landscape.errors import SpecError
-from landscape.specs import AnalysisSpec, Split, from_dict
+from landscape.specs import AnalysisSpec, Split
 from landscape.storage import Group, Surface
 
 SPLIT: Split = "train"  # the Hessian of the plotted training loss, as the CLI's default
 
 
 @dataclass(frozen=True)
-class HessianPlan:
+class HessianPlan(StoredPlan):
     """One analysis of one surface, resolved: what the worker computes and the cache compares."""
 
     surface_id: str
     surface_path: Path
     spec: AnalysisSpec
     steps: int  # job progress units: the spectrum is one, the density one, each map point one
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "surface_id": self.surface_id,
-            "surface_path": str(self.surface_path),
-            "spec": stored_spec(self.spec),  # the device is the worker's (api/runners/base.py)
-            "steps": self.steps,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> HessianPlan:
-        return cls(
-            surface_id=data["surface_id"],
-            surface_path=Path(data["surface_path"]),
-            spec=from_dict(AnalysisSpec, data["spec"]),
-            steps=int(data["steps"]),
-        )
 
 
 def check_limits(request: HessianRequest, settings: Settings) -> None:

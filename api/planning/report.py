@@ -25,6 +25,7 @@ from typing import Any
 from api.planning.budget import check_budget
 from api.planning.common import check_dataset, declared_precision, stored_spec
 from api.planning.cost import data_shape, net_cost, report_estimate
+from api.planning.serialize import StoredPlan
 from api.schemas.report import ReportRequest
 from api.settings import Settings
 from landscape.errors import SpecError
@@ -37,33 +38,12 @@ REPORT_FILE = "report.json"  # every number: written when the report is done
 
 
 @dataclass(frozen=True)
-class ReportPlan:
+class ReportPlan(StoredPlan):
     report_id: str
     out_dir: Path
     spec: dict[str, Any]  # ReproduceSpec.to_dict, less device and workers (the worker's)
     steps: int
     precision: str | None  # the recipe's, resolved; None in older rows (auto, then)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "report_id": self.report_id,
-            "out_dir": str(self.out_dir),
-            "spec": self.spec,
-            "steps": self.steps,
-            "precision": self.precision,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ReportPlan:
-        """Also rows of the version that declared no precision (and stored the API's device
-        and processes in ``spec``, which the runner replaces with its own)."""
-        return cls(
-            report_id=data["report_id"],
-            out_dir=Path(data["out_dir"]),
-            spec=dict(data["spec"]),
-            steps=int(data["steps"]),
-            precision=data.get("precision"),
-        )
 
 
 def report_steps(spec: ReproduceSpec) -> int:

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from api.db import SurfaceRecord
 from api.planning.budget import check_budget
 from api.planning.common import analysis_inputs, declared_precision, surface_path
 from api.planning.cost import data_shape, sharpness_estimate, surface_cost
+from api.planning.serialize import StoredPlan
 from api.schemas.sharpness import SharpnessRequest
 from api.settings import Settings
-from landscape.specs import DataSpec, from_dict, to_dict
+from landscape.specs import DataSpec
 from landscape.storage import Group, Surface
 from landscape.train import snapshot_dir
 
@@ -22,7 +22,7 @@ MAX_SNAPSHOTS = 200  # λmax points per job (each a Lanczos run), spread evenly 
 
 
 @dataclass(frozen=True)
-class SharpnessPlan:
+class SharpnessPlan(StoredPlan):
     surface_id: str
     surface_path: Path
     checkpoint: str
@@ -33,29 +33,6 @@ class SharpnessPlan:
     # precision, except bf16 measures in tf32 (λmax needs products accurate to ~1e-6); None
     # in rows planned before: the worker's own
     precision: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "surface_id": self.surface_id,
-            "surface_path": str(self.surface_path),
-            "checkpoint": self.checkpoint,
-            "snapshots": list(self.snapshots),
-            "data": to_dict(self.data),
-            "loss": self.loss,
-            "precision": self.precision,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SharpnessPlan:
-        return cls(
-            surface_id=data["surface_id"],
-            surface_path=Path(data["surface_path"]),
-            checkpoint=data["checkpoint"],
-            snapshots=tuple(data["snapshots"]),
-            data=from_dict(DataSpec, data["data"]),
-            loss=data["loss"],
-            precision=data.get("precision"),
-        )
 
 
 def plan_sharpness(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from api.planning.common import (
     check_dataset,
     checkpoint_path,
     declared_precision,
-    stored_spec,
     surface_path,
 )
 from api.planning.cost import (
@@ -37,6 +36,7 @@ from api.planning.cost import (
     surface_estimate,
 )
 from api.planning.rate import measured_throughput
+from api.planning.serialize import StoredPlan, stored_before
 from api.schedule import QueuePolicy
 from api.schemas.surface import EXPLORE_DEFAULT_TARGET, SurfaceRequest
 from api.settings import Settings
@@ -50,7 +50,6 @@ from landscape.specs import (
     GridSpec,
     SurfaceSpec,
     TrainSpec,
-    from_dict,
     to_dict,
 )
 from landscape.storage import estimate_key, read_surface, surface_key
@@ -63,13 +62,15 @@ EXPLORE_ABOVE = 10_000
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(StoredPlan):
     """Everything a worker needs to produce one surface."""
 
     surface_id: str
     surface_spec: SurfaceSpec
     train_spec: TrainSpec | None  # None: an uploaded checkpoint; else trained unless cached
-    precision: str  # declared for the workers' device, never "auto"; part of the id
+    # declared for the workers' device, never "auto"; part of the id (rows stored before
+    # plans left the device out held it in their engine options)
+    precision: str = field(metadata=stored_before("engine", "precision"))
     checkpoint_id: str
     checkpoint_path: Path
     surface_path: Path
@@ -79,47 +80,6 @@ class Plan:
     estimate: EstimateSpec | None = None  # an estimated surface (its id is the estimate's key)
     make_exact: bool = False  # carry the estimated file to n = N at every point
     mode_reason: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """The plan as the job row stores it (plain JSON; ``from_json`` rebuilds it)."""
-        return {
-            "surface_id": self.surface_id,
-            "surface_spec": to_dict(self.surface_spec),
-            "train_spec": stored_spec(self.train_spec) if self.train_spec is not None else None,
-            "precision": self.precision,
-            "checkpoint_id": self.checkpoint_id,
-            "checkpoint_path": str(self.checkpoint_path),
-            "surface_path": str(self.surface_path),
-            "model": self.model,
-            "dataset": self.dataset,
-            "label": self.label,
-            "estimate": asdict(self.estimate) if self.estimate is not None else None,
-            "make_exact": self.make_exact,
-            "mode_reason": self.mode_reason,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
-        """Also rows stored before plans left the device out: their ``engine`` options held the
-        precision (the rest, the API's device and processes, is ignored, as the worker's own
-        settings say where it runs; so is their training device)."""
-        train = data["train_spec"]
-        precision = data["precision"] if "precision" in data else data["engine"]["precision"]
-        return cls(
-            surface_id=data["surface_id"],
-            surface_spec=from_dict(SurfaceSpec, data["surface_spec"]),
-            train_spec=from_dict(TrainSpec, train) if train is not None else None,
-            precision=precision,
-            checkpoint_id=data["checkpoint_id"],
-            checkpoint_path=Path(data["checkpoint_path"]),
-            surface_path=Path(data["surface_path"]),
-            model=data["model"],
-            dataset=data["dataset"],
-            label=data["label"],
-            estimate=EstimateSpec(**data["estimate"]) if data.get("estimate") else None,
-            make_exact=bool(data.get("make_exact", False)),
-            mode_reason=str(data.get("mode_reason", "")),
-        )
 
     def cost(self, net: NetCost, shape: Shape, train: TrainSpec | None) -> Estimate:
         """What running this plan costs: an exact surface, an estimate at its expected cost,
