@@ -98,7 +98,22 @@ class DensityPublic(BaseModel):
     node_min: float | None
     node_max: float | None
     mean: float | None = Field(description="estimate of tr(H) / n_params")
-    negative_fraction: float | None = Field(description="share of eigenvalues <= 0, cdf(0)")
+    negative_fraction: float | None = Field(
+        description="share of eigenvalues certainly below -negative_epsilon (the lower moment "
+        "bound, mean over probes); null in files that predate it"
+    )
+    negative_fraction_max: float | None = Field(
+        None, description="the upper moment bound: adds the mass the moments cannot place"
+    )
+    negative_stderr: float | None = Field(
+        None, description="standard error of negative_fraction over probes; null for one"
+    )
+    negative_interval: list[float] | None = Field(
+        None, description="[fraction - 2 stderr, fraction_max + 2 stderr], clipped to [0, 1]"
+    )
+    negative_epsilon: float | None = Field(
+        None, description="eigenvalues within this of 0 count as 0: 1e-5 × the largest |node|"
+    )
     grid: list[float | None]
     density: list[float | None]
     nodes: list[list[float | None]]

@@ -76,6 +76,9 @@ def group_contents(
         arrays["density_weights"] = density.weights
         arrays["density_grid"] = density.grid
         arrays["density"] = density.density
+        if density.epsilon is not None:
+            arrays["density_negative"] = density.negative
+            out["density_negative_epsilon"] = density.epsilon
         out.update(
             density_probes=len(density.nodes),
             density_steps=density.settings.get("steps", density.steps),
@@ -116,7 +119,18 @@ def _density(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> Spec
         matvecs=int(attrs["density_matvecs"]),
         wall_time_s=float(attrs["density_wall_time_s"]),
         settings={"n_probes": len(nodes), "steps": int(attrs["density_steps"])},
+        **_negative(arrays, attrs),
     )
+
+
+def _negative(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored negative-mass bounds; none in files written before they were recorded."""
+    if "density_negative" not in arrays:
+        return {}
+    return {
+        "negative": np.asarray(arrays["density_negative"], dtype=np.float64),
+        "epsilon": float(attrs["density_negative_epsilon"]),
+    }
 
 
 def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,7 +192,7 @@ def _density_summary(density: SpectralDensity) -> dict[str, Any]:
             "node_min": density.bottom,
             "node_max": density.top,
             "mean": density.moment(1),  # estimates tr(H)/n
-            "negative_fraction": density.cdf(0.0),
+            **_negative_summary(density),
             "grid": density.grid,
             "density": density.density,
             "nodes": density.nodes,
@@ -186,6 +200,16 @@ def _density_summary(density: SpectralDensity) -> dict[str, Any]:
         }
     )
     return summary
+
+
+def _negative_summary(density: SpectralDensity) -> dict[str, Any]:
+    """Mass below −ε with its bounds; all None for a file that predates them, rather than the
+    Gauss nodes' count, which a cluster of zeros makes arbitrary."""
+    negative = density.negative_mass
+    if negative is not None:
+        return negative.to_dict()
+    keys = ("fraction", "fraction_max", "stderr", "interval", "epsilon")
+    return {f"negative_{key}": None for key in keys}
 
 
 def _plain(value: Any) -> Any:

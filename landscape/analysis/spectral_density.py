@@ -11,8 +11,11 @@ optimization via Hessian eigenvalue density"; PyHessian, Yao et al. 2020). For a
 exactly for polynomials ``f`` of degree ≤ 2m − 1. Averaging over random probes with
 ``E[v vᵀ] = I/n`` turns that into the spectral measure ``(1/n) Σ_i δ(t − λ_i)``: nodes are the
 Ritz values ``θ_k``, weights ``τ_k / n_probes``. The plotted density smooths each node with a
-Gaussian of width ``sigma``. Lanczos here keeps every basis vector and reorthogonalizes against
-all of them (full reorthogonalization), so no ghost copies of outliers appear.
+Gaussian of width ``sigma``. The share of negative eigenvalues is not read off the nodes (one
+node next to a cluster of zeros carries the cluster's weight and its sign is arbitrary): it is
+the mass below ``−ε`` with bounds from a Gauss–Radau rule (``negative_mass``). Lanczos here
+keeps every basis vector and reorthogonalizes against all of them (full reorthogonalization),
+so no ghost copies of outliers appear.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from landscape.analysis.negative_mass import NegativeMass, epsilon, radau_split, summarize
 from landscape.errors import SpecError
 
 Probe = Literal["rademacher", "gaussian"]
@@ -46,13 +50,27 @@ class SpectralDensity:
     matvecs: int
     wall_time_s: float
     settings: dict[str, Any] = field(default_factory=dict)
+    # per probe, the Gauss–Radau weights below −ε and at −ε (``negative_mass``); empty in
+    # files written before they were recorded
+    negative: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    epsilon: float | None = None
+
+    @property
+    def negative_mass(self) -> NegativeMass | None:
+        """The share of eigenvalues below ``−epsilon`` with its bounds and spread over probes
+        (``landscape.analysis.negative_mass``); None where not recorded."""
+        if self.epsilon is None or len(self.negative) == 0:
+            return None
+        return summarize(self.negative, self.epsilon)
 
     def _flat(self) -> tuple[np.ndarray, np.ndarray]:
         keep = np.isfinite(self.nodes)
         return self.nodes[keep], self.weights[keep] / len(self.nodes)
 
     def cdf(self, t: float) -> float:
-        """Estimated fraction of eigenvalues ``<= t`` (from the nodes, not the smoothing)."""
+        """Gauss-rule fraction of eigenvalues ``<= t`` (from the nodes, not the smoothing).
+        Near a cluster of eigenvalues this jumps by the weight of the one node that stands for
+        it; ``negative_mass`` says how much lies below 0 and how surely."""
         nodes, weights = self._flat()
         return float(weights[nodes <= t].sum())
 
@@ -72,7 +90,9 @@ class SpectralDensity:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (NaN padding → None)."""
+        negative = self.negative_mass
         return {
+            **(negative.to_dict() if negative is not None else {}),
             "nodes": [[None if not np.isfinite(v) else float(v) for v in r] for r in self.nodes],
             "weights": [[float(v) for v in row] for row in self.weights],
             "grid": self.grid.tolist(),
@@ -204,6 +224,7 @@ def spectral_density(
     m = min(steps, n)
     nodes = np.full((n_probes, m), np.nan)
     weights = np.zeros((n_probes, m))
+    runs: list[tuple[np.ndarray, np.ndarray, float]] = []
     matvecs = 0
 
     def counted(v: np.ndarray) -> np.ndarray:
@@ -216,9 +237,12 @@ def spectral_density(
             v0 = rng.integers(0, 2, size=n).astype(np.float64) * 2 - 1
         else:
             v0 = rng.standard_normal(n)
-        alpha, beta = lanczos_tridiagonal(counted, v0, m)
+        alpha, beta, last = _lanczos(counted, v0, m)
+        runs.append((alpha, beta, last))
         theta, tau = gauss_quadrature(alpha, beta)
         nodes[p, : len(theta)], weights[p, : len(theta)] = theta, tau
+    eps = epsilon(nodes)
+    negative = np.array([radau_split(*run, -eps) for run in runs])
     low, high = float(np.nanmin(nodes)), float(np.nanmax(nodes))
     width = high - low
     if sigma is None:
@@ -243,4 +267,6 @@ def spectral_density(
         matvecs=matvecs,
         wall_time_s=time.perf_counter() - start,
         settings={"n_probes": n_probes, "steps": steps, "n_grid": n_grid},
+        negative=negative,
+        epsilon=eps,
     )

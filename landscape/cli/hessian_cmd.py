@@ -258,11 +258,23 @@ def map_convergence_line(cmap: dict[str, Any]) -> str:
 
 
 def density_line(density: dict[str, Any]) -> str:
-    """One line: where the SLQ nodes lie and the share of negative eigenvalues, cdf(0)."""
+    """One line: where the SLQ nodes lie and the share of eigenvalues below −ε with its
+    interval (``landscape.analysis.negative_mass``)."""
     return (
         f"nodes {_number(density['node_min'])} … {_number(density['node_max'])}, "
-        f"negative mass {_number(density['negative_fraction'])} "
+        f"{negative_text(density)} "
         f"(SLQ, {density['probes']} probes × {density['steps']} steps, seed {density['seed']})"
+    )
+
+
+def negative_text(density: dict[str, Any]) -> str:
+    """The share below −ε with its interval, or that the file predates it."""
+    if density.get("negative_fraction") is None:
+        return "negative mass not recorded (file predates it)"
+    low, high = density["negative_interval"]
+    return (
+        f"negative mass {density['negative_fraction']:.3g} below −{density['negative_epsilon']:.2g}"
+        f" (interval {low:.3g} … {high:.3g})"
     )
 
 

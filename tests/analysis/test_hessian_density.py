@@ -106,7 +106,8 @@ def test_analyze_stores_a_density_whose_nodes_are_the_dense_spectrum(
     summary = group_summary(*group)
     shown = summary["density"]
     assert shown["node_min"] == density.bottom and shown["node_max"] == density.top
-    assert shown["negative_fraction"] == pytest.approx(density.cdf(0.0))
+    negative = density.negative_mass
+    assert negative is not None and shown["negative_fraction"] == pytest.approx(negative.fraction)
     assert 0.0 <= shown["negative_fraction"] <= 1.0 and len(shown["grid"]) == len(shown["density"])
     assert not any(key.startswith("density_") for key in summary)
     json.dumps(summary, allow_nan=False)  # JSON-ready: NaN padding became None

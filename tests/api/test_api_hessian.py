@@ -169,7 +169,10 @@ def test_density_and_fixed_step_map_are_stored_served_and_cached(client: TestCli
     direct = spectral_density(operator.matvec, operator.n, n_probes=2, steps=10, seed=0)
     np.testing.assert_allclose(density["nodes"], direct.nodes, rtol=1e-6)
     np.testing.assert_allclose(density["density"], direct.density, rtol=1e-6, atol=1e-12)
-    assert density["negative_fraction"] == pytest.approx(direct.cdf(0.0))
+    negative = direct.negative_mass
+    assert negative is not None
+    assert density["negative_fraction"] == pytest.approx(negative.fraction)
+    assert density["negative_interval"] == pytest.approx(list(negative.interval))
 
     # Asked again (or for less): stored; other probes, or the map by ARPACK: a new job.
     for again in (body, {"top": 0, "bottom": 0, "density_probes": 2, "density_steps": 10}):

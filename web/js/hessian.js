@@ -195,7 +195,7 @@ function numberList(hessian) {
     rows.push([
       h("dt", {}, "negative mass"),
       h("dd", { dataset: { stat: "negative_fraction", value: density.negative_fraction ?? "" } },
-        `${fmt(density.negative_fraction)} of eigenvalues ≤ 0 (density nodes ${fmt(density.node_min)} … ${fmt(density.node_max)})`),
+        `${negativeText(density)} (density nodes ${fmt(density.node_min)} … ${fmt(density.node_max)})`),
     ]);
   }
   const more = (hessian.top_eigenvalues || []).slice(1);
@@ -302,4 +302,12 @@ function drawDensity(div, density) {
       yaxis: { type: "log", title: { text: "density" } },
     };
   });
+}
+
+// The share of eigenvalues below −ε (ε: the products' resolution, 1e-5 × the largest |node|):
+// at least `negative_fraction`, at most `negative_fraction_max`, widened by the probes' spread.
+function negativeText(density) {
+  if (density.negative_fraction == null) return "not recorded (the analysis predates it)";
+  const [low, high] = density.negative_interval || [null, null];
+  return `${fmt(density.negative_fraction)} of eigenvalues below −${fmt(density.negative_epsilon)} (interval ${fmt(low)} … ${fmt(high)}; the rest of the upper end is mass the quadrature cannot place on either side of −ε)`;
 }
