@@ -18,11 +18,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from api.jobs import JobQueue
 from api.settings import ApiToken, Settings
 
 RETRY_AFTER = {"Retry-After": "30"}
+COUNTS = "jobs queued or running; a report counts as one"  # what every limit counts
 MAX_ADDRESS_CHARS = 64  # an address as stored with its jobs
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,6 +48,38 @@ def token_client(token: ApiToken, settings: Settings) -> Client:
 def address_client(address: str, settings: Settings) -> Client:
     address = address[:MAX_ADDRESS_CHARS]
     return Client(f"address:{address}", f"address {address}", settings.max_active_jobs_per_client)
+
+
+def caller_quota(
+    settings: Settings,
+    queue: JobQueue,
+    given_token: str | None,
+    peer: str,
+    forwarded_for: Sequence[str],
+) -> dict[str, Any]:
+    """The allowance the caller's submissions count against, as ``GET /api/config`` shows
+    it: its own token's (never another's) or, on a server without tokens, its address's. A
+    caller without a valid token on a server with tokens gets no figures: it cannot submit."""
+    token = settings.token_for(given_token) if given_token else None
+    if settings.tokens and token is None:
+        return {
+            "client": None,
+            "max_active_jobs": None,
+            "active_jobs": None,
+            "counts": COUNTS,
+            "note": "send one of this server's tokens (Authorization: Bearer) to see its quota",
+        }
+    if token is not None:
+        client = token_client(token, settings)
+    else:
+        trusted = parse_networks(settings.trusted_proxies)
+        client = address_client(client_address(peer, forwarded_for, trusted), settings)
+    return {
+        "client": client.label,
+        "max_active_jobs": client.limit,
+        "active_jobs": queue.active_count(client=client.key),
+        "counts": COUNTS,
+    }
 
 
 def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:

@@ -1,17 +1,18 @@
 """``GET /api/config``: the server's limits and job budgets, ready-made comparisons and form
 defaults, so the web page validates and fills its forms from the server instead of restating
 them; and the device its workers compute on with the precision surfaces are declared in (part
-of their id)."""
+of their id), and the caller's own allowance in the queue."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request
 
 from api.demo import CLOSE_GRID, DEMO_EPOCHS, DEMO_GRID, demo_request
-from api.deps import ReadAccess, SettingsDep
+from api.deps import CredentialsDep, QueueDep, ReadAccess, SettingsDep
 from api.planning.common import compute_device, declared_precision
+from api.quota import caller_quota
 from api.schemas.surface import GridRequest, TrainRecipe
 
 router = APIRouter(tags=["catalogue"], dependencies=[ReadAccess])
@@ -56,7 +57,13 @@ def _bound(model: type[Any], field: str, key: str) -> Any:
 
 
 @router.get("/api/config", summary="Limits, presets and form defaults of this server")
-def config(settings: SettingsDep) -> dict[str, Any]:
+def config(
+    settings: SettingsDep,
+    queue: QueueDep,
+    request: Request,
+    credentials: CredentialsDep,
+    access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> dict[str, Any]:
     presets = [
         {
             "id": key,
@@ -98,6 +105,14 @@ def config(settings: SettingsDep) -> dict[str, Any]:
             "max_job_memory_bytes": settings.max_job_memory_bytes,
             "max_model_params": settings.max_model_params,
         },
+        # The caller's own allowance in the queue: its token's, or its address's.
+        "quota": caller_quota(
+            settings,
+            queue,
+            credentials.credentials if credentials is not None else access_token,
+            request.client.host if request.client else "unknown",
+            request.headers.getlist("x-forwarded-for"),
+        ),
         "compute": {
             "device": compute_device(settings).type,
             "precision": declared_precision(settings, settings.engine_precision),
