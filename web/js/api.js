@@ -21,14 +21,43 @@ export function setToken(token) {
 
 /** An HTTP or network failure with a message meant for people. */
 export class ApiError extends Error {
-  constructor(message, { status = 0, fields = [] } = {}) {
+  constructor(message, { status = 0, fields = [], retryAfter = null } = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     // [{field: "grid.nx", message: "..."}] for validation errors (422).
     this.fields = fields;
+    // Seconds the server asks to wait before sending the same request again (Retry-After).
+    this.retryAfter = retryAfter;
   }
 }
+
+// A POST refused with 409 and Retry-After (its id's previous job is still stopping after a
+// cancel) is sent again after that wait, this many times in all; then the error is the caller's.
+export const STOPPING_TRIES = 3;
+
+/** Whether `err` is the server's "still stopping, ask again shortly" refusal. */
+export const isStopping = (err) => err instanceof ApiError && err.status === 409 && Boolean(err.retryAfter);
+
+/** What the page says while it waits to send a refused request again: the server's words first. */
+export function waitWords(err, attempt) {
+  const message = err.message.charAt(0).toUpperCase() + err.message.slice(1);
+  return `${message}. The page tries again by itself in ${err.retryAfter} s (try ${attempt + 1} of ${STOPPING_TRIES})…`;
+}
+
+function retryAfter(response) {
+  const seconds = Number(response.headers.get("Retry-After"));
+  return Number.isFinite(seconds) && seconds > 0 ? seconds : null;
+}
+
+const pause = (seconds, signal) =>
+  new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, seconds * 1000);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("aborted", "AbortError"));
+    });
+  });
 
 /** Turn an error body into plain words; FastAPI's 422 list becomes "field: message" lines. */
 export function describeError(status, body) {
@@ -57,9 +86,23 @@ export function describeError(status, body) {
 
 /**
  * fetch + JSON + error mapping. `body` objects are sent as JSON, FormData as multipart.
- * Resolves to the parsed JSON (or null for 204); rejects with ApiError.
+ * Resolves to the parsed JSON (or null for 204); rejects with ApiError. A POST refused while
+ * its id's cancelled job stops is sent again after the server's Retry-After, up to
+ * STOPPING_TRIES times; `onWait(err, attempt)` is told before each wait (to show the words).
  */
-export async function request(method, path, { body, signal } = {}) {
+export async function request(method, path, { body, signal, onWait } = {}) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await send(method, path, { body, signal });
+    } catch (err) {
+      if (method !== "POST" || !isStopping(err) || attempt >= STOPPING_TRIES) throw err;
+      onWait?.(err, attempt);
+      await pause(err.retryAfter, signal);
+    }
+  }
+}
+
+async function send(method, path, { body, signal }) {
   const headers = { Accept: "application/json" };
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -88,7 +131,7 @@ export async function request(method, path, { body, signal } = {}) {
   }
   if (!response.ok) {
     const { message, fields } = describeError(response.status, data);
-    throw new ApiError(message, { status: response.status, fields });
+    throw new ApiError(message, { status: response.status, fields, retryAfter: retryAfter(response) });
   }
   return data;
 }
@@ -116,7 +159,7 @@ export const api = {
       `/api/surfaces/${encodeURIComponent(id)}${maxPoints ? `?max_points=${maxPoints}` : ""}`,
       { signal },
     ),
-  createSurface: (spec) => request("POST", "/api/surfaces", { body: spec }),
+  createSurface: (spec, { onWait } = {}) => request("POST", "/api/surfaces", { body: spec, onWait }),
   makeExact: (id) => request("POST", `/api/surfaces/${encodeURIComponent(id)}/exact`),
   createHessian: (id, body) => request("POST", `/api/surfaces/${encodeURIComponent(id)}/hessian`, { body }),
   gradientFlow: (id) => request("GET", `/api/surfaces/${encodeURIComponent(id)}/gradient-flow`),

@@ -1,6 +1,6 @@
 // Following a job: server-sent events (polling when the stream fails) and the progress bar.
 
-import { api, links } from "./api.js";
+import { api, links, waitWords } from "./api.js";
 import { fmt, fmtDuration, h } from "./dom.js";
 
 export const ACTIVE = new Set(["queued", "running"]);
@@ -197,7 +197,12 @@ export function progressPanel({ label = "Progress", onCancel, onResume, unit = "
     if (!lastJob?.request) return;
     resume.disabled = true;
     try {
-      const reply = await api.createSurface(lastJob.request);
+      const reply = await api.createSurface(lastJob.request, {
+        onWait: (err, attempt) => {
+          status.textContent = waitWords(err, attempt);
+          live.textContent = status.textContent;
+        },
+      });
       onResume?.(reply);
     } catch (err) {
       status.textContent = `Could not resume: ${err.message}`;

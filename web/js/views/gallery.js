@@ -4,7 +4,7 @@
 // A surface whose last job was cancelled (or failed) keeps its card, marked so, with Resume —
 // also when the job ended before the surface had a file (the surface listing lacks those).
 
-import { api } from "../api.js";
+import { api, waitWords } from "../api.js";
 import { badge, fmt, fmtGrid, h, replace, statLabel } from "../dom.js";
 import { estimateWords, isEstimate } from "../estimate.js";
 import { ACTIVE, queueWords, trainingProgress } from "../jobs.js";
@@ -135,7 +135,7 @@ function resumeButton(job, { notify, navigate }) {
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const reply = await api.createSurface(job.request);
+      const reply = await api.createSurface(job.request, { onWait: (err, attempt) => notify(waitWords(err, attempt), "info") });
       navigate(`/surfaces/${encodeURIComponent(reply.surface?.id || reply.job?.surface_id || job.surface_id)}`);
     } catch (err) {
       notify(`Could not resume “${job.label || job.surface_id}”: ${err.message}`);

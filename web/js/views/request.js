@@ -1,6 +1,6 @@
 // #/new — request a surface: zoo model or uploaded checkpoint, data, directions, grid.
 
-import { api } from "../api.js";
+import { api, isStopping, waitWords } from "../api.js";
 import { h, markFieldError, replace } from "../dom.js";
 import { progressPanel, watchJob } from "../jobs.js";
 import { FIELD_GROUPS, checkForm, fieldName, inWords } from "../request-checks.js";
@@ -38,7 +38,7 @@ function select(id, name, options, value) {
   );
 }
 
-export async function render(root, _params, { navigate }) {
+export async function render(root, _params, { navigate, notify }) {
   const errorBox = h("div", { class: "form-errors", role: "alert", tabindex: "-1", hidden: true });
   const modelSelect = select("f-model", "model", [["", "Loading models…"]], "");
   const modelHelp = h("p", { class: "hint", id: "f-model-desc" });
@@ -289,7 +289,14 @@ export async function render(root, _params, { navigate }) {
     submit.disabled = true;
     submit.textContent = "Submitting…";
     try {
-      const reply = await api.createSurface(spec);
+      const reply = await api.createSurface(spec, {
+        // 409 while this id's cancelled job stops: the server's words, and the page retries.
+        onWait: (err, attempt) => {
+          notify?.(waitWords(err, attempt), "info");
+          submit.textContent = "Waiting for the cancelled job to stop…";
+        },
+      });
+      notify?.(null);
       const surfaceId = reply.surface?.id || reply.job?.surface_id;
       if (surfaceId) {
         // 200: the same request was computed before (the demo's, say): it opens, and says so.
@@ -301,8 +308,10 @@ export async function render(root, _params, { navigate }) {
     } catch (err) {
       submit.disabled = false;
       submit.textContent = "Compute surface";
+      notify?.(null);
       const fields = inWords(err);
       if (fields.length) showFieldErrors(fields);
+      else if (isStopping(err)) showError(`${err.message}. Press “Compute surface” to try again.`);
       else showError(err.message);
     }
   });
