@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "hessian",
     "gradient_flow",
     "sharpness",
+    "interpolate",
     "reproduce",
     "serve",
     "worker",
