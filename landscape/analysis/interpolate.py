@@ -272,7 +272,7 @@ def compute_interpolation(
     state_b = {k: v.detach().clone() for k, v in model_b.state_dict().items()}
     targets, alignment = {"": state_b}, None
     if spec.align == "weights":
-        from landscape.analysis.weight_matching import align_state
+        from landscape.analysis.permutation_specs import align_state
 
         aligned, alignment = align_state(source.model, state_a, state_b, seed=spec.align_seed)
         targets = {"": aligned, store_interpolation.UNALIGNED: state_b}

@@ -5,15 +5,25 @@ it and the columns of the weights out of it. Where an identity shortcut adds a l
 to its output, both are one *residual stream* and share one permutation through every block;
 He et al.'s option-A shortcut zero-pads the stream where a stage widens, so the wider stream
 carries the narrower one in its middle channels (permuted as before) and the padded channels
-take a permutation of their own (Ainsworth et al. 2022, Appendix A.1, for the same idea on
-their ResNets).
+take a permutation of their own (Ainsworth et al. 2022 tie their ResNets' residual streams
+the same way). ``align_state`` is the one call: θ₂ permuted onto θ₁, and what was done.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Mapping
+from typing import Any
 
-from landscape.analysis.weight_matching import Axis, PermutationSpec
+import numpy as np
+from torch import Tensor, nn
+
+from landscape.analysis.weight_matching import (
+    Axis,
+    PermutationSpec,
+    State,
+    permute_state,
+    weight_matching,
+)
 from landscape.errors import SpecError
 from landscape.models.mlp import MLP, MLPBlock
 from landscape.models.resnet import BasicBlock, CifarResNet
@@ -116,3 +126,31 @@ def resnet_spec(model: CifarResNet) -> PermutationSpec:
         width = planes
     _add(spec, stream, "fc.weight", 1)
     return spec
+
+
+def _inner(a: Mapping[str, Tensor], b: Mapping[str, Tensor], keys: list[str]) -> float:
+    return float(sum(float((a[k].double() * b[k].double()).sum()) for k in keys))
+
+
+def align_state(
+    model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str, Tensor], *, seed: int = 0
+) -> tuple[State, dict[str, Any]]:
+    """``b`` permuted onto ``a`` (two states of ``model``'s architecture), and what was done:
+    the permutations' count and units, the rounds, and the objective ``Σ⟨θ_A, θ_B⟩`` over the
+    parameters before and after."""
+    spec = permutation_spec(model)
+    perms, rounds = weight_matching(spec, a, b, seed=seed)
+    aligned = permute_state(b, spec, perms)
+    keys = [n for n, _ in model.named_parameters()]
+    moved = sum(int((p != np.arange(len(p))).sum()) for p in perms.values())
+    info = {
+        "method": "weight matching (Ainsworth et al. 2022)",
+        "permutations": len(perms),
+        "units": int(sum(len(p) for p in perms.values())),
+        "units_moved": moved,
+        "rounds": rounds,
+        "seed": seed,
+        "objective_before": _inner(a, b, keys),
+        "objective_after": _inner(a, aligned, keys),
+    }
+    return aligned, info

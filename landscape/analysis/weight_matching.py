@@ -10,21 +10,20 @@ Weight matching maximizes ``Σ_ℓ ⟨W_ℓ^A, P_ℓ W_ℓ^B P_{ℓ−1}ᵀ⟩``
 permutation at a time, the others fixed, is a linear assignment problem
 (``scipy.optimize.linear_sum_assignment``), repeated in a random order until no permutation
 improves (their Algorithm 1). Which axes a permutation acts on is a ``PermutationSpec``
-(``landscape.analysis.permutation_specs`` builds them for the zoo), so the algorithm knows
-nothing of layers: a residual stream is one permutation acting on many tensors, and a
-zero-padded shortcut lets one act on part of an axis.
+(``landscape.analysis.permutation_specs`` builds them for the zoo and aligns states), so the
+algorithm knows nothing of layers: a residual stream is one permutation acting on many
+tensors, and a zero-padded shortcut lets one act on part of an axis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import Tensor, nn
+from torch import Tensor
 
 State = dict[str, Tensor]
 Permutations = dict[str, np.ndarray]
@@ -160,33 +159,3 @@ def weight_matching(
         if not improved:
             return perms, rounds
     return perms, max_rounds
-
-
-def _inner(a: Mapping[str, Tensor], b: Mapping[str, Tensor], keys: list[str]) -> float:
-    return float(sum(float((a[k].double() * b[k].double()).sum()) for k in keys))
-
-
-def align_state(
-    model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str, Tensor], *, seed: int = 0
-) -> tuple[State, dict[str, Any]]:
-    """``b`` permuted onto ``a`` (two states of ``model``'s architecture), and what was done:
-    the permutations' count and units, the rounds, and the objective ``Σ⟨θ_A, θ_B⟩`` over the
-    parameters before and after."""
-    from landscape.analysis.permutation_specs import permutation_spec
-
-    spec = permutation_spec(model)
-    perms, rounds = weight_matching(spec, a, b, seed=seed)
-    aligned = permute_state(b, spec, perms)
-    keys = [n for n, _ in model.named_parameters()]
-    moved = sum(int((p != np.arange(len(p))).sum()) for p in perms.values())
-    info = {
-        "method": "weight matching (Ainsworth et al. 2022)",
-        "permutations": len(perms),
-        "units": int(sum(len(p) for p in perms.values())),
-        "units_moved": moved,
-        "rounds": rounds,
-        "seed": seed,
-        "objective_before": _inner(a, b, keys),
-        "objective_after": _inner(a, aligned, keys),
-    }
-    return aligned, info

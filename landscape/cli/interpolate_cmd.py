@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
 from landscape.cli.wording import FIELD_FLAGS, PRECISION_NOTES, choices_text, in_user_words
-from landscape.specs import DeviceName, Precision, Split
+from landscape.specs import DeviceName, LossName, Precision, Split
 
 BN_NOTES = {"eval": "interpolated running statistics", "recompute": "re-estimated at each t"}
 ALIGN_NOTES = {"weights": "weight matching, Ainsworth et al. 2022"}
@@ -42,7 +42,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--splits", nargs="+", default=["train", "test"], help=choices_text(Split, last="and")
     )
-    parser.add_argument("--loss", default="cross_entropy", help="a registered loss name")
+    parser.add_argument(
+        "--loss", default="cross_entropy",
+        help=f"loss name (default cross_entropy): {', '.join(get_args(LossName))}, or any "
+        "landscape.losses resolves (docs/losses.md)",
+    )  # fmt: skip
     add_data_arguments(parser)
     parser.add_argument("--device", default="auto", help=choices_text(DeviceName))
     parser.add_argument(

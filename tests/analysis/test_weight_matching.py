@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from landscape.analysis.interpolate import InterpolationSpec, compute_interpolation
-from landscape.analysis.permutation_specs import permutation_spec
+from landscape.analysis.permutation_specs import align_state, permutation_spec
 from landscape.analysis.weight_matching import (
-    align_state,
     permute_state,
     random_permutations,
     weight_matching,
