@@ -14,7 +14,7 @@ import dataclasses
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from api.planning.common import stored_spec
 from landscape.specs import from_dict
@@ -97,15 +97,7 @@ def _decode(hint: Any, raw: Any, where: str) -> Any:
         return tuple(_decode(item, value, where) for value in _expect(raw, list, where))
     if origin is dict:
         return dict(_expect(raw, dict, where))
-    if origin is Literal:
-        if raw not in args:
-            raise StoredPlanError(f"{where} is {raw!r}, not one of {', '.join(map(repr, args))}")
-        return raw
-    if hint is Any:
-        return raw
-    if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
-    return _expect(raw, hint, where)
+    return _expect(raw, hint, where)  # str, int, bool
 
 
 def _expect(raw: Any, kind: type, where: str) -> Any:
