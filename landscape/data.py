@@ -195,8 +195,18 @@ def load_data(
 
 def _subset_indices(n: int, size: int) -> Tensor:
     """The first ``size`` of a fixed permutation, in original order: nested subsets."""
+    return subset_blocks(n, size, 1)[0]
+
+
+def subset_blocks(n: int, size: int, count: int) -> list[Tensor]:
+    """``count`` disjoint subsets of ``size`` of a split of ``n``: consecutive blocks of the
+    fixed seeded permutation, each in original order; the first is the subset ``size`` keeps."""
+    if size < 1 or count < 1 or size * count > n:
+        raise SpecError(f"{count} disjoint subsets of {size} need {size * count} samples; "
+                        f"the split has {n}")  # fmt: skip
     generator = torch.Generator().manual_seed(SPLIT_SEED)
-    return torch.randperm(n, generator=generator)[:size].sort().values
+    order = torch.randperm(n, generator=generator)
+    return [order[k * size : (k + 1) * size].sort().values for k in range(count)]
 
 
 def _split_indices(labels: np.ndarray, split: SplitName) -> np.ndarray:

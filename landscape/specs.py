@@ -37,6 +37,7 @@ MAX_LANCZOS_STEPS = 200
 # Hessian directions stop earlier once the top pair converges (often a few dozen steps).
 DEFAULT_DIRECTION_STEPS = 100
 MAX_DENSITY_PROBES = 100  # SLQ probes: each is a full Lanczos run
+MAX_DATA_SPREAD = 16  # disjoint subsets a Hessian analysis repeats its spectrum on
 # Grid coordinates are multiples of filter-normalized directions: beyond |1000| a network's
 # weights are noise times 1000 and the loss overflows; a bound keeps such requests out.
 MAX_ABS_COORDINATE = 1000.0
@@ -262,7 +263,9 @@ class AnalysisSpec:
     eigenvalue density (SLQ, ``density_probes`` runs of ``density_steps``; 0 probes for none)
     and, over a surface's plane, the ``|λ_min/λ_max|`` map on ``curvature_grid``² points
     (ARPACK per point, or ``curvature_steps`` fixed Lanczos steps with residual norms); the
-    eigenvalues by ARPACK, or with ``spectrum_steps`` one fixed-step Lanczos run."""
+    eigenvalues by ARPACK, or with ``spectrum_steps`` one fixed-step Lanczos run.
+    ``data_spread`` (0: none, else >= 2): the extreme eigenvalues and the trace again on that
+    many disjoint subsets of the analysed subset's size (``landscape.analysis.data_spread``)."""
 
     checkpoint: str
     data: DataSpec = field(default_factory=DataSpec)
@@ -282,6 +285,7 @@ class AnalysisSpec:
     batch_size: int = 256  # samples per pass: products are exact sums, this only sets memory
     device: DeviceName = "auto"
     dtype: HessianDtype = "float32"
+    data_spread: int = 0
 
     def __post_init__(self) -> None:
         check_choice("split", self.split, Split)
@@ -309,6 +313,11 @@ class AnalysisSpec:
             _check_steps("curvature_steps", self.curvature_steps)
             if not self.curvature_grid:
                 raise SpecError("curvature_steps sets the curvature map's Lanczos: ask for a map")
+        if self.data_spread and not (self.spectrum and 2 <= self.data_spread <= MAX_DATA_SPREAD):
+            raise SpecError(
+                f"data_spread must be 0 or 2..{MAX_DATA_SPREAD} subsets, with top, bottom or "
+                f"trace to spread, got {self.data_spread}"
+            )
         if not (self.spectrum or self.curvature_grid or self.density_probes):
             raise SpecError(
                 "nothing to compute: ask for top, bottom, trace, density_probes or curvature_grid"

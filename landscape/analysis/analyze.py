@@ -1,17 +1,19 @@
 """``analyze``: one Hessian analysis from an ``AnalysisSpec``, the call the CLI and the API make.
 
 Spectrum (Lanczos extreme eigenvalues, Hutchinson trace) first, then the eigenvalue density
-(stochastic Lanczos quadrature), then the curvature map over a surface's plane; with a
+(stochastic Lanczos quadrature), then the spectrum again on disjoint subsets of the data
+(``data_spread``), then the curvature map over a surface's plane; with a
 surface, the checkpoint's bytes must be the surface's and the result replaces the file's
 ``hessian/`` group in one atomic write (nothing is stored unless every step finished).
 Progress is ``on_progress(done, total)`` in steps: the spectrum is one step, the density one,
-each map point one; ``should_stop`` is asked between steps and before every Hessian-vector
-product, so a cancel stops a Lanczos run within one product.
+each subset of the spread one, each map point one; ``should_stop`` is asked between steps and
+before every Hessian-vector product, so a cancel stops a Lanczos run within one product.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from landscape.analysis.curvature import coarse_indices, curvature_map
+from landscape.analysis.data_spread import data_spread, split_blocks
 from landscape.analysis.group import GROUP_NAME, group_contents
 from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
 from landscape.analysis.provenance import surface_of_checkpoint
@@ -39,6 +42,8 @@ def analysis_costs(spec: AnalysisSpec, x: np.ndarray | None, y: np.ndarray | Non
         costs.append((spec.spectrum_steps or arpack) + spec.trace_samples)
     if spec.density_probes:
         costs.append(spec.density_probes * spec.density_steps)
+    if spec.data_spread:  # the spectrum again, on each subset
+        costs += [costs[0]] * spec.data_spread
     points = analysis_steps(spec, x, y) - len(costs)
     costs += [spec.curvature_steps or 2 * ARPACK_GUESS] * points
     return costs
@@ -51,7 +56,7 @@ def analysis_steps(spec: AnalysisSpec, x: np.ndarray | None, y: np.ndarray | Non
         points = len(coarse_indices(len(x), spec.curvature_grid))
         if y is not None:
             points *= len(coarse_indices(len(y), spec.curvature_grid))
-    return int(spec.spectrum) + int(spec.density_probes > 0) + points
+    return int(spec.spectrum) + int(spec.density_probes > 0) + spec.data_spread + points
 
 
 def analyze(
@@ -83,6 +88,11 @@ def analyze(
     report(0)
     model, _ = load_checkpoint(spec.checkpoint)
     data = load_data(spec.data, spec.split)
+    blocks = []
+    if spec.data_spread:
+        size = spec.data.train_size if spec.split == "train" else spec.data.test_size
+        whole = load_data(replace(spec.data, train_size=None, test_size=None), spec.split)
+        blocks = split_blocks(whole, size, spec.data_spread)
     products: dict[str, Any] = {
         "loss": spec.loss,
         "device": spec.device,
@@ -117,9 +127,22 @@ def analyze(
             seed=spec.seed,
         )
         report(int(spec.spectrum) + 1)
+    before = int(spec.spectrum) + int(density is not None)
+    spread = None
+    if blocks:
+        spread = data_spread(
+            model,
+            blocks,
+            top=spec.top > 0,
+            bottom=spec.bottom > 0,
+            trace_samples=spec.trace_samples,
+            steps=spec.spectrum_steps,
+            on_block=lambda done: report(before + done),
+            **common,
+        )
     curvature = None
     if spec.curvature_grid and stored is not None and surface is not None:
-        offset = int(spec.spectrum) + int(density is not None)
+        offset = before + spec.data_spread
         curvature = curvature_map(
             model,
             data,
@@ -138,7 +161,7 @@ def analyze(
         "loss": spec.loss,
         "data": {**to_dict(spec.data), "data_root": None},
     }
-    arrays, attrs = group_contents(result, curvature, provenance, density=density)
+    arrays, attrs = group_contents(result, curvature, provenance, density=density, spread=spread)
     if surface is not None:
         storage.write_group(surface, GROUP_NAME, arrays, attrs)
     return arrays, attrs

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from landscape.analysis.curvature import CurvatureMap
+from landscape.analysis.data_spread import DataSpread, spread_arrays, spread_from_group
 from landscape.analysis.hessian import HessianResult
 from landscape.analysis.spectral_density import SpectralDensity
 from landscape.errors import SurfaceFileError
@@ -29,6 +30,7 @@ def group_contents(
     attrs: Mapping[str, Any] | None = None,
     *,
     density: SpectralDensity | None = None,
+    spread: DataSpread | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Arrays and attrs of the ``hessian/`` group; ``attrs`` adds provenance (checkpoint sha,
     split, data spec) that the computation itself does not know."""
@@ -89,6 +91,10 @@ def group_contents(
             density_matvecs=density.matvecs,
             density_wall_time_s=density.wall_time_s,
         )
+    if spread is not None:
+        spread_data, spread_attrs = spread_arrays(spread)
+        arrays.update(spread_data)
+        out.update(spread_attrs)
     return arrays, out
 
 
@@ -136,7 +142,9 @@ def _negative(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dic
 def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-ready view (lists, NaN → None) of a ``hessian/`` group, for the CLI and info."""
     summary: dict[str, Any] = {
-        k: _plain(v) for k, v in attrs.items() if not k.startswith(("encoding-", "density_"))
+        k: _plain(v)
+        for k, v in attrs.items()
+        if not k.startswith(("encoding-", "density_", "spread_"))
     }
     top, bottom = arrays.get("top_eigenvalues"), arrays.get("bottom_eigenvalues")
     summary["top_eigenvalues"] = _plain(top) if top is not None else []
@@ -175,6 +183,9 @@ def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) ->
     density = density_from_group(arrays, attrs)
     if density is not None:
         summary["density"] = _density_summary(density)
+    spread = spread_from_group(arrays, attrs)
+    if spread is not None:
+        summary["data_spread"] = _plain(spread.summary())
     return summary
 
 

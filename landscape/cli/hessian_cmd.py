@@ -6,11 +6,14 @@ Extreme Hessian eigenvalues (Lanczos), the trace (Hutchinson 1989), the eigenval
 default to the surface's own, the checkpoint's bytes must match the file's, and the results
 replace the file's ``hessian/`` group (docs/format.md, "Curvature").
 
-Defaults are sized to finish in minutes on a CPU: the Hessian of the first ``--samples`` (256)
-samples of the split, and ``--steps`` (30) fixed Lanczos steps for the eigenvalues and each
+Defaults are sized to finish in minutes on a CPU: the Hessian of ``--samples`` (256) samples of
+the split (the first of its fixed seeded permutation: the subset ``--train-size`` keeps, in
+original order), and ``--steps`` (30) fixed Lanczos steps for the eigenvalues and each
 map point, which cost exactly that many products where ARPACK can restart for an hour on a
 trained net. Every eigenvalue is printed with whether it converged (its residual within
 ``--tol`` of the spectrum's scale), so a cut-short result is never mistaken for an answer.
+``--data-spread K`` repeats the spectrum on K disjoint subsets of that size and prints the
+spread, since a subset's λ_max can be far from the next subset's.
 """
 
 from __future__ import annotations
@@ -64,7 +67,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--samples", type=int, default=256, metavar="N",
-        help="Hessian of the mean loss over the first N samples of the split (0: all)",
+        help="Hessian of the mean loss over N samples of the split: the first N of its fixed "
+        "seeded permutation, the subset --train-size N keeps (0: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data-spread", type=int, default=0, metavar="K",
+        help="λmax, λmin and the trace again on K disjoint subsets of --samples each "
+        "(consecutive blocks of that permutation, the first the analysed one), with their "
+        "spread (0: none)",
     )  # fmt: skip
     parser.add_argument(
         "--density-probes", type=int, default=0, metavar="N",
@@ -111,6 +121,8 @@ def _spec(args: argparse.Namespace) -> tuple[AnalysisSpec, Surface | None]:
     same_data = args.dataset is None
     if args.trace_samples < 1:
         raise SpecError(f"--trace-samples must be >= 1, got {args.trace_samples}")
+    if args.data_spread and not args.samples:
+        raise SpecError("--data-spread needs a subset size: --samples N (not 0)")
     for flag, value in (("--steps", args.steps), ("--samples", args.samples)):
         if value < 0:
             raise SpecError(f"{flag} must be >= 0, got {value}")
@@ -151,6 +163,7 @@ def _spec(args: argparse.Namespace) -> tuple[AnalysisSpec, Surface | None]:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        data_spread=args.data_spread,
     )
     return spec, surface
 
@@ -224,6 +237,7 @@ def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
     density = summary.get("density")
     if density:
         rows.append(("eigenvalue density", density_line(density)))
+    rows += spread_rows(summary.get("data_spread"))
     width = max((len(name) for name, _ in rows), default=0)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     if stored:
@@ -276,6 +290,24 @@ def negative_text(density: dict[str, Any]) -> str:
         f"negative mass {density['negative_fraction']:.3g} below −{density['negative_epsilon']:.2g}"
         f" (interval {low:.3g} … {high:.3g})"
     )
+
+
+def spread_rows(spread: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """One row per quantity: mean ± sd (min … max) over the disjoint subsets."""
+    if not spread:
+        return []
+    labels = {"lambda_max": "λ_max", "lambda_min": "λ_min", "trace": "trace"}
+    rows = []
+    for name, label in labels.items():
+        if name in spread:
+            q = spread[name]
+            rows.append((
+                f"{label} over data",
+                f"{_number(q['mean'])} ± {_number(q['sd'])} ({_number(q['min'])} … "
+                f"{_number(q['max'])}) over {spread['subsets']} disjoint subsets of "
+                f"{spread['size']} samples",
+            ))  # fmt: skip
+    return rows
 
 
 def _flat(values: Any) -> list[Any]:
