@@ -108,3 +108,42 @@ def _cancel_jobs_of(server: str, surface_id: str) -> None:
         if job.get("surface_id") == surface_id and job["status"] in ("queued", "running"):
             request = urllib.request.Request(f"{server}/api/jobs/{job['id']}", method="DELETE")
             urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_resume_in_the_gallery_says_the_job_is_stopping(page: Any, server: str) -> None:
+    """Resume right after a cancel: the gallery's card for the cancelled job."""
+    surface_id = "5709aa"
+    cancelled = {
+        "id": DYING, "kind": "surface", "status": "cancelled", "stage": "computing",
+        "progress": {"done": 3, "total": 25}, "surface_id": surface_id,
+        "label": "stopping card (browser test)", "cancel_requested": True,
+        "request": {"model": "mlp-plain", "dataset": "digits", "train": {"epochs": 1},
+                    "grid": {"nx": 5, "ny": 5, "xrange": [-1, 1], "yrange": [-1, 1]}},
+    }  # fmt: skip
+    posts: list[str] = []
+
+    def surfaces(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        posts.append(route.request.post_data or "")
+        _refuse(route)
+
+    page.route(
+        f"{server}/api/jobs*",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps([cancelled])
+        ),
+    )
+    page.route(f"{server}/api/surfaces", surfaces)
+    page.goto(f"{server}/")
+    resume = page.locator(f'button[data-resume="{surface_id}"]')
+    resume.click()
+    notice = page.locator(".notice-info")
+    notice.wait_for()
+    assert "still stopping after a cancel" in notice.inner_text()
+    page.locator(".notice-error").wait_for()
+    text = page.locator(".notice-error").inner_text()
+    assert f"Could not resume “stopping card (browser test)”: {DETAIL}" in text, text
+    assert resume.is_enabled() and len(posts) == TRIES
+    assert json.loads(posts[0]) == cancelled["request"]
