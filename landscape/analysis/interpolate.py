@@ -153,6 +153,8 @@ def evaluate_path(
     ``bn_inputs``), and the engine folds them into the weights, so each ``t`` gets its own.
     Returned with the (last) evaluator's ``describe()``.
     """
+    from landscape.engine.devices import resolve_device
+
     check_choice("bn", bn, BnMode)
     options = options or EngineOptions()
     t = np.asarray(t, dtype=np.float64)
@@ -174,14 +176,18 @@ def evaluate_path(
     if bn == "recompute" and bn_inputs is None:
         raise SpecError("bn='recompute' needs the training inputs to re-estimate on")
     rows: list[Values] = []
-    per_point = dataclasses.replace(options, workers=1, points_per_call=1)
+    # one point per evaluator: one process on one device (no pool started per point)
+    first = (options.devices or (0,))[:1]
+    per_point = dataclasses.replace(options, workers=1, points_per_call=1, devices=first)
+    device = resolve_device(options.device)
     zero = {n: torch.zeros_like(d) for n, d in direction.items()}
     for value in t:
         _stop_check(should_stop)
         net.load_state_dict(interpolate_state(state_a, state_b, float(value)))
         if bn == "recompute":
             assert bn_inputs is not None
-            recompute_bn(net, bn_inputs)
+            recompute_bn(net.to(device), bn_inputs)  # where the engine computes
+            net.cpu()
         with _evaluator(net, zero, data, loss, per_point, 1) as evaluator:
             rows.append(evaluator.evaluate(np.zeros((1, 1))))
             info = dict(evaluator.describe())
