@@ -239,8 +239,16 @@ def test_linked_cameras_follow_a_real_drag_both_ways(
                  ._fullLayout.scene._scene.getCamera().eye"""
 
     def drag(k: int, dx: float) -> None:
-        box = page.locator(".plot-compare").nth(k).bounding_box()
+        plot = page.locator(".plot-compare").nth(k)
+        plot.scroll_into_view_if_needed()  # a mouse event outside the viewport reaches nothing
+        box = plot.bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        hit = page.evaluate(
+            "([k, x, y]) => document.querySelectorAll('.plot-compare')[k]"
+            ".contains(document.elementFromPoint(x, y))",
+            [k, x, y],
+        )
+        assert hit, f"the drag's start ({x:.0f}, {y:.0f}) is not on plot {k}"
         page.mouse.move(x, y)
         page.mouse.down()
         for step in range(1, 6):
