@@ -199,7 +199,7 @@ def _hessian(
     on_step: Callable[[int, int], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> tuple[list[Direction], dict[str, Any]]:
-    """Top Hessian eigenvectors (Lanczos seeded by ``spec.seed``, at most
+    """Hessian eigenvectors at ``spec.hessian_ends`` (Lanczos seeded by ``spec.seed``, at most
     ``spec.max_lanczos_steps`` steps), products on ``device``, in
     strict fp32 (the engine's precision policy for Hessian products). Filter or layer
     normalization would change which direction an eigenvector is, so it is scaled as a whole:
@@ -220,6 +220,7 @@ def _hessian(
         device=str(next(model.parameters()).device) if device is None else device,
         options=LanczosOptions(seed=spec.seed),
         max_steps=spec.max_lanczos_steps,
+        ends=spec.hessian_ends,
         on_step=on_step,
         should_stop=should_stop,
     )

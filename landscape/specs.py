@@ -16,6 +16,8 @@ from landscape.errors import SpecError, UnknownNameError
 Normalization = Literal["filter", "layer", "weight", "global", "none"]
 Ignore = Literal["biasbn", "none"]
 DirectionKind = Literal["random", "interpolate", "pca", "hessian"]
+# which eigenvectors ``hessian`` directions are: the top ones, the bottom ones, or one of each
+HessianEnds = Literal["max", "min", "max,min"]
 Split = Literal["train", "test"]
 # The built-in losses of the outputs alone, which Hessian analyses take; surfaces and training
 # take any loss ``landscape.losses`` resolves (its name is the spec's ``loss``).
@@ -111,7 +113,8 @@ class DirectionSpec:
 
     ``interpolate`` uses ``target_checkpoint - checkpoint`` as the x direction (Goodfellow et
     al. 2015); ``pca`` uses the top principal components of ``trajectory`` snapshots (Li et al.
-    §7); ``hessian`` the top Hessian eigenvectors of the surface's loss (the sharpest plane).
+    §7); ``hessian`` Hessian eigenvectors of the surface's loss: the top ones (the sharpest
+    plane), the bottom ones or one of each (``hessian_ends``).
     ``seed`` makes random directions reproducible on every device. ``max_lanczos_steps`` caps
     the Lanczos run of ``hessian`` directions (one Hessian product per step).
     """
@@ -123,9 +126,15 @@ class DirectionSpec:
     target_checkpoint: str | None = None
     trajectory: tuple[str, ...] = ()
     max_lanczos_steps: int = DEFAULT_DIRECTION_STEPS
+    hessian_ends: HessianEnds = "max"
 
     def __post_init__(self) -> None:
         check_choice("direction kind", self.kind, DirectionKind)
+        check_choice("hessian ends", self.hessian_ends, HessianEnds)
+        if self.kind != "hessian" and self.hessian_ends != "max":
+            raise SpecError(
+                f"hessian_ends applies to directions of kind 'hessian', not {self.kind!r}"
+            )
         check_choice("normalization", self.normalization, Normalization)
         check_choice("ignore", self.ignore, Ignore)
         if self.kind == "interpolate" and not self.target_checkpoint:

@@ -311,6 +311,9 @@ class DirectionsPublic(BaseModel):
     eigenvalues: list[float] | None = Field(
         None, description="kind hessian: the Hessian eigenvalues along x and y (else null)"
     )
+    hessian_ends: str = Field(
+        "max", description="kind hessian: max (top eigenvectors), min (bottom) or max,min"
+    )
 
 
 class ProvenancePublic(BaseModel):

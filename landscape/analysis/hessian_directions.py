@@ -1,13 +1,16 @@
-"""Plotting directions along the Hessian's top eigenvectors: the plane of steepest curvature.
+"""Plotting directions along the Hessian's extreme eigenvectors: the planes random ones miss.
 
-Random directions show a typical slice; the top-2 eigenvectors of the Hessian of the mean loss
-at θ show the *most* curved one (x = the eigenvector of λ₁, y = that of λ₂), so the width of
-the plotted well is set by the two sharpest directions (the slice PyHessian plots, Yao et al.
-2020). They come from Lanczos (Lanczos 1950) with full reorthogonalization on
-``HessianOperator`` products, one product per step, at most ``max_steps`` steps: each step
-reports progress and may be cancelled, and the run stops once the top Ritz pairs' residual
-estimates ``β_m |s_{m,i}|`` are within ``tol`` (Parlett, *The Symmetric Eigenvalue Problem*,
-Thm 4.5.1), so its cost is bounded where ARPACK's restarts were not. The model is in eval
+Random directions show a typical slice, whose expected curvature is the mean tr(H)/n, so a bowl
+on the page can hide strong negative curvature (Böttcher & Wheeler 2022). The eigenvectors
+of the Hessian of the mean loss at θ show the extremes instead (``ends``): ``max``, the top
+two (x = the eigenvector of λ₁, y = that of λ₂), the *most* curved plane, whose well's width
+the two sharpest directions set (the slice PyHessian plots, Yao et al. 2020); ``min``, the
+bottom two (x = the most negative), where a saddle shows as one; ``max,min``, x = the top and
+y = the bottom one, the whole range of curvature in one plane. They come from Lanczos
+(Lanczos 1950) with full reorthogonalization on ``HessianOperator`` products, one product per
+step, at most ``max_steps`` steps: each step reports progress and may be cancelled, and the
+run stops once the picked Ritz pairs' residual estimates ``β_m |s_{m,i}|`` are within ``tol``
+(Parlett, *The Symmetric Eigenvalue Problem*, Thm 4.5.1), so its cost is bounded where ARPACK's restarts were not. The model is in eval
 mode, so the Hessian is that of the plotted loss.
 
 Scale: an eigenvector has unit L2 norm over *all* parameters. ``scale="unit"`` keeps it, so a
@@ -41,6 +44,7 @@ from landscape.specs import (
     DEFAULT_DIRECTION_STEPS,
     MAX_LANCZOS_STEPS,
     DeviceName,
+    HessianEnds,
     LossName,
     ResolvedPrecision,
 )
@@ -56,7 +60,7 @@ OnStep = Callable[[int, int], None]  # (steps done, max_steps)
 class TopEigenpairs:
     """The ``k`` largest eigenpairs of a Lanczos run and what they can be trusted to."""
 
-    values: np.ndarray  # (k,) descending
+    values: np.ndarray  # (k,) in axis order: descending from the top, ascending from the bottom
     vectors: np.ndarray  # (n, k) unit columns, signs fixed
     residuals: np.ndarray  # (k,) ‖Hv − λv‖, each measured by one more product
     steps: int  # Lanczos steps taken (products before the residual check)
@@ -72,13 +76,17 @@ def top_eigenvectors(
     max_steps: int = DEFAULT_DIRECTION_STEPS,
     on_step: OnStep | None = None,
     should_stop: Callable[[], bool] | None = None,
+    ends: HessianEnds = "max",
 ) -> TopEigenpairs:
-    """The ``k`` largest eigenpairs from at most ``max_steps`` Lanczos steps (fewer once they
-    converge, or once the Krylov space is all of it), seeded by ``options.seed``. ``on_step``
-    hears of each step; ``should_stop()`` turning true raises ``CancelledError`` at once."""
+    """``k`` extreme eigenpairs from at most ``max_steps`` Lanczos steps (fewer once they
+    converge, or once the Krylov space is all of it), seeded by ``options.seed``: the largest
+    (``ends="max"``), the smallest (``"min"``), or the largest and the smallest (``"max,min"``,
+    ``k = 2``). ``on_step`` hears of each step; ``should_stop()`` turning true raises
+    ``CancelledError`` at once."""
     n = operator.n
     if not 1 <= k < n:
         raise SpecError(f"need 1 <= k < number of parameters ({n}), got k={k}")
+    picks = _picks(ends, k)
     if not k <= max_steps <= MAX_LANCZOS_STEPS:
         raise SpecError(
             f"Hessian directions take {k}..{MAX_LANCZOS_STEPS} Lanczos steps (each keeps a "
@@ -100,15 +108,15 @@ def top_eigenvectors(
         theta, s = np.linalg.eigh(np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1))
         if on_step is not None:
             on_step(j + 1, max_steps)
-        if _finished(theta, s, b, k, options.tol):
+        if _finished(theta, s, b, picks, options.tol):
             break
         if should_stop is not None and should_stop():
             raise CancelledError(f"Hessian directions stopped after {j + 1} Lanczos steps")
         beta.append(b)
         v = w / b
     steps = len(alpha)
-    values = theta[::-1][:k].copy()
-    vectors = basis[:steps].T @ s[:, ::-1][:, :k]
+    values = theta[picks].copy()
+    vectors = basis[:steps].T @ s[:, picks]
     vectors /= np.linalg.norm(vectors, axis=0)
     for i in range(k):
         if vectors[np.argmax(np.abs(vectors[:, i])), i] < 0:
@@ -123,18 +131,32 @@ def top_eigenvectors(
     return TopEigenpairs(values, vectors, residuals, steps, allowed, converged)
 
 
-def _finished(theta: np.ndarray, s: np.ndarray, b: float, k: int, tol: float) -> bool:
-    """The top ``k`` Ritz pairs of ``T_m`` (eigenvalues ``theta``, eigenvectors ``s``) have
+def _picks(ends: str, k: int) -> list[int]:
+    """Indices into the ascending Ritz values of the eigenpairs ``ends`` asks for, in axis
+    order: from the top down, from the bottom up, or the top then the bottom."""
+    if ends == "max":
+        return [-1 - i for i in range(k)]
+    if ends == "min":
+        return list(range(k))
+    if ends == "max,min":
+        if k != 2:
+            raise SpecError(f"Hessian ends 'max,min' make two directions, not {k}: ask for a plane")
+        return [-1, 0]
+    raise SpecError(f"Hessian ends must be 'max', 'min' or 'max,min', got {ends!r}")
+
+
+def _finished(theta: np.ndarray, s: np.ndarray, b: float, picks: list[int], tol: float) -> bool:
+    """The picked Ritz pairs of ``T_m`` (eigenvalues ``theta``, eigenvectors ``s``) have
     converged, or the Krylov space is exhausted (``β_m`` is rounding noise: ``T_m``'s values
     are eigenvalues of ``H``)."""
-    m = len(theta)
+    m, k = len(theta), len(picks)
     exhausted = b <= 1e-10 * float(np.abs(theta).max())
     if exhausted and m < k:
         raise SpecError(f"the Hessian's Krylov space from the seeded start has only {m} "
                         f"dimensions, fewer than the {k} directions asked for")  # fmt: skip
     if m < k:
         return False
-    return exhausted or bool(np.all(b * np.abs(s[-1, -k:]) <= tolerance(tol, theta)))
+    return exhausted or bool(np.all(b * np.abs(s[-1, picks]) <= tolerance(tol, theta)))
 
 
 def hessian_directions(
@@ -151,8 +173,10 @@ def hessian_directions(
     max_steps: int = DEFAULT_DIRECTION_STEPS,
     on_step: OnStep | None = None,
     should_stop: Callable[[], bool] | None = None,
+    ends: HessianEnds = "max",
 ) -> tuple[list[Direction], dict[str, Any]]:
-    """``ndim`` directions (x = top eigenvector, y = second) keyed by ``named_parameters()``
+    """``ndim`` directions (``ends`` as in ``top_eigenvectors``: by default x = the top
+    eigenvector, y = the second) keyed by ``named_parameters()``
     names, float32 on the CPU like ``make_directions``'s whatever ``device`` the products ran
     on (the model itself is not moved), and their provenance (eigenvalues, residuals, steps,
     whether they converged, device, precision, settings), JSON-ready. ``data`` is the split
@@ -162,6 +186,7 @@ def hessian_directions(
         raise SpecError(f"ndim must be 1 or 2, got {ndim}")
     if scale not in ("unit", "weight"):
         raise SpecError(f"scale must be 'unit' or 'weight', got {scale!r}")
+    _picks(ends, ndim)  # a bad choice fails before any product
     options = options or LanczosOptions()
     dtypes = {p.dtype for p in model.parameters()}
     dtype = torch.float64 if dtypes == {torch.float64} else torch.float32
@@ -170,8 +195,9 @@ def hessian_directions(
         precision=precision,
     )  # fmt: skip
     found = top_eigenvectors(
-        operator, ndim, options, max_steps=max_steps, on_step=on_step, should_stop=should_stop
-    )
+        operator, ndim, options, max_steps=max_steps, on_step=on_step, should_stop=should_stop,
+        ends=ends,
+    )  # fmt: skip
     factor = 1.0
     if scale == "weight":
         factor = sum(float(p.double().pow(2).sum()) for p in operator.theta.values()) ** 0.5
@@ -182,7 +208,8 @@ def hessian_directions(
         directions.append({name: t.to(torch.float32).cpu().clone() for name, t in parts.items()})
     info: dict[str, Any] = {
         "kind": "hessian",
-        "eigenvalues": [float(v) for v in found.values],
+        "ends": ends,
+        "eigenvalues": [float(v) for v in found.values],  # of the x (then y) direction
         "residuals": [float(r) for r in found.residuals],
         "tolerance": found.tolerance,
         "converged": found.converged,

@@ -24,6 +24,7 @@ from landscape.specs import (
     DirectionSpec,
     EngineOptions,
     GridSpec,
+    HessianEnds,
     Ignore,
     LossName,
     Normalization,
@@ -85,8 +86,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--directions",
         default=dirs.kind,
-        help=choices_text(DirectionKind, {"hessian": "top Hessian eigenvectors"}),
+        help=choices_text(DirectionKind, {"hessian": "Hessian eigenvectors (--hessian-ends)"}),
     )
+    parser.add_argument(
+        "--hessian-ends", default=dirs.hessian_ends,
+        help=choices_text(HessianEnds, {"max": "x, y = the top two eigenvectors",
+                                        "min": "the bottom two (most negative first)",
+                                        "max,min": "x = the top, y = the bottom one"}),
+    )  # fmt: skip
     parser.add_argument(
         "--normalization", default=dirs.normalization, help=choices_text(Normalization)
     )
@@ -195,6 +202,7 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         target_checkpoint=args.target,
         trajectory=tuple(args.trajectory),
         max_lanczos_steps=args.max_lanczos_steps,
+        hessian_ends=args.hessian_ends,
     )
     data = data_spec_from_args(args)
     return SurfaceSpec(

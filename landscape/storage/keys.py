@@ -64,6 +64,8 @@ def _key_payload(spec: SurfaceSpec) -> dict[str, Any]:
     directions = payload["directions"]
     if directions["max_lanczos_steps"] == DEFAULT_DIRECTION_STEPS:  # the key it had before
         del directions["max_lanczos_steps"]
+    if directions["hessian_ends"] == "max":  # the top eigenvectors: the key it had before
+        del directions["hessian_ends"]
     if directions["normalization"] == "weight":  # never the key of an old-meaning file
         directions["weight_rule"] = WEIGHT_RULE
     # Snapshots and the target enter by file name: their folder is where they live, not what
