@@ -35,6 +35,19 @@ from landscape.losses import Loss, resolve_loss
 from landscape.specs import EngineOptions
 
 CUDA_POINTS_PER_CALL = 8  # K on a GPU (vmap), as the surface engine's largest candidate
+Call = tuple[np.ndarray, int, int]  # rows of coords, and the slice start:stop they read
+
+
+def _shares(calls: list[Call], lanes: int) -> list[list[Call]]:
+    """``calls`` dealt to ``lanes`` lists of about equal work (samples × points), largest
+    first: each lane takes its module once for its whole list, not once per call."""
+    shares: list[list[Call]] = [[] for _ in range(max(1, lanes))]
+    work = [0] * len(shares)
+    for call in sorted(calls, key=lambda c: -(c[2] - c[1]) * len(c[0])):
+        lane = work.index(min(work))
+        shares[lane].append(call)
+        work[lane] += (call[2] - call[1]) * len(call[0])
+    return [share for share in shares if share]
 
 
 class PrefixEvaluator:
@@ -86,7 +99,7 @@ class PrefixEvaluator:
         self.strata_on_device = {
             s: torch.as_tensor(h, device=self.device) for s, h in self.strata.items()
         }
-        self.centre_values: dict[str, tuple[Tensor, Tensor]] = {}
+        self.centre_values: dict[str, Tensor] = {}
         self.samples = 0  # samples evaluated at grid points (K points × slice length)
         self.host_syncs = 0
         self.eval_s = 0.0
@@ -103,9 +116,11 @@ class PrefixEvaluator:
         return out
 
     def set_centre(self, centre: Mapping[str, Centre]) -> None:
+        # (2, N) float64 per split: the centre's losses and correct flags, stacked as the
+        # sums want them
         self.centre_values = {
-            s: (torch.as_tensor(c.loss, device=self.device),
-                torch.as_tensor(c.correct, device=self.device))
+            s: torch.as_tensor(np.stack([c.loss, c.correct]), dtype=torch.float64,
+                               device=self.device)
             for s, c in centre.items()
         }  # fmt: skip
 
@@ -128,39 +143,45 @@ class PrefixEvaluator:
             ]
         out = np.zeros((len(coords), n_sums(self._n_strata(split))))
         began = time.perf_counter()
+
+        def lane(share: list[Call]) -> list[np.ndarray]:
+            with self._computing() as module:
+                return [self._group_sums(module, coords[r], split, a, b) for r, a, b in share]
+
+        shares = _shares(calls, min(self.lanes, len(calls)))
         with self._process_settings():
-            if self.lanes > 1 and len(calls) > 1:
-                with ThreadPoolExecutor(self.lanes) as pool:
-                    results = list(
-                        pool.map(lambda c: self._group_sums(coords[c[0]], split, c[1], c[2]), calls)
-                    )
+            if len(shares) > 1:
+                with ThreadPoolExecutor(len(shares)) as pool:
+                    results = list(pool.map(lane, shares))
             else:
-                results = [self._group_sums(coords[rows], split, a, b) for rows, a, b in calls]
-        for (rows, _, _), result in zip(calls, results, strict=True):
-            out[rows] = result
+                results = [lane(share) for share in shares]
+        for share, result in zip(shares, results, strict=True):
+            for (rows, _, _), sums in zip(share, result, strict=True):
+                out[rows] = sums
         self.host_syncs += len(calls)
         self.samples += int((stops - starts).sum())
         self.eval_s += time.perf_counter() - began
         return out
 
-    def _group_sums(self, coords: np.ndarray, split: str, start: int, stop: int) -> np.ndarray:
-        u_loss, u_correct = self.centre_values[split]
+    def _group_sums(
+        self, module: nn.Module, coords: np.ndarray, split: str, start: int, stop: int
+    ) -> np.ndarray:
+        centre = self.centre_values[split]
         x, y = self.data[split]
         strata, n_strata = self.strata_on_device[split], self._n_strata(split)
+        k = len(coords)
         # (K, metric × statistic, stratum), in the order of estimator.columns
-        total = torch.zeros(len(coords), 6, n_strata, dtype=torch.float64, device=self.device)
-        with self._computing() as module:
-            moving = self._params_at(coords)
-            for a in range(start, stop, self.batch_size):
-                b = min(stop, a + self.batch_size)
-                per, correct = self._forward(module, moving, x[a:b], y[a:b])
-                h = strata[a:b]
-                for k, (v, u) in enumerate(((per, u_loss[a:b]), (correct, u_correct[a:b]))):
-                    d = v.double() - u
-                    total[:, 3 * k].index_add_(1, h, d)
-                    total[:, 3 * k + 1].index_add_(1, h, d * d)
-                    total[:, 3 * k + 2].index_add_(1, h, d * u)
-        host = total.reshape(len(coords), -1).cpu().numpy()
+        total = torch.zeros(k, 6, n_strata, dtype=torch.float64, device=self.device)
+        moving = self._params_at(coords)
+        for a in range(start, stop, self.batch_size):
+            b = min(stop, a + self.batch_size)
+            per, correct = self._forward(module, moving, x[a:b], y[a:b])
+            u = centre[:, None, a:b]  # (metric, 1, B)
+            d = torch.stack((per, correct)).double() - u  # (metric, K, B)
+            stats = torch.stack((d, d * d, d * u), dim=1)  # (metric, statistic, K, B)
+            # one scatter for all six sums: (K, metric × statistic, B) into the strata
+            total.index_add_(2, strata[a:b], stats.permute(2, 0, 1, 3).reshape(k, 6, b - a))
+        host = total.reshape(k, -1).cpu().numpy()
         lead = np.tile([float(stop - start), 1.0], (len(coords), 1))  # n, one look
         return np.concatenate([lead, host], axis=1)
 

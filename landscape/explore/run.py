@@ -186,8 +186,8 @@ def _refine(
         for lo in range(0, len(points), CHUNK_POINTS):
             chunk = points[lo : lo + CHUNK_POINTS]
             for split, part in state.splits.items():
-                points = chunk[todo[split][chunk]]
-                _advance(evaluator, coords, split, part, state.spec, points, make_exact)
+                reading = chunk[todo[split][chunk]]
+                _advance(evaluator, coords, split, part, state.spec, reading, make_exact)
             writer.append(chunk, state)
             if should_stop is not None and should_stop():
                 raise CancelledError("estimate cancelled; every finished stage is kept")

@@ -90,3 +90,16 @@ def test_lanes_give_the_same_sums_as_one_and_points_may_start_apart() -> None:
             )
             np.testing.assert_array_equal(got[1], one_by_one)
     np.testing.assert_array_equal(got[1], got[2])
+
+
+def test_calls_are_dealt_to_lanes_whole_and_about_evenly() -> None:
+    """Each call goes to one lane, once; the lanes' work (samples × points) is balanced."""
+    from landscape.explore.prefix_engine import _shares
+
+    calls = [(np.arange(k % 3 + 1), 0, 256 * (1 + k % 5)) for k in range(40)]
+    shares = _shares(calls, 2)
+    dealt = [id(c) for share in shares for c in share]
+    assert sorted(dealt) == sorted(id(c) for c in calls)
+    work = [sum((b - a) * len(r) for r, a, b in share) for share in shares]
+    assert len(shares) == 2 and max(work) - min(work) <= 256 * 5 * 3
+    assert _shares(calls[:1], 2) == [calls[:1]] and _shares([], 2) == []

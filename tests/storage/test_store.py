@@ -121,6 +121,26 @@ def test_chunks_go_to_the_journal_and_leave_the_file_untouched(tmp_path: Path) -
         assert f["computed"][()].reshape(-1).nonzero()[0].tolist() == [1, 2]
 
 
+def test_journal_records_reach_the_os_at_once_and_the_disk_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each record is readable by another process as soon as it is appended (a kill loses
+    nothing); the fsyncs are a few, not one per record, and the last one comes at close."""
+    from landscape.storage import journal
+
+    synced: list[int] = []
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: synced.append(fd))
+    writer = journal.JournalWriter(tmp_path / "s.h5", "ab" * 16)
+    opened = len(synced)
+    for k in range(50):
+        writer.append(np.array([k]), np.array([[0.5]]))
+        records = journal.read_journal(tmp_path / "s.h5", "ab" * 16, 1)
+        assert len(records) == k + 1  # already in the file another reader opens
+    assert len(synced) - opened <= 2  # 50 appends within well under a few seconds
+    writer.close()
+    assert len(synced) - opened >= 1 and writer.handle.closed
+
+
 def test_a_torn_journal_tail_is_ignored_and_then_truncated(tmp_path: Path) -> None:
     """What a kill -9 in the middle of an append leaves: the whole records still count."""
     spec = _spec()
