@@ -1,6 +1,6 @@
 """Changing a surface file after creation: chunks through the journal, the rest atomically.
 
-``SurfaceWriter`` is held by the one run computing a file. Each chunk costs an fsynced append of
+``SurfaceWriter`` is held by the one run computing a file. Each chunk costs an append of
 that chunk (``journal.py``); ``close`` folds the journal into the file with one atomic copy.
 Before each append the writer checks that the file it started on is still there, unchanged:
 a file deleted, truncated or replaced under a running job fails the job with a clear error
