@@ -120,7 +120,9 @@ def _run(args: argparse.Namespace) -> int:
         if before is not None:
             line = f"  {m:<11} {before[m]:.4g} before alignment, {result.barriers[m]:.4g} after"
         print(line)
-    if settings.get("bn") == "recompute":
+    if settings.get("bn") == "recompute" and not settings.get("bn_layers"):
+        print("no BatchNorm layers: --bn recompute changes nothing here")
+    elif settings.get("bn") == "recompute":
         print(
             f"BN statistics of {settings.get('bn_layers', 0)} layers re-estimated on "
             f"{settings.get('bn_subset_used', 0)} training samples (seed {spec.bn_seed})"
