@@ -103,3 +103,38 @@ def test_calls_are_dealt_to_lanes_whole_and_about_evenly() -> None:
     work = [sum((b - a) * len(r) for r, a, b in share) for share in shares]
     assert len(shares) == 2 and max(work) - min(work) <= 256 * 5 * 3
     assert _shares(calls[:1], 2) == [calls[:1]] and _shares([], 2) == []
+
+
+def test_short_slices_of_a_net_without_convs_go_eight_points_per_call_on_two_lanes() -> None:
+    """On CPU with two lanes an MLP's short slices go K = 8 per call (vmap), long slices and a
+    conv net's one point per call; every point's sums equal the plain per-sample values."""
+    torch.manual_seed(0)
+    model = build("mlp-plain", **MODEL_ARGS).eval()
+    dirs, _ = make_directions(model, DirectionSpec(), 2)
+    x, y = load_data(DataSpec(train_size=700), "train")
+    strata = split_strata(x, y)
+    perm = split_permutation(strata, 0, "train")
+    options = EngineOptions(device="cpu", workers=2, batch_size=64)
+    ev = PrefixEvaluator(
+        model, dirs, {"train": (x, y)}, {"train": perm}, {"train": strata}, options=options
+    )
+    centre = ev.centre()["train"]
+    ev.set_centre({"train": centre})
+    assert ev.short_slice_points == 8 and ev.points_per_call == 1
+    coords = np.random.default_rng(1).uniform(-0.6, 0.6, (20, 2))
+    syncs = ev.host_syncs
+    got = ev.sums(coords, "train", 0, 100)
+    assert ev.host_syncs - syncs == 3  # 8 + 8 + 4 points
+    for row, point in zip(got, coords, strict=True):
+        v_loss, v_correct = _plain_per_sample(model, dirs, point, x[perm], y[perm])
+        want = point_sums(v_loss[:100], v_correct[:100], centre, 0)
+        np.testing.assert_allclose(row, want, rtol=1e-5, atol=2e-5)
+    syncs = ev.host_syncs
+    ev.sums(coords[:3], "train", 0, 600)  # longer than a short slice: one call per point
+    assert ev.host_syncs - syncs == 3
+    conv = build("resnet20", in_channels=1, num_classes=10, image_size=8).eval()
+    conv_dirs, _ = make_directions(conv, DirectionSpec(), 2)
+    on_conv = PrefixEvaluator(
+        conv, conv_dirs, {"train": (x, y)}, {"train": perm}, {"train": strata}, options=options
+    )
+    assert on_conv.short_slice_points == 1
