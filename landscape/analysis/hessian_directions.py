@@ -10,8 +10,8 @@ y = the bottom one, the whole range of curvature in one plane. They come from La
 (Lanczos 1950) with full reorthogonalization on ``HessianOperator`` products, one product per
 step, at most ``max_steps`` steps: each step reports progress and may be cancelled, and the
 run stops once the picked Ritz pairs' residual estimates ``β_m |s_{m,i}|`` are within ``tol``
-(Parlett, *The Symmetric Eigenvalue Problem*, Thm 4.5.1), so its cost is bounded where ARPACK's restarts were not. The model is in eval
-mode, so the Hessian is that of the plotted loss.
+(Parlett, *The Symmetric Eigenvalue Problem*, Thm 4.5.1), so its cost is bounded where ARPACK's
+restarts were not. The model is in eval mode, so the Hessian is that of the plotted loss.
 
 Scale: an eigenvector has unit L2 norm over *all* parameters. ``scale="unit"`` keeps it, so a
 coordinate of 1 moves θ by distance 1; ``scale="weight"`` multiplies it by ``‖θ‖`` (the norm of
