@@ -8,8 +8,9 @@ BN running statistics are buffers, not parameters, so they are never part of a d
 
 from __future__ import annotations
 
+import fnmatch
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.errors import CheckpointError, DivergedError
+from landscape.errors import CheckpointError, DivergedError, SpecError
 from landscape.specs import (
+    TRAINABLE,
     DeviceName,
     DirectionSpec,
     Ignore,
@@ -39,17 +41,64 @@ def model_parameters(model: nn.Module) -> dict[str, Tensor]:
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
+def select_parameters(model: nn.Module, patterns: Sequence[str]) -> frozenset[str] | None:
+    """The names of the parameters ``patterns`` choose (``DirectionSpec.params``), None for
+    all of them (no patterns).
+
+    An entry is an ``fnmatch`` glob over ``named_parameters()`` names, matched case-sensitively
+    (``*`` crosses dots: ``layer3.*`` is the whole block), or ``trainable``: the parameters
+    with ``requires_grad`` set (a fine-tuned net's adapters). An entry that matches nothing is
+    a ``SpecError`` naming it and some names that exist: a typo must not plot nothing.
+    """
+    if not patterns:
+        return None
+    named = dict(model.named_parameters())
+    chosen: set[str] = set()
+    for pattern in patterns:
+        if pattern == TRAINABLE:
+            hits = {n for n, p in named.items() if p.requires_grad}
+        else:
+            hits = {n for n in named if fnmatch.fnmatchcase(n, pattern)}
+        if not hits:
+            raise SpecError(_no_match(pattern, list(named)))
+        chosen |= hits
+    return frozenset(chosen)
+
+
+def _no_match(pattern: str, names: Sequence[str]) -> str:
+    if pattern == TRAINABLE:
+        return f"params {TRAINABLE!r}: the model has no parameter with requires_grad set"
+    if len(names) > 6:  # the first and the last: a net's deep end is what subsets pick
+        shown = f"{', '.join(names[:3])}, …, {', '.join(names[-3:])} ({len(names)} in all)"
+    else:
+        shown = ", ".join(names)
+    return (
+        f"params pattern {pattern!r} matches no parameter of the model; its parameters are "
+        f"named {shown} (a glob such as 'layer3.*', or {TRAINABLE!r})"
+    )
+
+
+def _left_out(name: str, p: Tensor, ignore: Ignore, only: Collection[str] | None) -> bool:
+    """Whether a direction's component for parameter ``name`` is zero: outside the chosen
+    subset (``only``), or a 1-D parameter that ``ignore="biasbn"`` leaves out."""
+    return (only is not None and name not in only) or (p.dim() <= 1 and ignore == "biasbn")
+
+
 def random_direction(
     params: Mapping[str, Tensor],
     *,
     normalization: Normalization = "filter",
     ignore: Ignore = "biasbn",
     generator: torch.Generator | None = None,
+    only: Collection[str] | None = None,
 ) -> Direction:
     """A Gaussian direction shaped like ``params``, normalized by ``normalize_direction``.
 
     The noise is drawn on the CPU from ``generator`` in ``named_parameters()`` order and only
     then moved to each parameter's device, so a seed gives the same direction on CPU and GPU.
+    It is drawn for every parameter, also outside ``only`` (the subset kept; None: all), so a
+    subset's direction is the full one's restricted to it (``global`` aside, whose one scale
+    is the subset's).
     """
     raw = {
         name: torch.randn(p.shape, generator=generator, dtype=torch.float32).to(
@@ -57,7 +106,7 @@ def random_direction(
         )
         for name, p in params.items()
     }
-    return normalize_direction(raw, params, normalization=normalization, ignore=ignore)
+    return normalize_direction(raw, params, normalization=normalization, ignore=ignore, only=only)
 
 
 def normalize_direction(
@@ -66,6 +115,7 @@ def normalize_direction(
     *,
     normalization: Normalization = "filter",
     ignore: Ignore = "biasbn",
+    only: Collection[str] | None = None,
 ) -> Direction:
     """Rescale ``direction`` to the size of ``params`` (returns new tensors).
 
@@ -84,6 +134,9 @@ def normalize_direction(
     normalized with the tensor as the unit (a bias vector belongs to a layer, not to a filter;
     a per-element rule would reduce it to ``±|θ_i|``). The original tool instead copies ``θ``
     into them; we keep the direction random so that ``x`` and ``y`` stay distinct.
+
+    Parameters outside ``only`` (a subset of names; None: all) are zeroed like ignored ones:
+    the rest of the network stays fixed along the direction.
     """
     check_choice("normalization", normalization, Normalization)
     check_choice("ignore", ignore, Ignore)
@@ -97,7 +150,7 @@ def normalize_direction(
             raise CheckpointError(
                 f"direction {name!r} has shape {tuple(d.shape)}, parameter {tuple(p.shape)}"
             )
-        if p.dim() <= 1 and ignore == "biasbn":
+        if _left_out(name, p, ignore, only):
             d.zero_()
         elif normalization == "weight":
             d.mul_(p.detach())  # Li et al.'s code: direction.mul_(weights)
@@ -112,7 +165,7 @@ def normalize_direction(
         out[name] = d
     if normalization == "global":
         # whole-model granularity: one scale for every kept tensor, ‖d‖ = ‖θ‖ over them
-        kept = [n for n, p in params.items() if not (p.dim() <= 1 and ignore == "biasbn")]
+        kept = [n for n, p in params.items() if not _left_out(n, p, ignore, only)]
         d_sq = sum(float(out[n].double().pow(2).sum()) for n in kept)
         w_sq = sum(float(params[n].detach().double().pow(2).sum()) for n in kept)
         scale = (w_sq**0.5) / (d_sq**0.5 + _EPS)
@@ -140,28 +193,37 @@ def make_directions(
     computed on ``device`` (``auto``/``cpu``/``cuda``/``cuda:N``; None: where the model's
     parameters are) — the model stays where it is, and the directions are on its device.
     Their Lanczos run, the one long step here, reports ``on_step(steps, max_steps)`` and
-    raises ``CancelledError`` once ``should_stop()``.
+    raises ``CancelledError`` once ``should_stop()``. ``spec.params`` restricts every kind to
+    a subset (``select_parameters``): zero outside it; the Hessian is the subset's block.
     """
     if ndim not in (1, 2, 3):
         raise ValueError(f"ndim must be 1, 2 or 3, got {ndim}")
     params = model_parameters(model)
+    only = select_parameters(model, spec.params)
     info: dict[str, Any] = {
         "kind": spec.kind,
         "normalization": spec.normalization,
         "ignore": spec.ignore,
         "seed": spec.seed,
     }
+    if only is not None:
+        info.update(_subset_info(params, only, spec))
     generator = torch.Generator(device="cpu").manual_seed(spec.seed)
     if spec.kind == "random":
         dirs = [
             random_direction(
-                params, normalization=spec.normalization, ignore=spec.ignore, generator=generator
+                params,
+                normalization=spec.normalization,
+                ignore=spec.ignore,
+                generator=generator,
+                only=only,
             )
             for _ in range(ndim)
         ]
     elif spec.kind == "interpolate":
         assert spec.target_checkpoint is not None  # DirectionSpec checks it
-        dirs = [interpolation_direction(params, _load_params(spec.target_checkpoint, model))]
+        target = _load_params(spec.target_checkpoint, model)
+        dirs = [interpolation_direction(params, target, only=only)]
         info["target_checkpoint"] = spec.target_checkpoint
         for _ in range(ndim - 1):
             # y (and z): filter-normalized random directions, not orthogonalized against x: in
@@ -173,20 +235,43 @@ def make_directions(
                     normalization=spec.normalization,
                     ignore=spec.ignore,
                     generator=generator,
+                    only=only,
                 )
             )
     elif spec.kind == "hessian":
-        dirs, hessian_info = _hessian(model, spec, ndim, data, loss, device, on_step, should_stop)
+        dirs, hessian_info = _hessian(
+            model, spec, ndim, data, loss, device, on_step, should_stop, only
+        )
         info.update(hessian_info)
     else:
         snapshots = [_load_params(path, model) for path in spec.trajectory]
         dirs, pca_info = pca_directions(
             params, snapshots, ndim=ndim, ignore=spec.ignore,
-            labels=[Path(p).name for p in spec.trajectory],
+            labels=[Path(p).name for p in spec.trajectory], only=only,
         )  # fmt: skip
         info.update(pca_info)
         info["trajectory"] = list(spec.trajectory)
     return dirs, info
+
+
+def _subset_info(
+    params: Mapping[str, Tensor], only: Collection[str], spec: DirectionSpec
+) -> dict[str, Any]:
+    """What a restricted direction set moves, for its provenance; a subset that ``ignore``
+    would empty (only biases and BN affine with ``biasbn``) is refused, not plotted flat."""
+    ignore: Ignore = "none" if spec.kind in ("interpolate", "hessian") else spec.ignore
+    moved = [n for n, p in params.items() if not _left_out(n, p, ignore, only)]
+    if not moved:
+        raise SpecError(
+            f"params {', '.join(spec.params)} select only 1-D parameters (biases, BN affine), "
+            f"which ignore 'biasbn' leaves out: nothing would move; use ignore 'none'"
+        )
+    return {
+        "params": list(spec.params),
+        "params_selected": len(only),
+        "params_numel": sum(params[n].numel() for n in only),
+        "params_total_numel": sum(p.numel() for p in params.values()),
+    }
 
 
 def _hessian(
@@ -198,10 +283,11 @@ def _hessian(
     device: DeviceName | str | None,
     on_step: Callable[[int, int], None] | None,
     should_stop: Callable[[], bool] | None,
+    only: Collection[str] | None,
 ) -> tuple[list[Direction], dict[str, Any]]:
-    """Hessian eigenvectors at ``spec.hessian_ends`` (Lanczos seeded by ``spec.seed``, at most
-    ``spec.max_lanczos_steps`` steps), products on ``device``, in
-    strict fp32 (the engine's precision policy for Hessian products). Filter or layer
+    """Hessian eigenvectors (of the block of ``only``, None: all) at ``spec.hessian_ends``
+    (Lanczos seeded by ``spec.seed``, at most ``spec.max_lanczos_steps`` steps), products on
+    ``device``, in strict fp32 (the engine's precision policy for Hessian products). Filter or layer
     normalization would change which direction an eigenvector is, so it is scaled as a whole:
     by ``‖θ‖`` (coordinates comparable to filter-normalized ±1) unless normalization is
     ``none`` (unit length)."""
@@ -223,6 +309,7 @@ def _hessian(
         ends=spec.hessian_ends,
         on_step=on_step,
         should_stop=should_stop,
+        params=only,
     )
     params = model_parameters(model)
     moved = [{n: d[n].to(device=p.device, dtype=p.dtype) for n, p in params.items()} for d in dirs]
@@ -230,12 +317,17 @@ def _hessian(
 
 
 def interpolation_direction(
-    params: Mapping[str, Tensor], target: Mapping[str, Tensor]
+    params: Mapping[str, Tensor],
+    target: Mapping[str, Tensor],
+    *,
+    only: Collection[str] | None = None,
 ) -> Direction:
     """``θ_target − θ`` for every parameter (Goodfellow et al. 2015, linear interpolation).
 
     Every parameter is kept, BN affine included, so that ``x = 1`` is the target's weights
-    (its BN running statistics are not interpolated: they are buffers of the base model).
+    (its BN running statistics are not interpolated: they are buffers of the base model);
+    with ``only`` (a subset of names) the others are zero: ``x = 1`` is the target's weights
+    on the subset, the base model's elsewhere.
     """
     if set(params) != set(target):
         diff = sorted(set(params) ^ set(target))
@@ -249,6 +341,8 @@ def interpolation_direction(
                 f"{tuple(p.shape)} in the model"
             )
         out[name] = (t - p.detach()).clone()
+        if only is not None and name not in only:
+            out[name].zero_()
     return out
 
 
@@ -259,6 +353,7 @@ def pca_directions(
     ndim: int = 2,
     ignore: Ignore = "biasbn",
     labels: Sequence[str] | None = None,
+    only: Collection[str] | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """Top principal components of ``snapshot_i − θ`` over a training trajectory (Li et al.
     2018, §7), as unit vectors in parameter space.
@@ -269,11 +364,12 @@ def pca_directions(
     for ``ignore="biasbn"``, matching random directions. ``trajectory_coords`` are the
     snapshots' coordinates in the plane, for drawing the path on the surface. A trajectory
     with non-finite weights (a diverged run) is a ``DivergedError`` naming the snapshots
-    (``labels``: their names) where it went, not an SVD failure.
+    (``labels``: their names) where it went, not an SVD failure. With ``only`` (a subset of
+    names) the components are those of the subset's trajectory, zero elsewhere.
     """
     if len(snapshots) < ndim + 1:
         raise CheckpointError(f"PCA of {ndim} components needs > {ndim} snapshots")
-    names = [n for n, p in params.items() if not (p.dim() <= 1 and ignore == "biasbn")]
+    names = [n for n, p in params.items() if not _left_out(n, p, ignore, only)]
     if not all(bool(torch.isfinite(params[n]).all()) for n in names):
         raise DivergedError(
             "PCA directions: the checkpoint's own weights are not finite (its training "

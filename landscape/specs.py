@@ -40,6 +40,8 @@ MAX_LANCZOS_STEPS = 200
 DEFAULT_DIRECTION_STEPS = 100
 MAX_DENSITY_PROBES = 100  # SLQ probes: each is a full Lanczos run
 MAX_DATA_SPREAD = 16  # disjoint subsets a Hessian analysis repeats its spectrum on
+# ``DirectionSpec.params`` entry that selects the parameters with ``requires_grad`` set
+TRAINABLE = "trainable"
 # Grid coordinates are multiples of filter-normalized directions: beyond |1000| a network's
 # weights are noise times 1000 and the loss overflows; a bound keeps such requests out.
 MAX_ABS_COORDINATE = 1000.0
@@ -117,6 +119,10 @@ class DirectionSpec:
     plane), the bottom ones or one of each (``hessian_ends``).
     ``seed`` makes random directions reproducible on every device. ``max_lanczos_steps`` caps
     the Lanczos run of ``hessian`` directions (one Hessian product per step).
+    ``params`` restricts every direction to a subset of the parameters (empty: all): each
+    entry is an ``fnmatch`` glob over ``named_parameters()`` names (``layer3.*``) or
+    ``trainable`` (those with ``requires_grad``); the others keep zero components, so a
+    surface shows the loss of the subset with the rest of the network fixed.
     """
 
     kind: DirectionKind = "random"
@@ -127,9 +133,11 @@ class DirectionSpec:
     trajectory: tuple[str, ...] = ()
     max_lanczos_steps: int = DEFAULT_DIRECTION_STEPS
     hessian_ends: HessianEnds = "max"
+    params: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("direction kind", self.kind, DirectionKind)
+        _check_param_patterns(self.params)
         check_choice("hessian ends", self.hessian_ends, HessianEnds)
         if self.kind != "hessian" and self.hessian_ends != "max":
             raise SpecError(
@@ -146,6 +154,26 @@ class DirectionSpec:
             raise SpecError(
                 f"max_lanczos_steps applies to directions of kind 'hessian', not {self.kind!r}"
             )
+
+
+def _check_param_patterns(patterns: tuple[str, ...]) -> None:
+    """The form of ``DirectionSpec.params``; which names they match depends on the model
+    (``landscape.directions.select_parameters`` checks that each matches one)."""
+    if not isinstance(patterns, tuple):
+        raise SpecError(f"params must be a tuple of name patterns, got {patterns!r}")
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern.strip() or len(pattern) > 200:
+            raise SpecError(
+                f"params: each entry must be a non-empty name pattern of at most 200 "
+                f"characters (e.g. 'layer3.*' or {TRAINABLE!r}), got {pattern!r}"
+            )
+        if "," in pattern or pattern != pattern.strip():
+            raise SpecError(
+                f"params: {pattern!r} must be one pattern, without commas or surrounding "
+                "spaces (give several as separate entries)"
+            )
+    if len(set(patterns)) != len(patterns):
+        raise SpecError(f"params lists a pattern twice: {list(patterns)!r}")
 
 
 @dataclass(frozen=True)

@@ -368,6 +368,8 @@ def _provenance(
         "versions": _versions(),
         "wall_time_s": 0.0,
     }
+    if spec.directions.params:  # a parameter subset: the rest of the net is held fixed
+        provenance["params"] = list(spec.directions.params)
     if source.task == "regression":
         provenance["task"] = "regression"
         provenance["loss_definition"] = REGRESSION_LOSS

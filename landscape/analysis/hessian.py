@@ -36,7 +36,7 @@ import copy
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -111,6 +111,11 @@ class HessianOperator:
     off for the products and PyTorch's switches are as before after each). The caller's model
     is left as it is: a copy moves where it must. ``should_stop`` is asked before each
     product; ``capped`` bounds the products of one run.
+
+    ``params`` (names; None: all) restricts ``H`` to the block of a parameter subset: vectors
+    are flat over those parameters alone (``n`` is their size), the others are held fixed. That
+    is ``P H Pᵀ`` for the projection ``P`` onto the subset -- the product of a vector that is
+    zero outside it, read back on it -- without the zero eigenvalues of the complement.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class HessianOperator:
         batch_size: int = DEFAULT_BATCH_SIZE,
         precision: ResolvedPrecision = "fp32",
         should_stop: Callable[[], bool] | None = None,
+        params: Collection[str] | None = None,
     ) -> None:
         check_choice("loss", loss, LossName)
         if batch_size < 1:
@@ -142,8 +148,14 @@ class HessianOperator:
         self.model = _on(model, self.device, dtype)
         self.theta = {k: p.detach().clone() for k, p in self.model.named_parameters()}
         self.buffers = {k: b.detach() for k, b in self.model.named_buffers()}
-        self.shapes = {k: p.shape for k, p in self.theta.items()}
-        self.n = sum(p.numel() for p in self.theta.values())
+        unknown = sorted(set(params or ()) - set(self.theta))
+        if unknown:
+            raise SpecError(f"the Hessian's subset names no parameter of the model: {unknown[:5]}")
+        if params is not None and not params:
+            raise SpecError("the Hessian's parameter subset is empty")
+        # the differentiated parameters, in ``named_parameters()`` order
+        self.shapes = {k: p.shape for k, p in self.theta.items() if params is None or k in params}
+        self.n = sum(int(np.prod(shape, dtype=np.int64)) for shape in self.shapes.values())
         xs, ys = x.to(self.device), y.to(self.device)
         self.x_dtype = dtype if xs.is_floating_point() else xs.dtype
         self.batches = [
@@ -209,8 +221,8 @@ class HessianOperator:
         if self._limit is not None and self.matvecs >= self._limit:
             raise ProductCapError(f"Lanczos reached its cap of Hessian products ({self.matvecs})")
         vs = self.unflatten(vector.to(self.device, self.dtype))
-        params = {k: p.detach().requires_grad_(True) for k, p in self.point.items()}
-        leaves = list(params.values())
+        params = {k: p.detach().requires_grad_(k in self.shapes) for k, p in self.point.items()}
+        leaves = [params[k] for k in self.shapes]
         total = torch.zeros(self.n, dtype=torch.float64, device=self.device)
         with compute_in(self.precision, self.device):
             self._accumulate(params, leaves, vs, total)
@@ -225,7 +237,11 @@ class HessianOperator:
             loss_sum = per_sample_loss(self._logits(params, xb), yb, self.loss).sum()
             grads = torch.autograd.grad(loss_sum, leaves, create_graph=True, allow_unused=True)
             dot = sum(
-                ((g * vs[k]).sum() for g, k in zip(grads, params, strict=True) if g is not None),
+                (
+                    (g * vs[k]).sum()
+                    for g, k in zip(grads, self.shapes, strict=True)
+                    if g is not None
+                ),
                 torch.zeros((), device=self.device, dtype=self.dtype),
             )
             if not dot.requires_grad:  # loss linear in every parameter used: H = 0

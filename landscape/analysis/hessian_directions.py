@@ -25,7 +25,7 @@ magnitude is positive, which makes the directions reproducible.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -174,6 +174,7 @@ def hessian_directions(
     on_step: OnStep | None = None,
     should_stop: Callable[[], bool] | None = None,
     ends: HessianEnds = "max",
+    params: Collection[str] | None = None,
 ) -> tuple[list[Direction], dict[str, Any]]:
     """``ndim`` directions (``ends`` as in ``top_eigenvectors``: by default x = the top
     eigenvector, y = the second) keyed by ``named_parameters()``
@@ -181,7 +182,9 @@ def hessian_directions(
     on (the model itself is not moved), and their provenance (eigenvalues, residuals, steps,
     whether they converged, device, precision, settings), JSON-ready. ``data`` is the split
     whose mean loss the Hessian is of; ``max_steps``, ``on_step``, ``should_stop`` as in
-    ``top_eigenvectors``."""
+    ``top_eigenvectors``. ``params`` (names; None: all): eigenvectors of the Hessian's block
+    of that subset (``HessianOperator``), zero on the other parameters, and ``weight`` scale
+    the subset's ``‖θ‖``."""
     if ndim not in (1, 2):
         raise SpecError(f"ndim must be 1 or 2, got {ndim}")
     if scale not in ("unit", "weight"):
@@ -192,7 +195,7 @@ def hessian_directions(
     dtype = torch.float64 if dtypes == {torch.float64} else torch.float32
     operator = HessianOperator(
         model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size,
-        precision=precision,
+        precision=precision, params=params,
     )  # fmt: skip
     found = top_eigenvectors(
         operator, ndim, options, max_steps=max_steps, on_step=on_step, should_stop=should_stop,
@@ -200,12 +203,20 @@ def hessian_directions(
     )  # fmt: skip
     factor = 1.0
     if scale == "weight":
-        factor = sum(float(p.double().pow(2).sum()) for p in operator.theta.values()) ** 0.5
+        kept = (p for n, p in operator.theta.items() if n in operator.shapes)
+        factor = sum(float(p.double().pow(2).sum()) for p in kept) ** 0.5
     directions: list[Direction] = []
     for j in range(ndim):
         flat = torch.from_numpy(found.vectors[:, j] * factor)
         parts = operator.unflatten(flat)
-        directions.append({name: t.to(torch.float32).cpu().clone() for name, t in parts.items()})
+        directions.append(
+            {
+                name: parts[name].to(torch.float32).cpu().clone()
+                if name in parts
+                else torch.zeros(p.shape, dtype=torch.float32)
+                for name, p in operator.theta.items()
+            }
+        )
     info: dict[str, Any] = {
         "kind": "hessian",
         "ends": ends,

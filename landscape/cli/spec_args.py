@@ -36,3 +36,25 @@ def parse_model_args(pairs: list[str]) -> dict[str, int | float | str]:
                 continue
         parsed[key] = value
     return parsed
+
+
+PARAMS_HELP = (
+    "only these parameters move (the rest stay fixed): comma-separated fnmatch globs over "
+    "named_parameters() names, e.g. 'layer3.*' or 'fc.*,layer3.*', or 'trainable' (those "
+    "with requires_grad); default: all"
+)
+
+
+def add_params_argument(parser: argparse.ArgumentParser) -> None:
+    """``--params``: the parameter subset of directions or of a Hessian analysis."""
+    parser.add_argument("--params", default=None, metavar="PATTERNS", help=PARAMS_HELP)
+
+
+def parse_param_patterns(text: str | None) -> tuple[str, ...]:
+    """``"layer3.*, fc.*"`` → ``("layer3.*", "fc.*")``; None → ``()`` (every parameter)."""
+    if text is None:
+        return ()
+    patterns = tuple(part.strip() for part in text.split(","))
+    if not all(patterns):
+        raise SpecError(f"--params wants comma-separated name patterns, got {text!r}")
+    return tuple(dict.fromkeys(patterns))

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any, get_args
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
-from landscape.cli.spec_args import loss_from_args, parse_model_args
+from landscape.cli.spec_args import (
+    add_params_argument,
+    loss_from_args,
+    parse_model_args,
+    parse_param_patterns,
+)
 from landscape.cli.wording import PRECISION_NOTES, choices_text
 from landscape.errors import CheckpointError, SpecError
 from landscape.sources.modules import FACTORY_HELP
@@ -99,6 +104,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--ignore", default=dirs.ignore, help=choices_text(Ignore))
     parser.add_argument("--seed", type=int, default=dirs.seed, help="seed of random directions")
+    add_params_argument(parser)
     parser.add_argument(
         "--max-lanczos-steps", type=int, default=dirs.max_lanczos_steps,
         help=f"hessian: at most this many Lanczos steps (≤ {MAX_LANCZOS_STEPS}), fewer once "
@@ -203,6 +209,7 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         trajectory=tuple(args.trajectory),
         max_lanczos_steps=args.max_lanczos_steps,
         hessian_ends=args.hessian_ends,
+        params=parse_param_patterns(args.params),
     )
     data = data_spec_from_args(args)
     return SurfaceSpec(

@@ -66,6 +66,10 @@ def _key_payload(spec: SurfaceSpec) -> dict[str, Any]:
         del directions["max_lanczos_steps"]
     if directions["hessian_ends"] == "max":  # the top eigenvectors: the key it had before
         del directions["hessian_ends"]
+    if directions["params"]:  # a subset: its patterns in any order select the same one
+        directions["params"] = sorted(directions["params"])
+    else:  # every parameter: the key it had before subsets
+        del directions["params"]
     if directions["normalization"] == "weight":  # never the key of an old-meaning file
         directions["weight_rule"] = WEIGHT_RULE
     # Snapshots and the target enter by file name: their folder is where they live, not what
