@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "sharpness",
     "interpolate",
     "reproduce",
+    "recipe",
     "serve",
     "worker",
 )

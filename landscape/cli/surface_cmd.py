@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
+from landscape.cli.recipe_cmd import add_recipe_arguments, apply_recipe
 from landscape.cli.spec_args import (
     add_params_argument,
     loss_from_args,
@@ -166,6 +167,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="carry an estimated --out to the exact values, reusing every sample it has",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_recipe_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -366,6 +368,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.dim == 3 and args.zrange is None:
             args.zrange = list(ranges[2])
     spec = spec_from_args(args, checkpoint)
+    if args.recipe is not None:  # the recipe sets the spec, its precision and estimate
+        spec, options, estimate = apply_recipe(args, checkpoint, options)
     source = None
     if args.model_factory is not None:
         from landscape.sources.model_source import checkpoint_source
