@@ -86,6 +86,20 @@ def summary_dict(path: Path) -> dict[str, Any]:
     return summary
 
 
+def _params_line(patterns: list[str], info: Any) -> str:
+    """Which parameters the directions move: all, or the subset with its share of the net."""
+    if not patterns:
+        return "all (every parameter moves)"
+    line = ", ".join(patterns)
+    if isinstance(info, dict) and info.get("params_total_numel"):
+        numel, total = info.get("params_numel", 0), info["params_total_numel"]
+        line += (
+            f" ({info.get('params_selected', '?')} tensors, {numel:,} of {total:,} weights; "
+            "the rest fixed)"
+        )
+    return line
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable view of ``summary_dict``."""
     spec, prov, grid = summary["spec"], summary["provenance"], summary["grid"]
@@ -112,6 +126,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  grid        {shape}",
         f"  directions  {d['kind']}, normalization {d['normalization']}, ignore {d['ignore']}, "
         f"seed {d['seed']}",
+        f"  params      {_params_line(d.get('params') or [], prov.get('directions_info'))}",
         f"  created     {summary['created']}",
     ]
     estimate = summary.get("estimate")

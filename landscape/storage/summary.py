@@ -31,7 +31,7 @@ class Provenance:
 
     train: dict[str, Any] | None  # TRAIN_FIELDS of the recipe that made the checkpoint
     final: dict[str, float | None] | None  # FINAL_FIELDS of that checkpoint, after training
-    directions: dict[str, Any]  # kind, normalization, ignore, seed
+    directions: dict[str, Any]  # kind, normalization, ignore, seed, params
     engine: dict[str, Any]  # device, precision, points per call, workers, wall time, ...
     checkpoint_sha256: str | None
 
@@ -102,6 +102,7 @@ def _provenance(surface: Surface) -> Provenance:
             "normalization": directions.normalization,
             "ignore": directions.ignore,
             "seed": directions.seed,
+            "params": list(directions.params),  # empty: every parameter
         },
         engine=engine,
         checkpoint_sha256=_str_or_none(attrs.get("checkpoint_sha256")),
