@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy.orm import Session
 
 from api.db import CheckpointRecord
@@ -40,9 +41,10 @@ from api.planning.serialize import StoredPlan, stored_before
 from api.schedule import QueuePolicy
 from api.schemas.surface import EXPLORE_DEFAULT_TARGET, SurfaceRequest
 from api.settings import Settings
+from landscape.directions import select_parameters
 from landscape.errors import SpecError, UnknownNameError
 from landscape.explore.spec import EstimateSpec
-from landscape.models import list_models
+from landscape.models import SHAPE_KEYS, build, list_models
 from landscape.specs import (
     DEFAULT_DIRECTION_STEPS,
     DataSpec,
@@ -177,6 +179,28 @@ def _check_limits(request: SurfaceRequest, settings: Settings) -> None:
         raise SpecError(f"train_size must be at most {cap} on this server")
 
 
+def check_param_patterns(
+    model: str, model_args: dict[str, Any], data: DataSpec, patterns: tuple[str, ...]
+) -> None:
+    """A parameter subset whose patterns match no parameter is a 422 now, not a failed job:
+    the net is built on the meta device (names and shapes, no memory) to match them against.
+    A model this server cannot build (an ONNX graph, a plugin it lacks) is matched when the
+    job loads it."""
+    if not patterns or model not in {info.name for info in list_models()}:
+        return
+    channels, size, classes, *signal = data_shape(data)
+    args = {k: v for k, v in model_args.items() if k not in SHAPE_KEYS}
+    try:
+        with torch.device("meta"):
+            net = build(
+                model, in_channels=channels, num_classes=classes, image_size=size,
+                spatial_dims=signal[0] if signal else 2, **args,
+            )  # fmt: skip
+    except Exception:  # the cost check that follows names a builder's refusal
+        return
+    select_parameters(net, patterns)  # SpecError (422) naming the pattern and some names
+
+
 def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) -> Plan:
     """Resolve names and ids; raise a LandscapeError (→ 422) for anything unknown or too big,
     the job's estimated cost over one of this server's budgets included."""
@@ -247,10 +271,12 @@ def plan_surface(request: SurfaceRequest, settings: Settings, session: Session) 
             seed=request.directions.seed,
             trajectory=trajectory_paths(settings, checkpoint_id, train_spec),
             max_lanczos_steps=request.directions.max_lanczos_steps or DEFAULT_DIRECTION_STEPS,
+            params=tuple(dict.fromkeys(request.directions.params)),
         ),
         splits=tuple(request.splits),
         loss=request.loss,
     )
+    check_param_patterns(model, model_args, data, spec.directions.params)
     precision = declared_precision(settings, settings.engine_precision)
     estimate, mode_reason = choose_estimate(request, spec.data)
     surface_id = surface_key(spec, checkpoint_id, precision)

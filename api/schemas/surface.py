@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.schemas.common import ID_PATTERN, MAX_SUBSET, IntChoice, JobPublic, JsonTuple, Strict
 from api.schemas.hessian import HessianBrief, HessianPublic
+from api.schemas.recipe import request_fields
 from landscape.errors import SpecError
 from landscape.explore.spec import EstimateSpec
 from landscape.losses import PYTHON_PREFIX, get_loss
@@ -22,6 +23,7 @@ from landscape.specs import (
     DEFAULT_DIRECTION_STEPS,
     MAX_ABS_COORDINATE,
     MAX_LANCZOS_STEPS,
+    DirectionSpec,
     Ignore,
     Normalization,
     OptimizerName,
@@ -29,6 +31,8 @@ from landscape.specs import (
     Split,
     TrainSpec,
 )
+
+MAX_PARAM_PATTERNS = 32  # name patterns of one parameter subset
 
 EXAMPLE_REQUEST: dict[str, Any] = {
     "model": "resnet20-noshort",
@@ -167,6 +171,22 @@ class DirectionsRequest(Strict):
         description=f"kind hessian: at most this many Lanczos steps (default "
         f"{DEFAULT_DIRECTION_STEPS}), fewer once the eigenvectors converge",
     )
+    params: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_PARAM_PATTERNS,
+        description="only these parameters move, the rest stay fixed: fnmatch globs over "
+        "named_parameters() names (['layer3.*']) or 'trainable'; empty: all. A pattern that "
+        "matches no parameter of the model is a 422 naming some that exist",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _pattern_form(cls, value: list[str]) -> list[str]:
+        try:
+            DirectionSpec(params=tuple(value))  # the library's form checks, one place
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 EXPLORE_DEFAULT_TARGET = 0.05  # the default exploration target: ±5 % of each point's loss
@@ -241,6 +261,23 @@ class SurfaceRequest(Strict):
         "(every point a full pass); absent: explore at ±5 % on data with more than 10,000 "
         "training samples, else exact (the reply's mode says which)",
     )
+    recipe: dict[str, Any] | None = Field(
+        None,
+        description="a recipe (landscape recipe, GET /api/surfaces/{id}/recipe): it sets "
+        "every field but checkpoint (default: the recipe's) and label (docs/recipes.md)",
+    )
+    allow_differences: bool = Field(
+        False, description="with recipe: compute even when this server's checkpoint, model or "
+        "precision differs from the recipe's",
+    )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_fields(cls, data: Any) -> Any:
+        """A recipe is the request it spells out (api/schemas/recipe.py)."""
+        if isinstance(data, dict) and data.get("recipe") is not None:
+            return request_fields(data)
+        return data
 
     @field_validator("loss")
     @classmethod
@@ -313,6 +350,11 @@ class DirectionsPublic(BaseModel):
     )
     hessian_ends: str = Field(
         "max", description="kind hessian: max (top eigenvectors), min (bottom) or max,min"
+    )
+    params: list[str] = Field(
+        default_factory=list,
+        description="the parameter subset the directions move (name globs, 'trainable'); "
+        "empty: every parameter",
     )
 
 
@@ -438,3 +480,8 @@ class SurfaceCreated(BaseModel):
         "exact", description="explore: an estimated surface; exact: every point a full pass"
     )
     mode_reason: str = Field("", description="why this mode: asked for, or the default rule")
+    differences: list[str] = Field(
+        default_factory=list,
+        description="a recipe's differences from this server: versions (the numbers should "
+        "not change), and with allow_differences every other one",
+    )

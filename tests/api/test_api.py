@@ -193,7 +193,7 @@ def test_summary_carries_provenance(client: TestClient) -> None:
     assert set(provenance) == {"train", "final", "directions", "engine", "checkpoint_sha256"}
     assert provenance["directions"] == {
         "kind": "random", "normalization": "filter", "ignore": "biasbn", "seed": 0,
-        "eigenvalues": None, "hessian_ends": "max",
+        "eigenvalues": None, "hessian_ends": "max", "params": [],
     }  # fmt: skip
     assert provenance["engine"]["precision"] == "fp32" and provenance["engine"]["device"]
     assert len(provenance["checkpoint_sha256"]) == 64

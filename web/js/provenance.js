@@ -95,6 +95,8 @@ export function provenanceFacts(surface, job) {
       ["normalization", dirs.normalization],
       ["ignored", dirs.ignore],
       ["seed", dirs.seed],
+      // a parameter subset moves only those parameters; the rest of the net stays fixed
+      ["parameters", dirs.params?.length ? `${dirs.params.join(", ")} (the rest fixed)` : "all"],
     ]],
     ["Grid", (surface?.grid || request.grid) && [
       ["loss", surface?.loss || request.loss],
