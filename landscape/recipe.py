@@ -63,8 +63,9 @@ def recipe_of(path: str | Path) -> dict[str, Any]:
     engine = attrs.get("engine") if isinstance(attrs.get("engine"), Mapping) else {}
     assert isinstance(engine, Mapping)
     from landscape.data import SPLIT_SEED
+    from landscape.storage.summary import json_safe
 
-    return {
+    recipe = {
         "format": RECIPE_FORMAT,
         "version": RECIPE_VERSION,
         "surface": {
@@ -101,6 +102,7 @@ def recipe_of(path: str | Path) -> dict[str, Any]:
         },
         "versions": dict(attrs.get("versions") or {}),
     }
+    return dict(json_safe(recipe))  # NaN (a diverged Hessian direction's residual) as null
 
 
 def _checkpoint_digest(attrs: Mapping[str, Any]) -> str | None:
@@ -227,7 +229,9 @@ def check_recipe(
     digest = file_digest(path)
     if wanted != digest:
         differences.append(
-            Difference("checkpoint bytes (sha256)", _short(wanted), _short(digest), True)
+            Difference(
+                "checkpoint bytes (sha256)", short_digest(wanted), short_digest(digest), True
+            )
         )
     differences += model_differences(recipe, path, factory)
     differences += _input_differences(spec)
@@ -235,7 +239,8 @@ def check_recipe(
     return differences
 
 
-def _short(digest: object) -> str:
+def short_digest(digest: object) -> str:
+    """The first 16 hex digits of a digest: enough to tell two apart in a message."""
     return f"{str(digest)[:16]}…" if isinstance(digest, str) else repr(digest)
 
 

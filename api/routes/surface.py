@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
 from api.db import SurfaceRecord
@@ -19,6 +19,7 @@ from api.planning.budget import check_budget
 from api.planning.common import surface_path
 from api.planning.job_cost import JOB_COSTS
 from api.planning.rate import measured_throughput
+from api.planning.recipe import recipe_differences
 from api.planning.surface import Plan, plan_surface
 from api.schedule import QueuePolicy
 from api.schemas.common import ID_PATTERN, JobPublic
@@ -104,9 +105,28 @@ def create_surface(
 
     A zoo `model` is trained first with the `train` recipe (the trained checkpoint is cached
     too); a `checkpoint` id (from `GET /api/checkpoints`) is used as it is.
+
+    A `recipe` (`landscape recipe`, `GET /api/surfaces/{id}/recipe`) sets every other field;
+    its checkpoint, model and precision must be this server's (422 naming each difference,
+    unless `allow_differences`), and other library versions are listed in `differences`.
     """
+    differences = recipe_differences(body, settings, session)
+    created = _create_surface(body, response, settings, session, queue)
+    return created.model_copy(update={"differences": differences})
+
+
+def _create_surface(
+    body: SurfaceRequest,
+    response: Response,
+    settings: SettingsDep,
+    session: SessionDep,
+    queue: QueueDep,
+) -> SurfaceCreated:
     plan = plan_surface(body, settings, session)
-    request = body.model_dump(mode="json", exclude_none=True)
+    # a recipe's request is stored spelled out: it reads back to the same surface
+    request = body.model_dump(
+        mode="json", exclude_none=True, exclude={"recipe", "allow_differences"}
+    )
     # the mode chosen, stored as asked: the request reads back to the same surface
     explore = plan.estimate
     request["estimate"] = (
@@ -259,6 +279,32 @@ def download_surface(surface_id: SurfaceId, session: SessionDep, settings: Setti
         media_type="application/x-hdf5",
         filename=f"surface-{surface_id}.h5",
     )
+
+
+@router.get(
+    "/{surface_id}/recipe",
+    response_class=JSONResponse,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the recipe (a download)"},
+        **error_responses(401, 404, 410, 422),
+    },
+    summary="The recipe that rebuilds a surface",
+)
+def surface_recipe(surface_id: SurfaceId, session: SessionDep, settings: SettingsDep) -> Any:
+    """Everything that made the surface (docs/recipes.md): model, checkpoint sha256 and this
+    server's checkpoint id, data subset, directions, grid, loss, precision, estimate settings
+    and library versions. `landscape surface --recipe` rebuilds it from the checkpoint file;
+    `POST /api/surfaces` with `{"recipe": ...}` here."""
+    from landscape.recipe import recipe_of
+
+    record = _record_or_404(session, settings, surface_id)
+    try:
+        recipe = recipe_of(surface_path(settings, surface_id))
+    except SurfaceFileError as exc:
+        raise HTTPException(410, _unreadable(surface_id, exc)) from exc
+    recipe["checkpoint"]["id"] = record.checkpoint_id
+    disposition = f'attachment; filename="surface-{surface_id}.recipe.json"'
+    return JSONResponse(recipe, headers={"Content-Disposition": disposition})
 
 
 @router.get(
