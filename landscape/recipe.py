@@ -22,7 +22,7 @@ from typing import Any
 
 from landscape.errors import LandscapeError, SpecError
 from landscape.explore.spec import EstimateSpec
-from landscape.specs import SurfaceSpec, from_dict, to_dict
+from landscape.specs import DataSpec, DirectionSpec, GridSpec, SurfaceSpec, from_dict, to_dict
 
 RECIPE_FORMAT = "landscape-recipe"
 RECIPE_VERSION = 1
@@ -163,8 +163,11 @@ def check_format(recipe: object) -> None:
             f"recipe version {recipe.get('version')!r} is not one this landscape reads "
             f"(version {RECIPE_VERSION})"
         )
-    if not isinstance(recipe.get("spec"), dict):
-        raise SpecError('the recipe has no "spec" object')
+    if not isinstance(recipe.get("spec"), dict) or not isinstance(recipe.get("checkpoint"), dict):
+        raise SpecError('a recipe needs a "spec" and a "checkpoint" object')
+    for key in ("model", "versions", "estimate"):
+        if recipe.get(key) is not None and not isinstance(recipe[key], dict):
+            raise SpecError(f'the recipe\'s "{key}" must be an object or null')
 
 
 def spec_from_recipe(
@@ -173,13 +176,18 @@ def spec_from_recipe(
     """The recipe's ``SurfaceSpec`` for ``checkpoint`` (default: the recipe's file name), its
     other checkpoints found relative to the checkpoint's folder."""
     check_format(recipe)
-    checkpoint = str(checkpoint if checkpoint is not None else recipe["checkpoint"]["file"])
+    checkpoint = str(checkpoint if checkpoint is not None else recipe["checkpoint"].get("file"))
     try:
         spec = from_dict(SurfaceSpec, {**recipe["spec"], "checkpoint": checkpoint})
     except LandscapeError as exc:
         raise SpecError(f"the recipe's spec is not valid: {exc}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise SpecError(f"the recipe's spec is malformed: {exc}") from None
+    parts = (spec.data, spec.grid, spec.directions)
+    if not all(
+        isinstance(v, t) for v, t in zip(parts, (DataSpec, GridSpec, DirectionSpec), strict=True)
+    ):
+        raise SpecError("the recipe's spec is malformed: data, grid and directions are objects")
     folder = Path(checkpoint).parent
 
     def beside(value: str) -> str:

@@ -36,7 +36,7 @@ def recipe_differences(request: SurfaceRequest, settings: Settings, session: Ses
             "names) or give the id of one from GET /api/checkpoints as checkpoint"
         )
     differences: list[Difference] = []
-    if wanted not in {record.id, file_digest(path)}:  # an upload is keyed by its bytes
+    if wanted not in (record.id, file_digest(path)):  # an upload is keyed by its bytes
         differences.append(
             Difference(
                 "checkpoint bytes (sha256)", short_digest(wanted), short_digest(record.id), True

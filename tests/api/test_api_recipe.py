@@ -120,3 +120,27 @@ def test_a_cli_recipe_finds_the_uploaded_checkpoint_or_names_differences(
     )
     future = client.post("/api/surfaces", json={"recipe": {**recipe, "version": 9}})
     assert future.status_code == 422 and "recipe version 9" in json.dumps(future.json())
+
+
+@pytest.mark.parametrize(
+    ("recipe", "words"),
+    [
+        ("x", "not a recipe"),
+        ({"format": "landscape-recipe", "version": 1, "spec": {}, "checkpoint": []}, "object"),
+        ({"format": "landscape-recipe", "version": 1, "spec": {"grid": 3}, "checkpoint": {}},
+         "malformed"),
+        ({"format": "landscape-recipe", "version": 1, "spec": {"splits": "train"},
+          "checkpoint": {}}, "unknown split"),
+        ({"format": "landscape-recipe", "version": 1, "spec": {}, "checkpoint": {},
+          "estimate": {"target": 2}}, "estimate target"),
+        ({"format": "landscape-recipe", "version": 1, "checkpoint": {},
+          "spec": {"directions": {"kind": "interpolate", "target_checkpoint": "t.pt"}}},
+         "interpolation"),
+    ],
+)  # fmt: skip
+def test_malformed_recipes_are_422s_naming_the_fault(
+    client: TestClient, recipe: Any, words: str
+) -> None:
+    reply = client.post("/api/surfaces", json={"recipe": recipe, "checkpoint": "ab" * 32})
+    assert reply.status_code == 422, reply.text
+    assert words in json.dumps(reply.json()["detail"])
