@@ -185,6 +185,7 @@ function withToken(path) {
 export const links = {
   file: (id) => withToken(`/api/surfaces/${encodeURIComponent(id)}/file`),
   html: (id) => withToken(`/api/surfaces/${encodeURIComponent(id)}/html`),
+  recipe: (id) => withToken(`/api/surfaces/${encodeURIComponent(id)}/recipe`),
   reportHtml: (id) => withToken(`/api/reports/${encodeURIComponent(id)}/html`),
   events: (jobId) => withToken(`/api/jobs/${encodeURIComponent(jobId)}/events`),
 };

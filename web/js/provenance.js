@@ -3,6 +3,7 @@
 // Read from the surface's `provenance` (GET /api/surfaces/{id}); surfaces without it fall back
 // to the job record that made them (its request and training progress). Absent rows are hidden.
 
+import { links } from "./api.js";
 import { fmt, fmtGrid, h, statLabel } from "./dom.js";
 
 const HELP = "/help/metrics";
@@ -128,5 +129,17 @@ export function provenancePanel(surface, job) {
             h("h3", {}, name),
             h("dl", { class: "stats" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", { class: String(v).length > LONG ? "long" : null }, String(v))]))))
       : h("p", { class: "hint" }, "No record of how this surface was made (an uploaded checkpoint or a file from elsewhere)."),
+    recipeLink(surface),
   );
+}
+
+/** The recipe download (docs/recipes.md): everything that made the surface, as JSON that
+ * `landscape surface --recipe` or a POST with `{"recipe": …}` rebuilds it from. */
+function recipeLink(surface) {
+  if (!surface?.id || surface.status === "unreadable") return null;
+  return h("p", { class: "recipe" },
+    h("a", { class: "recipe-link", href: links.recipe(surface.id), download: `surface-${surface.id}.recipe.json` }, "Recipe (JSON)"),
+    " — how this figure was made; ",
+    h("code", {}, "landscape surface --recipe"),
+    " rebuilds it (docs/recipes.md).");
 }
