@@ -40,6 +40,7 @@ _LAZY = {
     "gradient_flow": ("landscape.analysis.gradient_flow", "gradient_flow"),
     "ReproduceSpec": ("landscape.report.reproduce", "ReproduceSpec"),
     "reproduce": ("landscape.report.reproduce", "reproduce"),
+    "Monitor": ("landscape.monitor", "Monitor"),
 }
 
 __all__ = [

@@ -38,7 +38,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--history",
         type=Path,
         metavar="CHECKPOINT",
-        help="show what `landscape train --sharpness-every` tracked into a checkpoint",
+        help="show what `landscape train --sharpness-every` tracked into a checkpoint, or "
+        "what a landscape.monitor.Monitor wrote into its run file (.h5)",
     )
     parser.add_argument(
         "--dataset", default=None, help="data set name or file (default: the run's)"
@@ -112,8 +113,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def tracked_history(checkpoint: Path) -> list[dict[str, Any]]:
-    """The ``sharpness`` records of a checkpoint's metadata; a clear error when it has none."""
+    """The ``sharpness`` records of a checkpoint's metadata or of a monitor's run file; a
+    clear error when it has none."""
+    from landscape.monitor.run_file import is_run_file, read_run
     from landscape.sources.checkpoint import load_checkpoint
+
+    if is_run_file(checkpoint):
+        tracked = read_run(checkpoint).sharpness
+        if not tracked:
+            raise SpecError(f"{checkpoint} holds no λmax; monitor with measure=('lambda_max',)")
+        return tracked
 
     _, metadata = load_checkpoint(checkpoint)
     records = metadata.get("sharpness")
