@@ -302,7 +302,9 @@ class AnalysisSpec:
     (ARPACK per point, or ``curvature_steps`` fixed Lanczos steps with residual norms); the
     eigenvalues by ARPACK, or with ``spectrum_steps`` one fixed-step Lanczos run.
     ``data_spread`` (0: none, else >= 2): the extreme eigenvalues and the trace again on that
-    many disjoint subsets of the analysed subset's size (``landscape.analysis.data_spread``)."""
+    many disjoint subsets of the analysed subset's size (``landscape.analysis.data_spread``).
+    ``params``: the Hessian's block of a parameter subset (patterns as ``DirectionSpec``'s;
+    empty: every parameter)."""
 
     checkpoint: str
     data: DataSpec = field(default_factory=DataSpec)
@@ -323,9 +325,11 @@ class AnalysisSpec:
     device: DeviceName = "auto"
     dtype: HessianDtype = "float32"
     data_spread: int = 0
+    params: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("split", self.split, Split)
+        _check_param_patterns(self.params)
         check_choice("loss", self.loss, LossName)
         check_choice("device", self.device, DeviceName)
         check_choice("dtype", self.dtype, HessianDtype)

@@ -94,6 +94,7 @@ def plan_hessian(
         curvature_steps=request.curvature_steps,
         density_probes=request.density_probes,
         density_steps=request.density_steps,
+        params=surface.spec.directions.params,  # the Hessian of the subset the surface moves
     )
     return HessianPlan(
         surface_id=record.id,
@@ -126,6 +127,7 @@ def covers(group: Group, plan: HessianPlan, surface: Surface) -> bool:
         and attrs.get("loss") == spec.loss
         and data.get("name") == spec.data.name
         and data.get("train_size") == spec.data.train_size
+        and list(attrs.get("params") or []) == list(spec.params)
     )
     if not same_inputs:
         return False

@@ -26,6 +26,7 @@ from landscape.analysis.group import GROUP_NAME, group_contents
 from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
 from landscape.analysis.provenance import surface_of_checkpoint
 from landscape.analysis.spectral_density import spectral_density
+from landscape.directions import select_parameters
 from landscape.errors import CancelledError, SpecError
 from landscape.specs import AnalysisSpec, to_dict
 
@@ -87,6 +88,7 @@ def analyze(
 
     report(0)
     model, _ = load_checkpoint(spec.checkpoint)
+    only = select_parameters(model, spec.params)  # None: every parameter
     data = load_data(spec.data, spec.split)
     blocks = []
     if spec.data_spread:
@@ -99,6 +101,7 @@ def analyze(
         "dtype": getattr(torch, spec.dtype),
         "batch_size": spec.batch_size,
         "should_stop": should_stop,
+        "params": only,
     }
     common = {
         **products,
@@ -161,6 +164,8 @@ def analyze(
         "loss": spec.loss,
         "data": {**to_dict(spec.data), "data_root": None},
     }
+    if spec.params:  # the Hessian of a parameter subset, the rest held fixed
+        provenance["params"] = list(spec.params)
     arrays, attrs = group_contents(result, curvature, provenance, density=density, spread=spread)
     if surface is not None:
         storage.write_group(surface, GROUP_NAME, arrays, attrs)

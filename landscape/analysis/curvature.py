@@ -20,7 +20,7 @@ comes from a negative outlier that Lanczos finds in a few dozen steps.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,12 +102,14 @@ def curvature_map(
     steps: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    params: Collection[str] | None = None,
 ) -> CurvatureMap:
     """``λ_min`` and ``λ_max`` at an ``n × n`` sub-grid of the surface coordinates ``x``, ``y``
     (``n`` points in 1D) along ``directions`` (δ, then η), one Lanczos run per point with one
     Ritz value from each end of the spectrum: ARPACK's ``eigsh(which="BE")`` to
     ``options.tol`` (within its product cap, ``arpack_cap(2)``), or, with ``steps``, that many
-    steps from the same seeded start vector. ``should_stop`` is asked before every product."""
+    steps from the same seeded start vector. ``should_stop`` is asked before every product.
+    ``params`` (names; None: all): the Hessian's block of that subset (``HessianOperator``)."""
     if not 1 <= n <= MAX_CURVATURE_GRID:
         raise SpecError(f"curvature grid must be 1..{MAX_CURVATURE_GRID} per axis, got {n}")
     if steps is not None and steps < 2:
@@ -119,7 +121,7 @@ def curvature_map(
     start = time.perf_counter()
     operator = HessianOperator(
         model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size,
-        should_stop=should_stop,
+        should_stop=should_stop, params=params,
     )  # fmt: skip
     xs = np.asarray(x, dtype=np.float64)[coarse_indices(len(x), n)]
     ys = None if y is None else np.asarray(y, dtype=np.float64)[coarse_indices(len(y), n)]

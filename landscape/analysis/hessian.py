@@ -425,13 +425,15 @@ def hessian_spectrum(
     precision: ResolvedPrecision = "fp32",
     steps: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    params: Collection[str] | None = None,
 ) -> HessianResult:
     """The ``top`` largest and ``bottom`` smallest Hessian eigenvalues (Lanczos) and, with
     ``trace_samples > 0``, the Hutchinson trace, of the mean ``loss`` over ``data`` at the
     model's parameters, in eval mode on ``device``/``dtype`` (a copy of the model where it
     must move); products in strict ``fp32`` unless ``precision`` is ``tf32``. ``steps``: one
     fixed-step Lanczos run for both ends instead of ARPACK (see the module docstring);
-    ``should_stop`` is asked before every product."""
+    ``should_stop`` is asked before every product. ``params`` (names; None: all): the Hessian's
+    block of that parameter subset (``HessianOperator``), the others held fixed."""
     options = options or LanczosOptions()
     if top < 0 or bottom < 0 or trace_samples < 0:
         raise SpecError(f"top, bottom, trace_samples must be >= 0, got {top}, {bottom}, "
@@ -439,7 +441,7 @@ def hessian_spectrum(
     start = time.perf_counter()
     operator = HessianOperator(
         model, data, loss=loss, device=device, dtype=dtype, batch_size=batch_size,
-        precision=precision, should_stop=should_stop,
+        precision=precision, should_stop=should_stop, params=params,
     )  # fmt: skip
     if steps is not None and (top or bottom):
         v0 = np.random.default_rng(options.seed).standard_normal(operator.n)

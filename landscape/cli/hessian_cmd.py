@@ -24,6 +24,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from landscape.cli.data_args import add_analysis_source_arguments, check_sizes
+from landscape.cli.spec_args import parse_param_patterns
 from landscape.cli.wording import choices_text, in_user_words, require_file
 from landscape.errors import SpecError
 from landscape.specs import AnalysisSpec, DataSpec, DeviceName, HessianDtype, LossName, Split
@@ -94,6 +95,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=256, help="samples per pass")
     parser.add_argument("--device", default="auto", help=choices_text(DeviceName))
     parser.add_argument("--dtype", default="float32", help=choices_text(HessianDtype) + " products")
+    parser.add_argument(
+        "--params", default=None, metavar="PATTERNS",
+        help="the Hessian's block of these parameters (the rest held fixed): comma-separated "
+        "fnmatch globs over named_parameters() names or 'trainable', as surface --params "
+        "(default: the --surface's subset, else all; '*': all)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -164,8 +171,18 @@ def _spec(args: argparse.Namespace) -> tuple[AnalysisSpec, Surface | None]:
         device=args.device,
         dtype=args.dtype,
         data_spread=args.data_spread,
+        params=_params(args.params, surface),
     )
     return spec, surface
+
+
+def _params(text: str | None, surface: Surface | None) -> tuple[str, ...]:
+    """``--params`` as typed; not given, the surface's subset (its curvature is then of the
+    parameters its plane moves), else every parameter."""
+    if text is not None:
+        patterns = parse_param_patterns(text)
+        return () if patterns == ("*",) else patterns
+    return surface.spec.directions.params if surface is not None else ()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,7 +225,11 @@ def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
     ]
     rows: list[tuple[str, str]] = []
     if "n_params" in summary:
-        rows.append(("parameters", str(summary["n_params"])))
+        subset = summary.get("params")
+        rows.append(
+            ("parameters", str(summary["n_params"])
+             + (f" ({', '.join(subset)}; the rest held fixed)" if subset else ""))
+        )  # fmt: skip
     for rank, value in enumerate(summary.get("top_eigenvalues", []), start=1):
         rows.append((f"λ_max #{rank}", _number(value)))
     for rank, value in enumerate(summary.get("bottom_eigenvalues", []), start=1):
