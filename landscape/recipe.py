@@ -70,6 +70,7 @@ def recipe_of(path: str | Path) -> dict[str, Any]:
         "version": RECIPE_VERSION,
         "surface": {
             "key": surface.key,
+            "surface_id": attrs.get("surface_id"),  # the service's id; null from the CLI
             "format": attrs.get("format"),
             "status": surface.status,
             "created": attrs.get("created"),
