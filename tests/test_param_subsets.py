@@ -226,3 +226,20 @@ def test_hessian_directions_of_a_subset_are_its_block_eigenvectors() -> None:
     flat = torch.cat([d["fc2.weight"].reshape(-1), d["fc2.bias"]]).double().numpy()
     assert abs(float(flat @ top)) == pytest.approx(1.0, abs=1e-5)  # unit, parallel
     assert info["eigenvalues"][0] == pytest.approx(np.linalg.eigvalsh(block)[-1], rel=1e-5)
+
+
+def test_frozen_parameters_enter_a_module_surface_key() -> None:
+    """``trainable`` moves what ``requires_grad`` says: two modules with the same weights but
+    other frozen parameters are other surfaces; nothing frozen keeps the key it had."""
+    from landscape.sources.modules import model_key
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    before = model_key(model)
+    model[0].weight.requires_grad_(False)
+    frozen_one = model_key(model)
+    model[0].bias.requires_grad_(False)
+    assert len({before, frozen_one, model_key(model)}) == 3
+    for p in model.parameters():
+        p.requires_grad_(True)
+    assert model_key(model) == before

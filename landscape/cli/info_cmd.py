@@ -94,7 +94,7 @@ def _params_line(patterns: list[str], info: Any) -> str:
     if isinstance(info, dict) and info.get("params_total_numel"):
         numel, total = info.get("params_numel", 0), info["params_total_numel"]
         line += (
-            f" ({info.get('params_selected', '?')} tensors, {numel:,} of {total:,} weights; "
+            f" ({info.get('params_selected', '?')} tensors, {numel:,} of {total:,} parameters; "
             "the rest fixed)"
         )
     return line

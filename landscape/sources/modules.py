@@ -71,6 +71,9 @@ def module_description(model: nn.Module) -> str:
     lines += ["tensors:"] + [
         f"{name} {tuple(t.shape)} {t.dtype}" for name, t in model.state_dict().items()
     ]
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:  # what directions of ``params: trainable`` move depends on it
+        lines += ["frozen (requires_grad False):", *frozen]
     return "\n".join(lines)
 
 
