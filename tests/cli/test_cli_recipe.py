@@ -124,3 +124,24 @@ def test_versions_warn_and_unknown_model_or_flags_refuse(
     assert "recipe version 99" in error_line(capsys)
     assert main(["recipe", str(tmp_path / "none.h5")]) == 2
     assert "none.h5" in error_line(capsys)
+
+
+def test_an_estimated_surface_rebuilds_with_its_sample_order(
+    made: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    checkpoint = made[0]
+    out = tmp_path / "e.h5"
+    args = ["surface", "--checkpoint", str(checkpoint), "--grid", "3", *ENGINE]
+    assert main([*args, "--estimate", "10%", "--estimate-seed", "4", "--out", str(out)]) == 0
+    recipe = tmp_path / "e.recipe.json"
+    assert main(["recipe", str(out), "--out", str(recipe)]) == 0
+    stored = json.loads(recipe.read_text())["estimate"]
+    assert stored["target"] == 0.1 and stored["seed"] == 4 and stored["relative"] is True
+    rebuilt = tmp_path / "e2.h5"
+    assert _rebuild(recipe, checkpoint, rebuilt) == 0
+    original, again = read_surface(out), read_surface(rebuilt)
+    assert again.key == original.key and again.estimate is not None
+    assert original.estimate is not None
+    n, n_again = original.estimate.splits["train"].n(), again.estimate.splits["train"].n()
+    np.testing.assert_array_equal(n_again, n)
+    np.testing.assert_allclose(again.values["train_loss"], original.values["train_loss"], atol=1e-6)
