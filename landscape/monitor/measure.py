@@ -1,9 +1,9 @@
 """What one monitor call measures, each held to what is left of its time budget.
 
-Every measurement here is the project's own: λmax by the sharpness tracker's warm-started
-Lanczos (``landscape.analysis.sharpness.top_eigenpair``) or, when its product cap does not fit
-the time left, fixed-step Lanczos (``ritz_values``) with as many steps as do fit; the trace by
-Hutchinson's estimator (``hutchinson_trace``) with fewer probes when they do not all fit; the
+λmax by the sharpness tracker's warm-started Lanczos (``sharpness.top_eigenpair``) on the
+project's ``HessianOperator`` or, when its product cap does not fit the time left,
+fixed-step Lanczos with as many steps as do fit (``lanczos_until``, stopped at the deadline
+too); the trace by Hutchinson's estimator with fewer probes when they do not all fit; the
 1-D curve and 2-D surface on the engine's ``GridEvaluator`` along filter-normalized random
 directions (``make_directions``, Li et al. 2018 §4). Costs are predicted from one timed
 Hessian-vector product and one timed forward pass over the subset, both taken first.
@@ -12,7 +12,7 @@ Hessian-vector product and one timed forward pass over the subset, both taken fi
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.analysis.hessian import HessianOperator, hutchinson_trace
-from landscape.analysis.sharpness import SharpnessOptions, mean_loss, top_eigenpair
-from landscape.analysis.spectral_density import ritz_values
+from landscape.analysis.hessian import HessianOperator
+from landscape.analysis.sharpness import WARM_NOISE, SharpnessOptions, mean_loss, top_eigenpair
 from landscape.specs import DirectionSpec, EngineOptions, LossName
 
 Measurement = Literal["lambda_max", "trace", "curve1d", "surface2d"]
@@ -35,13 +34,19 @@ class Budget:
     """Seconds left of one call (None: unlimited) and what was cut to stay within them."""
 
     seconds: float | None
-    started: float = field(default_factory=time.perf_counter)
+    clock: Callable[[], float] = time.perf_counter
     cuts: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
 
     def left(self) -> float:
         if self.seconds is None:
             return float("inf")
-        return self.seconds - (time.perf_counter() - self.started)
+        return self.seconds - self.elapsed()
 
     def affordable(self, cost_each: float) -> int | float:
         """How many units of ``cost_each`` seconds fit in what is left (inf: no budget)."""
@@ -83,57 +88,92 @@ def lambda_max(
     budget: Budget,
 ) -> tuple[dict[str, Any] | None, np.ndarray | None]:
     """λmax and how it was found, and the eigenvector to warm-start the next call (None when
-    this call found none). ARPACK when its whole cap fits the budget, else the steps that do."""
+    this call found none). ARPACK when its whole cap fits the budget, else fixed-step Lanczos
+    for as many steps as fit, stopped at the deadline should products slow down."""
     # toy models (n <= krylov): the dense Hessian, n products
     cap = operator.n if operator.n <= options.krylov else options.product_cap
     affordable = budget.affordable(costs.product_s)
     before = operator.matvecs
     if affordable >= cap:
         value, vector = top_eigenpair(operator, options, warm)
-        return {
-            "lambda_max": value,
-            "method": "lanczos",
-            "products": operator.matvecs - before,
-            "residual": None,
-        }, vector
-    steps = int(min(affordable, operator.n))
+        found = {"lambda_max": value, "method": "lanczos", "products": operator.matvecs - before}
+        return {**found, "residual": None}, vector
     reason = (
         f"{cap} products at {costs.product_s:.3g} s each do not fit the {budget.left():.3g} s left"
     )
-    budget.cut("lambda_max", cap, steps if steps >= MIN_LANCZOS_STEPS else 0, "products", reason)
-    if steps < MIN_LANCZOS_STEPS:
+    if affordable < MIN_LANCZOS_STEPS:
+        budget.cut("lambda_max", cap, 0, "products", reason)
         return None, None
     v0 = np.random.default_rng(options.seed).standard_normal(operator.n)
     if warm is not None and warm.shape == v0.shape:
-        v0 = warm + 0.1 * v0 / np.linalg.norm(v0)  # as the tracker's warm start
-    theta, residuals = ritz_values(operator.matvec, v0, steps)
+        v0 = warm + WARM_NOISE * v0 / np.linalg.norm(v0)  # as the tracker's warm start
+    top, residual, steps = lanczos_until(operator.matvec, v0, int(affordable), budget)
+    if steps < min(affordable, operator.n) and budget.left() <= 0:
+        reason += f"; the budget ran out after {steps} (products took longer than predicted)"
+    budget.cut("lambda_max", cap, steps, "products", reason)
     # the top Ritz value is a lower bound on λmax, within its residual of an eigenvalue
-    return {
-        "lambda_max": float(theta[-1]),
-        "method": "lanczos-steps",
-        "products": operator.matvecs - before,
-        "residual": float(residuals[-1]),
-    }, None
+    return {"lambda_max": top, "method": "lanczos-steps", "products": steps,
+            "residual": residual}, None  # fmt: skip
+
+
+def lanczos_until(
+    matvec: Callable[[np.ndarray], np.ndarray], v0: np.ndarray, max_steps: int, budget: Budget
+) -> tuple[float, float, int]:
+    """The top Ritz value of at most ``max_steps`` Lanczos steps from ``v0`` (Lanczos 1950,
+    with full reorthogonalization as ``spectral_density.lanczos_tridiagonal``), its residual
+    norm ``β_m |s_m|`` (Parlett, Thm 4.5.1) and the steps taken: it stops early when the
+    budget runs out (after at least two steps) or the Krylov space is exhausted."""
+    n = len(v0)
+    basis = np.zeros((min(max_steps, n), n))
+    alpha: list[float] = []
+    beta: list[float] = []
+    v = v0 / np.linalg.norm(v0)
+    last = 0.0  # β after the last step: 0 when the Krylov space is exhausted
+    for j in range(min(max_steps, n)):
+        if j >= MIN_LANCZOS_STEPS and budget.left() <= 0:
+            break
+        basis[j] = v
+        w = np.asarray(matvec(v), dtype=np.float64)
+        alpha.append(float(w @ v))
+        for _ in range(2):  # "twice is enough" (Kahan/Parlett)
+            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        last = float(np.linalg.norm(w))
+        if last <= 1e-10 * max(map(abs, alpha)):
+            last = 0.0
+            break
+        beta.append(last)
+        v = w / last
+    m = len(alpha)
+    off = np.asarray(beta[: m - 1])
+    theta, vectors = np.linalg.eigh(np.diag(alpha) + np.diag(off, 1) + np.diag(off, -1))
+    return float(theta[-1]), float(last * abs(vectors[-1, -1])), m
 
 
 def trace(
     operator: HessianOperator, samples: int, seed: int, costs: Costs, budget: Budget
 ) -> dict[str, Any] | None:
-    """Hutchinson's ``tr(H)`` with ``samples`` probes, or the probes that fit."""
-    done = int(min(samples, budget.affordable(costs.product_s)))
-    if done < samples:
-        budget.cut(
-            "trace",
-            samples,
-            done,
-            "probes",
-            f"{samples} probes at {costs.product_s:.3g} s each do not fit the "
-            f"{budget.left():.3g} s left",
-        )
-    if done < 1:
+    """Hutchinson's ``tr(H)`` (Hutchinson 1989): the mean of ``zᵀHz`` over Rademacher ``z``,
+    the same probes as ``hutchinson_trace(operator, samples, seed)``, fewer when they do not
+    all fit the budget (predicted, or the deadline reached); its standard error with two or
+    more."""
+    affordable = int(min(samples, budget.affordable(costs.product_s)))
+    reason = (f"{samples} probes at {costs.product_s:.3g} s each do not fit the "
+              f"{budget.left():.3g} s left")  # fmt: skip
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    for _ in range(affordable):
+        if values and budget.left() <= 0:
+            reason = f"the budget ran out after {len(values)} (products took longer than predicted)"
+            break
+        z = rng.integers(0, 2, size=operator.n).astype(np.float64) * 2 - 1
+        values.append(float(z @ operator.matvec(z)))
+    if len(values) < samples:
+        budget.cut("trace", samples, len(values), "probes", reason)
+    if not values:
         return None
-    value, stderr = hutchinson_trace(operator, done, seed)
-    return {"trace": value, "stderr": None if np.isnan(stderr) else stderr, "samples": done}
+    done = len(values)
+    stderr = float(np.std(values, ddof=1) / np.sqrt(done)) if done > 1 else None
+    return {"trace": float(np.mean(values)), "stderr": stderr, "samples": done}
 
 
 def slice_losses(

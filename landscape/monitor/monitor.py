@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,7 +310,7 @@ class Monitor:
             curve1d=None if curve is None else (self.curve_axis, curve),
             surface2d=None if surface is None else (self.surface_axis, self.surface_axis, surface),
             matvecs=operator.matvecs,
-            wall_s=time.perf_counter() - budget.started,
+            wall_s=budget.elapsed(),
             cuts=budget.cuts,
         )
 

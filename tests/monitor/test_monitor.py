@@ -346,3 +346,55 @@ def test_the_numpy_colormap_runs_dark_to_bright() -> None:
     assert image.shape == (48, 48, 3) and image.dtype == np.uint8
     brightness = image.astype(float).sum(axis=2)
     assert brightness[-1, 0] < brightness[-1, -1] < brightness[0, 0] < brightness[0, -1]
+
+
+def _operator(digits: tuple[Tensor, Tensor]) -> Any:
+    from landscape.analysis.hessian import HessianOperator
+
+    return HessianOperator(_net().eval(), digits, device="cpu")
+
+
+def test_unhurried_lanczos_and_trace_are_the_projects_own(digits: tuple[Tensor, Tensor]) -> None:
+    """Without a deadline, the budgeted Lanczos gives ``ritz_values``' top pair and the
+    budgeted trace ``hutchinson_trace``'s estimate, probe for probe."""
+    from landscape.analysis.hessian import hutchinson_trace
+    from landscape.analysis.spectral_density import ritz_values
+    from landscape.monitor.measure import Budget, lanczos_until, trace
+
+    operator = _operator(digits)
+    v0 = np.random.default_rng(5).standard_normal(operator.n)
+    top, residual, steps = lanczos_until(operator.matvec, v0, 15, Budget(None))
+    theta, residuals = ritz_values(operator.matvec, v0, 15)
+    assert steps == 15
+    assert top == pytest.approx(theta[-1], rel=1e-10)
+    assert residual == pytest.approx(residuals[-1], rel=1e-6, abs=1e-12)
+    costs = Costs(product_s=0.0, forward_s=0.0)
+    found = trace(operator, 6, 3, costs, Budget(None))
+    assert found is not None and found["samples"] == 6
+    value, stderr = hutchinson_trace(operator, 6, 3)
+    assert found["trace"] == pytest.approx(value) and found["stderr"] == pytest.approx(stderr)
+
+
+def test_products_slower_than_predicted_stop_at_the_deadline(
+    digits: tuple[Tensor, Tensor],
+) -> None:
+    """Each product advances a clock by 1 s while 0.1 s was predicted: Lanczos and the trace
+    stop when the 5.5-s budget is spent, and the trace's cut says why."""
+    from landscape.monitor.measure import Budget, lanczos_until, trace
+
+    operator = _operator(digits)
+    now, product = [0.0], operator.matvec
+
+    def slow(v: np.ndarray) -> np.ndarray:
+        now[0] += 1.0
+        out: np.ndarray = product(v)
+        return out
+
+    budget = Budget(5.5, clock=lambda: now[0])
+    _, _, steps = lanczos_until(slow, np.ones(operator.n), 50, budget)
+    assert steps == 6  # five fit, the sixth starts with 0.5 s left
+    operator.matvec = slow  # type: ignore[method-assign]
+    budget = Budget(5.5, clock=lambda: now[0])
+    found = trace(operator, 20, 0, Costs(product_s=0.1, forward_s=0.0), budget)
+    assert found is not None and found["samples"] == 6
+    assert budget.cuts[0]["done"] == 6 and "ran out after 6" in budget.cuts[0]["reason"]
