@@ -189,6 +189,7 @@ def spec_from_recipe(
         isinstance(v, t) for v, t in zip(parts, (DataSpec, GridSpec, DirectionSpec), strict=True)
     ):
         raise SpecError("the recipe's spec is malformed: data, grid and directions are objects")
+    _check_fields(spec)
     folder = Path(checkpoint).parent
 
     def beside(value: str) -> str:
@@ -201,6 +202,21 @@ def spec_from_recipe(
         trajectory=tuple(beside(p) for p in spec.directions.trajectory),
     )
     return replace(spec, directions=directions, data=replace(spec.data, data_root=data_root))
+
+
+def _check_fields(spec: SurfaceSpec) -> None:
+    """The spec fields its dataclasses take as given (a recipe may come from anywhere)."""
+    data, directions = spec.data, spec.directions
+    sizes = (data.train_size, data.test_size)
+    if not isinstance(data.name, str) or not all(
+        n is None or (isinstance(n, int) and not isinstance(n, bool)) for n in sizes
+    ):
+        raise SpecError("the recipe's data needs a name and integer (or null) subset sizes")
+    trajectory = directions.trajectory if isinstance(directions.trajectory, tuple) else (0,)
+    target = directions.target_checkpoint
+    paths = (*trajectory, "" if target is None else target)
+    if not all(isinstance(p, str) for p in paths):
+        raise SpecError("the recipe's directions name their checkpoints by path")
 
 
 def estimate_from_recipe(recipe: Mapping[str, Any]) -> EstimateSpec | None:
