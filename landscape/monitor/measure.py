@@ -88,8 +88,9 @@ def lambda_max(
     budget: Budget,
 ) -> tuple[dict[str, Any] | None, np.ndarray | None]:
     """λmax and how it was found, and the eigenvector to warm-start the next call (None when
-    this call found none). ARPACK when its whole cap fits the budget, else fixed-step Lanczos
-    for as many steps as fit, stopped at the deadline should products slow down."""
+    this call found none). ARPACK when its whole cap fits the budget, else Lanczos for as many
+    steps as fit, ending early once converged (no cut then) or at the deadline should products
+    slow down."""
     # toy models (n <= krylov): the dense Hessian, n products
     cap = operator.n if operator.n <= options.krylov else options.product_cap
     affordable = budget.affordable(costs.product_s)
@@ -107,28 +108,36 @@ def lambda_max(
     v0 = np.random.default_rng(options.seed).standard_normal(operator.n)
     if warm is not None and warm.shape == v0.shape:
         v0 = warm + WARM_NOISE * v0 / np.linalg.norm(v0)  # as the tracker's warm start
-    top, residual, steps = lanczos_until(operator.matvec, v0, int(affordable), budget)
-    if steps < min(affordable, operator.n) and budget.left() <= 0:
-        reason += f"; the budget ran out after {steps} (products took longer than predicted)"
-    budget.cut("lambda_max", cap, steps, "products", reason)
+    top, residual, steps, converged = lanczos_until(
+        operator.matvec, v0, int(affordable), budget, tol=options.tol
+    )
+    if not converged:  # a converged run is as good as the uncut one: nothing was lost
+        if steps < min(affordable, operator.n):
+            reason += f"; the budget ran out after {steps} (products took longer than predicted)"
+        budget.cut("lambda_max", cap, steps, "products", reason)
     # the top Ritz value is a lower bound on λmax, within its residual of an eigenvalue
     return {"lambda_max": top, "method": "lanczos-steps", "products": steps,
             "residual": residual}, None  # fmt: skip
 
 
 def lanczos_until(
-    matvec: Callable[[np.ndarray], np.ndarray], v0: np.ndarray, max_steps: int, budget: Budget
-) -> tuple[float, float, int]:
+    matvec: Callable[[np.ndarray], np.ndarray],
+    v0: np.ndarray,
+    max_steps: int,
+    budget: Budget,
+    tol: float = 0.0,
+) -> tuple[float, float, int, bool]:
     """The top Ritz value of at most ``max_steps`` Lanczos steps from ``v0`` (Lanczos 1950,
     with full reorthogonalization as ``spectral_density.lanczos_tridiagonal``), its residual
-    norm ``β_m |s_m|`` (Parlett, Thm 4.5.1) and the steps taken: it stops early when the
-    budget runs out (after at least two steps) or the Krylov space is exhausted."""
+    norm ``β_m |s_m|`` (Parlett, Thm 4.5.1), the steps taken and whether it converged
+    (residual <= ``tol`` · |θ|, the criterion ``hessian.tolerance`` applies; ``tol=0``: never
+    early). It also stops when the budget runs out (after at least two steps) or the Krylov
+    space is exhausted (then the Ritz value is exact)."""
     n = len(v0)
     basis = np.zeros((min(max_steps, n), n))
     alpha: list[float] = []
     beta: list[float] = []
     v = v0 / np.linalg.norm(v0)
-    last = 0.0  # β after the last step: 0 when the Krylov space is exhausted
     for j in range(min(max_steps, n)):
         if j >= MIN_LANCZOS_STEPS and budget.left() <= 0:
             break
@@ -137,16 +146,29 @@ def lanczos_until(
         alpha.append(float(w @ v))
         for _ in range(2):  # "twice is enough" (Kahan/Parlett)
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        last = float(np.linalg.norm(w))
-        if last <= 1e-10 * max(map(abs, alpha)):
-            last = 0.0
-            break
-        beta.append(last)
-        v = w / last
+        b = float(np.linalg.norm(w))
+        if b <= 1e-10 * max(map(abs, alpha)):  # exhausted: T's eigenvalues are H's
+            top, _ = _top_ritz(alpha, beta, 0.0)
+            return top, 0.0, len(alpha), True
+        beta.append(b)
+        v = w / b
+        if tol > 0 and len(alpha) >= MIN_LANCZOS_STEPS:
+            top, residual = _top_ritz(alpha, beta[:-1], b)
+            if residual <= tol * abs(top):
+                return top, residual, len(alpha), True
+    top, residual = _top_ritz(alpha, beta[: len(alpha) - 1], beta[-1] if beta else 0.0)
+    return top, residual, len(alpha), False
+
+
+def _top_ritz(alpha: list[float], off: list[float], last: float) -> tuple[float, float]:
+    """The largest eigenvalue of the tridiagonal ``T`` and its residual ``last · |s_m|``."""
+    from scipy.linalg import eigh_tridiagonal
+
     m = len(alpha)
-    off = np.asarray(beta[: m - 1])
-    theta, vectors = np.linalg.eigh(np.diag(alpha) + np.diag(off, 1) + np.diag(off, -1))
-    return float(theta[-1]), float(last * abs(vectors[-1, -1])), m
+    values, vectors = eigh_tridiagonal(
+        np.asarray(alpha), np.asarray(off[: m - 1]), select="i", select_range=(m - 1, m - 1)
+    )
+    return float(values[0]), float(last * abs(vectors[-1, 0]))
 
 
 def trace(

@@ -222,14 +222,18 @@ def _slow_products(monkeypatch: pytest.MonkeyPatch, product_s: float, forward_s:
 def test_what_exceeds_the_budget_is_cut_and_recorded(
     digits: tuple[Tensor, Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With 1-s products and a 20.5-s budget, λmax gets fixed-step Lanczos with the ~20 steps
-    that fit (its value a lower bound within its residual), the trace fewer probes, and the
-    surface's 49 1-s forward passes are skipped; every cut is in the result and the file."""
+    """With 1-s products and a 20.5-s budget, λmax gets the ~20 Lanczos steps that fit (its
+    tolerance out of their reach: its value a lower bound within its residual), the trace
+    fewer probes, and the surface's 49 1-s forward passes are skipped; every cut is in the
+    result and the file."""
+    from landscape.analysis.sharpness import SharpnessOptions
+
     _slow_products(monkeypatch, product_s=1.0, forward_s=1.0)
     model = _net()
     run_file = tmp_path / "cut.h5"
     monitor = Monitor(model, digits, every=1, budget_s=20.5, trace_samples=40,
-                      measure=("lambda_max", "trace", "surface2d"), run_file=run_file)  # fmt: skip
+                      measure=("lambda_max", "trace", "surface2d"), run_file=run_file,
+                      sharpness=SharpnessOptions(tol=1e-12))  # fmt: skip
     result = monitor.step(model, 0, torch.optim.SGD(model.parameters(), lr=0.1))
     assert result is not None
     cuts = {c["what"]: c for c in result.cuts}
@@ -251,6 +255,22 @@ def test_what_exceeds_the_budget_is_cut_and_recorded(
     assert run.sharpness[0]["method"] == "lanczos-steps"
     assert run.sharpness[0]["residual"] == result.lambda_max_residual
     assert run.traces[0]["samples"] == cuts["trace"]["done"]
+
+
+def test_lanczos_that_converges_within_the_budget_is_no_cut(
+    digits: tuple[Tensor, Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 252-product cap does not fit 100 1-s products, but Lanczos converges (to the
+    tracker's 1e-4) long before: the dense λmax, no cut recorded."""
+    _slow_products(monkeypatch, product_s=1.0, forward_s=1.0)
+    model = _net()
+    monitor = Monitor(model, digits, every=1, budget_s=100.5, measure=("lambda_max",))
+    result = monitor.step(model, 0)
+    assert result is not None and result.cuts == []
+    assert result.lambda_max_method == "lanczos-steps" and result.lambda_max_products < 100
+    assert result.lambda_max_residual is not None
+    assert result.lambda_max_residual <= 1e-4 * result.lambda_max
+    assert result.lambda_max == pytest.approx(_dense_lambda_max(model, *digits), rel=1e-4)
 
 
 def test_a_budget_spent_before_measuring_cuts_everything_but_the_loss(
@@ -363,7 +383,7 @@ def test_unhurried_lanczos_and_trace_are_the_projects_own(digits: tuple[Tensor, 
 
     operator = _operator(digits)
     v0 = np.random.default_rng(5).standard_normal(operator.n)
-    top, residual, steps = lanczos_until(operator.matvec, v0, 15, Budget(None))
+    top, residual, steps, _ = lanczos_until(operator.matvec, v0, 15, Budget(None))
     theta, residuals = ritz_values(operator.matvec, v0, 15)
     assert steps == 15
     assert top == pytest.approx(theta[-1], rel=1e-10)
@@ -391,8 +411,8 @@ def test_products_slower_than_predicted_stop_at_the_deadline(
         return out
 
     budget = Budget(5.5, clock=lambda: now[0])
-    _, _, steps = lanczos_until(slow, np.ones(operator.n), 50, budget)
-    assert steps == 6  # five fit, the sixth starts with 0.5 s left
+    _, _, steps, converged = lanczos_until(slow, np.ones(operator.n), 50, budget)
+    assert steps == 6 and not converged  # each step starts with time left: 0.5 s the sixth
     operator.matvec = slow  # type: ignore[method-assign]
     budget = Budget(5.5, clock=lambda: now[0])
     found = trace(operator, 20, 0, Costs(product_s=0.1, forward_s=0.0), budget)
