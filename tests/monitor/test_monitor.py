@@ -418,3 +418,24 @@ def test_products_slower_than_predicted_stop_at_the_deadline(
     found = trace(operator, 20, 0, Costs(product_s=0.1, forward_s=0.0), budget)
     assert found is not None and found["samples"] == 6
     assert budget.cuts[0]["done"] == 6 and "ran out after 6" in budget.cuts[0]["reason"]
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_numbers_are_the_cpus_and_the_cuda_rng_is_left_alone(
+    digits: tuple[Tensor, Tensor],
+) -> None:
+    """A model on the GPU is measured there (strict fp32 products, the engine in-process):
+    λmax, trace and curve as on the CPU, and the CUDA generator's state as before."""
+    measure = ("lambda_max", "trace", "curve1d")
+    on_cpu = _net()
+    on_gpu = copy.deepcopy(on_cpu).cuda()
+    cpu = Monitor(on_cpu, digits, every=1, measure=measure).step(on_cpu, 0)
+    state = torch.cuda.get_rng_state()
+    gpu = Monitor(on_gpu, digits, every=1, measure=measure).step(on_gpu, 0)
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    assert cpu is not None and gpu is not None
+    assert gpu.lambda_max == pytest.approx(cpu.lambda_max, rel=1e-4)
+    assert gpu.trace == pytest.approx(cpu.trace, rel=1e-4)
+    assert cpu.curve1d is not None and gpu.curve1d is not None
+    assert np.allclose(gpu.curve1d[1], cpu.curve1d[1], rtol=1e-4)
+    assert next(on_gpu.parameters()).is_cuda and on_gpu.training
