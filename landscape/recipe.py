@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,9 @@ def recipe_of(path: str | Path) -> dict[str, Any]:
     # where the data lives and whether it may be downloaded are the rebuilding machine's choice
     body["data"]["data_root"], body["data"]["download"] = None, False
     body["directions"] = _portable_directions(spec)
-    estimate = attrs.get("estimate")
-    if isinstance(estimate, str):
-        estimate = json.loads(estimate)
-    engine = attrs.get("engine") if isinstance(attrs.get("engine"), Mapping) else {}
-    assert isinstance(engine, Mapping)
+    estimate = None if surface.estimate is None else asdict(surface.estimate.spec)
+    engine = attrs.get("engine")
+    engine = engine if isinstance(engine, Mapping) else {}
     from landscape.data import SPLIT_SEED
     from landscape.storage.summary import json_safe
 
@@ -91,7 +89,7 @@ def recipe_of(path: str | Path) -> dict[str, Any]:
         },
         "bn": SURFACE_BN_MODE,
         "precision": surface.precision,
-        "estimate": dict(estimate) if isinstance(estimate, Mapping) else None,
+        "estimate": estimate,  # EstimateSpec's fields; None: every value a full pass
         "directions_info": attrs.get("directions_info"),
         "train": attrs.get("train_recipe"),
         "computed_on": {

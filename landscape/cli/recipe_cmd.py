@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from landscape.recipe import recipe_of
 
-    text = json.dumps(recipe_of(args.surface), indent=2, sort_keys=False) + "\n"
+    text = json.dumps(recipe_of(args.surface), indent=2) + "\n"
     if args.out is None:
         sys.stdout.write(text)
     else:
