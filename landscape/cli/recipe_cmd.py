@@ -103,3 +103,17 @@ def apply_recipe(args: argparse.Namespace, checkpoint: str, options: Any) -> tup
     precision = recipe.get("precision", "fp32")
     options = replace(options, precision=precision)
     return spec, options, estimate_from_recipe(recipe)
+
+
+def check_rebuilt_id(args: argparse.Namespace, key: str) -> None:
+    """The rebuilt file's content key against the recipe's: the last word on whether every
+    input was the same (a factory's builder arguments, say, which no file records apart)."""
+    from landscape.recipe import load_recipe
+
+    wanted = (load_recipe(args.recipe).get("surface") or {}).get("key")
+    if wanted and wanted != key:
+        print(
+            f"warning: the rebuilt surface's id {key} is not the recipe's {wanted}: an input "
+            "differs (see the differences above), or the recipe's file predates this key scheme",
+            file=sys.stderr,
+        )

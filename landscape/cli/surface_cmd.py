@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from landscape.cli.data_args import add_data_arguments, data_spec_from_args
-from landscape.cli.recipe_cmd import add_recipe_arguments, apply_recipe
+from landscape.cli.recipe_cmd import add_recipe_arguments, apply_recipe, check_rebuilt_id
 from landscape.cli.spec_args import (
     add_params_argument,
     loss_from_args,
@@ -406,6 +406,8 @@ def _run(args: argparse.Namespace) -> int:
 
     surface = read_surface(out)
     info = describe(surface)
+    if args.recipe is not None:
+        check_rebuilt_id(args, info.key)
     wall = info.attrs.get("wall_time_s")
     wall_text = f", {wall:.1f} s computing" if isinstance(wall, (int, float)) else ""
     diverged = f", {info.nonfinite} not finite" if info.nonfinite else ""

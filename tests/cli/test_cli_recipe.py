@@ -62,10 +62,14 @@ def test_recipe_names_what_made_the_surface(
     assert str(out.parent) not in recipe_path.read_text()  # no machine path in a recipe
 
 
-def test_recipe_rebuilds_the_file(made: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_recipe_rebuilds_the_file(
+    made: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint, out, recipe = made
     rebuilt = tmp_path / "rebuilt.h5"
+    capsys.readouterr()
     assert _rebuild(recipe, checkpoint, rebuilt) == 0
+    assert capsys.readouterr().err == ""  # nothing differs, nothing to warn about
     original, again = read_surface(out), read_surface(rebuilt)
     assert again.key == original.key and again.status == "complete"
     assert set(again.values) == {"train_loss", "train_acc", "test_loss", "test_acc"}
@@ -91,7 +95,8 @@ def test_another_checkpoint_is_named_and_refused(
     assert "checkpoint bytes (sha256)" in line and "model arguments" in line
     assert "--allow-differences" in line and not out.exists()
     assert _rebuild(recipe, other, out, "--allow-differences") == 0
-    assert "warning: checkpoint bytes (sha256)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: checkpoint bytes (sha256)" in err and "is not the recipe's" in err
     assert read_surface(out).status == "complete"
 
 
