@@ -9,6 +9,10 @@ and of the correct flags (``d = v − u``, float64) per stratum (``index_add_`` 
 samples' strata) to sums kept on the device; a group of K points crosses to the host once per
 slice. On CPU the calls run on as many threads ("lanes") as the exact engine has worker
 processes, each with one intra-op thread and its own copy of the module.
+
+A call of one point writes the point's weights into its lane's module and calls the module
+itself: ``functional_call``'s swap of every parameter costs a third of the forward of a small
+net's 256-sample slice.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import contextlib
 import copy
 import queue
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,6 +50,7 @@ CUDA_POINTS_PER_CALL = 8  # K on a GPU (vmap), as the surface engine's largest c
 CPU_SHORT_SLICE = 512
 CPU_SHORT_SLICE_POINTS = 8
 Call = tuple[np.ndarray, int, int]  # rows of coords, and the slice start:stop they read
+Pair = tuple[Tensor, Tensor]
 
 
 def _has_conv(module: nn.Module) -> bool:
@@ -62,6 +67,34 @@ def _shares(calls: list[Call], lanes: int) -> list[list[Call]]:
         shares[lane].append(call)
         work[lane] += (call[2] - call[1]) * len(call[0])
     return [share for share in shares if share]
+
+
+class _Lane:
+    """One lane's module and, when it computes in place, its parameter tensors by name."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.slots: dict[str, Tensor] = {}
+
+    def take(self, static: Mapping[str, Tensor], moving: list[str]) -> bool:
+        """Hold the module's own tensors of ``static`` (set to those values once) and of
+        ``moving``; False, holding none, when one is not a float32 parameter of it."""
+        own = dict(self.module.named_parameters())
+        names = [*static, *moving]
+        if any(n not in own or own[n].dtype != torch.float32 for n in names):
+            return False
+        with torch.no_grad():
+            for n in names:
+                own[n].requires_grad_(False)
+            for n, value in static.items():
+                own[n].copy_(value)
+        self.slots = {n: own[n] for n in moving}
+        return True
+
+    def place(self, moving: Mapping[str, Tensor]) -> None:
+        """The module's moving parameters set to one point's (``moving``: a leading K of 1)."""
+        for n, slot in self.slots.items():
+            slot.copy_(moving[n][0])
 
 
 class PrefixEvaluator:
@@ -83,7 +116,8 @@ class PrefixEvaluator:
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options, self.device)
         module = copy.deepcopy(model).cpu().eval()
-        params = {n: p.detach().to(torch.float32) for n, p in module.named_parameters()}
+        # copies: a lane that computes in place writes its module's own parameters
+        params = {n: p.detach().to(torch.float32, copy=True) for n, p in module.named_parameters()}
         dirs = [{n: d[n].detach().to("cpu", torch.float32) for n in params} for d in directions]
         folded = None if self.loss.sees_model else fold_batchnorm(module, params, dirs)
         if folded is not None:
@@ -92,9 +126,7 @@ class PrefixEvaluator:
         self.batch_size = options.batch_size or pick_batch_size(module, data, self.device)
         # CPU: calls on as many threads as the exact engine has worker processes
         self.lanes = (options.workers or cpu_count()) if self.device.type == "cpu" else 1
-        self._modules: queue.SimpleQueue[nn.Module] = queue.SimpleQueue()
-        for lane in range(self.lanes):
-            self._modules.put(module if lane == 0 else copy.deepcopy(module))
+        lanes = [_Lane(module if i == 0 else copy.deepcopy(module)) for i in range(self.lanes)]
         self.points_per_call = options.points_per_call or (
             CUDA_POINTS_PER_CALL if self.device.type == "cuda" else 1
         )
@@ -107,6 +139,13 @@ class PrefixEvaluator:
         self.static = {n: params[n].to(self.device) for n in params if n not in moving}
         self.base = {n: params[n].to(self.device) for n in moving}
         self.stacked = {n: torch.stack([d[n] for d in dirs]).to(self.device) for n in moving}
+        # a loss of the outputs alone, and every parameter the module's own float32 tensor
+        self.in_place = self.loss.of_logits is not None and all(
+            lane.take(self.static, list(self.base)) for lane in lanes
+        )
+        self._modules: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
+        for lane in lanes:
+            self._modules.put(lane)
         self.ndim = len(dirs)
         self.data = {
             split: (x[torch.as_tensor(permutations[split])].to(self.device),
@@ -161,17 +200,17 @@ class PrefixEvaluator:
             k = self.short_slice_points if b - a <= CPU_SHORT_SLICE else self.points_per_call
             calls += [(rows[i : i + k], a, b) for i in range(0, len(rows), k)]
 
-        def lane(share: list[Call]) -> list[np.ndarray]:
-            with self._computing() as module:
-                return [self._group_sums(module, coords[r], split, a, b) for r, a, b in share]
+        def run(share: list[Call]) -> list[np.ndarray]:
+            with self._computing() as lane:
+                return [self._group_sums(lane, coords[r], split, a, b) for r, a, b in share]
 
         shares = _shares(calls, min(self.lanes, len(calls)))
         with self._process_settings():
             if len(shares) > 1:
                 with ThreadPoolExecutor(len(shares)) as pool:
-                    results = list(pool.map(lane, shares))
+                    results = list(pool.map(run, shares))
             else:
-                results = [lane(share) for share in shares]
+                results = [run(share) for share in shares]
         for share, result in zip(shares, results, strict=True):
             for (rows, _, _), sums in zip(share, result, strict=True):
                 out[rows] = sums
@@ -181,7 +220,7 @@ class PrefixEvaluator:
         return out
 
     def _group_sums(
-        self, module: nn.Module, coords: np.ndarray, split: str, start: int, stop: int
+        self, lane: _Lane, coords: np.ndarray, split: str, start: int, stop: int
     ) -> np.ndarray:
         centre = self.centre_values[split]
         x, y = self.data[split]
@@ -189,10 +228,10 @@ class PrefixEvaluator:
         k = len(coords)
         # (K, metric × statistic, stratum), in the order of estimator.columns
         total = torch.zeros(k, 6, n_strata, dtype=torch.float64, device=self.device)
-        moving = self._params_at(coords)
+        forward = self._at(lane, coords)
         for a in range(start, stop, self.batch_size):
             b = min(stop, a + self.batch_size)
-            per, correct = self._forward(module, moving, x[a:b], y[a:b])
+            per, correct = forward(x[a:b], y[a:b])
             u = centre[:, None, a:b]  # (metric, 1, B)
             d = torch.stack((per, correct)).double() - u  # (metric, K, B)
             stats = torch.stack((d, d * d, d * u), dim=1)  # (metric, statistic, K, B)
@@ -211,15 +250,31 @@ class PrefixEvaluator:
     ) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.data[split]
         losses, flags = [], []
-        with self._process_settings(), self._computing() as module:
-            moving = self._params_at(coords)
+        with self._process_settings(), self._computing() as lane:
+            forward = self._at(lane, coords)
             for a in range(start, stop, self.batch_size):
                 b = min(stop, a + self.batch_size)
-                per, correct = self._forward(module, moving, x[a:b], y[a:b])
+                per, correct = forward(x[a:b], y[a:b])
                 losses.append(per.double())
                 flags.append(correct.double())
         self.host_syncs += 1
         return torch.cat(losses, 1).cpu().numpy(), torch.cat(flags, 1).cpu().numpy()
+
+    def _at(self, lane: _Lane, coords: np.ndarray) -> Callable[[Tensor, Tensor], Pair]:
+        """The per-batch forward at the rows of ``coords``: ``(K, B)`` losses and flags."""
+        moving = self._params_at(coords)  # one formula for every K: lanes sum bitwise alike
+        if len(coords) == 1 and self.in_place:
+            lane.place(moving)
+            of_logits = self.loss.of_logits
+            assert of_logits is not None
+
+            def placed(x: Tensor, y: Tensor) -> Pair:
+                logits = lane.module(x)
+                per = of_logits(logits.float(), y).float()
+                return per.unsqueeze(0), (logits.argmax(dim=-1) == y).float().unsqueeze(0)
+
+            return placed
+        return lambda x, y: self._forward(lane.module, moving, x, y)
 
     def _params_at(self, coords: np.ndarray) -> dict[str, Tensor]:
         """The moving parameters at each point, with a leading K dimension."""
@@ -260,15 +315,15 @@ class PrefixEvaluator:
             torch.set_num_threads(threads)
 
     @contextlib.contextmanager
-    def _computing(self) -> Iterator[nn.Module]:
-        """A module of its own for the calling lane (``functional_call`` swaps a module's
-        parameters, so two lanes never share one), the precision policy, autograd off."""
-        module = self._modules.get()
+    def _computing(self) -> Iterator[_Lane]:
+        """A module of its own for the calling lane (its parameters are written or swapped,
+        so two lanes never share one), the precision policy, autograd off."""
+        lane = self._modules.get()
         try:
             with compute_in(self.precision, self.device), torch.inference_mode():
-                yield module
+                yield lane
         finally:
-            self._modules.put(module)
+            self._modules.put(lane)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -278,6 +333,7 @@ class PrefixEvaluator:
             "short_slice_points": self.short_slice_points,
             "batch_size": self.batch_size,
             "lanes": self.lanes,
+            "in_place": self.in_place,
             "method": "prefix sums"
             + (" + vmap" if max(self.points_per_call, self.short_slice_points) > 1 else ""),
             "samples": self.samples,
