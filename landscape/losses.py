@@ -90,6 +90,11 @@ def _mse_onehot(logits: Tensor, y: Tensor) -> Tensor:
     return (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).pow(2).mean(dim=1)
 
 
+def _cohen_square(logits: Tensor, y: Tensor) -> Tensor:
+    # Cohen et al. 2021's square loss as their code writes it: ½ Σ_c, C/2 times mse_onehot
+    return 0.5 * (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).pow(2).sum(dim=1)
+
+
 def _label_smoothing(logits: Tensor, y: Tensor, *, epsilon: float) -> Tensor:
     # Szegedy et al. 2016, §7: q = (1 − ε)·onehot(y) + ε/C
     return F.cross_entropy(logits, y, reduction="none", label_smoothing=epsilon)
@@ -119,6 +124,13 @@ _FIXED = {
         "loss, averaged over classes instead of their ½ Σ_c)",
         "builtin",
         of_logits=_mse_onehot,
+    ),
+    "cohen_square": Loss(
+        "cohen_square",
+        "½ Σ_c (f(x)_c − onehot(y)_c)² — Cohen et al. 2021's square loss as published (C/2 "
+        "times mse_onehot): their step sizes reproduce their edge of stability",
+        "builtin",
+        of_logits=_cohen_square,
     ),
 }
 # Families with their parameter in the name; the listing shows each with its default.

@@ -21,7 +21,7 @@ HessianEnds = Literal["max", "min", "max,min"]
 Split = Literal["train", "test"]
 # The built-in losses of the outputs alone, which Hessian analyses take; surfaces and training
 # take any loss ``landscape.losses`` resolves (its name is the spec's ``loss``).
-LossName = Literal["cross_entropy", "mse", "mse_onehot"]
+LossName = Literal["cross_entropy", "mse", "mse_onehot", "cohen_square"]
 OptimizerName = Literal["sgd", "adam", "gd"]  # gd: full-batch, one step per epoch
 ScheduleName = Literal["cosine", "step", "constant"]
 DeviceName = Literal["auto", "cpu", "cuda"]

@@ -100,10 +100,14 @@ def test_builtin_losses_follow_their_formulas() -> None:
     torch.testing.assert_close(per("cross_entropy"), -log_p[torch.arange(9), y])
     torch.testing.assert_close(per("mse"), ((logits.softmax(1) - onehot) ** 2).mean(1))
     torch.testing.assert_close(per("mse_onehot"), ((logits - onehot) ** 2).sum(1) / 4)
+    # Cohen et al.'s ½ Σ_c: C/2 times mse_onehot, so its Hessian (and sharpness) is too
+    torch.testing.assert_close(per("cohen_square"), 0.5 * ((logits - onehot) ** 2).sum(1))
     q = 0.75 * onehot + 0.25 / 4
     torch.testing.assert_close(per("label_smoothing_0.25"), -(q * log_p).sum(1))
     listed = {loss.name: loss.source for loss in list_losses()}
-    assert {"cross_entropy", "mse", "mse_onehot", "label_smoothing_0.1"} <= set(listed)
+    assert {"cross_entropy", "mse", "mse_onehot", "cohen_square", "label_smoothing_0.1"} <= set(
+        listed
+    )
     assert listed["cross_entropy_l2_0.0005"] == "builtin"
 
 
