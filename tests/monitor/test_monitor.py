@@ -28,7 +28,7 @@ from landscape.monitor.tensorboard import colormap_image
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[Tensor, Tensor]:
-    return load_dataset("digits", "train", size=200)
+    return load_dataset("digits", "train", size=128)
 
 
 def _net() -> nn.Module:
@@ -98,6 +98,7 @@ def test_lambda_max_equals_the_dense_hessians_and_the_run_file_reads_back(
     assert read_run(run_file).sharpness[1]["lambda_max"] == seen[1][1].lambda_max
 
 
+@pytest.mark.slow  # imports the service (FastAPI: seconds on its own)
 def test_sharpness_cli_and_the_services_view_read_the_run_file(
     digits: tuple[Tensor, Tensor], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
