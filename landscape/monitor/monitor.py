@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape.analysis.sharpness import SharpnessOptions
 from landscape.errors import SpecError
 from landscape.monitor import measure as m
 from landscape.monitor.measure import MEASUREMENTS, Budget, Measurement
@@ -161,10 +162,9 @@ class Monitor:
         curve_points: int = 11,
         surface_points: int = 7,
         span: float = 1.0,
-        sharpness: Any = None,
+        sharpness: SharpnessOptions | None = None,
         forward: Forward | None = None,
     ) -> None:
-        from landscape.analysis.sharpness import SharpnessOptions
         from landscape.monitor.tensorboard import open_writer
 
         check_choice("loss", loss, LossName)
@@ -229,6 +229,7 @@ class Monitor:
         if model is None:
             raise SpecError("Monitor.step needs a model (none was given to the monitor)")
         lr = current_lr(optimizer)
+        self.run.attrs["model"] = self.run.attrs.get("model") or type(model).__name__
         with preserved(model):
             model.eval()  # BN on its running statistics: the loss is a function of θ
             result = self._measure(model, step, lr)
