@@ -52,3 +52,20 @@ def test_the_callback_measures_every_n_optimizer_steps_of_a_fit(tmp_path: Path) 
     assert [t["step"] for t in run.traces] == [0, 3, 6]
     assert len({r["lambda_max"] for r in run.sharpness}) == 3  # measured as the weights moved
     assert trainer.global_step == 7  # the fit ran as it would have
+
+
+@pytest.mark.slow
+def test_accumulated_batches_share_a_step_and_are_measured_once(tmp_path: Path) -> None:
+    """With two batches per optimizer step, the monitor sees optimizer steps 0, 2, 4 once each
+    (the batch between two steps does not measure the same weights again)."""
+    data = load_dataset("digits", "train", size=128)
+    torch.manual_seed(0)
+    monitor = Monitor(None, data, every=2, measure=("trace",), run_file=tmp_path / "run.h5")
+    trainer = L.Trainer(
+        max_steps=4, accumulate_grad_batches=2, accelerator="cpu", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, callbacks=[LandscapeCallback(monitor)],
+    )  # fmt: skip
+    trainer.fit(Tiny(), DataLoader(TensorDataset(*data), batch_size=16))
+    run = read_run(tmp_path / "run.h5")
+    assert [c["step"] for c in run.calls] == [0, 2, 4]
