@@ -4,6 +4,6 @@ curve and a small 2-D surface every N steps, into an HDF5 run file and TensorBoa
 PyTorch Lightning and a Hugging Face callback."""
 
 from landscape.monitor.monitor import Monitor, MonitorResult
-from landscape.monitor.run_file import MonitorRun, read_run
+from landscape.monitor.run_file import MonitorRun, attach_sharpness, read_run
 
-__all__ = ["Monitor", "MonitorResult", "MonitorRun", "read_run"]
+__all__ = ["Monitor", "MonitorResult", "MonitorRun", "attach_sharpness", "read_run"]

@@ -134,6 +134,21 @@ def _write_calls(f: h5py.File, calls: list[dict[str, Any]]) -> None:
     group.create_dataset("budget_s", data=np.array(budget, np.float64))
 
 
+def attach_sharpness(run_file: str | Path, surface_file: str | Path) -> None:
+    """Copy the run's ``sharpness/`` group into a surface file (replacing its own), so the
+    surface's page and ``GET /api/surfaces/{id}/sharpness`` show the monitored series."""
+    from landscape.storage import write_group
+
+    run_file = Path(run_file)
+    read_run(run_file)  # a clear error for a file that is not a run
+    with h5py.File(run_file, "r") as f:
+        if GROUP_NAME not in f:
+            raise SurfaceFileError(f"{run_file.name} holds no λmax (no {GROUP_NAME}/ group)")
+        arrays = _arrays(f[GROUP_NAME])
+        attrs = {k: attr_to_python(v) for k, v in f[GROUP_NAME].attrs.items()}
+    write_group(surface_file, GROUP_NAME, arrays, attrs)
+
+
 def is_run_file(path: str | Path) -> bool:
     """Whether ``path`` is an HDF5 file a monitor wrote."""
     try:

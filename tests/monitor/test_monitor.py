@@ -20,7 +20,7 @@ from torch.func import functional_call
 from landscape import load_dataset
 from landscape.analysis.sharpness import from_group
 from landscape.errors import SpecError, UnknownNameError
-from landscape.monitor import Monitor, read_run
+from landscape.monitor import Monitor, attach_sharpness, read_run
 from landscape.monitor import measure as measure_module
 from landscape.monitor.measure import Costs
 from landscape.monitor.tensorboard import colormap_image
@@ -128,10 +128,7 @@ def test_sharpness_cli_and_the_services_view_read_the_run_file(
         model, {"train": digits}, tmp_path / "s.h5", grid=GridSpec(n_x=3, n_y=3),
         options=EngineOptions(workers=1, compile=False),
     )  # fmt: skip
-    with h5py.File(run_file, "r") as f:
-        arrays = {k: f["sharpness"][k][()] for k in f["sharpness"]}
-        attrs = dict(f["sharpness"].attrs)
-    storage.write_group(surface, "sharpness", arrays, attrs)
+    attach_sharpness(run_file, surface)
     public = sharpness_public(storage.read_surface(surface).groups["sharpness"])
     assert [p.step for p in public.points] == [0, 2, 4]
     assert [p.lambda_max for p in public.points] == [r.lambda_max for _, r, _ in seen]
