@@ -24,6 +24,7 @@ from landscape.analysis.curvature import coarse_indices, curvature_map
 from landscape.analysis.data_spread import data_spread, split_blocks
 from landscape.analysis.group import GROUP_NAME, group_contents
 from landscape.analysis.hessian import HessianOperator, LanczosOptions, hessian_spectrum
+from landscape.analysis.plane_curvature import plane_curvature
 from landscape.analysis.provenance import surface_of_checkpoint
 from landscape.analysis.spectral_density import spectral_density
 from landscape.directions import select_parameters
@@ -143,6 +144,15 @@ def analyze(
             on_block=lambda done: report(before + done),
             **common,
         )
+    plane = None
+    if stored is not None and surface is not None:  # two products: no progress step of its own
+        plane = plane_curvature(
+            HessianOperator(model, data, **products),
+            storage.read_directions(surface),
+            stored,
+            split=spec.split,
+            loss=spec.loss,
+        )
     curvature = None
     if spec.curvature_grid and stored is not None and surface is not None:
         offset = before + spec.data_spread
@@ -166,7 +176,9 @@ def analyze(
     }
     if spec.params:  # the Hessian of a parameter subset, the rest held fixed
         provenance["params"] = list(spec.params)
-    arrays, attrs = group_contents(result, curvature, provenance, density=density, spread=spread)
+    arrays, attrs = group_contents(
+        result, curvature, provenance, density=density, spread=spread, plane=plane
+    )
     if surface is not None:
         storage.write_group(surface, GROUP_NAME, arrays, attrs)
     return arrays, attrs

@@ -16,6 +16,7 @@ import numpy as np
 from landscape.analysis.curvature import CurvatureMap
 from landscape.analysis.data_spread import DataSpread, spread_arrays, spread_from_group
 from landscape.analysis.hessian import HessianResult
+from landscape.analysis.plane_curvature import PlaneCurvature, plane_arrays, plane_summary
 from landscape.analysis.spectral_density import SpectralDensity
 from landscape.errors import SurfaceFileError
 
@@ -31,6 +32,7 @@ def group_contents(
     *,
     density: SpectralDensity | None = None,
     spread: DataSpread | None = None,
+    plane: PlaneCurvature | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Arrays and attrs of the ``hessian/`` group; ``attrs`` adds provenance (checkpoint sha,
     split, data spec) that the computation itself does not know."""
@@ -95,6 +97,10 @@ def group_contents(
         spread_data, spread_attrs = spread_arrays(spread)
         arrays.update(spread_data)
         out.update(spread_attrs)
+    if plane is not None:
+        plane_data, plane_attrs = plane_arrays(plane)
+        arrays.update(plane_data)
+        out.update(plane_attrs)
     return arrays, out
 
 
@@ -144,7 +150,7 @@ def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) ->
     summary: dict[str, Any] = {
         k: _plain(v)
         for k, v in attrs.items()
-        if not k.startswith(("encoding-", "density_", "spread_"))
+        if not k.startswith(("encoding-", "density_", "spread_", "plane_"))
     }
     top, bottom = arrays.get("top_eigenvalues"), arrays.get("bottom_eigenvalues")
     summary["top_eigenvalues"] = _plain(top) if top is not None else []
@@ -186,6 +192,9 @@ def group_summary(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) ->
     spread = spread_from_group(arrays, attrs)
     if spread is not None:
         summary["data_spread"] = _plain(spread.summary())
+    plane = plane_summary(arrays, attrs)
+    if plane is not None:
+        summary["plane_curvature"] = _plain(plane)
     return summary
 
 

@@ -258,12 +258,40 @@ def format_table(summary: dict[str, Any], *, stored: str | None = None) -> str:
     density = summary.get("density")
     if density:
         rows.append(("eigenvalue density", density_line(density)))
+    plane = summary.get("plane_curvature")
+    if plane:
+        rows += plane_rows(plane)
     rows += spread_rows(summary.get("data_spread"))
     width = max((len(name) for name, _ in rows), default=0)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    if plane:
+        lines.append(f"  {plane['sentence']}")
     if stored:
         lines.append(f"  stored in {stored}")
     return "\n".join(lines)
+
+
+def plane_rows(plane: dict[str, Any]) -> list[tuple[str, str]]:
+    """One row per plotted axis: its curvature at the centre by a Hessian-vector product and
+    by the surface's second difference, beside tr(H)/n and the extreme eigenvalues."""
+    rows = []
+    for k, axis in enumerate(plane["axes"]):
+        step = plane["step"][k]
+        if step is None:
+            fd = "finite difference n/a (the grid has no centre point)"
+        else:
+            fd = (
+                f"finite difference {_number(plane['finite_difference'][k])} "
+                f"({plane['metric']}, step h = {step:.3g} in {axis}, "
+                f"{step * plane['norm'][k]:.3g} in weights)"
+            )
+        rows.append((
+            f"plane curvature {axis}",
+            f"δᵀHδ/‖δ‖² {_number(plane['hessian'][k])}, {fd}; "
+            f"tr(H)/n {_number(plane['mean_curvature'])}, λ_min {_number(plane['lambda_min'])}, "
+            f"λ_max {_number(plane['lambda_max'])}",
+        ))  # fmt: skip
+    return rows
 
 
 def convergence_line(summary: dict[str, Any]) -> str:
