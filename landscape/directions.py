@@ -238,6 +238,9 @@ def make_directions(
                     only=only,
                 )
             )
+    elif spec.kind == "three_point":
+        dirs, plane_info = _three_point(model, spec, ndim, only)
+        info.update(plane_info)
     elif spec.kind == "hessian":
         dirs, hessian_info = _hessian(
             model, spec, ndim, data, loss, device, on_step, should_stop, only
@@ -259,7 +262,9 @@ def _subset_info(
 ) -> dict[str, Any]:
     """What a restricted direction set moves, for its provenance; a subset that ``ignore``
     would empty (only biases and BN affine with ``biasbn``) is refused, not plotted flat."""
-    ignore: Ignore = "none" if spec.kind in ("interpolate", "hessian") else spec.ignore
+    ignore: Ignore = (
+        "none" if spec.kind in ("interpolate", "hessian", "three_point") else spec.ignore
+    )
     moved = [n for n, p in params.items() if not _left_out(n, p, ignore, only)]
     if not moved:
         raise SpecError(
@@ -272,6 +277,32 @@ def _subset_info(
         "params_numel": sum(params[n].numel() for n in only),
         "params_total_numel": sum(p.numel() for p in params.values()),
     }
+
+
+def _three_point(
+    model: nn.Module, spec: DirectionSpec, ndim: int, only: Collection[str] | None
+) -> tuple[list[Direction], dict[str, Any]]:
+    """The plane through the model and ``spec.through_checkpoints`` (every parameter, BN
+    affine included, whatever ``ignore`` says; buffers stay the model's), and the three nets'
+    coordinates in it (``landscape.checkpoint_plane``)."""
+    from landscape.checkpoint_plane import three_point_directions
+    from landscape.sources.checkpoint import file_digest
+
+    if ndim != 2:
+        raise SpecError(f"directions of kind 'three_point' span a plane: a 2D grid, not {ndim}D")
+    try:
+        second, third = (_load_params(path, model) for path in spec.through_checkpoints)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"three_point: {exc}; the three nets must share one architecture"
+        ) from exc
+    names = ("checkpoint", *(Path(p).name for p in spec.through_checkpoints))
+    dirs, info = three_point_directions(
+        model_parameters(model), second, third, names=names, only=only
+    )
+    info["through_checkpoints"] = list(spec.through_checkpoints)
+    info["through_checkpoints_sha256"] = [file_digest(p) for p in spec.through_checkpoints]
+    return dirs, info
 
 
 def _hessian(

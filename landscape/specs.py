@@ -15,7 +15,7 @@ from landscape.errors import SpecError, UnknownNameError
 
 Normalization = Literal["filter", "layer", "weight", "global", "none"]
 Ignore = Literal["biasbn", "none"]
-DirectionKind = Literal["random", "interpolate", "pca", "hessian"]
+DirectionKind = Literal["random", "interpolate", "pca", "hessian", "three_point"]
 # which eigenvectors ``hessian`` directions are: the top ones, the bottom ones, or one of each
 HessianEnds = Literal["max", "min", "max,min"]
 Split = Literal["train", "test"]
@@ -116,7 +116,9 @@ class DirectionSpec:
     ``interpolate`` uses ``target_checkpoint - checkpoint`` as the x direction (Goodfellow et
     al. 2015); ``pca`` uses the top principal components of ``trajectory`` snapshots (Li et al.
     §7); ``hessian`` Hessian eigenvectors of the surface's loss: the top ones (the sharpest
-    plane), the bottom ones or one of each (``hessian_ends``).
+    plane), the bottom ones or one of each (``hessian_ends``); ``three_point`` the plane through
+    the checkpoint and the two ``through_checkpoints`` (Garipov et al. 2018), Gram–Schmidt
+    unit axes in parameter units (``landscape.checkpoint_plane``).
     ``seed`` makes random directions reproducible on every device. ``max_lanczos_steps`` caps
     the Lanczos run of ``hessian`` directions (one Hessian product per step).
     ``params`` restricts every direction to a subset of the parameters (empty: all): each
@@ -131,6 +133,7 @@ class DirectionSpec:
     seed: int = 0
     target_checkpoint: str | None = None
     trajectory: tuple[str, ...] = ()
+    through_checkpoints: tuple[str, ...] = ()
     max_lanczos_steps: int = DEFAULT_DIRECTION_STEPS
     hessian_ends: HessianEnds = "max"
     params: tuple[str, ...] = ()
@@ -149,6 +152,17 @@ class DirectionSpec:
             raise SpecError("directions of kind 'interpolate' need target_checkpoint")
         if self.kind == "pca" and len(self.trajectory) < 3:
             raise SpecError("directions of kind 'pca' need at least 3 trajectory snapshots")
+        if (self.kind == "three_point") != bool(self.through_checkpoints):
+            raise SpecError(
+                "through_checkpoints (the two other checkpoints) go with, and only with, "
+                f"directions of kind 'three_point'; got kind {self.kind!r} with "
+                f"{len(self.through_checkpoints)}"
+            )
+        if self.kind == "three_point" and len(self.through_checkpoints) != 2:
+            raise SpecError(
+                "directions of kind 'three_point' need exactly 2 through_checkpoints, got "
+                f"{len(self.through_checkpoints)}"
+            )
         _check_steps("max_lanczos_steps", self.max_lanczos_steps)
         if self.kind != "hessian" and self.max_lanczos_steps != DEFAULT_DIRECTION_STEPS:
             raise SpecError(

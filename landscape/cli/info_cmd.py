@@ -100,6 +100,18 @@ def _params_line(patterns: list[str], info: Any) -> str:
     return line
 
 
+def _points_line(spec: dict[str, Any], info: Any) -> str:
+    """Where the three nets of a three_point plane sit (x, y in parameter units)."""
+    points = info.get("points") if isinstance(info, dict) else None
+    if not points:
+        return "?"
+    names = [Path(spec["checkpoint"]).name, *(p["name"] for p in points[1:])]
+    return ", ".join(
+        f"{name} ({_number(p['x'])}, {_number(p['y'])})"
+        for name, p in zip(names, points, strict=False)
+    )
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable view of ``summary_dict``."""
     spec, prov, grid = summary["spec"], summary["provenance"], summary["grid"]
@@ -129,6 +141,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  params      {_params_line(d.get('params') or [], prov.get('directions_info'))}",
         f"  created     {summary['created']}",
     ]
+    if d["kind"] == "three_point":
+        lines.insert(-1, f"  nets at     {_points_line(spec, prov.get('directions_info'))}")
     estimate = summary.get("estimate")
     values = "exact" if estimate is None else "estimated"
     lines.append(f"  values      {values}")

@@ -76,9 +76,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--grid", type=int, default=grid.n_x, help="points along x")
     parser.add_argument("--grid-y", type=int, default=None, help="points along y (default: --grid)")
     parser.add_argument(
-        "--range", nargs="+", default=[str(v) for v in grid.x_range], metavar="MIN MAX | auto",
-        help="x range (and y unless --yrange); 'auto' with --directions pca: the trajectory's "
-        "extent × 1.2 on both axes",
+        "--range", nargs="+", default=None, metavar="MIN MAX | auto",
+        help=f"x range (and y unless --yrange; default {grid.x_range[0]:g} {grid.x_range[1]:g}); "
+        "'auto' with --directions pca: the trajectory's extent × 1.2 on both axes; "
+        "three_point: the three nets' extent + 20%% each side (its default)",
     )  # fmt: skip
     parser.add_argument(
         "--yrange", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
@@ -113,6 +114,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--target", default=None, help="second checkpoint (interpolate)")
     parser.add_argument("--trajectory", nargs="+", default=[], help="snapshots (pca)")
+    parser.add_argument(
+        "--through", nargs="+", default=[], metavar="CHECKPOINT",
+        help="three_point: the two other checkpoints of the plane (same architecture)",
+    )  # fmt: skip
     parser.add_argument(
         "--splits", nargs="+", default=["train"], help=choices_text(Split, last="and/or")
     )
@@ -209,6 +214,7 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
         seed=args.seed,
         target_checkpoint=args.target,
         trajectory=tuple(args.trajectory),
+        through_checkpoints=tuple(args.through),
         max_lanczos_steps=args.max_lanczos_steps,
         hessian_ends=args.hessian_ends,
         params=parse_param_patterns(args.params),
@@ -224,11 +230,14 @@ def spec_from_args(args: argparse.Namespace, checkpoint: str) -> SurfaceSpec:
     )
 
 
-def _parse_range(values: list[str], kind: str) -> tuple[float, float]:
+def _parse_range(values: list[str] | None, kind: str) -> tuple[float, float]:
     """``--range MIN MAX`` as numbers. ``--range auto`` is resolved by ``run`` (it needs the
-    PCA of the snapshots) with ``auto_ranges``; until then a placeholder keeps the checks."""
+    PCA of the snapshots, or the three nets' plane) with ``auto_ranges``; until then a
+    placeholder keeps the checks. No ``--range``: the grid's default, three_point's auto."""
+    if values is None:
+        return GridSpec().x_range
     if values == ["auto"]:
-        if kind != "pca":
+        if kind not in ("pca", "three_point"):
             raise SpecError("--range auto needs --directions pca (the trajectory sets the range)")
         return (-1.0, 1.0)
     try:
@@ -338,7 +347,8 @@ def run(args: argparse.Namespace) -> int:
     """Errors name the flags and paths as typed (``landscape.cli.wording``)."""
     from landscape.cli.wording import in_user_words
 
-    with in_user_words([args.checkpoint, args.out, args.target, *args.trajectory]):
+    paths = [args.checkpoint, args.out, args.target, *args.trajectory, *args.through]
+    with in_user_words(paths):
         return _run(args)
 
 
@@ -358,6 +368,14 @@ def _run(args: argparse.Namespace) -> int:
         checkpoint = args.checkpoint  # converted and checked by checkpoint_source
     else:
         checkpoint = resolve_checkpoint(args)
+    if args.directions == "three_point" and args.dim != 2:
+        raise SpecError(f"--directions three_point spans a plane: --dim 2, not {args.dim}")
+    if args.directions == "three_point" and args.range in (None, ["auto"]):
+        from landscape.checkpoint_plane import plane_ranges_of
+
+        ranges = plane_ranges_of(checkpoint, spec_from_args(args, checkpoint).directions)
+        args.range = [str(v) for v in ranges[0]]
+        args.yrange = args.yrange or list(ranges[1])
     if args.range == ["auto"]:
         from landscape.surface import auto_ranges
 

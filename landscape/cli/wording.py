@@ -28,6 +28,7 @@ FIELD_FLAGS: Mapping[str, str] = {
     "train_size": "--train-size",
     "test_size": "--test-size",
     "target_checkpoint": "--target",
+    "through_checkpoints": "--through",
 }
 
 # What each precision means, beside its name in every command's --precision help.

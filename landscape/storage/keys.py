@@ -77,6 +77,12 @@ def _key_payload(spec: SurfaceSpec) -> dict[str, Any]:
     directions["trajectory"] = [Path(p).name for p in directions["trajectory"]]
     if directions["target_checkpoint"] is not None:
         directions["target_checkpoint"] = Path(directions["target_checkpoint"]).name
+    if directions["through_checkpoints"]:  # three_point: the other two, by name
+        directions["through_checkpoints"] = [
+            Path(p).name for p in directions["through_checkpoints"]
+        ]
+    else:  # any other kind: the key it had before three_point
+        del directions["through_checkpoints"]
     return payload
 
 
@@ -137,5 +143,6 @@ def _map_paths(spec: SurfaceSpec, how: Any) -> SurfaceSpec:
         spec.directions,
         target_checkpoint=how(spec.directions.target_checkpoint),
         trajectory=tuple(how(p) for p in spec.directions.trajectory),
+        through_checkpoints=tuple(how(p) for p in spec.directions.through_checkpoints),
     )
     return replace(spec, checkpoint=how(spec.checkpoint), data=data, directions=directions)
