@@ -35,7 +35,11 @@ from landscape.storage.estimate import SurfaceEstimate
 
 log = logging.getLogger(__name__)
 
-CHUNK_POINTS = 32  # points per journaled chunk: a kill loses at most one chunk's stage
+# A journaled chunk: points in refinement order until their reads reach CHUNK_SAMPLES (or
+# CHUNK_POINTS points); a kill loses at most one chunk's stage. Large enough that the lanes
+# share a chunk's calls evenly and wait for each other once per chunk, not once per few calls.
+CHUNK_SAMPLES = 1 << 17
+CHUNK_POINTS = 512
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,8 @@ def _refine(
     on_progress: Callable[[int, int], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> None:
-    """Rounds of one stage (``make_exact``: the rest of the split) at every pending point."""
+    """Rounds of one stage (``make_exact``: the rest of the split) at every pending point, in
+    journaled chunks of about ``CHUNK_SAMPLES`` reads."""
     rank = np.empty(coords.shape[0], dtype=np.int64)
     rank[store.point_order(state.shape)] = np.arange(rank.size)
     first = next(iter(state.splits))
@@ -183,30 +188,44 @@ def _refine(
         classes = priorities(value, se, state.splits[first].z, state.shape)
         points = np.flatnonzero(waiting)
         points = points[np.lexsort((rank[points], classes[points]))]
-        for lo in range(0, len(points), CHUNK_POINTS):
-            chunk = points[lo : lo + CHUNK_POINTS]
-            for split, part in state.splits.items():
-                reading = chunk[todo[split][chunk]]
-                _advance(evaluator, coords, split, part, state.spec, reading, make_exact)
+        # each point's look this round, planned before any is taken (a look changes only
+        # its own point's sums): (start, stop) per split, 0:0 where the split is at target
+        looks = {
+            split: _looks(part, state.spec, points, todo[split][points], make_exact)
+            for split, part in state.splits.items()
+        }
+        work = np.cumsum(sum(stop - start for start, stop in looks.values()))
+        lo = 0
+        while lo < len(points):
+            hi = int(np.searchsorted(work, (work[lo - 1] if lo else 0) + CHUNK_SAMPLES))
+            hi = min(max(hi + 1, lo + 1), lo + CHUNK_POINTS, len(points))
+            chunk = points[lo:hi]
+            for split, (start, stop) in looks.items():
+                read = (stop[lo:hi] > start[lo:hi]).nonzero()[0]
+                rows = chunk[read]
+                sums = evaluator.sums(coords[rows], split, start[lo:hi][read], stop[lo:hi][read])
+                state.splits[split].sums[rows] += sums
             writer.append(chunk, state)
+            lo = hi
             if should_stop is not None and should_stop():
                 raise CancelledError("estimate cancelled; every finished stage is kept")
 
 
-def _advance(
-    evaluator: PrefixEvaluator,
-    coords: np.ndarray,
-    split: str,
+def _looks(
     part: estimate_store.SplitEstimate,
     spec: EstimateSpec,
     points: np.ndarray,
+    reading: np.ndarray,
     make_exact: bool,
-) -> None:
-    """One more look of ``split`` at ``points``, each from where it stands to where it reads."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where one more look of the split at each of ``points`` starts and stops: from where
+    the point stands to the next planned size (``make_exact``: to N); 0:0 where not
+    ``reading``."""
     n = part.n()[points]
     if make_exact:
         stop = np.full_like(n, part.size)
     else:
         value, se = estimator.estimate(part.sums[points], part.centre, "loss", spec.method)
         stop = next_sizes(n, part.sums[points, 1], value, se, part.z, spec, part.stages)
-    part.sums[points] += evaluator.sums(coords[points], split, n, stop)
+    start = np.where(reading, n, 0)
+    return start, np.where(reading, stop, 0).astype(np.int64)
