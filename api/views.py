@@ -22,6 +22,7 @@ from api.schemas.hessian import (
     DensityPublic,
     HessianBrief,
     HessianPublic,
+    PlaneCurvaturePublic,
 )
 from api.schemas.report import ReportSummary
 from api.schemas.surface import (
@@ -282,6 +283,9 @@ def hessian_public(group: Group) -> HessianPublic:
         convergence=spectrum_convergence(summary),
         curvature=CurvatureMapPublic.model_validate(cmap) if cmap else None,
         density=DensityPublic.model_validate(summary["density"]) if "density" in summary else None,
+        plane_curvature=PlaneCurvaturePublic.model_validate(summary["plane_curvature"])
+        if "plane_curvature" in summary
+        else None,
     )
 
 

@@ -132,6 +132,27 @@ class ConvergencePublic(BaseModel):
     bottom_residuals: list[float | None]
 
 
+class PlaneCurvaturePublic(BaseModel):
+    """The plotted plane's curvature at the centre per axis, two ways, beside the Hessian's
+    mean and extremes (docs/format.md, "plane curvature"); ``sentence`` is the CLI's words."""
+
+    axes: list[str] = Field(description="the plotted axes, x first")
+    hessian: list[float | None] = Field(description="δᵀHδ/‖δ‖² per axis (one product each)")
+    finite_difference: list[float | None] = Field(
+        description="the surface's second difference through its centre / ‖δ‖²; null without "
+        "a centre point"
+    )
+    step: list[float | None] = Field(description="grid step h of each difference (coordinate)")
+    norm: list[float | None] = Field(description="‖δ‖ over every parameter")
+    norm_params: list[float | None] = Field(description="‖δ‖ over the Hessian's parameters")
+    metric: str | None = Field(description="the surface dataset differenced")
+    directions: str | None = Field(description="the surface's direction kind")
+    mean_curvature: float | None = Field(description="tr(H)/n; null without a trace")
+    lambda_min: float | None
+    lambda_max: float | None
+    sentence: str = Field(description="what the plane can and cannot show, in one sentence")
+
+
 class HessianBrief(BaseModel):
     """The headline curvature numbers (lists, gallery cards); null where not computed."""
 
@@ -169,6 +190,9 @@ class HessianPublic(HessianBrief):
     )
     curvature: CurvatureMapPublic | None = Field(description="null without a map")
     density: DensityPublic | None = Field(None, description="null without a density")
+    plane_curvature: PlaneCurvaturePublic | None = Field(
+        None, description="the plotted axes' curvature against tr(H)/n; null in older files"
+    )
 
 
 class HessianCreated(BaseModel):

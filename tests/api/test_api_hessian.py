@@ -24,7 +24,9 @@ from api.db import make_engine
 from api.runners import hessian as hessian_runner
 from api.runners.base import JobContext, JobKind
 from api.worker import RUNNERS, Worker
+from landscape import storage as store
 from landscape.analysis import HessianOperator, LanczosOptions, hessian_spectrum
+from landscape.analysis.plane_curvature import plane_summary
 from landscape.analysis.spectral_density import spectral_density
 from landscape.data import load_data
 from landscape.sources.checkpoint import load_checkpoint
@@ -115,6 +117,7 @@ def test_analysis_runs_and_matches_the_library(client: TestClient) -> None:
     path = Path(client.app.state.settings.surfaces_dir) / f"{surface_id}.h5"  # type: ignore[attr-defined]
     with h5py.File(path, "r") as f:
         assert f["hessian"].attrs["encoding-type"] == "hessian-spectrum"
+    _check_plane_curvature(hessian, path)
 
     # Asked again, or for a part of it: the stored numbers at once (200), no new job.
     for body in (ANALYSIS, {"top": 2}, {"top": 0, "bottom": 0, "curvature_grid": 3}):
@@ -134,6 +137,24 @@ def test_analysis_runs_and_matches_the_library(client: TestClient) -> None:
     # The surface's own cache answer still names the surface job, not the analysis.
     cached = client.post("/api/surfaces", json=TINY).json()
     assert cached["job"]["kind"] == "surface"
+
+
+def _check_plane_curvature(hessian: dict[str, Any], path: Path) -> None:
+    """The plotted axes' curvature beside tr(H)/n and the sentence: the library's summary of
+    the stored group, sent as it is."""
+    group = store.read_group(path, "hessian")
+    assert group is not None
+    expected = plane_summary(*group)
+    plane = hessian["plane_curvature"]
+    assert expected is not None and plane["axes"] == ["x", "y"]
+    assert plane["hessian"] == pytest.approx(expected["hessian"], rel=1e-12)
+    assert plane["finite_difference"] == pytest.approx(expected["finite_difference"])
+    assert plane["step"] == pytest.approx([0.5, 0.5]) and plane["metric"] == "train_loss"
+    assert plane["mean_curvature"] == pytest.approx(hessian["trace"] / hessian["n_params"])
+    assert (plane["lambda_min"], plane["lambda_max"]) == (
+        hessian["lambda_min"], hessian["lambda_max"]
+    )  # fmt: skip
+    assert plane["sentence"] == expected["sentence"] and "along y" in plane["sentence"]
 
 
 def test_density_and_fixed_step_map_are_stored_served_and_cached(client: TestClient) -> None:
