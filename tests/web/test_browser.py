@@ -204,6 +204,8 @@ def test_curvature_panel_shows_the_hessian_computed_via_the_api(
     assert float(negative) == hessian["density"]["negative_fraction"]
     shown = panel.locator("dd[data-stat='negative_fraction']").inner_text()
     assert "of eigenvalues below −" in shown and "interval" in shown  # mass below −ε, bounded
+    sentence = panel.locator("[data-stat='plane_curvature']").inner_text()
+    assert sentence == hessian["plane_curvature"]["sentence"]  # the CLI's words
     page.screenshot(path=str(artifacts_dir / "browser-curvature.png"), full_page=True)
 
     # The form: another analysis (two largest eigenvalues, a density of 40-step probes, no map)

@@ -214,7 +214,10 @@ function numberList(hessian) {
     hessian.trace_samples ? `${hessian.trace_samples} probes` : null,
     density ? `density: ${density.probes} probes × ${density.steps} Lanczos steps, seed ${density.seed}` : null,
   ].filter(Boolean);
-  return [list, facts.length ? h("p", { class: "hint" }, facts.join(" · ")) : null];
+  // What the plotted plane can and cannot show, in the CLI's words (the API sends the sentence).
+  const plane = hessian.plane_curvature;
+  const sentence = plane ? h("p", { class: "plane-curvature", dataset: { stat: "plane_curvature" } }, plane.sentence) : null;
+  return [list, sentence, facts.length ? h("p", { class: "hint" }, facts.join(" · ")) : null];
 }
 
 /** [key, label, text, ok] per Lanczos result that recorded its residuals: the spectrum's
