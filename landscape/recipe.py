@@ -134,6 +134,7 @@ def _portable_directions(spec: SurfaceSpec) -> dict[str, Any]:
     if spec.directions.target_checkpoint is not None:
         directions["target_checkpoint"] = relative(spec.directions.target_checkpoint)
     directions["trajectory"] = [relative(p) for p in spec.directions.trajectory]
+    directions["through_checkpoints"] = [relative(p) for p in spec.directions.through_checkpoints]
     return directions
 
 
@@ -198,6 +199,7 @@ def spec_from_recipe(
         spec.directions,
         target_checkpoint=None if target is None else beside(target),
         trajectory=tuple(beside(p) for p in spec.directions.trajectory),
+        through_checkpoints=tuple(beside(p) for p in spec.directions.through_checkpoints),
     )
     return replace(spec, directions=directions, data=replace(spec.data, data_root=data_root))
 
@@ -212,7 +214,12 @@ def _check_fields(spec: SurfaceSpec) -> None:
         raise SpecError("the recipe's data needs a name and integer (or null) subset sizes")
     trajectory = directions.trajectory if isinstance(directions.trajectory, tuple) else (0,)
     target = directions.target_checkpoint
-    paths = (*trajectory, "" if target is None else target)
+    through = (
+        directions.through_checkpoints
+        if isinstance(directions.through_checkpoints, tuple)
+        else (0,)
+    )
+    paths = (*trajectory, *through, "" if target is None else target)
     if not all(isinstance(p, str) for p in paths):
         raise SpecError("the recipe's directions name their checkpoints by path")
 
@@ -322,7 +329,11 @@ def _input_differences(spec: SurfaceSpec) -> list[Difference]:
         get_loss(spec.loss)
     except LandscapeError as exc:
         out.append(Difference("loss", repr(spec.loss), str(exc), True))
-    others = [spec.directions.target_checkpoint, *spec.directions.trajectory]
+    others = [
+        spec.directions.target_checkpoint,
+        *spec.directions.trajectory,
+        *spec.directions.through_checkpoints,
+    ]
     for other in others:
         if other is not None and not Path(other).is_file():
             out.append(Difference("directions' checkpoint", Path(other).name, "missing", True))

@@ -159,6 +159,16 @@ def test_cli_plane_of_three_seeds_and_info(
     summary = json.loads(capsys.readouterr().out)
     stored = summary["provenance"]["directions_info"]["points"]
     assert all(math.isclose(a["x"], b["x"]) for a, b in zip(stored, points, strict=True))
+    # its recipe names the two others beside the checkpoint and rebuilds the same surface
+    recipe = tmp_path / "plane.recipe.json"
+    assert main(["recipe", str(out), "--out", str(recipe)]) == 0
+    directions = json.loads(recipe.read_text())["spec"]["directions"]
+    assert directions["through_checkpoints"] == [seeds[1].name, seeds[2].name]
+    rebuilt = tmp_path / "rebuilt.h5"
+    argv = ["surface", "--recipe", str(recipe), "--checkpoint", str(seeds[0]), "--device", "cpu",
+            "--workers", "1", "--no-compile", "--quiet", "--out", str(rebuilt)]  # fmt: skip
+    assert main(argv) == 0
+    assert store.read_surface(rebuilt).attrs["key"] == surface.attrs["key"]
 
 
 @pytest.mark.parametrize("other", ["wider", "resnet20"])

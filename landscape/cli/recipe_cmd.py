@@ -20,8 +20,8 @@ from landscape.errors import SpecError
 SPEC_FLAGS = (
     "dataset", "train_size", "test_size", "dim", "grid", "grid_y", "range", "yrange",
     "grid_z", "zrange", "directions", "hessian_ends", "normalization", "ignore", "seed",
-    "max_lanczos_steps", "params", "target", "trajectory", "splits", "loss", "loss_factory",
-    "precision", "estimate", "estimate_seed", "exact",
+    "max_lanczos_steps", "params", "target", "trajectory", "through", "splits", "loss",
+    "loss_factory", "precision", "estimate", "estimate_seed", "exact",
 )  # fmt: skip
 
 
