@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,34 @@ def test_cli_three_point_needs_through(
             "--through", str(seeds[1]), "--out", str(tmp_path / "s.h5")]  # fmt: skip
     assert main(argv) != 0
     assert "--through" in error_line(capsys)
+
+
+def test_the_contour_figure_marks_the_three_nets(seeds: list[Path], tmp_path: Path) -> None:
+    """``landscape plot``'s data carries the points, and the page's figure (figure.js, run by
+    node) draws them as labelled markers over the contour."""
+    from landscape.plot.html import FIGURE_JS, surface_data
+
+    grid = GridSpec(x_range=(-5.0, 40.0), n_x=3, y_range=(-5.0, 35.0), n_y=3)
+    spec = SurfaceSpec(
+        checkpoint=str(seeds[0]), data=DATA, grid=grid, directions=_directions(seeds)
+    )
+    data = surface_data(store.read_surface(compute_surface(spec, tmp_path / "p.h5", options=FAST)))
+    points = store.read_surface(tmp_path / "p.h5").attrs["directions_info"]["points"]
+    assert data["nets"]["names"] == [p.name for p in seeds]
+    assert data["nets"]["x"] == [p["x"] for p in points]
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: figure.js is checked in the browser tests")
+    script = (
+        f"import {{ figure }} from {json.dumps(FIGURE_JS.as_uri())};\n"
+        f"const surface = {json.dumps(data)};\n"
+        "const fig = figure(surface, { metric: 'train_loss', view: 'contour' });\n"
+        "console.log(JSON.stringify(fig.data.filter((t) => t.name === 'nets')));\n"
+    )
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    (trace,) = json.loads(done.stdout)
+    assert trace["mode"] == "markers+text" and trace["text"] == data["nets"]["names"]
+    assert trace["x"] == data["nets"]["x"] and trace["y"] == data["nets"]["y"]

@@ -298,6 +298,7 @@ export function figure(surface, { metric, view = "surface", scale = null, log = 
   const data = [trace];
   if (path) data.push(trajectoryTrace(path, null));
   if (surface.marks?.x?.length) data.push(marksTrace(surface.marks));
+  if (surface.nets?.x?.length) data.push(netsTrace(surface.nets));
   return {
     data,
     layout: {
@@ -323,6 +324,23 @@ function decadeTicks([low, high]) {
 }
 
 const PATH_COLOR = "#e4572e";
+
+/** The nets a plane goes through ({names, x, y}; a three_point surface's three checkpoints),
+ * as labelled markers. */
+function netsTrace(nets) {
+  return {
+    type: "scatter",
+    mode: "markers+text",
+    name: "nets",
+    x: nets.x,
+    y: nets.y,
+    text: nets.names,
+    textposition: "top center",
+    showlegend: false,
+    marker: { symbol: "x", size: 10, color: PATH_COLOR, line: { width: 1, color: "white" } },
+    hovertemplate: "%{text}<br>(%{x:.3f}, %{y:.3f})<extra>net</extra>",
+  };
+}
 
 /** Open circles at points `marks` names ({name, x, y}): an estimate's points not at target. */
 function marksTrace(marks) {

@@ -66,7 +66,25 @@ def surface_data(surface: Surface) -> dict[str, Any]:
             "epochs": [int(e) for e in path.epochs],
             "explained_variance": list(path.explained_variance_ratio),
         }
+    nets = _plane_nets(surface)
+    if nets is not None:
+        data["nets"] = nets
     return data
+
+
+def _plane_nets(surface: Surface) -> dict[str, Any] | None:
+    """A three_point plane's three checkpoints as the figure marks them (docs/format.md,
+    ``directions_info.points``); None for other directions."""
+    info = surface.attrs.get("directions_info")
+    points = info.get("points") if isinstance(info, dict) else None
+    if surface.spec.directions.kind != "three_point" or not points:
+        return None
+    names = [Path(surface.spec.checkpoint).name, *(str(p["name"]) for p in points[1:])]
+    return {
+        "names": names,
+        "x": [float(p["x"]) for p in points],
+        "y": [float(p["y"]) for p in points],
+    }
 
 
 def _title(data: dict[str, Any]) -> str:
