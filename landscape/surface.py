@@ -37,6 +37,7 @@ from landscape.divergence import check_surface
 from landscape.errors import CancelledError, SpecError
 from landscape.explore.spec import EstimateSpec
 from landscape.losses import Loss, LossFn, get_loss, resolve_loss
+from landscape.sources.dict_batches import adapt, is_dict_data
 from landscape.sources.model_source import (
     REGRESSION_LOSS,
     ModelSource,
@@ -421,7 +422,7 @@ def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[t
 
 def compute_module_surface(
     model: nn.Module,
-    data: Mapping[str, tuple[Tensor, Tensor]],
+    data: Mapping[str, tuple[Tensor, Tensor]] | Mapping[str, Mapping[str, Tensor]],
     out: str | Path,
     *,
     grid: GridSpec | None = None,
@@ -432,8 +433,11 @@ def compute_module_surface(
     should_stop: Callable[[], bool] | None = None,
     label: str | None = None,
     extra_provenance: Mapping[str, Any] | None = None,
+    shift_labels: bool | None = None,
 ) -> Path:
-    """Compute (or finish) the surface of ``model`` on ``data`` (split name → ``(x, y)``).
+    """Compute (or finish) the surface of ``model`` on ``data`` (split name → ``(x, y)``, or
+    split name → a dict of tensors for ``model(**batch)``: ``sources.dict_batches``, whose
+    token-level labels take their own loss; ``shift_labels`` None: shifted for causal LMs).
 
     ``loss`` defaults to cross-entropy for class labels (any name, ``Loss`` or
     ``loss(model, inputs, targets)`` callable: docs/losses.md); regression takes ``"mse"``
@@ -444,7 +448,16 @@ def compute_module_surface(
     grid, directions = grid or GridSpec(), directions or DirectionSpec()
     if directions.kind != "random":
         raise SpecError("a model object takes random directions (the others name checkpoints)")
-    source = module_source(model, data, label=label, extra_provenance=extra_provenance)
+    if is_dict_data(data):
+        adapted = adapt(model, data, shift_labels=shift_labels)
+        if adapted.loss is not None and loss is not None and resolve_loss(loss) != adapted.loss:
+            raise SpecError(f"token-level labels take loss {adapted.loss.name!r}, not {loss!r}")
+        label = label or type(model).__name__
+        model, data, loss = adapted.model, adapted.data, adapted.loss or loss
+    elif shift_labels is not None:
+        raise SpecError("shift_labels applies to dict batches with token-level labels only")
+    pairs: Mapping[str, tuple[Tensor, Tensor]] = data  # type: ignore[assignment]
+    source = module_source(model, pairs, label=label, extra_provenance=extra_provenance)
     name = resolve_loss(loss).name if loss is not None else None
     name = name or ("mse" if source.task == "regression" else "cross_entropy")
     if source.task == "regression" and name != "mse":
