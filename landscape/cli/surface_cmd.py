@@ -93,7 +93,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--directions",
         default=dirs.kind,
-        help=choices_text(DirectionKind, {"hessian": "Hessian eigenvectors (--hessian-ends)"}),
+        help=choices_text(
+            DirectionKind,
+            {
+                "hessian": "Hessian eigenvectors (--hessian-ends)",
+                "three_point": "the plane through --checkpoint and the two --through",
+            },
+        ),
     )
     parser.add_argument(
         "--hessian-ends", default=dirs.hessian_ends,
