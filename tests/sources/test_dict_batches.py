@@ -5,6 +5,9 @@ sample by hand, and against the model's own ``.loss`` where every sample counts 
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -208,3 +211,24 @@ def test_bad_dict_batches_are_refused_clearly(
     change(batch)
     with pytest.raises(SpecError, match=message):
         adapt(gpt2_lm(), {"train": batch})
+
+
+@pytest.mark.slow  # about 15 s: transformers' import and two 5×5 surfaces in a new process
+def test_the_docs_example_runs_as_written(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "models.md"
+    found = re.search(
+        r"## Models that take dict batches\n.*?```python\n(.*?)```", docs.read_text(), re.S
+    )
+    assert found is not None, "docs/models.md has no dict-batch example"
+    (tmp_path / "example.py").write_text(found.group(1))
+    done = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, model in (
+        ("bert.h5", "BertForSequenceClassification"),
+        ("gpt2.h5", "GPT2LMHeadModel"),
+    ):
+        surface = store.read_surface(tmp_path / name)
+        assert surface.status == "complete" and surface.attrs["model"] == model
+        assert np.isfinite(surface.values["train_loss"]).all()
