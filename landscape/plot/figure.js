@@ -336,6 +336,7 @@ function netsTrace(nets) {
     y: nets.y,
     text: nets.names,
     textposition: "top center",
+    textfont: { color: "white", size: 13 }, // trained nets sit in the dark, low-loss basins
     showlegend: false,
     marker: { symbol: "x", size: 10, color: PATH_COLOR, line: { width: 1, color: "white" } },
     hovertemplate: "%{text}<br>(%{x:.3f}, %{y:.3f})<extra>net</extra>",
