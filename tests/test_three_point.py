@@ -143,6 +143,8 @@ def test_cli_plane_of_three_seeds_and_info(
     assert main(argv) == 0
     surface = store.read_surface(out)
     points = surface.attrs["directions_info"]["points"]
+    assert main(argv) == 0  # the same command again: the same fitted range, the finished file
+    assert store.read_surface(out).attrs["generation"] == surface.attrs["generation"]
     xs, ys = [p["x"] for p in points], [p["y"] for p in points]
     width, height = max(xs) - min(xs), max(ys) - min(ys)
     assert surface.x[0] == pytest.approx(min(xs) - 0.2 * width)
@@ -154,7 +156,7 @@ def test_cli_plane_of_three_seeds_and_info(
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "three_point" in text
+    assert "three_point: unit axes in parameter units" in text
     for point, path in zip(points, seeds, strict=True):
         assert f"{path.name} ({point['x']:.6g}, {point['y']:.6g})" in text
     assert main(["info", "--json", str(out)]) == 0

@@ -126,6 +126,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     else:
         shape = f"1D {grid['nx']} points, x {grid['xrange']}"
     d = spec["directions"]
+    how = f"normalization {d['normalization']}, ignore {d['ignore']}, seed {d['seed']}"
+    if d["kind"] == "three_point":  # Gram–Schmidt of the nets' differences: nothing drawn
+        how = "unit axes in parameter units, every parameter"
     engine = prov.get("engine") or {}
     lines = [
         f"{summary['path']}: {summary['status']}, {summary['done']}/{summary['total']} points "
@@ -136,8 +139,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  data        {summary['dataset']}, splits {', '.join(spec['splits'])}, "
         f"loss {spec['loss']}",
         f"  grid        {shape}",
-        f"  directions  {d['kind']}, normalization {d['normalization']}, ignore {d['ignore']}, "
-        f"seed {d['seed']}",
+        f"  directions  {d['kind']}{':' if d['kind'] == 'three_point' else ','} {how}",
         f"  params      {_params_line(d.get('params') or [], prov.get('directions_info'))}",
         f"  created     {summary['created']}",
     ]
