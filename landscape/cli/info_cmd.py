@@ -128,7 +128,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     d = spec["directions"]
     how = f"normalization {d['normalization']}, ignore {d['ignore']}, seed {d['seed']}"
     if d["kind"] == "three_point":  # Gram–Schmidt of the nets' differences: nothing drawn
-        how = "unit axes in parameter units, every parameter"
+        how = "unit axes in parameter units (params: below)"
     engine = prov.get("engine") or {}
     lines = [
         f"{summary['path']}: {summary['status']}, {summary['done']}/{summary['total']} points "
