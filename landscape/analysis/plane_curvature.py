@@ -204,13 +204,16 @@ def plane_sentence(summary: Mapping[str, Any]) -> str:
     if mean is None:
         plane += " (tr(H)/n not computed: run with --trace)"
     elif summary.get("directions") == "random":
-        plane += f", near tr(H)/n = {_g(mean)} as random directions are on average"
+        plane += f", against tr(H)/n = {_g(mean)} (what a random direction shows on average)"
     else:
         plane += f", against the mean curvature tr(H)/n = {_g(mean)}"
     low, high = summary.get("lambda_min"), summary.get("lambda_max")
     top = f" (λmax = {_g(high)})" if high is not None else ""
     if low is None:
         return plane + f"; λmin was not computed{top} (run with --bottom 1)."
+    if summary.get("directions") != "random":  # the plane may be an eigenvector's own
+        high_text = f" and λmax = {_g(high)}" if high is not None else ""
+        return plane + f"; the Hessian's extremes are λmin = {_g(low)}{high_text}."
     if low < 0:
         return (
             plane + f"; the Hessian also has λmin = {_g(low)}{top}, which no random plane will "

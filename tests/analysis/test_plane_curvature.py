@@ -170,6 +170,9 @@ def test_sentence_names_the_numbers_and_the_cases() -> None:
     assert MIN_EIGENVECTOR_PLANE in text and text.endswith(".")
     convex = plane_sentence({**summary, "lambda_min": 0.02})
     assert "λmin = 0.02" in convex and "not negative" in convex and "--hessian-ends" not in convex
+    own = plane_sentence({**summary, "directions": "hessian"})  # perhaps the min plane itself
+    assert "against the mean curvature tr(H)/n = 0.7" in own and "random" not in own
+    assert "λmin = −3.1 and λmax = 12." in own
     bare = plane_sentence({**summary, "mean_curvature": None, "lambda_min": None})
     assert "--trace" in bare and "--bottom 1" in bare
 
