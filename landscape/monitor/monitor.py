@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,14 @@ from landscape.errors import SpecError
 from landscape.monitor import measure as m
 from landscape.monitor.measure import MEASUREMENTS, Budget, Measurement
 from landscape.monitor.run_file import MonitorRun, write_run
+from landscape.sources.dict_batches import (
+    LABELS,
+    DictBatchModel,
+    Field,
+    checked_split,
+    fields_of,
+    pack,
+)
 from landscape.specs import LossName, check_choice
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,25 @@ class _Logits(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self._forward(self.inner, x)
+
+
+def dict_batch_pairs(data: Any, forward: Forward | None) -> tuple[tuple[Field, ...] | None, Any]:
+    """A dict of equal-length tensors with per-sample ``labels`` (a ``model(**batch)``
+    classifier's data) as its packing and ``(x, labels)``; other data as it is (no packing)."""
+    if not isinstance(data, Mapping):
+        return None, data
+    if forward is not None:
+        raise SpecError("give dict data or forward=, not both: dict data calls model(**batch)")
+    split = checked_split("data", data, LABELS)
+    labels = split[LABELS]
+    if labels.dim() != 1:
+        raise SpecError(
+            f"the monitor takes one label per sample, got labels of shape {tuple(labels.shape)}: "
+            "its losses (the Hessian's among them) are per-sample losses of (B, C) logits, so "
+            "token-level labels are for compute_module_surface"
+        )
+    fields = fields_of(split, [k for k in split if k != LABELS])
+    return fields, (pack(split, fields), labels)
 
 
 def fixed_subset(data: Any, max_samples: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -142,7 +169,9 @@ class Monitor:
     ``budget_s`` bounds one call: what would exceed it is cut (fewer Lanczos steps or
     Hutchinson probes, a curve or surface skipped) and the cut is recorded in the result, the
     run file and the log. ``forward(model, x)`` gives logits for models whose output is not
-    (e.g. ``lambda m, x: m(input_ids=x).logits``).
+    (e.g. ``lambda m, x: m(input_ids=x).logits``). ``data`` may also be a dict of
+    equal-length tensors with one ``labels`` entry per sample, for a classifier called as
+    ``model(**batch)`` (``landscape.sources.dict_batches``; docs/models.md).
     """
 
     def __init__(
@@ -184,6 +213,7 @@ class Monitor:
         self.model, self.loss, self.every = model, loss, every
         self.measure: tuple[Measurement, ...] = tuple(w for w in MEASUREMENTS if w in measure)
         self.budget_s, self.seed, self.forward = budget_s, seed, forward
+        self.fields, data = dict_batch_pairs(data, forward)
         self.data = fixed_subset(data, max_samples, seed)
         self.trace_samples = trace_samples
         self.curve_axis = np.linspace(-span, span, curve_points)
@@ -251,6 +281,8 @@ class Monitor:
             raise SpecError("the model has no parameters to measure")
         device = first.device
         seen = model if self.forward is None else _Logits(model, self.forward).eval()
+        if self.fields is not None:  # model(**batch) on the packed dict (sources.dict_batches)
+            seen = DictBatchModel(model, self.fields, token_level=False, shift_labels=False)
         data = self._subset_on(device)
         operator = HessianOperator(
             seen,

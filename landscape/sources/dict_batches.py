@@ -34,6 +34,7 @@ architecture; its weights appear under the ``model.`` prefix in the ``state_dict
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from collections.abc import Mapping
@@ -149,14 +150,18 @@ class DictBatchModel(nn.Module):
         shift_labels: bool,
     ) -> None:
         super().__init__()
-        from landscape.sources.modules import module_description
-
         self.model = model
         self.fields = fields
         self.token_level = token_level
         self.shift_labels = shift_labels
-        description = module_description(model).encode()
-        self.wrapped_description_sha256 = hashlib.sha256(description).hexdigest()
+
+    @functools.cached_property
+    def wrapped_description_sha256(self) -> str:
+        """sha256 of the wrapped model's ``module_description``: computed once, when a cache
+        key asks (a monitor wrapping the model at every step never pays for it)."""
+        from landscape.sources.modules import module_description
+
+        return hashlib.sha256(module_description(self.model).encode()).hexdigest()
 
     def forward(self, x: Tensor) -> Tensor:
         inputs = unpack(x, self.fields)
@@ -217,7 +222,7 @@ def adapt(
     (``is_causal_lm``). SpecError names the key or split at fault."""
     if not all(isinstance(split, Mapping) for split in data.values()):
         raise SpecError("give every split as a dict of tensors, or every split as (x, y)")
-    splits = {name: _checked_split(name, split, label_key) for name, split in data.items()}
+    splits = {name: checked_split(name, split, label_key) for name, split in data.items()}
     first_name, first = next(iter(splits.items()))
     labels = first[label_key]
     token_level = labels.dim() == 2 and not labels.is_floating_point()
@@ -227,10 +232,9 @@ def adapt(
             "(N,) per sample or (N, L) per token"
         )
     keys = [k for k in first if k != label_key] + ([label_key] if token_level else [])
-    fields = tuple(Field(k, tuple(first[k].shape[1:]), first[k].dtype) for k in keys)
+    fields = fields_of(first, keys)
     for name, split in splits.items():
-        here = tuple(Field(k, tuple(split[k].shape[1:]), split[k].dtype) for k in keys)
-        if set(split) != set(first) or here != fields:
+        if set(split) != set(first) or fields_of(split, keys) != fields:
             raise SpecError(
                 f"split {name!r} has keys/shapes {_describe(split)}, split {first_name!r} "
                 f"{_describe(first)}: every split needs the same keys, per-sample shapes and dtypes"
@@ -252,7 +256,12 @@ def adapt(
     return Adapted(wrapper, tensors, loss)
 
 
-def _checked_split(name: str, split: Mapping[str, Any], label_key: str) -> dict[str, Tensor]:
+def fields_of(split: Mapping[str, Tensor], keys: list[str]) -> tuple[Field, ...]:
+    """The packing of ``keys`` of ``split``: each key's per-sample shape and dtype."""
+    return tuple(Field(k, tuple(split[k].shape[1:]), split[k].dtype) for k in keys)
+
+
+def checked_split(name: str, split: Mapping[str, Any], label_key: str) -> dict[str, Tensor]:
     """The split's tensors, detached on the CPU, after the checks that packing needs."""
     bad = [k for k, t in split.items() if not isinstance(t, Tensor)]
     if bad:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape import storage as store
+from landscape.analysis.sharpness import SharpnessOptions
 from landscape.errors import SpecError
 from landscape.sources.dict_batches import DictBatchModel, adapt, is_causal_lm
 from landscape.sources.modules import model_key
@@ -33,11 +34,12 @@ VOCAB, LENGTH = 50, 8
 Batch = dict[str, Tensor]
 
 
-def bert_classifier() -> nn.Module:
+def bert_classifier(attention: str = "sdpa") -> nn.Module:
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=16, num_labels=3,
+        attn_implementation=attention,
     )  # fmt: skip
     return transformers.BertForSequenceClassification(config).eval()
 
@@ -232,3 +234,38 @@ def test_the_docs_example_runs_as_written(tmp_path: Path) -> None:
         surface = store.read_surface(tmp_path / name)
         assert surface.status == "complete" and surface.attrs["model"] == model
         assert np.isfinite(surface.values["train_loss"]).all()
+
+
+SHARP = SharpnessOptions(krylov=6, tol=1e-3)
+
+
+@pytest.mark.slow  # about 40 Hessian-vector products through BERT
+def test_monitor_takes_a_dict_batch_classifier() -> None:
+    """The monitor's loss is the model's own ``.loss`` on the dict; λmax is the one measured
+    through the existing ``forward=`` route on the same tokens; the weights are untouched."""
+    from landscape.monitor import Monitor
+
+    model = bert_classifier("eager")  # Hessian products: CPU sdpa has no double backward
+    batch = {**tokens(8, 9, ragged=True), "labels": torch.randint(0, 3, (8,))}
+    before = copy.deepcopy(model.state_dict())
+    result = Monitor(model, batch, every=1, measure=("lambda_max",), sharpness=SHARP).step(None, 0)
+    assert result is not None and result.lambda_max is not None
+    with torch.no_grad():
+        assert result.loss == pytest.approx(model(**batch).loss.item(), abs=1e-5)
+    pairs = (torch.cat([batch["input_ids"], batch["attention_mask"]], dim=1), batch["labels"])
+
+    def forward(m: nn.Module, x: Tensor) -> Tensor:
+        ids, mask = x[:, :LENGTH].long(), x[:, LENGTH:].long()
+        logits: Tensor = m(input_ids=ids, attention_mask=mask).logits
+        return logits
+
+    reference = Monitor(
+        model, pairs, every=1, measure=("lambda_max",), sharpness=SHARP, forward=forward
+    )
+    expected = reference.step(None, 0)
+    assert expected is not None and expected.lambda_max is not None
+    assert result.lambda_max == pytest.approx(expected.lambda_max, rel=1e-3)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    with pytest.raises(SpecError, match="one label per sample"):
+        Monitor(model, {**batch, "labels": batch["input_ids"]})
