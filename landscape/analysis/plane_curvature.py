@@ -1,12 +1,11 @@
 """The plotted plane's own curvature, set against the whole Hessian's.
 
 A surface shows the loss along two directions δ, η; its curvature at the centre along δ is
-``δᵀHδ/‖δ‖²``. For a random direction that is on average the *mean* curvature ``tr(H)/n``
-(Böttcher & Wheeler 2022, "Visualizing high-dimensional loss landscapes with Hessian
-directions", §2): ``E[zᵀHz] = tr(H)``
-for ``z`` of i.i.d. unit-variance entries, and ``‖z‖² ≈ n``. So a random plane looks like a
-bowl whenever the mean curvature is positive, however negative ``λ_min`` is: the figures here
-say how far the picture is from the extremes that only the Hessian's own directions show.
+``δᵀHδ/‖δ‖²``. For a random Gaussian direction that is on average the *mean* curvature
+``tr(H)/n`` (Böttcher & Wheeler 2022, "Visualizing high-dimensional loss landscapes with Hessian
+directions"): ``δ/‖δ‖`` is uniform on the sphere, and ``E[uᵀHu] = tr(H)/n`` there. So a random
+plane looks like a bowl whenever the mean curvature is positive, however negative ``λ_min`` is:
+the figures here say how far the picture is from the extremes only other directions show.
 
 Per axis, two independent figures: one Hessian-vector product at θ (the analysis's loss, data,
 eval mode and parameter subset), and the stored surface's second difference through its centre
