@@ -20,7 +20,14 @@ from torch import Tensor, nn
 from landscape import storage as store
 from landscape.analysis.sharpness import SharpnessOptions
 from landscape.errors import SpecError
-from landscape.sources.dict_batches import DictBatchModel, adapt, is_causal_lm
+from landscape.sources.dict_batches import (
+    DictBatchModel,
+    adapt,
+    fields_of,
+    is_causal_lm,
+    pack,
+    unpack,
+)
 from landscape.sources.modules import model_key
 from landscape.specs import EngineOptions, GridSpec
 from landscape.surface import compute_module_surface
@@ -176,8 +183,6 @@ def test_packing_keeps_token_ids_exact_and_the_key_covers_the_wrapped_model() ->
     wrapper = adapted.model
     assert isinstance(wrapper, DictBatchModel)
     x, y = adapted.data["train"]
-    from landscape.sources.dict_batches import unpack
-
     restored = unpack(x, wrapper.fields)
     assert restored["input_ids"].dtype == torch.int64
     assert torch.equal(restored["input_ids"], batch["input_ids"])
@@ -188,6 +193,27 @@ def test_packing_keeps_token_ids_exact_and_the_key_covers_the_wrapped_model() ->
         if hasattr(layer, "intermediate_act_fn"):
             layer.intermediate_act_fn = nn.ReLU()
     assert model_key(adapt(other, {"train": batch}).model) != model_key(wrapper)
+
+
+def test_mixed_integer_and_float_inputs_round_trip_exactly() -> None:
+    g = torch.Generator().manual_seed(10)
+    batch = {
+        "input_ids": torch.randint(0, 2**24 - 1, (5, 3), generator=g),
+        "pixel_values": torch.randn(5, 2, 2, generator=g),
+        "scale": torch.randn(5, generator=g).to(torch.bfloat16),
+        "keep": torch.rand(5, 3, generator=g) > 0.5,
+    }
+    fields = fields_of(batch, list(batch))
+    restored = unpack(pack(batch, fields), fields)
+    for key, value in batch.items():
+        assert restored[key].dtype == value.dtype and torch.equal(restored[key], value), key
+
+
+def test_splits_of_both_kinds_are_refused() -> None:
+    batch = {**tokens(4, 11), "labels": torch.randint(0, 3, (4,))}
+    pair = (torch.zeros(4, LENGTH), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(SpecError, match="every split as a dict"):
+        adapt(bert_classifier(), {"train": batch, "test": pair})
 
 
 def test_mismatched_lengths_name_the_keys() -> None:
