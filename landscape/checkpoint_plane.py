@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from landscape.errors import CheckpointError, SpecError
-from landscape.specs import DirectionSpec
 
 Direction = dict[str, Tensor]
 
@@ -123,14 +122,3 @@ def plane_ranges(
     if not all(math.isfinite(v) for r in ranges for v in r):
         raise SpecError(f"three_point: the checkpoints' coordinates are not finite: {points}")
     return ranges
-
-
-def plane_ranges_of(checkpoint: str, directions: DirectionSpec) -> list[tuple[float, float]]:
-    """``plane_ranges`` of the plane through ``checkpoint`` and ``directions``' two others:
-    the directions are deterministic, so the surface computed next has the same points."""
-    from landscape.directions import make_directions
-    from landscape.sources.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(checkpoint)
-    _, info = make_directions(model, directions, 2)
-    return plane_ranges(info["points"])

@@ -420,6 +420,19 @@ def auto_ranges(checkpoint: str, directions: DirectionSpec, ndim: int) -> list[t
     return ranges
 
 
+def plane_ranges_of(checkpoint: str, directions: DirectionSpec) -> list[tuple[float, float]]:
+    """``checkpoint_plane.plane_ranges`` of the plane through ``checkpoint`` and
+    ``directions``' two others: the directions are deterministic, so the surface computed next
+    has the same points."""
+    from landscape.checkpoint_plane import plane_ranges
+    from landscape.directions import make_directions
+    from landscape.sources.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    _, info = make_directions(model, directions, 2)
+    return plane_ranges(info["points"])
+
+
 def compute_module_surface(
     model: nn.Module,
     data: Mapping[str, tuple[Tensor, Tensor]] | Mapping[str, Mapping[str, Tensor]],

@@ -377,7 +377,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.directions == "three_point" and args.dim != 2:
         raise SpecError(f"--directions three_point spans a plane: --dim 2, not {args.dim}")
     if args.directions == "three_point" and args.range in (None, ["auto"]):
-        from landscape.checkpoint_plane import plane_ranges_of
+        from landscape.surface import plane_ranges_of
 
         ranges = plane_ranges_of(checkpoint, spec_from_args(args, checkpoint).directions)
         args.range = [str(v) for v in ranges[0]]
