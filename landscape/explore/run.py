@@ -35,10 +35,12 @@ from landscape.storage.estimate import SurfaceEstimate
 
 log = logging.getLogger(__name__)
 
-# A journaled chunk: points in refinement order until their reads reach CHUNK_SAMPLES (or
-# CHUNK_POINTS points); a kill loses at most one chunk's stage. Large enough that the lanes
-# share a chunk's calls evenly and wait for each other once per chunk, not once per few calls.
+# A journaled chunk: points in refinement order, at least CHUNK_MIN_POINTS and more until
+# their reads reach CHUNK_SAMPLES (at most CHUNK_POINTS); a kill loses at most one chunk's
+# stage. Enough calls that the lanes share a chunk evenly, and enough reads that they wait
+# for each other once per chunk, not once per few short calls.
 CHUNK_SAMPLES = 1 << 17
+CHUNK_MIN_POINTS = 32
 CHUNK_POINTS = 512
 
 
@@ -172,7 +174,7 @@ def _refine(
     should_stop: Callable[[], bool] | None,
 ) -> None:
     """Rounds of one stage (``make_exact``: the rest of the split) at every pending point, in
-    journaled chunks of about ``CHUNK_SAMPLES`` reads."""
+    journaled chunks (``CHUNK_SAMPLES``)."""
     rank = np.empty(coords.shape[0], dtype=np.int64)
     rank[store.point_order(state.shape)] = np.arange(rank.size)
     first = next(iter(state.splits))
@@ -198,7 +200,7 @@ def _refine(
         lo = 0
         while lo < len(points):
             hi = int(np.searchsorted(work, (work[lo - 1] if lo else 0) + CHUNK_SAMPLES))
-            hi = min(max(hi + 1, lo + 1), lo + CHUNK_POINTS, len(points))
+            hi = min(max(hi + 1, lo + CHUNK_MIN_POINTS), lo + CHUNK_POINTS, len(points))
             chunk = points[lo:hi]
             for split, (start, stop) in looks.items():
                 read = (stop[lo:hi] > start[lo:hi]).nonzero()[0]
