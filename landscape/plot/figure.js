@@ -146,8 +146,21 @@ export function valueTitle(metric, scale) {
   return scale.capped ? `${label} (clamped at ${LOSS_CAP})` : label;
 }
 
-/** Axis titles: the directions' names; "PC1 (83.2 %)" on PCA surfaces (Li et al. 2018, §7). */
+/** Which Hessian eigenvectors x and y are, per ``hessian_ends`` (landscape/directions.py). */
+export const EIGENVECTOR_NAMES = {
+  max: ["top eigenvector", "second eigenvector"],
+  min: ["bottom eigenvector", "second from the bottom"],
+  "max,min": ["top eigenvector", "bottom eigenvector"],
+};
+
+/** Axis titles: the directions' names; "PC1 (83.2 %)" on PCA surfaces (Li et al. 2018, §7);
+ * on Hessian directions the eigenvector and its eigenvalue, "top eigenvector (λ = 76.3)". */
 export function axisTitles(surface) {
+  const dirs = surface.provenance?.directions;
+  if (dirs?.kind === "hessian" && dirs.eigenvalues?.length) {
+    const names = EIGENVECTOR_NAMES[dirs.hessian_ends] || EIGENVECTOR_NAMES.max;
+    return names.map((name, k) => (Number.isFinite(dirs.eigenvalues[k]) ? `${name} (λ = ${short(dirs.eigenvalues[k])})` : name));
+  }
   const ratios = surface.trajectory?.explained_variance;
   if (!ratios?.length) return ["direction δ", "direction η"];
   const title = (k) => (Number.isFinite(ratios[k]) ? `PC${k + 1} (${(100 * ratios[k]).toFixed(1)} %)` : `PC${k + 1}`);

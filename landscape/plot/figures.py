@@ -29,6 +29,7 @@ from landscape.plot.scale import (
     metric_label,
     metric_values,
     scale_for,
+    short,
     value_title,
 )
 from landscape.storage import Surface
@@ -146,9 +147,26 @@ def surface_figure(
     return fig
 
 
+EIGENVECTOR_NAMES = {  # which Hessian eigenvectors x and y are (figure.js's EIGENVECTOR_NAMES)
+    "max": ("top eigenvector", "second eigenvector"),
+    "min": ("bottom eigenvector", "second from the bottom"),
+    "max,min": ("top eigenvector", "bottom eigenvector"),
+}
+
+
 def axis_titles(surface: Surface) -> tuple[str, str]:
     """``"PC1 (83.2 %)"`` on PCA surfaces: how much of the trajectory's variance each axis
-    holds tells how faithful the drawn path is (Li et al. 2018, §7); else ``x``/``y``."""
+    holds tells how faithful the drawn path is (Li et al. 2018, §7); on Hessian directions the
+    eigenvector and its eigenvalue, ``"top eigenvector (λ = 76.3)"``; else ``x``/``y``."""
+    eigen = hessian_axes(surface)
+    if eigen is not None:
+        names = EIGENVECTOR_NAMES.get(eigen["hessian_ends"], EIGENVECTOR_NAMES["max"])
+        values = [*eigen["eigenvalues"], math.nan, math.nan]
+        x, y = (
+            f"{name} (λ = {short(values[k])})" if math.isfinite(values[k]) else name
+            for k, name in enumerate(names)
+        )
+        return x, y
     trajectory = surface.trajectory
     if trajectory is None or not trajectory.explained_variance_ratio:
         return "x", "y"
@@ -159,6 +177,19 @@ def axis_titles(surface: Surface) -> tuple[str, str]:
         return f"PC{k + 1} ({100 * r:.1f} %)" if math.isfinite(r) else f"PC{k + 1}"
 
     return title(0), title(1)
+
+
+def hessian_axes(surface: Surface) -> dict[str, Any] | None:
+    """Which eigenvectors a Hessian-direction surface's axes are and their eigenvalues (the
+    API's ``provenance.directions`` fields); None for other directions."""
+    info = surface.attrs.get("directions_info")
+    if surface.spec.directions.kind != "hessian" or not isinstance(info, dict):
+        return None
+    eigenvalues = [float(v) for v in info.get("eigenvalues") or []]
+    if not eigenvalues:
+        return None
+    return {"kind": "hessian", "eigenvalues": eigenvalues,
+            "hessian_ends": surface.spec.directions.hessian_ends}  # fmt: skip
 
 
 def _add_trajectory(fig: go.Figure, surface: Surface, z: np.ndarray) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import plotly
 
 from landscape.errors import SpecError, UnknownNameError
+from landscape.plot.figures import hessian_axes
 from landscape.storage import Surface
 
 FIGURE_JS = Path(__file__).resolve().parent / "figure.js"
@@ -69,6 +70,9 @@ def surface_data(surface: Surface) -> dict[str, Any]:
     nets = _plane_nets(surface)
     if nets is not None:
         data["nets"] = nets
+    eigen = hessian_axes(surface)
+    if eigen is not None:
+        data["provenance"] = {"directions": eigen}
     return data
 
 

@@ -3,6 +3,10 @@ eigenvectors, one of each, and their eigenvalues stored with the surface (x firs
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,9 @@ from landscape.cli import main
 from landscape.data import load_data
 from landscape.errors import SpecError, UnknownNameError
 from landscape.models import build
+from landscape.plot.figures import axis_titles
+from landscape.plot.html import surface_data
+from landscape.plot.scale import FIGURE_JS, short
 from landscape.sources.checkpoint import load_checkpoint, save_checkpoint
 from landscape.specs import DataSpec, DirectionSpec
 
@@ -90,6 +97,27 @@ def test_cli_surface_on_the_max_min_plane(tmp_path: Path) -> None:
     assert info["ends"] == "max,min"
     np.testing.assert_allclose(info["eigenvalues"], [exact[-1], exact[0]],
                                rtol=1e-3, atol=1e-4 * exact[-1])  # fmt: skip
+    # the figures (landscape plot's and the page's figure.js) name each axis and its eigenvalue
+    surface = store.read_surface(out)
+    top, bottom = (short(v) for v in info["eigenvalues"])
+    titles = [f"top eigenvector (λ = {top})", f"bottom eigenvector (λ = {bottom})"]
+    assert list(axis_titles(surface)) == titles
+    if shutil.which("node"):
+        script = (
+            "const f = await import(process.env.FIGURE_JS_URL);"
+            "const s = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+            "process.stdout.write(JSON.stringify(f.axisTitles(s)));"
+        ).replace("require('fs')", "(await import('node:fs'))")
+        done = subprocess.run(
+            ["node", "--input-type=module", "-e", script],
+            input=json.dumps(surface_data(surface), allow_nan=False),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "FIGURE_JS_URL": FIGURE_JS.as_uri()},
+            check=True,
+        )
+        assert json.loads(done.stdout) == titles
 
 
 def test_cli_rejects_bad_ends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
