@@ -74,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
     check_choice("device", args.device, DeviceName)
     check_choice("precision", args.precision, Precision)
     if args.history is not None:
+        measuring = [f for f, v in (("--dataset", args.dataset), ("--train-size",
+                     args.train_size), ("--loss", args.loss)) if v is not None]  # fmt: skip
+        if measuring:
+            raise SpecError(
+                f"{', '.join(measuring)} set how snapshots are measured (--trajectory); "
+                "--history shows what was recorded"
+            )
         records, what = tracked_history(args.history), f"tracked in {args.history.name}"
     else:
         if args.loss is not None:

@@ -59,6 +59,9 @@ def test_history_of_an_untracked_checkpoint_is_one_line(
     checkpoint = tiny_mlp_checkpoint(tmp_path)
     assert main(["sharpness", "--history", str(checkpoint)]) == 2
     assert "--sharpness-every" in error_line(capsys)
+    # options that only measure are refused beside a recorded history, not ignored
+    assert main(["sharpness", "--history", str(checkpoint), "--loss", "mse"]) == 2
+    assert "--loss set how snapshots are measured" in error_line(capsys)
     assert main(["train", *TANH_MLP, "--steps", "3", "--optimizer", "sgd",
                  "--out", str(tmp_path / "x.pt")]) == 2  # fmt: skip
     assert "--steps" in error_line(capsys)
